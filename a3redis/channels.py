@@ -1,0 +1,97 @@
+"""Long-lived purerpc channels, one per address, owned by a supervising nursery.
+
+Rules: a channel is opened by a task that this pool's nursery supervises and
+closed when the pool closes, so channels never outlive their owner and never
+straddle a caller's cancel scope. Callers reuse the open channel of an
+address; after a transport failure they `discard` it and the next call
+reconnects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import purerpc
+import trio
+
+from a3redis.config import Address
+from a3redis.supervision import unwrap_single_group
+
+
+@dataclass
+class _Held:
+    channel: Any
+    close: trio.Event = field(default_factory=trio.Event)
+    stubs: dict[type, Any] = field(default_factory=dict)
+
+
+class ChannelPool:
+    def __init__(self, nursery: trio.Nursery, connect_timeout: float) -> None:
+        self._nursery = nursery
+        self._connect_timeout = connect_timeout
+        self._held: dict[Address, _Held] = {}
+        self._opening: dict[Address, trio.Event] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, connect_timeout: float = 3.0) -> AsyncIterator[ChannelPool]:
+        with unwrap_single_group():
+            async with trio.open_nursery() as nursery:
+                pool = cls(nursery, connect_timeout)
+                try:
+                    yield pool
+                finally:
+                    pool.close_all()
+
+    async def stub(self, address: Address, stub_class: type) -> Any:
+        """A stub of `stub_class` on the open channel to `address`, connecting if needed."""
+        while address not in self._held:
+            opening = self._opening.get(address)
+            if opening is not None:
+                await opening.wait()
+                if address not in self._held:
+                    raise ConnectionError(f"cannot connect to {address}")
+                break
+            self._opening[address] = opening = trio.Event()
+            try:
+                with trio.fail_after(self._connect_timeout):
+                    self._held[address] = await self._nursery.start(self._hold, address)
+            except trio.TooSlowError:
+                raise ConnectionError(f"timed out connecting to {address}") from None
+            finally:
+                del self._opening[address]
+                opening.set()
+        held = self._held[address]
+        stub = held.stubs.get(stub_class)
+        if stub is None:
+            stub = held.stubs[stub_class] = stub_class(held.channel)
+        return stub
+
+    def discard(self, address: Address) -> None:
+        held = self._held.pop(address, None)
+        if held is not None:
+            held.close.set()
+
+    def close_all(self) -> None:
+        for address in list(self._held):
+            self.discard(address)
+
+    async def _hold(
+        self, address: Address, *, task_status: trio.TaskStatus[_Held] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        held: _Held | None = None
+        try:
+            async with purerpc.insecure_channel(address.host, address.port) as channel:
+                held = _Held(channel)
+                task_status.started(held)
+                await held.close.wait()
+        except Exception:
+            # A broken connection ends here; the pool forgets it and callers
+            # see the failure on their own call and reconnect.
+            if held is not None and self._held.get(address) is held:
+                del self._held[address]
+            if held is None:
+                raise

@@ -1,0 +1,188 @@
+"""The `a3redis` command line: talk to a cluster, or run a node.
+
+Rules: every failure prints one line to stderr and exits non-zero, never a
+traceback. Exit codes: 0 success, 1 key not found, 2 usage or configuration
+error, 3 the request failed (the message carries the gRPC status name).
+`-o json` prints one JSON document per command for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from a3redis import __version__
+from a3redis.client import Client, ClientError, Entry, GetResult
+from a3redis.config import Address
+from a3redis.core.consistency import Consistency
+from a3redis.core.hlc import Version
+from a3redis.core.validation import InvalidRequestError
+
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+
+
+def _endpoints(text: str) -> list[Address]:
+    try:
+        return [Address.parse(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _consistency(text: str) -> Consistency:
+    try:
+        return Consistency.parse(text)
+    except InvalidRequestError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--endpoint",
+        "-e",
+        type=_endpoints,
+        default=None,
+        help="HOST:PORT of a node, or several separated by commas (default 127.0.0.1:50051)",
+    )
+    common.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+    common.add_argument(
+        "--consistency",
+        "-c",
+        type=_consistency,
+        default=None,
+        help="one, quorum, all or local (default: the server's)",
+    )
+    common.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+    parser = argparse.ArgumentParser(
+        prog="a3redis", description="a3redis: a leaderless replicated key-value store"
+    )
+    parser.add_argument("--version", action="version", version=f"a3redis {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    put = commands.add_parser("put", parents=[common], help="store VALUE under KEY")
+    put.add_argument("key")
+    put.add_argument("value")
+    get = commands.add_parser("get", parents=[common], help="print the value of KEY")
+    get.add_argument("key")
+    delete = commands.add_parser("delete", parents=[common], help="delete KEY")
+    delete.add_argument("key")
+    scan = commands.add_parser("scan", parents=[common], help="list keys in order")
+    scan.add_argument("--prefix", default="")
+    scan.add_argument("--start", default="", help="first key (inclusive)")
+    scan.add_argument("--end", default="", help="last key (exclusive)")
+    scan.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
+    commands.add_parser("node", help="run a node configured by environment variables")
+    return parser
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def _value_json(value: bytes) -> dict[str, str]:
+    try:
+        return {"value": value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"value_base64": base64.b64encode(value).decode()}
+
+
+def _version_json(version: Version | None) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    return {"wall_ms": version.wall_ms, "logical": version.logical, "node_id": version.node_id}
+
+
+def _get_json(result: GetResult) -> dict[str, Any]:
+    body: dict[str, Any] = {"key": _text(result.key), "found": result.found}
+    if result.found and result.value is not None:
+        body.update(_value_json(result.value))
+        body["version"] = _version_json(result.version)
+    return body
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    return {
+        "key": _text(entry.key),
+        **_value_json(entry.value),
+        "version": _version_json(entry.version),
+    }
+
+
+async def _run(args: argparse.Namespace) -> int:
+    endpoints = args.endpoint or [Address("127.0.0.1", 50051)]
+    json_out = args.output == "json"
+    async with Client.connect(endpoints, request_timeout=args.timeout) as client:
+        if args.command == "put":
+            version = await client.put(args.key.encode(), args.value.encode(), args.consistency)
+            _print(
+                {"key": args.key, "version": _version_json(version)}
+                if json_out
+                else f"OK {version}",
+                json_out,
+            )
+        elif args.command == "get":
+            result = await client.get(args.key.encode(), args.consistency)
+            if json_out:
+                _print(_get_json(result), True)
+            elif result.found and result.value is not None:
+                print(_text(result.value))
+            else:
+                print(f"(not found) {args.key}", file=sys.stderr)
+            return 0 if result.found else EXIT_NOT_FOUND
+        elif args.command == "delete":
+            version = await client.delete(args.key.encode(), args.consistency)
+            _print(
+                {"key": args.key, "deleted": True, "version": _version_json(version)}
+                if json_out
+                else f"OK {version}",
+                json_out,
+            )
+        elif args.command == "scan":
+            entries = await client.scan(
+                start=args.start.encode(),
+                end=args.end.encode(),
+                prefix=args.prefix.encode(),
+                limit=args.limit,
+                consistency=args.consistency,
+            )
+            if json_out:
+                _print([_entry_json(entry) for entry in entries], True)
+            else:
+                for entry in entries:
+                    print(f"{_text(entry.key)}\t{_text(entry.value)}")
+    return 0
+
+
+def _print(body: Any, json_out: bool) -> None:
+    print(json.dumps(body) if json_out else body)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "node":
+        from a3redis import node
+
+        return node.main()
+    if args.limit < 0 if args.command == "scan" else False:
+        print("a3redis: error: --limit must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return trio.run(_run, args)
+    except ClientError as error:
+        print(f"a3redis: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The public KeyValue gRPC service: decode, call the node, encode.
+
+Rules: no decisions here. Each method converts the request to core types,
+calls LocalKeyValue, and converts the answer back; `_status` is the one
+place where an exception becomes a gRPC status code.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import purerpc
+
+from a3redis import __version__, wire
+from a3redis.config import Config
+from a3redis.core.consistency import Consistency
+from a3redis.core.hlc import ClockOverflowError
+from a3redis.core.validation import InvalidRequestError
+from a3redis.grpc_server import RequestGate, ShuttingDownError
+from a3redis.kv import LocalKeyValue, WriteRejectedError
+from a3redis.storage.store import StoreClosedError, StoreFailedError
+from a3redis.v1 import kv_pb2 as pb
+from a3redis.v1.kv_grpc import KeyValueServicer
+
+log = logging.getLogger(__name__)
+
+# Rows sent per scan page; the table is read synchronously one page at a time,
+# so a long scan never holds an iterator across an await.
+SCAN_PAGE = 256
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def _status(error: Exception) -> purerpc.RpcFailedError:
+    if isinstance(error, InvalidRequestError):
+        return purerpc.InvalidArgumentError(str(error))
+    if isinstance(error, WriteRejectedError):
+        return purerpc.AbortedError(str(error))
+    if isinstance(error, ShuttingDownError | StoreClosedError):
+        return purerpc.UnavailableError(f"{error}; retry on another node")
+    if isinstance(error, StoreFailedError | ClockOverflowError):
+        return purerpc.UnavailableError(str(error))
+    log.exception("unexpected error in a request")
+    return purerpc.InternalError(f"internal error: {type(error).__name__}")
+
+
+def _unary(
+    method: Callable[[Any, Req], Awaitable[Resp]],
+) -> Callable[[Any, Req], Awaitable[Resp]]:
+    @functools.wraps(method)
+    async def guarded(self: KeyValueService, request: Req) -> Resp:
+        try:
+            with self.gate:
+                return await method(self, request)
+        except purerpc.RpcFailedError:
+            raise
+        except Exception as error:
+            raise _status(error) from error
+
+    return guarded
+
+
+class KeyValueService(KeyValueServicer):  # type: ignore[misc]
+    def __init__(self, kv: LocalKeyValue, config: Config, gate: RequestGate) -> None:
+        self.kv = kv
+        self.config = config
+        self.gate = gate
+
+    def _read_level(self, value: int) -> Consistency:
+        return wire.consistency_from_pb(value, self.config.read_consistency)
+
+    def _write_level(self, value: int) -> Consistency:
+        return wire.consistency_from_pb(value, self.config.write_consistency)
+
+    @_unary
+    async def Put(self, request: pb.PutRequest) -> pb.PutResponse:
+        level = self._write_level(request.consistency)
+        version = await self.kv.put(request.key, request.value, level)
+        return pb.PutResponse(version=wire.version_to_pb(version))
+
+    @_unary
+    async def Get(self, request: pb.GetRequest) -> pb.GetResponse:
+        level = self._read_level(request.consistency)
+        return wire.get_response(await self.kv.get(request.key, level))
+
+    @_unary
+    async def Delete(self, request: pb.DeleteRequest) -> pb.DeleteResponse:
+        level = self._write_level(request.consistency)
+        version = await self.kv.delete(request.key, level)
+        return pb.DeleteResponse(version=wire.version_to_pb(version))
+
+    @_unary
+    async def BatchPut(self, request: pb.BatchPutRequest) -> pb.BatchPutResponse:
+        level = self._write_level(request.consistency)
+        pairs = [(pair.key, pair.value) for pair in request.pairs]
+        versions = await self.kv.batch_put(pairs, level)
+        return pb.BatchPutResponse(versions=[wire.version_to_pb(v) for v in versions])
+
+    @_unary
+    async def BatchGet(self, request: pb.BatchGetRequest) -> pb.BatchGetResponse:
+        level = self._read_level(request.consistency)
+        records = await self.kv.batch_get(list(request.keys), level)
+        return pb.BatchGetResponse(results=[wire.get_response(record) for record in records])
+
+    @_unary
+    async def Describe(self, request: pb.DescribeRequest) -> pb.DescribeResponse:
+        config = self.config
+        return pb.DescribeResponse(
+            node_id=config.node_id,
+            grpc_address=str(config.grpc_address),
+            gossip_address=str(config.gossip_address),
+            cluster_name=config.cluster_name,
+            replication_factor=config.replication_factor,
+            version=__version__,
+        )
+
+    async def Scan(self, request: pb.ScanRequest) -> AsyncIterator[pb.Entry]:
+        try:
+            with self.gate:
+                self._read_level(request.consistency)
+                if request.end and request.start and request.end <= request.start:
+                    raise InvalidRequestError("scan end must be greater than start")
+                start, remaining = request.start, request.limit or None
+                while True:
+                    size = SCAN_PAGE if remaining is None else min(SCAN_PAGE, remaining)
+                    page = self.kv.scan_page(start, request.end, request.prefix, size)
+                    for record in page:
+                        yield wire.entry(record)
+                    if remaining is not None:
+                        remaining -= len(page)
+                    if len(page) < size or remaining == 0:
+                        return
+                    # The smallest key greater than the last one sent.
+                    start = page[-1].key + b"\x00"
+        except purerpc.RpcFailedError:
+            raise
+        except Exception as error:
+            raise _status(error) from error

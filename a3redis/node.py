@@ -1,0 +1,153 @@
+"""The node process: `python -m a3redis.node`, configured by environment variables.
+
+Rules: this module is the supervisor. It reads the Config, binds both
+listening sockets (so a taken port fails before anything starts), opens the
+store, and runs every service under one nursery. SIGINT/SIGTERM set one
+`stop` event that every service watches; the store closes last, after the
+services have drained, so every acknowledged write is flushed. Exit codes:
+0 after a clean stop, 1 for a startup failure (port taken, DATA_DIR locked
+or corrupt), 2 for invalid configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+import trio
+
+from a3redis import logs
+from a3redis.clock import wall_ms
+from a3redis.config import Config, ConfigError
+from a3redis.core.hlc import HybridLogicalClock
+from a3redis.grpc_server import RequestGate, serve_grpc
+from a3redis.grpc_service import KeyValueService
+from a3redis.http_app import NodeView, serve_http
+from a3redis.kv import LocalKeyValue
+from a3redis.storage.store import DataDirError, Store
+
+log = logging.getLogger("a3redis.node")
+
+
+class StartupError(Exception):
+    """The node cannot start; the message says why and what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPorts:
+    grpc: int
+    http: int
+
+
+def bind_listener(host: str, port: int, variable: str) -> socket.socket:
+    """A listening TCP socket on exactly host:port, or a StartupError naming `variable`."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise StartupError(f"{variable}: cannot resolve {host!r}: {error.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    # SO_REUSEADDR lets a restarted node rebind past TIME_WAIT; on Linux it does
+    # not let two processes listen on one port (SO_REUSEPORT would).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as error:
+        sock.close()
+        raise StartupError(
+            f"{variable}: cannot listen on {host}:{port}: {error.strerror} "
+            f"(is another node using this port?)"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
+async def run_node(
+    config: Config,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[BoundPorts] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one node until `stop` is set; report the bound ports when serving."""
+    grpc_sock = bind_listener(config.bind_host, config.grpc_port, "GRPC_PORT")
+    http_sock = bind_listener(config.bind_host, config.gossip_port, "GOSSIP_PORT")
+    ports = BoundPorts(grpc_sock.getsockname()[1], http_sock.getsockname()[1])
+    try:
+        store_cm = Store.open(
+            config.data_dir, fsync=config.fsync, compact_min_bytes=config.compact_min_bytes
+        )
+        async with store_cm as store:
+            kv = LocalKeyValue(store, HybridLogicalClock(config.node_id), wall_ms, config.limits)
+            gate = RequestGate()
+            view = NodeView(config, store, time.monotonic())
+            service = KeyValueService(kv, config, gate)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    serve_grpc, grpc_sock, [service.service], gate, stop, config.shutdown_grace
+                )
+                await nursery.start(serve_http, http_sock, view, stop)
+                log.info(
+                    "%s serving gRPC on %s:%d and HTTP on %s:%d (data in %s, fsync=%s)",
+                    config.node_id,
+                    config.bind_host,
+                    ports.grpc,
+                    config.bind_host,
+                    ports.http,
+                    config.data_dir,
+                    config.fsync.value,
+                )
+                task_status.started(ports)
+                await stop.wait()
+                view.draining = True
+                log.info("shutting down: draining requests")
+        log.info("stopped cleanly")
+    except DataDirError as error:
+        raise StartupError(str(error)) from None
+    finally:
+        grpc_sock.close()
+        if http_sock.fileno() >= 0:
+            http_sock.close()
+
+
+async def _main(config: Config) -> None:
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    if stop.is_set():
+                        log.warning("second %s: exiting now", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        return
+                    log.info("received %s", signal.Signals(signum).name)
+                    stop.set()
+
+            nursery.start_soon(watch_signals)
+            await run_node(config, stop)
+            nursery.cancel_scope.cancel()
+
+
+def main(env: dict[str, str] | None = None) -> int:
+    try:
+        config = Config.from_env(os.environ if env is None else env)
+    except ConfigError as error:
+        print(f"a3redis: invalid configuration: {error}", file=sys.stderr)
+        return 2
+    logs.configure(config.node_id, config.debug_log)
+    try:
+        trio.run(_main, config)
+    except StartupError as error:
+        print(f"a3redis: cannot start {config.node_id}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

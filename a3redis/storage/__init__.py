@@ -1,0 +1,1 @@
+"""Durable storage: the record log, snapshots and the store that owns them."""

@@ -1,0 +1,334 @@
+"""The durable record store: a RecordTable in memory, a log on disk.
+
+Rules: a write becomes visible to readers only once it is in the log under
+the configured fsync policy, so a read never returns a write that a crash
+could take back (FSYNC=always). Concurrent writes share one write+fsync
+(group commit): while the worker thread syncs one batch, the next batch
+gathers. File I/O that may block (fsync, snapshots, recovery) runs in worker
+threads; the event loop only appends bytes to lists. After a failed write or
+fsync the store refuses all further writes: the page cache can no longer be
+trusted (the "fsyncgate" lesson), so the node must restart and recover.
+The store supervises its own two tasks (committer, compactor/syncer) in a
+nursery that lives exactly as long as `Store.open`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from a3redis.core.hlc import Version
+from a3redis.core.record import Record, supersedes
+from a3redis.core.table import RecordTable
+from a3redis.storage import codec
+from a3redis.storage.files import AppendLog, DataDir, DataDirError
+from a3redis.supervision import unwrap_single_group
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DataDirError", "FsyncPolicy", "Store", "StoreClosedError", "StoreFailedError"]
+
+
+class FsyncPolicy(enum.Enum):
+    ALWAYS = "always"  # acknowledge after fdatasync (group commit)
+    EVERYSEC = "everysec"  # acknowledge after write(); fdatasync once a second
+    NO = "no"  # acknowledge after write(); the OS decides when to flush
+
+
+class StoreClosedError(Exception):
+    """The store is shutting down and takes no more writes."""
+
+
+class StoreFailedError(Exception):
+    """A write or fsync failed; the store takes no more writes until restart."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    records: list[Record] = field(default_factory=list)
+    frames: list[bytes] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class StoreStats:
+    keys: int
+    live_keys: int
+    log_bytes: int
+    live_bytes: int
+    generation: int
+    commits: int
+    fsyncs: int
+    compactions: int
+    torn_bytes_cut: int
+
+
+class Store:
+    def __init__(
+        self,
+        data_dir: DataDir,
+        table: RecordTable,
+        log_file: AppendLog,
+        generation: int,
+        fsync: FsyncPolicy,
+        compact_min_bytes: int,
+        torn_bytes_cut: int,
+    ) -> None:
+        self._dir = data_dir
+        self._table = table
+        self._log = log_file
+        self._generation = generation
+        self._fsync = fsync
+        self._compact_min_bytes = compact_min_bytes
+        self._log_bytes = log_file.size
+        self._batch = _Batch()
+        self._inflight: _Batch | None = None
+        # Records written to the current or in-flight batch, not yet visible.
+        self._unsynced: dict[bytes, Record] = {}
+        self._wake = trio.Event()
+        self._dirty = False
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._compacting = False
+        self._stats = {"commits": 0, "fsyncs": 0, "compactions": 0}
+        self._torn_bytes_cut = torn_bytes_cut
+        self._nursery: trio.Nursery | None = None
+
+    # ----- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: Path,
+        *,
+        fsync: FsyncPolicy = FsyncPolicy.ALWAYS,
+        compact_min_bytes: int = 64 * 1024 * 1024,
+    ) -> AsyncIterator[Store]:
+        """Lock DATA_DIR, recover its contents, and run the store until exit."""
+        data_dir = DataDir(path)
+        lock = data_dir.prepare()
+        try:
+            store = await trio.to_thread.run_sync(cls._recover, data_dir, fsync, compact_min_bytes)
+            with unwrap_single_group():
+                async with trio.open_nursery() as nursery:
+                    store._nursery = nursery
+                    nursery.start_soon(store._commit_loop)
+                    if fsync is FsyncPolicy.EVERYSEC:
+                        nursery.start_soon(store._sync_every_second)
+                    try:
+                        yield store
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await store._drain()
+                        nursery.cancel_scope.cancel()
+        finally:
+            lock.release()
+
+    @classmethod
+    def _recover(cls, data_dir: DataDir, fsync: FsyncPolicy, compact_min_bytes: int) -> Store:
+        recovered = data_dir.recover()
+        snapshot = recovered.records[: recovered.snapshot_count]
+        table = RecordTable.from_sorted_unique(snapshot)
+        for record in recovered.records[recovered.snapshot_count :]:
+            table.apply(record)
+        data_dir.remove_before(recovered.generation)
+        log_file = data_dir.open_log(recovered.generation)
+        if recovered.torn_bytes_cut:
+            log.warning(
+                "cut a torn log tail of %d bytes (an unacknowledged write)",
+                recovered.torn_bytes_cut,
+            )
+        log.info(
+            "recovered %d keys from %s (generation %d)",
+            len(table),
+            data_dir.path,
+            recovered.generation,
+        )
+        return cls(
+            data_dir,
+            table,
+            log_file,
+            recovered.generation,
+            fsync,
+            compact_min_bytes,
+            recovered.torn_bytes_cut,
+        )
+
+    async def _drain(self) -> None:
+        """Stop taking writes, commit what is pending, sync and close the log."""
+        self._closing = True
+        for batch in (self._inflight, self._batch):
+            if batch is not None and batch.records:
+                self._wake.set()
+                await batch.done.wait()
+        if self._failure is None and self._fsync is not FsyncPolicy.ALWAYS and self._dirty:
+            await trio.to_thread.run_sync(self._log.sync)
+        self._log.close()
+
+    # ----- reads --------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> Record | None:
+        """The durable record for `key`, tombstones included."""
+        return self._table.get(key)
+
+    def scan(
+        self, start: bytes = b"", end: bytes = b"", prefix: bytes = b"", limit: int = 0
+    ) -> list[Record]:
+        """Live records in [start, end) with the prefix, at most `limit` (0: all)."""
+        found: list[Record] = []
+        for record in self._table.scan(start, end, prefix):
+            found.append(record)
+            if len(found) == limit:
+                break
+        return found
+
+    @property
+    def max_version(self) -> Version | None:
+        return self._table.max_version
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            keys=len(self._table),
+            live_keys=self._table.live_count,
+            log_bytes=self._log_bytes,
+            live_bytes=self._table.encoded_bytes,
+            generation=self._generation,
+            torn_bytes_cut=self._torn_bytes_cut,
+            **self._stats,
+        )
+
+    # ----- writes -------------------------------------------------------------------------
+
+    async def apply(self, record: Record) -> bool:
+        """Store `record` durably if it supersedes the current one; say whether it did."""
+        return (await self.apply_many([record]))[0]
+
+    async def apply_many(self, records: Iterable[Record]) -> list[bool]:
+        """Apply records atomically with respect to other tasks; one commit for all."""
+        if self._failure is not None:
+            raise StoreFailedError(f"storage failed earlier: {self._failure}")
+        if self._closing:
+            raise StoreClosedError("the store is closing")
+        batch = self._batch
+        accepted: list[bool] = []
+        for record in records:
+            current = self._unsynced.get(record.key) or self._table.get(record.key)
+            if not supersedes(record, current):
+                accepted.append(False)
+                continue
+            self._unsynced[record.key] = record
+            batch.records.append(record)
+            batch.frames.append(codec.encode(record))
+            accepted.append(True)
+        if not any(accepted):
+            return accepted
+        self._wake.set()
+        # Waiting is shielded: once queued, the write is committed whether or not
+        # the caller is still interested, and the caller must not report success
+        # before that.
+        with trio.CancelScope(shield=True):
+            await batch.done.wait()
+        if batch.error is not None:
+            raise StoreFailedError(f"write failed: {batch.error}") from batch.error
+        return accepted
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            batch, self._batch = self._batch, _Batch()
+            if not batch.records:
+                continue
+            self._inflight = batch
+            data = b"".join(batch.frames)
+            try:
+                if self._fsync is FsyncPolicy.ALWAYS:
+                    await trio.to_thread.run_sync(self._log.write_and_sync, data)
+                    self._stats["fsyncs"] += 1
+                else:
+                    # A write() into the page cache takes microseconds: no thread hop.
+                    self._log.write(data)
+                    self._dirty = True
+            except OSError as error:
+                self._fail(error, batch)
+                return
+            self._stats["commits"] += 1
+            self._log_bytes += len(data)
+            self._publish(batch)
+            self._inflight = None
+            batch.done.set()
+            await self._maybe_compact()
+
+    def _publish(self, batch: _Batch) -> None:
+        for record in batch.records:
+            self._table.apply(record)
+            if self._unsynced.get(record.key) is record:
+                del self._unsynced[record.key]
+
+    def _fail(self, error: BaseException, batch: _Batch) -> None:
+        log.critical("storage write failed, refusing further writes: %s", error)
+        self._failure = error
+        for failed in (batch, self._batch):
+            failed.error = error
+            failed.done.set()
+        self._unsynced.clear()
+
+    async def _sync_every_second(self) -> None:
+        while True:
+            await trio.sleep(1)
+            if self._dirty and self._failure is None:
+                self._dirty = False
+                try:
+                    await trio.to_thread.run_sync(self._log.sync)
+                    self._stats["fsyncs"] += 1
+                except OSError as error:
+                    self._fail(error, self._batch)
+                    return
+
+    # ----- compaction ---------------------------------------------------------------------
+
+    async def _maybe_compact(self) -> None:
+        threshold = max(self._compact_min_bytes, 2 * self._table.encoded_bytes)
+        if self._compacting or self._log_bytes <= threshold or self._nursery is None:
+            return
+        self._compacting = True
+        # Switch logs between batches (the commit loop waits for us): everything
+        # before is in the table, everything after goes to the new log, so
+        # snapshot G = the table now = all logs older than G.
+        generation = self._generation + 1
+        old_log = self._log
+        try:
+            self._log = await trio.to_thread.run_sync(self._dir.open_log, generation)
+        except OSError as error:
+            log.error("cannot start log generation %d: %s", generation, error)
+            self._compacting = False
+            return
+        self._generation = generation
+        self._log_bytes = 0
+        self._nursery.start_soon(self._write_snapshot, generation, old_log, self._table.records())
+
+    async def _write_snapshot(
+        self, generation: int, old_log: AppendLog, records: list[Record]
+    ) -> None:
+        try:
+            await trio.to_thread.run_sync(old_log.sync)
+            old_log.close()
+            size = await trio.to_thread.run_sync(self._dir.write_snapshot, generation, records)
+            await trio.to_thread.run_sync(self._dir.remove_before, generation)
+            self._stats["compactions"] += 1
+            log.info(
+                "compacted into snapshot %d: %d records, %d bytes", generation, len(records), size
+            )
+        except OSError as error:
+            # The old files stay; recovery still works from them and the new log.
+            log.error("compaction to generation %d failed: %s", generation, error)
+        finally:
+            self._compacting = False
