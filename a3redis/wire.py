@@ -7,6 +7,8 @@ message (an enum number this server does not know) is an InvalidRequestError.
 
 from __future__ import annotations
 
+from typing import cast
+
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
@@ -28,9 +30,9 @@ def consistency_from_pb(value: int, default: Consistency) -> Consistency:
         ) from None
 
 
-def consistency_to_pb(level: Consistency | None) -> int:
+def consistency_to_pb(level: Consistency | None) -> pb.Consistency:
     # The core enum shares the protobuf numbering; 0 asks for the server's default.
-    return pb.CONSISTENCY_DEFAULT if level is None else level.value
+    return pb.CONSISTENCY_DEFAULT if level is None else cast(pb.Consistency, level.value)
 
 
 def version_to_pb(version: Version) -> pb.Version:
