@@ -8,10 +8,8 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-PYTHON = "3.11"
 
-
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy over the package, tests and benchmarks."""
     session.install("-e", ".[dev]")
@@ -20,21 +18,21 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite: core properties, storage, real node processes."""
     session.install("-e", ".[dev]")
     session.run("pytest", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def proto(session: nox.Session) -> None:
     """Regenerate the protobuf and purerpc stubs in a3redis/v1 from proto/."""
     session.install("-e", ".[dev]")
     session.run("python", "proto/generate.py")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against real node processes; writes a report to stdout."""
     session.install("-e", ".[dev]")

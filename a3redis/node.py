@@ -11,6 +11,7 @@ or corrupt), 2 for invalid configuration.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from a3redis.grpc_service import KeyValueService
 from a3redis.http_app import NodeView, serve_http
 from a3redis.kv import LocalKeyValue
 from a3redis.storage.store import DataDirError, Store
+from a3redis.supervision import unwrap_single_group
 
 log = logging.getLogger("a3redis.node")
 
@@ -78,6 +80,8 @@ async def run_node(
     grpc_sock = bind_listener(config.bind_host, config.grpc_port, "GRPC_PORT")
     http_sock = bind_listener(config.bind_host, config.gossip_port, "GOSSIP_PORT")
     ports = BoundPorts(grpc_sock.getsockname()[1], http_sock.getsockname()[1])
+    # Port 0 asks the kernel for a free port; from here on the node tells the truth.
+    config = dataclasses.replace(config, grpc_port=ports.grpc, gossip_port=ports.http)
     try:
         store_cm = Store.open(
             config.data_dir, fsync=config.fsync, compact_min_bytes=config.compact_min_bytes
@@ -117,7 +121,10 @@ async def run_node(
 
 async def _main(config: Config) -> None:
     stop = trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with (
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        unwrap_single_group(),
+    ):
         async with trio.open_nursery() as nursery:
 
             async def watch_signals() -> None:

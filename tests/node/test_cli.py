@@ -1,0 +1,50 @@
+"""The `a3redis` command line against a real node process."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import NodeFactory
+from tests.support.processes import free_port, run_cli
+
+
+def test_cli_put_get_delete_scan(node_factory: NodeFactory) -> None:
+    node = node_factory().start()
+    endpoint = ["--endpoint", node.endpoint]
+
+    put = run_cli("put", "greeting", "hello world", *endpoint)
+    assert put.returncode == 0 and put.stdout.startswith("OK "), put.stderr
+
+    got = run_cli("get", "greeting", *endpoint)
+    assert (got.returncode, got.stdout) == (0, "hello world\n")
+
+    as_json = json.loads(run_cli("get", "greeting", *endpoint, "-o", "json").stdout)
+    assert as_json["found"] is True and as_json["value"] == "hello world"
+    assert as_json["version"]["node_id"] == "node-1"
+
+    for key in ("fruit:apple", "fruit:banana", "veg:leek"):
+        assert run_cli("put", key, key.upper(), *endpoint, "--consistency", "local").returncode == 0
+    scan = run_cli("scan", "--prefix", "fruit:", *endpoint)
+    assert scan.stdout == "fruit:apple\tFRUIT:APPLE\nfruit:banana\tFRUIT:BANANA\n"
+    limited = json.loads(run_cli("scan", "--limit", "2", *endpoint, "-o", "json").stdout)
+    assert [entry["key"] for entry in limited] == ["fruit:apple", "fruit:banana"]
+
+    assert run_cli("delete", "greeting", *endpoint).returncode == 0
+    missing = run_cli("get", "greeting", *endpoint, "-o", "json")
+    assert missing.returncode == 1
+    assert json.loads(missing.stdout) == {"key": "greeting", "found": False}
+
+
+def test_cli_errors_are_one_line_without_traceback(node_factory: NodeFactory) -> None:
+    node = node_factory(MAX_VALUE_BYTES="10").start()
+    too_big = run_cli("put", "k", "x" * 11, "--endpoint", node.endpoint)
+    assert too_big.returncode == 3
+    assert too_big.stderr.count("\n") == 1
+    assert "INVALID_ARGUMENT" in too_big.stderr and "MAX_VALUE_BYTES=10" in too_big.stderr
+
+    nobody = run_cli("get", "k", "--endpoint", f"127.0.0.1:{free_port()}", "--timeout", "2")
+    assert nobody.returncode == 3
+    assert "UNAVAILABLE" in nobody.stderr and "Traceback" not in nobody.stderr
+
+    bad_level = run_cli("get", "k", "--consistency", "most", "--endpoint", node.endpoint)
+    assert bad_level.returncode == 2 and "unknown consistency level" in bad_level.stderr
