@@ -22,6 +22,7 @@ from a3redis.storage.store import FsyncPolicy
 T = TypeVar("T")
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_INT = re.compile(r"-?[0-9]{1,20}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -40,13 +41,22 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
+        """`HOST:PORT`, or `[IPV6]:PORT`; the port is from 1 to 65535."""
         text = text.strip()
         if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            port_text = rest.removeprefix(":")
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or not rest.startswith(":"):
+                raise ValueError(f"{text!r} is not [IPV6]:PORT")
+            port_text = rest[1:]
         else:
             host, _, port_text = text.rpartition(":")
-        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            if ":" in host:
+                raise ValueError(f"{text!r} is not HOST:PORT (an IPv6 host needs [brackets])")
+        if (
+            not _is_host(host)
+            or not (port_text.isascii() and port_text.isdigit())
+            or not 0 < int(port_text) < 65536
+        ):
             raise ValueError(f"{text!r} is not HOST:PORT")
         return cls(host, int(port_text))
 
@@ -70,6 +80,8 @@ class Config:
     write_consistency: Consistency
     compact_min_bytes: int
     shutdown_grace: float
+    gossip_interval: float
+    failure_timeout: float
     debug_log: bool
 
     @property
@@ -130,7 +142,10 @@ class Config:
                 "REPLICATION_FACTOR", "3", _int_in(1, 15), "an integer from 1 to 15"
             ),
             cluster_name=read.value(
-                "CLUSTER_NAME", "a3redis", _node_id, "1-64 letters, digits, '.', '_' or '-'"
+                "CLUSTER_NAME",
+                "a3redis",
+                _node_id,
+                "1-64 letters, digits, '.', '_' or '-', starting alnum",
             ),
             data_dir=read.value("DATA_DIR", f"./data/node{node_num}", _path, "a directory path"),
             fsync=read.value(
@@ -155,6 +170,12 @@ class Config:
             shutdown_grace=read.value(
                 "SHUTDOWN_GRACE", "1.5", _float_in(0.0, 60.0), "seconds, from 0 to 60"
             ),
+            gossip_interval=read.value(
+                "GOSSIP_INTERVAL", "1.0", _float_in(0.05, 60.0), "seconds, from 0.05 to 60"
+            ),
+            failure_timeout=read.value(
+                "FAILURE_TIMEOUT", "10", _float_in(0.5, 3600.0), "seconds, from 0.5 to 3600"
+            ),
             debug_log=read.value("DEBUG_LOG", "0", _bool, "one of 1, 0, true, false"),
         )
 
@@ -174,6 +195,9 @@ class _Reader:
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
+        if not _INT.fullmatch(text):
+            # int() would also take "1_000", "+7" or non-ASCII digits.
+            raise ValueError("")
         number = int(text)
         if not low <= number <= high:
             raise ValueError("out of range")
@@ -205,8 +229,12 @@ def _node_id(text: str) -> str:
     return text
 
 
+def _is_host(text: str) -> bool:
+    return bool(text) and not any(char.isspace() or char in "/?#@[]" for char in text)
+
+
 def _host(text: str) -> str:
-    if not text or any(char.isspace() or char in "/?#@" for char in text):
+    if not _is_host(text):
         raise ValueError("")
     return text
 

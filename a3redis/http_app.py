@@ -1,9 +1,11 @@
-"""The node's HTTP endpoint (GOSSIP_PORT): health and membership, on Quart-trio.
+"""The node's HTTP endpoint (GOSSIP_PORT): gossip, membership and health, on Quart-trio.
 
-Rules: handlers only read node state and render it; they never block and
-never change stored data. `serve_http` runs Hypercorn on a socket the node
-bound itself and stops it through Hypercorn's shutdown_trigger (cancelling
-Hypercorn directly logs a lifespan error and takes seconds).
+Rules: handlers only render node state or hand a request body to the shell
+that owns it (gossip); they never block and never change stored data. A
+gossip body over MAX_GOSSIP_BYTES is refused (413) before it is read whole.
+`serve_http` runs Hypercorn on a socket the node bound itself and stops it
+through Hypercorn's shutdown_trigger (cancelling Hypercorn directly logs a
+lifespan error and takes seconds).
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from a3redis import __version__
 from a3redis.config import Config
+from a3redis.gossip import GossipLoop
 from a3redis.storage.store import Store
+
+MAX_GOSSIP_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -31,12 +36,44 @@ class NodeView:
 
     config: Config
     store: Store
+    gossip: GossipLoop
     started_at: float
     draining: bool = False
+
+    def membership_json(self) -> dict[str, Any]:
+        """The older project's shape, keyed by node id, with more fields."""
+        membership = self.gossip.membership
+        now_wall, now_mono = time.time(), trio.current_time()
+        body: dict[str, Any] = {}
+        for member in membership.members():
+            alive_at = membership.alive_at(member.node_id)
+            heard = (
+                now_wall
+                if member.node_id == membership.node_id or alive_at is None
+                else (now_wall - (now_mono - alive_at))
+            )
+            body[member.node_id] = {
+                "addr": member.grpc_addr,
+                "gossip_addr": member.gossip_addr,
+                "timestamp": int(heard),
+                "status": member.status.name.lower(),
+                "incarnation": member.incarnation,
+            }
+        for peer in membership.incompatible.values():
+            if peer.node_id not in body:
+                body[peer.node_id] = {
+                    "addr": None,
+                    "gossip_addr": peer.gossip_addr,
+                    "timestamp": None,
+                    "status": "incompatible",
+                    "reason": peer.reason,
+                }
+        return body
 
 
 def create_app(view: NodeView) -> QuartTrio:
     app = QuartTrio("a3redis")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_GOSSIP_BYTES
     config = view.config
 
     @app.get("/health")
@@ -55,15 +92,20 @@ def create_app(view: NodeView) -> QuartTrio:
 
     @app.get("/membership")
     async def membership() -> dict[str, Any]:
-        # The older project's format, keyed by node id, with more fields.
-        return {
-            config.node_id: {
-                "addr": str(config.grpc_address),
-                "gossip_addr": str(config.gossip_address),
-                "timestamp": int(time.time()),
-                "status": "alive",
-            }
-        }
+        return view.membership_json()
+
+    @app.post("/gossip")
+    async def gossip() -> tuple[dict[str, object], int]:
+        status, body = view.gossip.serve_exchange(await request.get_data(cache=False))
+        return body, status
+
+    @app.errorhandler(413)
+    async def too_large(_: Exception) -> Response:
+        return Response(
+            f'{{"error": "gossip message over {MAX_GOSSIP_BYTES} bytes"}}',
+            status=413,
+            content_type="application/json",
+        )
 
     @app.errorhandler(404)
     async def not_found(_: Exception) -> Response:

@@ -14,18 +14,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
 from a3redis import logs
+from a3redis.channels import ChannelPool
 from a3redis.clock import wall_ms
 from a3redis.config import Config, ConfigError
 from a3redis.core.hlc import HybridLogicalClock
+from a3redis.core.membership import Membership, MembershipSettings, MemberState, Status
+from a3redis.gossip import (
+    PROBE_TIMEOUT,
+    GossipLoop,
+    make_http_client,
+    save_incarnation,
+    start_incarnation,
+)
 from a3redis.grpc_server import RequestGate, serve_grpc
 from a3redis.grpc_service import KeyValueService
 from a3redis.http_app import NodeView, serve_http
@@ -89,13 +101,27 @@ async def run_node(
         async with store_cm as store:
             kv = LocalKeyValue(store, HybridLogicalClock(config.node_id), wall_ms, config.limits)
             gate = RequestGate()
-            view = NodeView(config, store, time.monotonic())
+            membership = _membership(config)
             service = KeyValueService(kv, config, gate)
-            async with trio.open_nursery() as nursery:
+            async with (
+                make_http_client(config) as http,
+                ChannelPool.open(connect_timeout=PROBE_TIMEOUT) as channels,
+                trio.open_nursery() as nursery,
+            ):
+                gossip = GossipLoop(
+                    config,
+                    membership,
+                    http,
+                    channels,
+                    random.Random(),
+                    _incarnation_saver(config.data_dir, membership),
+                )
+                view = NodeView(config, store, gossip, time.monotonic())
                 await nursery.start(
                     serve_grpc, grpc_sock, [service.service], gate, stop, config.shutdown_grace
                 )
                 await nursery.start(serve_http, http_sock, view, stop)
+                await nursery.start(gossip.run, stop)
                 log.info(
                     "%s serving gRPC on %s:%d and HTTP on %s:%d (data in %s, fsync=%s)",
                     config.node_id,
@@ -117,6 +143,33 @@ async def run_node(
         grpc_sock.close()
         if http_sock.fileno() >= 0:
             http_sock.close()
+
+
+def _membership(config: Config) -> Membership:
+    incarnation = start_incarnation(config.data_dir, wall_ms())
+    save_incarnation(config.data_dir, incarnation)
+    me = MemberState(
+        config.node_id,
+        str(config.grpc_address),
+        str(config.gossip_address),
+        Status.ALIVE,
+        incarnation,
+    )
+    settings = MembershipSettings(failure_timeout=config.failure_timeout)
+    return Membership(me, config.cluster_name, config.replication_factor, settings)
+
+
+def _incarnation_saver(data_dir: Path, membership: Membership) -> Callable[[], None]:
+    """Persist our incarnation whenever a refutation raises it, so a restart goes higher."""
+    saved = membership.me.incarnation
+
+    def save_if_changed() -> None:
+        nonlocal saved
+        if membership.me.incarnation != saved:
+            saved = membership.me.incarnation
+            save_incarnation(data_dir, saved)
+
+    return save_if_changed
 
 
 async def _main(config: Config) -> None:

@@ -4,7 +4,8 @@ Rules: `apply` stores a record only if it supersedes the current one and says
 whether it did; tombstones are records too (they stay until purged, so a late
 older write cannot resurrect a deleted key). The table tracks the bytes its
 records would take on disk, so the storage shell can decide when to compact,
-and the greatest version it holds, so a restarted clock can move past it.
+and the greatest version it has ever held (a high-water mark that removal
+does not lower), so a restarted clock can move past it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ RECORD_OVERHEAD_BYTES = 27
 
 
 def encoded_size(record: Record) -> int:
+    """The length of `record`'s log frame; node ids count in UTF-8 bytes."""
     value_len = 0 if record.value is None else len(record.value)
-    return RECORD_OVERHEAD_BYTES + len(record.version.node_id) + len(record.key) + value_len
+    node_id = record.version.node_id
+    node_len = len(node_id) if node_id.isascii() else len(node_id.encode())
+    return RECORD_OVERHEAD_BYTES + node_len + len(record.key) + value_len
 
 
 class RecordTable:
@@ -39,6 +43,9 @@ class RecordTable:
         """Fast bulk load of records already in key order with distinct keys."""
         table = cls()
         table._records = SortedDict(zip([r.key for r in records], records, strict=True))
+        if len(table._records) != len(records):
+            # A repeated key would be counted twice in the byte and live totals.
+            raise ValueError("from_sorted_unique given duplicate keys")
         for record in records:
             table._account(record, +1)
         return table

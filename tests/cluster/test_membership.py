@@ -1,0 +1,101 @@
+"""Membership across real node processes on loopback, configured the seed's way (PEERS)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from tests.conftest import NodeFactory
+from tests.support.processes import HOST, NodeProcess
+
+
+def membership(node: NodeProcess) -> dict[str, Any]:
+    url = f"http://{HOST}:{node.http_port}/membership"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        body: dict[str, Any] = json.load(response)
+        return body
+
+
+def statuses(node: NodeProcess) -> dict[str, str]:
+    return {node_id: entry["status"] for node_id, entry in membership(node).items()}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll until `condition` holds; return the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if condition():
+                return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def three_nodes(node_factory: NodeFactory, **env: str) -> list[NodeProcess]:
+    nodes = [node_factory(f"n{i}", NODE_NUM=str(i), **env) for i in (1, 2, 3)]
+    for node in nodes:
+        # The seed's form: the other nodes' gRPC addresses.
+        node.extra_env["PEERS"] = ",".join(o.endpoint for o in nodes if o is not node)
+    return nodes
+
+
+def test_three_nodes_find_each_other_detect_death_restart_and_leave(
+    node_factory: NodeFactory,
+) -> None:
+    nodes = three_nodes(node_factory)
+    # Start in reverse order, without waiting: seeds that are not up yet are retried.
+    for node in reversed(nodes):
+        node.start(wait=False)
+    for node in nodes:
+        node.wait_ready()
+    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+    wait_for(lambda: all(statuses(n) == everyone for n in nodes), 5, "all alive")
+    entry = membership(nodes[0])["node-2"]
+    assert entry["addr"] == nodes[1].endpoint
+    assert entry["gossip_addr"] == f"{HOST}:{nodes[1].http_port}"
+    assert abs(entry["timestamp"] - time.time()) < 5
+    incarnation = entry["incarnation"]
+
+    nodes[1].kill()
+    survivors = [nodes[0], nodes[2]]
+    wait_for(
+        lambda: all(statuses(n)["node-2"] == "dead" for n in survivors), 12, "node-2 seen dead"
+    )
+    assert all(statuses(n)["node-1"] == statuses(n)["node-3"] == "alive" for n in survivors)
+
+    nodes[1].start()
+    wait_for(lambda: all(statuses(n) == everyone for n in nodes), 3, "node-2 back to alive")
+    assert membership(nodes[0])["node-2"]["incarnation"] > incarnation
+
+    nodes[2].signal(signal.SIGTERM)
+    assert nodes[2].wait_exit() == 0
+    wait_for(lambda: all(statuses(n)["node-3"] == "left" for n in nodes[:2]), 2, "node-3 seen left")
+
+
+def test_a_node_with_another_replication_factor_is_refused(node_factory: NodeFactory) -> None:
+    nodes = three_nodes(node_factory, REPLICATION_FACTOR="2")
+    nodes[2].extra_env["REPLICATION_FACTOR"] = "3"
+    for node in nodes:
+        node.start()
+    wait_for(
+        lambda: (
+            statuses(nodes[0]).get("node-2") == "alive"
+            and statuses(nodes[0]).get("node-3") == "incompatible"
+        ),
+        5,
+        "node-3 refused",
+    )
+    time.sleep(2)  # more rounds: it must stay refused, never merged
+    assert statuses(nodes[0]) == {"node-1": "alive", "node-2": "alive", "node-3": "incompatible"}
+    assert "REPLICATION_FACTOR" in membership(nodes[0])["node-3"]["reason"]
+    assert set(statuses(nodes[2])) <= {"node-3", "node-1", "node-2"}
+    assert statuses(nodes[2])["node-3"] == "alive"
+    assert "node-1" not in statuses(nodes[2]) or statuses(nodes[2])["node-1"] == "incompatible"
+    log = nodes[0].output() + nodes[1].output()
+    assert log.count("refusing peer node-3") <= 2, "refusal must be logged once per node"

@@ -1,0 +1,223 @@
+"""Config.from_env: typed defaults, and errors that say what to write instead."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from a3redis.config import Address, Config, ConfigError
+from a3redis.core.consistency import Consistency
+from a3redis.core.validation import Limits
+from a3redis.storage.store import FsyncPolicy
+
+
+def test_defaults_for_node_3() -> None:
+    config = Config.from_env({"NODE_NUM": "3"})
+    assert config == Config(
+        node_num=3,
+        node_id="node-3",
+        grpc_port=50053,
+        gossip_port=8003,
+        bind_host="127.0.0.1",
+        advertise_host="127.0.0.1",
+        peers=(),
+        total_nodes=None,
+        replication_factor=3,
+        cluster_name="a3redis",
+        data_dir=Path("./data/node3"),
+        fsync=FsyncPolicy.ALWAYS,
+        limits=Limits(max_key_bytes=1024, max_value_bytes=1024 * 1024),
+        read_consistency=Consistency.QUORUM,
+        write_consistency=Consistency.QUORUM,
+        compact_min_bytes=64 * 1024 * 1024,
+        shutdown_grace=1.5,
+        gossip_interval=1.0,
+        failure_timeout=10.0,
+        debug_log=False,
+    )
+    assert str(config.grpc_address) == "127.0.0.1:50053"
+    assert str(config.gossip_address) == "127.0.0.1:8003"
+
+
+def test_empty_environment_is_node_1() -> None:
+    config = Config.from_env({})
+    assert (config.node_num, config.node_id, config.grpc_port, config.gossip_port) == (
+        1,
+        "node-1",
+        50051,
+        8001,
+    )
+    assert config.data_dir == Path("data/node1")
+
+
+# (variable, value, the Config attribute it sets, the expected value)
+SETTINGS: list[tuple[str, str, str, Any]] = [
+    ("NODE_NUM", "7", "node_num", 7),
+    ("NODE_ID", "alpha.1_b-2", "node_id", "alpha.1_b-2"),
+    ("GRPC_PORT", "6000", "grpc_port", 6000),
+    ("GOSSIP_PORT", "0", "gossip_port", 0),
+    ("BIND_HOST", "10.0.0.5", "bind_host", "10.0.0.5"),
+    ("ADVERTISE_HOST", "db1.example", "advertise_host", "db1.example"),
+    ("PEERS", "h1:1,h2:2", "peers", (Address("h1", 1), Address("h2", 2))),
+    ("TOTAL_NODES", "5", "total_nodes", 5),
+    ("REPLICATION_FACTOR", "15", "replication_factor", 15),
+    ("CLUSTER_NAME", "prod-eu", "cluster_name", "prod-eu"),
+    ("DATA_DIR", "/var/lib/a3", "data_dir", Path("/var/lib/a3")),
+    ("FSYNC", "everysec", "fsync", FsyncPolicy.EVERYSEC),
+    ("MAX_KEY_BYTES", "65535", "limits", Limits(max_key_bytes=65535)),
+    ("MAX_VALUE_BYTES", "0", "limits", Limits(max_value_bytes=0)),
+    ("READ_CONSISTENCY", "one", "read_consistency", Consistency.ONE),
+    ("WRITE_CONSISTENCY", "CONSISTENCY_ALL", "write_consistency", Consistency.ALL),
+    ("COMPACT_MIN_BYTES", "4096", "compact_min_bytes", 4096),
+    ("SHUTDOWN_GRACE", "0", "shutdown_grace", 0.0),
+    ("GOSSIP_INTERVAL", "0.2", "gossip_interval", 0.2),
+    ("FAILURE_TIMEOUT", "3", "failure_timeout", 3.0),
+    ("DEBUG_LOG", "true", "debug_log", True),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "attribute", "expected"), SETTINGS)
+def test_each_variable_sets_its_field(name: str, value: str, attribute: str, expected: Any) -> None:
+    config = Config.from_env({name: value})
+    assert getattr(config, attribute) == expected
+    assert getattr(Config.from_env({}), attribute) != expected
+
+
+def test_every_field_has_a_variable() -> None:
+    covered = {attribute for _, _, attribute, _ in SETTINGS}
+    assert covered == {field.name for field in dataclasses.fields(Config)}
+
+
+PORT = "a port number from 0 to 65535"
+BAD_VALUES = [
+    ("GRPC_PORT", "abc", PORT),
+    ("GRPC_PORT", "70000", PORT),
+    ("GRPC_PORT", "-1", PORT),
+    ("GRPC_PORT", "5_0052", PORT),
+    ("GRPC_PORT", "\u0665\u0660\u0660\u0665\u0662", PORT),
+    ("GOSSIP_PORT", "65536", PORT),
+    ("NODE_NUM", "0", "an integer from 1 to 10000"),
+    ("NODE_NUM", "1.5", "an integer from 1 to 10000"),
+    ("NODE_NUM", "", "an integer from 1 to 10000"),
+    ("FSYNC", "sometimes", "one of always, everysec, no"),
+    ("REPLICATION_FACTOR", "0", "an integer from 1 to 15"),
+    ("REPLICATION_FACTOR", "16", "an integer from 1 to 15"),
+    ("TOTAL_NODES", "0", "an integer from 1 to 10000"),
+    ("MAX_KEY_BYTES", "-1", "an integer from 1 to 65535"),
+    ("MAX_KEY_BYTES", "0", "an integer from 1 to 65535"),
+    ("MAX_VALUE_BYTES", "16777217", "an integer from 0 to 16777216"),
+    ("COMPACT_MIN_BYTES", "4095", "a byte count of at least 4096"),
+    ("PEERS", "nohostport", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "127.0.0.1:", "comma-separated HOST:PORT addresses"),
+    ("PEERS", ":50052", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "127.0.0.1:0", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "127.0.0.1:65536", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "127.0.0.1:50052,oops", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "http://127.0.0.1:50052", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "a host:50052", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "::1", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "::1:50052", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "[::1]50052", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "[::1", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "[::1]:", "comma-separated HOST:PORT addresses"),
+    ("PEERS", "h:\uff15\uff10\uff10\uff15\uff12", "comma-separated HOST:PORT addresses"),
+    ("DEBUG_LOG", "maybe", "one of 1, 0, true, false"),
+    ("NODE_ID", "bad id", "1-64 letters, digits, '.', '_' or '-', starting alnum"),
+    ("NODE_ID", "-lead", "1-64 letters, digits, '.', '_' or '-', starting alnum"),
+    ("NODE_ID", "n" * 65, "1-64 letters, digits, '.', '_' or '-', starting alnum"),
+    ("NODE_ID", "", "1-64 letters, digits, '.', '_' or '-', starting alnum"),
+    ("CLUSTER_NAME", "a/b", "1-64 letters, digits, '.', '_' or '-', starting alnum"),
+    ("READ_CONSISTENCY", "most", "one of one, quorum, all, local"),
+    ("WRITE_CONSISTENCY", "quorom", "one of one, quorum, all, local"),
+    ("SHUTDOWN_GRACE", "x", "seconds, from 0 to 60"),
+    ("SHUTDOWN_GRACE", "61", "seconds, from 0 to 60"),
+    ("SHUTDOWN_GRACE", "-0.5", "seconds, from 0 to 60"),
+    ("SHUTDOWN_GRACE", "nan", "seconds, from 0 to 60"),
+    ("SHUTDOWN_GRACE", "inf", "seconds, from 0 to 60"),
+    ("GOSSIP_INTERVAL", "0", "seconds, from 0.05 to 60"),
+    ("FAILURE_TIMEOUT", "soon", "seconds, from 0.5 to 3600"),
+    ("BIND_HOST", "", "an IP address or host name"),
+    ("ADVERTISE_HOST", "user@host", "an IP address or host name"),
+    ("DATA_DIR", "", "a directory path"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "form"), BAD_VALUES, ids=lambda v: ascii(v)[:30])
+def test_bad_value_names_the_variable_and_the_accepted_form(
+    name: str, value: str, form: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"NODE_NUM": "2", name: value})
+    message = str(caught.value)
+    assert message.startswith(f"{name}={value!r} is invalid: expected {form}"), message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_every_variable_has_a_bad_value_case() -> None:
+    checked = {name for name, _, _ in BAD_VALUES}
+    assert checked >= {name for name, _, _, _ in SETTINGS}
+
+
+def test_peers_in_the_seed_form() -> None:
+    config = Config.from_env({"PEERS": "127.0.0.1:50052,127.0.0.1:50053"})
+    assert config.peers == (Address("127.0.0.1", 50052), Address("127.0.0.1", 50053))
+    assert [str(peer) for peer in config.peers] == ["127.0.0.1:50052", "127.0.0.1:50053"]
+
+
+def test_peers_tolerate_spaces_and_empty_items() -> None:
+    config = Config.from_env({"PEERS": " 127.0.0.1:50052 , ,host-b:7 ,"})
+    assert config.peers == (Address("127.0.0.1", 50052), Address("host-b", 7))
+
+
+def test_ipv6_peer() -> None:
+    config = Config.from_env({"PEERS": "[::1]:50052,[fe80::1%eth0]:9"})
+    assert config.peers == (Address("::1", 50052), Address("fe80::1%eth0", 9))
+    assert str(config.peers[0]) == "[::1]:50052"
+
+
+def test_ipv6_bind_host_gives_a_bracketed_address() -> None:
+    config = Config.from_env({"BIND_HOST": "::1", "GRPC_PORT": "7000"})
+    assert str(config.grpc_address) == "[::1]:7000"
+
+
+@pytest.mark.parametrize("value", ["ALWAYS", "EverySec", "no", " NO "])
+def test_fsync_is_case_insensitive(value: str) -> None:
+    assert Config.from_env({"FSYNC": value}).fsync is FsyncPolicy(value.strip().lower())
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("TRUE", True), ("yes", True), ("On", True), ("0", False), ("off", False)],
+)
+def test_debug_log_booleans(value: str, expected: bool) -> None:
+    assert Config.from_env({"DEBUG_LOG": value}).debug_log is expected
+
+
+hosts = st.from_regex(r"[a-z0-9][a-z0-9.-]{0,20}", fullmatch=True) | st.sampled_from(
+    ["::1", "::", "fe80::1", "2001:db8::7", "127.0.0.1"]
+)
+
+
+@given(hosts, st.integers(1, 65535))
+def test_address_round_trips(host: str, port: int) -> None:
+    address = Address(host, port)
+    assert Address.parse(str(address)) == address
+    assert Address.parse(f"  {address}  ") == address
+
+
+def test_config_is_immutable() -> None:
+    config = Config.from_env({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.grpc_port = 1  # type: ignore[misc]
+
+
+def test_wildcard_bind_advertises_a_reachable_name() -> None:
+    config = Config.from_env({"BIND_HOST": "0.0.0.0"})
+    assert config.advertise_host not in ("", "0.0.0.0")
+    explicit = Config.from_env({"BIND_HOST": "::", "ADVERTISE_HOST": "10.1.2.3"})
+    assert str(explicit.grpc_address) == "10.1.2.3:50051"
