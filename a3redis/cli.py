@@ -12,9 +12,11 @@ import argparse
 import base64
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import trio
 
 from a3redis import __version__
@@ -81,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--end", default="", help="last key (exclusive)")
     scan.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
     commands.add_parser("node", help="run a node configured by environment variables")
+    cluster = commands.add_parser("cluster", help="inspect the cluster")
+    cluster_commands = cluster.add_subparsers(
+        dest="cluster_command", required=True, metavar="COMMAND"
+    )
+    cluster_commands.add_parser(
+        "members", parents=[common], help="the member table as one node sees it"
+    )
     return parser
 
 
@@ -159,7 +168,45 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 for entry in entries:
                     print(f"{_text(entry.key)}\t{_text(entry.value)}")
+        elif args.command == "cluster":
+            info = await client.describe()
+            members = await _fetch_json(f"http://{info.gossip_address}/membership", args.timeout)
+            if json_out:
+                _print(members, True)
+            else:
+                print(_members_table(members))
     return 0
+
+
+async def _fetch_json(url: str, seconds: float) -> Any:
+    try:
+        async with httpx.AsyncClient(timeout=seconds, trust_env=False) as http:
+            response = await http.get(url)
+            response.raise_for_status()
+            return response.json()
+    except (httpx.HTTPError, ValueError) as error:
+        raise ClientError("UNAVAILABLE", f"{url}: {error}") from None
+
+
+def _members_table(members: dict[str, Any]) -> str:
+    now = time.time()
+    rows = [("NODE", "STATUS", "GRPC", "GOSSIP", "INCARNATION", "LAST HEARD")]
+    for node_id, entry in sorted(members.items()):
+        heard = entry.get("timestamp")
+        rows.append(
+            (
+                node_id,
+                str(entry.get("status")),
+                str(entry.get("addr") or "-"),
+                str(entry.get("gossip_addr") or "-"),
+                str(entry.get("incarnation", "-")),
+                "-" if heard is None else f"{max(0.0, now - heard):.0f}s ago",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def _print(body: Any, json_out: bool) -> None:

@@ -17,8 +17,8 @@ Rules:
   evidence of life for FAILURE_TIMEOUT becomes `dead`, unless it refutes
   first. Dead members stay (they still own data) and are still probed now
   and then, so a healed partition is noticed.
-- Peers from another cluster or with another replication factor are refused
-  and remembered as incompatible, never merged.
+- Peers from another cluster, with another replication factor or with our
+  own node id are refused and remembered as incompatible, never merged.
 - Time (`now`, monotonic seconds) and randomness (`random.Random`) are
   arguments; `tick` and the message handlers return what the shell must send.
 """
@@ -299,6 +299,9 @@ class Membership:
 
     def check_compatible(self, message: GossipMessage, gossip_addr: str) -> None:
         reasons = []
+        if message.sender == self.node_id:
+            # Two processes with one NODE_ID would corrupt each other's ranges.
+            reasons.append(f"it uses our node id {self.node_id!r} (NODE_ID must be unique)")
         if message.cluster != self.cluster:
             reasons.append(f"cluster {message.cluster!r} != ours {self.cluster!r}")
         if message.replication_factor != self.replication_factor:
@@ -320,6 +323,10 @@ class Membership:
     def on_reply(self, probe: Probe, reply: GossipMessage, now: float) -> None:
         """The answer to one of our probes."""
         sender = next(m for m in reply.members if m.node_id == reply.sender)
+        if sender.node_id == self.node_id and sender.gossip_addr == self.me.gossip_addr:
+            # A seed that is this very node (listed in its own PEERS): forget it.
+            self._seeds.pop(probe.gossip_addr, None)
+            return
         self.check_compatible(reply, sender.gossip_addr)
         self._seeds.pop(probe.gossip_addr, None)
         self._merge(reply, now)

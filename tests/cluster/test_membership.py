@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import NodeFactory
-from tests.support.processes import HOST, NodeProcess
+from tests.support.processes import HOST, NodeProcess, run_cli
 
 
 def membership(node: NodeProcess) -> dict[str, Any]:
@@ -99,3 +100,66 @@ def test_a_node_with_another_replication_factor_is_refused(node_factory: NodeFac
     assert "node-1" not in statuses(nodes[2]) or statuses(nodes[2])["node-1"] == "incompatible"
     log = nodes[0].output() + nodes[1].output()
     assert log.count("refusing peer node-3") <= 2, "refusal must be logged once per node"
+
+
+def test_cli_cluster_members_table_and_json(node_factory: NodeFactory) -> None:
+    nodes = three_nodes(node_factory)
+    for node in nodes:
+        node.start()
+    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+    wait_for(lambda: statuses(nodes[0]) == everyone, 5, "all alive")
+
+    as_json = run_cli("cluster", "members", "--endpoint", nodes[0].endpoint, "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    members = json.loads(as_json.stdout)
+    assert {node_id: m["status"] for node_id, m in members.items()} == everyone
+
+    table = run_cli("cluster", "members", "--endpoint", nodes[1].endpoint)
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["NODE", "STATUS", "GRPC", "GOSSIP", "INCARNATION", "LAST", "HEARD"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        [f"node-{i}", "alive", nodes[i - 1].endpoint] for i in (1, 2, 3)
+    ]
+
+
+def test_malformed_or_oversized_gossip_is_refused_and_changes_nothing(
+    node_factory: NodeFactory,
+) -> None:
+    nodes = three_nodes(node_factory)
+    for node in nodes[:2]:
+        node.start()
+    wait_for(lambda: set(statuses(nodes[0])) == {"node-1", "node-2"}, 5, "two members")
+    before = statuses(nodes[0])
+    url = f"http://{HOST}:{nodes[0].http_port}/gossip"
+    member = {"id": "node-9", "grpc": "x:1", "gossip": "x:2", "status": "alive", "inc": 1}
+    good = {"protocol": 1, "cluster": "a3redis", "replication_factor": 3, "sender": "node-9"}
+    bad_bodies: list[bytes] = [
+        b"not json",
+        b"[]",
+        json.dumps({**good, "members": "nope"}).encode(),
+        json.dumps({**good, "members": [{**member, "status": "zombie"}]}).encode(),
+        json.dumps({**good, "members": [{**member, "inc": -1}]}).encode(),
+        json.dumps({**good, "sender": "node-8", "members": [member]}).encode(),
+        json.dumps({**good, "protocol": 99, "members": [member]}).encode(),
+    ]
+    for body in bad_bodies:
+        assert post(url, body)[0] == 400, body
+    assert post(url, b"{" + b" " * (5 * 1024 * 1024) + b"}")[0] == 413
+    wrong_cluster = json.dumps({**good, "cluster": "other", "members": [member]}).encode()
+    assert statuses(nodes[0]) == before
+    code, answer = post(url, wrong_cluster)
+    assert code == 409 and "cluster" in answer["error"]
+    # Listed as incompatible, never merged.
+    assert statuses(nodes[0]) == {**before, "node-9": "incompatible"}
+    assert nodes[0].health() is not None
+
+
+def post(url: str, body: bytes) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)

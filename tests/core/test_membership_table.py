@@ -1,0 +1,190 @@
+"""The member table's merge rules and invariants, driven by hypothesis."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from a3redis.core.membership import (
+    GossipMessage,
+    IncompatiblePeerError,
+    Membership,
+    MembershipSettings,
+    MemberState,
+    MessageError,
+    Probe,
+    Status,
+)
+
+IDS = ["node-1", "node-2", "node-3", "node-4"]
+
+
+def core(node_id: str, incarnation: int = 1) -> Membership:
+    me = MemberState(node_id, f"{node_id}:1", f"{node_id}:2", Status.ALIVE, incarnation)
+    return Membership(me, "c", 3, MembershipSettings(failure_timeout=5.0))
+
+
+member_states = st.builds(
+    MemberState,
+    node_id=st.sampled_from(IDS),
+    grpc_addr=st.sampled_from(["a:1", "b:1"]),
+    gossip_addr=st.sampled_from(["a:2", "b:2"]),
+    status=st.sampled_from(list(Status)),
+    incarnation=st.integers(0, 4),
+)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> GossipMessage:
+    states = draw(st.lists(member_states, min_size=1, max_size=6, unique_by=lambda m: m.node_id))
+    sender = draw(st.sampled_from(states)).node_id
+    ages = draw(st.dictionaries(st.sampled_from([s.node_id for s in states]), st.floats(0, 20)))
+    return GossipMessage("c", 3, sender, tuple(states), ages)
+
+
+def table(membership: Membership) -> list[MemberState]:
+    return membership.members()
+
+
+def others(membership: Membership) -> list[MemberState]:
+    # A node's own entry is not merged but refuted: only it speaks for itself.
+    return [m for m in membership.members() if m.node_id != membership.node_id]
+
+
+def exchange(membership: Membership, message: GossipMessage) -> None:
+    with contextlib.suppress(IncompatiblePeerError):  # a message "from" the observer itself
+        membership.on_exchange(message, 1.0)
+
+
+@settings(max_examples=300)
+@given(first=messages(), second=messages(), observer=st.sampled_from(IDS))
+def test_merge_is_commutative_and_idempotent(
+    first: GossipMessage, second: GossipMessage, observer: str
+) -> None:
+    one, two, again = core(observer), core(observer), core(observer)
+    exchange(one, first)
+    exchange(one, second)
+    exchange(two, second)
+    exchange(two, first)
+    assert others(one) == others(two)
+    exchange(again, first)
+    snapshot = table(again)
+    exchange(again, first)
+    assert table(again) == snapshot
+
+
+def test_a_message_from_our_own_node_id_is_refused() -> None:
+    me = core("node-1")
+    impostor = MemberState("node-1", "z:1", "z:2", Status.ALIVE, 99)
+    with pytest.raises(IncompatiblePeerError, match="NODE_ID must be unique"):
+        me.on_exchange(GossipMessage("c", 3, "node-1", (impostor,)), 0.0)
+    assert me.members() == [me.me] and me.me.incarnation == 1
+
+
+@given(message=messages())
+def test_messages_survive_their_json_form(message: GossipMessage) -> None:
+    decoded = GossipMessage.from_json(message.to_json())
+    assert decoded.members == message.members
+    assert decoded.sender == message.sender
+    assert set(decoded.ages) == set(message.ages)
+    assert all(abs(decoded.ages[k] - message.ages[k]) < 0.001 for k in message.ages)
+
+
+@given(
+    raw=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_arbitrary_json_is_rejected_with_message_error_or_parsed(raw: object) -> None:
+    with contextlib.suppress(MessageError):
+        GossipMessage.from_json(raw)
+
+
+class MemberTables(RuleBasedStateMachine):
+    """Several cores exchanging, failing probes and ticking through time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.rng = random.Random(0)
+        self.cores = {node_id: core(node_id) for node_id in IDS[:3]}
+        for membership in self.cores.values():
+            membership.add_seeds(m.me.gossip_addr for m in self.cores.values())
+        self.ranks: dict[tuple[str, str], tuple[int, int]] = {}
+        self.left: set[str] = set()
+
+    def _probe(self, source: str, target: str) -> Probe:
+        dest = self.cores[target]
+        return Probe(dest.me.gossip_addr, target, self.cores[source].message(self.now))
+
+    @rule(a=st.sampled_from(IDS[:3]), b=st.sampled_from(IDS[:3]))
+    def exchange(self, a: str, b: str) -> None:
+        if a == b:
+            return
+        probe = self._probe(a, b)
+        reply = self.cores[b].on_exchange(probe.message, self.now)
+        self.cores[a].on_reply(probe, reply, self.now)
+
+    @rule(a=st.sampled_from(IDS[:3]), b=st.sampled_from(IDS[:3]))
+    def probe_fails(self, a: str, b: str) -> None:
+        if a != b:
+            self.cores[a].on_probe_failed(self._probe(a, b), self.now)
+
+    @rule(a=st.sampled_from(IDS[:3]), seconds=st.floats(0.1, 8.0))
+    def tick(self, a: str, seconds: float) -> None:
+        self.now += seconds
+        self.cores[a].tick(self.now, self.rng)
+
+    @rule(a=st.sampled_from(IDS[:3]), rumour=member_states)
+    def hear_a_rumour(self, a: str, rumour: MemberState) -> None:
+        """Arbitrary (even false) gossip from a fourth node, e.g. "you are dead"."""
+        sender = MemberState("node-4", "d:1", "d:2", Status.ALIVE, 1)
+        states = (sender,) if rumour.node_id == "node-4" else (sender, rumour)
+        self.cores[a].on_exchange(GossipMessage("c", 3, "node-4", states), self.now)
+
+    @precondition(lambda self: not self.left)
+    @rule(a=st.sampled_from(IDS[:3]))
+    def leave(self, a: str) -> None:
+        self.cores[a].leave(self.now)
+        self.left.add(a)
+
+    @invariant()
+    def nobody_believes_itself_dead_or_suspect(self) -> None:
+        for node_id, membership in self.cores.items():
+            expected = Status.LEFT if node_id in self.left else Status.ALIVE
+            assert membership.me.status is expected
+            assert membership.get(node_id) == membership.me
+
+    @invariant()
+    def incarnations_and_ranks_never_go_back(self) -> None:
+        for observer, membership in self.cores.items():
+            for member in membership.members():
+                key = (observer, member.node_id)
+                rank = member.rank()
+                assert rank >= self.ranks.get(key, rank), (key, rank, self.ranks[key])
+                self.ranks[key] = rank
+
+
+MemberTables.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestMemberTables = MemberTables.TestCase
+
+
+def test_a_node_hearing_itself_dead_refutes_with_a_higher_incarnation() -> None:
+    me = core("node-1", incarnation=7)
+    rumour = MemberState("node-1", "x:1", "x:2", Status.DEAD, 9)
+    sender = MemberState("node-2", "y:1", "y:2", Status.ALIVE, 1)
+    reply = me.on_exchange(GossipMessage("c", 3, "node-2", (sender, rumour)), 0.0)
+    mine = next(m for m in reply.members if m.node_id == "node-1")
+    assert (mine.status, mine.incarnation) == (Status.ALIVE, 10)
+    assert copy.deepcopy(me.me) == mine
