@@ -82,6 +82,8 @@ class Config:
     shutdown_grace: float
     gossip_interval: float
     failure_timeout: float
+    request_timeout: float
+    peer_timeout: float
     debug_log: bool
 
     @property
@@ -175,6 +177,12 @@ class Config:
             ),
             failure_timeout=read.value(
                 "FAILURE_TIMEOUT", "10", _float_in(0.5, 3600.0), "seconds, from 0.5 to 3600"
+            ),
+            request_timeout=read.value(
+                "REQUEST_TIMEOUT", "3", _float_in(0.05, 600.0), "seconds, from 0.05 to 600"
+            ),
+            peer_timeout=read.value(
+                "PEER_TIMEOUT", "2", _float_in(0.05, 600.0), "seconds, from 0.05 to 600"
             ),
             debug_log=read.value("DEBUG_LOG", "0", _bool, "one of 1, 0, true, false"),
         )

@@ -1,7 +1,7 @@
 """The public KeyValue gRPC service: decode, call the node, encode.
 
 Rules: no decisions here. Each method converts the request to core types,
-calls LocalKeyValue, and converts the answer back; `_status` is the one
+calls KeyValue, and converts the answer back; `_status` is the one
 place where an exception becomes a gRPC status code.
 """
 
@@ -20,10 +20,18 @@ from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import ClockOverflowError
 from a3redis.core.validation import InvalidRequestError
 from a3redis.grpc_server import RequestGate, ShuttingDownError
-from a3redis.kv import LocalKeyValue, WriteRejectedError
+from a3redis.kv import (
+    KeyValue,
+    TimedOutError,
+    UnavailableError,
+    UnsatisfiableError,
+    WriteRejectedError,
+)
 from a3redis.storage.store import StoreClosedError, StoreFailedError
 from a3redis.v1 import kv_pb2 as pb
+from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.kv_grpc import KeyValueServicer
+from a3redis.v1.replica_grpc import ReplicaServicer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,12 @@ def _status(error: Exception) -> purerpc.RpcFailedError:
         return purerpc.InvalidArgumentError(str(error))
     if isinstance(error, WriteRejectedError):
         return purerpc.AbortedError(str(error))
+    if isinstance(error, UnsatisfiableError):
+        return purerpc.FailedPreconditionError(str(error))
+    if isinstance(error, UnavailableError):
+        return purerpc.UnavailableError(str(error))
+    if isinstance(error, TimedOutError):
+        return purerpc.DeadlineExceededError(str(error))
     if isinstance(error, ShuttingDownError | StoreClosedError):
         return purerpc.UnavailableError(f"{error}; retry on another node")
     if isinstance(error, StoreFailedError | ClockOverflowError):
@@ -52,7 +66,7 @@ def _unary(
     method: Callable[[Any, Req], Awaitable[Resp]],
 ) -> Callable[[Any, Req], Awaitable[Resp]]:
     @functools.wraps(method)
-    async def guarded(self: KeyValueService, request: Req) -> Resp:
+    async def guarded(self: Any, request: Req) -> Resp:
         try:
             with self.gate:
                 return await method(self, request)
@@ -65,7 +79,7 @@ def _unary(
 
 
 class KeyValueService(KeyValueServicer):  # type: ignore[misc]
-    def __init__(self, kv: LocalKeyValue, config: Config, gate: RequestGate) -> None:
+    def __init__(self, kv: KeyValue, config: Config, gate: RequestGate) -> None:
         self.kv = kv
         self.config = config
         self.gate = gate
@@ -140,3 +154,28 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
             raise
         except Exception as error:
             raise _status(error) from error
+
+
+class ReplicaService(ReplicaServicer):  # type: ignore[misc]
+    """The internal node-to-node API: apply and read this node's own copy."""
+
+    def __init__(self, kv: KeyValue, gate: RequestGate) -> None:
+        self.kv = kv
+        self.gate = gate
+
+    @_unary
+    async def Apply(self, request: rpb.ApplyRequest) -> rpb.ApplyResponse:
+        records = [wire.record_from_pb(record) for record in request.records]
+        return rpb.ApplyResponse(stored=await self.kv.apply_replicated(records))
+
+    @_unary
+    async def Read(self, request: rpb.ReadRequest) -> rpb.ReadResponse:
+        found = self.kv.read_local(list(request.keys))
+        return rpb.ReadResponse(
+            results=[
+                rpb.ReadResult(present=True, record=wire.record_to_pb(record))
+                if record is not None
+                else rpb.ReadResult(present=False)
+                for record in found
+            ]
+        )

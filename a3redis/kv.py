@@ -1,70 +1,128 @@
-"""The key-value operations of one node, in core types.
+"""The key-value operations of a node: validation, versions and quorum replication.
 
-Rules: this is the only place that turns a client request into records: it
-stamps versions from the node's hybrid logical clock, validates against the
-limits before anything is stored, and never reports a write that the store
-did not take. On a single node every consistency level reads and writes the
-local store; the replication layer gives them their cluster meaning.
+Rules: this is the only place that turns a client request into records. It
+validates against the limits before anything is stored, stamps versions from
+the node's hybrid logical clock, and sends each record to the replicas of its
+key (its own store directly, peers through batched links). A write is
+reported only after W replicas durably applied it; a read answers with the
+newest record among the first R replies and repairs stale replicas in the
+background. Replica work that outlives a request (the rest of the replicas,
+hints, read repair) runs in the node's background nursery, bounded by the
+peer timeout. `LOCAL` touches only this node's store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
+import trio
+
+from a3redis.cluster import Cluster
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import HybridLogicalClock, Version
+from a3redis.core.quorum import ReadQuorum, WriteQuorum
 from a3redis.core.record import Record
 from a3redis.core.validation import InvalidRequestError, Limits
+from a3redis.peers import PeerUnavailableError
 from a3redis.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class WriteRejectedError(Exception):
     """A newer version of the key already exists; the write was not stored."""
 
 
-class LocalKeyValue:
+class UnavailableError(Exception):
+    """Too few replicas are reachable for the requested consistency."""
+
+
+class TimedOutError(Exception):
+    """Replicas did not answer within the request deadline; outcome unknown."""
+
+
+class UnsatisfiableError(Exception):
+    """The consistency level can never be met by this cluster (e.g. ALL > nodes)."""
+
+
+class HintSink(Protocol):
+    async def store(self, node_id: str, records: Sequence[Record]) -> None: ...
+
+
+@dataclass
+class KeyValueStats:
+    read_repairs: int = 0
+    replica_write_failures: int = 0
+    replica_read_failures: int = 0
+    hinted: int = 0
+
+
+@dataclass
+class _Pending:
+    """The quorums of one request and the event that fires once all are decided."""
+
+    quorums: list[WriteQuorum] | list[ReadQuorum]
+    decided: trio.Event = field(default_factory=trio.Event)
+
+    def check(self) -> None:
+        if all(q.succeeded or q.impossible for q in self.quorums):
+            self.decided.set()
+
+
+class KeyValue:
     def __init__(
         self,
         store: Store,
         clock: HybridLogicalClock,
         wall_ms: Callable[[], int],
         limits: Limits,
+        cluster: Cluster,
+        background: trio.Nursery,
+        request_timeout: float,
+        hints: HintSink | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.limits = limits
+        self.cluster = cluster
+        self.stats = KeyValueStats()
         self._wall_ms = wall_ms
+        self._background = background
+        self._timeout = request_timeout
+        self._hints = hints
         if store.max_version is not None:
             # After a restart, never issue a version below one already stored.
             clock.observe(store.max_version, wall_ms())
 
+    @property
+    def node_id(self) -> str:
+        return self.clock.node_id
+
+    # ----- the client API -----------------------------------------------------------------
+
     async def put(self, key: bytes, value: bytes, consistency: Consistency) -> Version:
         self.limits.check_key(key)
         self.limits.check_value(value)
-        return await self._write(Record(key, value, self.clock.now(self._wall_ms())))
+        return (await self._write([(key, value)], consistency))[0]
 
     async def delete(self, key: bytes, consistency: Consistency) -> Version:
         self.limits.check_key(key)
-        return await self._write(Record(key, None, self.clock.now(self._wall_ms())))
-
-    async def get(self, key: bytes, consistency: Consistency) -> Record | None:
-        """The newest record for `key`, or None; a tombstone means "deleted"."""
-        self.limits.check_key(key)
-        return self.store.get(key)
+        return (await self._write([(key, None)], consistency))[0]
 
     async def batch_put(
         self, pairs: Sequence[tuple[bytes, bytes]], consistency: Consistency
     ) -> list[Version]:
         self.limits.check_batch(len(pairs))
         self.limits.check_pairs(pairs)
-        wall = self._wall_ms()
-        # One version per pair; the last pair wins when a key repeats, as if
-        # the pairs had been written one after another.
-        records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
-        stored = await self.store.apply_many(records)
-        if not all(stored):
-            raise WriteRejectedError("a newer version of a key in the batch already exists")
-        return [record.version for record in records]
+        return await self._write(list(pairs), consistency)
+
+    async def get(self, key: bytes, consistency: Consistency) -> Record | None:
+        """The newest record for `key`, or None; a tombstone means "deleted"."""
+        self.limits.check_key(key)
+        return (await self._read([key], consistency))[0]
 
     async def batch_get(
         self, keys: Sequence[bytes], consistency: Consistency
@@ -75,15 +133,199 @@ class LocalKeyValue:
                 self.limits.check_key(key)
             except InvalidRequestError as error:
                 raise InvalidRequestError(f"key {index}: {error}") from None
-        return [self.store.get(key) for key in keys]
+        return await self._read(list(keys), consistency)
 
     def scan_page(self, start: bytes, end: bytes, prefix: bytes, limit: int) -> list[Record]:
-        """Up to `limit` live records from `start` on; callers page with the last key."""
+        """Up to `limit` live records of this node's store; callers page with the last key."""
         return self.store.scan(start, end, prefix, limit)
 
-    async def _write(self, record: Record) -> Version:
-        if not await self.store.apply(record):
-            # Cannot happen while the clock observes every stored version, and
-            # must never be reported as success if it does.
-            raise WriteRejectedError(f"a version newer than {record.version} already exists")
-        return record.version
+    # ----- replica side (called by the Replica service) ----------------------------------
+
+    async def apply_replicated(self, records: Sequence[Record]) -> list[bool]:
+        for record in records:
+            self.clock.observe(record.version, self._wall_ms())
+        return await self.store.apply_many(records)
+
+    def read_local(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return [self.store.get(key) for key in keys]
+
+    # ----- writes -------------------------------------------------------------------------
+
+    async def _write(
+        self, pairs: list[tuple[bytes, bytes | None]], consistency: Consistency
+    ) -> list[Version]:
+        wall = self._wall_ms()
+        if consistency is Consistency.LOCAL:
+            records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
+            stored = await self.store.apply_many(records)
+            if not all(stored):
+                raise WriteRejectedError("a newer version of a key already exists here")
+            return [record.version for record in records]
+
+        placements = [self._placement(key, consistency) for key, _ in pairs]
+        # Versions come last, after every check that could still refuse the request.
+        records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
+        quorums = [WriteQuorum(replicas, required) for replicas, required in placements]
+        pending = _Pending(quorums)
+        by_replica: dict[str, list[int]] = {}
+        for index, quorum in enumerate(quorums):
+            for replica in quorum.replicas:
+                by_replica.setdefault(replica, []).append(index)
+        for replica, indexes in by_replica.items():
+            self._background.start_soon(self._replicate, replica, indexes, records, pending)
+        await self._await(pending, "write")
+        failed = [q for q in quorums if not q.succeeded]
+        if failed:
+            quorum = failed[0]
+            raise UnavailableError(
+                f"needed {quorum.required} replica acknowledgements, got {len(quorum.acked)} "
+                f"(failed: {', '.join(sorted(quorum.failed))}); the write may have been applied "
+                "on some replicas"
+            )
+        return [record.version for record in records]
+
+    async def _replicate(
+        self, replica: str, indexes: list[int], records: list[Record], pending: _Pending
+    ) -> None:
+        batch = [records[i] for i in indexes]
+        quorums: list[WriteQuorum] = pending.quorums  # type: ignore[assignment]
+        ok = False
+        try:
+            if replica == self.node_id:
+                await self.store.apply_many(batch)
+                ok = True
+            elif not self.cluster.is_down(replica):
+                link = self.cluster.link(replica)
+                if link is not None:
+                    await link.apply(batch)
+                    ok = True
+        except PeerUnavailableError as error:
+            self.stats.replica_write_failures += 1
+            log.debug("replica write to %s failed: %s", replica, error)
+        finally:
+            for i in indexes:
+                if ok:
+                    quorums[i].ack(replica)
+                else:
+                    quorums[i].fail(replica)
+            pending.check()
+        if not ok and self._hints is not None and replica != self.node_id:
+            await self._hints.store(replica, batch)
+            self.stats.hinted += len(batch)
+
+    # ----- reads --------------------------------------------------------------------------
+
+    async def _read(self, keys: list[bytes], consistency: Consistency) -> list[Record | None]:
+        if consistency is Consistency.LOCAL:
+            return self.read_local(keys)
+        quorums = [ReadQuorum(*self._placement(key, consistency)) for key in keys]
+        pending = _Pending(quorums)
+        by_replica: dict[str, list[int]] = {}
+        for index, quorum in enumerate(quorums):
+            for replica in quorum.replicas:
+                by_replica.setdefault(replica, []).append(index)
+        finished = _Countdown(len(by_replica), lambda: self._read_repair(keys, quorums))
+        for replica, indexes in by_replica.items():
+            self._background.start_soon(self._ask, replica, indexes, keys, pending, finished)
+        await self._await(pending, "read")
+        failed = [q for q in quorums if not q.succeeded]
+        if failed:
+            quorum = failed[0]
+            raise UnavailableError(
+                f"needed {quorum.required} replica answers, got {len(quorum.answers)} "
+                f"(failed: {', '.join(sorted(quorum.failed))})"
+            )
+        return [quorum.result for quorum in quorums]
+
+    async def _ask(
+        self,
+        replica: str,
+        indexes: list[int],
+        keys: list[bytes],
+        pending: _Pending,
+        finished: _Countdown,
+    ) -> None:
+        wanted = [keys[i] for i in indexes]
+        quorums: list[ReadQuorum] = pending.quorums  # type: ignore[assignment]
+        answers: list[Record | None] | None = None
+        try:
+            if replica == self.node_id:
+                answers = self.read_local(wanted)
+            elif not self.cluster.is_down(replica):
+                link = self.cluster.link(replica)
+                if link is not None:
+                    answers = await link.read(wanted)
+        except PeerUnavailableError as error:
+            self.stats.replica_read_failures += 1
+            log.debug("replica read from %s failed: %s", replica, error)
+        finally:
+            for position, i in enumerate(indexes):
+                if answers is None:
+                    quorums[i].fail(replica)
+                else:
+                    quorums[i].answer(replica, answers[position])
+            pending.check()
+        await finished.one_done()
+
+    async def _read_repair(self, keys: list[bytes], quorums: list[ReadQuorum]) -> None:
+        """Send the newest record to every replica that answered with an older one."""
+        fixes: dict[str, list[Record]] = {}
+        for quorum in quorums:
+            for replica, record in quorum.stale().items():
+                fixes.setdefault(replica, []).append(record)
+        for replica, records in fixes.items():
+            self.stats.read_repairs += len(records)
+            try:
+                if replica == self.node_id:
+                    await self.apply_replicated(records)
+                else:
+                    link = self.cluster.link(replica)
+                    if link is not None:
+                        await link.apply(records)
+            except PeerUnavailableError:
+                pass  # anti-entropy will catch up
+
+    # ----- shared -------------------------------------------------------------------------
+
+    def _placement(self, key: bytes, consistency: Consistency) -> tuple[tuple[str, ...], int]:
+        """The key's replicas and how many must answer, or an error if that cannot be."""
+        replicas = self.cluster.replicas(key)
+        factor = self.cluster.replication_factor
+        required = consistency.required(factor)
+        if len(replicas) < required:
+            raise UnsatisfiableError(
+                f"{consistency.name} needs {required} of {factor} replicas but the ring has "
+                f"{len(replicas)} node(s); add nodes or lower REPLICATION_FACTOR"
+            )
+        reachable = [r for r in replicas if r == self.node_id or not self.cluster.is_down(r)]
+        if len(reachable) < required:
+            down = sorted(set(replicas) - set(reachable))
+            raise UnavailableError(
+                f"{consistency.name} needs {required} replicas, {len(reachable)} reachable "
+                f"({', '.join(down)} down); nothing was written"
+            )
+        return replicas, required
+
+    async def _await(self, pending: _Pending, what: str) -> None:
+        pending.check()
+        try:
+            with trio.fail_after(self._timeout):
+                await pending.decided.wait()
+        except trio.TooSlowError:
+            raise TimedOutError(
+                f"replicas did not answer the {what} within {self._timeout}s; "
+                "it may or may not have been applied"
+            ) from None
+
+
+class _Countdown:
+    """Runs `then` in the caller's task once `count` tasks have called `one_done`."""
+
+    def __init__(self, count: int, then: Callable[[], Awaitable[None]]) -> None:
+        self._left = count
+        self._then = then
+
+    async def one_done(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            await self._then()

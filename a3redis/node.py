@@ -28,6 +28,7 @@ import trio
 from a3redis import logs
 from a3redis.channels import ChannelPool
 from a3redis.clock import wall_ms
+from a3redis.cluster import Cluster
 from a3redis.config import Config, ConfigError
 from a3redis.core.hlc import HybridLogicalClock
 from a3redis.core.membership import Membership, MembershipSettings, MemberState, Status
@@ -39,9 +40,9 @@ from a3redis.gossip import (
     start_incarnation,
 )
 from a3redis.grpc_server import RequestGate, serve_grpc
-from a3redis.grpc_service import KeyValueService
+from a3redis.grpc_service import KeyValueService, ReplicaService
 from a3redis.http_app import NodeView, serve_http
-from a3redis.kv import LocalKeyValue
+from a3redis.kv import KeyValue
 from a3redis.storage.store import DataDirError, Store
 from a3redis.supervision import unwrap_single_group
 
@@ -99,15 +100,31 @@ async def run_node(
             config.data_dir, fsync=config.fsync, compact_min_bytes=config.compact_min_bytes
         )
         async with store_cm as store:
-            kv = LocalKeyValue(store, HybridLogicalClock(config.node_id), wall_ms, config.limits)
+            clock = HybridLogicalClock(config.node_id)
             gate = RequestGate()
             membership = _membership(config)
-            service = KeyValueService(kv, config, gate)
             async with (
                 make_http_client(config) as http,
                 ChannelPool.open(connect_timeout=PROBE_TIMEOUT) as channels,
-                trio.open_nursery() as nursery,
+                trio.open_nursery() as background,
             ):
+                # Replica links, replica work that outlives a request, read repair.
+                cluster = Cluster(
+                    membership,
+                    config.replication_factor,
+                    channels,
+                    background,
+                    config.peer_timeout,
+                )
+                kv = KeyValue(
+                    store,
+                    clock,
+                    wall_ms,
+                    config.limits,
+                    cluster,
+                    background,
+                    config.request_timeout,
+                )
                 gossip = GossipLoop(
                     config,
                     membership,
@@ -117,25 +134,31 @@ async def run_node(
                     _incarnation_saver(config.data_dir, membership),
                 )
                 view = NodeView(config, store, gossip, time.monotonic())
-                await nursery.start(
-                    serve_grpc, grpc_sock, [service.service], gate, stop, config.shutdown_grace
-                )
-                await nursery.start(serve_http, http_sock, view, stop)
-                await nursery.start(gossip.run, stop)
-                log.info(
-                    "%s serving gRPC on %s:%d and HTTP on %s:%d (data in %s, fsync=%s)",
-                    config.node_id,
-                    config.bind_host,
-                    ports.grpc,
-                    config.bind_host,
-                    ports.http,
-                    config.data_dir,
-                    config.fsync.value,
-                )
-                task_status.started(ports)
-                await stop.wait()
-                view.draining = True
-                log.info("shutting down: draining requests")
+                services = [
+                    KeyValueService(kv, config, gate).service,
+                    ReplicaService(kv, gate).service,
+                ]
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(
+                        serve_grpc, grpc_sock, services, gate, stop, config.shutdown_grace
+                    )
+                    await nursery.start(serve_http, http_sock, view, stop)
+                    await nursery.start(gossip.run, stop)
+                    log.info(
+                        "%s serving gRPC on %s:%d and HTTP on %s:%d (data in %s, fsync=%s)",
+                        config.node_id,
+                        config.bind_host,
+                        ports.grpc,
+                        config.bind_host,
+                        ports.http,
+                        config.data_dir,
+                        config.fsync.value,
+                    )
+                    task_status.started(ports)
+                    await stop.wait()
+                    view.draining = True
+                    log.info("shutting down: draining requests")
+                background.cancel_scope.cancel()
         log.info("stopped cleanly")
     except DataDirError as error:
         raise StartupError(str(error)) from None

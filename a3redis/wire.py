@@ -14,6 +14,7 @@ from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.validation import InvalidRequestError
 from a3redis.v1 import kv_pb2 as pb
+from a3redis.v1 import replica_pb2 as rpb
 
 CONSISTENCY_DEFAULT = pb.CONSISTENCY_DEFAULT
 
@@ -55,3 +56,17 @@ def entry(record: Record) -> pb.Entry:
     return pb.Entry(
         key=record.key, value=record.value or b"", version=version_to_pb(record.version)
     )
+
+
+def record_to_pb(record: Record) -> rpb.Record:
+    return rpb.Record(
+        key=record.key,
+        value=record.value or b"",
+        tombstone=record.value is None,
+        version=version_to_pb(record.version),
+    )
+
+
+def record_from_pb(message: rpb.Record) -> Record:
+    value = None if message.tombstone else message.value
+    return Record(message.key, value, version_from_pb(message.version))

@@ -18,6 +18,8 @@ def node_factory(tmp_path: Path) -> Iterator[NodeFactory]:
     started: list[NodeProcess] = []
 
     def make(name: str = "node", **env: str) -> NodeProcess:
+        # One node alone can only meet QUORUM with one replica; cluster tests set their own.
+        env.setdefault("REPLICATION_FACTOR", "1")
         node = NodeProcess(tmp_path / f"{name}-data", tmp_path / f"{name}.log", env)
         started.append(node)
         return node

@@ -38,6 +38,8 @@ def test_defaults_for_node_3() -> None:
         shutdown_grace=1.5,
         gossip_interval=1.0,
         failure_timeout=10.0,
+        request_timeout=3.0,
+        peer_timeout=2.0,
         debug_log=False,
     )
     assert str(config.grpc_address) == "127.0.0.1:50053"
@@ -77,6 +79,8 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("SHUTDOWN_GRACE", "0", "shutdown_grace", 0.0),
     ("GOSSIP_INTERVAL", "0.2", "gossip_interval", 0.2),
     ("FAILURE_TIMEOUT", "3", "failure_timeout", 3.0),
+    ("REQUEST_TIMEOUT", "7.5", "request_timeout", 7.5),
+    ("PEER_TIMEOUT", "0.5", "peer_timeout", 0.5),
     ("DEBUG_LOG", "true", "debug_log", True),
 ]
 
@@ -141,6 +145,8 @@ BAD_VALUES = [
     ("SHUTDOWN_GRACE", "inf", "seconds, from 0 to 60"),
     ("GOSSIP_INTERVAL", "0", "seconds, from 0.05 to 60"),
     ("FAILURE_TIMEOUT", "soon", "seconds, from 0.5 to 3600"),
+    ("REQUEST_TIMEOUT", "0", "seconds, from 0.05 to 600"),
+    ("PEER_TIMEOUT", "-1", "seconds, from 0.05 to 600"),
     ("BIND_HOST", "", "an IP address or host name"),
     ("ADVERTISE_HOST", "user@host", "an IP address or host name"),
     ("DATA_DIR", "", "a directory path"),

@@ -33,6 +33,7 @@ async def running_node(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[R
         "DATA_DIR": str(tmp_path / "data"),
         "MAX_KEY_BYTES": "64",
         "MAX_VALUE_BYTES": "1000",
+        "REPLICATION_FACTOR": "1",
     }
     config = Config.from_env(env)
     stop = trio.Event()

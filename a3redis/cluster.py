@@ -1,0 +1,77 @@
+"""The node's view of the cluster for the data path: ring, replica states, peer links.
+
+Rules: placement comes from the `Ring` of the current ring members (members
+that have not left), rebuilt only when that set changes; a replica is "down"
+when membership says dead or left. Links to peers are created on first use,
+replaced when a peer's address changes, and supervised by the nursery given
+at construction (the node's), so none outlives the node.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from a3redis.channels import ChannelPool
+from a3redis.config import Address
+from a3redis.core.membership import Membership, Status
+from a3redis.core.ring import Ring
+from a3redis.peers import PeerLink
+
+
+class Cluster:
+    def __init__(
+        self,
+        membership: Membership,
+        replication_factor: int,
+        channels: ChannelPool,
+        nursery: trio.Nursery,
+        peer_timeout: float,
+    ) -> None:
+        self.membership = membership
+        self.replication_factor = replication_factor
+        self._channels = channels
+        self._nursery = nursery
+        self._peer_timeout = peer_timeout
+        self._ring: Ring | None = None
+        self._links: dict[str, PeerLink] = {}
+
+    @property
+    def node_id(self) -> str:
+        return self.membership.node_id
+
+    @property
+    def ring(self) -> Ring:
+        members = tuple(
+            sorted(m.node_id for m in self.membership.members() if m.status is not Status.LEFT)
+        )
+        if self._ring is None or self._ring.members != members:
+            self._ring = Ring(members, self.replication_factor)
+        return self._ring
+
+    def replicas(self, key: bytes) -> tuple[str, ...]:
+        return self.ring.preference_list(key)
+
+    def is_down(self, node_id: str) -> bool:
+        member = self.membership.get(node_id)
+        return member is None or member.status in (Status.DEAD, Status.LEFT)
+
+    def link(self, node_id: str) -> PeerLink | None:
+        """The link to a peer, or None if we do not know where it listens."""
+        member = self.membership.get(node_id)
+        if member is None:
+            return None
+        try:
+            address = Address.parse(member.grpc_addr)
+        except ValueError:
+            return None
+        link = self._links.get(node_id)
+        if link is None or link.address != address:
+            if link is not None:
+                link.close()
+            link = PeerLink(node_id, self.node_id, address, self._channels, self._peer_timeout)
+            self._links[node_id] = link
+            self._nursery.start_soon(link.run)
+        return link
+
+    def links(self) -> list[PeerLink]:
+        return list(self._links.values())

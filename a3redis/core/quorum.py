@@ -1,0 +1,103 @@
+"""Quorum bookkeeping for one write or one read (N/R/W), without any I/O.
+
+Rules: a write succeeds once `required` replicas acknowledged it, and is
+known to have failed as soon as too many replicas failed for that ever to
+happen; acknowledgements are counted once per replica. A read is answered
+once `required` replicas replied, with the newest record among those
+replies; once every replica has replied (or failed), `stale` names the
+replicas that hold an older copy or none, for read repair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from a3redis.core.record import Record, supersedes
+
+
+class WriteQuorum:
+    def __init__(self, replicas: Sequence[str], required: int) -> None:
+        if not 0 < required <= len(replicas):
+            raise ValueError(f"cannot require {required} of {len(replicas)} replicas")
+        self.replicas = tuple(replicas)
+        self.required = required
+        self.acked: set[str] = set()
+        self.failed: set[str] = set()
+
+    def ack(self, replica: str) -> None:
+        if replica in self.replicas and replica not in self.failed:
+            self.acked.add(replica)
+
+    def fail(self, replica: str) -> None:
+        if replica in self.replicas and replica not in self.acked:
+            self.failed.add(replica)
+
+    @property
+    def succeeded(self) -> bool:
+        return len(self.acked) >= self.required
+
+    @property
+    def impossible(self) -> bool:
+        return len(self.replicas) - len(self.failed) < self.required
+
+    @property
+    def decided(self) -> bool:
+        return self.succeeded or self.impossible
+
+
+class ReadQuorum:
+    def __init__(self, replicas: Sequence[str], required: int) -> None:
+        if not 0 < required <= len(replicas):
+            raise ValueError(f"cannot require {required} of {len(replicas)} replicas")
+        self.replicas = tuple(replicas)
+        self.required = required
+        self.answers: dict[str, Record | None] = {}
+        self.failed: set[str] = set()
+        # The newest record among the answers that decided the read.
+        self.result: Record | None = None
+        self._decided_with = 0
+
+    def answer(self, replica: str, record: Record | None) -> None:
+        if replica not in self.replicas or replica in self.answers or replica in self.failed:
+            return
+        self.answers[replica] = record
+        if self._decided_with == 0 and len(self.answers) >= self.required:
+            self._decided_with = len(self.answers)
+            for found in self.answers.values():
+                if found is not None and supersedes(found, self.result):
+                    self.result = found
+
+    def fail(self, replica: str) -> None:
+        if replica in self.replicas and replica not in self.answers:
+            self.failed.add(replica)
+
+    @property
+    def succeeded(self) -> bool:
+        return self._decided_with > 0
+
+    @property
+    def impossible(self) -> bool:
+        return not self.succeeded and len(self.replicas) - len(self.failed) < self.required
+
+    @property
+    def complete(self) -> bool:
+        return len(self.answers) + len(self.failed) == len(self.replicas)
+
+    def newest(self) -> Record | None:
+        """The newest record among all answers so far (may be newer than `result`)."""
+        newest: Record | None = None
+        for found in self.answers.values():
+            if found is not None and supersedes(found, newest):
+                newest = found
+        return newest
+
+    def stale(self) -> dict[str, Record]:
+        """Replicas that answered with an older copy (or none), and the record they need."""
+        newest = self.newest()
+        if newest is None:
+            return {}
+        return {
+            replica: newest
+            for replica, found in self.answers.items()
+            if found is None or supersedes(newest, found)
+        }

@@ -1,0 +1,190 @@
+"""Links to peer nodes: replica writes and reads, batched per peer.
+
+Rules: one long-lived channel per peer (from the node's ChannelPool). Callers
+queue records or keys and wait; a sender task per peer takes everything that
+is queued at that moment and sends it as one call, with at most
+`max_in_flight` calls outstanding, so the ~300 µs a purerpc call costs is
+shared by every request that was waiting. A call that fails or times out
+fails all of its waiters with PeerUnavailableError and drops the channel, so
+the next call reconnects (purerpc has no keepalive pings; this is how a
+healed partition is noticed quickly). Links are started and stopped by the
+node's supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from a3redis.channels import ChannelPool
+from a3redis.config import Address
+from a3redis.core.record import Record
+from a3redis.v1 import replica_pb2 as rpb
+from a3redis.v1.replica_grpc import ReplicaStub
+from a3redis.wire import record_from_pb, record_to_pb
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+
+
+class PeerUnavailableError(Exception):
+    """The peer did not answer (connection refused, broken, or timed out)."""
+
+
+@dataclass
+class _Waiter:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Queue:
+    items: list[Any] = field(default_factory=list)
+    waiters: list[tuple[_Waiter, int, int]] = field(default_factory=list)
+
+
+class PeerLink:
+    def __init__(
+        self,
+        node_id: str,
+        coordinator: str,
+        address: Address,
+        channels: ChannelPool,
+        timeout: float,
+        max_in_flight: int = 4,
+    ) -> None:
+        self.node_id = node_id
+        self.address = address
+        self._coordinator = coordinator
+        self._channels = channels
+        self._timeout = timeout
+        self._slots = trio.Semaphore(max_in_flight)
+        self._applies = _Queue()
+        self._reads = _Queue()
+        self._wake = trio.Event()
+        self.calls = 0
+        self.failures = 0
+        self._scope: trio.CancelScope | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop the sender (a replaced link); waiting callers see the peer unavailable."""
+        self._closed = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # ----- the callers' side --------------------------------------------------------------
+
+    async def apply(self, records: Sequence[Record]) -> list[bool]:
+        result: list[bool] = await self._enqueue(self._applies, list(records))
+        return result
+
+    async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
+        result: list[Record | None] = await self._enqueue(self._reads, list(keys))
+        return result
+
+    async def _enqueue(self, queue: _Queue, items: list[Any]) -> Any:
+        if self._closed:
+            raise PeerUnavailableError(f"the link to {self.node_id} was closed")
+        waiter = _Waiter()
+        queue.waiters.append((waiter, len(queue.items), len(items)))
+        queue.items.extend(items)
+        self._wake.set()
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise PeerUnavailableError(str(waiter.error)) from waiter.error
+        return waiter.result
+
+    # ----- the sender ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run(task_status)
+        finally:
+            for queue in (self._applies, self._reads):
+                _fail(queue, PeerUnavailableError(f"the link to {self.node_id} closed"))
+                queue.waiters.clear()
+                queue.items.clear()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    for queue, send in (
+                        (self._applies, self._send_apply),
+                        (self._reads, self._send_read),
+                    ):
+                        while queue.waiters:
+                            await self._slots.acquire()
+                            batch = _take(queue)
+                            nursery.start_soon(self._call, send, batch)
+
+    async def _call(self, send: Any, batch: _Queue) -> None:
+        try:
+            with trio.fail_after(self._timeout):
+                results = await send(batch.items)
+            for waiter, start, count in batch.waiters:
+                waiter.result = results[start : start + count]
+                waiter.done.set()
+        except Exception as error:  # every failure means "this peer did not answer"
+            self.failures += 1
+            self._channels.discard(self.address)
+            reason = "timed out" if isinstance(error, trio.TooSlowError) else repr(error)
+            _fail(batch, PeerUnavailableError(f"{self.node_id} at {self.address}: {reason}"))
+        except BaseException:
+            _fail(batch, PeerUnavailableError(f"the link to {self.node_id} closed"))
+            raise
+        finally:
+            self.calls += 1
+            self._slots.release()
+
+    async def _stub(self) -> Any:
+        return await self._channels.stub(self.address, ReplicaStub)
+
+    async def _send_apply(self, records: list[Record]) -> list[bool]:
+        stub = await self._stub()
+        request = rpb.ApplyRequest(
+            coordinator=self._coordinator, records=[record_to_pb(r) for r in records]
+        )
+        response = await stub.Apply(request)
+        if len(response.stored) != len(records):
+            raise PeerUnavailableError("a malformed Apply answer")
+        return list(response.stored)
+
+    async def _send_read(self, keys: list[bytes]) -> list[Record | None]:
+        stub = await self._stub()
+        response = await stub.Read(rpb.ReadRequest(keys=keys))
+        if len(response.results) != len(keys):
+            raise PeerUnavailableError("a malformed Read answer")
+        return [record_from_pb(r.record) if r.present else None for r in response.results]
+
+
+def _fail(batch: _Queue, failure: PeerUnavailableError) -> None:
+    for waiter, _, _ in batch.waiters:
+        if not waiter.done.is_set():
+            waiter.error = failure
+            waiter.done.set()
+
+
+def _take(queue: _Queue) -> _Queue:
+    """Detach up to MAX_BATCH items' worth of whole waiters from the queue."""
+    taken = _Queue()
+    count = 0
+    while queue.waiters and (count == 0 or count + queue.waiters[0][2] <= MAX_BATCH):
+        waiter, start, size = queue.waiters.pop(0)
+        taken.waiters.append((waiter, count, size))
+        taken.items.extend(queue.items[start : start + size])
+        count += size
+    # The waiters that stay start at `count`: shift them to the front.
+    queue.items = queue.items[count:]
+    queue.waiters = [(waiter, start - count, size) for waiter, start, size in queue.waiters]
+    return taken

@@ -1,0 +1,80 @@
+import purerpc
+import a3redis.v1.replica_pb2 as a3redis_dot_v1_dot_replica__pb2
+import a3redis.v1.kv_pb2 as a3redis_dot_v1_dot_kv__pb2
+
+
+class ReplicaServicer(purerpc.Servicer):
+    async def Apply(self, input_message):
+        raise NotImplementedError()
+
+    async def Read(self, input_message):
+        raise NotImplementedError()
+
+    async def LocalScan(self, input_message):
+        raise NotImplementedError()
+
+    @property
+    def service(self) -> purerpc.Service:
+        service_obj = purerpc.Service(
+            "a3redis.v1.Replica"
+        )
+        service_obj.add_method(
+            "Apply",
+            self.Apply,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.ApplyRequest,
+                a3redis_dot_v1_dot_replica__pb2.ApplyResponse,
+            )
+        )
+        service_obj.add_method(
+            "Read",
+            self.Read,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.ReadRequest,
+                a3redis_dot_v1_dot_replica__pb2.ReadResponse,
+            )
+        )
+        service_obj.add_method(
+            "LocalScan",
+            self.LocalScan,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.LocalScanRequest,
+                a3redis_dot_v1_dot_replica__pb2.LocalScanResponse,
+            )
+        )
+        return service_obj
+
+
+class ReplicaStub:
+    def __init__(self, channel):
+        self._client = purerpc.Client(
+            "a3redis.v1.Replica",
+            channel
+        )
+        self.Apply = self._client.get_method_stub(
+            "Apply",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.ApplyRequest,
+                a3redis_dot_v1_dot_replica__pb2.ApplyResponse,
+            )
+        )
+        self.Read = self._client.get_method_stub(
+            "Read",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.ReadRequest,
+                a3redis_dot_v1_dot_replica__pb2.ReadResponse,
+            )
+        )
+        self.LocalScan = self._client.get_method_stub(
+            "LocalScan",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.LocalScanRequest,
+                a3redis_dot_v1_dot_replica__pb2.LocalScanResponse,
+            )
+        )

@@ -1,0 +1,122 @@
+"""Quorum replication across three real node processes."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from a3redis.client import Client, ClientError
+from a3redis.core.consistency import Consistency
+from tests.cluster.test_membership import statuses, three_nodes, wait_for
+from tests.conftest import NodeFactory
+from tests.support.processes import NodeProcess
+
+LOCAL = Consistency.LOCAL
+
+
+def start_cluster(node_factory: NodeFactory, factor: int, **env: str) -> list[NodeProcess]:
+    nodes = three_nodes(node_factory, REPLICATION_FACTOR=str(factor), **env)
+    for node in nodes:
+        node.start()
+    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+    wait_for(lambda: all(statuses(n) == everyone for n in nodes), 10, "all alive")
+    return nodes
+
+
+async def local_copies(nodes: list[NodeProcess], keys: list[bytes]) -> list[int]:
+    """How many nodes hold each key in their own store."""
+    counts = [0] * len(keys)
+    for node in nodes:
+        async with Client.connect(node.endpoint) as client:
+            results = await client.batch_get(keys, LOCAL)
+        for index, result in enumerate(results):
+            counts[index] += result.found
+    return counts
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+async def test_every_key_is_stored_on_exactly_n_nodes(
+    node_factory: NodeFactory, factor: int
+) -> None:
+    nodes = start_cluster(node_factory, factor)
+    keys = [f"key-{i}".encode() for i in range(1000)]
+    async with Client.connect(nodes[0].endpoint) as client:
+        for start in range(0, 1000, 100):
+            await client.batch_put([(k, b"v-" + k) for k in keys[start : start + 100]])
+        for key in keys[:50]:
+            assert (await client.get(key)).value == b"v-" + key
+    assert await local_copies(nodes, keys) == [factor] * len(keys)
+
+
+async def test_read_your_writes_through_every_other_node(node_factory: NodeFactory) -> None:
+    nodes = start_cluster(node_factory, 3)
+    for i in range(30):
+        writer = nodes[i % 3]
+        key, value = f"ryw-{i}".encode(), f"value-{i}".encode()
+        async with Client.connect(writer.endpoint) as client:
+            await client.put(key, value, Consistency.QUORUM)
+        for reader in nodes:
+            if reader is not writer:
+                async with Client.connect(reader.endpoint) as client:
+                    assert (await client.get(key, Consistency.QUORUM)).value == value
+
+
+async def test_a_read_repairs_a_stale_replica(node_factory: NodeFactory) -> None:
+    nodes = start_cluster(node_factory, 3)
+    async with Client.connect(nodes[0].endpoint) as client:
+        await client.put(b"k", b"old", Consistency.ALL)
+        # Only node-1's own copy gets the newer value: the other two are stale.
+        await client.put(b"k", b"new", LOCAL)
+    async with Client.connect(nodes[1].endpoint) as client:
+        assert (await client.get(b"k", LOCAL)).value == b"old"
+        assert (await client.get(b"k", Consistency.ALL)).value == b"new"
+
+    async def all_new() -> bool:
+        for node in nodes:
+            async with Client.connect(node.endpoint) as client:
+                if (await client.get(b"k", LOCAL)).value != b"new":
+                    return False
+        return True
+
+    with trio.fail_after(5):
+        while not await all_new():
+            await trio.sleep(0.05)
+
+
+async def test_one_node_down_quorum_still_works_two_down_fails_fast(
+    node_factory: NodeFactory,
+) -> None:
+    nodes = start_cluster(node_factory, 3, FAILURE_TIMEOUT="2")
+    nodes[2].kill()
+    async with Client.connect(nodes[0].endpoint) as client:
+        for i in range(20):
+            await client.put(f"one-down-{i}".encode(), b"v", Consistency.QUORUM)
+            assert (await client.get(f"one-down-{i}".encode(), Consistency.QUORUM)).found
+
+    nodes[1].kill()
+    wait_for(
+        lambda: statuses(nodes[0])["node-2"] == statuses(nodes[0])["node-3"] == "dead",
+        10,
+        "two dead",
+    )
+    async with Client.connect(nodes[0].endpoint) as client:
+        with pytest.raises(ClientError) as refused:
+            await client.put(b"two-down", b"v", Consistency.QUORUM)
+        assert refused.value.code == "UNAVAILABLE"
+        assert "needs 2 replicas, 1 reachable" in refused.value.message
+        assert not (await client.get(b"two-down", LOCAL)).found
+        assert (await client.get(b"one-down-0", Consistency.ONE)).found
+
+
+async def test_a_level_the_cluster_can_never_meet_is_a_failed_precondition(
+    node_factory: NodeFactory,
+) -> None:
+    node = node_factory("solo", REPLICATION_FACTOR="3").start()
+    async with Client.connect(node.endpoint) as client:
+        with pytest.raises(ClientError) as refused:
+            await client.put(b"k", b"v", Consistency.ALL)
+        assert refused.value.code == "FAILED_PRECONDITION"
+        assert "ALL needs 3 of 3 replicas but the ring has 1 node" in refused.value.message
+        assert not (await client.get(b"k", LOCAL)).found
+        await client.put(b"k", b"v", Consistency.ONE)
+        assert (await client.get(b"k", Consistency.ONE)).value == b"v"
