@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -90,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_commands.add_parser(
         "members", parents=[common], help="the member table as one node sees it"
     )
+    up = cluster_commands.add_parser("up", help="start a local cluster; Ctrl-C stops it")
+    up.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    up.add_argument(
+        "--replication-factor",
+        type=int,
+        default=None,
+        help="copies per key (default min(3, nodes))",
+    )
+    up.add_argument("--base-dir", type=Path, default=Path("./data"), help="data and logs")
     return parser
 
 
@@ -219,6 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from a3redis import node
 
         return node.main()
+    if args.command == "cluster" and args.cluster_command == "up":
+        from a3redis.launcher import cluster_up
+
+        factor = args.replication_factor or min(3, args.nodes)
+        if not 1 <= args.nodes <= 50 or not 1 <= factor <= args.nodes:
+            print(
+                "a3redis: error: need 1 <= --replication-factor <= --nodes <= 50", file=sys.stderr
+            )
+            return EXIT_USAGE
+        return cluster_up(args.nodes, factor, args.base_dir, sys.stdout)
     if args.limit < 0 if args.command == "scan" else False:
         print("a3redis: error: --limit must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
