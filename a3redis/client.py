@@ -6,11 +6,17 @@ and a call that timed out or lost its connection mid-flight is reported as
 "may or may not have been applied", never retried silently. Reads may try
 the next endpoint when one is unreachable; writes move on only when the
 first endpoint could not have received them (connection refused).
+
+The client is cluster-aware: it learns the members and the ring's
+parameters from any endpoint (`Topology`, refreshed every few seconds) and
+sends a single-key request to one of the key's replicas, which saves the
+coordinator a hop; the given endpoints remain the fallback.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from a3redis.channels import ChannelPool
 from a3redis.config import Address
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
+from a3redis.core.ring import Ring
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1.kv_grpc import KeyValueStub
 
@@ -83,24 +90,46 @@ def _status_error(error: purerpc.RpcFailedError) -> ClientError:
     return ClientError(status.status_code.name, status.status_message or "")
 
 
+TOPOLOGY_REFRESH = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Topology:
+    ring: Ring
+    addresses: dict[str, Address]  # members that are not dead or left
+    fetched_at: float
+
+
 class Client:
-    def __init__(self, pool: ChannelPool, endpoints: Sequence[Address], timeout: float) -> None:
+    def __init__(
+        self,
+        pool: ChannelPool,
+        endpoints: Sequence[Address],
+        timeout: float,
+        route_by_key: bool = True,
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
         self._pool = pool
         self._endpoints = list(endpoints)
         self.timeout = timeout
+        self._route_by_key = route_by_key
+        self._topology: _Topology | None = None
+        self._rng = random.Random()
 
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, endpoints: Sequence[str | Address] | str, request_timeout: float = 5.0
+        cls,
+        endpoints: Sequence[str | Address] | str,
+        request_timeout: float = 5.0,
+        route_by_key: bool = True,
     ) -> AsyncIterator[Client]:
         if isinstance(endpoints, str):
             endpoints = [part for part in endpoints.split(",") if part.strip()]
         addresses = [e if isinstance(e, Address) else Address.parse(e) for e in endpoints]
         async with ChannelPool.open(connect_timeout=min(request_timeout, 3.0)) as pool:
-            yield cls(pool, addresses, request_timeout)
+            yield cls(pool, addresses, request_timeout, route_by_key)
 
     # ----- the API --------------------------------------------------------------------------
 
@@ -110,17 +139,23 @@ class Client:
         request = pb.PutRequest(
             key=key, value=value, consistency=wire.consistency_to_pb(consistency)
         )
-        response = await self._call(lambda stub: stub.Put(request), idempotent=False)
+        response = await self._call(
+            lambda stub: stub.Put(request), idempotent=False, key=_route(key, consistency)
+        )
         return wire.version_from_pb(response.version)
 
     async def get(self, key: bytes, consistency: Consistency | None = None) -> GetResult:
         request = pb.GetRequest(key=key, consistency=wire.consistency_to_pb(consistency))
-        response = await self._call(lambda stub: stub.Get(request), idempotent=True)
+        response = await self._call(
+            lambda stub: stub.Get(request), idempotent=True, key=_route(key, consistency)
+        )
         return _get_result(key, response)
 
     async def delete(self, key: bytes, consistency: Consistency | None = None) -> Version:
         request = pb.DeleteRequest(key=key, consistency=wire.consistency_to_pb(consistency))
-        response = await self._call(lambda stub: stub.Delete(request), idempotent=False)
+        response = await self._call(
+            lambda stub: stub.Delete(request), idempotent=False, key=_route(key, consistency)
+        )
         return wire.version_from_pb(response.version)
 
     async def batch_put(
@@ -183,9 +218,66 @@ class Client:
 
     # ----- transport ------------------------------------------------------------------------
 
-    async def _call(self, invoke: Callable[[Any], Awaitable[T]], *, idempotent: bool) -> T:
+    async def topology(self) -> list[tuple[str, str, str]]:
+        """The members as (node id, gRPC address, status), as one node sees them."""
+        response = await self._call(
+            lambda stub: stub.Topology(pb.TopologyRequest()), idempotent=True
+        )
+        return [(m.node_id, m.grpc_address, m.status) for m in response.members]
+
+    async def _refresh_topology(self) -> None:
+        now = trio.current_time()
+        if self._topology is not None and now - self._topology.fetched_at < TOPOLOGY_REFRESH:
+            return
+        try:
+            response = await self._call(
+                lambda stub: stub.Topology(pb.TopologyRequest()), idempotent=True
+            )
+            in_ring = [m.node_id for m in response.members if m.status != "left"]
+            addresses = {
+                m.node_id: Address.parse(m.grpc_address)
+                for m in response.members
+                if m.status in ("alive", "suspect")
+            }
+            previous = self._topology.ring if self._topology else None
+            ring = (
+                previous
+                if previous is not None
+                and previous.members == tuple(sorted(set(in_ring)))
+                and previous.replication_factor == response.replication_factor
+                and previous.partitions == response.partitions
+                else Ring(in_ring, response.replication_factor, response.partitions)
+            )
+            self._topology = _Topology(ring, addresses, now)
+        except (ClientError, ValueError) as error:
+            # An older or unreachable server: keep sending to the given endpoints.
+            log.debug("no topology: %s", error)
+            self._topology = _Topology(Ring([], 1, 1), {}, now)
+
+    async def _candidates(self, key: bytes | None) -> list[Address]:
+        if key is None or not self._route_by_key:
+            return self._endpoints
+        await self._refresh_topology()
+        topology = self._topology
+        if topology is None or not topology.addresses:
+            return self._endpoints
+        replicas = [
+            topology.addresses[node]
+            for node in topology.ring.preference_list(key)
+            if node in topology.addresses
+        ]
+        self._rng.shuffle(replicas)
+        return replicas + [e for e in self._endpoints if e not in replicas]
+
+    async def _call(
+        self,
+        invoke: Callable[[Any], Awaitable[T]],
+        *,
+        idempotent: bool,
+        key: bytes | None = None,
+    ) -> T:
         last_error: ClientError | None = None
-        for address in self._endpoints:
+        for address in await self._candidates(key):
             try:
                 stub = await self._pool.stub(address, KeyValueStub)
             except (OSError, ConnectionError) as error:
@@ -219,6 +311,11 @@ class Client:
                 last_error = failure
         assert last_error is not None
         raise last_error
+
+
+def _route(key: bytes, consistency: Consistency | None) -> bytes | None:
+    # LOCAL means "the node I asked": never send it elsewhere.
+    return None if consistency is Consistency.LOCAL else key
 
 
 def _get_result(key: bytes, response: pb.GetResponse) -> GetResult:

@@ -132,6 +132,18 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
             version=__version__,
         )
 
+    @_unary
+    async def Topology(self, request: pb.TopologyRequest) -> pb.TopologyResponse:
+        cluster = self.kv.cluster
+        return pb.TopologyResponse(
+            members=[
+                pb.Member(node_id=m.node_id, grpc_address=m.grpc_addr, status=m.status.name.lower())
+                for m in cluster.membership.members()
+            ],
+            replication_factor=cluster.replication_factor,
+            partitions=cluster.ring.partitions,
+        )
+
     async def Scan(self, request: pb.ScanRequest) -> AsyncIterator[pb.Entry]:
         try:
             with self.gate:

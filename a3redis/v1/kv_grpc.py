@@ -24,6 +24,9 @@ class KeyValueServicer(purerpc.Servicer):
     async def Describe(self, input_message):
         raise NotImplementedError()
 
+    async def Topology(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -92,6 +95,15 @@ class KeyValueServicer(purerpc.Servicer):
                 a3redis_dot_v1_dot_kv__pb2.DescribeResponse,
             )
         )
+        service_obj.add_method(
+            "Topology",
+            self.Topology,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_kv__pb2.TopologyRequest,
+                a3redis_dot_v1_dot_kv__pb2.TopologyResponse,
+            )
+        )
         return service_obj
 
 
@@ -155,5 +167,13 @@ class KeyValueStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 a3redis_dot_v1_dot_kv__pb2.DescribeRequest,
                 a3redis_dot_v1_dot_kv__pb2.DescribeResponse,
+            )
+        )
+        self.Topology = self._client.get_method_stub(
+            "Topology",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_kv__pb2.TopologyRequest,
+                a3redis_dot_v1_dot_kv__pb2.TopologyResponse,
             )
         )

@@ -157,3 +157,27 @@ class DescribeResponse(_message.Message):
     replication_factor: int
     version: str
     def __init__(self, node_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., gossip_address: _Optional[str] = ..., cluster_name: _Optional[str] = ..., replication_factor: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+
+class TopologyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("node_id", "grpc_address", "status")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    grpc_address: str
+    status: str
+    def __init__(self, node_id: _Optional[str] = ..., grpc_address: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class TopologyResponse(_message.Message):
+    __slots__ = ("members", "replication_factor", "partitions")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    replication_factor: int
+    partitions: int
+    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., replication_factor: _Optional[int] = ..., partitions: _Optional[int] = ...) -> None: ...

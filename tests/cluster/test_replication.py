@@ -120,3 +120,21 @@ async def test_a_level_the_cluster_can_never_meet_is_a_failed_precondition(
         assert not (await client.get(b"k", LOCAL)).found
         await client.put(b"k", b"v", Consistency.ONE)
         assert (await client.get(b"k", Consistency.ONE)).value == b"v"
+
+
+async def test_the_client_sends_each_key_to_its_replicas(node_factory: NodeFactory) -> None:
+    nodes = start_cluster(node_factory, 1)
+    keys = [f"routed-{i}".encode() for i in range(30)]
+    async with Client.connect(nodes[0].endpoint) as client:
+        for key in keys:
+            await client.put(key, b"v" + key)
+        members = {node_id: status for node_id, _, status in await client.topology()}
+        assert members == {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+        # With one replica per key, only routing by key can still reach the
+        # keys of node-2 and node-3 once the only endpoint we gave is gone.
+        nodes[0].kill()
+        owners = await local_copies(nodes[1:], keys)
+        reachable = [key for key, count in zip(keys, owners, strict=True) if count == 1]
+        assert 10 <= len(reachable) < 30
+        for key in reachable:
+            assert (await client.get(key, Consistency.ONE)).value == b"v" + key
