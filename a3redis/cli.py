@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_commands.add_parser(
         "members", parents=[common], help="the member table as one node sees it"
     )
+    remove = cluster_commands.add_parser(
+        "remove", parents=[common], help="remove a dead node from the ring for good"
+    )
+    remove.add_argument("node_id")
     up = cluster_commands.add_parser("up", help="start a local cluster; Ctrl-C stops it")
     up.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     up.add_argument(
@@ -178,9 +182,16 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 for entry in entries:
                     print(f"{_text(entry.key)}\t{_text(entry.value)}")
+        elif args.command == "cluster" and args.cluster_command == "remove":
+            info = await client.describe()
+            url = f"http://{info.gossip_address}/api/members/{args.node_id}/remove"
+            answer = await _request_json("POST", url, args.timeout)
+            _print(answer if json_out else f"removed {args.node_id} from the ring", json_out)
         elif args.command == "cluster":
             info = await client.describe()
-            members = await _fetch_json(f"http://{info.gossip_address}/membership", args.timeout)
+            members = await _request_json(
+                "GET", f"http://{info.gossip_address}/membership", args.timeout
+            )
             if json_out:
                 _print(members, True)
             else:
@@ -188,14 +199,17 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _fetch_json(url: str, seconds: float) -> Any:
+async def _request_json(method: str, url: str, seconds: float) -> Any:
     try:
         async with httpx.AsyncClient(timeout=seconds, trust_env=False) as http:
-            response = await http.get(url)
-            response.raise_for_status()
-            return response.json()
+            response = await http.request(method, url)
+            body = response.json()
     except (httpx.HTTPError, ValueError) as error:
         raise ClientError("UNAVAILABLE", f"{url}: {error}") from None
+    if response.status_code >= 400:
+        code = "FAILED_PRECONDITION" if response.status_code == 409 else "NOT_FOUND"
+        raise ClientError(code, str(body.get("error", body)))
+    return body
 
 
 def _members_table(members: dict[str, Any]) -> str:

@@ -99,6 +99,16 @@ def create_app(view: NodeView) -> QuartTrio:
         status, body = view.gossip.serve_exchange(await request.get_data(cache=False))
         return body, status
 
+    @app.post("/api/members/<node_id>/remove")
+    async def remove_member(node_id: str) -> tuple[dict[str, Any], int]:
+        try:
+            removed = view.gossip.membership.remove(node_id, trio.current_time())
+        except KeyError as error:
+            return {"error": str(error.args[0])}, 404
+        except ValueError as error:
+            return {"error": str(error)}, 409
+        return {"removed": removed.node_id, "status": removed.status.name.lower()}, 200
+
     @app.errorhandler(413)
     async def too_large(_: Exception) -> Response:
         return Response(

@@ -348,6 +348,20 @@ class Membership:
             self._set(replace(member, status=Status.SUSPECT), now)
         return False
 
+    def remove(self, node_id: str, now: float) -> MemberState:
+        """An operator removes a dead member from the ring for good (gossiped as `left`)."""
+        member = self._members.get(node_id)
+        if member is None:
+            raise KeyError(f"no member {node_id!r}")
+        if node_id == self.node_id or member.status in (Status.ALIVE, Status.SUSPECT):
+            raise ValueError(
+                f"{node_id} is {member.status.name.lower()}: only a dead node can be removed "
+                "(stop it, or let it leave with SIGTERM)"
+            )
+        removed = replace(member, status=Status.LEFT)
+        self._set(removed, now)
+        return removed
+
     def leave(self, now: float) -> list[Probe]:
         """Announce that we leave on purpose; return the messages to send to everyone."""
         self.me = replace(self.me, status=Status.LEFT)

@@ -9,7 +9,7 @@ from a3redis.client import Client, ClientError
 from a3redis.core.consistency import Consistency
 from tests.cluster.test_membership import statuses, three_nodes, wait_for
 from tests.conftest import NodeFactory
-from tests.support.processes import NodeProcess
+from tests.support.processes import NodeProcess, run_cli
 
 LOCAL = Consistency.LOCAL
 
@@ -138,3 +138,24 @@ async def test_the_client_sends_each_key_to_its_replicas(node_factory: NodeFacto
         assert 10 <= len(reachable) < 30
         for key in reachable:
             assert (await client.get(key, Consistency.ONE)).value == b"v" + key
+
+
+async def test_cluster_remove_takes_a_dead_node_out_of_the_ring(node_factory: NodeFactory) -> None:
+    nodes = start_cluster(node_factory, 2, FAILURE_TIMEOUT="2")
+    refused = run_cli("cluster", "remove", "node-3", "--endpoint", nodes[0].endpoint)
+    assert refused.returncode == 3 and "only a dead node can be removed" in refused.stderr
+
+    nodes[2].kill()
+    wait_for(lambda: statuses(nodes[0])["node-3"] == "dead", 10, "node-3 dead")
+    removed = run_cli("cluster", "remove", "node-3", "--endpoint", nodes[0].endpoint)
+    assert removed.returncode == 0, removed.stderr
+    wait_for(
+        lambda: statuses(nodes[0])["node-3"] == statuses(nodes[1])["node-3"] == "left",
+        5,
+        "node-3 removed everywhere",
+    )
+    # With node-3 out of the ring, every key's two replicas are node-1 and node-2.
+    keys = [f"after-{i}".encode() for i in range(50)]
+    async with Client.connect(nodes[0].endpoint) as client:
+        await client.batch_put([(k, b"v") for k in keys], Consistency.ALL)
+    assert await local_copies(nodes[:2], keys) == [2] * len(keys)
