@@ -84,6 +84,7 @@ class Config:
     failure_timeout: float
     request_timeout: float
     peer_timeout: float
+    hint_window: float
     debug_log: bool
 
     @property
@@ -183,6 +184,9 @@ class Config:
             ),
             peer_timeout=read.value(
                 "PEER_TIMEOUT", "2", _float_in(0.05, 600.0), "seconds, from 0.05 to 600"
+            ),
+            hint_window=read.value(
+                "HINT_WINDOW", "10800", _float_in(0.0, 30 * 86400.0), "seconds, from 0 to 2592000"
             ),
             debug_log=read.value("DEBUG_LOG", "0", _bool, "one of 1, 0, true, false"),
         )

@@ -41,12 +41,15 @@ from a3redis.gossip import (
 )
 from a3redis.grpc_server import RequestGate, serve_grpc
 from a3redis.grpc_service import KeyValueService, ReplicaService
+from a3redis.hints import HintStore
 from a3redis.http_app import NodeView, serve_http
 from a3redis.kv import KeyValue
 from a3redis.storage.store import DataDirError, Store
 from a3redis.supervision import unwrap_single_group
 
 log = logging.getLogger("a3redis.node")
+
+HINT_DELIVERY_INTERVAL = 1.0
 
 
 class StartupError(Exception):
@@ -101,6 +104,8 @@ async def run_node(
         )
         async with store_cm as store:
             clock = HybridLogicalClock(config.node_id)
+            hints = HintStore(config.data_dir / "hints", config.hint_window, wall_ms)
+            await trio.to_thread.run_sync(hints.load)
             gate = RequestGate()
             membership = _membership(config)
             async with (
@@ -124,7 +129,9 @@ async def run_node(
                     cluster,
                     background,
                     config.request_timeout,
+                    hints,
                 )
+                background.start_soon(hints.run_delivery, cluster, HINT_DELIVERY_INTERVAL)
                 gossip = GossipLoop(
                     config,
                     membership,

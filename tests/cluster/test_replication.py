@@ -159,3 +159,32 @@ async def test_cluster_remove_takes_a_dead_node_out_of_the_ring(node_factory: No
     async with Client.connect(nodes[0].endpoint) as client:
         await client.batch_put([(k, b"v") for k in keys], Consistency.ALL)
     assert await local_copies(nodes[:2], keys) == [2] * len(keys)
+
+
+async def test_writes_for_a_dead_replica_are_hinted_and_delivered_after_restart(
+    node_factory: NodeFactory,
+) -> None:
+    nodes = start_cluster(node_factory, 3, FAILURE_TIMEOUT="2")
+    nodes[2].kill()
+    keys = [f"hinted-{i}".encode() for i in range(100)]
+    async with Client.connect(nodes[0].endpoint) as client:
+        for key in keys:
+            await client.put(key, b"v-" + key, Consistency.QUORUM)
+    hints_dir = nodes[0].data_dir / "hints"
+    assert (hints_dir / "node-3.hints").exists() or (
+        nodes[1].data_dir / "hints" / "node-3.hints"
+    ).exists()
+
+    nodes[2].start()
+    restarted = trio.current_time()
+
+    async def delivered() -> bool:
+        async with Client.connect(nodes[2].endpoint) as client:
+            return all(r.found for r in await client.batch_get(keys, LOCAL))
+
+    with trio.fail_after(5):
+        while not await delivered():
+            await trio.sleep(0.1)
+    assert trio.current_time() - restarted < 5
+    wait_for(lambda: not (hints_dir / "node-3.hints").exists(), 5, "hints file emptied")
+    assert "delivered" in nodes[0].output() + nodes[1].output()

@@ -40,6 +40,7 @@ def test_defaults_for_node_3() -> None:
         failure_timeout=10.0,
         request_timeout=3.0,
         peer_timeout=2.0,
+        hint_window=10800.0,
         debug_log=False,
     )
     assert str(config.grpc_address) == "127.0.0.1:50053"
@@ -81,6 +82,7 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("FAILURE_TIMEOUT", "3", "failure_timeout", 3.0),
     ("REQUEST_TIMEOUT", "7.5", "request_timeout", 7.5),
     ("PEER_TIMEOUT", "0.5", "peer_timeout", 0.5),
+    ("HINT_WINDOW", "60", "hint_window", 60.0),
     ("DEBUG_LOG", "true", "debug_log", True),
 ]
 
@@ -147,6 +149,7 @@ BAD_VALUES = [
     ("FAILURE_TIMEOUT", "soon", "seconds, from 0.5 to 3600"),
     ("REQUEST_TIMEOUT", "0", "seconds, from 0.05 to 600"),
     ("PEER_TIMEOUT", "-1", "seconds, from 0.05 to 600"),
+    ("HINT_WINDOW", "forever", "seconds, from 0 to 2592000"),
     ("BIND_HOST", "", "an IP address or host name"),
     ("ADVERTISE_HOST", "user@host", "an IP address or host name"),
     ("DATA_DIR", "", "a directory path"),
