@@ -57,6 +57,9 @@ def test_three_nodes_find_each_other_detect_death_restart_and_leave(
         node.wait_ready()
     everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
     wait_for(lambda: all(statuses(n) == everyone for n in nodes), 5, "all alive")
+    # node-3 started first: its seeds were not up yet. It says so once per seed, not per retry.
+    for peer in nodes[:2]:
+        assert nodes[2].output().count(f"peer {peer.endpoint} is not reachable yet") <= 1
     entry = membership(nodes[0])["node-2"]
     assert entry["addr"] == nodes[1].endpoint
     assert entry["gossip_addr"] == f"{HOST}:{nodes[1].http_port}"
@@ -129,7 +132,8 @@ def test_malformed_or_oversized_gossip_is_refused_and_changes_nothing(
     for node in nodes[:2]:
         node.start()
     wait_for(lambda: set(statuses(nodes[0])) == {"node-1", "node-2"}, 5, "two members")
-    before = statuses(nodes[0])
+    # Member ids, not statuses: a probe slowed by a busy machine may flap one to suspect.
+    before = set(statuses(nodes[0]))
     url = f"http://{HOST}:{nodes[0].http_port}/gossip"
     member = {"id": "node-9", "grpc": "x:1", "gossip": "x:2", "status": "alive", "inc": 1}
     good = {"protocol": 1, "cluster": "a3redis", "replication_factor": 3, "sender": "node-9"}
@@ -146,11 +150,12 @@ def test_malformed_or_oversized_gossip_is_refused_and_changes_nothing(
         assert post(url, body)[0] == 400, body
     assert post(url, b"{" + b" " * (5 * 1024 * 1024) + b"}")[0] == 413
     wrong_cluster = json.dumps({**good, "cluster": "other", "members": [member]}).encode()
-    assert statuses(nodes[0]) == before
+    assert set(statuses(nodes[0])) == before
     code, answer = post(url, wrong_cluster)
     assert code == 409 and "cluster" in answer["error"]
     # Listed as incompatible, never merged.
-    assert statuses(nodes[0]) == {**before, "node-9": "incompatible"}
+    assert set(statuses(nodes[0])) == {*before, "node-9"}
+    assert statuses(nodes[0])["node-9"] == "incompatible"
     assert nodes[0].health() is not None
 
 
@@ -163,3 +168,10 @@ def post(url: str, body: bytes) -> tuple[int, Any]:
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, json.load(error)
+
+
+def test_peers_may_be_given_as_gossip_addresses(node_factory: NodeFactory) -> None:
+    first = node_factory("g1", NODE_NUM="1").start()
+    second = node_factory("g2", NODE_NUM="2", PEERS=f"{HOST}:{first.http_port}").start()
+    both = {"node-1": "alive", "node-2": "alive"}
+    wait_for(lambda: statuses(first) == statuses(second) == both, 5, "joined by gossip address")
