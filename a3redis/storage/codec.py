@@ -88,7 +88,10 @@ def decode(data: bytes | bytearray | memoryview) -> DecodeResult:
         raw_node = bytes(payload[body_size:node_end])
         node = node_ids.get(raw_node)
         if node is None:
-            node = node_ids[raw_node] = raw_node.decode()
+            try:
+                node = node_ids[raw_node] = raw_node.decode()
+            except UnicodeDecodeError:
+                raise CorruptLogError(offset, "checksummed frame with an invalid node id") from None
         value = bytes(payload[key_end:]) if kind == KIND_VALUE else None
         append(Record(bytes(payload[node_end:key_end]), value, Version(wall_ms, logical, node)))
         offset = end

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import re
 from collections.abc import Iterable
@@ -79,6 +80,11 @@ class Recovered:
     records: list[Record]
     # Records from the snapshot are sorted with unique keys; log records follow.
     snapshot_count: int
+    # The newest snapshot (0: none); files older than it are obsolete.
+    snapshot_generation: int
+    # The log to append to: the newest one. Logs between the snapshot and it
+    # (a crash between starting a log and renaming its snapshot) still hold
+    # data that no snapshot has, so they must stay until the next snapshot.
     generation: int
     log_bytes: int
     torn_bytes_cut: int
@@ -139,7 +145,12 @@ class DataDir:
         base = snapshots[-1] if snapshots else 0
         records: list[Record] = []
         if base:
-            records = self._read(self.path / snapshot_name(base), allow_torn=False)
+            path = self.path / snapshot_name(base)
+            records = self._read(path, allow_torn=False)
+            # A snapshot is a dump of the table: keys strictly increase. Anything
+            # else is damage the checksums could not see (or a foreign file).
+            if not all(a.key < b.key for a, b in itertools.pairwise(records)):
+                raise DataDirError(f"{path}: snapshot keys are not in strictly increasing order")
         snapshot_count = len(records)
         logs = [g for g in self.generations(_LOG) if g >= base]
         log_bytes = torn = 0
@@ -151,7 +162,7 @@ class DataDir:
             torn += before - after
             log_bytes += after
         generation = max([base, *logs, 1])
-        return Recovered(records, snapshot_count, generation, log_bytes, torn)
+        return Recovered(records, snapshot_count, base, generation, log_bytes, torn)
 
     def _read(self, path: Path, *, allow_torn: bool) -> list[Record]:
         data = path.read_bytes()

@@ -9,7 +9,9 @@ threads; the event loop only appends bytes to lists. After a failed write or
 fsync the store refuses all further writes: the page cache can no longer be
 trusted (the "fsyncgate" lesson), so the node must restart and recover.
 The store supervises its own two tasks (committer, compactor/syncer) in a
-nursery that lives exactly as long as `Store.open`.
+nursery that lives exactly as long as `Store.open`; closing commits (or
+fails) every queued write and waits for a running compaction, and however
+the committer stops, no writer waits forever.
 """
 
 from __future__ import annotations
@@ -97,6 +99,11 @@ class Store:
         self._closing = False
         self._failure: BaseException | None = None
         self._compacting = False
+        # Set when the running compaction (if any) has finished or given up.
+        self._compaction_done: trio.Event | None = None
+        # Held around every sync or close of a log by a task other than the
+        # committer, so none of them syncs a file descriptor another has closed.
+        self._sync_lock = trio.Lock()
         self._stats = {"commits": 0, "fsyncs": 0, "compactions": 0}
         self._torn_bytes_cut = torn_bytes_cut
         self._nursery: trio.Nursery | None = None
@@ -139,7 +146,7 @@ class Store:
         table = RecordTable.from_sorted_unique(snapshot)
         for record in recovered.records[recovered.snapshot_count :]:
             table.apply(record)
-        data_dir.remove_before(recovered.generation)
+        data_dir.remove_before(recovered.snapshot_generation)
         log_file = data_dir.open_log(recovered.generation)
         if recovered.torn_bytes_cut:
             log.warning(
@@ -169,9 +176,16 @@ class Store:
             if batch is not None and batch.records:
                 self._wake.set()
                 await batch.done.wait()
-        if self._failure is None and self._fsync is not FsyncPolicy.ALWAYS and self._dirty:
-            await trio.to_thread.run_sync(self._log.sync)
-        self._log.close()
+        # The last commit may have started a compaction that is switching logs.
+        if self._compaction_done is not None:
+            await self._compaction_done.wait()
+        async with self._sync_lock:
+            try:
+                if self._failure is None and self._fsync is not FsyncPolicy.ALWAYS and self._dirty:
+                    await trio.to_thread.run_sync(self._log.sync)
+                    self._dirty = False
+            finally:
+                self._log.close()
 
     # ----- reads --------------------------------------------------------------------------
 
@@ -180,11 +194,21 @@ class Store:
         return self._table.get(key)
 
     def scan(
-        self, start: bytes = b"", end: bytes = b"", prefix: bytes = b"", limit: int = 0
+        self,
+        start: bytes = b"",
+        end: bytes = b"",
+        prefix: bytes = b"",
+        limit: int = 0,
+        *,
+        include_tombstones: bool = False,
     ) -> list[Record]:
-        """Live records in [start, end) with the prefix, at most `limit` (0: all)."""
+        """Records in [start, end) with the prefix, at most `limit` (0: all).
+
+        Tombstones are left out unless asked for (a cluster scan needs them to
+        let a newer delete on one replica hide an older value on another).
+        """
         found: list[Record] = []
-        for record in self._table.scan(start, end, prefix):
+        for record in self._table.scan(start, end, prefix, include_tombstones=include_tombstones):
             found.append(record)
             if len(found) == limit:
                 break
@@ -219,17 +243,25 @@ class Store:
             raise StoreClosedError("the store is closing")
         batch = self._batch
         accepted: list[bool] = []
+        staged: dict[bytes, Record] = {}
+        new_records: list[Record] = []
+        new_frames: list[bytes] = []
         for record in records:
-            current = self._unsynced.get(record.key) or self._table.get(record.key)
+            key = record.key
+            current = staged.get(key) or self._unsynced.get(key) or self._table.get(key)
             if not supersedes(record, current):
                 accepted.append(False)
                 continue
-            self._unsynced[record.key] = record
-            batch.records.append(record)
-            batch.frames.append(codec.encode(record))
+            # Encoding may fail (a field out of range): queue nothing until all encode.
+            new_frames.append(codec.encode(record))
+            new_records.append(record)
+            staged[key] = record
             accepted.append(True)
-        if not any(accepted):
+        if not new_records:
             return accepted
+        self._unsynced.update(staged)
+        batch.records.extend(new_records)
+        batch.frames.extend(new_frames)
         self._wake.set()
         # Waiting is shielded: once queued, the write is committed whether or not
         # the caller is still interested, and the caller must not report success
@@ -241,9 +273,28 @@ class Store:
         return accepted
 
     async def _commit_loop(self) -> None:
+        try:
+            await self._commit_batches()
+        finally:
+            # However the committer stops (a failure, a bug, cancellation), take
+            # no more writes and release every writer still waiting for it.
+            self._closing = True
+            for batch in (self._inflight, self._batch):
+                if batch is not None and not batch.done.is_set():
+                    if batch.error is None:
+                        batch.error = self._failure or StoreClosedError(
+                            "the store stopped before this write was committed"
+                        )
+                    batch.done.set()
+            self._unsynced.clear()
+
+    async def _commit_batches(self) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            if self._failure is not None:
+                # A background fsync failed: what is queued must not reach the log.
+                return
             batch, self._batch = self._batch, _Batch()
             if not batch.records:
                 continue
@@ -284,7 +335,11 @@ class Store:
     async def _sync_every_second(self) -> None:
         while True:
             await trio.sleep(1)
-            if self._dirty and self._failure is None:
+            async with self._sync_lock:
+                if self._closing or self._failure is not None:
+                    return
+                if not self._dirty:
+                    continue
                 self._dirty = False
                 try:
                     await trio.to_thread.run_sync(self._log.sync)
@@ -297,9 +352,15 @@ class Store:
 
     async def _maybe_compact(self) -> None:
         threshold = max(self._compact_min_bytes, 2 * self._table.encoded_bytes)
-        if self._compacting or self._log_bytes <= threshold or self._nursery is None:
+        if (
+            self._compacting
+            or self._closing
+            or self._log_bytes <= threshold
+            or self._nursery is None
+        ):
             return
         self._compacting = True
+        done = self._compaction_done = trio.Event()
         # Switch logs between batches (the commit loop waits for us): everything
         # before is in the table, everything after goes to the new log, so
         # snapshot G = the table now = all logs older than G.
@@ -310,17 +371,27 @@ class Store:
         except OSError as error:
             log.error("cannot start log generation %d: %s", generation, error)
             self._compacting = False
+            done.set()
             return
         self._generation = generation
         self._log_bytes = 0
-        self._nursery.start_soon(self._write_snapshot, generation, old_log, self._table.records())
+        self._nursery.start_soon(
+            self._write_snapshot, generation, old_log, self._table.records(), done
+        )
 
     async def _write_snapshot(
-        self, generation: int, old_log: AppendLog, records: list[Record]
+        self, generation: int, old_log: AppendLog, records: list[Record], done: trio.Event
     ) -> None:
         try:
-            await trio.to_thread.run_sync(old_log.sync)
-            old_log.close()
+            async with self._sync_lock:
+                try:
+                    await trio.to_thread.run_sync(old_log.sync)
+                except OSError as error:
+                    # Acknowledged writes in the old log may not be on disk (fsyncgate).
+                    self._fail(error, self._batch)
+                    return
+                finally:
+                    old_log.close()
             size = await trio.to_thread.run_sync(self._dir.write_snapshot, generation, records)
             await trio.to_thread.run_sync(self._dir.remove_before, generation)
             self._stats["compactions"] += 1
@@ -331,4 +402,6 @@ class Store:
             # The old files stay; recovery still works from them and the new log.
             log.error("compaction to generation %d failed: %s", generation, error)
         finally:
+            old_log.close()  # already closed unless cancelled before the sync
             self._compacting = False
+            done.set()

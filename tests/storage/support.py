@@ -1,0 +1,135 @@
+"""Helpers for storage tests: records, data-directory files, crash copies.
+
+Rules: helpers use real files only; a "crash" is a byte-for-byte copy of a
+live DATA_DIR, which is what a killed process leaves behind (the page cache,
+synced or not; a power cut would lose what was never synced). Faults are
+injected by wrapping one method of the open store (`Gate`), never by
+mocking the file system.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from a3redis.core.hlc import Version
+from a3redis.core.record import Record
+from a3redis.storage import codec
+from a3redis.storage.files import AppendLog
+
+NODE = "n1"
+
+
+def rec(
+    key: bytes, value: bytes | None, wall_ms: int, logical: int = 0, node: str = NODE
+) -> Record:
+    return Record(key, value, Version(wall_ms, logical, node))
+
+
+def frames(records: list[Record]) -> bytes:
+    return b"".join(codec.encode(record) for record in records)
+
+
+def log_files(path: Path) -> list[Path]:
+    return sorted(path.glob("log-*.wal"))
+
+
+def snapshot_files(path: Path) -> list[Path]:
+    return sorted(path.glob("snapshot-*.snap"))
+
+
+def data_files(path: Path) -> list[str]:
+    """Names of everything in DATA_DIR except the lock file."""
+    return sorted(entry.name for entry in path.iterdir() if entry.name != "LOCK")
+
+
+def copy_data_dir(source: Path, target: Path) -> None:
+    """Copy the files of a (possibly live) DATA_DIR, as a crash would leave them."""
+    target.mkdir(parents=True)
+    for entry in sorted(source.iterdir()):
+        if entry.name == "LOCK":
+            continue
+        try:
+            shutil.copyfile(entry, target / entry.name)
+        except FileNotFoundError:  # removed while we listed: a crash would not see it either
+            continue
+
+
+def open_fds_under(path: Path) -> list[str]:
+    """Paths under `path` that this process holds open (Linux /proc)."""
+    root = str(path.resolve())
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(root + os.sep):
+            found.append(target)
+    return found
+
+
+class Gate:
+    """Wraps a blocking call made in a worker thread: signal entry, wait for release.
+
+    `before` runs ahead of the wait (e.g. the write of write_and_sync, so the
+    bytes are in the file but not yet synced); `fail` is raised instead of
+    calling through, to inject an I/O error.
+    """
+
+    def __init__(
+        self,
+        through: Callable[..., object],
+        *,
+        before: Callable[..., object] | None = None,
+        fail: BaseException | None = None,
+    ) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self._through = through
+        self._before = before
+        self._fail = fail
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        # If the test failed while the gate was closed, open it: a worker thread
+        # left blocked would keep the nursery that waits for it from ever failing.
+        if exc_type is not None:
+            self.release.set()
+
+    def __call__(self, *args: Any) -> Any:
+        self.calls += 1
+        if self._before is not None:
+            self._before(*args)
+        self.entered.set()
+        if not self.release.wait(timeout=10):
+            raise TimeoutError("gate never released")
+        if self._fail is not None:
+            raise self._fail
+        return self._through(*args)
+
+
+def write_then_sync_gate(log: AppendLog, *, fail: BaseException | None = None) -> Gate:
+    """A gate for AppendLog.write_and_sync: the bytes reach the file, the sync waits."""
+    return Gate(lambda _data: log.sync(), before=log.write, fail=fail)
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    with open(path, "ab") as handle:
+        handle.write(data)
+
+
+def truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+
+
+def dir_size(path: Path) -> int:
+    return sum(entry.stat().st_size for entry in path.iterdir())
