@@ -147,21 +147,20 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
     async def Scan(self, request: pb.ScanRequest) -> AsyncIterator[pb.Entry]:
         try:
             with self.gate:
-                self._read_level(request.consistency)
+                level = self._read_level(request.consistency)
                 if request.end and request.start and request.end <= request.start:
                     raise InvalidRequestError("scan end must be greater than start")
-                start, remaining = request.start, request.limit or None
-                while True:
+                start: bytes | None = request.start
+                remaining = request.limit or None
+                while start is not None and remaining != 0:
                     size = SCAN_PAGE if remaining is None else min(SCAN_PAGE, remaining)
-                    page = self.kv.scan_page(start, request.end, request.prefix, size)
+                    page, start = await self.kv.scan_page(
+                        start, request.end, request.prefix, size, level
+                    )
                     for record in page:
                         yield wire.entry(record)
                     if remaining is not None:
                         remaining -= len(page)
-                    if len(page) < size or remaining == 0:
-                        return
-                    # The smallest key greater than the last one sent.
-                    start = page[-1].key + b"\x00"
         except purerpc.RpcFailedError:
             raise
         except Exception as error:
@@ -174,6 +173,17 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
     def __init__(self, kv: KeyValue, gate: RequestGate) -> None:
         self.kv = kv
         self.gate = gate
+
+    @_unary
+    async def LocalScan(self, request: rpb.LocalScanRequest) -> rpb.LocalScanResponse:
+        limit = min(request.limit or SCAN_PAGE, 10 * SCAN_PAGE)
+        records = self.kv.store.scan(
+            request.start, request.end, request.prefix, limit + 1, include_tombstones=True
+        )
+        return rpb.LocalScanResponse(
+            records=[wire.record_to_pb(record) for record in records[:limit]],
+            more=len(records) > limit,
+        )
 
     @_unary
     async def Apply(self, request: rpb.ApplyRequest) -> rpb.ApplyResponse:

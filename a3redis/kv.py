@@ -24,7 +24,7 @@ from a3redis.cluster import Cluster
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.quorum import ReadQuorum, WriteQuorum
-from a3redis.core.record import Record
+from a3redis.core.record import Record, supersedes
 from a3redis.core.validation import InvalidRequestError, Limits
 from a3redis.peers import PeerUnavailableError
 from a3redis.storage.store import Store
@@ -135,9 +135,91 @@ class KeyValue:
                 raise InvalidRequestError(f"key {index}: {error}") from None
         return await self._read(list(keys), consistency)
 
-    def scan_page(self, start: bytes, end: bytes, prefix: bytes, limit: int) -> list[Record]:
-        """Up to `limit` live records of this node's store; callers page with the last key."""
-        return self.store.scan(start, end, prefix, limit)
+    async def scan_page(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int, consistency: Consistency
+    ) -> tuple[list[Record], bytes | None]:
+        """Up to `limit` live records from `start` on, and where the next page starts.
+
+        LOCAL reads this node's store. Otherwise every live ring member scans
+        its own copy (tombstones included) and the pages are merged, newest
+        version per key, so a key on any replica is found and a newer delete
+        anywhere hides an older value. The merged page is complete only up
+        to the smallest last key of the members that had more to give.
+        """
+        if consistency is Consistency.LOCAL:
+            records = self.store.scan(start, end, prefix, limit + 1)
+            more = len(records) > limit
+            records = records[:limit]
+            return records, (records[-1].key + b"\x00" if more else None)
+        members = self._scan_members(consistency)
+        pages = await self._collect_scans(members, start, end, prefix, limit)
+        cutoff: bytes | None = None
+        for records, more in pages:
+            if more and records and (cutoff is None or records[-1].key < cutoff):
+                cutoff = records[-1].key
+        newest: dict[bytes, Record] = {}
+        for records, _ in pages:
+            for record in records:
+                if cutoff is not None and record.key > cutoff:
+                    break
+                current = newest.get(record.key)
+                if current is None or supersedes(record, current):
+                    newest[record.key] = record
+        ordered = [newest[key] for key in sorted(newest)]
+        live = [record for record in ordered if record.value is not None][:limit]
+        if len(live) == limit:
+            return live, live[-1].key + b"\x00"
+        return live, (cutoff + b"\x00" if cutoff is not None else None)
+
+    def _scan_members(self, consistency: Consistency) -> list[str]:
+        ring = self.cluster.ring
+        required = consistency.required(self.cluster.replication_factor)
+        up = {m for m in ring.members if m == self.node_id or not self.cluster.is_down(m)}
+        for partition in range(ring.partitions):
+            owners = ring.partition_owners(partition)
+            if len(owners) < required:
+                raise UnsatisfiableError(
+                    f"{consistency.name} needs {required} replicas but the ring has "
+                    f"{len(owners)} node(s)"
+                )
+            if sum(owner in up for owner in owners) < required:
+                raise UnavailableError(
+                    f"{consistency.name} scan needs {required} live replicas of every "
+                    f"partition; partition {partition} has fewer"
+                )
+        return sorted(up)
+
+    async def _collect_scans(
+        self, members: list[str], start: bytes, end: bytes, prefix: bytes, limit: int
+    ) -> list[tuple[list[Record], bool]]:
+        pages: list[tuple[list[Record], bool]] = []
+
+        async def scan_one(member: str) -> None:
+            if member == self.node_id:
+                records = self.store.scan(start, end, prefix, limit + 1, include_tombstones=True)
+                pages.append((records[:limit], len(records) > limit))
+                return
+            link = self.cluster.link(member)
+            if link is None:
+                raise UnavailableError(f"no address for {member}")
+            try:
+                pages.append(await link.local_scan(start, end, prefix, limit))
+            except PeerUnavailableError as error:
+                raise UnavailableError(f"scan: {error}") from None
+
+        try:
+            with trio.fail_after(self._timeout):
+                async with trio.open_nursery() as nursery:
+                    for member in members:
+                        nursery.start_soon(scan_one, member)
+        except trio.TooSlowError:
+            raise TimedOutError(f"replicas did not answer a scan within {self._timeout}s") from None
+        except BaseExceptionGroup as group:
+            unavailable = group.subgroup(UnavailableError)
+            if unavailable is not None:
+                raise unavailable.exceptions[0] from None
+            raise
+        return pages
 
     # ----- replica side (called by the Replica service) ----------------------------------
 

@@ -89,6 +89,21 @@ class PeerLink:
         result: list[Record | None] = await self._enqueue(self._reads, list(keys))
         return result
 
+    async def local_scan(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int
+    ) -> tuple[list[Record], bool]:
+        """One page of the peer's own records (tombstones included); not batched."""
+        try:
+            with trio.fail_after(self._timeout):
+                stub = await self._stub()
+                response = await stub.LocalScan(
+                    rpb.LocalScanRequest(start=start, end=end, prefix=prefix, limit=limit)
+                )
+        except Exception as error:
+            self._channels.discard(self.address)
+            raise PeerUnavailableError(f"{self.node_id} at {self.address}: {error!r}") from None
+        return [record_from_pb(r) for r in response.records], response.more
+
     async def _enqueue(self, queue: _Queue, items: list[Any]) -> Any:
         if self._closed:
             raise PeerUnavailableError(f"the link to {self.node_id} was closed")

@@ -188,3 +188,25 @@ async def test_writes_for_a_dead_replica_are_hinted_and_delivered_after_restart(
     assert trio.current_time() - restarted < 5
     wait_for(lambda: not (hints_dir / "node-3.hints").exists(), 5, "hints file emptied")
     assert "delivered" in nodes[0].output() + nodes[1].output()
+
+
+async def test_a_scan_sees_every_key_once_and_no_deleted_one(node_factory: NodeFactory) -> None:
+    nodes = start_cluster(node_factory, 2)
+    keys = [f"s{i:04d}".encode() for i in range(700)]
+    async with Client.connect(nodes[0].endpoint) as client:
+        await client.batch_put([(k, k) for k in keys[:500]])
+        await client.batch_put([(k, k) for k in keys[500:]])
+        for key in keys[::7]:
+            await client.delete(key)
+        expected = [k for i, k in enumerate(keys) if i % 7]
+        # Through every node: every key appears once, in order, across several pages.
+        for node in nodes:
+            async with Client.connect(node.endpoint) as other:
+                found = await other.scan(prefix=b"s")
+                assert [e.key for e in found] == expected
+                assert all(e.value == e.key for e in found)
+        window = await client.scan(start=b"s0100", end=b"s0200", limit=20)
+        assert [e.key for e in window] == [k for k in expected if k >= b"s0100"][:20]
+        # LOCAL shows only what this node holds itself: about 2/3 of the keys.
+        local = await client.scan(consistency=LOCAL)
+        assert 0 < len(local) < len(expected)
