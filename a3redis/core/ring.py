@@ -26,6 +26,11 @@ DEFAULT_PARTITIONS = 4096
 _MASK = (1 << 64) - 1
 
 
+def key_hash(key: bytes) -> int:
+    """The 128-bit blake3 hash that places a key: its top bits are the partition."""
+    return int.from_bytes(blake3(key).digest(16), "big")
+
+
 def _hash64(data: bytes) -> int:
     return int.from_bytes(blake3(data).digest(8), "big")
 
@@ -40,7 +45,7 @@ def _mix(value: int) -> int:
 
 def partition_of(key: bytes, partitions: int = DEFAULT_PARTITIONS) -> int:
     """The partition of a key: the top bits of its blake3 hash."""
-    return _hash64(key) >> (64 - partitions.bit_length() + 1)
+    return key_hash(key) >> (128 - partitions.bit_length() + 1)
 
 
 class Ring:

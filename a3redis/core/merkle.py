@@ -1,0 +1,180 @@
+"""Merkle trees for anti-entropy: what two replicas compare to find what differs.
+
+Rules:
+- A key's leaf is fixed by its blake3 hash: the top bits give its partition
+  (the same as the ring's), the next bits its chunk within the partition.
+  Never by position in sorted order: one insert changes exactly one leaf.
+- A leaf's hash is an order-independent combination (XOR) of one 128-bit
+  blake3 digest per entry of (key, version, tombstone flag), as in Riak's
+  tictac AAE, so a write updates it in O(1): XOR out the old entry's digest,
+  XOR in the new one. Inner hashes are computed lazily and cached per
+  partition until a write in it invalidates them.
+- A RangeTree is built on demand over the partitions two replicas share, from
+  the cached partition roots, so equal replicas compare a single root.
+- `diff` descends only into children whose hashes differ and returns exactly
+  the differing leaves.
+- Pure: no I/O, no clock; hashing only.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+
+from blake3 import blake3
+
+from a3redis.core.record import Record
+from a3redis.core.ring import key_hash
+
+DIGEST_BYTES = 16
+EMPTY = bytes(DIGEST_BYTES)
+_VERSION = struct.Struct(">QIB")
+
+
+def partition_and_chunk(hashed: int, partitions: int, chunks: int) -> tuple[int, int]:
+    """The leaf of a key hash: the ring's partition, then the chunk within it."""
+    partition_bits = partitions.bit_length() - 1
+    chunk_bits = chunks.bit_length() - 1
+    partition = hashed >> (128 - partition_bits)
+    chunk = (hashed >> (128 - partition_bits - chunk_bits)) & (chunks - 1)
+    return partition, chunk
+
+
+def entry_digest(record: Record) -> int:
+    """A record's contribution to its leaf: 128 bits over (key, version, tombstone)."""
+    version = record.version
+    hasher = blake3(len(record.key).to_bytes(4, "big"))
+    hasher.update(record.key)
+    hasher.update(_VERSION.pack(version.wall_ms, version.logical, record.value is None))
+    hasher.update(version.node_id.encode())
+    return int.from_bytes(hasher.digest(DIGEST_BYTES), "big")
+
+
+def combine(hashes: Iterable[bytes]) -> bytes:
+    return blake3(b"".join(hashes)).digest(DIGEST_BYTES)
+
+
+class MerkleIndex:
+    """Leaf accumulators for every (partition, chunk) of one replica's store."""
+
+    def __init__(self, partitions: int, chunks: int) -> None:
+        for name, value in (("partitions", partitions), ("chunks", chunks)):
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two")
+        self.partitions = partitions
+        self.chunks = chunks
+        self._leaves = [0] * (partitions * chunks)
+        self._keys: dict[int, set[bytes]] = {}
+        self._roots: dict[int, bytes] = {}
+
+    def leaf_of(self, key: bytes) -> tuple[int, int]:
+        return partition_and_chunk(key_hash(key), self.partitions, self.chunks)
+
+    def update(self, old: Record | None, new: Record | None) -> None:
+        """Account for one key's record changing from `old` to `new` (None: absent)."""
+        record = new if new is not None else old
+        if record is None:
+            return
+        partition, chunk = self.leaf_of(record.key)
+        leaf = partition * self.chunks + chunk
+        value = self._leaves[leaf]
+        if old is not None:
+            value ^= entry_digest(old)
+        if new is not None:
+            value ^= entry_digest(new)
+            self._keys.setdefault(leaf, set()).add(record.key)
+        else:
+            keys = self._keys.get(leaf)
+            if keys is not None:
+                keys.discard(record.key)
+                if not keys:
+                    del self._keys[leaf]
+        self._leaves[leaf] = value
+        self._roots.pop(partition, None)
+
+    def leaf_hashes(self, partition: int) -> list[bytes]:
+        start = partition * self.chunks
+        return [
+            value.to_bytes(DIGEST_BYTES, "big")
+            for value in self._leaves[start : start + self.chunks]
+        ]
+
+    def partition_root(self, partition: int) -> bytes:
+        root = self._roots.get(partition)
+        if root is None:
+            root = self._roots[partition] = combine(self.leaf_hashes(partition))
+        return root
+
+    def keys_in(self, partition: int, chunk: int) -> set[bytes]:
+        return set(self._keys.get(partition * self.chunks + chunk, ()))
+
+    def range_tree(self, partitions: Sequence[int], fanout: int) -> RangeTree:
+        return RangeTree([self.partition_root(p) for p in partitions], fanout)
+
+
+class RangeTree:
+    """A Merkle tree over an ordered list of partition roots (its leaves)."""
+
+    def __init__(self, leaves: list[bytes], fanout: int) -> None:
+        if fanout < 2:
+            raise ValueError("fanout must be at least 2")
+        self.leaves = leaves
+        self.fanout = fanout
+        levels = [leaves]
+        while len(levels[-1]) > 1:
+            below = levels[-1]
+            levels.append([combine(below[i : i + fanout]) for i in range(0, len(below), fanout)])
+        # levels[0] is the root level, levels[-1] the partition roots.
+        self.levels = levels[::-1]
+
+    @property
+    def depth(self) -> int:
+        return len(self.levels)
+
+    @property
+    def root(self) -> bytes:
+        return self.levels[0][0] if self.leaves else EMPTY
+
+    def children(self, level: int, index: int) -> list[bytes]:
+        """The hashes one level down under node `index` of `level`."""
+        return self.levels[level + 1][index * self.fanout : (index + 1) * self.fanout]
+
+
+def diff_trees(mine: RangeTree, theirs: RangeTree) -> list[int]:
+    """Indexes of the leaves (partitions, in list order) whose roots differ.
+
+    Walks down from the root and compares only the children of differing
+    nodes, as two replicas do over the network one level per round trip.
+    """
+    if len(mine.leaves) != len(theirs.leaves):
+        raise ValueError("trees over different partition lists cannot be compared")
+    if mine.root == theirs.root:
+        return []
+    differing = [0]
+    for level in range(mine.depth - 1):
+        following: list[int] = []
+        for index in differing:
+            ours, others = mine.children(level, index), theirs.children(level, index)
+            following.extend(
+                index * mine.fanout + offset
+                for offset, (a, b) in enumerate(zip(ours, others, strict=True))
+                if a != b
+            )
+        differing = following
+    return differing
+
+
+def diff(
+    mine: MerkleIndex, theirs: MerkleIndex, partitions: Sequence[int], fanout: int = 16
+) -> list[tuple[int, int]]:
+    """The (partition, chunk) leaves whose entry sets differ, among `partitions`."""
+    order = sorted(partitions)
+    differing = diff_trees(mine.range_tree(order, fanout), theirs.range_tree(order, fanout))
+    leaves: list[tuple[int, int]] = []
+    for position in differing:
+        partition = order[position]
+        ours, others = mine.leaf_hashes(partition), theirs.leaf_hashes(partition)
+        leaves.extend(
+            (partition, chunk) for chunk in range(mine.chunks) if ours[chunk] != others[chunk]
+        )
+    return leaves
