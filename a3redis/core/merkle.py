@@ -28,7 +28,6 @@ from a3redis.core.ring import key_hash
 
 DIGEST_BYTES = 16
 EMPTY = bytes(DIGEST_BYTES)
-_VERSION = struct.Struct(">QIB")
 
 
 def partition_and_chunk(hashed: int, partitions: int, chunks: int) -> tuple[int, int]:
@@ -40,14 +39,15 @@ def partition_and_chunk(hashed: int, partitions: int, chunks: int) -> tuple[int,
     return partition, chunk
 
 
+_ENTRY = struct.Struct(">IQIB")
+
+
 def entry_digest(record: Record) -> int:
     """A record's contribution to its leaf: 128 bits over (key, version, tombstone)."""
-    version = record.version
-    hasher = blake3(len(record.key).to_bytes(4, "big"))
-    hasher.update(record.key)
-    hasher.update(_VERSION.pack(version.wall_ms, version.logical, record.value is None))
-    hasher.update(version.node_id.encode())
-    return int.from_bytes(hasher.digest(DIGEST_BYTES), "big")
+    key, _, version = record
+    header = _ENTRY.pack(len(key), version.wall_ms, version.logical, record.value is None)
+    data = b"".join((header, key, version.node_id.encode()))
+    return int.from_bytes(blake3(data).digest(DIGEST_BYTES), "big")
 
 
 def combine(hashes: Iterable[bytes]) -> bytes:
@@ -64,6 +64,8 @@ class MerkleIndex:
         self.partitions = partitions
         self.chunks = chunks
         self._leaves = [0] * (partitions * chunks)
+        # A key hash shifted right by this many bits is its global leaf number.
+        self._leaf_shift = 128 - (partitions * chunks).bit_length() + 1
         self._keys: dict[int, set[bytes]] = {}
         self._roots: dict[int, bytes] = {}
 
@@ -75,8 +77,9 @@ class MerkleIndex:
         record = new if new is not None else old
         if record is None:
             return
-        partition, chunk = self.leaf_of(record.key)
-        leaf = partition * self.chunks + chunk
+        # Partition bits then chunk bits: the top bits of the hash number the leaf.
+        leaf = key_hash(record.key) >> self._leaf_shift
+        partition = leaf // self.chunks
         value = self._leaves[leaf]
         if old is not None:
             value ^= entry_digest(old)

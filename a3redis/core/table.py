@@ -6,6 +6,11 @@ older write cannot resurrect a deleted key). The table tracks the bytes its
 records would take on disk, so the storage shell can decide when to compact,
 and the greatest version it has ever held (a high-water mark that removal
 does not lower), so a restarted clock can move past it.
+
+A Merkle index for anti-entropy can be attached without stopping writes:
+`begin_index` hands out a copy of the records to index (elsewhere, slowly)
+and logs every change from then on; `finish_index` replays that log onto the
+built index and keeps it up to date with every later change.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from sortedcontainers import SortedDict
 
 from a3redis.core.hlc import Version
+from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import Record, supersedes
 
 # Fixed per-record overhead of the log encoding (frame header plus fields).
@@ -35,6 +41,8 @@ class RecordTable:
         self.live_count = 0
         self.encoded_bytes = 0
         self.max_version: Version | None = None
+        self.index: MerkleIndex | None = None
+        self._index_log: list[tuple[Record | None, Record | None]] | None = None
         for record in records:
             self.apply(record)
 
@@ -65,13 +73,33 @@ class RecordTable:
             self._account(current, -1)
         self._records[key] = record
         self._account(record, +1)
+        self._indexed(current, record)
         return True
 
     def remove(self, key: bytes) -> Record | None:
         record: Record | None = self._records.pop(key, None)
         if record is not None:
             self._account(record, -1)
+            self._indexed(record, None)
         return record
+
+    def begin_index(self) -> list[Record]:
+        """The records to build an index from; changes are logged until `finish_index`."""
+        self._index_log = []
+        return list(self._records.values())
+
+    def finish_index(self, index: MerkleIndex) -> None:
+        """Attach `index` (built from `begin_index`'s records) and bring it up to date."""
+        for old, new in self._index_log or ():
+            index.update(old, new)
+        self._index_log = None
+        self.index = index
+
+    def _indexed(self, old: Record | None, new: Record | None) -> None:
+        if self.index is not None:
+            self.index.update(old, new)
+        elif self._index_log is not None:
+            self._index_log.append((old, new))
 
     def records(self) -> list[Record]:
         """All records (tombstones included) in key order, as a list copy."""

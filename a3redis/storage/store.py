@@ -26,6 +26,7 @@ from pathlib import Path
 import trio
 
 from a3redis.core.hlc import Version
+from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import Record, supersedes
 from a3redis.core.table import RecordTable
 from a3redis.storage import codec
@@ -104,6 +105,7 @@ class Store:
         # Held around every sync or close of a log by a task other than the
         # committer, so none of them syncs a file descriptor another has closed.
         self._sync_lock = trio.Lock()
+        self._index_lock = trio.Lock()
         self._stats = {"commits": 0, "fsyncs": 0, "compactions": 0}
         self._torn_bytes_cut = torn_bytes_cut
         self._nursery: trio.Nursery | None = None
@@ -217,6 +219,21 @@ class Store:
     @property
     def max_version(self) -> Version | None:
         return self._table.max_version
+
+    async def merkle_index(self, partitions: int, chunks: int) -> MerkleIndex:
+        """The Merkle index of the stored records, built once in a worker thread.
+
+        Writes go on while it is built: the table logs them and replays the
+        log onto the built index before handing it out (anti-entropy is its
+        only user, so a node pays for it only once repair starts).
+        """
+        async with self._index_lock:
+            if self._table.index is None:
+                records = self._table.begin_index()
+                built = await trio.to_thread.run_sync(_build_index, records, partitions, chunks)
+                self._table.finish_index(built)
+        assert self._table.index is not None
+        return self._table.index
 
     def stats(self) -> StoreStats:
         return StoreStats(
@@ -405,3 +422,10 @@ class Store:
             old_log.close()  # already closed unless cancelled before the sync
             self._compacting = False
             done.set()
+
+
+def _build_index(records: list[Record], partitions: int, chunks: int) -> MerkleIndex:
+    index = MerkleIndex(partitions, chunks)
+    for record in records:
+        index.update(None, record)
+    return index

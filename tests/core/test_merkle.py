@@ -137,3 +137,31 @@ def test_equal_trees_compare_by_root_alone_and_one_change_touches_one_path() -> 
     changed = list(leaves)
     changed[123] = b"x" * 16
     assert diff_trees(tree, RangeTree(changed, 16)) == [123]
+
+
+@settings(max_examples=100)
+@given(before=st.lists(records, max_size=20), during=operations, after=operations)
+def test_an_index_built_while_writes_go_on_matches_the_table(
+    before: list[Record],
+    during: list[tuple[str, Record]],
+    after: list[tuple[str, Record]],
+) -> None:
+    from a3redis.core.table import RecordTable
+
+    table = RecordTable(before)
+    snapshot = table.begin_index()
+    for operation, record in during:  # writes that land while the index is being built
+        table.apply(record) if operation == "apply" else table.remove(record.key)
+    built = MerkleIndex(PARTITIONS, CHUNKS)
+    for record in snapshot:
+        built.update(None, record)
+    table.finish_index(built)
+    for operation, record in after:  # and writes after it is attached
+        table.apply(record) if operation == "apply" else table.remove(record.key)
+
+    fresh = MerkleIndex(PARTITIONS, CHUNKS)
+    for record in table.records():
+        fresh.update(None, record)
+    assert table.index is built
+    for partition in range(PARTITIONS):
+        assert built.partition_root(partition) == fresh.partition_root(partition)
