@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--start", default="", help="first key (inclusive)")
     scan.add_argument("--end", default="", help="last key (exclusive)")
     scan.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
+    repair = commands.add_parser(
+        "repair", parents=[common], help="run an anti-entropy round on the endpoint's node now"
+    )
+    repair.add_argument("--wait", action="store_true", help="wait and print what it fixed")
     commands.add_parser("node", help="run a node configured by environment variables")
     cluster = commands.add_parser("cluster", help="inspect the cluster")
     cluster_commands = cluster.add_subparsers(
@@ -182,6 +186,15 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 for entry in entries:
                     print(f"{_text(entry.key)}\t{_text(entry.value)}")
+        elif args.command == "repair":
+            reports = await client.repair(wait=args.wait)
+            if json_out:
+                _print(reports, True)
+            elif not args.wait:
+                print("repair round started")
+            else:
+                for r in reports:
+                    print(f"{r['peer']}: {_repair_line(r)}")
         elif args.command == "cluster" and args.cluster_command == "remove":
             info = await client.describe()
             url = f"http://{info.gossip_address}/api/members/{args.node_id}/remove"
@@ -210,6 +223,17 @@ async def _request_json(method: str, url: str, seconds: float) -> Any:
         code = "FAILED_PRECONDITION" if response.status_code == 409 else "NOT_FOUND"
         raise ClientError(code, str(body.get("error", body)))
     return body
+
+
+def _repair_line(r: dict[str, Any]) -> str:
+    if r["skipped"]:
+        return f"skipped ({r['skipped']})"
+    moved = r["bytes_sent"] + r["bytes_received"]
+    return (
+        f"compared {r['partitions']} partitions, {r['tree_nodes']} tree nodes, "
+        f"{r['leaves']} leaves differed, pulled {r['keys_pulled']}, pushed {r['keys_pushed']}, "
+        f"{moved} bytes in {r['seconds']:.3f}s"
+    )
 
 
 def _members_table(members: dict[str, Any]) -> str:

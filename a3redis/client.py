@@ -218,6 +218,26 @@ class Client:
 
     # ----- transport ------------------------------------------------------------------------
 
+    async def repair(self, wait: bool = True) -> list[dict[str, Any]]:
+        """Start an anti-entropy round on the endpoint's node; with `wait`, its report per peer."""
+        request = pb.RepairRequest(wait=wait)
+        response = await self._call(lambda stub: stub.Repair(request), idempotent=True)
+        return [
+            {
+                "peer": p.peer,
+                "partitions": p.partitions,
+                "tree_nodes": p.tree_nodes,
+                "leaves": p.leaves,
+                "keys_pulled": p.keys_pulled,
+                "keys_pushed": p.keys_pushed,
+                "bytes_sent": p.bytes_sent,
+                "bytes_received": p.bytes_received,
+                "seconds": round(p.seconds, 4),
+                "skipped": p.skipped,
+            }
+            for p in response.peers
+        ]
+
     async def topology(self) -> list[tuple[str, str, str]]:
         """The members as (node id, gRPC address, status), as one node sees them."""
         response = await self._call(

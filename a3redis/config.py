@@ -85,6 +85,9 @@ class Config:
     request_timeout: float
     peer_timeout: float
     hint_window: float
+    sync_interval: float
+    chunk_count: int
+    repair_max_keys_per_second: float
     debug_log: bool
 
     @property
@@ -188,6 +191,18 @@ class Config:
             hint_window=read.value(
                 "HINT_WINDOW", "10800", _float_in(0.0, 30 * 86400.0), "seconds, from 0 to 2592000"
             ),
+            sync_interval=read.value(
+                "SYNC_INTERVAL", "30", _float_in(0.1, 86400.0), "seconds, from 0.1 to 86400"
+            ),
+            chunk_count=read.value(
+                "CHUNK_COUNT", "16", _power_of_two(1, 1024), "a power of two from 1 to 1024"
+            ),
+            repair_max_keys_per_second=read.value(
+                "REPAIR_MAX_KEYS_PER_SECOND",
+                "5000",
+                _float_in(0.0, 1e9),
+                "keys per second, 0 for no limit",
+            ),
             debug_log=read.value("DEBUG_LOG", "0", _bool, "one of 1, 0, true, false"),
         )
 
@@ -213,6 +228,18 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
         number = int(text)
         if not low <= number <= high:
             raise ValueError("out of range")
+        return number
+
+    return parse
+
+
+def _power_of_two(low: int, high: int) -> Callable[[str], int]:
+    within = _int_in(low, high)
+
+    def parse(text: str) -> int:
+        number = within(text)
+        if number & (number - 1):
+            raise ValueError("not a power of two")
         return number
 
     return parse

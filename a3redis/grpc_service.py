@@ -27,6 +27,7 @@ from a3redis.kv import (
     UnsatisfiableError,
     WriteRejectedError,
 )
+from a3redis.repair import AntiEntropy
 from a3redis.storage.store import StoreClosedError, StoreFailedError
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
@@ -79,10 +80,13 @@ def _unary(
 
 
 class KeyValueService(KeyValueServicer):  # type: ignore[misc]
-    def __init__(self, kv: KeyValue, config: Config, gate: RequestGate) -> None:
+    def __init__(
+        self, kv: KeyValue, config: Config, gate: RequestGate, repair: AntiEntropy
+    ) -> None:
         self.kv = kv
         self.config = config
         self.gate = gate
+        self.repair = repair
 
     def _read_level(self, value: int) -> Consistency:
         return wire.consistency_from_pb(value, self.config.read_consistency)
@@ -144,6 +148,31 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
             partitions=cluster.ring.partitions,
         )
 
+    @_unary
+    async def Repair(self, request: pb.RepairRequest) -> pb.RepairResponse:
+        if not request.wait:
+            self.repair.trigger()
+            return pb.RepairResponse(started=True)
+        reports = await self.repair.round()
+        return pb.RepairResponse(
+            started=True,
+            peers=[
+                pb.PeerRepair(
+                    peer=r.peer,
+                    partitions=r.partitions,
+                    tree_nodes=r.tree_nodes,
+                    leaves=r.leaves,
+                    keys_pulled=r.keys_pulled,
+                    keys_pushed=r.keys_pushed,
+                    bytes_sent=r.bytes_sent,
+                    bytes_received=r.bytes_received,
+                    seconds=r.seconds,
+                    skipped=r.skipped,
+                )
+                for r in reports
+            ],
+        )
+
     async def Scan(self, request: pb.ScanRequest) -> AsyncIterator[pb.Entry]:
         try:
             with self.gate:
@@ -170,9 +199,22 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
 class ReplicaService(ReplicaServicer):  # type: ignore[misc]
     """The internal node-to-node API: apply and read this node's own copy."""
 
-    def __init__(self, kv: KeyValue, gate: RequestGate) -> None:
+    def __init__(self, kv: KeyValue, gate: RequestGate, repair: AntiEntropy) -> None:
         self.kv = kv
         self.gate = gate
+        self.repair = repair
+
+    @_unary
+    async def Tree(self, request: rpb.TreeRequest) -> rpb.TreeResponse:
+        return await self.repair.serve_tree(request)
+
+    @_unary
+    async def Chunks(self, request: rpb.ChunksRequest) -> rpb.ChunksResponse:
+        return await self.repair.serve_chunks(request)
+
+    @_unary
+    async def Entries(self, request: rpb.EntriesRequest) -> rpb.EntriesResponse:
+        return await self.repair.serve_entries(request)
 
     @_unary
     async def LocalScan(self, request: rpb.LocalScanRequest) -> rpb.LocalScanResponse:

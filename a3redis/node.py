@@ -44,6 +44,7 @@ from a3redis.grpc_service import KeyValueService, ReplicaService
 from a3redis.hints import HintStore
 from a3redis.http_app import NodeView, serve_http
 from a3redis.kv import KeyValue
+from a3redis.repair import AntiEntropy, RepairSettings
 from a3redis.storage.store import DataDirError, Store
 from a3redis.supervision import unwrap_single_group
 
@@ -141,9 +142,16 @@ async def run_node(
                     _incarnation_saver(config.data_dir, membership),
                 )
                 view = NodeView(config, store, gossip, time.monotonic())
+                repair = AntiEntropy(
+                    kv,
+                    cluster,
+                    RepairSettings(
+                        config.sync_interval, config.chunk_count, config.repair_max_keys_per_second
+                    ),
+                )
                 services = [
-                    KeyValueService(kv, config, gate).service,
-                    ReplicaService(kv, gate).service,
+                    KeyValueService(kv, config, gate, repair).service,
+                    ReplicaService(kv, gate, repair).service,
                 ]
                 async with trio.open_nursery() as nursery:
                     await nursery.start(
@@ -151,6 +159,7 @@ async def run_node(
                     )
                     await nursery.start(serve_http, http_sock, view, stop)
                     await nursery.start(gossip.run, stop)
+                    await nursery.start(repair.run, stop)
                     log.info(
                         "%s serving gRPC on %s:%d and HTTP on %s:%d (data in %s, fsync=%s)",
                         config.node_id,

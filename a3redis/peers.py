@@ -93,16 +93,19 @@ class PeerLink:
         self, start: bytes, end: bytes, prefix: bytes, limit: int
     ) -> tuple[list[Record], bool]:
         """One page of the peer's own records (tombstones included); not batched."""
+        request = rpb.LocalScanRequest(start=start, end=end, prefix=prefix, limit=limit)
+        response = await self.unary("LocalScan", request)
+        return [record_from_pb(r) for r in response.records], response.more
+
+    async def unary(self, method: str, request: Any) -> Any:
+        """One unbatched call of the Replica service, with the peer timeout."""
         try:
             with trio.fail_after(self._timeout):
                 stub = await self._stub()
-                response = await stub.LocalScan(
-                    rpb.LocalScanRequest(start=start, end=end, prefix=prefix, limit=limit)
-                )
+                return await getattr(stub, method)(request)
         except Exception as error:
             self._channels.discard(self.address)
             raise PeerUnavailableError(f"{self.node_id} at {self.address}: {error!r}") from None
-        return [record_from_pb(r) for r in response.records], response.more
 
     async def _enqueue(self, queue: _Queue, items: list[Any]) -> Any:
         if self._closed:

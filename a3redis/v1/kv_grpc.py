@@ -27,6 +27,9 @@ class KeyValueServicer(purerpc.Servicer):
     async def Topology(self, input_message):
         raise NotImplementedError()
 
+    async def Repair(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -104,6 +107,15 @@ class KeyValueServicer(purerpc.Servicer):
                 a3redis_dot_v1_dot_kv__pb2.TopologyResponse,
             )
         )
+        service_obj.add_method(
+            "Repair",
+            self.Repair,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_kv__pb2.RepairRequest,
+                a3redis_dot_v1_dot_kv__pb2.RepairResponse,
+            )
+        )
         return service_obj
 
 
@@ -175,5 +187,13 @@ class KeyValueStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 a3redis_dot_v1_dot_kv__pb2.TopologyRequest,
                 a3redis_dot_v1_dot_kv__pb2.TopologyResponse,
+            )
+        )
+        self.Repair = self._client.get_method_stub(
+            "Repair",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_kv__pb2.RepairRequest,
+                a3redis_dot_v1_dot_kv__pb2.RepairResponse,
             )
         )

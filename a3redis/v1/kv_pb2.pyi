@@ -181,3 +181,41 @@ class TopologyResponse(_message.Message):
     replication_factor: int
     partitions: int
     def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., replication_factor: _Optional[int] = ..., partitions: _Optional[int] = ...) -> None: ...
+
+class RepairRequest(_message.Message):
+    __slots__ = ("wait",)
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    wait: bool
+    def __init__(self, wait: _Optional[bool] = ...) -> None: ...
+
+class PeerRepair(_message.Message):
+    __slots__ = ("peer", "partitions", "tree_nodes", "leaves", "keys_pulled", "keys_pushed", "bytes_sent", "bytes_received", "seconds", "skipped")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    TREE_NODES_FIELD_NUMBER: _ClassVar[int]
+    LEAVES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_PULLED_FIELD_NUMBER: _ClassVar[int]
+    KEYS_PUSHED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    partitions: int
+    tree_nodes: int
+    leaves: int
+    keys_pulled: int
+    keys_pushed: int
+    bytes_sent: int
+    bytes_received: int
+    seconds: float
+    skipped: str
+    def __init__(self, peer: _Optional[str] = ..., partitions: _Optional[int] = ..., tree_nodes: _Optional[int] = ..., leaves: _Optional[int] = ..., keys_pulled: _Optional[int] = ..., keys_pushed: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ..., skipped: _Optional[str] = ...) -> None: ...
+
+class RepairResponse(_message.Message):
+    __slots__ = ("started", "peers")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    started: bool
+    peers: _containers.RepeatedCompositeFieldContainer[PeerRepair]
+    def __init__(self, started: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[PeerRepair, _Mapping]]] = ...) -> None: ...

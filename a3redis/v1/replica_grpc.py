@@ -13,6 +13,15 @@ class ReplicaServicer(purerpc.Servicer):
     async def LocalScan(self, input_message):
         raise NotImplementedError()
 
+    async def Tree(self, input_message):
+        raise NotImplementedError()
+
+    async def Chunks(self, input_message):
+        raise NotImplementedError()
+
+    async def Entries(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -43,6 +52,33 @@ class ReplicaServicer(purerpc.Servicer):
                 purerpc.Cardinality.UNARY_UNARY,
                 a3redis_dot_v1_dot_replica__pb2.LocalScanRequest,
                 a3redis_dot_v1_dot_replica__pb2.LocalScanResponse,
+            )
+        )
+        service_obj.add_method(
+            "Tree",
+            self.Tree,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.TreeRequest,
+                a3redis_dot_v1_dot_replica__pb2.TreeResponse,
+            )
+        )
+        service_obj.add_method(
+            "Chunks",
+            self.Chunks,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.ChunksRequest,
+                a3redis_dot_v1_dot_replica__pb2.ChunksResponse,
+            )
+        )
+        service_obj.add_method(
+            "Entries",
+            self.Entries,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.EntriesRequest,
+                a3redis_dot_v1_dot_replica__pb2.EntriesResponse,
             )
         )
         return service_obj
@@ -76,5 +112,29 @@ class ReplicaStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 a3redis_dot_v1_dot_replica__pb2.LocalScanRequest,
                 a3redis_dot_v1_dot_replica__pb2.LocalScanResponse,
+            )
+        )
+        self.Tree = self._client.get_method_stub(
+            "Tree",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.TreeRequest,
+                a3redis_dot_v1_dot_replica__pb2.TreeResponse,
+            )
+        )
+        self.Chunks = self._client.get_method_stub(
+            "Chunks",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.ChunksRequest,
+                a3redis_dot_v1_dot_replica__pb2.ChunksResponse,
+            )
+        )
+        self.Entries = self._client.get_method_stub(
+            "Entries",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.EntriesRequest,
+                a3redis_dot_v1_dot_replica__pb2.EntriesResponse,
             )
         )

@@ -72,3 +72,65 @@ class LocalScanResponse(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[Record]
     more: bool
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class TreeRequest(_message.Message):
+    __slots__ = ("requester", "shared_digest", "level", "indexes")
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    SHARED_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    requester: str
+    shared_digest: bytes
+    level: int
+    indexes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, requester: _Optional[str] = ..., shared_digest: _Optional[bytes] = ..., level: _Optional[int] = ..., indexes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TreeResponse(_message.Message):
+    __slots__ = ("same_ring", "hashes")
+    SAME_RING_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    same_ring: bool
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, same_ring: _Optional[bool] = ..., hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ChunksRequest(_message.Message):
+    __slots__ = ("partitions",)
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ChunksResponse(_message.Message):
+    __slots__ = ("hashes",)
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Leaf(_message.Message):
+    __slots__ = ("partition", "chunk")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    chunk: int
+    def __init__(self, partition: _Optional[int] = ..., chunk: _Optional[int] = ...) -> None: ...
+
+class EntriesRequest(_message.Message):
+    __slots__ = ("leaves",)
+    LEAVES_FIELD_NUMBER: _ClassVar[int]
+    leaves: _containers.RepeatedCompositeFieldContainer[Leaf]
+    def __init__(self, leaves: _Optional[_Iterable[_Union[Leaf, _Mapping]]] = ...) -> None: ...
+
+class EntryVersion(_message.Message):
+    __slots__ = ("key", "version", "tombstone")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    version: _kv_pb2.Version
+    tombstone: bool
+    def __init__(self, key: _Optional[bytes] = ..., version: _Optional[_Union[_kv_pb2.Version, _Mapping]] = ..., tombstone: _Optional[bool] = ...) -> None: ...
+
+class EntriesResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[EntryVersion]
+    def __init__(self, entries: _Optional[_Iterable[_Union[EntryVersion, _Mapping]]] = ...) -> None: ...

@@ -41,6 +41,9 @@ def test_defaults_for_node_3() -> None:
         request_timeout=3.0,
         peer_timeout=2.0,
         hint_window=10800.0,
+        sync_interval=30.0,
+        chunk_count=16,
+        repair_max_keys_per_second=5000.0,
         debug_log=False,
     )
     assert str(config.grpc_address) == "127.0.0.1:50053"
@@ -83,6 +86,9 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("REQUEST_TIMEOUT", "7.5", "request_timeout", 7.5),
     ("PEER_TIMEOUT", "0.5", "peer_timeout", 0.5),
     ("HINT_WINDOW", "60", "hint_window", 60.0),
+    ("SYNC_INTERVAL", "0.5", "sync_interval", 0.5),
+    ("CHUNK_COUNT", "64", "chunk_count", 64),
+    ("REPAIR_MAX_KEYS_PER_SECOND", "0", "repair_max_keys_per_second", 0.0),
     ("DEBUG_LOG", "true", "debug_log", True),
 ]
 
@@ -150,6 +156,9 @@ BAD_VALUES = [
     ("REQUEST_TIMEOUT", "0", "seconds, from 0.05 to 600"),
     ("PEER_TIMEOUT", "-1", "seconds, from 0.05 to 600"),
     ("HINT_WINDOW", "forever", "seconds, from 0 to 2592000"),
+    ("SYNC_INTERVAL", "0", "seconds, from 0.1 to 86400"),
+    ("CHUNK_COUNT", "12", "a power of two from 1 to 1024"),
+    ("REPAIR_MAX_KEYS_PER_SECOND", "-1", "keys per second, 0 for no limit"),
     ("BIND_HOST", "", "an IP address or host name"),
     ("ADVERTISE_HOST", "user@host", "an IP address or host name"),
     ("DATA_DIR", "", "a directory path"),

@@ -1,0 +1,325 @@
+"""Anti-entropy: replicas compare Merkle trees and exchange only what differs.
+
+Rules: every SYNC_INTERVAL (with jitter) a node runs a round with each live
+peer it shares partitions with. A round compares the roots of the range
+trees over the shared partitions (equal: done, a few dozen bytes), walks
+down only the differing children one level per call, compares the chunk
+hashes of the differing partitions, then the (key, version) lists of the
+differing chunks, and transfers only the entries whose versions differ, in
+both directions, newer wins. Transfers are paced by
+REPAIR_MAX_KEYS_PER_SECOND so client traffic is not starved; an unreachable
+peer is skipped quietly. The serving side answers from the same cached index.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from blake3 import blake3
+
+from a3redis import wire
+from a3redis.cluster import Cluster
+from a3redis.core.hlc import Version
+from a3redis.core.membership import Status
+from a3redis.core.merkle import MerkleIndex
+from a3redis.core.record import Record
+from a3redis.kv import KeyValue
+from a3redis.peers import PeerLink, PeerUnavailableError
+from a3redis.v1 import replica_pb2 as rpb
+
+log = logging.getLogger("a3redis.repair")
+
+FANOUT = 16
+TRANSFER_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RepairSettings:
+    interval: float
+    chunks: int
+    max_keys_per_second: float
+
+
+@dataclass
+class PeerReport:
+    peer: str
+    partitions: int = 0
+    tree_nodes: int = 0
+    leaves: int = 0
+    keys_pulled: int = 0
+    keys_pushed: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+    skipped: str = ""
+
+
+@dataclass
+class RepairStats:
+    rounds: int = 0
+    peers_compared: int = 0
+    tree_nodes: int = 0
+    leaves_differed: int = 0
+    keys_pulled: int = 0
+    keys_pushed: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    last_round_seconds: float = 0.0
+    last_round_at: float = 0.0
+    last_reports: list[PeerReport] = field(default_factory=list)
+
+
+def shared_digest(partitions: Sequence[int]) -> bytes:
+    return blake3(b",".join(str(p).encode() for p in partitions)).digest(16)
+
+
+class AntiEntropy:
+    def __init__(self, kv: KeyValue, cluster: Cluster, settings: RepairSettings) -> None:
+        self.kv = kv
+        self.cluster = cluster
+        self.settings = settings
+        self.stats = RepairStats()
+        self._rng = random.Random()
+        self._round_lock = trio.Lock()
+        self._wake = trio.Event()
+
+    async def index(self) -> MerkleIndex:
+        return await self.kv.store.merkle_index(self.cluster.ring.partitions, self.settings.chunks)
+
+    # ----- serving side -------------------------------------------------------------------
+
+    async def serve_tree(self, request: rpb.TreeRequest) -> rpb.TreeResponse:
+        shared = self.cluster.ring.shared_partitions(request.requester, self.cluster.node_id)
+        if shared_digest(shared) != request.shared_digest:
+            return rpb.TreeResponse(same_ring=False)
+        tree = (await self.index()).range_tree(shared, FANOUT)
+        if request.level >= tree.depth:
+            return rpb.TreeResponse(same_ring=False)
+        nodes = tree.levels[request.level]
+        return rpb.TreeResponse(
+            same_ring=True, hashes=[nodes[i] for i in request.indexes if i < len(nodes)]
+        )
+
+    async def serve_chunks(self, request: rpb.ChunksRequest) -> rpb.ChunksResponse:
+        index = await self.index()
+        hashes: list[bytes] = []
+        for partition in request.partitions:
+            if partition < index.partitions:
+                hashes.extend(index.leaf_hashes(partition))
+        return rpb.ChunksResponse(hashes=hashes)
+
+    async def serve_entries(self, request: rpb.EntriesRequest) -> rpb.EntriesResponse:
+        index = await self.index()
+        entries = []
+        for leaf in request.leaves:
+            for record in self._records_in(index, leaf.partition, leaf.chunk):
+                entries.append(
+                    rpb.EntryVersion(
+                        key=record.key,
+                        version=wire.version_to_pb(record.version),
+                        tombstone=record.value is None,
+                    )
+                )
+        return rpb.EntriesResponse(entries=entries)
+
+    def _records_in(self, index: MerkleIndex, partition: int, chunk: int) -> list[Record]:
+        if partition >= index.partitions or chunk >= index.chunks:
+            return []
+        found = (self.kv.store.get(key) for key in sorted(index.keys_in(partition, chunk)))
+        return [record for record in found if record is not None]
+
+    # ----- initiating side ----------------------------------------------------------------
+
+    async def run(
+        self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._rounds)
+            await stop.wait()
+            # A round in progress is abandoned: the next start repairs what it missed.
+            nursery.cancel_scope.cancel()
+
+    async def _rounds(self) -> None:
+        while True:
+            # Jitter spreads the rounds of different nodes apart.
+            with trio.move_on_after(self.settings.interval * self._rng.uniform(0.8, 1.2)):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            await self.round()
+
+    def trigger(self) -> None:
+        self._wake.set()
+
+    async def round(self) -> list[PeerReport]:
+        """One round with every live peer that shares partitions with us."""
+        async with self._round_lock:
+            started = time.monotonic()
+            reports = []
+            for peer in self._peers():
+                report = await self.round_with(peer)
+                reports.append(report)
+                self._account(report)
+            self.stats.rounds += 1
+            self.stats.last_round_seconds = time.monotonic() - started
+            self.stats.last_round_at = time.time()
+            self.stats.last_reports = reports
+            return reports
+
+    def _peers(self) -> list[str]:
+        ring = self.cluster.ring
+        me = self.cluster.node_id
+        peers = []
+        for node in ring.members:
+            member = self.cluster.membership.get(node)
+            if node != me and member is not None and member.status is Status.ALIVE:
+                peers.append(node)
+        return peers
+
+    def _account(self, report: PeerReport) -> None:
+        stats = self.stats
+        stats.peers_compared += 0 if report.skipped else 1
+        stats.tree_nodes += report.tree_nodes
+        stats.leaves_differed += report.leaves
+        stats.keys_pulled += report.keys_pulled
+        stats.keys_pushed += report.keys_pushed
+        stats.bytes_sent += report.bytes_sent
+        stats.bytes_received += report.bytes_received
+
+    async def round_with(self, peer: str) -> PeerReport:
+        report = PeerReport(peer)
+        started = time.monotonic()
+        link = self.cluster.link(peer)
+        try:
+            if link is None:
+                report.skipped = "no address"
+            else:
+                await self._compare(link, peer, report)
+        except PeerUnavailableError as error:
+            report.skipped = "unreachable"
+            log.debug("[anti-entropy] skipped peer=%s: %s", peer, error)
+        report.seconds = time.monotonic() - started
+        return report
+
+    async def _call(self, link: PeerLink, method: str, request: Any, report: PeerReport) -> Any:
+        report.bytes_sent += request.ByteSize()
+        response = await link.unary(method, request)
+        report.bytes_received += response.ByteSize()
+        return response
+
+    async def _compare(self, link: PeerLink, peer: str, report: PeerReport) -> None:
+        me = self.cluster.node_id
+        shared = self.cluster.ring.shared_partitions(me, peer)
+        report.partitions = len(shared)
+        if not shared:
+            return
+        index = await self.index()
+        tree = index.range_tree(shared, FANOUT)
+        digest = shared_digest(shared)
+        differing = [0]
+        for level in range(tree.depth):
+            if level > 0:
+                differing = [
+                    child
+                    for parent in differing
+                    for child in range(
+                        parent * FANOUT, min((parent + 1) * FANOUT, len(tree.levels[level]))
+                    )
+                ]
+            request = rpb.TreeRequest(
+                requester=me, shared_digest=digest, level=level, indexes=differing
+            )
+            response = await self._call(link, "Tree", request, report)
+            if not response.same_ring:
+                report.skipped = "ring views differ (membership is converging)"
+                return
+            report.tree_nodes += len(differing)
+            mine = tree.levels[level]
+            differing = [
+                i
+                for i, theirs in zip(differing, response.hashes, strict=False)
+                if mine[i] != theirs
+            ]
+            if not differing:
+                return
+        partitions = [shared[i] for i in differing]
+        response = await self._call(
+            link, "Chunks", rpb.ChunksRequest(partitions=partitions), report
+        )
+        chunks = index.chunks
+        leaves: list[tuple[int, int]] = []
+        for position, partition in enumerate(partitions):
+            theirs = response.hashes[position * chunks : (position + 1) * chunks]
+            ours = index.leaf_hashes(partition)
+            leaves.extend(
+                (partition, chunk)
+                for chunk in range(chunks)
+                if chunk >= len(theirs) or ours[chunk] != theirs[chunk]
+            )
+        report.leaves = len(leaves)
+        if not leaves:
+            return
+        wanted = rpb.EntriesRequest(leaves=[rpb.Leaf(partition=p, chunk=c) for p, c in leaves])
+        entries = await self._call(link, "Entries", wanted, report)
+        theirs_versions: dict[bytes, tuple[Version, bool]] = {
+            e.key: (wire.version_from_pb(e.version), e.tombstone) for e in entries.entries
+        }
+        ours_records = {
+            record.key: record
+            for partition, chunk in leaves
+            for record in self._records_in(index, partition, chunk)
+        }
+        pull = [
+            key
+            for key, (version, tombstone) in theirs_versions.items()
+            if key not in ours_records
+            or (version, not tombstone)
+            > (ours_records[key].version, ours_records[key].value is not None)
+        ]
+        push = [
+            record
+            for key, record in ours_records.items()
+            if key not in theirs_versions
+            or (record.version, record.value is not None)
+            > (theirs_versions[key][0], not theirs_versions[key][1])
+        ]
+        await self._transfer(link, pull, push, report)
+        log.info(
+            "[anti-entropy] MISMATCH peer=%s partitions=%d leaves=%d keys=%d pulled=%d pushed=%d",
+            peer,
+            len(partitions),
+            len(leaves),
+            len(pull) + len(push),
+            report.keys_pulled,
+            report.keys_pushed,
+        )
+
+    async def _transfer(
+        self, link: PeerLink, pull: list[bytes], push: list[Record], report: PeerReport
+    ) -> None:
+        for start in range(0, len(pull), TRANSFER_BATCH):
+            keys = pull[start : start + TRANSFER_BATCH]
+            response = await self._call(link, "Read", rpb.ReadRequest(keys=keys), report)
+            fetched = [wire.record_from_pb(r.record) for r in response.results if r.present]
+            await self.kv.apply_replicated(fetched)
+            report.keys_pulled += len(fetched)
+            await self._pace(len(keys))
+        for start in range(0, len(push), TRANSFER_BATCH):
+            batch = push[start : start + TRANSFER_BATCH]
+            request = rpb.ApplyRequest(
+                coordinator=self.cluster.node_id, records=[wire.record_to_pb(r) for r in batch]
+            )
+            await self._call(link, "Apply", request, report)
+            report.keys_pushed += len(batch)
+            await self._pace(len(batch))
+
+    async def _pace(self, keys: int) -> None:
+        rate = self.settings.max_keys_per_second
+        if rate > 0:
+            await trio.sleep(keys / rate)
