@@ -4,7 +4,8 @@ Rules: a channel is opened by a task that this pool's nursery supervises and
 closed when the pool closes, so channels never outlive their owner and never
 straddle a caller's cancel scope. Callers reuse the open channel of an
 address; after a transport failure they `discard` it and the next call
-reconnects.
+reconnects. A node's pool connects from the node's own address (`local_host`),
+so traffic between nodes can be told apart by source address.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import purerpc
 import trio
+from purerpc.client import _Channel
+from purerpc.grpc_proto import GRPCProtoSocket
+from purerpc.grpclib.config import GRPCConfiguration
 
 from a3redis.config import Address
 from a3redis.supervision import unwrap_single_group
@@ -28,19 +33,39 @@ class _Held:
     stubs: dict[type, Any] = field(default_factory=dict)
 
 
+class _BoundChannel(_Channel):  # type: ignore[misc]
+    """purerpc's insecure channel, connecting from a chosen local address."""
+
+    def __init__(self, host: str, port: int, local_host: str) -> None:
+        super().__init__(host, port)
+        self._local_host = local_host
+
+    async def __aenter__(self) -> _BoundChannel:
+        stream = await anyio.connect_tcp(self._host, self._port, local_host=self._local_host)
+        self._grpc_socket = await self.enter_async_context(
+            GRPCProtoSocket(GRPCConfiguration(client_side=True), stream)
+        )
+        return self
+
+
 class ChannelPool:
-    def __init__(self, nursery: trio.Nursery, connect_timeout: float) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, connect_timeout: float, local_host: str | None = None
+    ) -> None:
         self._nursery = nursery
         self._connect_timeout = connect_timeout
+        self._local_host = local_host
         self._held: dict[Address, _Held] = {}
         self._opening: dict[Address, trio.Event] = {}
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, connect_timeout: float = 3.0) -> AsyncIterator[ChannelPool]:
+    async def open(
+        cls, connect_timeout: float = 3.0, local_host: str | None = None
+    ) -> AsyncIterator[ChannelPool]:
         with unwrap_single_group():
             async with trio.open_nursery() as nursery:
-                pool = cls(nursery, connect_timeout)
+                pool = cls(nursery, connect_timeout, local_host)
                 try:
                     yield pool
                 finally:
@@ -84,7 +109,12 @@ class ChannelPool:
     ) -> None:
         held: _Held | None = None
         try:
-            async with purerpc.insecure_channel(address.host, address.port) as channel:
+            channel_cm = (
+                purerpc.insecure_channel(address.host, address.port)
+                if self._local_host is None
+                else _BoundChannel(address.host, address.port, self._local_host)
+            )
+            async with channel_cm as channel:
                 held = _Held(channel)
                 task_status.started(held)
                 await held.close.wait()

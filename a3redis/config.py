@@ -88,6 +88,7 @@ class Config:
     sync_interval: float
     chunk_count: int
     repair_max_keys_per_second: float
+    clock_offset_ms: int
     debug_log: bool
 
     @property
@@ -202,6 +203,12 @@ class Config:
                 "5000",
                 _float_in(0.0, 1e9),
                 "keys per second, 0 for no limit",
+            ),
+            clock_offset_ms=read.value(
+                "A3REDIS_CLOCK_OFFSET_MS",
+                "0",
+                _int_in(-86_400_000, 86_400_000),
+                "milliseconds within a day (tests only)",
             ),
             debug_log=read.value("DEBUG_LOG", "0", _bool, "one of 1, 0, true, false"),
         )

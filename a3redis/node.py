@@ -27,7 +27,7 @@ import trio
 
 from a3redis import logs
 from a3redis.channels import ChannelPool
-from a3redis.clock import wall_ms
+from a3redis.clock import wall_clock
 from a3redis.cluster import Cluster
 from a3redis.config import Config, ConfigError
 from a3redis.core.hlc import HybridLogicalClock
@@ -99,6 +99,7 @@ async def run_node(
     ports = BoundPorts(grpc_sock.getsockname()[1], http_sock.getsockname()[1])
     # Port 0 asks the kernel for a free port; from here on the node tells the truth.
     config = dataclasses.replace(config, grpc_port=ports.grpc, gossip_port=ports.http)
+    wall_ms = wall_clock(config.clock_offset_ms)
     try:
         store_cm = Store.open(
             config.data_dir, fsync=config.fsync, compact_min_bytes=config.compact_min_bytes
@@ -108,10 +109,10 @@ async def run_node(
             hints = HintStore(config.data_dir / "hints", config.hint_window, wall_ms)
             await trio.to_thread.run_sync(hints.load)
             gate = RequestGate()
-            membership = _membership(config)
+            membership = _membership(config, wall_ms())
             async with (
                 make_http_client(config) as http,
-                ChannelPool.open(connect_timeout=PROBE_TIMEOUT) as channels,
+                ChannelPool.open(PROBE_TIMEOUT, _local_host(config)) as channels,
                 trio.open_nursery() as background,
             ):
                 # Replica links, replica work that outlives a request, read repair.
@@ -184,8 +185,8 @@ async def run_node(
             http_sock.close()
 
 
-def _membership(config: Config) -> Membership:
-    incarnation = start_incarnation(config.data_dir, wall_ms())
+def _membership(config: Config, now_ms: int) -> Membership:
+    incarnation = start_incarnation(config.data_dir, now_ms)
     save_incarnation(config.data_dir, incarnation)
     me = MemberState(
         config.node_id,
@@ -196,6 +197,11 @@ def _membership(config: Config) -> Membership:
     )
     settings = MembershipSettings(failure_timeout=config.failure_timeout)
     return Membership(me, config.cluster_name, config.replication_factor, settings)
+
+
+def _local_host(config: Config) -> str | None:
+    """Connect to peers from our own address unless we listen on every interface."""
+    return None if config.bind_host in ("0.0.0.0", "::") else config.bind_host
 
 
 def _incarnation_saver(data_dir: Path, membership: Membership) -> Callable[[], None]:

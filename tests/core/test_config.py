@@ -44,6 +44,7 @@ def test_defaults_for_node_3() -> None:
         sync_interval=30.0,
         chunk_count=16,
         repair_max_keys_per_second=5000.0,
+        clock_offset_ms=0,
         debug_log=False,
     )
     assert str(config.grpc_address) == "127.0.0.1:50053"
@@ -89,6 +90,7 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("SYNC_INTERVAL", "0.5", "sync_interval", 0.5),
     ("CHUNK_COUNT", "64", "chunk_count", 64),
     ("REPAIR_MAX_KEYS_PER_SECOND", "0", "repair_max_keys_per_second", 0.0),
+    ("A3REDIS_CLOCK_OFFSET_MS", "-5000", "clock_offset_ms", -5000),
     ("DEBUG_LOG", "true", "debug_log", True),
 ]
 
@@ -159,6 +161,7 @@ BAD_VALUES = [
     ("SYNC_INTERVAL", "0", "seconds, from 0.1 to 86400"),
     ("CHUNK_COUNT", "12", "a power of two from 1 to 1024"),
     ("REPAIR_MAX_KEYS_PER_SECOND", "-1", "keys per second, 0 for no limit"),
+    ("A3REDIS_CLOCK_OFFSET_MS", "soon", "milliseconds within a day (tests only)"),
     ("BIND_HOST", "", "an IP address or host name"),
     ("ADVERTISE_HOST", "user@host", "an IP address or host name"),
     ("DATA_DIR", "", "a directory path"),
