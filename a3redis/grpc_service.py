@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from a3redis.kv import (
     UnsatisfiableError,
     WriteRejectedError,
 )
+from a3redis.metrics import NodeMetrics
 from a3redis.repair import AntiEntropy
 from a3redis.storage.store import StoreClosedError, StoreFailedError
 from a3redis.v1 import kv_pb2 as pb
@@ -66,27 +68,44 @@ def _status(error: Exception) -> purerpc.RpcFailedError:
 def _unary(
     method: Callable[[Any, Req], Awaitable[Resp]],
 ) -> Callable[[Any, Req], Awaitable[Resp]]:
+    rpc = method.__name__
+
     @functools.wraps(method)
     async def guarded(self: Any, request: Req) -> Resp:
+        started = time.perf_counter()
+        code = "OK"
         try:
             with self.gate:
                 return await method(self, request)
-        except purerpc.RpcFailedError:
+        except purerpc.RpcFailedError as error:
+            code = error.status.status_code.name
             raise
         except Exception as error:
-            raise _status(error) from error
+            failure = _status(error)
+            code = failure.status.status_code.name
+            raise failure from error
+        finally:
+            self.metrics.observe(self.SERVICE, rpc, code, time.perf_counter() - started)
 
     return guarded
 
 
 class KeyValueService(KeyValueServicer):  # type: ignore[misc]
+    SERVICE = "KeyValue"
+
     def __init__(
-        self, kv: KeyValue, config: Config, gate: RequestGate, repair: AntiEntropy
+        self,
+        kv: KeyValue,
+        config: Config,
+        gate: RequestGate,
+        repair: AntiEntropy,
+        metrics: NodeMetrics,
     ) -> None:
         self.kv = kv
         self.config = config
         self.gate = gate
         self.repair = repair
+        self.metrics = metrics
 
     def _read_level(self, value: int) -> Consistency:
         return wire.consistency_from_pb(value, self.config.read_consistency)
@@ -174,6 +193,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
         )
 
     async def Scan(self, request: pb.ScanRequest) -> AsyncIterator[pb.Entry]:
+        started, code = time.perf_counter(), "OK"
         try:
             with self.gate:
                 level = self._read_level(request.consistency)
@@ -190,19 +210,29 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
                         yield wire.entry(record)
                     if remaining is not None:
                         remaining -= len(page)
-        except purerpc.RpcFailedError:
+        except purerpc.RpcFailedError as error:
+            code = error.status.status_code.name
             raise
         except Exception as error:
-            raise _status(error) from error
+            failure = _status(error)
+            code = failure.status.status_code.name
+            raise failure from error
+        finally:
+            self.metrics.observe(self.SERVICE, "Scan", code, time.perf_counter() - started)
 
 
 class ReplicaService(ReplicaServicer):  # type: ignore[misc]
     """The internal node-to-node API: apply and read this node's own copy."""
 
-    def __init__(self, kv: KeyValue, gate: RequestGate, repair: AntiEntropy) -> None:
+    SERVICE = "Replica"
+
+    def __init__(
+        self, kv: KeyValue, gate: RequestGate, repair: AntiEntropy, metrics: NodeMetrics
+    ) -> None:
         self.kv = kv
         self.gate = gate
         self.repair = repair
+        self.metrics = metrics
 
     @_unary
     async def Tree(self, request: rpb.TreeRequest) -> rpb.TreeResponse:

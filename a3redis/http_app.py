@@ -24,7 +24,10 @@ from quart_trio import QuartTrio
 
 from a3redis import __version__
 from a3redis.config import Config
+from a3redis.core.membership import summary
 from a3redis.gossip import GossipLoop
+from a3redis.metrics import NodeMetrics
+from a3redis.repair import AntiEntropy
 from a3redis.storage.store import Store
 
 MAX_GOSSIP_BYTES = 4 * 1024 * 1024
@@ -37,8 +40,29 @@ class NodeView:
     config: Config
     store: Store
     gossip: GossipLoop
+    repair: AntiEntropy
+    metrics: NodeMetrics
     started_at: float
     draining: bool = False
+
+    def summary_json(self) -> dict[str, Any]:
+        """The small JSON the older project's dashboard read, with real numbers."""
+        stats = self.store.stats()
+        repair = self.repair.stats
+        return {
+            "node_id": self.config.node_id,
+            "operations": self.metrics.summary(),
+            "keys": stats.live_keys,
+            "log_bytes": stats.log_bytes,
+            "members": dict(summary(self.gossip.membership.members())),
+            "last_repair": {
+                "rounds": repair.rounds,
+                "finished_at": repair.last_round_at or None,
+                "seconds": round(repair.last_round_seconds, 4),
+                "keys_pulled": repair.keys_pulled,
+                "keys_pushed": repair.keys_pushed,
+            },
+        }
 
     def membership_json(self) -> dict[str, Any]:
         """The older project's shape, keyed by node id, with more fields."""
@@ -93,6 +117,15 @@ def create_app(view: NodeView) -> QuartTrio:
     @app.get("/membership")
     async def membership() -> dict[str, Any]:
         return view.membership_json()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = view.metrics.exposition(request.headers.get("Accept"))
+        return Response(body, status=200, content_type=content_type)
+
+    @app.get("/api/metrics/summary")
+    async def metrics_summary() -> dict[str, Any]:
+        return view.summary_json()
 
     @app.post("/gossip")
     async def gossip() -> tuple[dict[str, object], int]:

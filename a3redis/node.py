@@ -44,6 +44,7 @@ from a3redis.grpc_service import KeyValueService, ReplicaService
 from a3redis.hints import HintStore
 from a3redis.http_app import NodeView, serve_http
 from a3redis.kv import KeyValue
+from a3redis.metrics import NodeMetrics, node_source
 from a3redis.repair import AntiEntropy, RepairSettings
 from a3redis.storage.store import DataDirError, Store
 from a3redis.supervision import unwrap_single_group
@@ -142,7 +143,6 @@ async def run_node(
                     random.Random(),
                     _incarnation_saver(config.data_dir, membership),
                 )
-                view = NodeView(config, store, gossip, time.monotonic())
                 repair = AntiEntropy(
                     kv,
                     cluster,
@@ -150,9 +150,12 @@ async def run_node(
                         config.sync_interval, config.chunk_count, config.repair_max_keys_per_second
                     ),
                 )
+                metrics = NodeMetrics()
+                metrics.add_source(node_source(store, kv, hints, repair, gossip))
+                view = NodeView(config, store, gossip, repair, metrics, time.monotonic())
                 services = [
-                    KeyValueService(kv, config, gate, repair).service,
-                    ReplicaService(kv, gate, repair).service,
+                    KeyValueService(kv, config, gate, repair, metrics).service,
+                    ReplicaService(kv, gate, repair, metrics).service,
                 ]
                 async with trio.open_nursery() as nursery:
                     await nursery.start(

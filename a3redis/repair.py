@@ -70,6 +70,7 @@ class RepairStats:
     keys_pushed: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    purged: int = 0
     last_round_seconds: float = 0.0
     last_round_at: float = 0.0
     last_reports: list[PeerReport] = field(default_factory=list)

@@ -1,0 +1,70 @@
+"""Rolling per-operation rates and latency percentiles over the last minute.
+
+Rules: one bucket per second per operation, holding a count and a bounded
+sample of latencies (reservoir sampling with the caller's random source),
+so memory stays fixed however heavy the traffic; buckets older than the
+window are dropped when touched. Time and randomness are arguments.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+SAMPLES_PER_BUCKET = 256
+
+
+@dataclass
+class _Bucket:
+    second: int
+    count: int = 0
+    samples: list[float] = field(default_factory=list)
+
+
+class RollingStats:
+    def __init__(self, window_s: int = 60, rng: random.Random | None = None) -> None:
+        self.window_s = window_s
+        self._rng = rng or random.Random(0)
+        self._buckets: dict[str, list[_Bucket]] = {}
+
+    def record(self, operation: str, seconds: float, now: float) -> None:
+        second = int(now)
+        buckets = self._buckets.setdefault(operation, [])
+        if not buckets or buckets[-1].second != second:
+            buckets.append(_Bucket(second))
+            self._trim(buckets, second)
+        bucket = buckets[-1]
+        bucket.count += 1
+        if len(bucket.samples) < SAMPLES_PER_BUCKET:
+            bucket.samples.append(seconds)
+        else:
+            slot = self._rng.randrange(bucket.count)
+            if slot < SAMPLES_PER_BUCKET:
+                bucket.samples[slot] = seconds
+
+    def _trim(self, buckets: list[_Bucket], second: int) -> None:
+        while buckets and buckets[0].second <= second - self.window_s:
+            buckets.pop(0)
+
+    def summary(self, now: float) -> dict[str, dict[str, float]]:
+        """Per operation: ops/s over the window and p50/p99 latency in milliseconds."""
+        second = int(now)
+        result = {}
+        for operation, buckets in self._buckets.items():
+            self._trim(buckets, second)
+            count = sum(b.count for b in buckets)
+            if not count:
+                continue
+            samples = sorted(s for b in buckets for s in b.samples)
+            result[operation] = {
+                "ops_per_s": round(count / self.window_s, 3),
+                "count": count,
+                "p50_ms": round(_percentile(samples, 0.50) * 1000, 3),
+                "p99_ms": round(_percentile(samples, 0.99) * 1000, 3),
+            }
+        return result
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[index]

@@ -1,0 +1,148 @@
+"""Prometheus metrics and the JSON summary of one node.
+
+Rules: request counts and latencies are recorded as requests finish (the
+only hot-path cost: a counter and a histogram observation); everything else
+(storage, replication, hints, repair, gossip, members) is read from the
+owning components' own counters when Prometheus scrapes, so those
+components never import this module. Each node has its own registry, so
+several in-process nodes in tests do not share numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from a3redis.core.membership import Membership, summary
+from a3redis.core.window import RollingStats
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "a3redis_requests",
+            "gRPC requests served, by service, method and status code",
+            ["service", "rpc", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "a3redis_request_seconds",
+            "gRPC request latency, by method",
+            ["rpc"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rolling = RollingStats(window_s=60)
+
+    def observe(self, service: str, rpc: str, code: str, seconds: float) -> None:
+        self.requests.labels(service, rpc, code).inc()
+        self.latency.labels(rpc).observe(seconds)
+        if service == "KeyValue":
+            self.rolling.record(rpc, seconds, time.monotonic())
+
+    def add_source(self, source: Callable[[], Iterator[Metric]]) -> None:
+        self.registry.register(_Source(source))
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    def summary(self) -> dict[str, Any]:
+        return self.rolling.summary(time.monotonic())
+
+
+class _Source(Collector):
+    def __init__(self, produce: Callable[[], Iterator[Metric]]) -> None:
+        self.produce = produce
+
+    def collect(self) -> Iterator[Metric]:
+        return self.produce()
+
+
+def counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def member_gauges(membership: Membership) -> Iterator[Metric]:
+    family = GaugeMetricFamily(
+        "a3redis_members", "Members in this node's table, by status", labels=["status"]
+    )
+    for status, count in summary(membership.members()).items():
+        family.add_metric([status], count)
+    incompatible = len(membership.incompatible)
+    family.add_metric(["incompatible"], incompatible)
+    yield family
+
+
+def node_source(
+    store: Any, kv: Any, hints: Any, repair: Any, gossip: Any
+) -> Callable[[], Iterator[Metric]]:
+    """Everything but request counts, read from the components at scrape time."""
+
+    def produce() -> Iterator[Metric]:
+        stats = store.stats()
+        yield gauge("a3redis_keys", "Live keys stored on this node", stats.live_keys)
+        yield gauge("a3redis_records", "Records on this node, tombstones included", stats.keys)
+        yield gauge("a3redis_log_bytes", "Bytes in the current log file", stats.log_bytes)
+        yield gauge("a3redis_live_bytes", "Encoded bytes of the live records", stats.live_bytes)
+        yield counter("a3redis_commits", "Group commits written to the log", stats.commits)
+        yield counter("a3redis_fsyncs", "fdatasync calls on the log", stats.fsyncs)
+        yield counter("a3redis_compactions", "Snapshots written by compaction", stats.compactions)
+        replication = kv.stats
+        yield counter(
+            "a3redis_replica_write_failures",
+            "Replica writes that failed (they become hints)",
+            replication.replica_write_failures,
+        )
+        yield counter(
+            "a3redis_replica_read_failures",
+            "Replica reads that failed",
+            replication.replica_read_failures,
+        )
+        yield counter(
+            "a3redis_read_repairs", "Stale replica copies fixed by reads", replication.read_repairs
+        )
+        yield counter("a3redis_hints_stored", "Hints stored for down replicas", hints.stored)
+        yield counter("a3redis_hints_delivered", "Hints handed to their replica", hints.delivered)
+        yield counter("a3redis_hints_expired", "Hints dropped after HINT_WINDOW", hints.expired)
+        yield gauge("a3redis_hints_pending", "Hints waiting", sum(hints.pending().values()))
+        ae = repair.stats
+        yield counter("a3redis_repair_rounds", "Anti-entropy rounds", ae.rounds)
+        yield counter("a3redis_repair_peers_compared", "Peer comparisons", ae.peers_compared)
+        yield counter("a3redis_repair_tree_nodes", "Merkle tree nodes compared", ae.tree_nodes)
+        yield counter("a3redis_repair_leaves_differed", "Leaves that differed", ae.leaves_differed)
+        yield counter("a3redis_repair_keys_pulled", "Keys fetched by repair", ae.keys_pulled)
+        yield counter("a3redis_repair_keys_pushed", "Keys sent by repair", ae.keys_pushed)
+        yield counter("a3redis_repair_bytes_sent", "Repair bytes sent", ae.bytes_sent)
+        yield counter("a3redis_repair_bytes_received", "Repair bytes received", ae.bytes_received)
+        yield gauge(
+            "a3redis_repair_last_round_seconds", "Duration of the last round", ae.last_round_seconds
+        )
+        yield counter(
+            "a3redis_tombstones_purged", "Tombstones purged after the grace period", ae.purged
+        )
+        g = gossip.stats
+        yield counter("a3redis_gossip_probes", "Gossip exchanges started", g["probes"])
+        yield counter(
+            "a3redis_gossip_probe_failures", "Gossip exchanges that failed", g["probe_failures"]
+        )
+        yield counter(
+            "a3redis_gossip_exchanges_served", "Gossip exchanges answered", g["exchanges_served"]
+        )
+        yield counter("a3redis_gossip_rejected", "Gossip messages refused", g["rejected"])
+        yield from member_gauges(gossip.membership)
+
+    return produce

@@ -1,0 +1,29 @@
+"""Rolling rates and percentiles for the metrics summary."""
+
+from __future__ import annotations
+
+import random
+
+from a3redis.core.window import RollingStats
+
+
+def test_rates_and_percentiles_over_the_window() -> None:
+    stats = RollingStats(window_s=60, rng=random.Random(1))
+    for i in range(6000):  # 100 per second for 60 s, latencies 1..100 ms
+        stats.record("Put", (i % 100 + 1) / 1000, now=1000 + i / 100)
+    summary = stats.summary(now=1059.5)
+    assert summary["Put"]["count"] == 6000
+    assert summary["Put"]["ops_per_s"] == 100
+    assert abs(summary["Put"]["p50_ms"] - 50) <= 2
+    assert abs(summary["Put"]["p99_ms"] - 99) <= 2
+
+
+def test_old_buckets_leave_the_window_and_memory_is_bounded() -> None:
+    stats = RollingStats(window_s=10)
+    for i in range(100_000):
+        stats.record("Get", 0.001, now=0.5)
+    assert sum(len(b.samples) for b in stats._buckets["Get"]) <= 256
+    stats.record("Get", 0.002, now=5.0)
+    assert stats.summary(now=9.9)["Get"]["count"] == 100_001
+    assert stats.summary(now=12.0)["Get"]["count"] == 1
+    assert stats.summary(now=30.0) == {}

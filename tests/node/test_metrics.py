@@ -1,0 +1,67 @@
+"""Prometheus metrics and the JSON summary move when traffic flows."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from a3redis.client import Client
+from tests.node.conftest import RunningNode
+
+
+def _get(url: str, accept: str | None = None) -> tuple[str, str]:
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.headers["Content-Type"], response.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_metrics_parse_and_count_requests(client: Client, running_node: RunningNode) -> None:
+    base = f"http://127.0.0.1:{running_node.ports.http}"
+    _, before_text = await trio.to_thread.run_sync(_get, f"{base}/metrics")
+    before = samples(before_text)
+    for i in range(25):
+        await client.put(f"k{i}".encode(), b"v")
+    for i in range(10):
+        await client.get(f"k{i}".encode())
+    content_type, text = await trio.to_thread.run_sync(_get, f"{base}/metrics")
+    assert content_type.startswith("text/plain")
+    after = samples(text)
+    put_ok = ("a3redis_requests_total", (("code", "OK"), ("rpc", "Put"), ("service", "KeyValue")))
+    assert after[put_ok] - before.get(put_ok, 0) == 25
+    assert after[("a3redis_request_seconds_count", (("rpc", "Get"),))] >= 10
+    assert after[("a3redis_keys", ())] == 25
+    assert after[("a3redis_fsyncs_total", ())] >= 1
+    assert after[("a3redis_members", (("status", "alive"),))] == 1
+
+    content_type, open_metrics = await trio.to_thread.run_sync(
+        _get, f"{base}/metrics", "application/openmetrics-text; version=1.0.0"
+    )
+    assert content_type.startswith("application/openmetrics-text")
+    assert open_metrics.rstrip().endswith("# EOF")
+
+
+async def test_summary_is_non_zero_after_traffic(client: Client, running_node: RunningNode) -> None:
+    for i in range(20):
+        await client.put(f"s{i}".encode(), b"v")
+        await client.get(f"s{i}".encode())
+    _, body = await trio.to_thread.run_sync(
+        _get, f"http://127.0.0.1:{running_node.ports.http}/api/metrics/summary"
+    )
+    summary: dict[str, Any] = json.loads(body)
+    assert summary["keys"] == 20
+    assert summary["operations"]["Put"]["count"] == 20
+    assert summary["operations"]["Get"]["ops_per_s"] > 0
+    assert summary["operations"]["Put"]["p99_ms"] > 0
+    assert summary["members"]["alive"] == 1
