@@ -10,6 +10,7 @@ several in-process nodes in tests do not share numbers.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,7 +42,7 @@ class NodeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.rolling = RollingStats(window_s=60)
+        self.rolling = RollingStats(window_s=60, rng=random.Random())
 
     def observe(self, service: str, rpc: str, code: str, seconds: float) -> None:
         self.requests.labels(service, rpc, code).inc()

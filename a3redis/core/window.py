@@ -8,8 +8,11 @@ window are dropped when touched. Time and randomness are arguments.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import random
 
 SAMPLES_PER_BUCKET = 256
 
@@ -22,9 +25,9 @@ class _Bucket:
 
 
 class RollingStats:
-    def __init__(self, window_s: int = 60, rng: random.Random | None = None) -> None:
+    def __init__(self, window_s: int, rng: random.Random) -> None:
         self.window_s = window_s
-        self._rng = rng or random.Random(0)
+        self._rng = rng
         self._buckets: dict[str, list[_Bucket]] = {}
 
     def record(self, operation: str, seconds: float, now: float) -> None:
