@@ -10,10 +10,12 @@ lifespan error and takes seconds).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import time
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import trio
@@ -31,6 +33,8 @@ from a3redis.repair import AntiEntropy
 from a3redis.storage.store import Store
 
 MAX_GOSSIP_BYTES = 4 * 1024 * 1024
+# A self-contained page (no CDN, no build step) that polls the JSON endpoints.
+STATUS_PAGE = (resources.files("a3redis") / "static" / "status.html").read_bytes()
 
 
 @dataclass
@@ -61,7 +65,17 @@ class NodeView:
                 "seconds": round(repair.last_round_seconds, 4),
                 "keys_pulled": repair.keys_pulled,
                 "keys_pushed": repair.keys_pushed,
+                "peers": [dataclasses.asdict(report) for report in repair.last_reports],
             },
+        }
+
+    def ring_json(self) -> dict[str, Any]:
+        ring = self.repair.cluster.ring
+        return {
+            "replication_factor": ring.replication_factor,
+            "partitions": ring.partitions,
+            "members": list(ring.members),
+            "shares": ring.shares(),
         }
 
     def membership_json(self) -> dict[str, Any]:
@@ -117,6 +131,14 @@ def create_app(view: NodeView) -> QuartTrio:
     @app.get("/membership")
     async def membership() -> dict[str, Any]:
         return view.membership_json()
+
+    @app.get("/")
+    async def status_page() -> Response:
+        return Response(STATUS_PAGE, status=200, content_type="text/html; charset=utf-8")
+
+    @app.get("/api/ring")
+    async def ring() -> dict[str, Any]:
+        return view.ring_json()
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -1,0 +1,60 @@
+"""The status page, rendered by headless Chromium against a live node."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import trio
+
+from a3redis.client import Client
+from tests.node.conftest import RunningNode
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=4000",
+]
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "Chromium is required: apt-get install chromium (.ci/run installs it)"
+    return found
+
+
+def render(url: str, profile: Path, screenshot: Path) -> str:
+    base = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+    subprocess.run(
+        [*base, f"--screenshot={screenshot}", "--window-size=1200,900", url],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    dom = subprocess.run(
+        [*base, "--dump-dom", url], capture_output=True, text=True, timeout=60, check=True
+    )
+    return dom.stdout
+
+
+async def test_the_status_page_shows_members_ring_and_operations(
+    client: Client, running_node: RunningNode, tmp_path: Path
+) -> None:
+    for i in range(10):
+        await client.put(f"k{i}".encode(), b"v")
+    url = f"http://127.0.0.1:{running_node.ports.http}/"
+    screenshot = tmp_path / "status.png"
+    dom = await trio.to_thread.run_sync(render, url, tmp_path / "profile", screenshot)
+    assert '<span class="status alive">alive</span>' in dom
+    assert "<td>node-1</td>" in dom
+    assert "100.0%" in dom  # one node holds the whole ring
+    assert "<td>Put</td>" in dom
+    assert 'id="error"></span>' in dom  # no fetch failed
+    assert screenshot.stat().st_size > 10_000
