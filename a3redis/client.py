@@ -116,6 +116,17 @@ class Client:
         self._route_by_key = route_by_key
         self._topology: _Topology | None = None
         self._rng = random.Random()
+        # The newest version this client has seen: sent with every write so that
+        # its writes are ordered after everything it saw, even across coordinators
+        # whose wall clocks disagree.
+        self.seen: Version | None = None
+
+    def _saw(self, version: Version | None) -> None:
+        if version is not None and (self.seen is None or version > self.seen):
+            self.seen = version
+
+    def _after(self) -> pb.Version | None:
+        return None if self.seen is None else wire.version_to_pb(self.seen)
 
     @classmethod
     @asynccontextmanager
@@ -137,26 +148,37 @@ class Client:
         self, key: bytes, value: bytes, consistency: Consistency | None = None
     ) -> Version:
         request = pb.PutRequest(
-            key=key, value=value, consistency=wire.consistency_to_pb(consistency)
+            key=key,
+            value=value,
+            consistency=wire.consistency_to_pb(consistency),
+            after=self._after(),
         )
         response = await self._call(
             lambda stub: stub.Put(request), idempotent=False, key=_route(key, consistency)
         )
-        return wire.version_from_pb(response.version)
+        version = wire.version_from_pb(response.version)
+        self._saw(version)
+        return version
 
     async def get(self, key: bytes, consistency: Consistency | None = None) -> GetResult:
         request = pb.GetRequest(key=key, consistency=wire.consistency_to_pb(consistency))
         response = await self._call(
             lambda stub: stub.Get(request), idempotent=True, key=_route(key, consistency)
         )
-        return _get_result(key, response)
+        result = _get_result(key, response)
+        self._saw(result.version)
+        return result
 
     async def delete(self, key: bytes, consistency: Consistency | None = None) -> Version:
-        request = pb.DeleteRequest(key=key, consistency=wire.consistency_to_pb(consistency))
+        request = pb.DeleteRequest(
+            key=key, consistency=wire.consistency_to_pb(consistency), after=self._after()
+        )
         response = await self._call(
             lambda stub: stub.Delete(request), idempotent=False, key=_route(key, consistency)
         )
-        return wire.version_from_pb(response.version)
+        version = wire.version_from_pb(response.version)
+        self._saw(version)
+        return version
 
     async def batch_put(
         self, pairs: Sequence[tuple[bytes, bytes]], consistency: Consistency | None = None
@@ -164,9 +186,13 @@ class Client:
         request = pb.BatchPutRequest(
             pairs=[pb.KeyValuePair(key=k, value=v) for k, v in pairs],
             consistency=wire.consistency_to_pb(consistency),
+            after=self._after(),
         )
         response = await self._call(lambda stub: stub.BatchPut(request), idempotent=False)
-        return [wire.version_from_pb(v) for v in response.versions]
+        versions = [wire.version_from_pb(v) for v in response.versions]
+        for version in versions:
+            self._saw(version)
+        return versions
 
     async def batch_get(
         self, keys: Sequence[bytes], consistency: Consistency | None = None
@@ -175,7 +201,10 @@ class Client:
             keys=list(keys), consistency=wire.consistency_to_pb(consistency)
         )
         response = await self._call(lambda stub: stub.BatchGet(request), idempotent=True)
-        return [_get_result(k, r) for k, r in zip(keys, response.results, strict=True)]
+        results = [_get_result(k, r) for k, r in zip(keys, response.results, strict=True)]
+        for result in results:
+            self._saw(result.version)
+        return results
 
     async def describe(self) -> NodeInfo:
         response = await self._call(

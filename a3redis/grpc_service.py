@@ -18,7 +18,7 @@ import purerpc
 from a3redis import __version__, wire
 from a3redis.config import Config
 from a3redis.core.consistency import Consistency
-from a3redis.core.hlc import ClockOverflowError
+from a3redis.core.hlc import ClockOverflowError, Version
 from a3redis.core.validation import InvalidRequestError
 from a3redis.grpc_server import RequestGate, ShuttingDownError
 from a3redis.kv import (
@@ -63,6 +63,10 @@ def _status(error: Exception) -> purerpc.RpcFailedError:
         return purerpc.UnavailableError(str(error))
     log.exception("unexpected error in a request")
     return purerpc.InternalError(f"internal error: {type(error).__name__}")
+
+
+def _after(request: Any) -> Version | None:
+    return wire.version_from_pb(request.after) if request.HasField("after") else None
 
 
 def _unary(
@@ -116,7 +120,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
     @_unary
     async def Put(self, request: pb.PutRequest) -> pb.PutResponse:
         level = self._write_level(request.consistency)
-        version = await self.kv.put(request.key, request.value, level)
+        version = await self.kv.put(request.key, request.value, level, _after(request))
         return pb.PutResponse(version=wire.version_to_pb(version))
 
     @_unary
@@ -127,14 +131,14 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
     @_unary
     async def Delete(self, request: pb.DeleteRequest) -> pb.DeleteResponse:
         level = self._write_level(request.consistency)
-        version = await self.kv.delete(request.key, level)
+        version = await self.kv.delete(request.key, level, _after(request))
         return pb.DeleteResponse(version=wire.version_to_pb(version))
 
     @_unary
     async def BatchPut(self, request: pb.BatchPutRequest) -> pb.BatchPutResponse:
         level = self._write_level(request.consistency)
         pairs = [(pair.key, pair.value) for pair in request.pairs]
-        versions = await self.kv.batch_put(pairs, level)
+        versions = await self.kv.batch_put(pairs, level, _after(request))
         return pb.BatchPutResponse(versions=[wire.version_to_pb(v) for v in versions])
 
     @_unary

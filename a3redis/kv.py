@@ -32,6 +32,11 @@ from a3redis.storage.store import Store
 log = logging.getLogger(__name__)
 
 
+# A client's `after` version may lead this node's clock by this much (clock skew
+# between nodes); more is refused, so one bad client cannot drag the clock far ahead.
+MAX_CLIENT_CLOCK_LEAD_MS = 5 * 60 * 1000
+
+
 class WriteRejectedError(Exception):
     """A newer version of the key already exists; the write was not stored."""
 
@@ -103,21 +108,28 @@ class KeyValue:
 
     # ----- the client API -----------------------------------------------------------------
 
-    async def put(self, key: bytes, value: bytes, consistency: Consistency) -> Version:
+    async def put(
+        self, key: bytes, value: bytes, consistency: Consistency, after: Version | None = None
+    ) -> Version:
         self.limits.check_key(key)
         self.limits.check_value(value)
-        return (await self._write([(key, value)], consistency))[0]
+        return (await self._write([(key, value)], consistency, after))[0]
 
-    async def delete(self, key: bytes, consistency: Consistency) -> Version:
+    async def delete(
+        self, key: bytes, consistency: Consistency, after: Version | None = None
+    ) -> Version:
         self.limits.check_key(key)
-        return (await self._write([(key, None)], consistency))[0]
+        return (await self._write([(key, None)], consistency, after))[0]
 
     async def batch_put(
-        self, pairs: Sequence[tuple[bytes, bytes]], consistency: Consistency
+        self,
+        pairs: Sequence[tuple[bytes, bytes]],
+        consistency: Consistency,
+        after: Version | None = None,
     ) -> list[Version]:
         self.limits.check_batch(len(pairs))
         self.limits.check_pairs(pairs)
-        return await self._write(list(pairs), consistency)
+        return await self._write(list(pairs), consistency, after)
 
     async def get(self, key: bytes, consistency: Consistency) -> Record | None:
         """The newest record for `key`, or None; a tombstone means "deleted"."""
@@ -234,9 +246,20 @@ class KeyValue:
     # ----- writes -------------------------------------------------------------------------
 
     async def _write(
-        self, pairs: list[tuple[bytes, bytes | None]], consistency: Consistency
+        self,
+        pairs: list[tuple[bytes, bytes | None]],
+        consistency: Consistency,
+        after: Version | None,
     ) -> list[Version]:
         wall = self._wall_ms()
+        if after is not None:
+            if after.wall_ms > wall + MAX_CLIENT_CLOCK_LEAD_MS:
+                raise InvalidRequestError(
+                    f"'after' version {after} is more than {MAX_CLIENT_CLOCK_LEAD_MS // 1000}s "
+                    "ahead of this node's clock"
+                )
+            # The client saw `after`: its next write must be later, whatever our wall clock says.
+            self.clock.observe(after, wall)
         if consistency is Consistency.LOCAL:
             records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
             stored = await self.store.apply_many(records)
@@ -310,6 +333,10 @@ class KeyValue:
         for replica, indexes in by_replica.items():
             self._background.start_soon(self._ask, replica, indexes, keys, pending, finished)
         await self._await(pending, "read")
+        for quorum in quorums:
+            if quorum.result is not None:
+                # A coordinator that read a version stamps later writes above it.
+                self.clock.observe(quorum.result.version, self._wall_ms())
         failed = [q for q in quorums if not q.succeeded]
         if failed:
             quorum = failed[0]

@@ -31,14 +31,16 @@ class Version(_message.Message):
     def __init__(self, wall_ms: _Optional[int] = ..., logical: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "consistency")
+    __slots__ = ("key", "value", "consistency", "after")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     consistency: Consistency
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+    after: Version
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., after: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("version",)
@@ -65,12 +67,14 @@ class GetResponse(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., value: _Optional[bytes] = ..., version: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("key", "consistency")
+    __slots__ = ("key", "consistency", "after")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     consistency: Consistency
-    def __init__(self, key: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+    after: Version
+    def __init__(self, key: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., after: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("version",)
@@ -111,12 +115,14 @@ class KeyValuePair(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class BatchPutRequest(_message.Message):
-    __slots__ = ("pairs", "consistency")
+    __slots__ = ("pairs", "consistency", "after")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     pairs: _containers.RepeatedCompositeFieldContainer[KeyValuePair]
     consistency: Consistency
-    def __init__(self, pairs: _Optional[_Iterable[_Union[KeyValuePair, _Mapping]]] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+    after: Version
+    def __init__(self, pairs: _Optional[_Iterable[_Union[KeyValuePair, _Mapping]]] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., after: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
 
 class BatchPutResponse(_message.Message):
     __slots__ = ("versions",)
