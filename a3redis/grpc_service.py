@@ -11,7 +11,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import purerpc
 
@@ -264,7 +264,9 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
     @_unary
     async def Apply(self, request: rpb.ApplyRequest) -> rpb.ApplyResponse:
         records = [wire.record_from_pb(record) for record in request.records]
-        return rpb.ApplyResponse(stored=await self.kv.apply_replicated(records))
+        outcomes = await self.kv.apply_replicated(records)
+        # The core enum shares the wire's numbering.
+        return rpb.ApplyResponse(outcomes=cast(Any, [int(o) for o in outcomes]))
 
     @_unary
     async def Read(self, request: rpb.ReadRequest) -> rpb.ReadResponse:

@@ -24,7 +24,7 @@ from a3redis.cluster import Cluster
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.quorum import ReadQuorum, WriteQuorum
-from a3redis.core.record import Record, supersedes
+from a3redis.core.record import ApplyOutcome, Record, outcome, supersedes
 from a3redis.core.validation import InvalidRequestError, Limits
 from a3redis.peers import PeerUnavailableError
 from a3redis.storage.store import Store
@@ -235,10 +235,14 @@ class KeyValue:
 
     # ----- replica side (called by the Replica service) ----------------------------------
 
-    async def apply_replicated(self, records: Sequence[Record]) -> list[bool]:
+    async def apply_replicated(self, records: Sequence[Record]) -> list[ApplyOutcome]:
         for record in records:
             self.clock.observe(record.version, self._wall_ms())
-        return await self.store.apply_many(records)
+        stored = await self.store.apply_many(records)
+        return [
+            outcome(record, was_stored, None if was_stored else self.store.latest(record.key))
+            for record, was_stored in zip(records, stored, strict=True)
+        ]
 
     def read_local(self, keys: Sequence[bytes]) -> list[Record | None]:
         return [self.store.get(key) for key in keys]
@@ -280,6 +284,12 @@ class KeyValue:
             self._background.start_soon(self._replicate, replica, indexes, records, pending)
         await self._await(pending, "write")
         failed = [q for q in quorums if not q.succeeded]
+        lost = [q for q in failed if q.superseded]
+        if lost:
+            raise WriteRejectedError(
+                f"{len(lost[0].superseded)} replica(s) hold a newer version of the key: this "
+                "write lost last-write-wins and is not visible (was it concurrent with another?)"
+            )
         if failed:
             quorum = failed[0]
             raise UnavailableError(
@@ -294,26 +304,27 @@ class KeyValue:
     ) -> None:
         batch = [records[i] for i in indexes]
         quorums: list[WriteQuorum] = pending.quorums  # type: ignore[assignment]
-        ok = False
+        outcomes: list[ApplyOutcome] | None = None
         try:
             if replica == self.node_id:
-                await self.store.apply_many(batch)
-                ok = True
+                outcomes = await self.apply_replicated(batch)
             elif not self.cluster.is_down(replica):
                 link = self.cluster.link(replica)
                 if link is not None:
-                    await link.apply(batch)
-                    ok = True
+                    outcomes = await link.apply(batch)
         except PeerUnavailableError as error:
             self.stats.replica_write_failures += 1
             log.debug("replica write to %s failed: %s", replica, error)
         finally:
-            for i in indexes:
-                if ok:
-                    quorums[i].ack(replica)
-                else:
+            for position, i in enumerate(indexes):
+                if outcomes is None:
                     quorums[i].fail(replica)
+                elif outcomes[position] is ApplyOutcome.SUPERSEDED:
+                    quorums[i].supersede(replica)
+                else:
+                    quorums[i].ack(replica)
             pending.check()
+        ok = outcomes is not None
         if not ok and self._hints is not None and replica != self.node_id:
             await self._hints.store(replica, batch)
             self.stats.hinted += len(batch)

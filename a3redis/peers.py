@@ -22,7 +22,7 @@ import trio
 
 from a3redis.channels import ChannelPool
 from a3redis.config import Address
-from a3redis.core.record import Record
+from a3redis.core.record import ApplyOutcome, Record
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.replica_grpc import ReplicaStub
 from a3redis.wire import record_from_pb, record_to_pb
@@ -81,8 +81,8 @@ class PeerLink:
 
     # ----- the callers' side --------------------------------------------------------------
 
-    async def apply(self, records: Sequence[Record]) -> list[bool]:
-        result: list[bool] = await self._enqueue(self._applies, list(records))
+    async def apply(self, records: Sequence[Record]) -> list[ApplyOutcome]:
+        result: list[ApplyOutcome] = await self._enqueue(self._applies, list(records))
         return result
 
     async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
@@ -168,15 +168,15 @@ class PeerLink:
     async def _stub(self) -> Any:
         return await self._channels.stub(self.address, ReplicaStub)
 
-    async def _send_apply(self, records: list[Record]) -> list[bool]:
+    async def _send_apply(self, records: list[Record]) -> list[ApplyOutcome]:
         stub = await self._stub()
         request = rpb.ApplyRequest(
             coordinator=self._coordinator, records=[record_to_pb(r) for r in records]
         )
         response = await stub.Apply(request)
-        if len(response.stored) != len(records):
+        if len(response.outcomes) != len(records):
             raise PeerUnavailableError("a malformed Apply answer")
-        return list(response.stored)
+        return [ApplyOutcome(value) for value in response.outcomes]
 
     async def _send_read(self, keys: list[bytes]) -> list[Record | None]:
         stub = await self._stub()

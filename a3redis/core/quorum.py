@@ -1,8 +1,11 @@
 """Quorum bookkeeping for one write or one read (N/R/W), without any I/O.
 
-Rules: a write succeeds once `required` replicas acknowledged it, and is
-known to have failed as soon as too many replicas failed for that ever to
-happen; acknowledgements are counted once per replica. A read is answered
+Rules: a write succeeds once `required` replicas acknowledged it (stored it,
+or already held that very version), and is known to have failed as soon as
+too many replicas failed for that ever to happen; a replica that holds a
+newer version counts as a failure and is remembered, so the caller can say
+the write lost rather than that replicas were down; acknowledgements are
+counted once per replica. A read is answered
 once `required` replicas replied, with the newest record among those
 replies; once every replica has replied (or failed), `stale` names the
 replicas that hold an older copy or none, for read repair.
@@ -23,6 +26,13 @@ class WriteQuorum:
         self.required = required
         self.acked: set[str] = set()
         self.failed: set[str] = set()
+        # Replicas that hold a newer version: the write lost last-write-wins there.
+        self.superseded: set[str] = set()
+
+    def supersede(self, replica: str) -> None:
+        if replica in self.replicas and replica not in self.acked:
+            self.failed.add(replica)
+            self.superseded.add(replica)
 
     def ack(self, replica: str) -> None:
         if replica in self.replicas and replica not in self.failed:

@@ -10,6 +10,7 @@ ties or loses is never reported as stored.
 
 from __future__ import annotations
 
+import enum
 from typing import NamedTuple
 
 from a3redis.core.hlc import Version
@@ -44,3 +45,20 @@ def merge(a: Record, b: Record) -> Record:
     if a.key != b.key:
         raise ValueError("cannot merge records of different keys")
     return b if supersedes(b, a) else a
+
+
+class ApplyOutcome(enum.IntEnum):
+    """What a replica did with a record (the numbers are the wire's)."""
+
+    STORED = 0
+    DUPLICATE = 1  # it already held exactly this version
+    SUPERSEDED = 2  # it holds a newer version: the record lost last-write-wins
+
+
+def outcome(record: Record, stored: bool, current: Record | None) -> ApplyOutcome:
+    """Classify an apply, given whether it stored and what the replica holds now."""
+    if stored:
+        return ApplyOutcome.STORED
+    if current is not None and current.order_key() == record.order_key():
+        return ApplyOutcome.DUPLICATE
+    return ApplyOutcome.SUPERSEDED

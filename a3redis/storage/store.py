@@ -195,6 +195,10 @@ class Store:
         """The durable record for `key`, tombstones included."""
         return self._table.get(key)
 
+    def latest(self, key: bytes) -> Record | None:
+        """The record a new write of `key` is compared with: queued or durable."""
+        return self._unsynced.get(key) or self._table.get(key)
+
     def scan(
         self,
         start: bytes = b"",

@@ -1,11 +1,21 @@
 from a3redis.v1 import kv_pb2 as _kv_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ApplyOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    APPLY_STORED: _ClassVar[ApplyOutcome]
+    APPLY_DUPLICATE: _ClassVar[ApplyOutcome]
+    APPLY_SUPERSEDED: _ClassVar[ApplyOutcome]
+APPLY_STORED: ApplyOutcome
+APPLY_DUPLICATE: ApplyOutcome
+APPLY_SUPERSEDED: ApplyOutcome
 
 class Record(_message.Message):
     __slots__ = ("key", "value", "tombstone", "version")
@@ -28,10 +38,10 @@ class ApplyRequest(_message.Message):
     def __init__(self, coordinator: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
 class ApplyResponse(_message.Message):
-    __slots__ = ("stored",)
-    STORED_FIELD_NUMBER: _ClassVar[int]
-    stored: _containers.RepeatedScalarFieldContainer[bool]
-    def __init__(self, stored: _Optional[_Iterable[bool]] = ...) -> None: ...
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedScalarFieldContainer[ApplyOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ApplyOutcome, str]]] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
     __slots__ = ("keys",)

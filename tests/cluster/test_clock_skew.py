@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from a3redis.client import Client
+import pytest
+
+from a3redis.client import Client, ClientError
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from tests.cluster.test_membership import statuses, three_nodes, wait_for
@@ -41,3 +43,24 @@ async def test_sequential_overwrites_through_skewed_coordinators_are_never_lost(
             for reader in coordinators:
                 result = await reader.get(key, QUORUM)
                 assert result.value == b"11", (key, result)
+
+
+async def test_a_write_that_loses_last_write_wins_is_reported_not_acknowledged(
+    node_factory: NodeFactory,
+) -> None:
+    nodes = three_nodes(node_factory, REPLICATION_FACTOR="3")
+    nodes[0].extra_env["A3REDIS_CLOCK_OFFSET_MS"] = "30000"
+    for node in nodes:
+        node.start()
+    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
+    wait_for(lambda: all(statuses(n) == everyone for n in nodes), 10, "all alive")
+    async with Client.connect(nodes[0].endpoint) as ahead:
+        future = await ahead.put(b"k", b"from-the-future", Consistency.LOCAL)
+    # A client that has seen nothing writes through a node whose clock is 30 s behind
+    # node-1's: node-1 holds a newer version, so ALL cannot be met by this write.
+    async with Client.connect(nodes[1].endpoint, route_by_key=False) as fresh:
+        with pytest.raises(ClientError) as lost:
+            await fresh.put(b"k", b"from-now", Consistency.ALL)
+        assert lost.value.code == "ABORTED"
+        assert "lost last-write-wins" in lost.value.message
+        assert (await fresh.get(b"k", Consistency.ALL)).version == future

@@ -85,3 +85,13 @@ def test_read_is_impossible_once_too_many_replicas_failed() -> None:
     assert not quorum.impossible
     quorum.fail("b")
     assert quorum.impossible and not quorum.succeeded
+
+
+def test_a_replica_holding_a_newer_version_is_remembered_as_superseded() -> None:
+    quorum = WriteQuorum(REPLICAS, 2)
+    quorum.ack("a")
+    quorum.supersede("b")
+    quorum.supersede("c")
+    assert quorum.impossible and quorum.superseded == {"b", "c"}
+    quorum.ack("b")  # a late, contradictory answer changes nothing
+    assert not quorum.succeeded

@@ -130,3 +130,14 @@ def test_folding_any_permutation_gives_the_same_record(
     assert functools.reduce(merge, permuted) == expected
     assert expected in original
     assert all(not supersedes(record, expected) for record in original)
+
+
+def test_apply_outcomes_tell_a_duplicate_from_a_lost_write() -> None:
+    from a3redis.core.record import ApplyOutcome, outcome
+
+    old = Record(b"k", b"a", Version(1, 0, "n"))
+    new = Record(b"k", b"b", Version(2, 0, "n"))
+    assert outcome(new, True, new) is ApplyOutcome.STORED
+    assert outcome(old, False, old) is ApplyOutcome.DUPLICATE
+    assert outcome(old, False, new) is ApplyOutcome.SUPERSEDED
+    assert outcome(old, False, None) is ApplyOutcome.SUPERSEDED
