@@ -33,6 +33,13 @@ def proto(session: nox.Session) -> None:
 
 
 @nox.session
+def deploy(session: nox.Session) -> None:
+    """Offline checks of deploy/ (Dockerfile, compose, Kubernetes, Prometheus); no Docker needed."""
+    session.install("-e", ".[deploy]")
+    session.run("python", "deploy/check.py", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against real node processes; writes a report to stdout."""
     session.install("-e", ".[dev]")

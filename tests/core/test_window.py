@@ -20,7 +20,7 @@ def test_rates_and_percentiles_over_the_window() -> None:
 
 def test_old_buckets_leave_the_window_and_memory_is_bounded() -> None:
     stats = RollingStats(window_s=10, rng=random.Random(2))
-    for i in range(100_000):
+    for _ in range(100_000):
         stats.record("Get", 0.001, now=0.5)
     assert sum(len(b.samples) for b in stats._buckets["Get"]) <= 256
     stats.record("Get", 0.002, now=5.0)
