@@ -196,20 +196,31 @@ async def _run(args: argparse.Namespace) -> int:
                 for r in reports:
                     print(f"{r['peer']}: {_repair_line(r)}")
         elif args.command == "cluster" and args.cluster_command == "remove":
-            info = await client.describe()
-            url = f"http://{info.gossip_address}/api/members/{args.node_id}/remove"
-            answer = await _request_json("POST", url, args.timeout)
+            path = f"/api/members/{args.node_id}/remove"
+            answer = await _admin_json(client, endpoints[0], "POST", path, args.timeout)
             _print(answer if json_out else f"removed {args.node_id} from the ring", json_out)
         elif args.command == "cluster":
-            info = await client.describe()
-            members = await _request_json(
-                "GET", f"http://{info.gossip_address}/membership", args.timeout
-            )
+            members = await _admin_json(client, endpoints[0], "GET", "/membership", args.timeout)
             if json_out:
                 _print(members, True)
             else:
                 print(_members_table(members))
     return 0
+
+
+async def _admin_json(
+    client: Client, endpoint: Address, method: str, path: str, seconds: float
+) -> Any:
+    """Call the node's HTTP endpoint, at its advertised address or, failing that,
+    at the host we reached it on (an advertised name may not resolve from here)."""
+    gossip = Address.parse((await client.describe()).gossip_address)
+    try:
+        return await _request_json(method, f"http://{gossip}{path}", seconds)
+    except ClientError as error:
+        if error.code != "UNAVAILABLE" or gossip.host == endpoint.host:
+            raise
+        fallback = Address(endpoint.host, gossip.port)
+        return await _request_json(method, f"http://{fallback}{path}", seconds)
 
 
 async def _request_json(method: str, url: str, seconds: float) -> Any:
