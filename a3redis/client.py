@@ -135,11 +135,15 @@ class Client:
         endpoints: Sequence[str | Address] | str,
         request_timeout: float = 5.0,
         route_by_key: bool = True,
+        local_host: str | None = None,
     ) -> AsyncIterator[Client]:
+        """A client of `endpoints`; `local_host` is the address its connections come from."""
         if isinstance(endpoints, str):
             endpoints = [part for part in endpoints.split(",") if part.strip()]
         addresses = [e if isinstance(e, Address) else Address.parse(e) for e in endpoints]
-        async with ChannelPool.open(connect_timeout=min(request_timeout, 3.0)) as pool:
+        async with ChannelPool.open(
+            connect_timeout=min(request_timeout, 3.0), local_host=local_host
+        ) as pool:
             yield cls(pool, addresses, request_timeout, route_by_key)
 
     # ----- the API --------------------------------------------------------------------------

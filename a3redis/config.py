@@ -88,6 +88,7 @@ class Config:
     sync_interval: float
     chunk_count: int
     repair_max_keys_per_second: float
+    tombstone_grace: float
     clock_offset_ms: int
     debug_log: bool
 
@@ -203,6 +204,12 @@ class Config:
                 "5000",
                 _float_in(0.0, 1e9),
                 "keys per second, 0 for no limit",
+            ),
+            tombstone_grace=read.value(
+                "TOMBSTONE_GRACE",
+                "86400",
+                _float_in(1.0, 365 * 86400.0),
+                "seconds, from 1 to 31536000",
             ),
             clock_offset_ms=read.value(
                 "A3REDIS_CLOCK_OFFSET_MS",

@@ -1,19 +1,19 @@
 """Hinted handoff: writes held for a replica that was down, delivered when it is back.
 
 Rules: a hint is a record kept for one target node, in memory and in an
-append-only file `DATA_DIR/hints/<node id>.hints` (CRC-framed like the log,
-fdatasync'ed in a worker thread before `store` returns). Per target and key
-only the newest record is kept: last-write-wins makes the older ones
-pointless. Hints older than HINT_WINDOW are dropped (anti-entropy repairs
-what they would have). The delivery loop hands a target its hints in batches
-once membership shows it alive, then rewrites the file without them. Hints
-never count toward a write's W.
+append-only file `DATA_DIR/hints/<node id>.hints` (the storage file format
+of kind "hints", fdatasync'ed in a worker thread before `store` returns; a
+torn tail is cut on load). Per target and key only the newest record is
+kept: last-write-wins makes the older ones pointless. Hints older than
+HINT_WINDOW are dropped (anti-entropy repairs what they would have). The
+delivery loop hands a target its hints in batches once membership shows it
+alive, then rewrites the file without them. Hints never count toward a
+write's W.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +25,7 @@ from a3redis.core.membership import Status
 from a3redis.core.record import Record, supersedes
 from a3redis.peers import PeerUnavailableError
 from a3redis.storage import codec
+from a3redis.storage.files import AppendLog, truncate_file, write_file
 
 log = logging.getLogger("a3redis.hints")
 
@@ -52,13 +53,18 @@ class HintStore:
             match = _FILE.match(path.name)
             if not match:
                 continue
+            data = path.read_bytes()
             try:
-                decoded = codec.decode(path.read_bytes())
+                decoded = codec.decode_file(data, codec.FileKind.HINTS)
             except codec.CorruptLogError as error:
                 # Hints are an optimisation: anti-entropy covers what they hold.
                 log.error("dropping unreadable hints file %s: %s", path, error)
                 path.unlink()
                 continue
+            if decoded.valid_length < len(data):
+                # Cut a torn tail now, or later appends would follow it and read as corruption.
+                log.warning("%s: cutting a torn tail at %d", path, decoded.valid_length)
+                truncate_file(path, decoded.valid_length)
             target = self._hints.setdefault(match.group(1), {})
             for record in decoded.records:
                 if supersedes(record, target.get(record.key)):
@@ -76,36 +82,30 @@ class HintStore:
         fresh = [r for r in records if supersedes(r, target.get(r.key))]
         if not fresh:
             return
+        payloads = [codec.encode_payload(record) for record in fresh]
         for record in fresh:
             target[record.key] = record
-        data = b"".join(codec.encode(record) for record in fresh)
         async with self._lock:
-            await trio.to_thread.run_sync(self._append, self._path(node_id), data)
+            await trio.to_thread.run_sync(self._append, self._path(node_id), payloads)
         self.stored += len(fresh)
 
     def _path(self, node_id: str) -> Path:
         return self.directory / f"{node_id}.hints"
 
     @staticmethod
-    def _append(path: Path, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    def _append(path: Path, payloads: list[bytes]) -> None:
+        hints_file = AppendLog(path, codec.FileKind.HINTS)
         try:
-            os.write(fd, data)
-            os.fdatasync(fd)
+            hints_file.write_and_sync(hints_file.frames(payloads))
         finally:
-            os.close(fd)
+            hints_file.close()
 
     @staticmethod
     def _rewrite(path: Path, records: list[Record]) -> None:
         if not records:
             path.unlink(missing_ok=True)
             return
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(b"".join(codec.encode(record) for record in records))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        write_file(path, codec.FileKind.HINTS, records)
 
     def _expire(self) -> None:
         oldest = self._wall_ms() - self.window_ms

@@ -106,6 +106,10 @@ class KeyValue:
     def node_id(self) -> str:
         return self.clock.node_id
 
+    def wall_ms(self) -> int:
+        """This node's wall clock (with the test-only offset), in milliseconds."""
+        return self._wall_ms()
+
     # ----- the client API -----------------------------------------------------------------
 
     async def put(

@@ -147,7 +147,10 @@ async def run_node(
                     kv,
                     cluster,
                     RepairSettings(
-                        config.sync_interval, config.chunk_count, config.repair_max_keys_per_second
+                        config.sync_interval,
+                        config.chunk_count,
+                        config.repair_max_keys_per_second,
+                        config.tombstone_grace,
                     ),
                 )
                 metrics = NodeMetrics()

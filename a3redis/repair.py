@@ -28,7 +28,9 @@ from a3redis.cluster import Cluster
 from a3redis.core.hlc import Version
 from a3redis.core.membership import Status
 from a3redis.core.merkle import MerkleIndex
+from a3redis.core.purge import purgeable
 from a3redis.core.record import Record
+from a3redis.core.ring import partition_of
 from a3redis.kv import KeyValue
 from a3redis.peers import PeerLink, PeerUnavailableError
 from a3redis.v1 import replica_pb2 as rpb
@@ -44,6 +46,7 @@ class RepairSettings:
     interval: float
     chunks: int
     max_keys_per_second: float
+    tombstone_grace_s: float
 
 
 @dataclass
@@ -89,6 +92,9 @@ class AntiEntropy:
         self._rng = random.Random()
         self._round_lock = trio.Lock()
         self._wake = trio.Event()
+        # (partition, peer) -> our wall-clock ms at the start of the last round that
+        # left that partition identical on both: the purge rule's evidence.
+        self._confirmed: dict[tuple[int, str], int] = {}
 
     async def index(self) -> MerkleIndex:
         return await self.kv.store.merkle_index(self.cluster.ring.partitions, self.settings.chunks)
@@ -167,6 +173,7 @@ class AntiEntropy:
                 report = await self.round_with(peer)
                 reports.append(report)
                 self._account(report)
+            await self._purge()
             self.stats.rounds += 1
             self.stats.last_round_seconds = time.monotonic() - started
             self.stats.last_round_at = time.time()
@@ -196,17 +203,52 @@ class AntiEntropy:
     async def round_with(self, peer: str) -> PeerReport:
         report = PeerReport(peer)
         started = time.monotonic()
+        started_ms = self.kv.wall_ms()
         link = self.cluster.link(peer)
         try:
             if link is None:
                 report.skipped = "no address"
             else:
-                await self._compare(link, peer, report)
+                shared = await self._compare(link, peer, report)
+                if not report.skipped:
+                    for partition in shared:
+                        self._confirmed[(partition, peer)] = started_ms
         except PeerUnavailableError as error:
             report.skipped = "unreachable"
             log.debug("[anti-entropy] skipped peer=%s: %s", peer, error)
         report.seconds = time.monotonic() - started
         return report
+
+    async def _purge(self) -> None:
+        """Drop the tombstones that every replica is known to hold, after the grace period."""
+        store = self.kv.store
+        ring = self.cluster.ring
+        me = self.cluster.node_id
+        candidates = store.tombstones()
+        if not candidates:
+            return
+        chosen = purgeable(
+            candidates,
+            self.kv.wall_ms(),
+            self._grace_ms,
+            lambda key: partition_of(key, ring.partitions),
+            lambda partition: [n for n in ring.partition_owners(partition) if n != me],
+            self._confirmed,
+        )
+        if chosen:
+            purged = await store.purge(chosen)
+            self.stats.purged += purged
+            log.info("[anti-entropy] purged %d tombstones older than the grace period", purged)
+
+    @property
+    def _grace_ms(self) -> int:
+        return int(self.settings.tombstone_grace_s * 1000)
+
+    def _expired_tombstone(self, version: Version, tombstone: bool) -> bool:
+        # Past the grace period a tombstone is about to be purged everywhere: copying it
+        # to a replica that has no entry for the key (it already purged it) would only
+        # bring it back for a while. A replica holding an older value always gets it.
+        return tombstone and version.wall_ms < self.kv.wall_ms() - self._grace_ms
 
     async def _call(self, link: PeerLink, method: str, request: Any, report: PeerReport) -> Any:
         report.bytes_sent += request.ByteSize()
@@ -214,12 +256,13 @@ class AntiEntropy:
         report.bytes_received += response.ByteSize()
         return response
 
-    async def _compare(self, link: PeerLink, peer: str, report: PeerReport) -> None:
+    async def _compare(self, link: PeerLink, peer: str, report: PeerReport) -> list[int]:
+        """Compare and repair the partitions shared with `peer`; return them."""
         me = self.cluster.node_id
         shared = self.cluster.ring.shared_partitions(me, peer)
         report.partitions = len(shared)
         if not shared:
-            return
+            return shared
         index = await self.index()
         tree = index.range_tree(shared, FANOUT)
         digest = shared_digest(shared)
@@ -239,7 +282,7 @@ class AntiEntropy:
             response = await self._call(link, "Tree", request, report)
             if not response.same_ring:
                 report.skipped = "ring views differ (membership is converging)"
-                return
+                return shared
             report.tree_nodes += len(differing)
             mine = tree.levels[level]
             differing = [
@@ -248,7 +291,7 @@ class AntiEntropy:
                 if mine[i] != theirs
             ]
             if not differing:
-                return
+                return shared
         partitions = [shared[i] for i in differing]
         response = await self._call(
             link, "Chunks", rpb.ChunksRequest(partitions=partitions), report
@@ -265,7 +308,7 @@ class AntiEntropy:
             )
         report.leaves = len(leaves)
         if not leaves:
-            return
+            return shared
         wanted = rpb.EntriesRequest(leaves=[rpb.Leaf(partition=p, chunk=c) for p, c in leaves])
         entries = await self._call(link, "Entries", wanted, report)
         theirs_versions: dict[bytes, tuple[Version, bool]] = {
@@ -279,16 +322,27 @@ class AntiEntropy:
         pull = [
             key
             for key, (version, tombstone) in theirs_versions.items()
-            if key not in ours_records
-            or (version, not tombstone)
-            > (ours_records[key].version, ours_records[key].value is not None)
+            if (
+                key not in ours_records
+                or (version, not tombstone)
+                > (ours_records[key].version, ours_records[key].value is not None)
+            )
+            # An expired tombstone is not fetched back once we purged it; an older
+            # value of ours, though, must always be overwritten by it.
+            and not (key not in ours_records and self._expired_tombstone(version, tombstone))
         ]
         push = [
             record
             for key, record in ours_records.items()
-            if key not in theirs_versions
-            or (record.version, record.value is not None)
-            > (theirs_versions[key][0], not theirs_versions[key][1])
+            if (
+                key not in theirs_versions
+                or (record.version, record.value is not None)
+                > (theirs_versions[key][0], not theirs_versions[key][1])
+            )
+            and not (
+                key not in theirs_versions
+                and self._expired_tombstone(record.version, record.value is None)
+            )
         ]
         await self._transfer(link, pull, push, report)
         log.info(
@@ -300,6 +354,7 @@ class AntiEntropy:
             report.keys_pulled,
             report.keys_pushed,
         )
+        return shared
 
     async def _transfer(
         self, link: PeerLink, pull: list[bytes], push: list[Record], report: PeerReport

@@ -41,6 +41,8 @@ class RecordTable:
         self.live_count = 0
         self.encoded_bytes = 0
         self.max_version: Version | None = None
+        # Keys whose current record is a tombstone: what a purge pass looks at.
+        self.tombstones: set[bytes] = set()
         self.index: MerkleIndex | None = None
         self._index_log: list[tuple[Record | None, Record | None]] | None = None
         for record in records:
@@ -82,6 +84,14 @@ class RecordTable:
             self._account(record, -1)
             self._indexed(record, None)
         return record
+
+    def purge(self, tombstone: Record) -> bool:
+        """Remove `tombstone` for good, if it is still the key's record; say whether it was."""
+        current = self._records.get(tombstone.key)
+        if current is None or current.value is not None or current.version != tombstone.version:
+            return False
+        self.remove(tombstone.key)
+        return True
 
     def begin_index(self) -> list[Record]:
         """The records to build an index from; changes are logged until `finish_index`."""
@@ -127,5 +137,9 @@ class RecordTable:
         self.encoded_bytes += sign * encoded_size(record)
         if record.value is not None:
             self.live_count += sign
+        elif sign > 0:
+            self.tombstones.add(record.key)
+        else:
+            self.tombstones.discard(record.key)
         if sign > 0 and (self.max_version is None or record.version > self.max_version):
             self.max_version = record.version

@@ -1,28 +1,67 @@
-"""Byte encoding of records in log and snapshot files (pure, no I/O).
+"""Byte encoding of log, snapshot and hints files (pure, no I/O): format v1.
 
-Rules: a file is a sequence of frames `[u32 payload length][u32 crc32][payload]`
-(little endian). The payload is `[u8 kind][u64 wall_ms][u32 logical]
-[u16 node id length][u32 key length][node id][key][value]`; kind 1 is a value,
-kind 2 a tombstone. Decoding tells a torn tail (an incomplete final write,
-which a crash may leave and which is cut) from corruption (a bad frame with
-intact data after it, which must stop the node rather than lose data).
+Rules: a file is a 24-byte header, then a sequence of frames (little endian).
+
+Header: `[8s magic b"A3REDIS\\0"][u16 format version = 1][u16 file kind]
+[u64 salt][u32 crc32 of the previous 20 bytes]`. Kind 1 is a log, 2 a
+snapshot, 3 a hints file. The salt is random, chosen when the file is created.
+
+Frame: `[u32 payload length][u32 checksum][payload]`, where the checksum is
+`crc32(payload)` started from `crc32(salt as u64) ^ (offset mod 2**32)` and
+`offset` is where the frame starts in its file. The payload is `[u8 kind]
+[u64 wall_ms][u32 logical][u16 node id length][u32 key length][node id][key]
+[value]`; kind 1 is a value, kind 2 a tombstone, kind 3 a purge (logs only:
+the tombstone of that key and version is gone for good; decoded as `Purge`).
+
+A frame therefore validates only in the file it was written to and only at
+the offset it was written at: a copy of a frame inside a value, or stale
+blocks of another file, never pass for a record. That is what makes the
+torn-tail rule reliable: a bad frame is a torn tail (an incomplete final
+write, cut) only if no valid frame starts anywhere after it; otherwise it is
+corruption, which must stop the node rather than lose data.
 """
 
 from __future__ import annotations
 
+import enum
+import re
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 
-_HEADER = struct.Struct("<II")
+MAGIC = b"A3REDIS\x00"
+FORMAT_VERSION = 1
+_FILE_HEADER = struct.Struct("<8sHHQI")
+HEADER_SIZE = _FILE_HEADER.size  # 24
+_HEADER_CHECKED = HEADER_SIZE - 4  # the header's own crc covers everything before it
+
+_FRAME = struct.Struct("<II")
+FRAME_HEADER_SIZE = _FRAME.size
 _BODY = struct.Struct("<BQIHI")
 KIND_VALUE = 1
 KIND_TOMBSTONE = 2
+KIND_PURGE = 3
 # A frame longer than this is corruption, not data: values are capped far below.
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+_MASK32 = 0xFFFFFFFF
+# Where a frame may start, its payload's first byte (the kind) is 1, 2 or 3.
+_KIND_BYTE = re.compile(b"[\x01-\x03]")
+
+
+class Purge(Record):
+    """A log entry that removes the tombstone `(key, version)` for good (value is None)."""
+
+    __slots__ = ()
+
+
+class FileKind(enum.IntEnum):
+    LOG = 1
+    SNAPSHOT = 2
+    HINTS = 3
 
 
 class CorruptLogError(Exception):
@@ -32,27 +71,145 @@ class CorruptLogError(Exception):
         self.reason = reason
 
 
-def encode(record: Record) -> bytes:
+class HeaderError(CorruptLogError):
+    """The file header is unusable: not ours, damaged, or from another format version."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(0, reason)
+        self.args = (f"bad file header: {reason}",)
+
+
+# ----- header --------------------------------------------------------------------------------
+
+
+def encode_header(kind: FileKind, salt: int) -> bytes:
+    head = _FILE_HEADER.pack(MAGIC, FORMAT_VERSION, kind, salt, 0)[:_HEADER_CHECKED]
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def decode_header(data: bytes | bytearray | memoryview, kind: FileKind) -> int:
+    """Check a file's header; return its salt or raise HeaderError."""
+    if len(data) < HEADER_SIZE:
+        raise HeaderError(f"incomplete header ({len(data)} of {HEADER_SIZE} bytes)")
+    magic, version, found_kind, salt, checksum = _FILE_HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise HeaderError(
+            "no a3redis format header (not an a3redis data file, a damaged one, "
+            "or one written before file format v1)"
+        )
+    # The version comes before the checksum: a later format may lay out the rest differently.
+    if version != FORMAT_VERSION:
+        raise HeaderError(
+            f"file format version {version}, but this a3redis reads version {FORMAT_VERSION} "
+            "(written by a newer a3redis, or a damaged header)"
+        )
+    if zlib.crc32(memoryview(data)[:_HEADER_CHECKED]) != checksum:
+        raise HeaderError("header checksum mismatch")
+    if found_kind != kind:
+        try:
+            found = FileKind(found_kind).name.lower()
+        except ValueError:
+            found = f"unknown kind {found_kind}"
+        raise HeaderError(f"a {found} file where a {kind.name.lower()} file belongs")
+    return int(salt)
+
+
+def salt_seed(salt: int) -> int:
+    """The crc start value every frame checksum of a file derives from."""
+    return zlib.crc32(salt.to_bytes(8, "little"))
+
+
+# ----- frames --------------------------------------------------------------------------------
+
+
+def encode_payload(record: Record) -> bytes:
+    """A record's frame payload; raises (struct.error) if a field is out of range."""
     version = record.version
     node = version.node_id.encode()
-    if record.value is None:
+    if isinstance(record, Purge):
+        kind, value = KIND_PURGE, b""
+    elif record.value is None:
         kind, value = KIND_TOMBSTONE, b""
     else:
         kind, value = KIND_VALUE, record.value
     body = _BODY.pack(kind, version.wall_ms, version.logical, len(node), len(record.key))
-    payload = b"".join((body, node, record.key, value))
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    return b"".join((body, node, record.key, value))
+
+
+def frame(payload: bytes, seed: int, offset: int) -> bytes:
+    """Frame `payload` to start at `offset` of a file whose salt_seed is `seed`."""
+    checksum = zlib.crc32(payload, seed ^ (offset & _MASK32))
+    return _FRAME.pack(len(payload), checksum) + payload
+
+
+def frame_all(payloads: Iterable[bytes], seed: int, offset: int) -> bytes:
+    """Frame payloads to be written one after the other, the first at `offset`."""
+    out: list[bytes] = []
+    crc32 = zlib.crc32
+    pack = _FRAME.pack
+    mask = _MASK32
+    for payload in payloads:
+        out.append(pack(len(payload), crc32(payload, seed ^ (offset & mask))))
+        out.append(payload)
+        offset += FRAME_HEADER_SIZE + len(payload)
+    return b"".join(out)
+
+
+def encode(record: Record, salt: int = 0, offset: int = 0) -> bytes:
+    """One record's frame, at `offset` of a file with `salt`.
+
+    The defaults only suit measuring a frame (its length does not depend on
+    them): offset 0 is a header, so such a frame never validates in a file.
+    """
+    return frame(encode_payload(record), salt_seed(salt), offset)
+
+
+def encode_file(kind: FileKind, salt: int, records: Iterable[Record]) -> bytes:
+    """A whole file: header and every record."""
+    seed = salt_seed(salt)
+    payloads = (encode_payload(record) for record in records)
+    return encode_header(kind, salt) + frame_all(payloads, seed, HEADER_SIZE)
+
+
+# ----- decoding ------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class DecodeResult:
     records: list[Record]
-    # Bytes that hold whole, valid frames; anything after is a torn tail to cut.
+    # Bytes that hold the header and whole, valid frames; anything after is a
+    # torn tail to cut. 0: the header itself is torn (a crash while creating).
     valid_length: int
+    # Why the tail is bad (None: there is no tail).
+    tail_reason: str | None = None
 
 
-def decode(data: bytes | bytearray | memoryview) -> DecodeResult:
-    """Decode every whole frame; raise CorruptLogError for damage before the tail.
+def decode_file(data: bytes | bytearray | memoryview, kind: FileKind) -> DecodeResult:
+    """Decode a whole file; raise CorruptLogError (HeaderError) for damage before the tail.
+
+    A header that is incomplete, or bad with nothing after it, is a torn
+    tail at 0: a crash while the file was being created (no record can
+    have been written, since the header is synced first). A bad header
+    with bytes after it is never guessed at, and an unknown format version
+    or file kind is never read.
+    """
+    size = len(data)
+    if size < HEADER_SIZE:
+        reason = "incomplete file header" if size else None
+        return DecodeResult([], 0, reason)
+    if size == HEADER_SIZE:
+        magic, version, _, _, checksum = _FILE_HEADER.unpack_from(data)
+        damaged = magic != MAGIC or (
+            version == FORMAT_VERSION and zlib.crc32(memoryview(data)[:_HEADER_CHECKED]) != checksum
+        )
+        if damaged:
+            return DecodeResult([], 0, "damaged file header with nothing after it")
+    salt = decode_header(data, kind)
+    return decode_frames(data, salt_seed(salt), HEADER_SIZE)
+
+
+def decode_frames(data: bytes | bytearray | memoryview, seed: int, start: int) -> DecodeResult:
+    """Decode the frames of `data` (a whole file) from `start` on.
 
     A bad frame is a torn tail only if no valid frame starts anywhere after
     it: appends are ordered (a batch is written only after the previous one
@@ -64,26 +221,34 @@ def decode(data: bytes | bytearray | memoryview) -> DecodeResult:
     records: list[Record] = []
     append = records.append
     node_ids: dict[bytes, str] = {}
-    unpack_header = _HEADER.unpack_from
+    unpack_header = _FRAME.unpack_from
     unpack_body = _BODY.unpack_from
     body_size = _BODY.size
     crc32 = zlib.crc32
-    offset = 0
+    offset = start
+    tail_reason = None
     while offset + 8 <= size:
         length, checksum = unpack_header(view, offset)
-        start = offset + 8
-        end = start + length
+        payload_start = offset + 8
+        end = payload_start + length
         if length < body_size or length > MAX_PAYLOAD_BYTES or end > size:
-            _require_torn_tail(view, offset, "impossible frame length")
+            plausible = body_size <= length <= MAX_PAYLOAD_BYTES
+            tail_reason = "incomplete frame" if plausible else "impossible frame length"
+            _require_torn_tail(data, seed, offset, tail_reason)
             break
-        payload = view[start:end]
-        if crc32(payload) != checksum:
-            _require_torn_tail(view, offset, "checksum mismatch")
+        payload = view[payload_start:end]
+        # zlib.crc32 takes its start value mod 2**32: no mask needed on this hot path.
+        if crc32(payload, seed ^ offset) != checksum:
+            tail_reason = "checksum mismatch"
+            if end == size:
+                # The frame is whole: a write torn by a crash, or a damaged final record.
+                tail_reason = "checksum mismatch in a frame that reaches the end of the file"
+            _require_torn_tail(data, seed, offset, tail_reason)
             break
         kind, wall_ms, logical, node_len, key_len = unpack_body(payload)
         node_end = body_size + node_len
         key_end = node_end + key_len
-        if key_end > length or kind not in (KIND_VALUE, KIND_TOMBSTONE):
+        if key_end > length or kind not in (KIND_VALUE, KIND_TOMBSTONE, KIND_PURGE):
             raise CorruptLogError(offset, "checksummed frame with an invalid body")
         raw_node = bytes(payload[body_size:node_end])
         node = node_ids.get(raw_node)
@@ -93,26 +258,49 @@ def decode(data: bytes | bytearray | memoryview) -> DecodeResult:
             except UnicodeDecodeError:
                 raise CorruptLogError(offset, "checksummed frame with an invalid node id") from None
         value = bytes(payload[key_end:]) if kind == KIND_VALUE else None
-        append(Record(bytes(payload[node_end:key_end]), value, Version(wall_ms, logical, node)))
+        entry = Purge if kind == KIND_PURGE else Record
+        append(entry(bytes(payload[node_end:key_end]), value, Version(wall_ms, logical, node)))
         offset = end
-    if offset < size and offset + 8 > size:
-        _require_torn_tail(view, offset, "incomplete frame header")
-    return DecodeResult(records, offset)
+    if offset < size and tail_reason is None:
+        tail_reason = "incomplete frame header"
+        _require_torn_tail(data, seed, offset, tail_reason)
+    return DecodeResult(records, offset, tail_reason)
 
 
-def _is_frame_at(view: memoryview, position: int) -> bool:
-    if position + 8 + _BODY.size > len(view):
-        return False
-    length, checksum = _HEADER.unpack_from(view, position)
-    end = position + 8 + length
-    if length < _BODY.size or end > len(view):
-        return False
-    return bool(zlib.crc32(view[position + 8 : end]) == checksum)
+def _require_torn_tail(
+    data: bytes | bytearray | memoryview, seed: int, offset: int, reason: str
+) -> None:
+    position = find_frame(data, seed, offset + 1)
+    if position is not None:
+        raise CorruptLogError(offset, f"{reason}, followed by a valid record at offset {position}")
 
 
-def _require_torn_tail(view: memoryview, offset: int, reason: str) -> None:
-    for position in range(offset + 1, len(view) - 8):
-        if _is_frame_at(view, position):
-            raise CorruptLogError(
-                offset, f"{reason}, followed by a valid record at offset {position}"
-            )
+def find_frame(data: bytes | bytearray | memoryview, seed: int, start: int) -> int | None:
+    """The first offset >= `start` where a valid frame of this file begins, if any.
+
+    Only offsets whose payload kind byte is 1 or 2 can start a frame; a
+    regular expression finds those in C, so a long tail of zeros (the usual
+    torn tail) costs one pass, not a Python loop per byte.
+    """
+    buffer = data if isinstance(data, bytes | bytearray) else bytes(data)
+    size = len(buffer)
+    unpack_header = _FRAME.unpack_from
+    unpack_body = _BODY.unpack_from
+    body_size = _BODY.size
+    crc32 = zlib.crc32
+    view = memoryview(buffer)
+    for match in _KIND_BYTE.finditer(buffer, start + FRAME_HEADER_SIZE):
+        payload_start = match.start()
+        if payload_start + body_size > size:
+            break
+        position = payload_start - FRAME_HEADER_SIZE
+        length, checksum = unpack_header(buffer, position)
+        end = payload_start + length
+        if length < body_size or length > MAX_PAYLOAD_BYTES or end > size:
+            continue
+        _, _, _, node_len, key_len = unpack_body(buffer, payload_start)
+        if body_size + node_len + key_len > length:
+            continue
+        if crc32(view[payload_start:end], seed ^ (position & _MASK32)) == checksum:
+            return position
+    return None

@@ -6,7 +6,11 @@ dies, so a `kill -9` never leaves a stale lock). Files are `log-<gen>.wal`
 and `snapshot-<gen>.snap`; snapshot G holds everything written to logs
 older than G, so recovery is: newest snapshot G, then logs >= G in order.
 A snapshot becomes visible only by an atomic rename after its fsync.
-Callers run these functions in a worker thread when the event loop is live.
+Every file starts with a header (codec.py) that is synced before any
+record is appended, so a log too short to hold one was cut short while
+being created and holds nothing; a bad header with bytes after it is never
+guessed at. Callers run these functions in a worker thread when the event
+loop is live.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -22,6 +27,8 @@ from pathlib import Path
 
 from a3redis.core.record import Record
 from a3redis.storage import codec
+
+log = logging.getLogger(__name__)
 
 _LOG = re.compile(r"^log-(\d{10})\.wal$")
 _SNAPSHOT = re.compile(r"^snapshot-(\d{10})\.snap$")
@@ -37,6 +44,10 @@ def log_name(generation: int) -> str:
 
 def snapshot_name(generation: int) -> str:
     return f"snapshot-{generation:010d}.snap"
+
+
+def new_salt() -> int:
+    return int.from_bytes(os.urandom(8), "little")
 
 
 def fsync_dir(path: Path) -> None:
@@ -55,7 +66,10 @@ class DirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise DataDirError(f"cannot open the lock file {self.path}: {error.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -65,8 +79,17 @@ class DirLock:
                 f"DATA_DIR {self.path.parent} is in use by another a3redis process "
                 f"(pid {holder}); each node needs its own DATA_DIR"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as error:
+            os.close(fd)
+            raise DataDirError(f"cannot lock {self.path}: {error.strerror}") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as error:
+            os.close(fd)
+            raise DataDirError(
+                f"cannot write the lock file {self.path}: {error.strerror}"
+            ) from None
         self._fd = fd
 
     def release(self) -> None:
@@ -91,12 +114,36 @@ class Recovered:
 
 
 class AppendLog:
-    """An append-only log file open for writing."""
+    """An append-only file of frames (a log, or hints) open for writing.
 
-    def __init__(self, path: Path) -> None:
+    A new file (or one too short to hold a header: a crash while creating
+    it) gets a fresh header, synced before any record can follow it. An
+    existing file must have a good header of `kind` (DataDirError if not).
+    """
+
+    def __init__(self, path: Path, kind: codec.FileKind = codec.FileKind.LOG) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self.size = os.fstat(self._fd).st_size
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self.size = os.fstat(self._fd).st_size
+            if self.size < codec.HEADER_SIZE:
+                salt = new_salt()
+                os.ftruncate(self._fd, 0)
+                self.size = 0
+                self.write_and_sync(codec.encode_header(kind, salt))
+            else:
+                try:
+                    salt = codec.decode_header(os.pread(self._fd, codec.HEADER_SIZE, 0), kind)
+                except codec.HeaderError as error:
+                    raise DataDirError(f"{path}: {error}") from None
+        except BaseException:
+            self.close()
+            raise
+        self._seed = codec.salt_seed(salt)
+
+    def frames(self, payloads: Iterable[bytes]) -> bytes:
+        """Frame record payloads (codec.encode_payload) to be written next, at the end."""
+        return codec.frame_all(payloads, self._seed, self.size)
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -146,7 +193,7 @@ class DataDir:
         records: list[Record] = []
         if base:
             path = self.path / snapshot_name(base)
-            records = self._read(path, allow_torn=False)
+            records = self._read(path, codec.FileKind.SNAPSHOT)
             # A snapshot is a dump of the table: keys strictly increase. Anything
             # else is damage the checksums could not see (or a foreign file).
             if not all(a.key < b.key for a, b in itertools.pairwise(records)):
@@ -157,17 +204,30 @@ class DataDir:
         for generation in logs:
             path = self.path / log_name(generation)
             before = path.stat().st_size
-            records.extend(self._read(path, allow_torn=True))
+            records.extend(self._read(path, codec.FileKind.LOG))
             after = path.stat().st_size
             torn += before - after
             log_bytes += after
         generation = max([base, *logs, 1])
         return Recovered(records, snapshot_count, base, generation, log_bytes, torn)
 
-    def _read(self, path: Path, *, allow_torn: bool) -> list[Record]:
-        data = path.read_bytes()
+    def _read(self, path: Path, kind: codec.FileKind) -> list[Record]:
+        """Decode a log (cutting a torn tail) or a snapshot (never torn: any damage stops)."""
         try:
-            result = codec.decode(data)
+            data = path.read_bytes()
+        except OSError as error:
+            raise DataDirError(f"cannot read {path}: {error.strerror}") from None
+        try:
+            if kind is codec.FileKind.SNAPSHOT:
+                # Renamed into place only after its fsync: even a bad header is damage.
+                codec.decode_header(data, kind)
+            result = codec.decode_file(data, kind)
+        except codec.HeaderError as error:
+            raise DataDirError(
+                f"{path}: {error}. The node will not start rather than guess at its "
+                f"contents: restore the file from a replica or backup, or use the "
+                f"a3redis version that wrote it"
+            ) from None
         except codec.CorruptLogError as error:
             raise DataDirError(
                 f"{path}: {error}. The node will not start rather than drop data: "
@@ -175,38 +235,29 @@ class DataDir:
                 f"{error.offset} to accept losing what follows"
             ) from None
         if result.valid_length < len(data):
-            if not allow_torn:
-                raise DataDirError(f"{path}: snapshot is truncated at {result.valid_length}")
+            if kind is codec.FileKind.SNAPSHOT:
+                raise DataDirError(
+                    f"{path}: snapshot is truncated at {result.valid_length} ({result.tail_reason})"
+                )
             # A torn tail is an append that never completed (never acknowledged).
-            with open(path, "r+b") as handle:
-                handle.truncate(result.valid_length)
-                handle.flush()
-                os.fsync(handle.fileno())
+            log.warning(
+                "%s: cutting %d bytes at offset %d: %s",
+                path,
+                len(data) - result.valid_length,
+                result.valid_length,
+                result.tail_reason,
+            )
+            truncate_file(path, result.valid_length)
         return result.records
 
     def open_log(self, generation: int) -> AppendLog:
-        log = AppendLog(self.path / log_name(generation))
+        append_log = AppendLog(self.path / log_name(generation))
         fsync_dir(self.path)
-        return log
+        return append_log
 
     def write_snapshot(self, generation: int, records: Iterable[Record]) -> int:
         """Write snapshot `generation` atomically; return its size in bytes."""
-        final = self.path / snapshot_name(generation)
-        temporary = final.with_suffix(".tmp")
-        size = 0
-        with open(temporary, "wb", buffering=1024 * 1024) as handle:
-            chunk: list[bytes] = []
-            for record in records:
-                chunk.append(codec.encode(record))
-                if len(chunk) >= 4096:
-                    size += handle.write(b"".join(chunk))
-                    chunk.clear()
-            size += handle.write(b"".join(chunk))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-        fsync_dir(self.path)
-        return size
+        return write_file(self.path / snapshot_name(generation), codec.FileKind.SNAPSHOT, records)
 
     def remove_before(self, generation: int) -> None:
         """Delete snapshots and logs made obsolete by snapshot `generation`."""
@@ -216,3 +267,28 @@ class DataDir:
                     with contextlib.suppress(FileNotFoundError):
                         (self.path / name(old)).unlink()
         fsync_dir(self.path)
+
+
+def truncate_file(path: Path, size: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_file(final: Path, kind: codec.FileKind, records: Iterable[Record]) -> int:
+    """Write a file of `records` atomically (temporary file, fsync, rename); return its size."""
+    temporary = final.with_suffix(".tmp")
+    salt = new_salt()
+    seed = codec.salt_seed(salt)
+    size = 0
+    with open(temporary, "wb", buffering=1024 * 1024) as handle:
+        size += handle.write(codec.encode_header(kind, salt))
+        payloads = (codec.encode_payload(record) for record in records)
+        while chunk := list(itertools.islice(payloads, 4096)):
+            size += handle.write(codec.frame_all(chunk, seed, size))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, final)
+    fsync_dir(final.parent)
+    return size

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import Record, supersedes
 from a3redis.core.table import RecordTable
 from a3redis.storage import codec
+from a3redis.storage.codec import Purge
 from a3redis.storage.files import AppendLog, DataDir, DataDirError
 from a3redis.supervision import unwrap_single_group
 
@@ -55,7 +56,7 @@ class StoreFailedError(Exception):
 @dataclass(slots=True)
 class _Batch:
     records: list[Record] = field(default_factory=list)
-    frames: list[bytes] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)  # framed at commit, at their offset
     done: trio.Event = field(default_factory=trio.Event)
     error: BaseException | None = None
 
@@ -90,7 +91,8 @@ class Store:
         self._generation = generation
         self._fsync = fsync
         self._compact_min_bytes = compact_min_bytes
-        self._log_bytes = log_file.size
+        # Record bytes in the current log (not its header), to compare with live records.
+        self._log_bytes = log_file.size - codec.HEADER_SIZE
         self._batch = _Batch()
         self._inflight: _Batch | None = None
         # Records written to the current or in-flight batch, not yet visible.
@@ -147,7 +149,7 @@ class Store:
         snapshot = recovered.records[: recovered.snapshot_count]
         table = RecordTable.from_sorted_unique(snapshot)
         for record in recovered.records[recovered.snapshot_count :]:
-            table.apply(record)
+            _replay(table, record)
         data_dir.remove_before(recovered.snapshot_generation)
         log_file = data_dir.open_log(recovered.generation)
         if recovered.torn_bytes_cut:
@@ -258,15 +260,11 @@ class Store:
 
     async def apply_many(self, records: Iterable[Record]) -> list[bool]:
         """Apply records atomically with respect to other tasks; one commit for all."""
-        if self._failure is not None:
-            raise StoreFailedError(f"storage failed earlier: {self._failure}")
-        if self._closing:
-            raise StoreClosedError("the store is closing")
-        batch = self._batch
+        self._check_writable()
         accepted: list[bool] = []
         staged: dict[bytes, Record] = {}
         new_records: list[Record] = []
-        new_frames: list[bytes] = []
+        new_payloads: list[bytes] = []
         for record in records:
             key = record.key
             current = staged.get(key) or self._unsynced.get(key) or self._table.get(key)
@@ -274,15 +272,55 @@ class Store:
                 accepted.append(False)
                 continue
             # Encoding may fail (a field out of range): queue nothing until all encode.
-            new_frames.append(codec.encode(record))
+            new_payloads.append(codec.encode_payload(record))
             new_records.append(record)
             staged[key] = record
             accepted.append(True)
-        if not new_records:
-            return accepted
+        if new_records:
+            await self._commit(new_records, new_payloads, staged)
+        return accepted
+
+    async def purge(self, tombstones: Iterable[Record]) -> int:
+        """Remove tombstones for good, durably; any that are no longer current stay.
+
+        Only anti-entropy calls this, for tombstones every replica is known to hold
+        (see core.purge); a purge is a log entry, so it survives a restart.
+        """
+        self._check_writable()
+        purges: dict[bytes, Purge] = {}
+        for tombstone in tombstones:
+            current = self.latest(tombstone.key)
+            if (
+                current is not None
+                and current.value is None
+                and not isinstance(current, Purge)
+                and current.version == tombstone.version
+            ):
+                purges[tombstone.key] = Purge(*current)
+        if purges:
+            chosen = list(purges.values())
+            await self._commit(chosen, [codec.encode_payload(p) for p in chosen], purges)
+        return len(purges)
+
+    def tombstones(self) -> list[Record]:
+        """Every tombstone currently stored (what a purge pass considers)."""
+        found = (self._table.get(key) for key in self._table.tombstones)
+        return [record for record in found if record is not None]
+
+    def _check_writable(self) -> None:
+        if self._failure is not None:
+            raise StoreFailedError(f"storage failed earlier: {self._failure}")
+        if self._closing:
+            raise StoreClosedError("the store is closing")
+
+    async def _commit(
+        self, records: Sequence[Record], payloads: list[bytes], staged: Mapping[bytes, Record]
+    ) -> None:
+        """Queue records for the next group commit and wait until they are durable."""
+        batch = self._batch
         self._unsynced.update(staged)
-        batch.records.extend(new_records)
-        batch.frames.extend(new_frames)
+        batch.records.extend(records)
+        batch.payloads.extend(payloads)
         self._wake.set()
         # Waiting is shielded: once queued, the write is committed whether or not
         # the caller is still interested, and the caller must not report success
@@ -291,7 +329,6 @@ class Store:
             await batch.done.wait()
         if batch.error is not None:
             raise StoreFailedError(f"write failed: {batch.error}") from batch.error
-        return accepted
 
     async def _commit_loop(self) -> None:
         try:
@@ -320,7 +357,7 @@ class Store:
             if not batch.records:
                 continue
             self._inflight = batch
-            data = b"".join(batch.frames)
+            data = self._log.frames(batch.payloads)
             try:
                 if self._fsync is FsyncPolicy.ALWAYS:
                     await trio.to_thread.run_sync(self._log.write_and_sync, data)
@@ -341,7 +378,7 @@ class Store:
 
     def _publish(self, batch: _Batch) -> None:
         for record in batch.records:
-            self._table.apply(record)
+            _replay(self._table, record)
             if self._unsynced.get(record.key) is record:
                 del self._unsynced[record.key]
 
@@ -433,3 +470,11 @@ def _build_index(records: list[Record], partitions: int, chunks: int) -> MerkleI
     for record in records:
         index.update(None, record)
     return index
+
+
+def _replay(table: RecordTable, entry: Record) -> None:
+    """Apply one log entry to the table: a record, or a purge of a tombstone."""
+    if isinstance(entry, Purge):
+        table.purge(entry)
+    else:
+        table.apply(entry)

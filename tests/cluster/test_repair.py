@@ -46,7 +46,8 @@ async def test_a_replica_that_missed_writes_and_deletes_is_repaired_within_one_i
     with trio.fail_after(1 * 1.2 + 8):  # one interval (with jitter) plus start-up and transfer
         while not await converged():
             await trio.sleep(0.2)
-    assert "[anti-entropy] MISMATCH" in "".join(n.output() for n in nodes)
+    # The round logs its MISMATCH line once its transfers are done.
+    wait_for(lambda: "[anti-entropy] MISMATCH" in "".join(n.output() for n in nodes), 5, "logged")
 
     # Later rounds never bring the deleted keys back.
     for node in nodes:
@@ -85,3 +86,52 @@ async def test_repair_fixes_one_divergent_key_by_moving_only_it(
     assert "pushed 1" in cli.stdout, cli.stdout
     assert [await local_view(n, [b"k7"]) for n in nodes] == [[b"changed-here-only"]] * 3
     assert await local_copies(nodes, keys) == [3] * len(keys)
+
+
+async def test_tombstones_are_purged_only_after_every_replica_holds_them(
+    node_factory: NodeFactory,
+) -> None:
+    nodes = start_cluster(
+        node_factory,
+        3,
+        SYNC_INTERVAL="1",
+        FAILURE_TIMEOUT="2",
+        HINT_WINDOW="0",
+        TOMBSTONE_GRACE="3",
+    )
+    keys = [f"gone-{i}".encode() for i in range(40)]
+    async with Client.connect(nodes[0].endpoint) as client:
+        await client.batch_put([(k, b"old") for k in keys], Consistency.ALL)
+    nodes[2].kill()  # node-3 keeps the old values and misses the deletes
+    async with Client.connect(nodes[0].endpoint) as client:
+        for key in keys:
+            await client.delete(key, Consistency.QUORUM)
+    await trio.sleep(5)  # past the grace period: still no purge, node-3 never confirmed
+    for node in nodes[:2]:
+        async with Client.connect(node.endpoint) as client:
+            held = await client.batch_get(keys, LOCAL)
+            assert all(not r.found and r.version is not None for r in held), "purged too early"
+
+    nodes[2].start()
+
+    async def purged_everywhere() -> bool:
+        done = True
+        for node in nodes:
+            async with Client.connect(node.endpoint) as client:
+                held = await client.batch_get(keys, LOCAL)
+            if node is not nodes[2]:  # node-3 shows its stale values until repaired
+                assert not any(r.found for r in held), f"a deleted key came back on {node.endpoint}"
+            done = done and all(not r.found and r.version is None for r in held)
+        return done
+
+    with trio.fail_after(20):
+        while not await purged_everywhere():
+            await trio.sleep(0.3)
+    # More rounds bring nothing back, on any node.
+    for node in nodes:
+        async with Client.connect(node.endpoint) as client:
+            await client.repair(wait=True)
+    assert await purged_everywhere()
+    for node in nodes:
+        async with Client.connect(node.endpoint) as client:
+            assert not any(r.found for r in await client.batch_get(keys, Consistency.ALL))

@@ -44,6 +44,7 @@ def test_defaults_for_node_3() -> None:
         sync_interval=30.0,
         chunk_count=16,
         repair_max_keys_per_second=5000.0,
+        tombstone_grace=86400.0,
         clock_offset_ms=0,
         debug_log=False,
     )
@@ -91,6 +92,7 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("CHUNK_COUNT", "64", "chunk_count", 64),
     ("REPAIR_MAX_KEYS_PER_SECOND", "0", "repair_max_keys_per_second", 0.0),
     ("A3REDIS_CLOCK_OFFSET_MS", "-5000", "clock_offset_ms", -5000),
+    ("TOMBSTONE_GRACE", "60", "tombstone_grace", 60.0),
     ("DEBUG_LOG", "true", "debug_log", True),
 ]
 
@@ -162,6 +164,7 @@ BAD_VALUES = [
     ("CHUNK_COUNT", "12", "a power of two from 1 to 1024"),
     ("REPAIR_MAX_KEYS_PER_SECOND", "-1", "keys per second, 0 for no limit"),
     ("A3REDIS_CLOCK_OFFSET_MS", "soon", "milliseconds within a day (tests only)"),
+    ("TOMBSTONE_GRACE", "0", "seconds, from 1 to 31536000"),
     ("BIND_HOST", "", "an IP address or host name"),
     ("ADVERTISE_HOST", "user@host", "an IP address or host name"),
     ("DATA_DIR", "", "a directory path"),

@@ -40,6 +40,7 @@ def assert_matches(
     assert table.records() == ordered
     assert len(table) == len(model)
     assert table.live_count == sum(1 for r in model.values() if r.value is not None)
+    assert table.tombstones == {key for key, r in model.items() if r.value is None}
     assert table.encoded_bytes == sum(encoded_size(r) for r in model.values())
     assert table.encoded_bytes == sum(len(codec.encode(r)) for r in model.values())
     assert table.max_version == high_water

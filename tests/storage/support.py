@@ -22,6 +22,8 @@ from a3redis.storage import codec
 from a3redis.storage.files import AppendLog
 
 NODE = "n1"
+# The salt of files the tests write themselves (the store draws a random one).
+SALT = 0x0123_4567_89AB_CDEF
 
 
 def rec(
@@ -30,8 +32,22 @@ def rec(
     return Record(key, value, Version(wall_ms, logical, node))
 
 
-def frames(records: list[Record]) -> bytes:
-    return b"".join(codec.encode(record) for record in records)
+def file_bytes(
+    records: list[Record], kind: codec.FileKind = codec.FileKind.LOG, salt: int = SALT
+) -> bytes:
+    """A whole file (header and frames), as the store writes it."""
+    return codec.encode_file(kind, salt, records)
+
+
+def frames(records: list[Record], salt: int = SALT, offset: int = codec.HEADER_SIZE) -> bytes:
+    """Frames for `records`, appended at `offset` of a file with `salt`."""
+    payloads = [codec.encode_payload(record) for record in records]
+    return codec.frame_all(payloads, codec.salt_seed(salt), offset)
+
+
+def file_salt(path: Path, kind: codec.FileKind = codec.FileKind.LOG) -> int:
+    with open(path, "rb") as handle:
+        return codec.decode_header(handle.read(codec.HEADER_SIZE), kind)
 
 
 def log_files(path: Path) -> list[Path]:

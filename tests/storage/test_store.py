@@ -36,6 +36,8 @@ from tests.storage.support import (
     copy_data_dir,
     data_files,
     dir_size,
+    file_bytes,
+    file_salt,
     frames,
     log_files,
     open_fds_under,
@@ -199,13 +201,16 @@ async def test_reads_never_see_an_unacknowledged_write(
         async def write() -> None:
             done.append(await store.apply_many([new, brand_new]))
 
+        log_path = log_files(tmp_path)[0]
+        synced = log_path.read_bytes()
         async with trio.open_nursery() as nursery:
             with write_then_sync_gate(store._log) as gate:
                 monkeypatch.setattr(store._log, "write_and_sync", gate)
                 nursery.start_soon(write)
                 await entered(gate)
                 # The bytes are in the log file, but not synced: nobody may see them.
-                assert log_files(tmp_path)[0].read_bytes().endswith(frames([new, brand_new]))
+                batch = frames([new, brand_new], file_salt(log_path), len(synced))
+                assert log_path.read_bytes() == synced + batch
                 assert store.get(b"k") == old
                 assert store.get(b"fresh") is None
                 assert store.scan() == [old]
@@ -246,7 +251,8 @@ async def test_concurrent_writes_share_one_fsync_per_batch(
         assert results == [True] * writes
         assert len(batches) == stats.fsyncs == stats.commits
         assert stats.fsyncs <= writes // 20, stats
-        assert sum(batches) == stats.log_bytes == file_size(log_files(tmp_path)[0])
+        assert sum(batches) == stats.log_bytes
+        assert codec.HEADER_SIZE + stats.log_bytes == file_size(log_files(tmp_path)[0])
         for i in range(writes):
             assert store.get(b"key-%d" % i) == rec(b"key-%d" % i, b"v%d" % i, 100 + i)
 
@@ -294,7 +300,17 @@ async def test_crash_copy_keeps_every_acknowledged_write(
         assert len(store.scan()) == len(acked)
 
 
-@pytest.mark.parametrize("tail", ["partial-frame", "header-only", "zeros", "garbage-header"])
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "partial-frame",
+        "header-only",
+        "zeros",
+        "garbage-header",
+        "value-holding-a-copy-of-the-log",
+        "stale-blocks-of-another-log",
+    ],
+)
 async def test_torn_tail_is_cut_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, tail: str
 ) -> None:
@@ -304,12 +320,20 @@ async def test_torn_tail_is_cut_and_logged(
             assert await store.apply(record)
     log_path = log_files(tmp_path)[0]
     good_size = file_size(log_path)
-    frame = codec.encode(rec(b"c", b"torn write", 4))
+    salt = file_salt(log_path)
+    frame = codec.encode(rec(b"c", b"torn write", 4), salt, good_size)
+    # Its value holds every frame of the log (each valid where it was, not in here).
+    backup = codec.encode(rec(b"c", log_path.read_bytes() * 2, 4), salt, good_size)
+    # A deleted log with the same first records: its later frames sit at the very
+    # offsets where this log's next frames would, checksummed with its own salt.
+    stale = file_bytes([*acked, *(rec(b"s%d" % i, b"stale", 9) for i in range(20))], salt=salt ^ 1)
     appended = {
         "partial-frame": frame[:-1],
         "header-only": frame[:8],
         "zeros": bytes(300),
         "garbage-header": b"\xff" * 11,
+        "value-holding-a-copy-of-the-log": backup[:-3],
+        "stale-blocks-of-another-log": frame[:5] + stale[good_size + 5 :],
     }[tail]
     append_bytes(log_path, appended)
     with caplog.at_level(logging.WARNING, logger=STORE_LOGGER):
@@ -322,6 +346,9 @@ async def test_torn_tail_is_cut_and_logged(
             # Later appends land right after the last whole frame, not after the junk.
             assert await store.apply(rec(b"d", b"after", 5))
     assert any(f"torn log tail of {len(appended)} bytes" in m for m in caplog.messages)
+    # Which file, where, and why, for an operator who suspects a damaged final record.
+    detail = f"{log_path}: cutting {len(appended)} bytes at offset {good_size}: "
+    assert [m for m in caplog.messages if m.startswith(detail)], caplog.messages
     async with Store.open(tmp_path) as store:
         assert store.stats().torn_bytes_cut == 0
         assert store.get(b"d") == rec(b"d", b"after", 5)
@@ -335,7 +362,7 @@ async def test_corrupt_middle_record_stops_the_open(tmp_path: Path) -> None:
             assert await store.apply(record)
     log_path = log_files(tmp_path)[0]
     original = log_path.read_bytes()
-    offset = len(codec.encode(written[0]))
+    offset = codec.HEADER_SIZE + len(codec.encode(written[0]))
     damaged = bytearray(original)
     damaged[offset + 12] ^= 0x40  # inside the second frame's payload
     log_path.write_bytes(bytes(damaged))
@@ -353,16 +380,100 @@ async def test_corrupt_middle_record_stops_the_open(tmp_path: Path) -> None:
         assert [store.get(r.key) for r in written] == written
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped-last", "flipped-first"])
+@pytest.mark.parametrize("torn", [b"", b"A3RE", bytes(codec.HEADER_SIZE - 1)])
+async def test_a_log_cut_short_while_being_created_is_empty_and_gets_a_header(
+    tmp_path: Path, torn: bytes
+) -> None:
+    """A crash right after a new log was created (log 2 here, after a log switch)."""
+    first = [rec(b"a", b"1", 1), rec(b"b", b"2", 2)]
+    (tmp_path / log_name(1)).write_bytes(file_bytes(first))
+    (tmp_path / log_name(2)).write_bytes(torn)
+    async with Store.open(tmp_path) as store:
+        assert store.stats().torn_bytes_cut == len(torn)
+        assert store.stats().generation == 2
+        assert [store.get(r.key) for r in first] == first
+        assert await store.apply(rec(b"c", b"3", 3))
+    data = (tmp_path / log_name(2)).read_bytes()
+    assert codec.decode_file(data, codec.FileKind.LOG).records == [rec(b"c", b"3", 3)]
+    async with Store.open(tmp_path) as store:
+        assert store.stats().torn_bytes_cut == 0
+        assert store.get(b"c") == rec(b"c", b"3", 3)
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("garbled", "header checksum mismatch"),
+        ("newer-version", "file format version 2, but this a3redis reads version 1"),
+        ("snapshot-kind", "a snapshot file where a log file belongs"),
+        ("no-header", "written before file format v1"),
+    ],
+)
+async def test_a_log_with_a_bad_header_and_data_after_it_stops_the_open(
+    tmp_path: Path, header: str, reason: str
+) -> None:
+    async with Store.open(tmp_path) as store:
+        assert await store.apply(rec(b"a", b"1", 1))
+    log_path = log_files(tmp_path)[0]
+    data = bytearray(log_path.read_bytes())
+    if header == "garbled":
+        data[15] ^= 0x01  # in the salt: every frame after it would be misread
+    elif header == "newer-version":
+        data[8] = 2
+    elif header == "snapshot-kind":
+        salt = file_salt(log_path)
+        data[: codec.HEADER_SIZE] = codec.encode_header(codec.FileKind.SNAPSHOT, salt)
+    else:  # the frames of a log written before format v1 had no header before them
+        data = data[codec.HEADER_SIZE :]
+    log_path.write_bytes(bytes(data))
+    with pytest.raises(DataDirError) as caught:
+        async with Store.open(tmp_path):
+            pytest.fail("a log with a bad header must not open")
+    message = str(caught.value)
+    assert message.startswith(f"{log_path}: bad file header: ")
+    assert reason in message
+    assert log_path.read_bytes() == bytes(data)  # nothing was cut or rewritten
+
+
+async def test_a_corrupt_record_before_a_long_torn_looking_tail_stops_the_open(
+    tmp_path: Path,
+) -> None:
+    """Damage is told from a torn tail by any valid frame after it, however far."""
+    async with Store.open(tmp_path) as store:
+        assert await store.apply(rec(b"a", b"1", 1))
+        assert await store.apply(rec(b"b", b"x" * (1 << 20), 2))
+        assert await store.apply(rec(b"c", b"3", 3))
+    log_path = log_files(tmp_path)[0]
+    damaged = bytearray(log_path.read_bytes())
+    offset = codec.HEADER_SIZE + len(codec.encode(rec(b"a", b"1", 1)))
+    damaged[offset + 100] ^= 0x01
+    log_path.write_bytes(bytes(damaged))
+    with pytest.raises(DataDirError) as caught:
+        async with Store.open(tmp_path):
+            pytest.fail("a corrupt log must not open")
+    assert f"{log_path}: corrupt record at byte offset {offset}" in str(caught.value)
+    assert log_path.read_bytes() == bytes(damaged)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "flipped-last", "flipped-first", "flipped-header", "header-only-torn", "empty"],
+)
 async def test_damaged_snapshot_stops_the_open(tmp_path: Path, damage: str) -> None:
     snapshot = [rec(b"a", b"1", 1), rec(b"b", b"2", 2), rec(b"c", b"3", 3)]
-    data = bytearray(frames(snapshot))
+    data = bytearray(file_bytes(snapshot, codec.FileKind.SNAPSHOT))
     if damage == "truncated":
         data = data[:-4]
     elif damage == "flipped-last":
         data[-1] ^= 1
+    elif damage == "flipped-first":
+        data[codec.HEADER_SIZE + 10] ^= 1
+    elif damage == "flipped-header":
+        data[14] ^= 1
+    elif damage == "header-only-torn":
+        data = data[: codec.HEADER_SIZE - 1]
     else:
-        data[10] ^= 1
+        data = bytearray()
     (tmp_path / snapshot_name(2)).write_bytes(bytes(data))
     (tmp_path / log_name(2)).write_bytes(b"")
     # A snapshot is renamed into place only after its fsync: it is never torn,
@@ -380,7 +491,7 @@ async def test_snapshot_that_is_no_table_dump_stops_the_open(
     tmp_path: Path, keys: list[bytes]
 ) -> None:
     snapshot = [rec(key, b"v%d" % i, i + 1) for i, key in enumerate(keys)]
-    (tmp_path / snapshot_name(2)).write_bytes(frames(snapshot))
+    (tmp_path / snapshot_name(2)).write_bytes(file_bytes(snapshot, codec.FileKind.SNAPSHOT))
     with pytest.raises(DataDirError, match=snapshot_name(2)):
         async with Store.open(tmp_path):
             pytest.fail("a snapshot with keys out of order must not open")
@@ -417,6 +528,14 @@ async def run_opener(path: Path) -> tuple[int, str]:
             check=False,
         )
     return done.returncode, done.stdout.decode() + done.stderr.decode()
+
+
+async def test_an_unusable_lock_file_is_a_data_dir_error(tmp_path: Path) -> None:
+    (tmp_path / "LOCK").mkdir()  # open(O_RDWR) fails (EISDIR), even for root
+    with pytest.raises(DataDirError) as caught:
+        async with Store.open(tmp_path):
+            pytest.fail("opened without a lock")
+    assert f"cannot open the lock file {tmp_path / 'LOCK'}: Is a directory" in str(caught.value)
 
 
 async def test_second_open_in_the_same_process_fails_at_once(tmp_path: Path) -> None:
@@ -516,7 +635,9 @@ async def test_crash_between_log_switch_and_snapshot_loses_nothing(
             copy_data_dir(live, crashed)
             gate.release.set()
     # Leave a half-written snapshot behind, as a crash during its write would.
-    (crashed / "snapshot-0000000002.tmp").write_bytes(frames([rec(b"k", b"v3", 3)])[:-2])
+    (crashed / "snapshot-0000000002.tmp").write_bytes(
+        file_bytes([rec(b"k", b"v3", 3)], codec.FileKind.SNAPSHOT)[:-2]
+    )
     assert data_files(crashed) == [log_name(1), log_name(2), "snapshot-0000000002.tmp"]
     for attempt in range(3):
         async with Store.open(crashed, compact_min_bytes=1 << 20) as store:
@@ -532,10 +653,13 @@ async def test_crash_between_log_switch_and_snapshot_loses_nothing(
 async def test_recovery_keeps_logs_newer_than_the_snapshot(tmp_path: Path, base: int) -> None:
     """Crash after `log-<G>` was started but before `snapshot-<G>` existed."""
     if base:
-        (tmp_path / snapshot_name(base)).write_bytes(frames([rec(b"s", b"snap", 1)]))
+        snapshot = file_bytes([rec(b"s", b"snap", 1)], codec.FileKind.SNAPSHOT)
+        (tmp_path / snapshot_name(base)).write_bytes(snapshot)
     first_log = base or 1
-    (tmp_path / log_name(first_log)).write_bytes(frames([rec(b"a", b"1", 1), rec(b"b", b"2", 2)]))
-    (tmp_path / log_name(first_log + 1)).write_bytes(frames([rec(b"a", b"3", 3)]))
+    (tmp_path / log_name(first_log)).write_bytes(
+        file_bytes([rec(b"a", b"1", 1), rec(b"b", b"2", 2)])
+    )
+    (tmp_path / log_name(first_log + 1)).write_bytes(file_bytes([rec(b"a", b"3", 3)]))
     (tmp_path / snapshot_name(first_log + 1).replace(".snap", ".tmp")).write_bytes(b"\x01" * 30)
     expected = {b"a": rec(b"a", b"3", 3), b"b": rec(b"b", b"2", 2)}
     if base:
@@ -558,7 +682,7 @@ async def test_recovery_ignores_and_removes_files_older_than_the_newest_snapshot
     assert generation >= 2
     # Leftovers a crash during remove_before could leave: if recovery read them,
     # the newer record would appear, or the garbage snapshot would stop the open.
-    (tmp_path / log_name(generation - 1)).write_bytes(frames([rec(b"k", b"resurrected", 99)]))
+    (tmp_path / log_name(generation - 1)).write_bytes(file_bytes([rec(b"k", b"resurrected", 99)]))
     (tmp_path / snapshot_name(generation - 1)).write_bytes(b"not a snapshot at all" * 3)
     async with Store.open(tmp_path) as store:
         assert store.get(b"k") == rec(b"k", b"v3", 3)

@@ -35,6 +35,7 @@ from tests.storage.support import (
     append_bytes,
     copy_data_dir,
     data_files,
+    file_salt,
     log_files,
     truncate,
     write_then_sync_gate,
@@ -286,7 +287,8 @@ class StoreMachine(RuleBasedStateMachine):
             truncate(copied_log, kept)
             torn = kept - max([acked_size] + [end for end in frame_ends if end <= kept])
         elif damage == "torn-frame":
-            frame = codec.encode(Record(b"torn", b"never acknowledged", self.fresh_version(1)))
+            record = Record(b"torn", b"never acknowledged", self.fresh_version(1))
+            frame = codec.encode(record, file_salt(copied_log), kept)
             torn = 1 + int(fraction * (len(frame) - 1))
             append_bytes(copied_log, frame[:torn])
         elif damage == "zeros":
