@@ -266,6 +266,7 @@ class Client:
                 "bytes_sent": p.bytes_sent,
                 "bytes_received": p.bytes_received,
                 "seconds": round(p.seconds, 4),
+                "calls": p.calls,
                 "skipped": p.skipped,
             }
             for p in response.peers

@@ -191,6 +191,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
                     bytes_received=r.bytes_received,
                     seconds=r.seconds,
                     skipped=r.skipped,
+                    calls=r.calls,
                 )
                 for r in reports
             ],

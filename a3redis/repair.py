@@ -60,6 +60,7 @@ class PeerReport:
     bytes_sent: int = 0
     bytes_received: int = 0
     seconds: float = 0.0
+    calls: int = 0
     skipped: str = ""
 
 
@@ -154,6 +155,9 @@ class AntiEntropy:
             nursery.cancel_scope.cancel()
 
     async def _rounds(self) -> None:
+        # Build the Merkle index now, in a worker thread, rather than inside a
+        # peer's first request (a million keys take seconds, beyond PEER_TIMEOUT).
+        await self.index()
         while True:
             # Jitter spreads the rounds of different nodes apart.
             with trio.move_on_after(self.settings.interval * self._rng.uniform(0.8, 1.2)):
@@ -252,6 +256,7 @@ class AntiEntropy:
 
     async def _call(self, link: PeerLink, method: str, request: Any, report: PeerReport) -> Any:
         report.bytes_sent += request.ByteSize()
+        report.calls += 1
         response = await link.unary(method, request)
         report.bytes_received += response.ByteSize()
         return response

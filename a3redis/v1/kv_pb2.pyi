@@ -195,7 +195,7 @@ class RepairRequest(_message.Message):
     def __init__(self, wait: _Optional[bool] = ...) -> None: ...
 
 class PeerRepair(_message.Message):
-    __slots__ = ("peer", "partitions", "tree_nodes", "leaves", "keys_pulled", "keys_pushed", "bytes_sent", "bytes_received", "seconds", "skipped")
+    __slots__ = ("peer", "partitions", "tree_nodes", "leaves", "keys_pulled", "keys_pushed", "bytes_sent", "bytes_received", "seconds", "skipped", "calls")
     PEER_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     TREE_NODES_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,7 @@ class PeerRepair(_message.Message):
     BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
     peer: str
     partitions: int
     tree_nodes: int
@@ -216,7 +217,8 @@ class PeerRepair(_message.Message):
     bytes_received: int
     seconds: float
     skipped: str
-    def __init__(self, peer: _Optional[str] = ..., partitions: _Optional[int] = ..., tree_nodes: _Optional[int] = ..., leaves: _Optional[int] = ..., keys_pulled: _Optional[int] = ..., keys_pushed: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ..., skipped: _Optional[str] = ...) -> None: ...
+    calls: int
+    def __init__(self, peer: _Optional[str] = ..., partitions: _Optional[int] = ..., tree_nodes: _Optional[int] = ..., leaves: _Optional[int] = ..., keys_pulled: _Optional[int] = ..., keys_pushed: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., seconds: _Optional[float] = ..., skipped: _Optional[str] = ..., calls: _Optional[int] = ...) -> None: ...
 
 class RepairResponse(_message.Message):
     __slots__ = ("started", "peers")
