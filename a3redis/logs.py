@@ -18,3 +18,6 @@ def configure(node_id: str, debug: bool) -> None:
         # purerpc logs every dropped client connection as a warning with a traceback.
         logging.getLogger("purerpc").setLevel(logging.ERROR)
         logging.getLogger("hpack").setLevel(logging.WARNING)
+        # httpx logs every gossip request at INFO: one line per second per peer.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpcore").setLevel(logging.WARNING)

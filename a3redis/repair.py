@@ -39,6 +39,8 @@ log = logging.getLogger("a3redis.repair")
 
 FANOUT = 16
 TRANSFER_BATCH = 256
+# How long a round waits for a peer that is still building its Merkle index.
+INDEX_BUILD_WAIT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,19 @@ class AntiEntropy:
         # (partition, peer) -> our wall-clock ms at the start of the last round that
         # left that partition identical on both: the purge rule's evidence.
         self._confirmed: dict[tuple[int, str], int] = {}
+        self._nursery: trio.Nursery | None = None
+        self._building = False
+
+    def _start_index_build(self) -> None:
+        if self._nursery is not None and not self._building:
+            self._building = True
+            self._nursery.start_soon(self._build_index)
+
+    async def _build_index(self) -> None:
+        try:
+            await self.index()
+        finally:
+            self._building = False
 
     async def index(self) -> MerkleIndex:
         return await self.kv.store.merkle_index(self.cluster.ring.partitions, self.settings.chunks)
@@ -106,7 +121,13 @@ class AntiEntropy:
         shared = self.cluster.ring.shared_partitions(request.requester, self.cluster.node_id)
         if shared_digest(shared) != request.shared_digest:
             return rpb.TreeResponse(same_ring=False)
-        tree = (await self.index()).range_tree(shared, FANOUT)
+        index = self.kv.store.built_merkle_index
+        if index is None:
+            # Build it in the background and let the requester come back: a call
+            # must not wait the seconds a million keys take.
+            self._start_index_build()
+            return rpb.TreeResponse(same_ring=True, building=True)
+        tree = index.range_tree(shared, FANOUT)
         if request.level >= tree.depth:
             return rpb.TreeResponse(same_ring=False)
         nodes = tree.levels[request.level]
@@ -147,17 +168,15 @@ class AntiEntropy:
     async def run(
         self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        task_status.started()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
             nursery.start_soon(self._rounds)
             await stop.wait()
             # A round in progress is abandoned: the next start repairs what it missed.
             nursery.cancel_scope.cancel()
 
     async def _rounds(self) -> None:
-        # Build the Merkle index now, in a worker thread, rather than inside a
-        # peer's first request (a million keys take seconds, beyond PEER_TIMEOUT).
-        await self.index()
         while True:
             # Jitter spreads the rounds of different nodes apart.
             with trio.move_on_after(self.settings.interval * self._rng.uniform(0.8, 1.2)):
@@ -285,6 +304,13 @@ class AntiEntropy:
                 requester=me, shared_digest=digest, level=level, indexes=differing
             )
             response = await self._call(link, "Tree", request, report)
+            with trio.move_on_after(INDEX_BUILD_WAIT):
+                while response.building:
+                    await trio.sleep(0.2)
+                    response = await self._call(link, "Tree", request, report)
+            if response.building:
+                report.skipped = "the peer is still building its Merkle index"
+                return shared
             if not response.same_ring:
                 report.skipped = "ring views differ (membership is converging)"
                 return shared

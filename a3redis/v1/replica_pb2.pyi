@@ -96,12 +96,14 @@ class TreeRequest(_message.Message):
     def __init__(self, requester: _Optional[str] = ..., shared_digest: _Optional[bytes] = ..., level: _Optional[int] = ..., indexes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TreeResponse(_message.Message):
-    __slots__ = ("same_ring", "hashes")
+    __slots__ = ("same_ring", "hashes", "building")
     SAME_RING_FIELD_NUMBER: _ClassVar[int]
     HASHES_FIELD_NUMBER: _ClassVar[int]
+    BUILDING_FIELD_NUMBER: _ClassVar[int]
     same_ring: bool
     hashes: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, same_ring: _Optional[bool] = ..., hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    building: bool
+    def __init__(self, same_ring: _Optional[bool] = ..., hashes: _Optional[_Iterable[bytes]] = ..., building: _Optional[bool] = ...) -> None: ...
 
 class ChunksRequest(_message.Message):
     __slots__ = ("partitions",)
