@@ -14,6 +14,7 @@ peer timeout. `LOCAL` touches only this node's store.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -98,6 +99,7 @@ class KeyValue:
         self._background = background
         self._timeout = request_timeout
         self._hints = hints
+        self._rng = random.Random()
         if store.max_version is not None:
             # After a restart, never issue a version below one already stored.
             clock.observe(store.max_version, wall_ms())
@@ -345,18 +347,24 @@ class KeyValue:
             return self.read_local(keys)
         quorums = [ReadQuorum(*self._placement(key, consistency)) for key in keys]
         pending = _Pending(quorums)
+        # Ask R replicas (our own copy first), not all N: the rest are asked only if
+        # one of those fails. Replicas left out are kept in step by anti-entropy.
+        spares: list[list[str]] = []
         by_replica: dict[str, list[int]] = {}
         for index, quorum in enumerate(quorums):
-            for replica in quorum.replicas:
+            candidates = self._read_order(quorum.replicas)
+            for replica in candidates[: quorum.required]:
                 by_replica.setdefault(replica, []).append(index)
-        finished = _Countdown(
+            spares.append(candidates[quorum.required :])
+        read = _Read(keys, pending, spares, self._background)
+        read.finished = _Countdown(
             len(by_replica), lambda: self._read_repair(keys, quorums), self._background
         )
         local = by_replica.pop(self.node_id, None)
         for replica, indexes in by_replica.items():
-            self._background.start_soon(self._ask, replica, indexes, keys, pending, finished)
+            self._background.start_soon(self._ask, replica, indexes, read)
         if local is not None:
-            await self._ask(self.node_id, local, keys, pending, finished)
+            await self._ask(self.node_id, local, read)
         await self._await(pending, "read")
         for quorum in quorums:
             if quorum.result is not None:
@@ -371,16 +379,15 @@ class KeyValue:
             )
         return [quorum.result for quorum in quorums]
 
-    async def _ask(
-        self,
-        replica: str,
-        indexes: list[int],
-        keys: list[bytes],
-        pending: _Pending,
-        finished: _Countdown,
-    ) -> None:
-        wanted = [keys[i] for i in indexes]
-        quorums: list[ReadQuorum] = pending.quorums  # type: ignore[assignment]
+    def _read_order(self, replicas: tuple[str, ...]) -> list[str]:
+        """Replicas to read from, best first: ourselves, then live peers in random order."""
+        peers = [r for r in replicas if r != self.node_id and not self.cluster.is_down(r)]
+        self._rng.shuffle(peers)
+        return [self.node_id, *peers] if self.node_id in replicas else peers
+
+    async def _ask(self, replica: str, indexes: list[int], read: _Read) -> None:
+        wanted = [read.keys[i] for i in indexes]
+        quorums: list[ReadQuorum] = read.pending.quorums  # type: ignore[assignment]
         answers: list[Record | None] | None = None
         try:
             if replica == self.node_id:
@@ -393,13 +400,21 @@ class KeyValue:
             self.stats.replica_read_failures += 1
             log.debug("replica read from %s failed: %s", replica, error)
         finally:
+            retry: dict[str, list[int]] = {}
             for position, i in enumerate(indexes):
                 if answers is None:
                     quorums[i].fail(replica)
+                    if read.spares[i]:
+                        retry.setdefault(read.spares[i].pop(0), []).append(i)
                 else:
                     quorums[i].answer(replica, answers[position])
-            pending.check()
-        finished.one_done()
+            # A failed replica is replaced by a spare one, so R answers can still come.
+            assert read.finished is not None
+            read.finished.add(len(retry))
+            for spare, spare_indexes in retry.items():
+                read.nursery.start_soon(self._ask, spare, spare_indexes, read)
+            read.pending.check()
+        read.finished.one_done()
 
     async def _read_repair(self, keys: list[bytes], quorums: list[ReadQuorum]) -> None:
         """Send the newest record to every replica that answered with an older one."""
@@ -452,6 +467,17 @@ class KeyValue:
             ) from None
 
 
+@dataclass
+class _Read:
+    """One read in progress: its keys, quorums, spare replicas per key, and completion."""
+
+    keys: list[bytes]
+    pending: _Pending
+    spares: list[list[str]]
+    nursery: trio.Nursery
+    finished: _Countdown | None = None
+
+
 class _Countdown:
     """Starts `then` in `nursery` once `one_done` has been called `count` times."""
 
@@ -461,6 +487,9 @@ class _Countdown:
         self._left = count
         self._then = then
         self._nursery = nursery
+
+    def add(self, count: int) -> None:
+        self._left += count
 
     def one_done(self) -> None:
         self._left -= 1
