@@ -278,6 +278,14 @@ class KeyValue:
             return [record.version for record in records]
 
         placements = [self._placement(key, consistency) for key, _ in pairs]
+        if self._sole_replica_of_all(placements):
+            # A quorum of one that is this node is the local store: no replica
+            # task, quorum bookkeeping or timeout to pay for on every request.
+            records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
+            stored = await self.store.apply_many(records)
+            if not all(stored):
+                raise WriteRejectedError("a newer version of a key already exists here")
+            return [record.version for record in records]
         # Versions come last, after every check that could still refuse the request.
         records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
         quorums = [WriteQuorum(replicas, required) for replicas, required in placements]
@@ -345,7 +353,10 @@ class KeyValue:
     async def _read(self, keys: list[bytes], consistency: Consistency) -> list[Record | None]:
         if consistency is Consistency.LOCAL:
             return self.read_local(keys)
-        quorums = [ReadQuorum(*self._placement(key, consistency)) for key in keys]
+        placements = [self._placement(key, consistency) for key in keys]
+        if self._sole_replica_of_all(placements):
+            return self.read_local(keys)  # nobody else holds a copy to compare or repair
+        quorums = [ReadQuorum(*placement) for placement in placements]
         pending = _Pending(quorums)
         # Ask R replicas (our own copy first), not all N: the rest are asked only if
         # one of those fails. Replicas left out are kept in step by anti-entropy.
@@ -435,6 +446,11 @@ class KeyValue:
                 pass  # anti-entropy will catch up
 
     # ----- shared -------------------------------------------------------------------------
+
+    def _sole_replica_of_all(self, placements: list[tuple[tuple[str, ...], int]]) -> bool:
+        """Whether this node is the only replica of every key (a one-node ring, RF=1)."""
+        here = (self.node_id,)
+        return all(replicas == here for replicas, _ in placements)
 
     def _placement(self, key: bytes, consistency: Consistency) -> tuple[tuple[str, ...], int]:
         """The key's replicas and how many must answer, or an error if that cannot be."""

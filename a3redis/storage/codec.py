@@ -42,6 +42,7 @@ _HEADER_CHECKED = HEADER_SIZE - 4  # the header's own crc covers everything befo
 _FRAME = struct.Struct("<II")
 FRAME_HEADER_SIZE = _FRAME.size
 _BODY = struct.Struct("<BQIHI")
+_FRAME_AND_BODY = struct.Struct("<IIBQIHI")  # both in one unpack, for decoding
 KIND_VALUE = 1
 KIND_TOMBSTONE = 2
 KIND_PURGE = 3
@@ -216,19 +217,30 @@ def decode_frames(data: bytes | bytearray | memoryview, seed: int, start: int) -
     is durable), so a crash can only damage the end of the file. A bad frame
     followed by a valid one is corruption, and cutting there would lose data.
     """
-    view = memoryview(data)
-    size = len(view)
+    # Slicing bytes (not a memoryview) makes each field in one step, one unpack
+    # reads a frame's header and body together, and tuple.__new__ skips the
+    # NamedTuple constructors' Python frames: decoding is most of a restart.
+    buf = data if isinstance(data, bytes) else bytes(data)
+    view = memoryview(buf)
+    size = len(buf)
     records: list[Record] = []
     append = records.append
     node_ids: dict[bytes, str] = {}
     unpack_header = _FRAME.unpack_from
-    unpack_body = _BODY.unpack_from
+    unpack_frame = _FRAME_AND_BODY.unpack_from
+    frame_and_body = _FRAME_AND_BODY.size
     body_size = _BODY.size
     crc32 = zlib.crc32
+    new = tuple.__new__
     offset = start
     tail_reason = None
     while offset + 8 <= size:
-        length, checksum = unpack_header(view, offset)
+        if offset + frame_and_body <= size:
+            length, checksum, kind, wall_ms, logical, node_len, key_len = unpack_frame(buf, offset)
+        else:
+            # No room for a body: the length checks below find this frame torn.
+            length, checksum = unpack_header(buf, offset)
+            kind = wall_ms = logical = node_len = key_len = 0
         payload_start = offset + 8
         end = payload_start + length
         if length < body_size or length > MAX_PAYLOAD_BYTES or end > size:
@@ -236,30 +248,30 @@ def decode_frames(data: bytes | bytearray | memoryview, seed: int, start: int) -
             tail_reason = "incomplete frame" if plausible else "impossible frame length"
             _require_torn_tail(data, seed, offset, tail_reason)
             break
-        payload = view[payload_start:end]
         # zlib.crc32 takes its start value mod 2**32: no mask needed on this hot path.
-        if crc32(payload, seed ^ offset) != checksum:
+        if crc32(view[payload_start:end], seed ^ offset) != checksum:
             tail_reason = "checksum mismatch"
             if end == size:
                 # The frame is whole: a write torn by a crash, or a damaged final record.
                 tail_reason = "checksum mismatch in a frame that reaches the end of the file"
             _require_torn_tail(data, seed, offset, tail_reason)
             break
-        kind, wall_ms, logical, node_len, key_len = unpack_body(payload)
-        node_end = body_size + node_len
-        key_end = node_end + key_len
-        if key_end > length or kind not in (KIND_VALUE, KIND_TOMBSTONE, KIND_PURGE):
+        node_start = payload_start + body_size
+        key_start = node_start + node_len
+        key_end = key_start + key_len
+        if key_end > end or kind not in (KIND_VALUE, KIND_TOMBSTONE, KIND_PURGE):
             raise CorruptLogError(offset, "checksummed frame with an invalid body")
-        raw_node = bytes(payload[body_size:node_end])
+        raw_node = buf[node_start:key_start]
         node = node_ids.get(raw_node)
         if node is None:
             try:
                 node = node_ids[raw_node] = raw_node.decode()
             except UnicodeDecodeError:
                 raise CorruptLogError(offset, "checksummed frame with an invalid node id") from None
-        value = bytes(payload[key_end:]) if kind == KIND_VALUE else None
+        value = buf[key_end:end] if kind == KIND_VALUE else None
+        version = new(Version, (wall_ms, logical, node))
         entry = Purge if kind == KIND_PURGE else Record
-        append(entry(bytes(payload[node_end:key_end]), value, Version(wall_ms, logical, node)))
+        append(new(entry, (buf[key_start:key_end], value, version)))
         offset = end
     if offset < size and tail_reason is None:
         tail_reason = "incomplete frame header"

@@ -33,7 +33,7 @@ from a3redis.core.record import Record, supersedes
 from a3redis.core.table import RecordTable
 from a3redis.storage import codec
 from a3redis.storage.codec import Purge
-from a3redis.storage.files import AppendLog, DataDir, DataDirError
+from a3redis.storage.files import AppendLog, DataDir, DataDirError, Recovered
 from a3redis.supervision import unwrap_single_group
 
 log = logging.getLogger(__name__)
@@ -152,10 +152,8 @@ class Store:
     @classmethod
     def _recover(cls, data_dir: DataDir, fsync: FsyncPolicy, compact_min_bytes: int) -> Store:
         recovered = data_dir.recover()
-        snapshot = recovered.records[: recovered.snapshot_count]
-        table = RecordTable.from_sorted_unique(snapshot)
-        for record in recovered.records[recovered.snapshot_count :]:
-            _replay(table, record)
+        table = cls._build_table(recovered)
+        recovered.records = []  # superseded entries go now, not with the next collection
         data_dir.remove_before(recovered.snapshot_generation)
         log_file = data_dir.open_log(recovered.generation)
         if recovered.torn_bytes_cut:
@@ -178,6 +176,30 @@ class Store:
             compact_min_bytes,
             recovered.torn_bytes_cut,
         )
+
+    @staticmethod
+    def _build_table(recovered: Recovered) -> RecordTable:
+        """The table of the snapshot and the logs after it, built with one sort."""
+        records = recovered.records
+        if recovered.snapshot_count == len(records):
+            return RecordTable.from_sorted_unique(records)
+        # Folding into a dict by the rules of _replay (RecordTable.apply and
+        # .purge) and sorting the keys once replaces a sorted insert per entry.
+        latest: dict[bytes, Record] = {}
+        get = latest.get
+        for entry in records:  # the snapshot first, then the logs in order
+            key = entry.key
+            current = get(key)
+            if isinstance(entry, Purge):
+                if (
+                    current is not None
+                    and current.value is None
+                    and current.version == entry.version
+                ):
+                    del latest[key]
+            elif current is None or supersedes(entry, current):
+                latest[key] = entry
+        return RecordTable.from_sorted_unique([latest[key] for key in sorted(latest)])
 
     async def _drain(self) -> None:
         """Stop taking writes, commit what is pending, sync and close the log."""

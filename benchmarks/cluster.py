@@ -1,0 +1,242 @@
+"""Quorum replication cost: a 3-node cluster (N=3, QUORUM) against one node, same run.
+
+Run: `python -m benchmarks.cluster [--seconds 5]`. Starts one node
+(REPLICATION_FACTOR=1) and a three-node cluster (REPLICATION_FACTOR=3), all
+FSYNC=always, and drives each from a separate load process (grpc.aio,
+`--load` mode of this module) that keeps `concurrency` calls in flight,
+spread over the endpoints it is given. Reports ops/s (or keys/s), p50 and
+p99 for Put and Get (100-byte values, concurrency 64) and BatchPut (100 keys
+per call, concurrency 8), and the cluster/single ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+VALUE = b"v" * 100
+
+
+# ----- the load process ---------------------------------------------------------------------
+
+
+async def _load(
+    endpoints: list[str], method: str, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    import grpc.aio
+
+    from a3redis.v1 import kv_pb2 as pb
+
+    channels = [
+        grpc.aio.insecure_channel(e, options=[("grpc.enable_http_proxy", 0)]) for e in endpoints
+    ]
+    calls = {
+        "put": [
+            c.unary_unary(
+                "/a3redis.v1.KeyValue/Put",
+                request_serializer=pb.PutRequest.SerializeToString,
+                response_deserializer=pb.PutResponse.FromString,
+            )
+            for c in channels
+        ],
+        "get": [
+            c.unary_unary(
+                "/a3redis.v1.KeyValue/Get",
+                request_serializer=pb.GetRequest.SerializeToString,
+                response_deserializer=pb.GetResponse.FromString,
+            )
+            for c in channels
+        ],
+        "batch_put": [
+            c.unary_unary(
+                "/a3redis.v1.KeyValue/BatchPut",
+                request_serializer=pb.BatchPutRequest.SerializeToString,
+                response_deserializer=pb.BatchPutResponse.FromString,
+            )
+            for c in channels
+        ],
+    }[method]
+    latencies: list[float] = []
+    errors = 0
+    rng = random.Random(1)
+    deadline = time.monotonic() + seconds
+    counter = 0
+
+    async def worker(worker_id: int) -> None:
+        nonlocal errors, counter
+        while time.monotonic() < deadline and errors < 100:
+            counter += 1
+            n = counter
+            call = calls[n % len(calls)]
+            if method == "put":
+                request: Any = pb.PutRequest(key=b"k%08d" % n, value=VALUE)
+            elif method == "get":
+                request = pb.GetRequest(key=b"k%08d" % rng.randrange(1, 5000))
+            else:
+                request = pb.BatchPutRequest(
+                    pairs=[
+                        pb.KeyValuePair(key=b"b%08d-%03d" % (n, i), value=VALUE) for i in range(100)
+                    ]
+                )
+            started = time.perf_counter()
+            try:
+                await call(request, timeout=10)
+                latencies.append(time.perf_counter() - started)
+            except grpc.aio.AioRpcError:
+                errors += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.monotonic() - started
+    for channel in channels:
+        await channel.close()
+    latencies.sort()
+
+    def pick(quantile: float) -> float:
+        if not latencies:
+            return 0.0
+        return latencies[min(len(latencies) - 1, int(quantile * len(latencies)))] * 1000
+
+    return {
+        "ops": len(latencies) / elapsed,
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "errors": errors,
+    }
+
+
+def run_load(endpoints: list[str], method: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.cluster",
+            "--load",
+            ",".join(endpoints),
+            method,
+            str(concurrency),
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+# ----- the servers --------------------------------------------------------------------------
+
+
+def start_nodes(
+    base: Path, count: int, factor: int, first_port: int
+) -> list[subprocess.Popen[bytes]]:
+    ports = [(first_port + i, first_port + 100 + i) for i in range(count)]
+    processes = []
+    for index, (grpc_port, http_port) in enumerate(ports):
+        peers = ",".join(f"127.0.0.1:{g}" for j, (g, _) in enumerate(ports) if j != index)
+        env = dict(
+            os.environ,
+            NODE_NUM=str(index + 1),
+            GRPC_PORT=str(grpc_port),
+            GOSSIP_PORT=str(http_port),
+            PEERS=peers,
+            REPLICATION_FACTOR=str(factor),
+            DATA_DIR=str(base / f"n{first_port}-{index}"),
+            FSYNC="always",
+        )
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "a3redis.node"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{ports[0][1]}/membership", timeout=1
+            ) as response:
+                if sum(m["status"] == "alive" for m in json.load(response).values()) == count:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    time.sleep(1)
+    return processes
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def measure(count: int, factor: int, first_port: int, seconds: float) -> dict[str, dict[str, Any]]:
+    base = Path(tempfile.mkdtemp(prefix="a3r-cluster-"))
+    processes = start_nodes(base, count, factor, first_port)
+    endpoints = [f"127.0.0.1:{first_port + i}" for i in range(count)]
+    try:
+        results = {
+            "put": run_load(endpoints, "put", 64, seconds),
+            "get": run_load(endpoints, "get", 64, seconds),
+            "batch_put": run_load(endpoints, "batch_put", 8, seconds),
+        }
+        results["batch_put"]["keys"] = results["batch_put"]["ops"] * 100
+        return results
+    finally:
+        stop(processes)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--load":
+        endpoints, method, concurrency, seconds = (
+            argv[1].split(","),
+            argv[2],
+            int(argv[3]),
+            float(argv[4]),
+        )
+        print(json.dumps(asyncio.run(_load(endpoints, method, concurrency, seconds))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5)
+    args = parser.parse_args(argv)
+    single = measure(1, 1, 50351, args.seconds)
+    cluster = measure(3, 3, 50451, args.seconds)
+    print(f"{'case':<28} {'single':>10} {'cluster':>10} {'ratio':>6}   p50/p99 ms (cluster)")
+    for name, key, unit in (
+        ("Put c64 QUORUM", "put", "ops"),
+        ("Get c64 QUORUM", "get", "ops"),
+        ("BatchPut x100 c8 QUORUM", "batch_put", "keys"),
+    ):
+        one, three = single[key][unit], cluster[key][unit]
+        row = cluster[key]
+        print(
+            f"{name + ' ' + unit + '/s':<28} {one:>10,.0f} {three:>10,.0f} {three / one:>6.2f}   "
+            f"{row['p50_ms']:.1f}/{row['p99_ms']:.1f}  errors {row['errors']}"
+        )
+
+
+if __name__ == "__main__":
+    main()

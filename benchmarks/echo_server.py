@@ -1,0 +1,70 @@
+"""The reference server: the node's gRPC stack serving canned answers, no storage.
+
+`python -m benchmarks.echo_server` serves the same KeyValue service as a node,
+through the same purerpc stack (a3redis.node.bind_listener and
+a3redis.grpc_server.serve_grpc, so it listens on 127.0.0.1 only), but Put,
+Get and BatchPut return fixed responses shaped like a node's. The gap between
+it and a node is what the node itself costs per request. It prints
+`PORT <number>` once serving and stops cleanly on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import trio
+
+from a3redis.grpc_server import RequestGate, serve_grpc
+from a3redis.node import bind_listener
+from a3redis.v1 import kv_pb2 as pb
+from a3redis.v1.kv_grpc import KeyValueServicer
+
+HOST = "127.0.0.1"
+VALUE_BYTES = 100
+# A version shaped like the node's (current epoch milliseconds, a small counter).
+_VERSION = pb.Version(wall_ms=1_750_000_000_000, logical=7, node_id="node-1")
+
+
+class EchoService(KeyValueServicer):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self._put_response = pb.PutResponse(version=_VERSION)
+        self._get_response = pb.GetResponse(found=True, value=b"v" * VALUE_BYTES, version=_VERSION)
+        self._batch_responses: dict[int, pb.BatchPutResponse] = {}
+
+    async def Put(self, request: pb.PutRequest) -> pb.PutResponse:
+        return self._put_response
+
+    async def Get(self, request: pb.GetRequest) -> pb.GetResponse:
+        return self._get_response
+
+    async def BatchPut(self, request: pb.BatchPutRequest) -> pb.BatchPutResponse:
+        # One version per pair, like the node; cached per batch size.
+        size = len(request.pairs)
+        response = self._batch_responses.get(size)
+        if response is None:
+            response = pb.BatchPutResponse(versions=[_VERSION] * size)
+            self._batch_responses[size] = response
+        return response
+
+
+async def serve_echo() -> None:
+    sock = bind_listener(HOST, 0, "echo port")
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_grpc, sock, [EchoService().service], RequestGate(), stop, 0.5)
+            print(f"PORT {sock.getsockname()[1]}", flush=True)
+            async for _ in signals:
+                stop.set()
+                break
+    sock.close()
+
+
+def main() -> int:
+    trio.run(serve_echo)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
