@@ -87,6 +87,7 @@ class Config:
     hint_window: float
     sync_interval: float
     chunk_count: int
+    merkle_fanout: int
     repair_max_keys_per_second: float
     tombstone_grace: float
     clock_offset_ms: int
@@ -198,6 +199,9 @@ class Config:
             ),
             chunk_count=read.value(
                 "CHUNK_COUNT", "16", _power_of_two(1, 1024), "a power of two from 1 to 1024"
+            ),
+            merkle_fanout=read.value(
+                "MERKLE_FANOUT", "16", _int_in(2, 256), "an integer from 2 to 256"
             ),
             repair_max_keys_per_second=read.value(
                 "REPAIR_MAX_KEYS_PER_SECOND",

@@ -151,6 +151,7 @@ async def run_node(
                         config.chunk_count,
                         config.repair_max_keys_per_second,
                         config.tombstone_grace,
+                        config.merkle_fanout,
                     ),
                 )
                 metrics = NodeMetrics()

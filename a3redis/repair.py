@@ -31,13 +31,14 @@ from a3redis.core.merkle import MerkleIndex
 from a3redis.core.purge import purgeable
 from a3redis.core.record import Record
 from a3redis.core.ring import partition_of
+from a3redis.core.validation import InvalidRequestError
 from a3redis.kv import KeyValue
 from a3redis.peers import PeerLink, PeerUnavailableError
 from a3redis.v1 import replica_pb2 as rpb
 
 log = logging.getLogger("a3redis.repair")
 
-FANOUT = 16
+MAX_FANOUT = 256
 TRANSFER_BATCH = 256
 # How long a round waits for a peer that is still building its Merkle index.
 INDEX_BUILD_WAIT = 60.0
@@ -49,6 +50,7 @@ class RepairSettings:
     chunks: int
     max_keys_per_second: float
     tombstone_grace_s: float
+    fanout: int = 16
 
 
 @dataclass
@@ -119,15 +121,19 @@ class AntiEntropy:
 
     async def serve_tree(self, request: rpb.TreeRequest) -> rpb.TreeResponse:
         shared = self.cluster.ring.shared_partitions(request.requester, self.cluster.node_id)
-        if shared_digest(shared) != request.shared_digest:
+        if shared_digest(shared) != request.shared_digest or request.chunks != self.settings.chunks:
             return rpb.TreeResponse(same_ring=False)
+        if not 2 <= request.fanout <= MAX_FANOUT:
+            raise InvalidRequestError(
+                f"Merkle fan-out {request.fanout} is not within 2..{MAX_FANOUT}"
+            )
         index = self.kv.store.built_merkle_index
         if index is None:
             # Build it in the background and let the requester come back: a call
             # must not wait the seconds a million keys take.
             self._start_index_build()
             return rpb.TreeResponse(same_ring=True, building=True)
-        tree = index.range_tree(shared, FANOUT)
+        tree = index.range_tree(shared, request.fanout)
         if request.level >= tree.depth:
             return rpb.TreeResponse(same_ring=False)
         nodes = tree.levels[request.level]
@@ -288,7 +294,8 @@ class AntiEntropy:
         if not shared:
             return shared
         index = await self.index()
-        tree = index.range_tree(shared, FANOUT)
+        fanout = self.settings.fanout
+        tree = index.range_tree(shared, fanout)
         digest = shared_digest(shared)
         differing = [0]
         for level in range(tree.depth):
@@ -297,11 +304,16 @@ class AntiEntropy:
                     child
                     for parent in differing
                     for child in range(
-                        parent * FANOUT, min((parent + 1) * FANOUT, len(tree.levels[level]))
+                        parent * fanout, min((parent + 1) * fanout, len(tree.levels[level]))
                     )
                 ]
             request = rpb.TreeRequest(
-                requester=me, shared_digest=digest, level=level, indexes=differing
+                requester=me,
+                shared_digest=digest,
+                level=level,
+                indexes=differing,
+                fanout=fanout,
+                chunks=self.settings.chunks,
             )
             response = await self._call(link, "Tree", request, report)
             with trio.move_on_after(INDEX_BUILD_WAIT):
@@ -312,7 +324,7 @@ class AntiEntropy:
                 report.skipped = "the peer is still building its Merkle index"
                 return shared
             if not response.same_ring:
-                report.skipped = "ring views differ (membership is converging)"
+                report.skipped = "ring views or CHUNK_COUNT differ (membership may be converging)"
                 return shared
             report.tree_nodes += len(differing)
             mine = tree.levels[level]

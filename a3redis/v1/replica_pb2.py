@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from a3redis.v1 import kv_pb2 as a3redis_dot_v1_dot_kv__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x33redis/v1/replica.proto\x12\na3redis.v1\x1a\x13\x61\x33redis/v1/kv.proto\"]\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12$\n\x07version\x18\x04 \x01(\x0b\x32\x13.a3redis.v1.Version\"H\n\x0c\x41pplyRequest\x12\x13\n\x0b\x63oordinator\x18\x01 \x01(\t\x12#\n\x07records\x18\x02 \x03(\x0b\x32\x12.a3redis.v1.Record\";\n\rApplyResponse\x12*\n\x08outcomes\x18\x01 \x03(\x0e\x32\x18.a3redis.v1.ApplyOutcome\"\x1b\n\x0bReadRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\"A\n\nReadResult\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\"\n\x06record\x18\x02 \x01(\x0b\x32\x12.a3redis.v1.Record\"7\n\x0cReadResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.a3redis.v1.ReadResult\"M\n\x10LocalScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\x0e\n\x06prefix\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"F\n\x11LocalScanResponse\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.a3redis.v1.Record\x12\x0c\n\x04more\x18\x02 \x01(\x08\"W\n\x0bTreeRequest\x12\x11\n\trequester\x18\x01 \x01(\t\x12\x15\n\rshared_digest\x18\x02 \x01(\x0c\x12\r\n\x05level\x18\x03 \x01(\r\x12\x0f\n\x07indexes\x18\x04 \x03(\r\"C\n\x0cTreeResponse\x12\x11\n\tsame_ring\x18\x01 \x01(\x08\x12\x0e\n\x06hashes\x18\x02 \x03(\x0c\x12\x10\n\x08\x62uilding\x18\x03 \x01(\x08\"#\n\rChunksRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\" \n\x0e\x43hunksResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"(\n\x04Leaf\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\r\n\x05\x63hunk\x18\x02 \x01(\r\"2\n\x0e\x45ntriesRequest\x12 \n\x06leaves\x18\x01 \x03(\x0b\x32\x10.a3redis.v1.Leaf\"T\n\x0c\x45ntryVersion\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12$\n\x07version\x18\x02 \x01(\x0b\x32\x13.a3redis.v1.Version\x12\x11\n\ttombstone\x18\x03 \x01(\x08\"<\n\x0f\x45ntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.a3redis.v1.EntryVersion*K\n\x0c\x41pplyOutcome\x12\x10\n\x0c\x41PPLY_STORED\x10\x00\x12\x13\n\x0f\x41PPLY_DUPLICATE\x10\x01\x12\x14\n\x10\x41PPLY_SUPERSEDED\x10\x02\x32\x8c\x03\n\x07Replica\x12<\n\x05\x41pply\x12\x18.a3redis.v1.ApplyRequest\x1a\x19.a3redis.v1.ApplyResponse\x12\x39\n\x04Read\x12\x17.a3redis.v1.ReadRequest\x1a\x18.a3redis.v1.ReadResponse\x12H\n\tLocalScan\x12\x1c.a3redis.v1.LocalScanRequest\x1a\x1d.a3redis.v1.LocalScanResponse\x12\x39\n\x04Tree\x12\x17.a3redis.v1.TreeRequest\x1a\x18.a3redis.v1.TreeResponse\x12?\n\x06\x43hunks\x12\x19.a3redis.v1.ChunksRequest\x1a\x1a.a3redis.v1.ChunksResponse\x12\x42\n\x07\x45ntries\x12\x1a.a3redis.v1.EntriesRequest\x1a\x1b.a3redis.v1.EntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x33redis/v1/replica.proto\x12\na3redis.v1\x1a\x13\x61\x33redis/v1/kv.proto\"]\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12$\n\x07version\x18\x04 \x01(\x0b\x32\x13.a3redis.v1.Version\"H\n\x0c\x41pplyRequest\x12\x13\n\x0b\x63oordinator\x18\x01 \x01(\t\x12#\n\x07records\x18\x02 \x03(\x0b\x32\x12.a3redis.v1.Record\";\n\rApplyResponse\x12*\n\x08outcomes\x18\x01 \x03(\x0e\x32\x18.a3redis.v1.ApplyOutcome\"\x1b\n\x0bReadRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\"A\n\nReadResult\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\"\n\x06record\x18\x02 \x01(\x0b\x32\x12.a3redis.v1.Record\"7\n\x0cReadResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.a3redis.v1.ReadResult\"M\n\x10LocalScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\x0e\n\x06prefix\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"F\n\x11LocalScanResponse\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.a3redis.v1.Record\x12\x0c\n\x04more\x18\x02 \x01(\x08\"w\n\x0bTreeRequest\x12\x11\n\trequester\x18\x01 \x01(\t\x12\x15\n\rshared_digest\x18\x02 \x01(\x0c\x12\r\n\x05level\x18\x03 \x01(\r\x12\x0f\n\x07indexes\x18\x04 \x03(\r\x12\x0e\n\x06\x66\x61nout\x18\x05 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x06 \x01(\r\"C\n\x0cTreeResponse\x12\x11\n\tsame_ring\x18\x01 \x01(\x08\x12\x0e\n\x06hashes\x18\x02 \x03(\x0c\x12\x10\n\x08\x62uilding\x18\x03 \x01(\x08\"#\n\rChunksRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\" \n\x0e\x43hunksResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"(\n\x04Leaf\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\r\n\x05\x63hunk\x18\x02 \x01(\r\"2\n\x0e\x45ntriesRequest\x12 \n\x06leaves\x18\x01 \x03(\x0b\x32\x10.a3redis.v1.Leaf\"T\n\x0c\x45ntryVersion\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12$\n\x07version\x18\x02 \x01(\x0b\x32\x13.a3redis.v1.Version\x12\x11\n\ttombstone\x18\x03 \x01(\x08\"<\n\x0f\x45ntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.a3redis.v1.EntryVersion*K\n\x0c\x41pplyOutcome\x12\x10\n\x0c\x41PPLY_STORED\x10\x00\x12\x13\n\x0f\x41PPLY_DUPLICATE\x10\x01\x12\x14\n\x10\x41PPLY_SUPERSEDED\x10\x02\x32\x8c\x03\n\x07Replica\x12<\n\x05\x41pply\x12\x18.a3redis.v1.ApplyRequest\x1a\x19.a3redis.v1.ApplyResponse\x12\x39\n\x04Read\x12\x17.a3redis.v1.ReadRequest\x1a\x18.a3redis.v1.ReadResponse\x12H\n\tLocalScan\x12\x1c.a3redis.v1.LocalScanRequest\x1a\x1d.a3redis.v1.LocalScanResponse\x12\x39\n\x04Tree\x12\x17.a3redis.v1.TreeRequest\x1a\x18.a3redis.v1.TreeResponse\x12?\n\x06\x43hunks\x12\x19.a3redis.v1.ChunksRequest\x1a\x1a.a3redis.v1.ChunksResponse\x12\x42\n\x07\x45ntries\x12\x1a.a3redis.v1.EntriesRequest\x1a\x1b.a3redis.v1.EntriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a3redis.v1.replica_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPLYOUTCOME']._serialized_start=1066
-  _globals['_APPLYOUTCOME']._serialized_end=1141
+  _globals['_APPLYOUTCOME']._serialized_start=1098
+  _globals['_APPLYOUTCOME']._serialized_end=1173
   _globals['_RECORD']._serialized_start=61
   _globals['_RECORD']._serialized_end=154
   _globals['_APPLYREQUEST']._serialized_start=156
@@ -51,21 +51,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOCALSCANRESPONSE']._serialized_start=523
   _globals['_LOCALSCANRESPONSE']._serialized_end=593
   _globals['_TREEREQUEST']._serialized_start=595
-  _globals['_TREEREQUEST']._serialized_end=682
-  _globals['_TREERESPONSE']._serialized_start=684
-  _globals['_TREERESPONSE']._serialized_end=751
-  _globals['_CHUNKSREQUEST']._serialized_start=753
-  _globals['_CHUNKSREQUEST']._serialized_end=788
-  _globals['_CHUNKSRESPONSE']._serialized_start=790
-  _globals['_CHUNKSRESPONSE']._serialized_end=822
-  _globals['_LEAF']._serialized_start=824
-  _globals['_LEAF']._serialized_end=864
-  _globals['_ENTRIESREQUEST']._serialized_start=866
-  _globals['_ENTRIESREQUEST']._serialized_end=916
-  _globals['_ENTRYVERSION']._serialized_start=918
-  _globals['_ENTRYVERSION']._serialized_end=1002
-  _globals['_ENTRIESRESPONSE']._serialized_start=1004
-  _globals['_ENTRIESRESPONSE']._serialized_end=1064
-  _globals['_REPLICA']._serialized_start=1144
-  _globals['_REPLICA']._serialized_end=1540
+  _globals['_TREEREQUEST']._serialized_end=714
+  _globals['_TREERESPONSE']._serialized_start=716
+  _globals['_TREERESPONSE']._serialized_end=783
+  _globals['_CHUNKSREQUEST']._serialized_start=785
+  _globals['_CHUNKSREQUEST']._serialized_end=820
+  _globals['_CHUNKSRESPONSE']._serialized_start=822
+  _globals['_CHUNKSRESPONSE']._serialized_end=854
+  _globals['_LEAF']._serialized_start=856
+  _globals['_LEAF']._serialized_end=896
+  _globals['_ENTRIESREQUEST']._serialized_start=898
+  _globals['_ENTRIESREQUEST']._serialized_end=948
+  _globals['_ENTRYVERSION']._serialized_start=950
+  _globals['_ENTRYVERSION']._serialized_end=1034
+  _globals['_ENTRIESRESPONSE']._serialized_start=1036
+  _globals['_ENTRIESRESPONSE']._serialized_end=1096
+  _globals['_REPLICA']._serialized_start=1176
+  _globals['_REPLICA']._serialized_end=1572
 # @@protoc_insertion_point(module_scope)

@@ -84,16 +84,20 @@ class LocalScanResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class TreeRequest(_message.Message):
-    __slots__ = ("requester", "shared_digest", "level", "indexes")
+    __slots__ = ("requester", "shared_digest", "level", "indexes", "fanout", "chunks")
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
     SHARED_DIGEST_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     INDEXES_FIELD_NUMBER: _ClassVar[int]
+    FANOUT_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     requester: str
     shared_digest: bytes
     level: int
     indexes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, requester: _Optional[str] = ..., shared_digest: _Optional[bytes] = ..., level: _Optional[int] = ..., indexes: _Optional[_Iterable[int]] = ...) -> None: ...
+    fanout: int
+    chunks: int
+    def __init__(self, requester: _Optional[str] = ..., shared_digest: _Optional[bytes] = ..., level: _Optional[int] = ..., indexes: _Optional[_Iterable[int]] = ..., fanout: _Optional[int] = ..., chunks: _Optional[int] = ...) -> None: ...
 
 class TreeResponse(_message.Message):
     __slots__ = ("same_ring", "hashes", "building")

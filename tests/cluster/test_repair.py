@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from a3redis.client import Client
@@ -19,23 +20,39 @@ async def local_view(node: NodeProcess, keys: list[bytes]) -> list[bytes | None]
         return [r.value for r in await client.batch_get(keys, LOCAL)]
 
 
+def start_nodes(node_factory: NodeFactory, count: int, **env: str) -> list[NodeProcess]:
+    """`count` nodes, each a replica of every key, that all see each other alive."""
+    nodes = [
+        node_factory(f"n{i}", NODE_NUM=str(i), REPLICATION_FACTOR=str(count), **env)
+        for i in range(1, count + 1)
+    ]
+    for node in nodes:
+        node.extra_env["PEERS"] = ",".join(o.endpoint for o in nodes if o is not node)
+        node.start()
+    everyone = {f"node-{i}": "alive" for i in range(1, count + 1)}
+    wait_for(lambda: all(statuses(n) == everyone for n in nodes), 10, "all alive")
+    return nodes
+
+
+@pytest.mark.parametrize("size", [2, 3])
 async def test_a_replica_that_missed_writes_and_deletes_is_repaired_within_one_interval(
-    node_factory: NodeFactory,
+    node_factory: NodeFactory, size: int
 ) -> None:
     # Hints would also repair this; a zero window turns them off so only anti-entropy can.
-    nodes = start_cluster(node_factory, 3, SYNC_INTERVAL="1", FAILURE_TIMEOUT="2", HINT_WINDOW="0")
+    nodes = start_nodes(node_factory, size, SYNC_INTERVAL="1", FAILURE_TIMEOUT="2", HINT_WINDOW="0")
     keys = [f"k{i:03d}".encode() for i in range(300)]
     async with Client.connect(nodes[0].endpoint) as client:
         await client.batch_put([(k, b"old") for k in keys], Consistency.ALL)
-    nodes[2].stop()
-    wait_for(lambda: statuses(nodes[0])["node-3"] == "left", 5, "node-3 gone")
+    nodes[-1].stop()
+    last = f"node-{size}"
+    wait_for(lambda: statuses(nodes[0])[last] == "left", 5, f"{last} gone")
     async with Client.connect(nodes[0].endpoint) as client:
         for key in keys[:100]:
             await client.put(key, b"new", ONE)
         for key in keys[100:150]:
             await client.delete(key, ONE)
         await client.batch_put([(f"fresh{i}".encode(), b"f") for i in range(50)], ONE)
-    nodes[2].start()
+    nodes[-1].start()
     everything = keys + [f"fresh{i}".encode() for i in range(50)]
     expected = [b"new"] * 100 + [None] * 50 + [b"old"] * 150 + [b"f"] * 50
 
@@ -53,7 +70,7 @@ async def test_a_replica_that_missed_writes_and_deletes_is_repaired_within_one_i
     for node in nodes:
         async with Client.connect(node.endpoint) as client:
             await client.repair(wait=True)
-    assert [await local_view(node, everything) for node in nodes] == [expected] * 3
+    assert [await local_view(node, everything) for node in nodes] == [expected] * size
 
 
 async def test_a_round_between_identical_replicas_moves_only_roots(
