@@ -26,6 +26,20 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def faults(session: nox.Session) -> None:
+    """Only the fault-injection suite (root, iproute2 and nftables; part of `tests` too)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "tests/faults", *session.posargs)
+
+
+@nox.session(name="faults-long")
+def faults_long(session: nox.Session) -> None:
+    """The fault suite at full length: 30 s loads, a 2-minute partition cycle (~15 min)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "tests/faults", *session.posargs, env={"A3REDIS_FAULTS_LONG": "1"})
+
+
+@nox.session
 def proto(session: nox.Session) -> None:
     """Regenerate the protobuf and purerpc stubs in a3redis/v1 from proto/."""
     session.install("-e", ".[dev]")

@@ -307,7 +307,8 @@ class KeyValue:
         if lost:
             raise WriteRejectedError(
                 f"{len(lost[0].superseded)} replica(s) hold a newer version of the key: this "
-                "write lost last-write-wins and is not visible (was it concurrent with another?)"
+                "write lost last-write-wins (a concurrent write?); a replica that stored it "
+                "may show it until the newer version reaches it"
             )
         if failed:
             quorum = failed[0]

@@ -1,0 +1,750 @@
+"""A simulated a3redis cluster built from the sans-IO cores, for fault schedules.
+
+Rules:
+- Only the cores decide: Membership (SWIM), Ring (placement), WriteQuorum /
+  ReadQuorum, Record / supersedes, HybridLogicalClock, RecordTable with its
+  MerkleIndex, and merkle.diff. This module plays the shells: it moves
+  messages, keeps time and mirrors the coordinator logic of a3redis/kv.py
+  (placement checks, versions stamped last, W acks of N, newest of the
+  first R answers, read repair once every replica answered, hints for
+  replicas that failed), a3redis/hints.py (delivery once alive) and
+  a3redis/repair.py (Merkle diff over shared partitions, newer wins both
+  ways) step by step, so that a schedule that breaks the real store breaks
+  this one.
+- Time is fake and events run in order from one heap; randomness comes from
+  one seeded generator: a schedule replays exactly.
+- Messages take a small random latency. A message between nodes whose link
+  is cut, or to a crashed process, is lost (the caller's timeout decides); a
+  message to a paused process waits in its socket buffer until it resumes,
+  and so do its timers. A crash loses everything but the durable state: the
+  record table and the hints (both fsync'ed before they count in the real
+  node); the clock restarts past the newest stored version, membership
+  restarts with a higher incarnation and only its seeds.
+- Clients are never cut from coordinators; a client runs one operation at a
+  time, carries the newest version it saw (as a3redis.client does) and
+  records every operation for the history checker.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from a3redis.core.consistency import Consistency
+from a3redis.core.hlc import HybridLogicalClock, Version
+from a3redis.core.membership import (
+    Membership,
+    MembershipSettings,
+    MemberState,
+    Probe,
+    Status,
+)
+from a3redis.core.merkle import MerkleIndex, diff
+from a3redis.core.quorum import ReadQuorum, WriteQuorum
+from a3redis.core.record import ApplyOutcome, Record, outcome, supersedes
+from a3redis.core.ring import Ring
+from a3redis.core.table import RecordTable
+from tests.support.history import (
+    DELETE,
+    FAIL,
+    GET,
+    OK,
+    PUT,
+    UNKNOWN,
+    Observed,
+    Op,
+)
+
+EPOCH_MS = 1_800_000_000_000
+MAX_CLIENT_CLOCK_LEAD_MS = 5 * 60 * 1000  # a3redis.kv
+PROBE_TIMEOUT = 1.0  # a3redis.gossip
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    nodes: int = 3
+    replication_factor: int = 3
+    partitions: int = 64
+    chunks: int = 4
+    gossip_interval: float = 0.5
+    failure_timeout: float = 3.0
+    request_timeout: float = 2.0
+    peer_timeout: float = 1.0
+    sync_interval: float = 2.0
+    hint_interval: float = 1.0
+    client_timeout: float = 3.0
+    offsets_ms: tuple[int, ...] = ()
+    hints: bool = True
+    read_repair: bool = True
+    # A deliberately broken coordinator, to show that the checker notices:
+    # "read-one" answers reads with the first reply only.
+    mutant: str = ""
+
+
+@cache
+def _ring(members: tuple[str, ...], factor: int, partitions: int) -> Ring:
+    return Ring(members, factor, partitions)
+
+
+class Loop:
+    """Fake time and one heap of events."""
+
+    def __init__(self, seed: int) -> None:
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+
+    def at(self, moment: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._heap, (max(moment, self.now), next(self._seq), action))
+
+    def after(self, delay: float, action: Callable[[], None]) -> None:
+        self.at(self.now + delay, action)
+
+    def run_until(self, moment: float) -> None:
+        while self._heap and self._heap[0][0] <= moment:
+            when, _, action = heapq.heappop(self._heap)
+            self.now = when
+            action()
+        self.now = max(self.now, moment)
+
+
+Reply = Callable[[str, str, str, Version | None, str | None], None]
+"""outcome, code, message, version, value read"""
+
+
+class SimNode:
+    def __init__(self, cluster: SimCluster, number: int) -> None:
+        self.cluster = cluster
+        self.config = cluster.config
+        self.number = number
+        self.node_id = f"node-{number}"
+        self.gossip_addr = f"sim-{number}:8000"
+        self.offset_ms = (
+            cluster.config.offsets_ms[number - 1]
+            if number - 1 < len(cluster.config.offsets_ms)
+            else 0
+        )
+        # Durable state.
+        self.table = RecordTable()
+        index = MerkleIndex(self.config.partitions, self.config.chunks)
+        self.table.begin_index()
+        self.table.finish_index(index)
+        self.index = index
+        self.hints: dict[str, dict[bytes, Record]] = {}
+        self.incarnation = 0
+        # Process state.
+        self.running = False
+        self.paused = False
+        self.generation = 0
+        self.deferred: list[Callable[[], None]] = []
+        self.requests: dict[int, Callable[[], None]] = {}
+        self.clock = HybridLogicalClock(self.node_id)
+        self.membership = self._membership()
+
+    # ----- process life ---------------------------------------------------------------------
+
+    def _membership(self) -> Membership:
+        me = MemberState(
+            self.node_id, f"grpc-{self.number}", self.gossip_addr, Status.ALIVE, self.incarnation
+        )
+        settings = MembershipSettings(failure_timeout=self.config.failure_timeout)
+        core = Membership(me, "sim", self.config.replication_factor, settings)
+        core.add_seeds(n.gossip_addr for n in self.cluster.nodes if n is not self)
+        return core
+
+    def start(self) -> None:
+        assert not self.running
+        self.running, self.paused = True, False
+        self.generation += 1
+        self.incarnation += 1
+        self.clock = HybridLogicalClock(self.node_id)
+        if self.table.max_version is not None:
+            # After a restart, never issue a version below one already stored (kv.py).
+            self.clock.observe(self.table.max_version, self.wall_ms())
+        self.membership = self._membership()
+        rng = self.cluster.loop.rng
+        self.timer(rng.uniform(0, self.config.gossip_interval), self._gossip)
+        self.timer(self.config.sync_interval * rng.uniform(0.8, 1.2), self._sync)
+        self.timer(rng.uniform(0, self.config.hint_interval), self._deliver_hints)
+
+    def crash(self) -> None:
+        if not self.running:
+            return
+        self.running, self.paused = False, False
+        self.generation += 1
+        self.deferred.clear()
+        lost, self.requests = self.requests, {}
+        for notify in lost.values():
+            notify()  # the clients' connections break
+
+    def pause(self) -> None:
+        if self.running:
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.running and self.paused:
+            self.paused = False
+            waiting, self.deferred = self.deferred, []
+            for action in waiting:
+                action()
+
+    def alive_process(self, generation: int) -> bool:
+        return self.running and self.generation == generation
+
+    def run(self, generation: int, action: Callable[[], object]) -> None:
+        """Run `action` in this process now, later if it is paused, never if it died."""
+        if not self.alive_process(generation):
+            return
+        if self.paused:
+            self.deferred.append(lambda: self.run(generation, action))
+            return
+        action()
+
+    def timer(self, delay: float, action: Callable[[], None]) -> None:
+        generation = self.generation
+        self.cluster.loop.after(delay, lambda: self.run(generation, action))
+
+    def wall_ms(self) -> int:
+        return EPOCH_MS + int(self.cluster.loop.now * 1000) + self.offset_ms
+
+    # ----- views ----------------------------------------------------------------------------
+
+    def ring(self) -> Ring:
+        members = tuple(
+            sorted(m.node_id for m in self.membership.members() if m.status is not Status.LEFT)
+        )
+        return _ring(members, self.config.replication_factor, self.config.partitions)
+
+    def is_down(self, node_id: str) -> bool:
+        member = self.membership.get(node_id)
+        return member is None or member.status in (Status.DEAD, Status.LEFT)
+
+    # ----- replica side ---------------------------------------------------------------------
+
+    def apply_replicated(self, records: Sequence[Record]) -> list[ApplyOutcome]:
+        outcomes = []
+        for record in records:
+            self.clock.observe(record.version, self.wall_ms())
+            stored = self.table.apply(record)
+            outcomes.append(outcome(record, stored, None if stored else self.table.get(record.key)))
+        return outcomes
+
+    # ----- coordinator: writes --------------------------------------------------------------
+
+    def write(
+        self,
+        key: bytes,
+        value: bytes | None,
+        level: Consistency,
+        after: Version | None,
+        reply: Reply,
+    ) -> None:
+        wall = self.wall_ms()
+        if after is not None:
+            if after.wall_ms > wall + MAX_CLIENT_CLOCK_LEAD_MS:
+                reply(FAIL, "INVALID_ARGUMENT", "'after' too far ahead", None, None)
+                return
+            self.clock.observe(after, wall)
+        placed = self._placement(key, level, reply)
+        if placed is None:
+            return
+        replicas, required = placed
+        record = Record(key, value, self.clock.now(wall))
+        quorum = WriteQuorum(replicas, required)
+        decided = [False]
+
+        def decide() -> None:
+            if decided[0]:
+                return
+            if quorum.succeeded:
+                decided[0] = True
+                reply(OK, "OK", "", record.version, None)
+            elif quorum.impossible:
+                decided[0] = True
+                if quorum.superseded:
+                    # Not "fail": the replicas that stored it before it lost may show it
+                    # until the newer version reaches them (history.classify).
+                    reply(UNKNOWN, "ABORTED", "lost last-write-wins", None, None)
+                else:
+                    reply(UNKNOWN, "UNAVAILABLE", "the write may have been applied", None, None)
+
+        def timed_out() -> None:
+            if not decided[0]:
+                decided[0] = True
+                reply(UNKNOWN, "DEADLINE_EXCEEDED", "replicas did not answer", None, None)
+
+        self.timer(self.config.request_timeout, timed_out)
+        for replica in replicas:
+            self._replicate(replica, record, quorum, decide)
+
+    def _replicate(
+        self, replica: str, record: Record, quorum: WriteQuorum, decide: Callable[[], None]
+    ) -> None:
+        def answered(outcomes: list[ApplyOutcome]) -> None:
+            if outcomes[0] is ApplyOutcome.SUPERSEDED:
+                quorum.supersede(replica)
+            else:
+                quorum.ack(replica)
+            decide()
+
+        def failed() -> None:
+            quorum.fail(replica)
+            decide()
+            if self.config.hints:
+                self._hint(replica, record)
+
+        if replica == self.node_id:
+            answered(self.apply_replicated([record]))
+        elif self.is_down(replica):
+            failed()
+        else:
+            target = self.cluster.node(replica)
+            self.cluster.call(
+                self,
+                target,
+                lambda: target.apply_replicated([record]),
+                answered,
+                failed,
+                self.config.peer_timeout,
+            )
+
+    def _hint(self, replica: str, record: Record) -> None:
+        held = self.hints.setdefault(replica, {})
+        if supersedes(record, held.get(record.key)):
+            held[record.key] = record
+
+    # ----- coordinator: reads ---------------------------------------------------------------
+
+    def read(self, key: bytes, level: Consistency, reply: Reply) -> None:
+        placed = self._placement(key, level, reply)
+        if placed is None:
+            return
+        replicas, required = placed
+        if self.config.mutant == "read-one":
+            required = 1
+        quorum = ReadQuorum(replicas, required)
+        decided = [False]
+        left = [len(replicas)]
+
+        def decide() -> None:
+            if decided[0] or not (quorum.succeeded or quorum.impossible):
+                return
+            decided[0] = True
+            if quorum.result is not None:
+                # A coordinator that read a version stamps later writes above it.
+                self.clock.observe(quorum.result.version, self.wall_ms())
+            if quorum.succeeded:
+                result = quorum.result
+                value = None if result is None or result.value is None else result.value
+                version = None if result is None else result.version
+                reply(OK, "OK", "", version, None if value is None else value.decode())
+            else:
+                reply(UNKNOWN, "UNAVAILABLE", "too few replica answers", None, None)
+
+        def timed_out() -> None:
+            if not decided[0]:
+                decided[0] = True
+                reply(UNKNOWN, "DEADLINE_EXCEEDED", "replicas did not answer", None, None)
+
+        def one_done() -> None:
+            left[0] -= 1
+            if left[0] == 0 and self.config.read_repair:
+                self._read_repair(quorum)
+
+        self.timer(self.config.request_timeout, timed_out)
+        for replica in replicas:
+            self._ask(replica, key, quorum, decide, one_done)
+
+    def _ask(
+        self,
+        replica: str,
+        key: bytes,
+        quorum: ReadQuorum,
+        decide: Callable[[], None],
+        done: Callable[[], None],
+    ) -> None:
+        def answered(record: Record | None) -> None:
+            quorum.answer(replica, record)
+            decide()
+            done()
+
+        def failed() -> None:
+            quorum.fail(replica)
+            decide()
+            done()
+
+        if replica == self.node_id:
+            answered(self.table.get(key))
+        elif self.is_down(replica):
+            failed()
+        else:
+            target = self.cluster.node(replica)
+            self.cluster.call(
+                self,
+                target,
+                lambda: target.table.get(key),
+                answered,
+                failed,
+                self.config.peer_timeout,
+            )
+
+    def _read_repair(self, quorum: ReadQuorum) -> None:
+        for replica, record in quorum.stale().items():
+            if replica == self.node_id:
+                self.apply_replicated([record])
+            else:
+                target = self.cluster.node(replica)
+                self.cluster.call(
+                    self,
+                    target,
+                    lambda t=target, r=record: t.apply_replicated([r]),  # type: ignore[misc]
+                    lambda _: None,
+                    lambda: None,
+                    self.config.peer_timeout,
+                )
+
+    def _placement(
+        self, key: bytes, level: Consistency, reply: Reply
+    ) -> tuple[tuple[str, ...], int] | None:
+        replicas = self.ring().preference_list(key)
+        required = level.required(self.config.replication_factor)
+        if len(replicas) < required:
+            reply(FAIL, "FAILED_PRECONDITION", f"the ring has {len(replicas)} node(s)", None, None)
+            return None
+        reachable = [r for r in replicas if r == self.node_id or not self.is_down(r)]
+        if len(reachable) < required:
+            reply(FAIL, "UNAVAILABLE", "too few replicas; nothing was written", None, None)
+            return None
+        return replicas, required
+
+    # ----- background loops -----------------------------------------------------------------
+
+    def _gossip(self) -> None:
+        loop = self.cluster.loop
+        for probe in self.membership.tick(loop.now, loop.rng):
+            self._probe(probe)
+        self.timer(self.config.gossip_interval, self._gossip)
+
+    def _probe(self, probe: Probe) -> None:
+        target = self.cluster.by_gossip.get(probe.gossip_addr)
+        loop = self.cluster.loop
+        if target is None:
+            self.membership.on_probe_failed(probe, loop.now)
+            return
+        self.cluster.call(
+            self,
+            target,
+            lambda: target.membership.on_exchange(probe.message, loop.now),
+            lambda reply: self.membership.on_reply(probe, reply, loop.now),
+            lambda: self.membership.on_probe_failed(probe, loop.now),
+            PROBE_TIMEOUT,
+        )
+
+    def _deliver_hints(self) -> None:
+        for node_id, held in self.hints.items():
+            member = self.membership.get(node_id)
+            if not held or member is None or member.status is not Status.ALIVE:
+                continue
+            target = self.cluster.node(node_id)
+            snapshot = list(held.values())
+
+            def delivered(
+                _: Any, held: dict[bytes, Record] = held, sent: list[Record] = snapshot
+            ) -> None:
+                for record in sent:
+                    if held.get(record.key) is record:
+                        del held[record.key]
+
+            self.cluster.call(
+                self,
+                target,
+                lambda t=target, s=snapshot: t.apply_replicated(s),  # type: ignore[misc]
+                delivered,
+                lambda: None,
+                self.config.peer_timeout,
+            )
+        self.timer(self.config.hint_interval, self._deliver_hints)
+
+    def _sync(self) -> None:
+        for peer in self.ring().members:
+            member = self.membership.get(peer)
+            if peer != self.node_id and member is not None and member.status is Status.ALIVE:
+                self.cluster.anti_entropy(self, self.cluster.node(peer))
+        rng = self.cluster.loop.rng
+        self.timer(self.config.sync_interval * rng.uniform(0.8, 1.2), self._sync)
+
+    # ----- inspection -----------------------------------------------------------------------
+
+    def observed(self, key: bytes) -> Observed | None:
+        record = self.table.get(key)
+        if record is None:
+            return None
+        return Observed(None if record.value is None else record.value.decode(), record.version)
+
+
+@dataclass
+class SimClient:
+    name: str
+    queue: deque[tuple[str, bytes, int, Consistency]] = field(default_factory=deque)
+    busy: bool = False
+    seen: Version | None = None
+    sequence: int = 0
+
+
+class SimCluster:
+    def __init__(self, config: SimConfig, seed: int, clients: int) -> None:
+        self.config = config
+        self.loop = Loop(seed)
+        self.nodes: list[SimNode] = []
+        for number in range(1, config.nodes + 1):
+            self.nodes.append(SimNode(self, number))
+        # Seeds need every node's address, so memberships are made once all exist.
+        for node in self.nodes:
+            node.membership = node._membership()
+        self.by_id = {n.node_id: n for n in self.nodes}
+        self.by_gossip = {n.gossip_addr: n for n in self.nodes}
+        self.cut: set[frozenset[str]] = set()
+        self.clients = [SimClient(f"c{i}") for i in range(clients)]
+        self.history: list[Op] = []
+        self.full_ring = Ring(
+            [n.node_id for n in self.nodes], config.replication_factor, config.partitions
+        )
+        self._request_ids = itertools.count()
+
+    def node(self, node_id: str) -> SimNode:
+        return self.by_id[node_id]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    # ----- the network ----------------------------------------------------------------------
+
+    def linked(self, a: SimNode, b: SimNode) -> bool:
+        return a is b or frozenset((a.node_id, b.node_id)) not in self.cut
+
+    def partition(self, groups: Sequence[Sequence[int]]) -> None:
+        ids = [[self.nodes[i].node_id for i in group] for group in groups]
+        self.cut = {
+            frozenset((a, b))
+            for i, left in enumerate(ids)
+            for right in ids[i + 1 :]
+            for a in left
+            for b in right
+            if a != b
+        }
+
+    def cut_pairs(self, pairs: Sequence[tuple[int, int]]) -> None:
+        self.cut = {
+            frozenset((self.nodes[a].node_id, self.nodes[b].node_id)) for a, b in pairs if a != b
+        }
+
+    def heal(self) -> None:
+        self.cut = set()
+
+    def send(
+        self,
+        source: SimNode,
+        target: SimNode,
+        action: Callable[[], object],
+        generation: int | None = None,
+    ) -> None:
+        """Deliver `action` to a process of `target` (by default its current one) after a
+        latency, unless the link is cut or that process is gone."""
+        if generation is None:
+            generation = target.generation
+        if not self.linked(source, target) or not target.alive_process(generation):
+            return
+        latency = self.loop.rng.uniform(0.0005, 0.01)
+
+        def arrive() -> None:
+            if self.linked(source, target):
+                target.run(generation, action)
+
+        self.loop.after(latency, arrive)
+
+    def call(
+        self,
+        source: SimNode,
+        target: SimNode,
+        serve: Callable[[], Any],
+        on_reply: Callable[[Any], None],
+        on_fail: Callable[[], object],
+        timeout: float,
+    ) -> None:
+        """A request/response from `source`'s process, failed after `timeout` without an answer."""
+        done = [False]
+
+        def fail() -> None:
+            if not done[0]:
+                done[0] = True
+                on_fail()
+
+        def reply(value: Any) -> None:
+            if not done[0]:
+                done[0] = True
+                on_reply(value)
+
+        caller = source.generation
+
+        def at_target() -> None:
+            value = serve()
+            # The answer goes back to the very process that asked, if it still runs.
+            self.send(target, source, lambda: reply(value), caller)
+
+        source.timer(timeout, fail)
+        self.send(source, target, at_target)
+
+    def anti_entropy(self, me: SimNode, peer: SimNode) -> None:
+        """One round of repair.py's exchange: Merkle diff, then newer wins both ways."""
+        if not (self.linked(me, peer) and peer.running and not peer.paused):
+            return  # the real round times out and skips the peer
+        shared = me.ring().shared_partitions(me.node_id, peer.node_id)
+        if shared != peer.ring().shared_partitions(peer.node_id, me.node_id) or not shared:
+            return  # "ring views differ (membership is converging)"
+        leaves = diff(me.index, peer.index, shared)
+        pull: list[Record] = []
+        push: list[Record] = []
+        for partition, chunk in leaves:
+            keys = me.index.keys_in(partition, chunk) | peer.index.keys_in(partition, chunk)
+            for key in sorted(keys):
+                mine, theirs = me.table.get(key), peer.table.get(key)
+                if theirs is not None and (
+                    mine is None
+                    or (theirs.version, theirs.value is not None)
+                    > (mine.version, mine.value is not None)
+                ):
+                    pull.append(theirs)
+                elif mine is not None and (
+                    theirs is None
+                    or (mine.version, mine.value is not None)
+                    > (theirs.version, theirs.value is not None)
+                ):
+                    push.append(mine)
+        # The records travel like any message: late, or lost if the link is cut meanwhile.
+        if pull:
+            self.send(peer, me, lambda: me.apply_replicated(pull))
+        if push:
+            self.send(me, peer, lambda: peer.apply_replicated(push))
+
+    def repair_pass(self) -> int:
+        """Every node's round with every other (no membership needed); what still differed."""
+        differing = 0
+        for me in self.nodes:
+            for peer in self.nodes:
+                if me is peer:
+                    continue
+                shared = self.full_ring.shared_partitions(me.node_id, peer.node_id)
+                if shared:
+                    differing += len(diff(me.index, peer.index, shared))
+                self.anti_entropy(me, peer)
+                self.loop.run_until(self.loop.now + 0.05)
+        return differing
+
+    # ----- clients --------------------------------------------------------------------------
+
+    def submit(
+        self, client: int, kind: str, key: bytes, coordinator: int, level: Consistency
+    ) -> None:
+        sim_client = self.clients[client % len(self.clients)]
+        sim_client.queue.append((kind, key, coordinator % len(self.nodes), level))
+        if not sim_client.busy:
+            self._next(sim_client)
+
+    def _next(self, client: SimClient) -> None:
+        if not client.queue:
+            client.busy = False
+            return
+        client.busy = True
+        kind, key, number, level = client.queue.popleft()
+        coordinator = self.nodes[number]
+        invoked = self.loop.now
+        client.sequence += 1
+        value = f"{client.name}-{client.sequence}" if kind == PUT else None
+        finished = [False]
+        request_id = next(self._request_ids)
+
+        def record(
+            result: str, code: str, message: str, version: Version | None, read: str | None
+        ) -> None:
+            if finished[0]:
+                return
+            finished[0] = True
+            coordinator.requests.pop(request_id, None)
+            if (
+                result == OK
+                and version is not None
+                and (client.seen is None or version > client.seen)
+            ):
+                client.seen = version
+            self.history.append(
+                Op(
+                    client=client.name,
+                    kind=kind,
+                    key=key.decode(),
+                    value=value if kind == PUT else read,
+                    invoked=invoked,
+                    completed=self.loop.now,
+                    outcome=result,
+                    version=version if result == OK else None,
+                    consistency=level.name,
+                    code=code,
+                    message=message,
+                    coordinator=coordinator.node_id,
+                )
+            )
+            self.loop.after(0.001, lambda: self._next(client))
+
+        if not coordinator.running:
+            # Connection refused: the request was never sent.
+            record(FAIL, "UNAVAILABLE", "connection refused", None, None)
+            return
+        self.loop.after(
+            self.config.client_timeout,
+            lambda: record(UNKNOWN, "DEADLINE_EXCEEDED", "no answer in time", None, None),
+        )
+        coordinator.requests[request_id] = lambda: record(
+            UNKNOWN, "UNAVAILABLE", "connection lost during the request", None, None
+        )
+        after = client.seen
+        generation = coordinator.generation
+        latency = self.loop.rng.uniform(0.0005, 0.005)
+
+        def respond(
+            result: str, code: str, message: str, version: Version | None, read: str | None
+        ) -> None:
+            if coordinator.alive_process(generation):
+                self.loop.after(latency, lambda: record(result, code, message, version, read))
+
+        def handle() -> None:
+            if kind == GET:
+                coordinator.read(key, level, respond)
+            else:
+                data = None if kind == DELETE else (value or "").encode()
+                coordinator.write(key, data, level, after, respond)
+
+        self.loop.after(latency, lambda: coordinator.run(generation, handle))
+
+    # ----- the end --------------------------------------------------------------------------
+
+    def settle(self, seconds: float) -> None:
+        """Stop every fault, then let gossip, hints, repair and clients finish."""
+        self.heal()
+        for node in self.nodes:
+            if not node.running:
+                node.start()
+            node.resume()
+        self.loop.run_until(self.loop.now + seconds)
+
+    def final_state(self, keys: Sequence[bytes]) -> dict[str, dict[str, Observed | None]]:
+        return {n.node_id: {k.decode(): n.observed(k) for k in keys} for n in self.nodes}
+
+    def owners(self, key: str) -> Sequence[str]:
+        return self.full_ring.preference_list(key.encode())

@@ -1,0 +1,333 @@
+"""Fault schedules over a simulated cluster of the sans-IO cores, checked like real histories.
+
+Hypothesis draws a cluster (3-7 nodes, N=3, clock offsets), clients, and a
+schedule of client operations, waits, partitions (halves, bridge, majority
+ring, one isolated node), heals, crashes, restarts, pauses and resumes;
+tests/faults/simcluster.py runs it with fake time, then every fault stops,
+the cluster settles, anti-entropy converges and the history checker
+(tests/support/history.py) judges what the clients saw and what every
+replica holds. A failing schedule shrinks to a minimal one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import strategies as st
+
+from a3redis.core.consistency import Consistency
+from tests.faults.simcluster import SimCluster, SimConfig
+from tests.support.history import (
+    DELETE,
+    GET,
+    OK,
+    PUT,
+    Anomaly,
+    check,
+    merge_histories,
+    render,
+    summarize,
+)
+
+QUORUM, ONE, ALL = Consistency.QUORUM, Consistency.ONE, Consistency.ALL
+KEYS = [f"k{i}".encode() for i in range(5)]
+Step = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    nodes: int
+    offsets: tuple[int, ...]
+    clients: int
+    seed: int
+    steps: tuple[Step, ...]
+
+    def describe(self) -> str:
+        lines = [
+            f"{self.nodes} nodes, clock offsets {list(self.offsets)} ms, {self.clients} client(s), "
+            f"seed {self.seed}:"
+        ]
+        lines += [f"  {step}" for step in self.steps]
+        return "\n".join(lines)
+
+
+# ----- strategies ---------------------------------------------------------------------------------
+
+operations = st.tuples(
+    st.just("op"),
+    st.integers(0, 3),  # client
+    st.sampled_from([PUT, PUT, PUT, DELETE, GET, GET, GET]),
+    st.integers(0, len(KEYS) - 1),
+    st.integers(0, 6),  # coordinator (modulo the node count)
+    st.sampled_from([QUORUM] * 6 + [ONE, ALL]),
+    st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.3]),  # then wait this long
+)
+waits = st.tuples(st.just("wait"), st.sampled_from([0.002, 0.02, 0.2, 0.7, 1.5, 3.0, 6.0]))
+node_index = st.integers(0, 6)
+faults = st.one_of(
+    st.tuples(st.just("halves"), st.integers(0, 2**16), st.integers(1, 6)),
+    st.tuples(st.just("isolate"), node_index),
+    st.tuples(st.just("bridge"), st.integers(0, 2**16)),
+    st.tuples(st.just("majority-ring"), st.integers(0, 2**16)),
+    st.tuples(st.just("heal")),
+    st.tuples(st.just("crash"), node_index),
+    st.tuples(st.just("restart"), node_index),
+    st.tuples(st.just("pause"), node_index),
+    st.tuples(st.just("resume"), node_index),
+)
+
+
+@st.composite
+def steps(draw: st.DrawFn) -> Step:
+    # Mostly operations, some waits, a fault now and then (one_of would weigh the
+    # nine kinds of fault as much as the one kind of operation).
+    kind = draw(st.sampled_from(["op"] * 7 + ["wait"] * 2 + ["fault"] * 2))
+    strategy = {"op": operations, "wait": waits, "fault": faults}[kind]
+    step: Step = draw(strategy)
+    return step
+
+
+@st.composite
+def schedules(draw: st.DrawFn, max_steps: int = 60) -> Schedule:
+    nodes = draw(st.integers(3, 7))
+    count = draw(st.integers(1, max_steps))
+    offsets = tuple(
+        draw(st.lists(st.sampled_from([0, 0, 0, -5000, 30000]), min_size=nodes, max_size=nodes))
+    )
+    return Schedule(
+        nodes,
+        offsets,
+        draw(st.integers(1, 4)),
+        draw(st.integers(0, 2**16)),
+        tuple(draw(st.lists(steps(), min_size=count, max_size=count))),
+    )
+
+
+# ----- running a schedule -------------------------------------------------------------------------
+
+
+def apply_fault(cluster: SimCluster, step: Step) -> None:
+    n = len(cluster.nodes)
+    kind = step[0]
+    if kind == "halves":
+        order = random.Random(step[1]).sample(range(n), n)
+        split = 1 + step[2] % (n - 1)
+        cluster.partition([order[:split], order[split:]])
+    elif kind == "isolate":
+        alone = step[1] % n
+        cluster.partition([[alone], [i for i in range(n) if i != alone]])
+    elif kind == "bridge":
+        order = random.Random(step[1]).sample(range(n), n)
+        half = (n - 1) // 2
+        left, right = order[:half], order[half + 1 :]
+        cluster.cut_pairs([(a, b) for a in left for b in right])
+    elif kind == "majority-ring":
+        order = random.Random(step[1]).sample(range(n), n)
+        # Each node keeps the smallest circle of neighbours that is a majority with itself.
+        reach = next(d for d in range(1, n) if 2 * d + 1 > n // 2)
+        cluster.cut_pairs(
+            [
+                (order[i], order[j])
+                for i in range(n)
+                for j in range(i + 1, n)
+                if min(j - i, n - (j - i)) > reach
+            ]
+        )
+    elif kind == "heal":
+        cluster.heal()
+    else:
+        node = cluster.nodes[step[1] % n]
+        if kind == "crash":
+            node.crash()
+        elif kind == "restart" and not node.running:
+            node.start()
+        elif kind == "pause":
+            node.pause()
+        elif kind == "resume":
+            node.resume()
+
+
+def run(schedule: Schedule, **config: Any) -> tuple[SimCluster, list[Anomaly]]:
+    cluster = SimCluster(
+        SimConfig(nodes=schedule.nodes, offsets_ms=schedule.offsets, **config),
+        schedule.seed,
+        schedule.clients,
+    )
+    cluster.start()
+    cluster.loop.run_until(5.0)  # members find each other
+    for step in schedule.steps:
+        if step[0] == "op":
+            _, client, kind, key, coordinator, level, pause = step
+            cluster.submit(client, kind, KEYS[key], coordinator, level)
+            cluster.loop.run_until(cluster.loop.now + pause)
+        elif step[0] == "wait":
+            cluster.loop.run_until(cluster.loop.now + step[1])
+        else:
+            apply_fault(cluster, step)
+    cluster.settle(20.0)
+    anomalies: list[Anomaly] = []
+    for _ in range(6):
+        if cluster.repair_pass() == 0:
+            break
+    else:
+        anomalies.append(Anomaly("repair-not-converged", "*", "replicas still differ"))
+    history = merge_histories([cluster.history])
+    anomalies += check(history, cluster.final_state(KEYS), cluster.owners)
+    return cluster, anomalies
+
+
+def explain(schedule: Schedule, cluster: SimCluster, anomalies: list[Anomaly]) -> str:
+    return f"{render(anomalies)}\n{summarize(cluster.history)}\nschedule:\n{schedule.describe()}"
+
+
+RESTART_BUG = (
+    "known bug (issue 6 note): a node restarted where it cannot reach its peers "
+    "starts with a one-node ring and acknowledges ONE writes for keys it does not "
+    "own; the member table must survive restarts"
+)
+
+# ----- properties ---------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=False, reason=RESTART_BUG)
+@settings(
+    max_examples=800,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # No "explain" phase: its tracing makes shrinking many times slower on Python 3.11.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+)
+@given(schedules())
+def test_no_schedule_of_faults_loses_an_acknowledged_write_or_serves_a_stale_quorum_read(
+    schedule: Schedule,
+) -> None:
+    cluster, anomalies = run(schedule)
+    assert not anomalies, explain(schedule, cluster, anomalies)
+
+
+@st.composite
+def sequential_overwrites(draw: st.DrawFn) -> Schedule:
+    """One client, overwriting through coordinators in turn, two of them with skewed clocks."""
+    count = draw(st.integers(2, 40))
+    ops: list[Step] = []
+    for i in range(count):
+        kind = draw(st.sampled_from([PUT, PUT, DELETE, GET]))
+        wait = draw(st.sampled_from([0.05, 0.5, 2.0]))
+        ops.append(("op", 0, kind, draw(st.integers(0, 1)), i % 3, QUORUM, wait))
+    offsets = draw(st.permutations([0, -5000, 30000]))
+    return Schedule(3, tuple(offsets), 1, draw(st.integers(0, 2**16)), tuple(ops))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sequential_overwrites())
+def test_sequential_overwrites_through_skewed_coordinators_are_never_lost(
+    schedule: Schedule,
+) -> None:
+    cluster, anomalies = run(schedule)
+    assert not anomalies, explain(schedule, cluster, anomalies)
+    not_ok = [op for op in cluster.history if op.outcome != OK]
+    assert not not_ok, (
+        explain(schedule, cluster, []) + "\n" + "\n".join(op.describe() for op in not_ok)
+    )
+
+
+def test_the_checker_catches_a_coordinator_that_reads_one_replica_for_quorum() -> None:
+    """The simulation and the checker have teeth: a broken read path is found by the search."""
+    # By hand first: a replica cut off from the others answers a read alone.
+    by_hand = Schedule(
+        3,
+        (0, 0, 0),
+        2,
+        1,
+        (
+            ("op", 0, PUT, 0, 0, QUORUM, 0.2),
+            ("isolate", 2),
+            ("op", 0, PUT, 0, 0, QUORUM, 0.2),
+            ("op", 1, GET, 0, 2, QUORUM, 0.2),
+        ),
+    )
+    assert not run(by_hand)[1]
+    _, anomalies = run(by_hand, mutant="read-one")
+    assert [a.kind for a in anomalies] == ["stale-read"]
+
+    # Then by search, as the property above searches (generation only: shrinking is slow).
+    def broken(schedule: Schedule) -> bool:
+        _, anomalies = run(schedule, mutant="read-one")
+        return any(a.kind in ("stale-read", "resurrected-delete") for a in anomalies)
+
+    found = find(
+        schedules(),
+        broken,
+        settings=settings(
+            max_examples=600,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+        ),
+    )
+    assert broken(found)
+
+
+@pytest.mark.xfail(strict=True, reason=RESTART_BUG)
+def test_a_restarted_node_acknowledges_only_writes_it_can_place() -> None:
+    """A node restarted where it cannot reach its peers must not take writes for other keys.
+
+    Fails today (see the fault-suite report): after a restart a node's ring holds only
+    the members it has heard of, at first itself, so a ONE write for any key is stored
+    on it alone and acknowledged; once it learns the ring, the key's real replicas
+    never get the write (anti-entropy compares only shared partitions) and it is lost.
+    """
+    schedule = Schedule(
+        5,
+        (0,) * 5,
+        1,
+        1,
+        (
+            ("crash", 4),
+            ("wait", 6.0),  # node-5 is dead everywhere
+            ("isolate", 4),
+            ("restart", 4),
+            ("wait", 0.1),
+            *[("op", 0, PUT, key, 4, ONE, 0.05) for key in range(len(KEYS))],
+            ("heal",),
+        ),
+    )
+    cluster, anomalies = run(schedule)
+    assert not anomalies, explain(schedule, cluster, anomalies)
+
+
+def test_an_aborted_write_may_be_read_until_the_newer_version_arrives_but_never_wins() -> None:
+    """Why ABORTED is "unknown", not "fail", in the checker (history.classify).
+
+    node-1's clock runs 30 s ahead. Cut off, it takes a ONE write (version T+30 s).
+    Healed, another client writes ALL through node-2 (version T): node-2 and node-3
+    store it, node-1 holds the newer version, so the write is ABORTED. A QUORUM read
+    that does not reach node-1 answers with the aborted value; after repair the
+    newer version is everywhere.
+    """
+    schedule = Schedule(
+        3,
+        (30000, 0, 0),
+        3,
+        1,
+        (
+            ("isolate", 0),
+            ("op", 0, PUT, 0, 0, ONE, 0.1),
+            ("heal",),
+            ("op", 1, PUT, 0, 1, ALL, 0.1),
+            ("isolate", 0),
+            ("op", 2, GET, 0, 2, QUORUM, 0.1),
+        ),
+    )
+    cluster, anomalies = run(schedule)
+    assert not anomalies, explain(schedule, cluster, anomalies)
+    newer, aborted, read = sorted(cluster.history, key=lambda op: op.invoked)
+    assert aborted.code == "ABORTED" and read.value == aborted.value, explain(schedule, cluster, [])
+    assert {n.observed(KEYS[0]) for n in cluster.nodes} == {
+        cluster.nodes[0].observed(KEYS[0])
+    } and cluster.nodes[0].observed(KEYS[0]).value == newer.value  # type: ignore[union-attr]
