@@ -193,8 +193,10 @@ class MembershipSettings:
     failure_timeout: float = 10.0
     seed_retry_min: float = 1.0
     seed_retry_max: float = 16.0
-    # Probe a dead member with this probability per tick, besides the regular target.
-    dead_probe_chance: float = 0.25
+    # Probe a dead member with this probability per tick, besides the regular target:
+    # every round, since dead members are few and a healed partition or a resumed
+    # process is then noticed within a round or two instead of after several.
+    dead_probe_chance: float = 1.0
 
 
 @dataclass(slots=True)

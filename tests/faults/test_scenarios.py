@@ -46,7 +46,7 @@ SYNC_JITTER = 1.2
 
 RESTART_BUG = (
     "known bug (issue 6 note): a node restarted where it cannot reach its peers "
-    "starts with a one-node ring and acknowledges ONE writes for keys it does not "
+    "starts with a partial ring and acknowledges writes (QUORUM too) for keys it does not "
     "own; the member table must survive restarts"
 )
 HEAL_GAP = (

@@ -186,7 +186,7 @@ def explain(schedule: Schedule, cluster: SimCluster, anomalies: list[Anomaly]) -
 
 RESTART_BUG = (
     "known bug (issue 6 note): a node restarted where it cannot reach its peers "
-    "starts with a one-node ring and acknowledges ONE writes for keys it does not "
+    "starts with a partial ring and acknowledges writes (QUORUM too) for keys it does not "
     "own; the member table must survive restarts"
 )
 
