@@ -271,21 +271,13 @@ class KeyValue:
             # The client saw `after`: its next write must be later, whatever our wall clock says.
             self.clock.observe(after, wall)
         if consistency is Consistency.LOCAL:
-            records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
-            stored = await self.store.apply_many(records)
-            if not all(stored):
-                raise WriteRejectedError("a newer version of a key already exists here")
-            return [record.version for record in records]
+            return await self._write_local(pairs, wall)
 
         placements = [self._placement(key, consistency) for key, _ in pairs]
         if self._sole_replica_of_all(placements):
             # A quorum of one that is this node is the local store: no replica
             # task, quorum bookkeeping or timeout to pay for on every request.
-            records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
-            stored = await self.store.apply_many(records)
-            if not all(stored):
-                raise WriteRejectedError("a newer version of a key already exists here")
-            return [record.version for record in records]
+            return await self._write_local(pairs, wall)
         # Versions come last, after every check that could still refuse the request.
         records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
         quorums = [WriteQuorum(replicas, required) for replicas, required in placements]
@@ -317,6 +309,16 @@ class KeyValue:
                 f"(failed: {', '.join(sorted(quorum.failed))}); the write may have been applied "
                 "on some replicas"
             )
+        return [record.version for record in records]
+
+    async def _write_local(
+        self, pairs: list[tuple[bytes, bytes | None]], wall: int
+    ) -> list[Version]:
+        """Write to this node's store only (LOCAL, or a ring where we hold every key)."""
+        records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
+        stored = await self.store.apply_many(records)
+        if not all(stored):
+            raise WriteRejectedError("a newer version of a key already exists here")
         return [record.version for record in records]
 
     async def _replicate(
