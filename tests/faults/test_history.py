@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
@@ -242,6 +243,21 @@ def test_an_aborted_write_may_be_read_but_must_not_win() -> None:
         "aborted-write-won",
         "lost-write",
     ]
+
+
+def test_a_tombstone_is_blamed_on_an_aborted_delete_only_when_nothing_else_explains_it() -> None:
+    aborted = dataclasses.replace(
+        delete("k", 2, 3, None, UNKNOWN, "ABORTED"), coordinator="127.0.0.4:50051"
+    )
+    timed_out = delete("k", 2, 4, None, UNKNOWN, "DEADLINE_EXCEEDED")
+    final = everywhere(k=Observed(None, v(20, "node-4")))
+    assert kinds([put("k", "a", 0, 1, v(10)), aborted], final) == ["aborted-write-won"]
+    # Either delete could have written it: the innocent explanation is taken.
+    assert kinds([put("k", "a", 0, 1, v(10)), aborted, timed_out], final) == []
+    # A version names its coordinator: a delete sent to another node did not make it.
+    node_of = {"127.0.0.4:50051": "node-3", "127.0.0.5:50051": "node-4"}
+    history = merge_histories([[put("k", "a", 0, 1, v(10)), aborted]])
+    assert sorted(a.kind for a in check(history, final, owners, node_of)) == ["phantom"]
 
 
 def test_values_nobody_wrote_and_wrong_versions_are_flagged() -> None:

@@ -596,7 +596,8 @@ class FaultCluster:
         """Converge, then run every check of the history checker; the anomalies found."""
         all_keys = sorted(set(keys) | {op.key for op in history})
         converged = self.converge(all_keys)
-        anomalies = check(history, converged.final, self.owners)
+        node_of = {node.endpoint: node.node_id for node in self.nodes}
+        anomalies = check(history, converged.final, self.owners, node_of)
         anomalies += check_repair_reports(converged.reports)
         everyone = {n.node_id for n in self.nodes}
         for node_id, peers in converged.reports.items():

@@ -199,12 +199,18 @@ def _by_key(history: Iterable[Op]) -> dict[str, list[Op]]:
 
 
 class _Writes:
-    """The writes of one key, for naming the write that produced a record."""
+    """The writes of one key, for naming the write that produced a record.
 
-    def __init__(self, ops: Sequence[Op]) -> None:
+    `node_of` maps a coordinator's address to its node id, when known: a
+    version's node id names the coordinator that made it, which rules out
+    deletes sent elsewhere.
+    """
+
+    def __init__(self, ops: Sequence[Op], node_of: Mapping[str, str] | None = None) -> None:
         self.writes = [op for op in ops if op.is_write]
         self.by_value = {op.value: op for op in self.writes if op.kind == PUT}
         self.deletes = [op for op in self.writes if op.kind == DELETE]
+        self.node_of = node_of or {}
 
     def source(self, value: str | None, version: Version) -> Op | None:
         """The write that produced (value, version), if the history has one that could."""
@@ -213,11 +219,23 @@ class _Writes:
         exact = [op for op in self.deletes if op.version == version]
         if exact:
             return exact[0]
-        # A delete whose version we never learned (unknown or failed outcome).
-        candidates = [op for op in self.deletes if op.version is None]
-        unknown = [op for op in candidates if op.outcome == UNKNOWN]
-        chosen = unknown or candidates
-        return chosen[0] if chosen else None
+        # A delete whose version we never learned (unknown, aborted or failed outcome).
+        candidates = [
+            op
+            for op in self.deletes
+            if op.version is None
+            and self.node_of.get(op.coordinator, version.node_id) == version.node_id
+        ]
+
+        # Tombstones carry no value to tell deletes apart: with several candidates,
+        # the checker takes the innocent explanation, so that it flags only what no
+        # attribution could explain.
+        def guilt(op: Op) -> int:
+            if op.outcome == UNKNOWN:
+                return 1 if op.code == "ABORTED" else 0
+            return 2
+
+        return min(candidates, key=guilt, default=None)
 
     def explain(
         self, key: str, value: str | None, version: Version, what: str, context: list[Op]
@@ -251,11 +269,11 @@ class _Writes:
         return None
 
 
-def check_reads(history: Sequence[Op]) -> list[Anomaly]:
+def check_reads(history: Sequence[Op], node_of: Mapping[str, str] | None = None) -> list[Anomaly]:
     """(b) and (c): reads see every write that completed before they began, and only real ones."""
     anomalies: list[Anomaly] = []
     for key, ops in _by_key(history).items():
-        writes = _Writes(ops)
+        writes = _Writes(ops, node_of)
         acked = sorted(
             (
                 op
@@ -311,6 +329,7 @@ def check_final(
     history: Sequence[Op],
     final: Mapping[str, Mapping[str, Observed | None]],
     owners: Callable[[str], Sequence[str]],
+    node_of: Mapping[str, str] | None = None,
 ) -> list[Anomaly]:
     """(a) and (d): the replicas agree, and their record keeps every acknowledged write.
 
@@ -322,7 +341,7 @@ def check_final(
     keys = set(by_key) | {key for records in final.values() for key in records}
     for key in sorted(keys):
         ops = by_key.get(key, [])
-        writes = _Writes(ops)
+        writes = _Writes(ops, node_of)
         copies = {node: final.get(node, {}).get(key) for node in owners(key)}
         distinct = set(copies.values())
         if len(distinct) > 1:
@@ -413,8 +432,10 @@ def check(
     history: Sequence[Op],
     final: Mapping[str, Mapping[str, Observed | None]],
     owners: Callable[[str], Sequence[str]],
+    node_of: Mapping[str, str] | None = None,
 ) -> list[Anomaly]:
-    return check_reads(history) + check_final(history, final, owners)
+    """Every check; `node_of` maps coordinator addresses to node ids (see `_Writes`)."""
+    return check_reads(history, node_of) + check_final(history, final, owners, node_of)
 
 
 def render(anomalies: Sequence[Anomaly], limit: int = 10) -> str:
