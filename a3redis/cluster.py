@@ -2,7 +2,9 @@
 
 Rules: placement comes from the `Ring` of the current ring members (members
 that have not left), rebuilt only when that set changes; a replica is "down"
-when membership says dead or left. Links to peers are created on first use,
+when membership says dead or left. A node given peers is `joining` until it
+knows one (from a peer's table or the one it saved): until then its ring
+would be itself alone, and nothing may be placed on it. Links to peers are created on first use,
 replaced when a peer's address changes, and supervised by the nursery given
 at construction (the node's), so none outlives the node.
 """
@@ -26,8 +28,11 @@ class Cluster:
         channels: ChannelPool,
         nursery: trio.Nursery,
         peer_timeout: float,
+        *,
+        has_peers: bool = False,
     ) -> None:
         self.membership = membership
+        self._has_peers = has_peers
         self.replication_factor = replication_factor
         self._channels = channels
         self._nursery = nursery
@@ -38,6 +43,10 @@ class Cluster:
     @property
     def node_id(self) -> str:
         return self.membership.node_id
+
+    @property
+    def joining(self) -> bool:
+        return self._has_peers and not self.membership.joined
 
     @property
     def ring(self) -> Ring:

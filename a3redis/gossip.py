@@ -6,7 +6,8 @@ httpx client (on trio, connection reuse, short timeouts, bound to the node's
 own address) serves every probe. Seeds given as gRPC addresses (the seed's
 `PEERS` form) are resolved to gossip addresses with the `Describe` call;
 gossip addresses work too. A seed that is not up yet is retried with backoff
-and logged once.
+and logged once. The member table is saved in DATA_DIR whenever it changes
+(`MemberFile`), so a restart begins with the ring it left with.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from a3redis.core.membership import (
     GossipMessage,
     IncompatiblePeerError,
     Membership,
+    MemberState,
     MessageError,
     Probe,
 )
@@ -53,6 +55,55 @@ def save_incarnation(data_dir: Path, incarnation: int) -> None:
     temporary = data_dir / (INCARNATION_FILE + ".tmp")
     temporary.write_text(f"{incarnation}\n")
     temporary.replace(data_dir / INCARNATION_FILE)
+
+
+class MemberFile:
+    """The member table saved in DATA_DIR (JSON, replaced atomically when it changes).
+
+    Losing it is safe (the node then waits to hear from a peer, as on its first
+    start), so it is not fsynced; a damaged file is ignored with a warning.
+    """
+
+    NAME = "members.json"
+    FORMAT = 1
+
+    def __init__(self, data_dir: Path, cluster: str) -> None:
+        self.path = data_dir / self.NAME
+        self.cluster = cluster
+        self._saved: list[dict[str, object]] | None = None
+
+    def load(self) -> list[MemberState]:
+        try:
+            raw = json.loads(self.path.read_text())
+            if raw.get("format") != self.FORMAT:
+                raise ValueError(f"unknown format {raw.get('format')!r}")
+            if raw.get("cluster") != self.cluster:
+                log.warning(
+                    "ignoring %s: it belongs to cluster %r, not %r",
+                    self.path,
+                    raw.get("cluster"),
+                    self.cluster,
+                )
+                return []
+            states = [MemberState.from_json(entry) for entry in raw["members"]]
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            log.warning("ignoring damaged %s: %s", self.path, error)
+            return []
+        self._saved = [state.to_json() for state in states]
+        return states
+
+    def save(self, states: list[MemberState]) -> None:
+        """Write the table if it differs from what the file holds."""
+        entries = [state.to_json() for state in states]
+        if entries == self._saved:
+            return
+        temporary = self.path.with_suffix(".tmp")
+        body = {"format": self.FORMAT, "cluster": self.cluster, "members": entries}
+        temporary.write_text(json.dumps(body, indent=1) + "\n")
+        temporary.replace(self.path)
+        self._saved = entries
 
 
 def seed_addresses(config: Config) -> list[Address]:

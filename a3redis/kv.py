@@ -190,6 +190,7 @@ class KeyValue:
         return live, (cutoff + b"\x00" if cutoff is not None else None)
 
     def _scan_members(self, consistency: Consistency) -> list[str]:
+        self._check_joined()
         ring = self.cluster.ring
         required = consistency.required(self.cluster.replication_factor)
         up = {m for m in ring.members if m == self.node_id or not self.cluster.is_down(m)}
@@ -455,8 +456,16 @@ class KeyValue:
         here = (self.node_id,)
         return all(replicas == here for replicas, _ in placements)
 
+    def _check_joined(self) -> None:
+        if self.cluster.joining:
+            raise UnavailableError(
+                f"{self.node_id} has not joined its cluster yet (no peer has answered; "
+                "retrying): it does not know where keys belong; nothing was written"
+            )
+
     def _placement(self, key: bytes, consistency: Consistency) -> tuple[tuple[str, ...], int]:
         """The key's replicas and how many must answer, or an error if that cannot be."""
+        self._check_joined()
         replicas = self.cluster.replicas(key)
         factor = self.cluster.replication_factor
         required = consistency.required(factor)

@@ -35,8 +35,10 @@ from a3redis.core.membership import Membership, MembershipSettings, MemberState,
 from a3redis.gossip import (
     PROBE_TIMEOUT,
     GossipLoop,
+    MemberFile,
     make_http_client,
     save_incarnation,
+    seed_addresses,
     start_incarnation,
 )
 from a3redis.grpc_server import RequestGate, serve_grpc
@@ -110,7 +112,8 @@ async def run_node(
             hints = HintStore(config.data_dir / "hints", config.hint_window, wall_ms)
             await trio.to_thread.run_sync(hints.load)
             gate = RequestGate()
-            membership = _membership(config, wall_ms())
+            member_file = MemberFile(config.data_dir, config.cluster_name)
+            membership = _membership(config, wall_ms(), member_file)
             async with (
                 make_http_client(config) as http,
                 ChannelPool.open(PROBE_TIMEOUT, _local_host(config)) as channels,
@@ -123,6 +126,7 @@ async def run_node(
                     channels,
                     background,
                     config.peer_timeout,
+                    has_peers=bool(seed_addresses(config)),
                 )
                 kv = KeyValue(
                     store,
@@ -141,7 +145,7 @@ async def run_node(
                     http,
                     channels,
                     random.Random(),
-                    _incarnation_saver(config.data_dir, membership),
+                    _membership_saver(config.data_dir, membership, member_file),
                 )
                 repair = AntiEntropy(
                     kv,
@@ -192,7 +196,7 @@ async def run_node(
             http_sock.close()
 
 
-def _membership(config: Config, now_ms: int) -> Membership:
+def _membership(config: Config, now_ms: int, member_file: MemberFile) -> Membership:
     incarnation = start_incarnation(config.data_dir, now_ms)
     save_incarnation(config.data_dir, incarnation)
     me = MemberState(
@@ -203,7 +207,12 @@ def _membership(config: Config, now_ms: int) -> Membership:
         incarnation,
     )
     settings = MembershipSettings(failure_timeout=config.failure_timeout)
-    return Membership(me, config.cluster_name, config.replication_factor, settings)
+    membership = Membership(me, config.cluster_name, config.replication_factor, settings)
+    saved = member_file.load()
+    membership.restore(saved, trio.current_time())
+    if saved:
+        log.info("restored %d members from %s", len(saved), member_file.path)
+    return membership
 
 
 def _local_host(config: Config) -> str | None:
@@ -211,8 +220,11 @@ def _local_host(config: Config) -> str | None:
     return None if config.bind_host in ("0.0.0.0", "::") else config.bind_host
 
 
-def _incarnation_saver(data_dir: Path, membership: Membership) -> Callable[[], None]:
-    """Persist our incarnation whenever a refutation raises it, so a restart goes higher."""
+def _membership_saver(
+    data_dir: Path, membership: Membership, member_file: MemberFile
+) -> Callable[[], None]:
+    """Persist our incarnation whenever a refutation raises it, so a restart goes higher,
+    and the member table whenever it changes, so a restart knows the ring at once."""
     saved = membership.me.incarnation
 
     def save_if_changed() -> None:
@@ -220,6 +232,10 @@ def _incarnation_saver(data_dir: Path, membership: Membership) -> Callable[[], N
         if membership.me.incarnation != saved:
             saved = membership.me.incarnation
             save_incarnation(data_dir, saved)
+        try:
+            member_file.save(membership.members())
+        except OSError as error:
+            log.warning("cannot save %s: %s", member_file.path, error)
 
     return save_if_changed
 
@@ -252,7 +268,7 @@ def main(env: dict[str, str] | None = None) -> int:
     except ConfigError as error:
         print(f"a3redis: invalid configuration: {error}", file=sys.stderr)
         return 2
-    logs.configure(config.node_id, config.debug_log)
+    logs.configure(config.node_id, config.debug_log, config.log_format)
     try:
         trio.run(_main, config)
     except StartupError as error:

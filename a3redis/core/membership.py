@@ -19,6 +19,9 @@ Rules:
   and then, so a healed partition is noticed.
 - Peers from another cluster, with another replication factor or with our
   own node id are refused and remembered as incompatible, never merged.
+- A restarted node restores the table it saved (`restore`): it knows the
+  ring before any peer answers, so it never takes a ring of itself alone
+  for the cluster. `joined` says whether we know anyone besides ourselves.
 - Time (`now`, monotonic seconds) and randomness (`random.Random`) are
   arguments; `tick` and the message handlers return what the shell must send.
 """
@@ -237,6 +240,11 @@ class Membership:
         local = self._local.get(node_id)
         return None if local is None else local.alive_at
 
+    @property
+    def joined(self) -> bool:
+        """Whether we know another member (from a peer's table, or one we saved)."""
+        return len(self._members) > 1
+
     def seeds_pending(self) -> list[str]:
         return sorted(self._seeds)
 
@@ -254,6 +262,18 @@ class Membership:
         for addr in gossip_addrs:
             if addr != self.me.gossip_addr and addr not in known:
                 self._seeds.setdefault(addr, _Seed())
+
+    def restore(self, states: Iterable[MemberState], now: float) -> None:
+        """Members saved by an earlier run, known again before any peer answers.
+
+        Each keeps its saved status and incarnation (gossip corrects both) and
+        is presumed heard from `now`: the failure detector then finds out, as
+        for any member, whether it still answers.
+        """
+        for state in states:
+            known = self._members.get(state.node_id)
+            if state.node_id != self.node_id and supersedes(state, known):
+                self._set(state, now)
 
     # ----- time -------------------------------------------------------------------------------
 

@@ -175,3 +175,49 @@ def test_peers_may_be_given_as_gossip_addresses(node_factory: NodeFactory) -> No
     second = node_factory("g2", NODE_NUM="2", PEERS=f"{HOST}:{first.http_port}").start()
     both = {"node-1": "alive", "node-2": "alive"}
     wait_for(lambda: statuses(first) == statuses(second) == both, 5, "joined by gossip address")
+
+
+def test_a_node_places_keys_only_once_it_knows_the_cluster_and_remembers_it_across_restarts(
+    node_factory: NodeFactory,
+) -> None:
+    first = node_factory("r1", NODE_NUM="1", REPLICATION_FACTOR="2")
+    second = node_factory("r2", NODE_NUM="2", REPLICATION_FACTOR="2")
+    first.extra_env["PEERS"] = second.endpoint
+    second.extra_env["PEERS"] = first.endpoint
+    first.start()
+    # Its only peer is not up: it cannot know where keys belong, so it refuses them...
+    refused = run_cli("put", "k", "v", "--endpoint", first.endpoint, "--consistency", "one")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "has not joined its cluster yet" in refused.stderr
+    assert "nothing was written" in refused.stderr
+    # ...but its own copy stays open to an operator.
+    local = run_cli("get", "k", "--endpoint", first.endpoint, "--consistency", "local")
+    assert local.returncode == 1, local.stderr  # not found: the refused write left nothing
+
+    second.start()
+    both = {"node-1": "alive", "node-2": "alive"}
+    wait_for(lambda: statuses(first) == both == statuses(second), 5, "both alive")
+    put = run_cli("put", "k", "v1", "--endpoint", first.endpoint)
+    assert put.returncode == 0, put.stderr
+
+    # Both crash; node-1 comes back alone. It knows node-2 from its saved table at
+    # once: RF=2 makes it a replica of every key, so a ONE write is its to take.
+    first.kill()
+    second.kill()
+    first.start()
+    assert set(statuses(first)) == {"node-1", "node-2"}
+    put = run_cli("put", "k", "v2", "--endpoint", first.endpoint, "--consistency", "one")
+    assert put.returncode == 0, put.stderr
+    second.start()
+    wait_for(lambda: statuses(first) == both == statuses(second), 5, "both alive again")
+    # The write node-2 missed reaches it (a hint, or repair).
+    wait_for(
+        lambda: (
+            run_cli(
+                "get", "k", "--endpoint", second.endpoint, "--consistency", "local"
+            ).stdout.strip()
+            == "v2"
+        ),
+        15,
+        "node-2 holds the write it missed",
+    )

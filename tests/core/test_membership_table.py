@@ -188,3 +188,33 @@ def test_a_node_hearing_itself_dead_refutes_with_a_higher_incarnation() -> None:
     mine = next(m for m in reply.members if m.node_id == "node-1")
     assert (mine.status, mine.incarnation) == (Status.ALIVE, 10)
     assert copy.deepcopy(me.me) == mine
+
+
+@given(saved=st.lists(member_states, max_size=6, unique_by=lambda m: m.node_id), gossip=messages())
+def test_a_restored_table_is_known_at_once_and_merges_like_gossip(
+    saved: list[MemberState], gossip: GossipMessage
+) -> None:
+    restored = core("node-1")
+    assert not restored.joined
+    restored.restore(saved, 0.0)
+    assert restored.joined == any(state.node_id != "node-1" for state in saved)
+    saved_others = [s for s in saved if s.node_id != "node-1"]
+    assert others(restored) == sorted(saved_others, key=lambda m: m.node_id)
+    # Restoring merges like gossip: it never rolls back newer news, in either order.
+    exchange(restored, gossip)
+    late = core("node-1")
+    exchange(late, gossip)
+    late.restore(saved, 0.0)
+    assert others(late) == others(restored)
+
+
+def test_a_restored_member_that_stays_silent_is_declared_dead() -> None:
+    membership = core("node-1")
+    membership.restore([MemberState("node-2", "b:1", "b:2", Status.ALIVE, 3)], 100.0)
+    rng = random.Random(1)
+    probes = membership.tick(100.0, rng)
+    assert [p.node_id for p in probes] == ["node-2"]
+    membership.on_probe_failed(probes[0], 100.5)
+    membership.tick(105.0, rng)
+    member = membership.get("node-2")
+    assert member is not None and member.status is Status.DEAD

@@ -18,8 +18,10 @@ Rules:
   message to a paused process waits in its socket buffer until it resumes,
   and so do its timers. A crash loses everything but the durable state: the
   record table and the hints (both fsync'ed before they count in the real
-  node); the clock restarts past the newest stored version, membership
-  restarts with a higher incarnation and only its seeds.
+  node) and the member table it saved (a3redis.gossip.MemberFile, written on
+  every change); the clock restarts past the newest stored version,
+  membership restarts with a higher incarnation, its seeds and the saved
+  table. A node that knows no other member refuses requests (kv.py).
 - Clients are never cut from coordinators; a client runs one operation at a
   time, carries the newest version it saw (as a3redis.client does) and
   records every operation for the history checker.
@@ -138,6 +140,7 @@ class SimNode:
         self.table.finish_index(index)
         self.index = index
         self.hints: dict[str, dict[bytes, Record]] = {}
+        self.saved_members: list[MemberState] = []
         self.incarnation = 0
         # Process state.
         self.running = False
@@ -157,6 +160,7 @@ class SimNode:
         settings = MembershipSettings(failure_timeout=self.config.failure_timeout)
         core = Membership(me, "sim", self.config.replication_factor, settings)
         core.add_seeds(n.gossip_addr for n in self.cluster.nodes if n is not self)
+        core.restore(self.saved_members, self.cluster.loop.now)
         return core
 
     def start(self) -> None:
@@ -179,6 +183,8 @@ class SimNode:
             return
         self.running, self.paused = False, False
         self.generation += 1
+        # The real node saves its table on every change: the file is the table as it was.
+        self.saved_members = self.membership.members()
         self.deferred.clear()
         lost, self.requests = self.requests, {}
         for notify in lost.values():
@@ -413,6 +419,9 @@ class SimNode:
     def _placement(
         self, key: bytes, level: Consistency, reply: Reply
     ) -> tuple[tuple[str, ...], int] | None:
+        if not self.membership.joined:
+            reply(FAIL, "UNAVAILABLE", "not joined yet; nothing was written", None, None)
+            return None
         replicas = self.ring().preference_list(key)
         required = level.required(self.config.replication_factor)
         if len(replicas) < required:

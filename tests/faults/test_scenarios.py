@@ -44,11 +44,6 @@ REQUEST_TIMEOUT = 2.0
 SYNC_JITTER = 1.2
 
 
-RESTART_BUG = (
-    "known bug (issue 6 note): a node restarted where it cannot reach its peers "
-    "starts with a partial ring and acknowledges writes (QUORUM too) for keys it does not "
-    "own; the member table must survive restarts"
-)
 HEAL_GAP = (
     "known gap (issue 6 note): after a heal the formerly isolated node keeps its "
     "peers dead until a dead-member probe and a refutation get through, failing "
@@ -613,7 +608,6 @@ def test_random_fault_schedule(make_cluster: ClusterFactory, seed: int) -> None:
 # ----- found by the simulation -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=RESTART_BUG)
 def test_nodes_restarted_behind_a_partition_acknowledge_no_write_they_cannot_place(
     make_cluster: ClusterFactory,
 ) -> None:

@@ -184,16 +184,10 @@ def explain(schedule: Schedule, cluster: SimCluster, anomalies: list[Anomaly]) -
     return f"{render(anomalies)}\n{summarize(cluster.history)}\nschedule:\n{schedule.describe()}"
 
 
-RESTART_BUG = (
-    "known bug (issue 6 note): a node restarted where it cannot reach its peers "
-    "starts with a partial ring and acknowledges writes (QUORUM too) for keys it does not "
-    "own; the member table must survive restarts"
-)
 
 # ----- properties ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason=RESTART_BUG)
 @settings(
     max_examples=800,
     deadline=None,
@@ -273,14 +267,14 @@ def test_the_checker_catches_a_coordinator_that_reads_one_replica_for_quorum() -
     assert broken(found)
 
 
-@pytest.mark.xfail(strict=True, reason=RESTART_BUG)
 def test_a_restarted_node_acknowledges_only_writes_it_can_place() -> None:
     """A node restarted where it cannot reach its peers must not take writes for other keys.
 
-    Fails today (see the fault-suite report): after a restart a node's ring holds only
-    the members it has heard of, at first itself, so a ONE write for any key is stored
-    on it alone and acknowledged; once it learns the ring, the key's real replicas
-    never get the write (anti-entropy compares only shared partitions) and it is lost.
+    Found by this suite: a node that restarted with a ring of only the members it had
+    heard of, at first itself, stored a ONE write for any key on itself alone and
+    acknowledged it; once it learned the ring, the key's real replicas never got the
+    write (anti-entropy compares only shared partitions) and it was lost. The saved
+    member table fixes it.
     """
     schedule = Schedule(
         5,
