@@ -3,7 +3,8 @@
 Rules: every failure prints one line to stderr and exits non-zero, never a
 traceback. Exit codes: 0 success, 1 key not found, 2 usage or configuration
 error, 3 the request failed (the message carries the gRPC status name).
-`-o json` prints one JSON document per command for scripts.
+`-o json` prints one JSON document per command for scripts; progress of long
+operations goes to stderr, and only when it is a terminal (`progress`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,12 +22,14 @@ from typing import Any
 import httpx
 import trio
 
-from a3redis import __version__
+from a3redis import __version__, cluster_view
 from a3redis.client import Client, ClientError, Entry, GetResult
 from a3redis.config import Address
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.validation import InvalidRequestError
+from a3redis.progress import Progress
+from a3redis.supervision import unwrap_single_group
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
@@ -87,7 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         "repair", parents=[common], help="run an anti-entropy round on the endpoint's node now"
     )
     repair.add_argument("--wait", action="store_true", help="wait and print what it fixed")
-    commands.add_parser("node", help="run a node configured by environment variables")
+    node = commands.add_parser("node", help="run a node configured by environment variables")
+    node.add_argument(
+        "--interactive",
+        "-i",
+        action="store_true",
+        help="ask for node number, total nodes and replication factor first",
+    )
     cluster = commands.add_parser("cluster", help="inspect the cluster")
     cluster_commands = cluster.add_subparsers(
         dest="cluster_command", required=True, metavar="COMMAND"
@@ -99,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         "remove", parents=[common], help="remove a dead node from the ring for good"
     )
     remove.add_argument("node_id")
+    cluster_commands.add_parser(
+        "status",
+        parents=[common],
+        help="every member: addresses, status, keys, share of the ring, last repair",
+    )
+    ring = cluster_commands.add_parser(
+        "ring", parents=[common], help="each node's partitions, or the owners of --key"
+    )
+    ring.add_argument("--key", "-k", default=None, help="print the replicas of this key")
     up = cluster_commands.add_parser("up", help="start a local cluster; Ctrl-C stops it")
     up.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     up.add_argument(
@@ -187,7 +206,7 @@ async def _run(args: argparse.Namespace) -> int:
                 for entry in entries:
                     print(f"{_text(entry.key)}\t{_text(entry.value)}")
         elif args.command == "repair":
-            reports = await client.repair(wait=args.wait)
+            reports = await _repair(client, endpoints[0], args)
             if json_out:
                 _print(reports, True)
             elif not args.wait:
@@ -199,6 +218,8 @@ async def _run(args: argparse.Namespace) -> int:
             path = f"/api/members/{args.node_id}/remove"
             answer = await _admin_json(client, endpoints[0], "POST", path, args.timeout)
             _print(answer if json_out else f"removed {args.node_id} from the ring", json_out)
+        elif args.command == "cluster" and args.cluster_command in ("status", "ring"):
+            await _cluster_view(client, endpoints[0], args)
         elif args.command == "cluster":
             members = await _admin_json(client, endpoints[0], "GET", "/membership", args.timeout)
             if json_out:
@@ -221,6 +242,69 @@ async def _admin_json(
             raise
         fallback = Address(endpoint.host, gossip.port)
         return await _request_json(method, f"http://{fallback}{path}", seconds)
+
+
+async def _cluster_view(client: Client, endpoint: Address, args: argparse.Namespace) -> None:
+    json_out = args.output == "json"
+    info = await client.describe()
+    async with httpx.AsyncClient(timeout=args.timeout, trust_env=False) as http_client:
+        http = cluster_view.NodeHttp(http_client, endpoint.host)
+        entry = Address.parse(info.gossip_address)
+        if args.cluster_command == "status":
+            status = await cluster_view.gather_status(http, entry, info.node_id)
+            _print(
+                cluster_view.status_json(status)
+                if json_out
+                else cluster_view.status_text(status, time.time()),
+                json_out,
+            )
+            return
+        members, ring = await cluster_view.entry_view(http, entry, info.node_id)
+    if args.key is None:
+        _print(cluster_view.ring_json(ring) if json_out else cluster_view.ring_text(ring), json_out)
+    else:
+        owners = cluster_view.key_owners_json(ring, args.key.encode(), members, args.key)
+        _print(owners if json_out else cluster_view.key_owners_text(owners), json_out)
+
+
+async def _repair(client: Client, endpoint: Address, args: argparse.Namespace) -> list[Any]:
+    """Run the repair call; with --wait on a terminal, show its progress on stderr meanwhile."""
+    with Progress() as progress:
+        if not (args.wait and progress.enabled):
+            return await client.repair(wait=args.wait)
+        info = await client.describe()
+        reports: list[Any] = []
+        with unwrap_single_group():
+            async with (
+                httpx.AsyncClient(timeout=1.0, trust_env=False) as http_client,
+                trio.open_nursery() as nursery,
+            ):
+                http = cluster_view.NodeHttp(http_client, endpoint.host)
+                gossip = Address.parse(info.gossip_address)
+                nursery.start_soon(_show_repair_progress, progress, info.node_id, http, gossip)
+                reports = await client.repair(wait=True)
+                nursery.cancel_scope.cancel()
+        return reports
+
+
+async def _show_repair_progress(
+    progress: Progress, node_id: str, http: cluster_view.NodeHttp, gossip: Address
+) -> None:
+    """Elapsed time, and the keys the round has moved so far (the node counts them per peer)."""
+    started = time.monotonic()
+    moved_before: int | None = None
+    moved = ""
+    while True:
+        progress.show(f"repair on {node_id}: {time.monotonic() - started:.1f}s{moved}")
+        try:
+            repair = (await http.get(gossip, "/api/metrics/summary"))["last_repair"]
+            total = int(repair["keys_pulled"]) + int(repair["keys_pushed"])
+        except (cluster_view.Unreachable, KeyError, TypeError, ValueError):
+            pass
+        else:
+            moved_before = total if moved_before is None else moved_before
+            moved = f", {total - moved_before} keys moved"
+        await trio.sleep(0.5)
 
 
 async def _request_json(method: str, url: str, seconds: float) -> Any:
@@ -274,6 +358,13 @@ def _print(body: Any, json_out: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "node" and args.interactive:
+        from a3redis import interactive
+
+        try:
+            return interactive.run(sys.stdin, sys.stdout, os.environ)
+        except KeyboardInterrupt:
+            return 130
     if args.command == "node":
         from a3redis import node
 

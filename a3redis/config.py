@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from a3redis.core.consistency import Consistency
 from a3redis.core.validation import Limits
+from a3redis.logs import LogFormat
 from a3redis.storage.store import FsyncPolicy
 
 T = TypeVar("T")
@@ -92,6 +93,7 @@ class Config:
     tombstone_grace: float
     clock_offset_ms: int
     debug_log: bool
+    log_format: LogFormat
 
     @property
     def grpc_address(self) -> Address:
@@ -222,6 +224,12 @@ class Config:
                 "milliseconds within a day (tests only)",
             ),
             debug_log=read.value("DEBUG_LOG", "0", _bool, "one of 1, 0, true, false"),
+            log_format=read.value(
+                "LOG_FORMAT",
+                "text",
+                lambda text: LogFormat(text.lower()),
+                "one of text, json",
+            ),
         )
 
 

@@ -137,7 +137,7 @@ def _print_summary(children: list[Child], base_dir: Path, out: TextIO) -> None:
         f"\nall {len(children)} nodes are alive. Try:\n"
         f"  a3redis put hello world --endpoint {endpoints}\n"
         f"  a3redis get hello --endpoint {endpoints}\n"
-        f"  a3redis cluster members\n"
+        f"  a3redis cluster status\n"
         f"  curl http://{children[0].http}/membership\n"
         f"data in {base_dir}; Ctrl-C stops the cluster.",
         file=out,

@@ -23,6 +23,34 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def process_stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time in clock ticks) of a live process, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: split after it.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def children_of(parent: int) -> dict[int, int]:
+    """The processes whose parent is `parent`, as pid -> start time."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := process_stat(int(entry.name))) is not None:
+            ppid, _, started = stat
+            if ppid == parent:
+                found[int(entry.name)] = started
+    return found
+
+
+def still_running(pid: int, started: int) -> bool:
+    """The same process (not a reused pid) and not a zombie waiting to be reaped."""
+    stat = process_stat(pid)
+    return stat is not None and stat[2] == started and stat[1] != "Z"
+
+
 def test_cluster_up_serves_and_ctrl_c_stops_every_node(tmp_path: Path) -> None:
     ports = [50051, 50052, 50053, 8001, 8002, 8003]
     assert all(port_is_free(p) for p in ports), "the standard ports are taken on this machine"
@@ -42,6 +70,11 @@ def test_cluster_up_serves_and_ctrl_c_stops_every_node(tmp_path: Path) -> None:
             if "nodes are alive" in line or not line:
                 break
         assert "all 3 nodes are alive" in "".join(seen), "".join(seen)
+        nodes = children_of(launcher.pid)
+        assert len(nodes) == 3, nodes
+        for pid in nodes:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert command[1:3] == [b"-m", b"a3redis.node"], command
 
         endpoints = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
         assert run_cli("put", "hello", "world", "--endpoint", endpoints).returncode == 0
@@ -53,7 +86,9 @@ def test_cluster_up_serves_and_ctrl_c_stops_every_node(tmp_path: Path) -> None:
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    # No orphans: every node let go of its ports.
+    # No orphans: every node process is gone, and every port let go.
+    left = [pid for pid, started in nodes.items() if still_running(pid, started)]
+    assert not left, f"node processes still running after Ctrl-C: {left}"
     time.sleep(0.2)
     assert all(port_is_free(p) for p in ports)
     for number in (1, 2, 3):

@@ -1,0 +1,62 @@
+"""The renderers of `cluster status` and `cluster ring`: pure functions of gathered data."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from a3redis.cluster_view import (
+    ClusterStatus,
+    MemberStatus,
+    RingInfo,
+    key_owners_json,
+    ring_shares,
+    runs,
+    status_text,
+)
+from a3redis.core.ring import Ring
+
+RING = RingInfo("node-1", ("node-1", "node-2", "node-3"), 2, 64)
+
+
+@given(st.sets(st.integers(0, 200)))
+def test_runs_cover_exactly_the_numbers(numbers: set[int]) -> None:
+    found = runs(sorted(numbers))
+    assert {n for first, last in found for n in range(first, last + 1)} == numbers
+    # Maximal runs: neighbours are never adjacent.
+    assert all(b[0] > a[1] + 1 for a, b in itertools.pairwise(found))
+
+
+def test_ring_shares_count_the_ring_the_nodes_use() -> None:
+    ring = Ring(RING.members, 2, 64)
+    shares = ring_shares(ring)
+    assert [s.node_id for s in shares] == ["node-1", "node-2", "node-3"]
+    for s in shares:
+        assert s.partitions == len(ring.partitions_of(s.node_id))
+        assert s.share == ring.shares()[s.node_id]
+    assert sum(s.primary for s in shares) == 64
+
+
+def test_key_owners_are_the_preference_list() -> None:
+    members = {f"node-{n}": {"addr": f"h:{n}", "status": "alive"} for n in (1, 2, 3)}
+    for key in (b"a", b"b", b"user:1"):
+        body = key_owners_json(RING, key, members, key.decode())
+        expected = Ring(RING.members, 2, 64).preference_list(key)
+        assert [o["node_id"] for o in body["owners"]] == list(expected)
+        assert [o["grpc_addr"] for o in body["owners"]] == [f"h:{n[-1]}" for n in expected]
+
+
+def test_status_text_shows_unreachable_members_and_repair_age() -> None:
+    rows = [
+        MemberStatus("node-1", "h:1", "h:11", "alive", 7, True, 10, 0.5, 3, 1000.0, True),
+        MemberStatus("node-2", "h:2", "h:12", "alive", 8, False, error="refused"),
+        MemberStatus("node-3", None, "h:13", "incompatible", None, False),
+    ]
+    text = status_text(ClusterStatus("node-1", RING, rows), now=1090.0)
+    lines = text.splitlines()
+    assert lines[1].split() == ["node-1", "h:1", "h:11", "alive", "7", "10", "50.0%", "90s", "ago"]
+    assert lines[2].split()[3:5] == ["alive", "(unreachable)"]
+    assert lines[3].split()[3] == "incompatible"  # another cluster: not asked, not unreachable
+    assert "note: node-2: refused" in text
