@@ -9,6 +9,8 @@ differing chunks, and transfers only the entries whose versions differ, in
 both directions, newer wins. Transfers are paced by
 REPAIR_MAX_KEYS_PER_SECOND so client traffic is not starved; an unreachable
 peer is skipped quietly. The serving side answers from the same cached index.
+Each round ends with the tombstone purge pass and the handoff pass
+(a3redis.handoff) for partitions this node holds but does not own.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from a3redis.core.purge import purgeable
 from a3redis.core.record import Record
 from a3redis.core.ring import partition_of
 from a3redis.core.validation import InvalidRequestError
+from a3redis.handoff import Handoff
 from a3redis.kv import KeyValue
 from a3redis.peers import PeerLink, PeerUnavailableError
 from a3redis.v1 import replica_pb2 as rpb
@@ -102,6 +105,7 @@ class AntiEntropy:
         self._confirmed: dict[tuple[int, str], int] = {}
         self._nursery: trio.Nursery | None = None
         self._building = False
+        self.handoff = Handoff(kv.store, cluster, self.index, self._pace)
 
     def _start_index_build(self) -> None:
         if self._nursery is not None and not self._building:
@@ -203,6 +207,7 @@ class AntiEntropy:
                 reports.append(report)
                 self._account(report)
             await self._purge()
+            await self.handoff.run_pass()
             self.stats.rounds += 1
             self.stats.last_round_seconds = time.monotonic() - started
             self.stats.last_round_at = time.time()

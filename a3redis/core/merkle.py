@@ -111,6 +111,17 @@ class MerkleIndex:
     def keys_in(self, partition: int, chunk: int) -> set[bytes]:
         return set(self._keys.get(partition * self.chunks + chunk, ()))
 
+    def occupied_partitions(self) -> set[int]:
+        """The partitions that hold at least one key."""
+        return {leaf // self.chunks for leaf in self._keys}
+
+    def partition_keys(self, partition: int) -> list[bytes]:
+        start = partition * self.chunks
+        found: list[bytes] = []
+        for leaf in range(start, start + self.chunks):
+            found.extend(self._keys.get(leaf, ()))
+        return sorted(found)
+
     def range_tree(self, partitions: Sequence[int], fanout: int) -> RangeTree:
         return RangeTree([self.partition_root(p) for p in partitions], fanout)
 

@@ -85,12 +85,15 @@ class RecordTable:
             self._indexed(record, None)
         return record
 
-    def purge(self, tombstone: Record) -> bool:
-        """Remove `tombstone` for good, if it is still the key's record; say whether it was."""
-        current = self._records.get(tombstone.key)
-        if current is None or current.value is not None or current.version != tombstone.version:
+    def purge(self, record: Record) -> bool:
+        """Remove `record` for good, if it is still the key's record; say whether it was.
+
+        Only its exact version goes: a newer write of the key that arrived since stays.
+        """
+        current = self._records.get(record.key)
+        if current is None or current.version != record.version:
             return False
-        self.remove(tombstone.key)
+        self.remove(record.key)
         return True
 
     def begin_index(self) -> list[Record]:

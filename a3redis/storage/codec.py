@@ -11,7 +11,7 @@ Frame: `[u32 payload length][u32 checksum][payload]`, where the checksum is
 `offset` is where the frame starts in its file. The payload is `[u8 kind]
 [u64 wall_ms][u32 logical][u16 node id length][u32 key length][node id][key]
 [value]`; kind 1 is a value, kind 2 a tombstone, kind 3 a purge (logs only:
-the tombstone of that key and version is gone for good; decoded as `Purge`).
+the record of that key and version is gone for good; decoded as `Purge`).
 
 A frame therefore validates only in the file it was written to and only at
 the offset it was written at: a copy of a frame inside a value, or stale
@@ -54,7 +54,9 @@ _KIND_BYTE = re.compile(b"[\x01-\x03]")
 
 
 class Purge(Record):
-    """A log entry that removes the tombstone `(key, version)` for good (value is None)."""
+    """A log entry that removes the record `(key, version)` for good (value is None).
+
+    A tombstone purged after its grace period, or a copy handed off to its owners."""
 
     __slots__ = ()
 

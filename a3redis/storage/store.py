@@ -191,11 +191,7 @@ class Store:
             key = entry.key
             current = get(key)
             if isinstance(entry, Purge):
-                if (
-                    current is not None
-                    and current.value is None
-                    and current.version == entry.version
-                ):
+                if current is not None and current.version == entry.version:
                     del latest[key]
             elif current is None or supersedes(entry, current):
                 latest[key] = entry
@@ -313,23 +309,23 @@ class Store:
             await self._commit(new_records, new_payloads, staged)
         return accepted
 
-    async def purge(self, tombstones: Iterable[Record]) -> int:
-        """Remove tombstones for good, durably; any that are no longer current stay.
+    async def purge(self, records: Iterable[Record]) -> int:
+        """Remove records for good, durably; any whose version is no longer current stay.
 
-        Only anti-entropy calls this, for tombstones every replica is known to hold
-        (see core.purge); a purge is a log entry, so it survives a restart.
+        Anti-entropy calls this for tombstones every replica is known to hold (see
+        core.purge), and handoff for copies their owners now hold; a purge is a log
+        entry, so it survives a restart.
         """
         self._check_writable()
         purges: dict[bytes, Purge] = {}
-        for tombstone in tombstones:
-            current = self.latest(tombstone.key)
+        for record in records:
+            current = self.latest(record.key)
             if (
                 current is not None
-                and current.value is None
                 and not isinstance(current, Purge)
-                and current.version == tombstone.version
+                and current.version == record.version
             ):
-                purges[tombstone.key] = Purge(*current)
+                purges[record.key] = Purge(current.key, None, current.version)
         if purges:
             chosen = list(purges.values())
             await self._commit(chosen, [codec.encode_payload(p) for p in chosen], purges)
@@ -506,7 +502,7 @@ def _build_index(records: list[Record], partitions: int, chunks: int) -> MerkleI
 
 
 def _replay(table: RecordTable, entry: Record) -> None:
-    """Apply one log entry to the table: a record, or a purge of a tombstone."""
+    """Apply one log entry to the table: a record, or a purge of one."""
     if isinstance(entry, Purge):
         table.purge(entry)
     else:

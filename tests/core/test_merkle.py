@@ -121,6 +121,13 @@ def test_incremental_maintenance_equals_a_rebuild(steps: list[tuple[str, Record]
         assert replica.index.partition_root(partition) == fresh.partition_root(partition)
         for chunk in range(CHUNKS):
             assert replica.index.keys_in(partition, chunk) == fresh.keys_in(partition, chunk)
+    # What handoff walks: the partitions holding keys, and each one's keys.
+    by_partition: dict[int, list[bytes]] = {}
+    for key in sorted(replica.data):
+        by_partition.setdefault(partition_of(key, PARTITIONS), []).append(key)
+    assert replica.index.occupied_partitions() == set(by_partition)
+    for partition in range(PARTITIONS):
+        assert replica.index.partition_keys(partition) == by_partition.get(partition, [])
 
 
 @given(key=st.binary(max_size=40))

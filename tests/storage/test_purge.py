@@ -53,3 +53,19 @@ def test_a_purge_entry_survives_its_encoding() -> None:
     )
     assert decoded.records == [purge]
     assert isinstance(decoded.records[0], codec.Purge)
+
+
+async def test_a_handed_off_value_is_purged_for_good_unless_written_again(
+    tmp_path: Path,
+) -> None:
+    # Handoff drops copies of values (not only tombstones) once their owners hold them.
+    async with Store.open(tmp_path) as store:
+        await store.apply_many([rec(b"gone", b"1", 1), rec(b"kept", b"2", 2)])
+        await store.apply(rec(b"kept", b"newer", 3))
+        assert await store.purge([rec(b"gone", b"1", 1), rec(b"kept", b"2", 2)]) == 1
+        assert store.get(b"gone") is None
+        assert store.get(b"kept") == rec(b"kept", b"newer", 3)
+        assert store.stats().live_keys == 1
+    async with Store.open(tmp_path) as store:
+        assert store.get(b"gone") is None
+        assert store.get(b"kept") == rec(b"kept", b"newer", 3)
