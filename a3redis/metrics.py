@@ -116,6 +116,11 @@ def node_source(
         yield counter(
             "a3redis_read_repairs", "Stale replica copies fixed by reads", replication.read_repairs
         )
+        yield counter(
+            "a3redis_peer_keepalive_failures",
+            "Keepalive pings to idle peer connections that failed (the channel was dropped)",
+            sum(link.keepalive_failures for link in kv.cluster.links()),
+        )
         yield counter("a3redis_hints_stored", "Hints stored for down replicas", hints.stored)
         yield counter("a3redis_hints_delivered", "Hints handed to their replica", hints.delivered)
         yield counter("a3redis_hints_expired", "Hints dropped after HINT_WINDOW", hints.expired)
@@ -134,6 +139,17 @@ def node_source(
         )
         yield counter(
             "a3redis_tombstones_purged", "Tombstones purged after the grace period", ae.purged
+        )
+        handed = repair.handoff.stats
+        yield counter(
+            "a3redis_handoff_keys",
+            "Keys of partitions not ours handed to their owners and dropped here",
+            handed.keys_handed_off,
+        )
+        yield gauge(
+            "a3redis_handoff_partitions_waiting",
+            "Partitions not ours still held here (an owner was down at the last pass)",
+            handed.partitions_waiting,
         )
         g = gossip.stats
         yield counter("a3redis_gossip_probes", "Gossip exchanges started", g["probes"])

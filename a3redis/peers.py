@@ -6,9 +6,12 @@ is queued at that moment and sends it as one call, with at most
 `max_in_flight` calls outstanding, so the ~300 µs a purerpc call costs is
 shared by every request that was waiting. A call that fails or times out
 fails all of its waiters with PeerUnavailableError and drops the channel, so
-the next call reconnects (purerpc has no keepalive pings; this is how a
-healed partition is noticed quickly). Links are started and stopped by the
-node's supervisor.
+the next call reconnects. purerpc sends no HTTP/2 PING, so a link keeps its
+connection alive itself: while it is in use but has had no answer for
+KEEPALIVE_INTERVAL it makes an empty Read; a ping that fails drops the
+channel, so a connection a partition silently broke is found within seconds
+and, once the partition heals, the next ping has already reconnected before
+a request needs it. Links are started and stopped by the node's supervisor.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from a3redis.wire import record_from_pb, record_to_pb
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+KEEPALIVE_INTERVAL = 2.0
+KEEPALIVE_TIMEOUT = 1.0
+# A link nobody used for this long (a peer that left, say) stops pinging.
+KEEPALIVE_IDLE = 60.0
 
 
 class PeerUnavailableError(Exception):
@@ -70,6 +77,9 @@ class PeerLink:
         self._wake = trio.Event()
         self.calls = 0
         self.failures = 0
+        self.keepalive_failures = 0
+        self._last_answer = 0.0
+        self._last_used = 0.0
         self._scope: trio.CancelScope | None = None
         self._closed = False
 
@@ -99,10 +109,13 @@ class PeerLink:
 
     async def unary(self, method: str, request: Any) -> Any:
         """One unbatched call of the Replica service, with the peer timeout."""
+        self._last_used = trio.current_time()
         try:
             with trio.fail_after(self._timeout):
                 stub = await self._stub()
-                return await getattr(stub, method)(request)
+                response = await getattr(stub, method)(request)
+            self._last_answer = trio.current_time()
+            return response
         except Exception as error:
             self._channels.discard(self.address)
             raise PeerUnavailableError(f"{self.node_id} at {self.address}: {error!r}") from None
@@ -110,6 +123,7 @@ class PeerLink:
     async def _enqueue(self, queue: _Queue, items: list[Any]) -> Any:
         if self._closed:
             raise PeerUnavailableError(f"the link to {self.node_id} was closed")
+        self._last_used = trio.current_time()
         waiter = _Waiter()
         queue.waiters.append((waiter, len(queue.items), len(items)))
         queue.items.extend(items)
@@ -133,6 +147,7 @@ class PeerLink:
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         with trio.CancelScope() as self._scope:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keepalive)
                 task_status.started()
                 while True:
                     await self._wake.wait()
@@ -150,6 +165,7 @@ class PeerLink:
         try:
             with trio.fail_after(self._timeout):
                 results = await send(batch.items)
+            self._last_answer = trio.current_time()
             for waiter, start, count in batch.waiters:
                 waiter.result = results[start : start + count]
                 waiter.done.set()
@@ -164,6 +180,25 @@ class PeerLink:
         finally:
             self.calls += 1
             self._slots.release()
+
+    async def _keepalive(self) -> None:
+        while True:
+            await trio.sleep(KEEPALIVE_INTERVAL)
+            now = trio.current_time()
+            if (
+                now - self._last_answer < KEEPALIVE_INTERVAL
+                or now - self._last_used > KEEPALIVE_IDLE
+            ):
+                continue  # answers prove the connection, or nobody needs it
+            try:
+                with trio.fail_after(min(KEEPALIVE_TIMEOUT, self._timeout)):
+                    stub = await self._stub()
+                    await stub.Read(rpb.ReadRequest())
+                self._last_answer = trio.current_time()
+            except Exception as error:  # any failure: this connection is not to be trusted
+                self.keepalive_failures += 1
+                self._channels.discard(self.address)
+                log.debug("keepalive to %s at %s failed: %r", self.node_id, self.address, error)
 
     async def _stub(self) -> Any:
         return await self._channels.stub(self.address, ReplicaStub)

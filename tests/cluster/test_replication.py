@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import urllib.request
+
 import pytest
 import trio
 
@@ -210,3 +213,31 @@ async def test_a_scan_sees_every_key_once_and_no_deleted_one(node_factory: NodeF
         # LOCAL shows only what this node holds itself: about 2/3 of the keys.
         local = await client.scan(consistency=LOCAL)
         assert 0 < len(local) < len(expected)
+
+
+def metric(node: NodeProcess, name: str) -> float:
+    url = f"http://127.0.0.1:{node.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        text = response.read().decode()
+    values = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    assert values, f"no metric {name}"
+    return float(values[0])
+
+
+async def test_a_link_notices_an_unresponsive_peer_by_keepalive_and_recovers(
+    node_factory: NodeFactory,
+) -> None:
+    nodes = start_cluster(node_factory, 3, FAILURE_TIMEOUT="30")
+    async with Client.connect(nodes[0].endpoint, route_by_key=False) as client:
+        await client.put(b"k", b"1", Consistency.ALL)  # node-1 now has links to both peers
+        name = "a3redis_peer_keepalive_failures_total"
+        assert metric(nodes[0], name) == 0
+        nodes[2].signal(signal.SIGSTOP)
+        try:
+            # No request is waiting on node-3: only the keepalive can find it silent.
+            wait_for(lambda: metric(nodes[0], name) >= 1, 8, "a failed keepalive")
+        finally:
+            nodes[2].signal(signal.SIGCONT)
+        with trio.fail_after(5):
+            await client.put(b"k", b"2", Consistency.ALL)
+        assert (await client.get(b"k", Consistency.ALL)).value == b"2"
