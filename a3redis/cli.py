@@ -34,6 +34,9 @@ from a3redis.supervision import unwrap_single_group
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3
+REQUEST_TIMEOUT = 5.0
+# A round over millions of keys, paced by REPAIR_MAX_KEYS_PER_SECOND, takes minutes.
+REPAIR_WAIT_TIMEOUT = 3600.0
 
 
 def _endpoints(text: str) -> list[Address]:
@@ -59,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="HOST:PORT of a node, or several separated by commas (default 127.0.0.1:50051)",
     )
-    common.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"seconds per request (default {REQUEST_TIMEOUT:g}; {REPAIR_WAIT_TIMEOUT:g} for "
+        "repair --wait, which lasts as long as the round)",
+    )
     common.add_argument(
         "--consistency",
         "-c",
@@ -358,6 +367,9 @@ def _print(body: Any, json_out: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "timeout", 0) is None:
+        waits = args.command == "repair" and args.wait
+        args.timeout = REPAIR_WAIT_TIMEOUT if waits else REQUEST_TIMEOUT
     if args.command == "node" and args.interactive:
         from a3redis import interactive
 
