@@ -183,7 +183,6 @@ def explain(schedule: Schedule, cluster: SimCluster, anomalies: list[Anomaly]) -
     return f"{render(anomalies)}\n{summarize(cluster.history)}\nschedule:\n{schedule.describe()}"
 
 
-
 # ----- properties ---------------------------------------------------------------------------------
 
 
