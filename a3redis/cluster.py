@@ -4,9 +4,9 @@ Rules: placement comes from the `Ring` of the current ring members (members
 that have not left), rebuilt only when that set changes; a replica is "down"
 when membership says dead or left. A node given peers is `joining` until it
 knows one (from a peer's table or the one it saved): until then its ring
-would be itself alone, and nothing may be placed on it. Links to peers are created on first use,
-replaced when a peer's address changes, and supervised by the nursery given
-at construction (the node's), so none outlives the node.
+would be itself alone, and nothing may be placed on it. Links to peers are
+created on first use, replaced when a peer's address changes, and supervised
+by the nursery given at construction (the node's), so none outlives the node.
 """
 
 from __future__ import annotations

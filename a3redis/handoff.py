@@ -71,6 +71,8 @@ class Handoff:
         self.stats.passes += 1
         self.stats.partitions_waiting = 0
         dropped = 0
+        moved_partitions = 0
+        receivers: set[str] = set()
         for partition in foreign:
             if cluster.ring is not ring:
                 break  # the ring changed during the pass: the next one starts over
@@ -80,14 +82,19 @@ class Handoff:
                 self.stats.partitions_waiting += 1
                 continue
             dropped += moved
-            self.stats.partitions_handed_off += 1
-            log.info(
-                "[handoff] partition=%d keys=%d to=%s (not ours since the ring changed)",
-                partition,
-                moved,
-                ",".join(owners),
-            )
+            moved_partitions += 1
+            receivers.update(owners)
+        self.stats.partitions_handed_off += moved_partitions
         self.stats.keys_handed_off += dropped
+        if moved_partitions or self.stats.partitions_waiting:
+            # One line per pass: a join moves thousands of partitions at once.
+            log.info(
+                "[handoff] partitions=%d keys=%d to=%s waiting=%d (held here, owned elsewhere)",
+                moved_partitions,
+                dropped,
+                ",".join(sorted(receivers)) or "-",
+                self.stats.partitions_waiting,
+            )
         return dropped
 
     async def _hand_off(

@@ -58,7 +58,7 @@ async def test_a_joining_node_takes_its_partitions_and_the_old_holders_let_go(
     moved = sum("node-3" in o for o in owners)
     assert 270 < moved < 450  # about two thirds of the keys now have node-3 as a replica
     log = "".join(node.output() for node in nodes[:2])
-    assert "[handoff] partition=" in log
+    assert "[handoff] partitions=" in log
 
     # Every key still reads as written, deletes included, from any coordinator.
     for node in nodes:

@@ -45,8 +45,6 @@ REQUEST_TIMEOUT = 2.0
 SYNC_JITTER = 1.2
 
 
-
-
 def keyset(prefix: str, count: int) -> list[str]:
     return [f"{prefix}{i:03d}" for i in range(count)]
 
