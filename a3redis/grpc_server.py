@@ -30,26 +30,30 @@ class RequestGate:
     def __init__(self) -> None:
         self.in_flight = 0
         self.closed = False
-        self._idle = trio.Event()
-        self._idle.set()
+        # Only close_and_wait needs to hear that the last call finished: no
+        # Event is made and set on every call that finds the node idle.
+        self._idle: trio.Event | None = None
 
     def __enter__(self) -> RequestGate:
         if self.closed:
             raise ShuttingDownError("the node is shutting down")
         self.in_flight += 1
-        self._idle = trio.Event() if self.in_flight == 1 else self._idle
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.in_flight -= 1
-        if self.in_flight == 0:
+        if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
     async def close_and_wait(self, grace: float) -> bool:
         """Refuse new calls and wait up to `grace` seconds; True if all finished."""
         self.closed = True
-        with trio.move_on_after(grace):
-            await self._idle.wait()
+        if self.in_flight:
+            self._idle = trio.Event()
+            with trio.move_on_after(grace):
+                await self._idle.wait()
+        else:
+            await trio.lowlevel.checkpoint()
         return self.in_flight == 0
 
 

@@ -243,8 +243,9 @@ class KeyValue:
     # ----- replica side (called by the Replica service) ----------------------------------
 
     async def apply_replicated(self, records: Sequence[Record]) -> list[ApplyOutcome]:
+        wall = self._wall_ms()  # once per batch: a batch is applied at one instant
         for record in records:
-            self.clock.observe(record.version, self._wall_ms())
+            self.clock.observe(record.version, wall)
         stored = await self.store.apply_many(records)
         return [
             outcome(record, was_stored, None if was_stored else self.store.latest(record.key))
@@ -274,7 +275,7 @@ class KeyValue:
         if consistency is Consistency.LOCAL:
             return await self._write_local(pairs, wall)
 
-        placements = [self._placement(key, consistency) for key, _ in pairs]
+        placements = self._placements([key for key, _ in pairs], consistency)
         if self._sole_replica_of_all(placements):
             # A quorum of one that is this node is the local store: no replica
             # task, quorum bookkeeping or timeout to pay for on every request.
@@ -357,7 +358,7 @@ class KeyValue:
     async def _read(self, keys: list[bytes], consistency: Consistency) -> list[Record | None]:
         if consistency is Consistency.LOCAL:
             return self.read_local(keys)
-        placements = [self._placement(key, consistency) for key in keys]
+        placements = self._placements(keys, consistency)
         if self._sole_replica_of_all(placements):
             return self.read_local(keys)  # nobody else holds a copy to compare or repair
         quorums = [ReadQuorum(*placement) for placement in placements]
@@ -381,10 +382,11 @@ class KeyValue:
         if local is not None:
             await self._ask(self.node_id, local, read)
         await self._await(pending, "read")
+        wall = self._wall_ms()
         for quorum in quorums:
             if quorum.result is not None:
                 # A coordinator that read a version stamps later writes above it.
-                self.clock.observe(quorum.result.version, self._wall_ms())
+                self.clock.observe(quorum.result.version, wall)
         failed = [q for q in quorums if not q.succeeded]
         if failed:
             quorum = failed[0]
@@ -463,12 +465,34 @@ class KeyValue:
                 "retrying): it does not know where keys belong; nothing was written"
             )
 
-    def _placement(self, key: bytes, consistency: Consistency) -> tuple[tuple[str, ...], int]:
-        """The key's replicas and how many must answer, or an error if that cannot be."""
+    def _placements(
+        self, keys: Sequence[bytes], consistency: Consistency
+    ) -> list[tuple[tuple[str, ...], int]]:
+        """Each key's replicas and how many must answer, or an error if that cannot be.
+
+        The ring (rebuilt-or-not by Cluster.ring, which sorts the member set) is
+        fetched once per request, and each distinct replica list is checked
+        once: a BatchPut of 100 keys used to pay both per key.
+        """
+        if not keys:
+            return []
         self._check_joined()
-        replicas = self.cluster.replicas(key)
+        ring = self.cluster.ring
         factor = self.cluster.replication_factor
         required = consistency.required(factor)
+        checked: set[tuple[str, ...]] = set()
+        placements = []
+        for key in keys:
+            replicas = ring.preference_list(key)
+            if replicas not in checked:
+                self._check_placement(replicas, consistency, factor, required)
+                checked.add(replicas)
+            placements.append((replicas, required))
+        return placements
+
+    def _check_placement(
+        self, replicas: tuple[str, ...], consistency: Consistency, factor: int, required: int
+    ) -> None:
         if len(replicas) < required:
             raise UnsatisfiableError(
                 f"{consistency.name} needs {required} of {factor} replicas but the ring has "
@@ -481,7 +505,6 @@ class KeyValue:
                 f"{consistency.name} needs {required} replicas, {len(reachable)} reachable "
                 f"({', '.join(down)} down); nothing was written"
             )
-        return replicas, required
 
     async def _await(self, pending: _Pending, what: str) -> None:
         pending.check()
