@@ -21,7 +21,7 @@ Rules:
   own node id are refused and remembered as incompatible, never merged.
 - A restarted node restores the table it saved (`restore`): it knows the
   ring before any peer answers, so it never takes a ring of itself alone
-  for the cluster. `joined` says whether we know anyone besides ourselves.
+  for the cluster. `joined` says whether we know another ring member.
 - Time (`now`, monotonic seconds) and randomness (`random.Random`) are
   arguments; `tick` and the message handlers return what the shell must send.
 """
@@ -220,6 +220,7 @@ class Membership:
     _seeds: dict[str, _Seed] = field(default_factory=dict)
     _probe_order: list[str] = field(default_factory=list)
     incompatible: dict[str, Incompatible] = field(default_factory=dict)
+    _joined: bool = False
 
     def __post_init__(self) -> None:
         self._members[self.me.node_id] = self.me
@@ -242,8 +243,15 @@ class Membership:
 
     @property
     def joined(self) -> bool:
-        """Whether we know another member (from a peer's table, or one we saved)."""
-        return len(self._members) > 1
+        """Whether we know the cluster: we merged a peer's table since we started, or
+        restored a saved table naming another ring member.
+
+        Members saved as left do not count: a whole cluster stopped with SIGTERM saves
+        everyone else as left, and its first node back must not take the ring for
+        itself alone before it hears that the others are back. Once joined, a node
+        stays joined: if every other member then leaves, the ring is rightly its own.
+        """
+        return self._joined
 
     def seeds_pending(self) -> list[str]:
         return sorted(self._seeds)
@@ -274,6 +282,8 @@ class Membership:
             known = self._members.get(state.node_id)
             if state.node_id != self.node_id and supersedes(state, known):
                 self._set(state, now)
+            if state.node_id != self.node_id and state.status is not Status.LEFT:
+                self._joined = True
 
     # ----- time -------------------------------------------------------------------------------
 
@@ -398,6 +408,7 @@ class Membership:
     # ----- merging ----------------------------------------------------------------------------
 
     def _merge(self, message: GossipMessage, now: float) -> None:
+        self._joined = True
         for state in message.members:
             if state.node_id == self.node_id:
                 self._about_me(state)

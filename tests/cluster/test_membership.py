@@ -221,3 +221,14 @@ def test_a_node_places_keys_only_once_it_knows_the_cluster_and_remembers_it_acro
         15,
         "node-2 holds the write it missed",
     )
+
+    # Both stop cleanly (each hears the other leave); node-1 comes back alone. Its saved
+    # table says node-2 left, so it knows no ring member but itself: it refuses again.
+    second.stop()
+    first.stop()
+    first.start()
+    refused = run_cli("put", "k", "v3", "--endpoint", first.endpoint, "--consistency", "one")
+    assert refused.returncode == 3 and "has not joined" in refused.stderr, refused.stderr
+    second.start()
+    wait_for(lambda: statuses(first) == both == statuses(second), 5, "both back")
+    assert run_cli("put", "k", "v3", "--endpoint", first.endpoint).returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -197,7 +198,9 @@ def test_a_restored_table_is_known_at_once_and_merges_like_gossip(
     restored = core("node-1")
     assert not restored.joined
     restored.restore(saved, 0.0)
-    assert restored.joined == any(state.node_id != "node-1" for state in saved)
+    assert restored.joined == any(
+        state.node_id != "node-1" and state.status is not Status.LEFT for state in saved
+    )
     saved_others = [s for s in saved if s.node_id != "node-1"]
     assert others(restored) == sorted(saved_others, key=lambda m: m.node_id)
     # Restoring merges like gossip: it never rolls back newer news, in either order.
@@ -218,3 +221,18 @@ def test_a_restored_member_that_stays_silent_is_declared_dead() -> None:
     membership.tick(105.0, rng)
     member = membership.get("node-2")
     assert member is not None and member.status is Status.DEAD
+
+
+def test_a_node_that_joined_stays_joined_when_the_others_leave() -> None:
+    membership = core("node-1")
+    peer = MemberState("node-2", "b:1", "b:2", Status.ALIVE, 1)
+    membership.on_exchange(GossipMessage("c", 3, "node-2", (peer,)), 1.0)
+    assert membership.joined
+    membership.on_exchange(
+        GossipMessage("c", 3, "node-2", (replace(peer, status=Status.LEFT),)), 2.0
+    )
+    assert membership.joined  # the ring is rightly its own now
+    # Restarted with that table, it waits to hear from someone first.
+    restarted = core("node-1", incarnation=2)
+    restarted.restore(membership.members(), 0.0)
+    assert not restarted.joined
