@@ -14,17 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from benchmarks.servers import ServerSet
 
 VALUE = b"v" * 100
 
@@ -141,70 +140,25 @@ def run_load(endpoints: list[str], method: str, concurrency: int, seconds: float
 # ----- the servers --------------------------------------------------------------------------
 
 
-def start_nodes(
-    base: Path, count: int, factor: int, first_port: int
-) -> list[subprocess.Popen[bytes]]:
-    ports = [(first_port + i, first_port + 100 + i) for i in range(count)]
-    processes = []
-    for index, (grpc_port, http_port) in enumerate(ports):
-        peers = ",".join(f"127.0.0.1:{g}" for j, (g, _) in enumerate(ports) if j != index)
-        env = dict(
-            os.environ,
-            NODE_NUM=str(index + 1),
-            GRPC_PORT=str(grpc_port),
-            GOSSIP_PORT=str(http_port),
-            PEERS=peers,
-            REPLICATION_FACTOR=str(factor),
-            DATA_DIR=str(base / f"n{first_port}-{index}"),
-            FSYNC="always",
-        )
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "a3redis.node"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{ports[0][1]}/membership", timeout=1
-            ) as response:
-                if sum(m["status"] == "alive" for m in json.load(response).values()) == count:
-                    break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    time.sleep(1)
-    return processes
-
-
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def measure(count: int, factor: int, first_port: int, seconds: float) -> dict[str, dict[str, Any]]:
+def measure(count: int, factor: int, seconds: float) -> dict[str, dict[str, Any]]:
     base = Path(tempfile.mkdtemp(prefix="a3r-cluster-"))
-    processes = start_nodes(base, count, factor, first_port)
-    endpoints = [f"127.0.0.1:{first_port + i}" for i in range(count)]
     try:
-        results = {
-            "put": run_load(endpoints, "put", 64, seconds),
-            "get": run_load(endpoints, "get", 64, seconds),
-            "batch_put": run_load(endpoints, "batch_put", 8, seconds),
-        }
-        results["batch_put"]["keys"] = results["batch_put"]["ops"] * 100
-        return results
+        with ServerSet(base) as servers:
+            nodes = servers.start_cluster(
+                f"c{count}-", count, {"REPLICATION_FACTOR": str(factor), "FSYNC": "always"}
+            )
+            time.sleep(1)
+            endpoints = [node.target for node in nodes]
+            results = {
+                "put": run_load(endpoints, "put", 64, seconds),
+                "get": run_load(endpoints, "get", 64, seconds),
+                "batch_put": run_load(endpoints, "batch_put", 8, seconds),
+            }
+            results["batch_put"]["keys"] = results["batch_put"]["ops"] * 100
+            for node in nodes:
+                node.stop(20)
+            return results
     finally:
-        stop(processes)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -222,8 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args(argv)
-    single = measure(1, 1, 50351, args.seconds)
-    cluster = measure(3, 3, 50451, args.seconds)
+    single = measure(1, 1, args.seconds)
+    cluster = measure(3, 3, args.seconds)
     print(f"{'case':<28} {'single':>10} {'cluster':>10} {'ratio':>6}   p50/p99 ms (cluster)")
     for name, key, unit in (
         ("Put c64 QUORUM", "put", "ops"),

@@ -14,12 +14,9 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
+import shutil
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from a3redis.core.membership import (
@@ -30,6 +27,7 @@ from a3redis.core.membership import (
     Probe,
     Status,
 )
+from benchmarks.servers import ServerSet
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
@@ -90,55 +88,23 @@ def exchange(
 
 def real_cluster(seconds: float) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="a3r-gossip-"))
-    ports = [(50151 + i, 8101 + i) for i in range(3)]
-    processes = []
     try:
-        for index, (grpc, http) in enumerate(ports):
-            peers = ",".join(f"127.0.0.1:{g}" for j, (g, _) in enumerate(ports) if j != index)
-            env = dict(
-                os.environ,
-                NODE_NUM=str(index + 1),
-                GRPC_PORT=str(grpc),
-                GOSSIP_PORT=str(http),
-                PEERS=peers,
-                DATA_DIR=str(base / f"n{index}"),
-            )
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "a3redis.node"],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                url = f"http://127.0.0.1:{ports[0][1]}/membership"
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if sum(m["status"] == "alive" for m in json.load(response).values()) == 3:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        time.sleep(3)  # let start-up work settle
-        before = [cpu_seconds(p.pid) for p in processes]
-        time.sleep(seconds)
-        after = [cpu_seconds(p.pid) for p in processes]
-        per_node = [(a - b) / seconds for a, b in zip(after, before, strict=True)]
-        return {
-            "nodes": 3,
-            "max_core_fraction": max(per_node),
-            "mean_core_fraction": sum(per_node) / 3,
-        }
+        with ServerSet(base) as servers:
+            nodes = servers.start_cluster("g", 3, {"REPLICATION_FACTOR": "3"})
+            time.sleep(3)  # let start-up work settle
+            before = [cpu_seconds(node.pid) for node in nodes]
+            time.sleep(seconds)
+            after = [cpu_seconds(node.pid) for node in nodes]
+            for node in nodes:
+                node.stop(10)
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        shutil.rmtree(base, ignore_errors=True)
+    per_node = [(a - b) / seconds for a, b in zip(after, before, strict=True)]
+    return {
+        "nodes": 3,
+        "max_core_fraction": max(per_node),
+        "mean_core_fraction": sum(per_node) / 3,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

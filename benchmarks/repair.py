@@ -12,14 +12,8 @@ Merkle index in a worker thread, is a warm-up and not reported.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,99 +22,67 @@ import trio
 from a3redis.client import Client
 from a3redis.core.consistency import Consistency
 from benchmarks.gossip import cpu_seconds
+from benchmarks.servers import ServerProcess, ServerSet
 
 DIVERGENCE = (0, 1, 10, 100, 1000)
+# Two nodes that share every partition (RF=2).
+PAIR_SETTINGS = {
+    "REPLICATION_FACTOR": "2",
+    "FSYNC": "no",  # loading speed; repair cost does not depend on it
+    "SYNC_INTERVAL": "86400",  # no automatic rounds: we start them
+    "REPAIR_MAX_KEYS_PER_SECOND": "0",  # measure the exchange itself, unpaced
+}
 VALUE = b"v" * 100
-
-
-def start_pair(base: Path) -> list[subprocess.Popen[bytes]]:
-    ports = [(50251, 8201), (50252, 8202)]
-    processes = []
-    for index, (grpc, http) in enumerate(ports):
-        other = ports[1 - index][0]
-        env = dict(
-            os.environ,
-            NODE_NUM=str(index + 1),
-            GRPC_PORT=str(grpc),
-            GOSSIP_PORT=str(http),
-            PEERS=f"127.0.0.1:{other}",
-            REPLICATION_FACTOR="2",
-            DATA_DIR=str(base / f"n{index + 1}"),
-            FSYNC="no",  # loading speed; repair cost does not depend on it
-            SYNC_INTERVAL="86400",  # no automatic rounds: we start them
-            REPAIR_MAX_KEYS_PER_SECOND="0",  # measure the exchange itself, unpaced
-        )
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "a3redis.node"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    deadline = time.monotonic() + 60
-    for _, http in ports:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("nodes did not start") from None
-                time.sleep(0.1)
-    time.sleep(3)  # membership converges
-    return processes
 
 
 async def measure(keys: int) -> list[dict[str, Any]]:
     base = Path(tempfile.mkdtemp(prefix="a3r-repair-"))
-    processes = start_pair(base)
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
-        async with Client.connect("127.0.0.1:50251", request_timeout=120) as client:
-            for start in range(0, keys, 2000):
-                stop = min(keys, start + 2000)
-                await client.batch_put(
-                    [(b"key-%09d" % i, VALUE) for i in range(start, stop)], Consistency.ALL
-                )
-            # Warm-up: both nodes build their Merkle index at start, in a worker thread;
-            # wait until a round goes through without being skipped.
-            for _ in range(60):
-                (warm,) = await client.repair(wait=True)
-                if not warm["skipped"]:
-                    break
-                await trio.sleep(1)
-            for d in DIVERGENCE:
-                step = max(1, keys // max(d, 1))
-                for i in range(d):
-                    await client.put(b"key-%09d" % (i * step), b"changed", Consistency.LOCAL)
-                cpu_before = [cpu_seconds(p.pid) for p in processes]
-                (report,) = await client.repair(wait=True)
-                cpu_after = [cpu_seconds(p.pid) for p in processes]
-                rows.append(
-                    {
-                        "keys": keys,
-                        "divergent": d,
-                        "bytes": report["bytes_sent"] + report["bytes_received"],
-                        "calls": report["calls"],
-                        "leaves": report["leaves"],
-                        "pushed": report["keys_pushed"],
-                        "seconds": report["seconds"],
-                        "cpu_s": [
-                            round(a - b, 3) for a, b in zip(cpu_after, cpu_before, strict=True)
-                        ],
-                    }
-                )
+        with ServerSet(base) as servers:
+            processes = servers.start_cluster("r", 2, PAIR_SETTINGS)
+            await _measure(processes, keys, rows)
+            for process in processes:
+                process.stop(30)
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
         shutil.rmtree(base, ignore_errors=True)
     return rows
+
+
+async def _measure(processes: list[ServerProcess], keys: int, rows: list[dict[str, Any]]) -> None:
+    """Load `keys` keys on both, then for each divergence d one round, appended to `rows`."""
+    async with Client.connect(processes[0].target, request_timeout=120) as client:
+        for start in range(0, keys, 2000):
+            stop = min(keys, start + 2000)
+            await client.batch_put(
+                [(b"key-%09d" % i, VALUE) for i in range(start, stop)], Consistency.ALL
+            )
+        # Warm-up: both nodes build their Merkle index at start, in a worker thread;
+        # wait until a round goes through without being skipped.
+        for _ in range(60):
+            (warm,) = await client.repair(wait=True)
+            if not warm["skipped"]:
+                break
+            await trio.sleep(1)
+        for d in DIVERGENCE:
+            step = max(1, keys // max(d, 1))
+            for i in range(d):
+                await client.put(b"key-%09d" % (i * step), b"changed", Consistency.LOCAL)
+            cpu_before = [cpu_seconds(p.pid) for p in processes]
+            (report,) = await client.repair(wait=True)
+            cpu_after = [cpu_seconds(p.pid) for p in processes]
+            rows.append(
+                {
+                    "keys": keys,
+                    "divergent": d,
+                    "bytes": report["bytes_sent"] + report["bytes_received"],
+                    "calls": report["calls"],
+                    "leaves": report["leaves"],
+                    "pushed": report["keys_pushed"],
+                    "seconds": report["seconds"],
+                    "cpu_s": [round(a - b, 3) for a, b in zip(cpu_after, cpu_before, strict=True)],
+                }
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -207,3 +207,37 @@ class ServerSet:
         if wait_timeout is not None:
             server.wait_healthy(wait_timeout)
         return server
+
+    def start_cluster(
+        self, name: str, count: int, settings: dict[str, str], timeout: float = 60.0
+    ) -> list[ServerProcess]:
+        """`count` nodes, each given the others as PEERS, once the first sees all alive."""
+        ports = [(free_port(), free_port()) for _ in range(count)]
+        nodes = []
+        for index, node_ports in enumerate(ports):
+            peers = ",".join(f"{HOST}:{g}" for j, (g, _) in enumerate(ports) if j != index)
+            node_settings = {"NODE_NUM": str(index + 1), **({"PEERS": peers} if peers else {})}
+            node_settings.update(settings)
+            nodes.append(
+                self.start_node(
+                    f"{name}{index + 1}",
+                    self.log_dir / f"{name}{index + 1}-data",
+                    node_settings,
+                    ports=node_ports,
+                    wait_timeout=None,
+                )
+            )
+        deadline = time.monotonic() + timeout
+        for node in nodes:
+            node.wait_healthy(max(0.1, deadline - time.monotonic()))
+        url = f"http://{HOST}:{nodes[0].http_port}/membership"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    members = json.load(response).values()
+                if sum(member["status"] == "alive" for member in members) == count:
+                    return nodes
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise ServerError(f"{name}: {count} nodes did not all see each other within {timeout}s")
