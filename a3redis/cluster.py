@@ -38,6 +38,7 @@ class Cluster:
         self._nursery = nursery
         self._peer_timeout = peer_timeout
         self._ring: Ring | None = None
+        self._ring_key: tuple[str, ...] = ()
         self._links: dict[str, PeerLink] = {}
 
     @property
@@ -50,11 +51,13 @@ class Cluster:
 
     @property
     def ring(self) -> Ring:
-        members = tuple(
-            sorted(m.node_id for m in self.membership.members() if m.status is not Status.LEFT)
-        )
-        if self._ring is None or self._ring.members != members:
+        # Every request asks for the ring: compare the ring members in the
+        # membership's own order (sorting them each time showed in profiles)
+        # and build a Ring only when that set changed.
+        members = tuple(m.node_id for m in self.membership.states() if m.status is not Status.LEFT)
+        if self._ring is None or members != self._ring_key:
             self._ring = Ring(members, self.replication_factor)
+            self._ring_key = members
         return self._ring
 
     def replicas(self, key: bytes) -> tuple[str, ...]:

@@ -24,6 +24,8 @@ from a3redis.core.record import Record
 from a3redis.storage import codec
 from a3redis.storage.files import log_name, snapshot_name
 from a3redis.storage.store import (
+    GATHER_DELAY,
+    GATHER_MIN,
     DataDirError,
     FsyncPolicy,
     Store,
@@ -255,6 +257,44 @@ async def test_concurrent_writes_share_one_fsync_per_batch(
         assert codec.HEADER_SIZE + stats.log_bytes == file_size(log_files(tmp_path)[0])
         for i in range(writes):
             assert store.get(b"key-%d" % i) == rec(b"key-%d" % i, b"v%d" % i, 100 + i)
+
+
+async def test_a_batch_gathers_for_company_only_after_a_commit_shared_by_several_writers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # On the autojump clock virtual time moves only when a task sleeps, so the
+    # elapsed time tells whether the committer waited for more writes.
+    async with Store.open(tmp_path) as store:
+        started = trio.current_time()
+        for i in range(GATHER_MIN + 2):  # one writer at a time: never a wait
+            assert await store.apply(rec(b"lone-%d" % i, b"v", 100 + i))
+        assert trio.current_time() == started
+        assert store.stats().commits == GATHER_MIN + 2
+
+        async def late_writer(key: bytes) -> None:
+            await trio.sleep(GATHER_DELAY / 2)
+            await store.apply(rec(key, b"v", 2000))
+
+        async def round_of_writers(round_number: int) -> None:
+            async with trio.open_nursery() as nursery:
+                for i in range(GATHER_MIN):
+                    key = b"r%d-%d" % (round_number, i)
+                    nursery.start_soon(store.apply, rec(key, b"v", 1000 + i))
+                if round_number == 1:
+                    nursery.start_soon(late_writer, b"late")
+
+        await round_of_writers(0)  # the previous commit served one writer: no wait
+        assert trio.current_time() == started
+        commits = store.stats().commits
+        # The previous commit served GATHER_MIN writers: this batch gathers, and a
+        # write that comes within GATHER_DELAY joins it.
+        await round_of_writers(1)
+        assert trio.current_time() - started == pytest.approx(GATHER_DELAY)
+        assert store.stats().commits == commits + 1
+        assert store.get(b"late") is not None
+        for round_number in (0, 1):
+            for i in range(GATHER_MIN):
+                assert store.get(b"r%d-%d" % (round_number, i)) is not None
 
 
 # ----- restart and recovery ----------------------------------------------------------------
