@@ -40,6 +40,7 @@ class Cluster:
         self._ring: Ring | None = None
         self._ring_key: tuple[str, ...] = ()
         self._links: dict[str, PeerLink] = {}
+        self._link_addrs: dict[str, str] = {}  # the grpc_addr each link was made for
 
     @property
     def node_id(self) -> str:
@@ -72,17 +73,21 @@ class Cluster:
         member = self.membership.get(node_id)
         if member is None:
             return None
+        link = self._links.get(node_id)
+        # Every replica call asks: parse the address only when it changed.
+        if link is not None and self._link_addrs.get(node_id) == member.grpc_addr:
+            return link
         try:
             address = Address.parse(member.grpc_addr)
         except ValueError:
             return None
-        link = self._links.get(node_id)
         if link is None or link.address != address:
             if link is not None:
                 link.close()
             link = PeerLink(node_id, self.node_id, address, self._channels, self._peer_timeout)
             self._links[node_id] = link
             self._nursery.start_soon(link.run)
+        self._link_addrs[node_id] = member.grpc_addr
         return link
 
     def links(self) -> list[PeerLink]:

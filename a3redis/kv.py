@@ -78,6 +78,21 @@ class _Pending:
             self.decided.set()
 
 
+def _count_write_outcomes(
+    replica: str, indexes: list[int], pending: _Pending, outcomes: list[ApplyOutcome] | None
+) -> None:
+    """Count one replica's answer (None: it failed) in the quorums of `indexes`."""
+    quorums: list[WriteQuorum] = pending.quorums  # type: ignore[assignment]
+    for position, i in enumerate(indexes):
+        if outcomes is None:
+            quorums[i].fail(replica)
+        elif outcomes[position] is ApplyOutcome.SUPERSEDED:
+            quorums[i].supersede(replica)
+        else:
+            quorums[i].ack(replica)
+    pending.check()
+
+
 class KeyValue:
     def __init__(
         self,
@@ -290,11 +305,12 @@ class KeyValue:
                 by_replica.setdefault(replica, []).append(index)
         local = by_replica.pop(self.node_id, None)
         for replica, indexes in by_replica.items():
-            self._background.start_soon(self._replicate, replica, indexes, records, pending)
+            self._replicate_to_peer(replica, indexes, records, pending)
         if local is not None:
-            # Our own copy is written in the request's task, beside the peers' calls:
-            # one task fewer per write, and no hand-over when we are the only replica.
-            await self._replicate(self.node_id, local, records, pending)
+            # Our own copy is written in the request's task while the peers' calls
+            # are out: no task and no hand-over for it.
+            outcomes = await self.apply_replicated([records[i] for i in local])
+            _count_write_outcomes(self.node_id, local, pending, outcomes)
         await self._await(pending, "write")
         failed = [q for q in quorums if not q.succeeded]
         lost = [q for q in failed if q.superseded]
@@ -323,35 +339,36 @@ class KeyValue:
             raise WriteRejectedError("a newer version of a key already exists here")
         return [record.version for record in records]
 
-    async def _replicate(
+    def _replicate_to_peer(
         self, replica: str, indexes: list[int], records: list[Record], pending: _Pending
     ) -> None:
+        """Queue a peer's records on its link; the link's answer settles the quorums.
+
+        No task per replica and write: the link calls `settle` when the batch
+        that carried these records was answered or failed. A replica that is
+        down, or does not answer, gets the records as hints (a task, but only then).
+        """
         batch = [records[i] for i in indexes]
-        quorums: list[WriteQuorum] = pending.quorums  # type: ignore[assignment]
-        outcomes: list[ApplyOutcome] | None = None
-        try:
-            if replica == self.node_id:
-                outcomes = await self.apply_replicated(batch)
-            elif not self.cluster.is_down(replica):
-                link = self.cluster.link(replica)
-                if link is not None:
-                    outcomes = await link.apply(batch)
-        except PeerUnavailableError as error:
-            self.stats.replica_write_failures += 1
-            log.debug("replica write to %s failed: %s", replica, error)
-        finally:
-            for position, i in enumerate(indexes):
-                if outcomes is None:
-                    quorums[i].fail(replica)
-                elif outcomes[position] is ApplyOutcome.SUPERSEDED:
-                    quorums[i].supersede(replica)
-                else:
-                    quorums[i].ack(replica)
-            pending.check()
-        ok = outcomes is not None
-        if not ok and self._hints is not None and replica != self.node_id:
-            await self._hints.store(replica, batch)
-            self.stats.hinted += len(batch)
+
+        def settle(outcomes: list[ApplyOutcome] | None, error: Exception | None) -> None:
+            _count_write_outcomes(replica, indexes, pending, outcomes)
+            if outcomes is None:
+                if error is not None:
+                    self.stats.replica_write_failures += 1
+                    log.debug("replica write to %s failed: %s", replica, error)
+                if self._hints is not None:
+                    self._background.start_soon(self._hint, replica, batch)
+
+        link = None if self.cluster.is_down(replica) else self.cluster.link(replica)
+        if link is None:
+            settle(None, None)
+        else:
+            link.submit_apply(batch, settle)
+
+    async def _hint(self, replica: str, records: list[Record]) -> None:
+        assert self._hints is not None
+        await self._hints.store(replica, records)
+        self.stats.hinted += len(records)
 
     # ----- reads --------------------------------------------------------------------------
 
@@ -372,15 +389,15 @@ class KeyValue:
             for replica in candidates[: quorum.required]:
                 by_replica.setdefault(replica, []).append(index)
             spares.append(candidates[quorum.required :])
-        read = _Read(keys, pending, spares, self._background)
+        read = _Read(keys, pending, spares)
         read.finished = _Countdown(
             len(by_replica), lambda: self._read_repair(keys, quorums), self._background
         )
         local = by_replica.pop(self.node_id, None)
         for replica, indexes in by_replica.items():
-            self._background.start_soon(self._ask, replica, indexes, read)
+            self._ask(replica, indexes, read)
         if local is not None:
-            await self._ask(self.node_id, local, read)
+            self._ask(self.node_id, local, read)
         await self._await(pending, "read")
         wall = self._wall_ms()
         for quorum in quorums:
@@ -402,35 +419,49 @@ class KeyValue:
         self._rng.shuffle(peers)
         return [self.node_id, *peers] if self.node_id in replicas else peers
 
-    async def _ask(self, replica: str, indexes: list[int], read: _Read) -> None:
+    def _ask(self, replica: str, indexes: list[int], read: _Read) -> None:
+        """Ask one replica for the keys of `indexes`; its answer (now, for our own
+        copy, or when its link settles) is counted by `_answered`. No task per replica."""
         wanted = [read.keys[i] for i in indexes]
-        quorums: list[ReadQuorum] = read.pending.quorums  # type: ignore[assignment]
-        answers: list[Record | None] | None = None
-        try:
-            if replica == self.node_id:
-                answers = self.read_local(wanted)
-            elif not self.cluster.is_down(replica):
-                link = self.cluster.link(replica)
-                if link is not None:
-                    answers = await link.read(wanted)
-        except PeerUnavailableError as error:
+        if replica == self.node_id:
+            self._answered(replica, indexes, read, self.read_local(wanted), None)
+            return
+        link = None if self.cluster.is_down(replica) else self.cluster.link(replica)
+        if link is None:
+            self._answered(replica, indexes, read, None, None)
+            return
+
+        def settle(answers: list[Record | None] | None, error: Exception | None) -> None:
+            self._answered(replica, indexes, read, answers, error)
+
+        link.submit_read(wanted, settle)
+
+    def _answered(
+        self,
+        replica: str,
+        indexes: list[int],
+        read: _Read,
+        answers: list[Record | None] | None,
+        error: Exception | None,
+    ) -> None:
+        if error is not None:
             self.stats.replica_read_failures += 1
             log.debug("replica read from %s failed: %s", replica, error)
-        finally:
-            retry: dict[str, list[int]] = {}
-            for position, i in enumerate(indexes):
-                if answers is None:
-                    quorums[i].fail(replica)
-                    if read.spares[i]:
-                        retry.setdefault(read.spares[i].pop(0), []).append(i)
-                else:
-                    quorums[i].answer(replica, answers[position])
-            # A failed replica is replaced by a spare one, so R answers can still come.
-            assert read.finished is not None
-            read.finished.add(len(retry))
-            for spare, spare_indexes in retry.items():
-                read.nursery.start_soon(self._ask, spare, spare_indexes, read)
-            read.pending.check()
+        quorums: list[ReadQuorum] = read.pending.quorums  # type: ignore[assignment]
+        retry: dict[str, list[int]] = {}
+        for position, i in enumerate(indexes):
+            if answers is None:
+                quorums[i].fail(replica)
+                if read.spares[i]:
+                    retry.setdefault(read.spares[i].pop(0), []).append(i)
+            else:
+                quorums[i].answer(replica, answers[position])
+        # A failed replica is replaced by a spare one, so R answers can still come.
+        assert read.finished is not None
+        read.finished.add(len(retry))
+        for spare, spare_indexes in retry.items():
+            self._ask(spare, spare_indexes, read)
+        read.pending.check()
         read.finished.one_done()
 
     async def _read_repair(self, keys: list[bytes], quorums: list[ReadQuorum]) -> None:
@@ -525,7 +556,6 @@ class _Read:
     keys: list[bytes]
     pending: _Pending
     spares: list[list[str]]
-    nursery: trio.Nursery
     finished: _Countdown | None = None
 
 

@@ -1,9 +1,13 @@
 """Links to peer nodes: replica writes and reads, batched per peer.
 
 Rules: one long-lived channel per peer (from the node's ChannelPool). Callers
-queue records or keys and wait; a sender task per peer takes everything that
+queue records or keys and either wait (`apply`, `read`) or hand over a
+callback (`submit_apply`, `submit_read`: the coordinator's hot path, which
+then needs no task per replica); a sender task per peer takes everything that
 is queued at that moment and sends it as one call, so the ~300 µs a purerpc
-call costs is shared by every request that was waiting. While a call of a
+call costs is shared by every request that was waiting. Every submission is
+settled exactly once: with its slice of the answer, or with a
+PeerUnavailableError. While a call of a
 kind (Apply, Read) is out, the next one waits for it (and so gathers more),
 unless a full batch is queued or the call has been out for HOLD_BACK; at
 most `max_in_flight` calls are outstanding. A call that fails or times out
@@ -19,7 +23,7 @@ a request needs it. Links are started and stopped by the node's supervisor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,17 +53,28 @@ class PeerUnavailableError(Exception):
     """The peer did not answer (connection refused, broken, or timed out)."""
 
 
+# Called once per submission: (its results, None) or (None, the failure).
+Settle = Callable[[Any, "PeerUnavailableError | None"], None]
+
+
 @dataclass
 class _Waiter:
+    """Turns a settlement into something a task can wait for."""
+
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
-    error: BaseException | None = None
+    error: PeerUnavailableError | None = None
+
+    def settle(self, result: Any, error: PeerUnavailableError | None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
 
 
 @dataclass
 class _Queue:
     items: list[Any] = field(default_factory=list)
-    waiters: list[tuple[_Waiter, int, int]] = field(default_factory=list)
+    # (settle, where its items start in `items`, how many)
+    waiters: list[tuple[Settle, int, int]] = field(default_factory=list)
     in_flight: int = 0  # calls of this queue's kind outstanding
     last_call: float = 0.0  # when the latest of them started (trio time)
 
@@ -103,12 +118,20 @@ class PeerLink:
     # ----- the callers' side --------------------------------------------------------------
 
     async def apply(self, records: Sequence[Record]) -> list[ApplyOutcome]:
-        result: list[ApplyOutcome] = await self._enqueue(self._applies, list(records))
+        result: list[ApplyOutcome] = await self._wait(self._applies, list(records))
         return result
 
     async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
-        result: list[Record | None] = await self._enqueue(self._reads, list(keys))
+        result: list[Record | None] = await self._wait(self._reads, list(keys))
         return result
+
+    def submit_apply(self, records: list[Record], settle: Settle) -> None:
+        """Queue records; `settle(outcomes, None)` or `settle(None, error)` follows."""
+        self._submit(self._applies, records, settle)
+
+    def submit_read(self, keys: list[bytes], settle: Settle) -> None:
+        """Queue keys; `settle(records, None)` or `settle(None, error)` follows."""
+        self._submit(self._reads, keys, settle)
 
     async def local_scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int
@@ -131,18 +154,22 @@ class PeerLink:
             self._channels.discard(self.address)
             raise PeerUnavailableError(f"{self.node_id} at {self.address}: {error!r}") from None
 
-    async def _enqueue(self, queue: _Queue, items: list[Any]) -> Any:
-        if self._closed:
-            raise PeerUnavailableError(f"the link to {self.node_id} was closed")
-        self._last_used = trio.current_time()
+    async def _wait(self, queue: _Queue, items: list[Any]) -> Any:
         waiter = _Waiter()
-        queue.waiters.append((waiter, len(queue.items), len(items)))
-        queue.items.extend(items)
-        self._wake.set()
+        self._submit(queue, items, waiter.settle)
         await waiter.done.wait()
         if waiter.error is not None:
             raise PeerUnavailableError(str(waiter.error)) from waiter.error
         return waiter.result
+
+    def _submit(self, queue: _Queue, items: list[Any], settle: Settle) -> None:
+        if self._closed:
+            settle(None, PeerUnavailableError(f"the link to {self.node_id} was closed"))
+            return
+        self._last_used = trio.current_time()
+        queue.waiters.append((settle, len(queue.items), len(items)))
+        queue.items.extend(items)
+        self._wake.set()
 
     # ----- the sender ---------------------------------------------------------------------
 
@@ -191,18 +218,16 @@ class PeerLink:
                             nursery.start_soon(self._call, send, queue, batch)
 
     async def _call(self, send: Any, queue: _Queue, batch: _Queue) -> None:
+        failure: PeerUnavailableError | None = None
         try:
             with trio.fail_after(self._timeout):
                 results = await send(batch.items)
             self._last_answer = trio.current_time()
-            for waiter, start, count in batch.waiters:
-                waiter.result = results[start : start + count]
-                waiter.done.set()
         except Exception as error:  # every failure means "this peer did not answer"
             self.failures += 1
             self._channels.discard(self.address)
             reason = "timed out" if isinstance(error, trio.TooSlowError) else repr(error)
-            _fail(batch, PeerUnavailableError(f"{self.node_id} at {self.address}: {reason}"))
+            failure = PeerUnavailableError(f"{self.node_id} at {self.address}: {reason}")
         except BaseException:
             _fail(batch, PeerUnavailableError(f"the link to {self.node_id} closed"))
             raise
@@ -212,6 +237,13 @@ class PeerLink:
             queue.in_flight -= 1
             if queue.waiters:
                 self._wake.set()
+        # Settled outside the try: an error in a caller's callback is a bug to
+        # surface, not a peer failure.
+        if failure is not None:
+            _fail(batch, failure)
+        else:
+            for settle, start, count in batch.waiters:
+                settle(results[start : start + count], None)
 
     async def _keepalive(self) -> None:
         while True:
@@ -254,10 +286,9 @@ class PeerLink:
 
 
 def _fail(batch: _Queue, failure: PeerUnavailableError) -> None:
-    for waiter, _, _ in batch.waiters:
-        if not waiter.done.is_set():
-            waiter.error = failure
-            waiter.done.set()
+    waiters, batch.waiters = batch.waiters, []  # each is settled once
+    for settle, _, _ in waiters:
+        settle(None, failure)
 
 
 def _take(queue: _Queue) -> _Queue:
