@@ -25,7 +25,8 @@ from a3redis.storage import codec
 from a3redis.storage.files import log_name, snapshot_name
 from a3redis.storage.store import (
     GATHER_DELAY,
-    GATHER_MIN,
+    GATHER_MIN_RECORDS,
+    GATHER_MIN_WRITERS,
     DataDirError,
     FsyncPolicy,
     Store,
@@ -266,10 +267,14 @@ async def test_a_batch_gathers_for_company_only_after_a_commit_shared_by_several
     # elapsed time tells whether the committer waited for more writes.
     async with Store.open(tmp_path) as store:
         started = trio.current_time()
-        for i in range(GATHER_MIN + 2):  # one writer at a time: never a wait
+        for i in range(3):  # one writer at a time: never a wait
             assert await store.apply(rec(b"lone-%d" % i, b"v", 100 + i))
+        many = [rec(b"batch-%d" % i, b"v", 200) for i in range(2 * GATHER_MIN_RECORDS)]
+        for _ in range(2):  # nor for one writer of many records (a BatchPut at a time)
+            assert all(await store.apply_many(many))
+            many = [rec(r.key, b"w", 300) for r in many]
         assert trio.current_time() == started
-        assert store.stats().commits == GATHER_MIN + 2
+        assert store.stats().commits == 5
 
         async def late_writer(key: bytes) -> None:
             await trio.sleep(GATHER_DELAY / 2)
@@ -277,7 +282,7 @@ async def test_a_batch_gathers_for_company_only_after_a_commit_shared_by_several
 
         async def round_of_writers(round_number: int) -> None:
             async with trio.open_nursery() as nursery:
-                for i in range(GATHER_MIN):
+                for i in range(GATHER_MIN_RECORDS):
                     key = b"r%d-%d" % (round_number, i)
                     nursery.start_soon(store.apply, rec(key, b"v", 1000 + i))
                 if round_number == 1:
@@ -285,15 +290,16 @@ async def test_a_batch_gathers_for_company_only_after_a_commit_shared_by_several
 
         await round_of_writers(0)  # the previous commit served one writer: no wait
         assert trio.current_time() == started
+        assert GATHER_MIN_RECORDS >= GATHER_MIN_WRITERS
         commits = store.stats().commits
-        # The previous commit served GATHER_MIN writers: this batch gathers, and a
-        # write that comes within GATHER_DELAY joins it.
+        # The previous commit served enough writers and records: this batch
+        # gathers, and a write that comes within GATHER_DELAY joins it.
         await round_of_writers(1)
         assert trio.current_time() - started == pytest.approx(GATHER_DELAY)
         assert store.stats().commits == commits + 1
         assert store.get(b"late") is not None
         for round_number in (0, 1):
-            for i in range(GATHER_MIN):
+            for i in range(GATHER_MIN_RECORDS):
                 assert store.get(b"r%d-%d" % (round_number, i)) is not None
 
 
