@@ -7,17 +7,17 @@ then needs no task per replica); a sender task per peer takes everything that
 is queued at that moment and sends it as one call, so the ~300 µs a purerpc
 call costs is shared by every request that was waiting. Every submission is
 settled exactly once: with its slice of the answer, or with a
-PeerUnavailableError. While a call of a
-kind (Apply, Read) is out, the next one waits for it (and so gathers more),
-unless a full batch is queued or the call has been out for HOLD_BACK; at
-most `max_in_flight` calls are outstanding. A call that fails or times out
-fails all of its waiters with PeerUnavailableError and drops the channel, so
-the next call reconnects. purerpc sends no HTTP/2 PING, so a link keeps its
-connection alive itself: while it is in use but has had no answer for
-KEEPALIVE_INTERVAL it makes an empty Read; a ping that fails drops the
-channel, so a connection a partition silently broke is found within seconds
-and, once the partition heals, the next ping has already reconnected before
-a request needs it. Links are started and stopped by the node's supervisor.
+PeerUnavailableError. While a call of a kind (Apply, Read) is out, the next
+one waits for it (and so gathers more), unless a full batch is queued or the
+call has been out for HOLD_BACK; at most `max_in_flight` calls are
+outstanding. A call that fails or times out fails all of its waiters with
+PeerUnavailableError and drops the channel, so the next call reconnects.
+purerpc sends no HTTP/2 PING, so a link keeps its connection alive itself:
+while it is in use but has had no answer for KEEPALIVE_INTERVAL it makes an
+empty Read; a ping that fails drops the channel, so a connection a partition
+silently broke is found within seconds and, once the partition heals, the
+next ping has already reconnected before a request needs it. Links are
+started and stopped by the node's supervisor.
 """
 
 from __future__ import annotations
