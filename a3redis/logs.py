@@ -7,7 +7,8 @@ the same way. `LOG_FORMAT=text` (the default) is one human-readable line per
 event; `LOG_FORMAT=json` renders every record, ours or a library's, through
 structlog's ProcessorFormatter as one JSON object per line with `timestamp`
 (ISO 8601, UTC), `level`, `logger`, `node_id` and `event`, plus `exception`
-when there is a traceback (inside the JSON string, so still one line).
+when there is a traceback (inside the JSON string, so still one line); an
+exception nothing caught (a crash, in any thread) is logged the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import enum
 import logging
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
+from types import TracebackType
 from typing import Any
 
 
@@ -28,8 +31,11 @@ def configure(node_id: str, debug: bool, log_format: LogFormat = LogFormat.TEXT)
     handler = logging.StreamHandler(sys.stderr)
     if log_format is LogFormat.JSON:
         handler.setFormatter(_json_formatter(node_id))
-        # Python warnings would otherwise print plain lines between the JSON ones.
+        # Python warnings, and a traceback Python itself prints for an uncaught
+        # exception (a crash), would otherwise be plain lines among the JSON ones.
         logging.captureWarnings(True)
+        sys.excepthook = _log_uncaught
+        threading.excepthook = _log_uncaught_in_thread
     else:
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s %(levelname)s {node_id} [%(name)s] %(message)s")
@@ -44,6 +50,26 @@ def configure(node_id: str, debug: bool, log_format: LogFormat = LogFormat.TEXT)
         # httpx logs every gossip request at INFO: one line per second per peer.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    logging.getLogger("a3redis.crash").critical(
+        "uncaught %s: the process stops", kind.__name__, exc_info=(kind, error, traceback)
+    )
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None:
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("a3redis.crash").critical(
+        "uncaught %s in thread %s",
+        args.exc_type.__name__,
+        thread,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
 
 
 def _json_formatter(node_id: str) -> logging.Formatter:

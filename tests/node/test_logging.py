@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from typing import Any
 
 from tests.conftest import NodeFactory
@@ -67,3 +69,30 @@ def test_an_unknown_log_format_stops_the_node() -> None:
     result = run_node_once({"LOG_FORMAT": "yaml", "GRPC_PORT": "0", "GOSSIP_PORT": "0"})
     assert result.returncode == 2
     assert "LOG_FORMAT='yaml' is invalid: expected one of text, json" in result.stderr
+
+
+CRASH = """
+import threading
+from a3redis import logs
+
+logs.configure("node-7", debug=False, log_format=logs.LogFormat.JSON)
+worker = threading.Thread(target=lambda: 1 / 0, name="worker")
+worker.start()
+worker.join()
+raise RuntimeError("boom")
+"""
+
+
+def test_a_crash_is_logged_as_json_like_every_other_line() -> None:
+    # What Python prints for an uncaught exception, in the main thread or another.
+    result = subprocess.run(
+        [sys.executable, "-c", CRASH], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    thread_crash, main_crash = json_lines(result.stderr)
+    assert (thread_crash["level"], thread_crash["node_id"]) == ("critical", "node-7")
+    assert thread_crash["event"] == "uncaught ZeroDivisionError in thread worker"
+    assert "ZeroDivisionError: division by zero" in thread_crash["exception"]
+    assert main_crash["level"] == "critical"
+    assert main_crash["event"] == "uncaught RuntimeError: the process stops"
+    assert main_crash["exception"].rstrip().endswith("RuntimeError: boom")
