@@ -5,10 +5,11 @@ the configured fsync policy, so a read never returns a write that a crash
 could take back (FSYNC=always). Concurrent writes share one write+fsync
 (group commit): while the worker thread syncs one batch, the next batch
 gathers, and under concurrent writers a batch waits up to GATHER_DELAY for
-company before it is committed. File I/O that may block (fsync, snapshots, recovery) runs in worker
-threads; the event loop only appends bytes to lists. After a failed write or
-fsync the store refuses all further writes: the page cache can no longer be
-trusted (the "fsyncgate" lesson), so the node must restart and recover.
+company before it is committed. File I/O that may block (fsync, snapshots,
+recovery) runs in worker threads; the event loop only appends bytes to lists.
+After a failed write or fsync the store refuses all further writes: the page
+cache can no longer be trusted (the "fsyncgate" lesson), so the node must
+restart and recover.
 The store supervises its own two tasks (committer, compactor/syncer) in a
 nursery that lives exactly as long as `Store.open`; closing commits (or
 fails) every queued write and waits for a running compaction, and however
