@@ -50,6 +50,10 @@ class _Stop(Exception):
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    # Once: until _stop_all takes over the signals, another one must not raise
+    # again in the middle of the clean-up.
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, signal.SIG_IGN)
     raise _Stop
 
 
@@ -99,7 +103,7 @@ def cluster_up(nodes: int, replication_factor: int, base_dir: Path, out: TextIO)
                     return 1
             time.sleep(0.2)
     except _Stop:
-        print("\nstopping ...", file=out)
+        print("\nstopping ... (Ctrl-C again: the nodes stop at once)", file=out, flush=True)
         return 0 if _stop_all(children) else 1
     finally:
         _stop_all(children)
@@ -146,18 +150,41 @@ def _print_summary(children: list[Child], base_dir: Path, out: TextIO) -> None:
 
 
 def _stop_all(children: list[Child], grace: float = 10.0) -> bool:
-    """SIGTERM every running child, wait, kill stragglers; True if all exited cleanly."""
-    clean = True
+    """SIGTERM every running child, wait, kill stragglers; True if all exited cleanly.
+
+    A Ctrl-C (or SIGTERM) that comes meanwhile is passed on, not raised: a
+    node's second signal makes it exit at once, and the launcher must not
+    leave with a traceback and its nodes still running.
+    """
+    signals: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda got, _frame: signals.append(got))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        _terminate_running(children)
+        passed_on = 0
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(c.process.poll() is None for c in children):
+            if len(signals) > passed_on:
+                passed_on = len(signals)
+                _terminate_running(children)
+            time.sleep(0.05)
+        clean = True
+        for child in children:
+            if child.process.poll() is None:
+                child.process.kill()
+                child.process.wait()
+                clean = False
+            else:
+                clean = clean and child.process.returncode == 0
+        return clean
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _terminate_running(children: list[Child]) -> None:
     for child in children:
         if child.process.poll() is None:
             child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for child in children:
-        try:
-            code = child.process.wait(max(0.0, deadline - time.monotonic()))
-            clean = clean and code == 0
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
-            clean = False
-    return clean
