@@ -39,8 +39,8 @@ class Cluster:
         self._peer_timeout = peer_timeout
         self._ring: Ring | None = None
         self._ring_key: tuple[str, ...] = ()
-        self._links: dict[str, PeerLink] = {}
-        self._link_addrs: dict[str, str] = {}  # the grpc_addr each link was made for
+        # node id -> (the grpc_addr its link was made for, the link)
+        self._links: dict[str, tuple[str, PeerLink]] = {}
 
     @property
     def node_id(self) -> str:
@@ -73,22 +73,22 @@ class Cluster:
         member = self.membership.get(node_id)
         if member is None:
             return None
-        link = self._links.get(node_id)
+        held = self._links.get(node_id)
         # Every replica call asks: parse the address only when it changed.
-        if link is not None and self._link_addrs.get(node_id) == member.grpc_addr:
-            return link
+        if held is not None and held[0] == member.grpc_addr:
+            return held[1]
         try:
             address = Address.parse(member.grpc_addr)
         except ValueError:
             return None
+        link = held[1] if held is not None else None
         if link is None or link.address != address:
             if link is not None:
                 link.close()
             link = PeerLink(node_id, self.node_id, address, self._channels, self._peer_timeout)
-            self._links[node_id] = link
             self._nursery.start_soon(link.run)
-        self._link_addrs[node_id] = member.grpc_addr
+        self._links[node_id] = (member.grpc_addr, link)
         return link
 
     def links(self) -> list[PeerLink]:
-        return list(self._links.values())
+        return [link for _, link in self._links.values()]
