@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import purerpc
 import trio
 from purerpc.client import _Channel
 from purerpc.grpc_proto import GRPCProtoSocket
 from purerpc.grpclib.config import GRPCConfiguration
 
+from a3redis import h2_tuning
 from a3redis.config import Address
 from a3redis.supervision import unwrap_single_group
 
@@ -34,9 +34,9 @@ class _Held:
 
 
 class _BoundChannel(_Channel):  # type: ignore[misc]
-    """purerpc's insecure channel, connecting from a chosen local address."""
+    """purerpc's insecure channel, connecting from a chosen local address (or any)."""
 
-    def __init__(self, host: str, port: int, local_host: str) -> None:
+    def __init__(self, host: str, port: int, local_host: str | None) -> None:
         super().__init__(host, port)
         self._local_host = local_host
 
@@ -45,6 +45,7 @@ class _BoundChannel(_Channel):  # type: ignore[misc]
         self._grpc_socket = await self.enter_async_context(
             GRPCProtoSocket(GRPCConfiguration(client_side=True), stream)
         )
+        h2_tuning.trust_outbound_headers(self._grpc_socket)
         return self
 
 
@@ -52,6 +53,7 @@ class ChannelPool:
     def __init__(
         self, nursery: trio.Nursery, connect_timeout: float, local_host: str | None = None
     ) -> None:
+        h2_tuning.install()
         self._nursery = nursery
         self._connect_timeout = connect_timeout
         self._local_host = local_host
@@ -109,12 +111,7 @@ class ChannelPool:
     ) -> None:
         held: _Held | None = None
         try:
-            channel_cm = (
-                purerpc.insecure_channel(address.host, address.port)
-                if self._local_host is None
-                else _BoundChannel(address.host, address.port, self._local_host)
-            )
-            async with channel_cm as channel:
+            async with _BoundChannel(address.host, address.port, self._local_host) as channel:
                 held = _Held(channel)
                 task_status.started(held)
                 await held.close.wait()
