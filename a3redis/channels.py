@@ -18,11 +18,11 @@ from typing import Any
 import anyio
 import trio
 from purerpc.client import _Channel
-from purerpc.grpc_proto import GRPCProtoSocket
 from purerpc.grpclib.config import GRPCConfiguration
 
 from a3redis import h2_tuning
 from a3redis.config import Address
+from a3redis.grpc_socket import LeanSocket
 from a3redis.supervision import unwrap_single_group
 
 
@@ -43,9 +43,8 @@ class _BoundChannel(_Channel):  # type: ignore[misc]
     async def __aenter__(self) -> _BoundChannel:
         stream = await anyio.connect_tcp(self._host, self._port, local_host=self._local_host)
         self._grpc_socket = await self.enter_async_context(
-            GRPCProtoSocket(GRPCConfiguration(client_side=True), stream)
+            LeanSocket(GRPCConfiguration(client_side=True), stream)
         )
-        h2_tuning.trust_outbound_headers(self._grpc_socket)
         return self
 
 

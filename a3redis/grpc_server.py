@@ -19,10 +19,10 @@ import anyio
 import anyio.abc
 import purerpc
 import trio
-from purerpc.grpc_proto import GRPCProtoSocket
 from purerpc.server import ConnectionHandler
 
 from a3redis import h2_tuning
+from a3redis.grpc_socket import LeanSocket
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,12 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         # connection (and a file descriptor) until it hung up itself.
         async with stream:
             try:
-                async with GRPCProtoSocket(self.config, stream) as grpc_socket:
-                    h2_tuning.trust_outbound_headers(grpc_socket)
-                    async with trio.open_nursery() as calls:
-                        async for call in grpc_socket.listen():
-                            calls.start_soon(self.request_received, call)
+                async with (
+                    LeanSocket(self.config, stream) as grpc_socket,
+                    trio.open_nursery() as calls,
+                ):
+                    async for call in grpc_socket.listen():
+                        calls.start_soon(self.request_received, call)
             except Exception as error:  # bad frames or a broken socket end this connection only
                 log.debug("gRPC connection ended: %r", error)
 
