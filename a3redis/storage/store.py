@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
+import trio.testing
 
 from a3redis.core.hlc import Version
 from a3redis.core.merkle import MerkleIndex
@@ -49,14 +50,17 @@ __all__ = ["DataDirError", "FsyncPolicy", "Store", "StoreClosedError", "StoreFai
 # Group commit gathers for a moment once writes are evidently concurrent. With
 # 64 clients, committing a batch the instant its first write arrived made
 # commits of ~8 writes, and each commit costs the event loop a hand-over to the
-# sync thread and back, and the disk an fdatasync; letting a batch gather for
-# GATHER_DELAY after its first write, only while the previous commit served at
-# least GATHER_MIN_WRITERS callers with GATHER_MIN_RECORDS records in all,
-# doubled the writes per commit and cut the node's CPU per Put from ~500 to
-# ~400 µs (benchmarks/run.py, c64); on a 3-node cluster, where a replica's
-# commits serve a local write or two and a peer's Apply batch, it halved the
-# commits per Put (0.47 -> 0.26). Those requests already queue for tens of
-# milliseconds; a lone writer, or one BatchPut at a time, never waits.
+# sync thread and back, and the disk an fdatasync; letting a batch gather,
+# only while the previous commit served at least GATHER_MIN_WRITERS callers
+# with GATHER_MIN_RECORDS records in all, doubled the writes per commit and
+# cut the node's CPU per Put from ~500 to ~400 µs (benchmarks/run.py, c64); on
+# a 3-node cluster, where a replica's commits serve a local write or two and a
+# peer's Apply batch, it halved the commits per Put (0.47 -> 0.26). A batch
+# gathers while the node has other work to run (requests being decoded may
+# still join it), for GATHER_DELAY at most, and no longer once nothing else can
+# run: a fixed 2 ms wait left the loop idle whenever every client was already
+# waiting on a commit (node at ~0.85 of a core at c64 once the gRPC stack got
+# faster). A lone writer, or one BatchPut at a time, never waits.
 GATHER_DELAY = 0.002
 GATHER_MIN_WRITERS = 2
 GATHER_MIN_RECORDS = 4
@@ -412,7 +416,11 @@ class Store:
         while True:
             await self._wake.wait()
             if self._gather:
-                await trio.sleep(GATHER_DELAY)
+                # trio.testing's name notwithstanding, this is trio's one way to
+                # ask "has every other task blocked?" (I/O that is ready counts
+                # as work: it is polled before the answer).
+                with trio.move_on_after(GATHER_DELAY):
+                    await trio.testing.wait_all_tasks_blocked()
             self._wake = trio.Event()
             if self._failure is not None:
                 # A background fsync failed: what is queued must not reach the log.

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -260,11 +261,11 @@ async def test_concurrent_writes_share_one_fsync_per_batch(
             assert store.get(b"key-%d" % i) == rec(b"key-%d" % i, b"v%d" % i, 100 + i)
 
 
-async def test_a_batch_gathers_for_company_only_after_a_commit_shared_by_several_writers(
+async def test_a_batch_gathers_only_after_a_shared_commit_and_only_while_work_remains(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    # On the autojump clock virtual time moves only when a task sleeps, so the
-    # elapsed time tells whether the committer waited for more writes.
+    # On the autojump clock virtual time moves only when every task sleeps, so
+    # the elapsed time tells whether the committer waited for anything.
     async with Store.open(tmp_path) as store:
         started = trio.current_time()
         for i in range(3):  # one writer at a time: never a wait
@@ -276,31 +277,79 @@ async def test_a_batch_gathers_for_company_only_after_a_commit_shared_by_several
         assert trio.current_time() == started
         assert store.stats().commits == 5
 
-        async def late_writer(key: bytes) -> None:
-            await trio.sleep(GATHER_DELAY / 2)
+        async def busy_then_write(key: bytes) -> None:
+            for _ in range(50):  # runnable all along, like a request still being decoded
+                await trio.lowlevel.checkpoint()
             await store.apply(rec(key, b"v", 2000))
 
-        async def round_of_writers(round_number: int) -> None:
+        async def asleep_then_write(key: bytes) -> None:
+            await trio.sleep(GATHER_DELAY / 2)  # nothing to run meanwhile
+            await store.apply(rec(key, b"v", 3000))
+
+        async def round_of_writers(
+            round_number: int, straggler: Callable[..., Any] | None = None
+        ) -> None:
             async with trio.open_nursery() as nursery:
                 for i in range(GATHER_MIN_RECORDS):
                     key = b"r%d-%d" % (round_number, i)
                     nursery.start_soon(store.apply, rec(key, b"v", 1000 + i))
-                if round_number == 1:
-                    nursery.start_soon(late_writer, b"late")
+                if straggler is not None:
+                    nursery.start_soon(straggler, b"straggler-%d" % round_number)
 
-        await round_of_writers(0)  # the previous commit served one writer: no wait
-        assert trio.current_time() == started
-        assert GATHER_MIN_RECORDS >= GATHER_MIN_WRITERS
+        # The previous commit served one writer: no gathering, so the busy
+        # writer comes too late for this batch and is committed on its own.
         commits = store.stats().commits
-        # The previous commit served enough writers and records: this batch
-        # gathers, and a write that comes within GATHER_DELAY joins it.
+        await round_of_writers(0, busy_then_write)
+        assert store.stats().commits == commits + 2
+        assert GATHER_MIN_RECORDS >= GATHER_MIN_WRITERS
+        # After a commit that served enough writers and records, the next
+        # batch waits while other work remains, and the busy writer joins it.
         await round_of_writers(1)
-        assert trio.current_time() - started == pytest.approx(GATHER_DELAY)
+        commits = store.stats().commits
+        await round_of_writers(2, busy_then_write)
         assert store.stats().commits == commits + 1
-        assert store.get(b"late") is not None
-        for round_number in (0, 1):
+        assert trio.current_time() == started  # and nobody slept
+        # But a batch does not wait for a writer that is not running yet:
+        # with nothing else to do, it is committed at once.
+        await round_of_writers(3)
+        commits = store.stats().commits
+        await round_of_writers(4, asleep_then_write)
+        assert store.stats().commits == commits + 2
+        assert trio.current_time() - started == pytest.approx(GATHER_DELAY / 2)
+        for round_number in (0, 2, 4):
+            assert store.get(b"straggler-%d" % round_number) is not None
+        for round_number in range(5):
             for i in range(GATHER_MIN_RECORDS):
                 assert store.get(b"r%d-%d" % (round_number, i)) is not None
+
+
+async def test_a_gathering_batch_waits_no_longer_than_gather_delay_on_a_busy_node(
+    tmp_path: Path,
+) -> None:
+    async with Store.open(tmp_path) as store:
+        async with trio.open_nursery() as nursery:  # a shared commit: the next batch gathers
+            for i in range(GATHER_MIN_RECORDS):
+                nursery.start_soon(store.apply, rec(b"first-%d" % i, b"v", 100 + i))
+        spinning = True
+        gave_up = False
+
+        async def busy() -> None:  # always runnable, never writes; bounded in time
+            nonlocal gave_up
+            deadline = trio.current_time() + 5
+            while spinning:
+                if trio.current_time() > deadline:
+                    gave_up = True
+                    return
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy)
+            assert await store.apply(rec(b"during", b"v", 500))
+            spinning = False
+        # The write was committed while the node still had work: the batch
+        # stopped gathering after GATHER_DELAY instead of waiting for idleness.
+        assert not gave_up
+        assert store.get(b"during") is not None
 
 
 # ----- restart and recovery ----------------------------------------------------------------
