@@ -6,14 +6,25 @@ a3redis.grpc_server.serve_grpc, so it listens on 127.0.0.1 only), but Put,
 Get and BatchPut return fixed responses shaped like a node's. The gap between
 it and a node is what the node itself costs per request. It prints
 `PORT <number>` once serving and stops cleanly on SIGTERM or SIGINT.
+
+`--stock` serves through purerpc exactly as shipped instead (its own
+connection handler, sockets and hpack; only the listening socket is ours, for
+127.0.0.1): the "bare purerpc echo server" of the foundation issue's floors.
+The default, a3redis's stack (a3redis.grpc_socket, a3redis.h2_tuning), is
+the stricter reference: the gap to it is what the key-value layer costs.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+from typing import Any
 
+import anyio
+import anyio.abc
+import purerpc
 import trio
+from purerpc.server import ConnectionHandler
 
 from a3redis.grpc_server import RequestGate, serve_grpc
 from a3redis.node import bind_listener
@@ -48,12 +59,34 @@ class EchoService(KeyValueServicer):  # type: ignore[misc]
         return response
 
 
-async def serve_echo() -> None:
+async def serve_stock(
+    sock: Any, service: Any, stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """purerpc's own ConnectionHandler on our socket, until `stop` is set."""
+    listener = await anyio.abc.SocketListener.from_socket(sock)
+    handler = ConnectionHandler({service.name: service}, purerpc.Server())
+    async with anyio.create_task_group() as connections:
+
+        async def accept() -> None:
+            while True:
+                connections.start_soon(handler, await listener.accept())
+
+        connections.start_soon(accept)
+        task_status.started()
+        await stop.wait()
+        connections.cancel_scope.cancel()
+
+
+async def serve_echo(stock: bool) -> None:
     sock = bind_listener(HOST, 0, "echo port")
     stop = trio.Event()
+    service = EchoService().service
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_grpc, sock, [EchoService().service], RequestGate(), stop, 0.5)
+            if stock:
+                await nursery.start(serve_stock, sock, service, stop)
+            else:
+                await nursery.start(serve_grpc, sock, [service], RequestGate(), stop, 0.5)
             print(f"PORT {sock.getsockname()[1]}", flush=True)
             async for _ in signals:
                 stop.set()
@@ -62,7 +95,7 @@ async def serve_echo() -> None:
 
 
 def main() -> int:
-    trio.run(serve_echo)
+    trio.run(serve_echo, "--stock" in sys.argv[1:])
     return 0
 
 

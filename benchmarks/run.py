@@ -26,7 +26,7 @@ from a3redis.v1 import kv_pb2 as pb
 from benchmarks import report
 from benchmarks.load import Case, CaseResult, Fill, LoadPlan, Step, Target, plan_timeout, run_load
 from benchmarks.procfs import background_cores
-from benchmarks.report import ECHO, NODE_ALWAYS, NODE_NO, Measured
+from benchmarks.report import ECHO, ECHO_STOCK, NODE_ALWAYS, NODE_NO, Measured
 from benchmarks.restart import RestartResult, measure_restart
 from benchmarks.servers import ServerSet
 
@@ -111,6 +111,8 @@ def _round_steps(args: argparse.Namespace, round_index: int) -> list[Step]:
     steps: list[Step] = []
     for method, concurrency in cases:
         servers = [ECHO, NODE_ALWAYS]
+        if method != "batch_put":
+            servers.insert(0, ECHO_STOCK)
         if (method, concurrency) in (("put", top), ("batch_put", batch_top)):
             servers.append(NODE_NO)
         # Alternate who goes first, so neither side always runs on a warmer machine.
@@ -130,7 +132,7 @@ def _median_rounds(steps: list[tuple[str, CaseResult]]) -> list[Measured]:
     for (server, _, _), rounds in grouped.items():
         ordered = sorted(rounds, key=lambda r: r.ops_per_s)
         measured.append(Measured(server, ordered[(len(ordered) - 1) // 2], rounds))
-    order = {ECHO: 0, NODE_ALWAYS: 1, NODE_NO: 2}
+    order = {ECHO_STOCK: 0, ECHO: 1, NODE_ALWAYS: 2, NODE_NO: 3}
     return sorted(measured, key=lambda m: order[m.server])
 
 
@@ -149,12 +151,13 @@ def _measure_requests(
 ) -> list[Measured]:
     """Run every round; append the background load found before each to `background`."""
     echo = servers.start_echo()
+    echo_stock = servers.start_echo(stock=True)
     results: list[tuple[str, CaseResult]] = []
     for round_index in range(args.rounds):
         background.append(_wait_for_quiet(args.wait_quiet))
         # Fresh nodes every round: each round starts from the same state instead of
         # a table grown by the previous rounds' writes.
-        running = {ECHO: echo}
+        running = {ECHO: echo, ECHO_STOCK: echo_stock}
         for label, fsync in ((NODE_ALWAYS, "always"), (NODE_NO, "no")):
             name = f"node-fsync-{fsync}-round-{round_index + 1}"
             running[label] = servers.start_node(name, root / name, {"FSYNC": fsync})
@@ -178,6 +181,7 @@ def _measure_requests(
             running[label].stop()
             shutil.rmtree(root / running[label].name)
     echo.stop()
+    echo_stock.stop()
     return _median_rounds(results)
 
 

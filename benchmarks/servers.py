@@ -158,15 +158,17 @@ class ServerSet:
     def _log(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
-    def start_echo(self, timeout: float = 20.0) -> ServerProcess:
-        log_path = self._log("echo")
+    def start_echo(self, timeout: float = 20.0, stock: bool = False) -> ServerProcess:
+        """The echo server on a3redis's gRPC stack, or (`stock`) on purerpc as shipped."""
+        name = "echo-stock" if stock else "echo"
+        log_path = self._log(name)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.echo_server"],
+                [sys.executable, "-m", "benchmarks.echo_server", *(["--stock"] if stock else [])],
                 stdout=subprocess.PIPE,
                 stderr=log,
             )
-        server = ServerProcess("echo", process, log_path, grpc_port=0)
+        server = ServerProcess(name, process, log_path, grpc_port=0)
         self._started.append(server)
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], timeout)
