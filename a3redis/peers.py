@@ -10,7 +10,8 @@ settled exactly once: with its slice of the answer, or with a
 PeerUnavailableError. While a call of a kind (Apply, Read) is out, the next
 one waits for it (and so gathers more), unless a full batch is queued or the
 call has been out for HOLD_BACK; at most `max_in_flight` calls are
-outstanding. A call that fails or times out fails all of its waiters with
+outstanding. A call that starts after a shared one first gathers like group
+commit (GATHER_DELAY). A call that fails or times out fails all of its waiters with
 PeerUnavailableError and drops the channel, so the next call reconnects.
 purerpc sends no HTTP/2 PING, so a link keeps its connection alive itself:
 while it is in use but has had no answer for KEEPALIVE_INTERVAL it makes an
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+import trio.testing
 
 from a3redis.channels import ChannelPool
 from a3redis.config import Address
@@ -43,6 +45,13 @@ MAX_BATCH = 512
 # on a connection that just died waits for the peer timeout, and the records
 # behind it must not (they reconnect, or fail fast and become hints).
 HOLD_BACK = 0.05
+# A call about to start, when the last call of its kind carried at least
+# GATHER_MIN_WAITERS submissions, first lets every task that can still run
+# (requests being decoded) queue theirs, for GATHER_DELAY at most, as group
+# commit does in the store: 3-node QUORUM Gets made 0.18 -> 0.16 Read calls
+# per Get and used ~10 % less node CPU per Get (ABBA runs of 3-node c64 load).
+GATHER_DELAY = 0.001
+GATHER_MIN_WAITERS = 2
 KEEPALIVE_INTERVAL = 2.0
 KEEPALIVE_TIMEOUT = 1.0
 # A link nobody used for this long (a peer that left, say) stops pinging.
@@ -77,6 +86,7 @@ class _Queue:
     waiters: list[tuple[Settle, int, int]] = field(default_factory=list)
     in_flight: int = 0  # calls of this queue's kind outstanding
     last_call: float = 0.0  # when the latest of them started (trio time)
+    last_waiters: int = 0  # submissions the latest of them carried
 
     def held_back(self) -> bool:
         return bool(self.waiters) and self.in_flight > 0
@@ -194,6 +204,11 @@ class PeerLink:
                     else:
                         await self._wake.wait()
                     self._wake = trio.Event()
+                    if self._gathering():
+                        # Requests this loop is still decoding may join the batch
+                        # (see GATHER_DELAY): wait until nothing else can run.
+                        with trio.move_on_after(GATHER_DELAY):
+                            await trio.testing.wait_all_tasks_blocked()
                     for queue, send in (
                         (self._applies, self._send_apply),
                         (self._reads, self._send_read),
@@ -213,9 +228,17 @@ class PeerLink:
                         ):
                             await self._slots.acquire()
                             batch = _take(queue)
+                            queue.last_waiters = len(batch.waiters)
                             queue.in_flight += 1
                             queue.last_call = trio.current_time()
                             nursery.start_soon(self._call, send, queue, batch)
+
+    def _gathering(self) -> bool:
+        """A call is about to start for a queue whose last call was shared."""
+        return any(
+            queue.waiters and queue.in_flight == 0 and queue.last_waiters >= GATHER_MIN_WAITERS
+            for queue in (self._applies, self._reads)
+        )
 
     async def _call(self, send: Any, queue: _Queue, batch: _Queue) -> None:
         failure: PeerUnavailableError | None = None

@@ -1,0 +1,69 @@
+"""A peer link batches what its callers queue, against a real node's Replica service."""
+
+from __future__ import annotations
+
+import trio
+
+from a3redis.channels import ChannelPool
+from a3redis.config import Address
+from a3redis.core.hlc import Version
+from a3redis.core.record import Record
+from a3redis.peers import PeerLink
+from tests.node.conftest import RunningNode
+
+
+async def test_a_call_waits_for_requests_still_running_once_calls_are_shared(
+    running_node: RunningNode,
+) -> None:
+    records = [
+        Record(b"link-%d" % i, b"v%d" % i, Version(1_000 + i, 0, "node-9")) for i in range(4)
+    ]
+    async with ChannelPool.open() as channels, trio.open_nursery() as nursery:
+        link = PeerLink(
+            "node-1", "node-9", Address("127.0.0.1", running_node.ports.grpc), channels, 5
+        )
+        await nursery.start(link.run)
+        await link.apply(records)  # connected; this call carried one submission
+        answers: dict[int, list[Record | None]] = {}
+
+        async def read(index: int, busy_first: bool) -> None:
+            if busy_first:  # runnable all along, like a request still being decoded
+                for _ in range(50):
+                    await trio.lowlevel.checkpoint()
+            answers[index] = await link.read([records[index].key])
+
+        async def round_of_reads(indexes: range, busy_last: bool) -> int:
+            calls = link.calls
+            async with trio.open_nursery() as readers:
+                for index in indexes:
+                    readers.start_soon(read, index, busy_last and index == indexes[-1])
+            return link.calls - calls
+
+        # The last call carried one submission: a call starts at once, so the
+        # busy reader comes too late for it and needs a call of its own.
+        assert await round_of_reads(range(0, 2), busy_last=True) == 2
+        # Reads that queue together share a call, and after a shared call the
+        # next one waits until nothing else can run: the busy reader joins it.
+        assert await round_of_reads(range(0, 3), busy_last=False) == 1
+        assert await round_of_reads(range(1, 4), busy_last=True) == 1
+        assert {index: answer[0] for index, answer in answers.items()} == dict(enumerate(records))
+
+        # A node that always has work does not hold a call back for good: the
+        # gathering ends after GATHER_DELAY.
+        spinning, gave_up = True, False
+
+        async def spin() -> None:  # always runnable; bounded in time
+            nonlocal gave_up
+            deadline = trio.current_time() + 5
+            while spinning:
+                if trio.current_time() > deadline:
+                    gave_up = True
+                    return
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as spinner:
+            spinner.start_soon(spin)
+            assert await link.read([records[0].key]) == [records[0]]
+            spinning = False
+        assert not gave_up
+        nursery.cancel_scope.cancel()
