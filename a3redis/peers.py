@@ -11,8 +11,9 @@ PeerUnavailableError. While a call of a kind (Apply, Read) is out, the next
 one waits for it (and so gathers more), unless a full batch is queued or the
 call has been out for HOLD_BACK; at most `max_in_flight` calls are
 outstanding. A call that starts after a shared one first gathers like group
-commit (GATHER_DELAY). A call that fails or times out fails all of its waiters with
-PeerUnavailableError and drops the channel, so the next call reconnects.
+commit (GATHER_DELAY, a3redis.gathering). A call that fails or times out
+fails all of its waiters with PeerUnavailableError and drops the channel, so
+the next call reconnects.
 purerpc sends no HTTP/2 PING, so a link keeps its connection alive itself:
 while it is in use but has had no answer for KEEPALIVE_INTERVAL it makes an
 empty Read; a ping that fails drops the channel, so a connection a partition
@@ -29,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-import trio.testing
 
+from a3redis import gathering
 from a3redis.channels import ChannelPool
 from a3redis.config import Address
 from a3redis.core.record import ApplyOutcome, Record
@@ -204,11 +205,8 @@ class PeerLink:
                     else:
                         await self._wake.wait()
                     self._wake = trio.Event()
-                    if self._gathering():
-                        # Requests this loop is still decoding may join the batch
-                        # (see GATHER_DELAY): wait until nothing else can run.
-                        with trio.move_on_after(GATHER_DELAY):
-                            await trio.testing.wait_all_tasks_blocked()
+                    if self._should_gather():
+                        await gathering.while_busy(GATHER_DELAY)
                     for queue, send in (
                         (self._applies, self._send_apply),
                         (self._reads, self._send_read),
@@ -233,7 +231,7 @@ class PeerLink:
                             queue.last_call = trio.current_time()
                             nursery.start_soon(self._call, send, queue, batch)
 
-    def _gathering(self) -> bool:
+    def _should_gather(self) -> bool:
         """A call is about to start for a queue whose last call was shared."""
         return any(
             queue.waiters and queue.in_flight == 0 and queue.last_waiters >= GATHER_MIN_WAITERS

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
-import trio.testing
 
+from a3redis import gathering
 from a3redis.core.hlc import Version
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import Record, supersedes
@@ -416,11 +416,7 @@ class Store:
         while True:
             await self._wake.wait()
             if self._gather:
-                # trio.testing's name notwithstanding, this is trio's one way to
-                # ask "has every other task blocked?" (I/O that is ready counts
-                # as work: it is polled before the answer).
-                with trio.move_on_after(GATHER_DELAY):
-                    await trio.testing.wait_all_tasks_blocked()
+                await gathering.while_busy(GATHER_DELAY)
             self._wake = trio.Event()
             if self._failure is not None:
                 # A background fsync failed: what is queued must not reach the log.

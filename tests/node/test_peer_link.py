@@ -10,6 +10,7 @@ from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.peers import PeerLink
 from tests.node.conftest import RunningNode
+from tests.support.busy import always_runnable
 
 
 async def test_a_call_waits_for_requests_still_running_once_calls_are_shared(
@@ -50,20 +51,6 @@ async def test_a_call_waits_for_requests_still_running_once_calls_are_shared(
 
         # A node that always has work does not hold a call back for good: the
         # gathering ends after GATHER_DELAY.
-        spinning, gave_up = True, False
-
-        async def spin() -> None:  # always runnable; bounded in time
-            nonlocal gave_up
-            deadline = trio.current_time() + 5
-            while spinning:
-                if trio.current_time() > deadline:
-                    gave_up = True
-                    return
-                await trio.lowlevel.checkpoint()
-
-        async with trio.open_nursery() as spinner:
-            spinner.start_soon(spin)
+        async with always_runnable():
             assert await link.read([records[0].key]) == [records[0]]
-            spinning = False
-        assert not gave_up
         nursery.cancel_scope.cancel()

@@ -49,6 +49,7 @@ from tests.storage.support import (
     snapshot_files,
     write_then_sync_gate,
 )
+from tests.support.busy import always_runnable
 
 STORE_LOGGER = "a3redis.storage"
 
@@ -330,25 +331,10 @@ async def test_a_gathering_batch_waits_no_longer_than_gather_delay_on_a_busy_nod
         async with trio.open_nursery() as nursery:  # a shared commit: the next batch gathers
             for i in range(GATHER_MIN_RECORDS):
                 nursery.start_soon(store.apply, rec(b"first-%d" % i, b"v", 100 + i))
-        spinning = True
-        gave_up = False
-
-        async def busy() -> None:  # always runnable, never writes; bounded in time
-            nonlocal gave_up
-            deadline = trio.current_time() + 5
-            while spinning:
-                if trio.current_time() > deadline:
-                    gave_up = True
-                    return
-                await trio.lowlevel.checkpoint()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(busy)
+        # The write is committed while the node still has work: the batch
+        # stops gathering after GATHER_DELAY instead of waiting for idleness.
+        async with always_runnable():
             assert await store.apply(rec(b"during", b"v", 500))
-            spinning = False
-        # The write was committed while the node still had work: the batch
-        # stopped gathering after GATHER_DELAY instead of waiting for idleness.
-        assert not gave_up
         assert store.get(b"during") is not None
 
 

@@ -1,0 +1,22 @@
+"""Letting a batch gather: wait while the node still has other work to run.
+
+Rules: one place for the rule group commit (a3redis.storage.store) and the
+peer links (a3redis.peers) share: a batch about to leave first lets every
+task that can still run (requests being decoded) add to it, for `limit`
+seconds at most, and leaves at once when nothing else can run. A fixed sleep
+instead idles the loop whenever every client already waits on the batch.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+
+async def while_busy(limit: float) -> None:
+    """Return once every other task is blocked, or after `limit` seconds."""
+    # trio.testing's name notwithstanding, this is trio's one way to ask "has
+    # every other task blocked?" (I/O that is ready counts as work: it is
+    # polled before the answer).
+    with trio.move_on_after(limit):
+        await trio.testing.wait_all_tasks_blocked()
