@@ -93,6 +93,7 @@ class Config:
     tombstone_grace: float
     clock_offset_ms: int
     debug_log: bool
+    debug_endpoints: bool
     log_format: LogFormat
 
     @property
@@ -224,6 +225,7 @@ class Config:
                 "milliseconds within a day (tests only)",
             ),
             debug_log=read.value("DEBUG_LOG", "0", _bool, "one of 1, 0, true, false"),
+            debug_endpoints=read.value("DEBUG_ENDPOINTS", "0", _bool, "one of 1, 0, true, false"),
             log_format=read.value(
                 "LOG_FORMAT",
                 "text",

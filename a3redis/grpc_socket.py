@@ -9,6 +9,17 @@ wait and per writer wake, each looking its backend up), which py-spy showed
 at ~10 % of a node's CPU per request under load. Both a3redis's server
 (a3redis.grpc_server) and its peer channels (a3redis.channels) use
 `LeanSocket`; anything that talks to a node sees the same bytes either way.
+
+Bounded per connection, by construction (a connection may live for days and
+carry millions of calls):
+- a stream is in the socket's stream table from its first headers until it
+  is closed both ways, or until the peer resets it (purerpc ignores
+  RST_STREAM, so a call a client cancelled stayed in the table, with its
+  read buffer and a handler waiting for a message that never came);
+- h2 remembers how each of the last CLOSED_STREAMS_REMEMBERED streams
+  closed, to answer frames still in flight when a stream closed; h2 keeps
+  65,536 by default, ~150 bytes each, so every long-lived connection grew
+  by ~10 MB before its table stopped growing (issue 13).
 """
 
 from __future__ import annotations
@@ -18,11 +29,38 @@ from typing import Any
 
 import anyio.abc
 import trio
+from h2.utilities import SizeLimitDict
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpc_socket import GRPCStreamState, SocketWrapper
 from purerpc.grpclib.config import GRPCConfiguration
+from purerpc.grpclib.events import (
+    RequestEnded,
+    RequestReceived,
+    ResponseEnded,
+    WindowUpdated,
+)
+from purerpc.grpclib.exceptions import StreamClosedError
 
 from a3redis import h2_tuning
+
+# Frames a peer sent before it saw a stream close arrive within a round trip;
+# far fewer streams than this close in one round trip on one connection. A
+# frame for a stream forgotten here is answered with RST_STREAM, as for any
+# closed stream, and the connection goes on.
+CLOSED_STREAMS_REMEMBERED = 256
+
+
+class StreamResetError(StreamClosedError):  # type: ignore[misc]
+    """The peer reset this stream (RST_STREAM): nothing more comes or goes on it."""
+
+
+class _StreamWasReset:
+    """The connection's event for a RST_STREAM from the peer (purerpc drops them)."""
+
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
 
 
 class _Inbox:
@@ -33,15 +71,26 @@ class _Inbox:
     waits for the next event and is cancellable while it waits.
     """
 
-    __slots__ = ("_events", "_receiver")
+    __slots__ = ("_events", "_receiver", "_reset")
 
     def __init__(self) -> None:
         self._events: deque[Any] = deque()
         self._receiver: trio.lowlevel.Task | None = None
+        self._reset = False
+
+    def reset(self) -> None:
+        """The stream was reset: drop what is queued; the receiver raises StreamResetError."""
+        self._reset = True
+        self._events.clear()
+        if self._receiver is not None:
+            task, self._receiver = self._receiver, None
+            trio.lowlevel.reschedule(task)
 
     async def send(self, event: Any) -> None:
         # No checkpoint: the reader hands over a whole read's events at once and
         # yields on its next socket read.
+        if self._reset:
+            return
         self._events.append(event)
         if self._receiver is not None:
             task, self._receiver = self._receiver, None
@@ -51,6 +100,9 @@ class _Inbox:
         if self._events:
             await trio.lowlevel.checkpoint_if_cancelled()
             return self._events.popleft()
+        if self._reset:
+            await trio.lowlevel.checkpoint()
+            raise StreamResetError("the peer reset the stream")
         assert self._receiver is None, "one task receives a stream's events"
         self._receiver = trio.lowlevel.current_task()
 
@@ -59,6 +111,8 @@ class _Inbox:
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+        if not self._events:
+            raise StreamResetError("the peer reset the stream")
         return self._events.popleft()
 
 
@@ -72,16 +126,44 @@ class LeanStream(GRPCProtoStream):  # type: ignore[misc]
         self._grpc_socket = grpc_socket
         self._socket = socket
         self._flow_control_update_event = trio.Event()
-        inbox = _Inbox()
-        self._incoming_events = (inbox, inbox)  # (sending end, receiving end)
+        self._inbox = _Inbox()
+        self._incoming_events = (self._inbox, self._inbox)  # (sending end, receiving end)
         self._response_started = False
         self._state = GRPCStreamState.OPEN
         self._start_stream_event = None
         self._end_stream_event = None
+        self.reset_by_peer = False
+
+    def peer_reset(self) -> None:
+        """The peer reset the stream: wake whoever waits on it; what it sends is dropped."""
+        self.reset_by_peer = True
+        self._state = GRPCStreamState.CLOSED
+        self._inbox.reset()
+        self._flow_control_update_event.set()
 
     async def _wait_flow_control_update(self) -> None:
         await self._flow_control_update_event.wait()
         self._flow_control_update_event = trio.Event()
+
+    # A handler still at work when its client gave up (a deadline, a cancelled
+    # call) finishes quietly: its answer has nowhere to go.
+
+    async def _send(self, message: bytes, compress: bool = False) -> None:
+        if self.reset_by_peer:
+            raise StreamResetError("the peer reset the stream")
+        await super()._send(message, compress)
+
+    async def start_response(
+        self, content_type_suffix: str = "", custom_metadata: Any = ()
+    ) -> None:
+        if not self.reset_by_peer:
+            await super().start_response(content_type_suffix, custom_metadata)
+
+    async def close(
+        self, status: Any = None, content_type_suffix: str = "", custom_metadata: Any = ()
+    ) -> None:
+        if not self.reset_by_peer:
+            await super().close(status, content_type_suffix, custom_metadata)
 
 
 class _Writer(SocketWrapper):  # type: ignore[misc]
@@ -122,3 +204,51 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
         super().__init__(config, sock)
         self._socket = _Writer(self._grpc_connection, sock)
         h2_tuning.trust_outbound_headers(self)
+        connection = self._grpc_connection
+        connection.h2_connection._closed_streams = SizeLimitDict(
+            size_limit=CLOSED_STREAMS_REMEMBERED
+        )
+
+        def stream_reset(event: Any) -> list[_StreamWasReset]:
+            # The read buffer of a stream reset mid-message is never completed.
+            connection.message_read_buffers.pop(event.stream_id, None)
+            return [_StreamWasReset(event.stream_id)]
+
+        connection._stream_reset = stream_reset
+
+    async def _listen(self) -> Any:
+        """purerpc's event loop of a connection, plus what a reset stream needs.
+
+        Events of a stream already reset (earlier in the same read) are dropped.
+        """
+        streams: dict[int, Any] = self._streams
+        while True:
+            try:
+                data = await self._socket.recv(self._receive_buffer_size)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            events = self._grpc_connection.receive_data(data)
+            await self._socket.flush()
+            for event in events:
+                if isinstance(event, WindowUpdated):
+                    if event.stream_id == 0:
+                        for stream in streams.values():
+                            await stream._set_flow_control_update()
+                    elif event.stream_id in streams:
+                        await streams[event.stream_id]._set_flow_control_update()
+                    continue
+                if isinstance(event, _StreamWasReset):
+                    reset = streams.pop(event.stream_id, None)
+                    if reset is not None:
+                        reset.peer_reset()
+                    continue
+                if isinstance(event, RequestReceived):
+                    self._allocate_stream(event.stream_id)
+                stream = streams.get(event.stream_id)
+                if stream is None:
+                    continue
+                await stream._incoming_events[0].send(event)
+                if isinstance(event, RequestReceived):
+                    yield stream
+                elif isinstance(event, ResponseEnded | RequestEnded):
+                    stream._close_remote()

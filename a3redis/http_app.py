@@ -24,11 +24,11 @@ from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from a3redis import __version__
+from a3redis import __version__, heap
 from a3redis.config import Config
 from a3redis.core.membership import summary
 from a3redis.gossip import GossipLoop
-from a3redis.metrics import NodeMetrics
+from a3redis.metrics import NodeMetrics, process_usage
 from a3redis.repair import AntiEntropy
 from a3redis.storage.store import Store
 
@@ -58,6 +58,7 @@ class NodeView:
             "operations": self.metrics.summary(),
             "keys": stats.live_keys,
             "log_bytes": stats.log_bytes,
+            "process": process_usage(),
             "members": dict(summary(self.gossip.membership.members())),
             "last_repair": {
                 "rounds": repair.rounds,
@@ -148,6 +149,12 @@ def create_app(view: NodeView) -> QuartTrio:
     @app.get("/api/metrics/summary")
     async def metrics_summary() -> dict[str, Any]:
         return view.summary_json()
+
+    if config.debug_endpoints:
+
+        @app.get("/debug/objects")
+        async def debug_objects() -> dict[str, Any]:
+            return heap.census()
 
     @app.post("/gossip")
     async def gossip() -> tuple[dict[str, object], int]:

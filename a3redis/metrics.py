@@ -11,6 +11,7 @@ several in-process nodes in tests do not share numbers.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from bisect import bisect_left
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -48,6 +49,9 @@ class NodeMetrics:
         # Per rpc: a count per bucket (not cumulative; the last is +Inf) and the sum.
         self._latency: dict[str, tuple[list[int], list[float]]] = {}
         self.registry.register(_Source(self._requests))
+        # process_resident_memory_bytes, process_open_fds, CPU seconds...: an
+        # operator sees memory or descriptors grow before the kernel does.
+        ProcessCollector(registry=self.registry)
         self.rolling = RollingStats(window_s=60, rng=random.Random())
 
     def observe(self, service: str, rpc: str, code: str, seconds: float) -> None:
@@ -97,6 +101,19 @@ class NodeMetrics:
 
     def summary(self) -> dict[str, Any]:
         return self.rolling.summary(time.monotonic())
+
+
+def process_usage() -> dict[str, int | None]:
+    """This process's resident memory and open file descriptors (None where /proc is absent)."""
+    rss: int | None = None
+    open_fds: int | None = None
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        open_fds = len(os.listdir("/proc/self/fd"))
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"rss_bytes": rss, "open_fds": open_fds}
 
 
 class _Source(Collector):

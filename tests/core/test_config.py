@@ -49,6 +49,7 @@ def test_defaults_for_node_3() -> None:
         tombstone_grace=86400.0,
         clock_offset_ms=0,
         debug_log=False,
+        debug_endpoints=False,
         log_format=LogFormat.TEXT,
     )
     assert str(config.grpc_address) == "127.0.0.1:50053"
@@ -98,6 +99,7 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("A3REDIS_CLOCK_OFFSET_MS", "-5000", "clock_offset_ms", -5000),
     ("TOMBSTONE_GRACE", "60", "tombstone_grace", 60.0),
     ("DEBUG_LOG", "true", "debug_log", True),
+    ("DEBUG_ENDPOINTS", "1", "debug_endpoints", True),
     ("LOG_FORMAT", "JSON", "log_format", LogFormat.JSON),
 ]
 
@@ -148,6 +150,7 @@ BAD_VALUES = [
     ("PEERS", "[::1]:", "comma-separated HOST:PORT addresses"),
     ("PEERS", "h:\uff15\uff10\uff10\uff15\uff12", "comma-separated HOST:PORT addresses"),
     ("DEBUG_LOG", "maybe", "one of 1, 0, true, false"),
+    ("DEBUG_ENDPOINTS", "yes please", "one of 1, 0, true, false"),
     ("LOG_FORMAT", "yaml", "one of text, json"),
     ("NODE_ID", "bad id", "1-64 letters, digits, '.', '_' or '-', starting alnum"),
     ("NODE_ID", "-lead", "1-64 letters, digits, '.', '_' or '-', starting alnum"),

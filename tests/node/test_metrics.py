@@ -65,3 +65,28 @@ async def test_summary_is_non_zero_after_traffic(client: Client, running_node: R
     assert summary["operations"]["Get"]["ops_per_s"] > 0
     assert summary["operations"]["Put"]["p99_ms"] > 0
     assert summary["members"]["alive"] == 1
+
+
+async def test_memory_and_open_files_are_exposed_and_follow_the_process(
+    running_node: RunningNode, tmp_path: Any
+) -> None:
+    base = f"http://127.0.0.1:{running_node.ports.http}"
+
+    async def read() -> tuple[dict[Any, float], dict[str, Any]]:
+        _, text = await trio.to_thread.run_sync(_get, f"{base}/metrics")
+        _, body = await trio.to_thread.run_sync(_get, f"{base}/api/metrics/summary")
+        return samples(text), json.loads(body)["process"]
+
+    metrics, process = await read()
+    # The node runs in this test's process here, so /proc/self is the node's.
+    assert metrics[("process_resident_memory_bytes", ())] > 10 * 1024 * 1024
+    assert process["rss_bytes"] > 10 * 1024 * 1024
+    files = [open(tmp_path / f"held-{i}", "w") for i in range(25)]  # noqa: SIM115
+    try:
+        held_metrics, held_process = await read()
+    finally:
+        for file in files:
+            file.close()
+    opened = held_metrics[("process_open_fds", ())] - metrics[("process_open_fds", ())]
+    assert 25 <= opened <= 30
+    assert 25 <= held_process["open_fds"] - process["open_fds"] <= 30
