@@ -58,3 +58,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against real node processes; writes a report to stdout."""
     session.install("-e", ".[dev]")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """3 nodes under a steady mixed load for 10 minutes: RSS and open files must stay flat."""
+    session.install("-e", ".[dev]")
+    session.run("python", "-m", "benchmarks.soak", *session.posargs)

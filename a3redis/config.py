@@ -94,6 +94,7 @@ class Config:
     clock_offset_ms: int
     debug_log: bool
     debug_endpoints: bool
+    max_connections: int
     log_format: LogFormat
 
     @property
@@ -225,6 +226,9 @@ class Config:
                 "milliseconds within a day (tests only)",
             ),
             debug_log=read.value("DEBUG_LOG", "0", _bool, "one of 1, 0, true, false"),
+            max_connections=read.value(
+                "MAX_CONNECTIONS", "1024", _int_in(1, 1_000_000), "an integer from 1 to 1000000"
+            ),
             debug_endpoints=read.value("DEBUG_ENDPOINTS", "0", _bool, "one of 1, 0, true, false"),
             log_format=read.value(
                 "LOG_FORMAT",

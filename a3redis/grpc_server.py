@@ -5,7 +5,11 @@ SO_REUSEPORT, so a second node on a taken port would start silently; here
 the node binds the socket (and fails on a taken port) and this module only
 accepts on it. Shutdown: stop accepting, let in-flight calls finish within
 the grace period (new calls get UNAVAILABLE meanwhile), then close the
-connections. Each call runs as a plain trio task of its connection's nursery
+connections. At most `max_connections` connections are served at once
+(those beyond are closed as they are accepted, and counted); a connection
+that has not started HTTP/2 within HANDSHAKE_TIMEOUT is closed; running
+out of file descriptors pauses accepting (logged), it never ends the node.
+Each call runs as a plain trio task of its connection's nursery
 (purerpc's handler starts it through an anyio task group instead). A call
 that fails answers a gRPC status whose message says what was wrong, never
 a Python repr; a call the client reset ends quietly.
@@ -14,10 +18,13 @@ a Python repr; a call the client reset ends quietly.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import socket
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
@@ -40,6 +47,16 @@ from a3redis import h2_tuning
 from a3redis.grpc_socket import LeanSocket, LeanStream
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONNECTIONS = 1024
+# A client that connects but does not speak within this long is dropped:
+# idle sockets must not hold descriptors and connection slots.
+HANDSHAKE_TIMEOUT = 10.0
+# Out of descriptors or memory: wait this long before accepting again
+# (trio's own serve_listeners does the same).
+ACCEPT_RETRY_DELAY = 0.1
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+LOG_INTERVAL = 10.0
 
 
 class ShuttingDownError(Exception):
@@ -86,15 +103,18 @@ async def serve_grpc(
     stop: trio.Event,
     grace: float,
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    task_status: trio.TaskStatus[ConnectionStats] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve until `stop`; report the connection counters once accepting."""
     listener = await anyio.abc.SocketListener.from_socket(sock)
     h2_tuning.install()
     handler = _Connection({service.name: service for service in services}, purerpc.Server())
+    handler.stats.limit = max_connections
     async with anyio.create_task_group() as connections:
         async with trio.open_nursery() as acceptor:
             acceptor.start_soon(_accept, listener, handler, connections)
-            task_status.started()
+            task_status.started(handler.stats)
             await stop.wait()
             acceptor.cancel_scope.cancel()
         await listener.aclose()
@@ -108,6 +128,25 @@ _CALLERS = {
     Cardinality.STREAM_UNARY: call_server_stream_unary,
     Cardinality.STREAM_STREAM: call_server_stream_stream,
 }
+
+
+@dataclass
+class ConnectionStats:
+    """The gRPC listener's connections: open now, and refused or dropped so far."""
+
+    limit: int = DEFAULT_MAX_CONNECTIONS
+    open: int = 0
+    refused_over_limit: int = 0
+    dropped_silent: int = 0
+    accept_errors: int = 0
+    _last_logged: dict[str, float] = field(default_factory=dict)
+
+    def log_throttled(self, what: str, message: str, *args: object) -> None:
+        """Log `message` at most once per LOG_INTERVAL for each kind of event."""
+        now = time.monotonic()
+        if now - self._last_logged.get(what, -LOG_INTERVAL) >= LOG_INTERVAL:
+            self._last_logged[what] = now
+            log.warning(message, *args)
 
 
 class _Connection(ConnectionHandler):  # type: ignore[misc]
@@ -161,20 +200,42 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
             with contextlib.suppress(Exception):
                 await stream.close(Status(StatusCode.INTERNAL, "internal error"))
 
+    def __init__(self, services: dict[str, purerpc.Service], server: purerpc.Server) -> None:
+        super().__init__(services, server)
+        self.stats = ConnectionStats()
+
     async def __call__(self, stream: anyio.abc.SocketStream) -> None:
         # The socket is closed here whatever happens: purerpc's handler leaves
         # it to the garbage collector, so a client that sent garbage kept its
-        # connection (and a file descriptor) until it hung up itself.
-        async with stream:
-            try:
-                async with (
-                    LeanSocket(self.config, stream) as grpc_socket,
-                    trio.open_nursery() as calls,
-                ):
-                    async for call in grpc_socket.listen():
-                        calls.start_soon(self.request_received, call)
-            except Exception as error:  # bad frames or a broken socket end this connection only
-                log.debug("gRPC connection ended: %r", error)
+        # connection (and a file descriptor) until it hung up itself. `open`
+        # was counted by the acceptor, so a burst cannot overshoot the limit.
+        try:
+            async with stream:
+                try:
+                    async with (
+                        LeanSocket(self.config, stream) as grpc_socket,
+                        trio.open_nursery() as calls,
+                    ):
+                        watch = trio.CancelScope()
+                        calls.start_soon(
+                            self._drop_if_silent, grpc_socket, calls.cancel_scope, watch
+                        )
+                        async for call in grpc_socket.listen():
+                            calls.start_soon(self.request_received, call)
+                        watch.cancel()  # calls still running finish; the watch need not
+                except Exception as error:  # bad frames or a broken socket end this connection
+                    log.debug("gRPC connection ended: %r", error)
+        finally:
+            self.stats.open -= 1
+
+    async def _drop_if_silent(
+        self, grpc_socket: LeanSocket, connection: trio.CancelScope, watch: trio.CancelScope
+    ) -> None:
+        with watch:
+            await trio.sleep(HANDSHAKE_TIMEOUT)
+        if not watch.cancelled_caught and not grpc_socket.heard_from_peer:
+            self.stats.dropped_silent += 1
+            connection.cancel()
 
 
 async def _accept(
@@ -182,6 +243,32 @@ async def _accept(
     handler: _Connection,
     connections: anyio.abc.TaskGroup,
 ) -> None:
+    stats = handler.stats
     while True:
-        stream = await listener.accept()
+        try:
+            stream = await listener.accept()
+        except (OSError, anyio.BrokenResourceError) as error:
+            # anyio reports the OSError of a failed accept as its cause.
+            cause = error if isinstance(error, OSError) else error.__cause__
+            if not isinstance(cause, OSError) or cause.errno not in _RESOURCE_ERRNOS:
+                raise
+            stats.accept_errors += 1
+            stats.log_throttled(
+                "accept",
+                "cannot accept gRPC connections (%s, %d open): retrying",
+                errno.errorcode.get(cause.errno or 0, cause),
+                stats.open,
+            )
+            await trio.sleep(ACCEPT_RETRY_DELAY)
+            continue
+        if stats.open >= stats.limit:
+            stats.refused_over_limit += 1
+            stats.log_throttled(
+                "limit",
+                "refusing gRPC connections: MAX_CONNECTIONS=%d are open",
+                stats.limit,
+            )
+            await stream.aclose()
+            continue
+        stats.open += 1
         connections.start_soon(handler, stream)

@@ -2,7 +2,9 @@
 
 Rules: handlers only render node state or hand a request body to the shell
 that owns it (gossip); they never block and never change stored data. A
-gossip body over MAX_GOSSIP_BYTES is refused (413) before it is read whole.
+gossip body over MAX_GOSSIP_BYTES is refused (413) before it is read whole;
+a body that does not arrive within BODY_TIMEOUT is refused (408), and a
+connection silent for READ_TIMEOUT is closed.
 `serve_http` runs Hypercorn on a socket the node bound itself and stops it
 through Hypercorn's shutdown_trigger (cancelling Hypercorn directly logs a
 lifespan error and takes seconds).
@@ -33,6 +35,10 @@ from a3redis.repair import AntiEntropy
 from a3redis.storage.store import Store
 
 MAX_GOSSIP_BYTES = 4 * 1024 * 1024
+# Seconds a request body may take to arrive whole (a gossip body is small).
+BODY_TIMEOUT = 10.0
+# Seconds a connection may stay silent mid-request before Hypercorn closes it.
+READ_TIMEOUT = 10
 # A self-contained page (no CDN, no build step) that polls the JSON endpoints.
 STATUS_PAGE = (resources.files("a3redis") / "static" / "status.html").read_bytes()
 
@@ -113,6 +119,8 @@ class NodeView:
 def create_app(view: NodeView) -> QuartTrio:
     app = QuartTrio("a3redis")
     app.config["MAX_CONTENT_LENGTH"] = MAX_GOSSIP_BYTES
+    # A body that trickles in (1 byte every few seconds) is cut: 408.
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     config = view.config
 
     @app.get("/health")
@@ -199,6 +207,7 @@ async def serve_http(
     hypercorn_config.accesslog = None
     hypercorn_config.errorlog = logging.getLogger("hypercorn.error")
     hypercorn_config.graceful_timeout = view.config.shutdown_grace
+    hypercorn_config.read_timeout = READ_TIMEOUT
     await serve(
         create_app(view),
         hypercorn_config,

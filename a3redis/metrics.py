@@ -143,6 +143,27 @@ def member_gauges(membership: Membership) -> Iterator[Metric]:
     yield family
 
 
+def connection_source(connections: Any) -> Callable[[], Iterator[Metric]]:
+    """The gRPC listener's connection counters (a3redis.grpc_server.ConnectionStats)."""
+
+    def produce() -> Iterator[Metric]:
+        yield gauge("a3redis_grpc_connections", "gRPC connections open now", connections.open)
+        yield gauge(
+            "a3redis_grpc_connection_limit", "MAX_CONNECTIONS on the gRPC port", connections.limit
+        )
+        refused = CounterMetricFamily(
+            "a3redis_grpc_connections_refused",
+            "gRPC connections closed unserved, by reason",
+            labels=["reason"],
+        )
+        refused.add_metric(["over_limit"], connections.refused_over_limit)
+        refused.add_metric(["silent"], connections.dropped_silent)
+        refused.add_metric(["accept_error"], connections.accept_errors)
+        yield refused
+
+    return produce
+
+
 def node_source(
     store: Any, kv: Any, hints: Any, repair: Any, gossip: Any
 ) -> Callable[[], Iterator[Metric]]:

@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -46,7 +47,7 @@ from a3redis.grpc_service import KeyValueService, ReplicaService
 from a3redis.hints import HintStore
 from a3redis.http_app import NodeView, serve_http
 from a3redis.kv import KeyValue
-from a3redis.metrics import NodeMetrics, node_source
+from a3redis.metrics import NodeMetrics, connection_source, node_source
 from a3redis.repair import AntiEntropy, RepairSettings
 from a3redis.storage.store import DataDirError, Store
 from a3redis.supervision import unwrap_single_group
@@ -166,9 +167,18 @@ async def run_node(
                     ReplicaService(kv, gate, repair, metrics).service,
                 ]
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(
-                        serve_grpc, grpc_sock, services, gate, stop, config.shutdown_grace
+                    connections = await nursery.start(
+                        partial(
+                            serve_grpc,
+                            grpc_sock,
+                            services,
+                            gate,
+                            stop,
+                            config.shutdown_grace,
+                            max_connections=config.max_connections,
+                        )
                     )
+                    metrics.add_source(connection_source(connections))
                     await nursery.start(serve_http, http_sock, view, stop)
                     await nursery.start(gossip.run, stop)
                     await nursery.start(repair.run, stop)
@@ -269,12 +279,47 @@ def main(env: dict[str, str] | None = None) -> int:
         print(f"a3redis: invalid configuration: {error}", file=sys.stderr)
         return 2
     logs.configure(config.node_id, config.debug_log, config.log_format)
+    _raise_open_file_limit(config.max_connections)
     try:
         trio.run(_main, config)
     except StartupError as error:
         print(f"a3redis: cannot start {config.node_id}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+# Descriptors a node needs besides its client connections: the log and
+# snapshot files, peer links, gossip and HTTP connections, hint files.
+_DESCRIPTORS_BESIDES_CLIENTS = 256
+
+
+def _raise_open_file_limit(max_connections: int) -> None:
+    """Let the process hold MAX_CONNECTIONS connections and its own files.
+
+    The soft limit is often 1,024 while the hard one is far higher; running
+    out makes accepting fail (a3redis.grpc_server then waits and retries).
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + _DESCRIPTORS_BESIDES_CLIENTS
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open file limit from %d to %d: %s", soft, wanted, error)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "open file limit %d is below MAX_CONNECTIONS=%d plus %d for the node's own files",
+            soft,
+            max_connections,
+            _DESCRIPTORS_BESIDES_CLIENTS,
+        )
 
 
 if __name__ == "__main__":

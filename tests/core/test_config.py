@@ -50,6 +50,7 @@ def test_defaults_for_node_3() -> None:
         clock_offset_ms=0,
         debug_log=False,
         debug_endpoints=False,
+        max_connections=1024,
         log_format=LogFormat.TEXT,
     )
     assert str(config.grpc_address) == "127.0.0.1:50053"
@@ -100,6 +101,7 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("TOMBSTONE_GRACE", "60", "tombstone_grace", 60.0),
     ("DEBUG_LOG", "true", "debug_log", True),
     ("DEBUG_ENDPOINTS", "1", "debug_endpoints", True),
+    ("MAX_CONNECTIONS", "10", "max_connections", 10),
     ("LOG_FORMAT", "JSON", "log_format", LogFormat.JSON),
 ]
 
@@ -151,6 +153,7 @@ BAD_VALUES = [
     ("PEERS", "h:\uff15\uff10\uff10\uff15\uff12", "comma-separated HOST:PORT addresses"),
     ("DEBUG_LOG", "maybe", "one of 1, 0, true, false"),
     ("DEBUG_ENDPOINTS", "yes please", "one of 1, 0, true, false"),
+    ("MAX_CONNECTIONS", "0", "an integer from 1 to 1000000"),
     ("LOG_FORMAT", "yaml", "one of text, json"),
     ("NODE_ID", "bad id", "1-64 letters, digits, '.', '_' or '-', starting alnum"),
     ("NODE_ID", "-lead", "1-64 letters, digits, '.', '_' or '-', starting alnum"),
