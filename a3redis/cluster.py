@@ -5,8 +5,11 @@ that have not left), rebuilt only when that set changes; a replica is "down"
 when membership says dead or left. A node given peers is `joining` until it
 knows one (from a peer's table or the one it saved): until then its ring
 would be itself alone, and nothing may be placed on it. Links to peers are
-created on first use, replaced when a peer's address changes, and supervised
-by the nursery given at construction (the node's), so none outlives the node.
+created on first use, replaced when a peer's address changes, closed (with
+their channel) when the peer has left or is no longer in the member table
+(a later use makes a new one), and
+supervised by the nursery given at construction (the node's), so none
+outlives the node and their number never exceeds the member table's.
 """
 
 from __future__ import annotations
@@ -59,7 +62,14 @@ class Cluster:
         if self._ring is None or members != self._ring_key:
             self._ring = Ring(members, self.replication_factor)
             self._ring_key = members
+            self._close_links_of_forgotten_members()
         return self._ring
+
+    def _close_links_of_forgotten_members(self) -> None:
+        for node_id in [n for n in self._links if n not in self._ring_key]:
+            _, link = self._links.pop(node_id)
+            link.close()
+            self._channels.discard(link.address)
 
     def replicas(self, key: bytes) -> tuple[str, ...]:
         return self.ring.preference_list(key)

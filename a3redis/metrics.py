@@ -192,6 +192,9 @@ def node_source(
         yield counter(
             "a3redis_read_repairs", "Stale replica copies fixed by reads", replication.read_repairs
         )
+        yield gauge(
+            "a3redis_peer_links", "Links to peer nodes held open", len(kv.cluster.links())
+        )
         yield counter(
             "a3redis_peer_keepalive_failures",
             "Keepalive pings to idle peer connections that failed (the channel was dropped)",

@@ -23,6 +23,7 @@ import grpc
 
 from a3redis.core.window import SAMPLES_PER_BUCKET
 from a3redis.v1 import kv_pb2 as pb
+from tests.cluster.test_membership import statuses, wait_for
 from tests.cluster.test_replication import start_cluster
 from tests.conftest import NodeFactory
 from tests.support.processes import HOST, NodeProcess
@@ -157,3 +158,22 @@ def test_replicated_requests_leave_no_objects_behind(node_factory: NodeFactory) 
         for node_id, b, a in zip(("node-1", "node-2", "node-3"), before, after, strict=True)
     }
     assert grown == {"node-1": {}, "node-2": {}, "node-3": {}}, grown
+
+
+def peer_links(node: NodeProcess) -> float:
+    with urllib.request.urlopen(f"http://{HOST}:{node.http_port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("a3redis_peer_links "):
+                return float(line.split()[1])
+    raise AssertionError("no a3redis_peer_links in /metrics")
+
+
+def test_the_link_to_a_peer_that_left_is_closed(node_factory: NodeFactory) -> None:
+    nodes = start_cluster(node_factory, 3)
+    with channels(nodes[:1]) as opened:
+        run_operations(opened, 50, random.Random(1))
+        assert peer_links(nodes[0]) == 2
+        assert nodes[2].stop() == 0  # SIGTERM: node-3 leaves the ring
+        wait_for(lambda: statuses(nodes[0]).get("node-3") == "left", 10, "node-3 left")
+        run_operations(opened, 50, random.Random(2))
+        assert peer_links(nodes[0]) == 1
