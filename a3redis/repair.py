@@ -101,7 +101,8 @@ class AntiEntropy:
         self._round_lock = trio.Lock()
         self._wake = trio.Event()
         # (partition, peer) -> our wall-clock ms at the start of the last round that
-        # left that partition identical on both: the purge rule's evidence.
+        # left that partition identical on both: the purge rule's evidence. At most
+        # partitions x ring members: peers that left the ring are dropped by _purge.
         self._confirmed: dict[tuple[int, str], int] = {}
         self._nursery: trio.Nursery | None = None
         self._building = False
@@ -258,6 +259,10 @@ class AntiEntropy:
         store = self.kv.store
         ring = self.cluster.ring
         me = self.cluster.node_id
+        # Confirmations from peers no longer in the ring can never count again.
+        members = set(ring.members)
+        for forgotten in [key for key in self._confirmed if key[1] not in members]:
+            del self._confirmed[forgotten]
         candidates = store.tombstones()
         if not candidates:
             return
