@@ -5,7 +5,9 @@ SO_REUSEPORT, so a second node on a taken port would start silently; here
 the node binds the socket (and fails on a taken port) and this module only
 accepts on it. Shutdown: stop accepting, let in-flight calls finish within
 the grace period (new calls get UNAVAILABLE meanwhile), then close the
-connections. At most `max_connections` connections are served at once
+connections. Incomplete request messages held over all connections stay
+within INBOUND_BUFFER_LIMIT (a3redis.grpc_socket.InboundBudget). At most
+`max_connections` connections are served at once
 (those beyond are closed as they are accepted, and counted); a connection
 that has not started HTTP/2 within HANDSHAKE_TIMEOUT is closed; running
 out of file descriptors pauses accepting (logged), it never ends the node.
@@ -44,7 +46,7 @@ from purerpc.wrappers import (
 )
 
 from a3redis import h2_tuning
-from a3redis.grpc_socket import LeanSocket, LeanStream
+from a3redis.grpc_socket import InboundBudget, LeanSocket, LeanStream
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,9 @@ HANDSHAKE_TIMEOUT = 10.0
 ACCEPT_RETRY_DELAY = 0.1
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 LOG_INTERVAL = 10.0
+# Bytes of incomplete request messages the node holds over all connections:
+# four messages of purerpc's 32 MiB limit.
+INBOUND_BUFFER_LIMIT = 128 * 1024 * 1024
 
 
 class ShuttingDownError(Exception):
@@ -139,6 +144,7 @@ class ConnectionStats:
     refused_over_limit: int = 0
     dropped_silent: int = 0
     accept_errors: int = 0
+    budget: InboundBudget = field(default_factory=lambda: InboundBudget(INBOUND_BUFFER_LIMIT))
     _last_logged: dict[str, float] = field(default_factory=dict)
 
     def log_throttled(self, what: str, message: str, *args: object) -> None:
@@ -213,7 +219,7 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
             async with stream:
                 try:
                     async with (
-                        LeanSocket(self.config, stream) as grpc_socket,
+                        LeanSocket(self.config, stream, self.stats.budget) as grpc_socket,
                         trio.open_nursery() as calls,
                     ):
                         watch = trio.CancelScope()

@@ -20,6 +20,12 @@ carry millions of calls):
   (purerpc allowed 65,536: 20,000 header-only streams cost a node 78 MB);
 - a compressed message inflates to at most the message limit (purerpc
   inflated without a bound: a 70 KiB request became a 70 MiB value);
+- the request bytes a server holds while messages are still incomplete, over
+  all its connections, stay within an InboundBudget: past it, the stream
+  holding the most is reset (ENHANCE_YOUR_CALM, which gRPC clients report
+  as RESOURCE_EXHAUSTED). purerpc grants each connection a 1 GiB window and
+  frees it only as whole messages are read, so a client sending the starts
+  of many large messages made a node hold up to 1 GiB per connection;
 - h2 remembers how each of the last CLOSED_STREAMS_REMEMBERED streams
   closed, to answer frames still in flight when a stream closed; h2 keeps
   65,536 by default, ~150 bytes each, so every long-lived connection grew
@@ -28,13 +34,16 @@ carry millions of calls):
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections import deque
 from typing import Any
 
 import anyio.abc
+import h2.exceptions
 import purerpc.grpclib.connection
 import trio
+from h2.errors import ErrorCodes
 from h2.utilities import SizeLimitDict
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpc_socket import GRPCStreamState, SocketWrapper
@@ -88,6 +97,15 @@ class BoundedMessageReadBuffer(MessageReadBuffer):  # type: ignore[misc]
 
 # purerpc makes each stream's parser from this module attribute.
 purerpc.grpclib.connection.MessageReadBuffer = BoundedMessageReadBuffer
+
+
+class InboundBudget:
+    """The bytes of incomplete request messages a server holds, over every connection."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.streams_reset = 0
 
 
 class StreamResetError(StreamClosedError):  # type: ignore[misc]
@@ -240,8 +258,15 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
 
     StreamClass = LeanStream
 
-    def __init__(self, config: GRPCConfiguration, sock: anyio.abc.SocketStream) -> None:
+    def __init__(
+        self,
+        config: GRPCConfiguration,
+        sock: anyio.abc.SocketStream,
+        budget: InboundBudget | None = None,
+    ) -> None:
         super().__init__(config, sock)
+        self._budget = budget
+        self._held = 0  # this connection's share of the budget
         self._socket = _Writer(self._grpc_connection, sock)
         h2_tuning.trust_outbound_headers(self)
         connection = self._grpc_connection
@@ -266,6 +291,15 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
 
         Events of a stream already reset (earlier in the same read) are dropped.
         """
+        try:
+            async for stream in self._listen_within_budget():
+                yield stream
+        finally:
+            if self._budget is not None:
+                self._budget.held -= self._held
+                self._held = 0
+
+    async def _listen_within_budget(self) -> Any:
         streams: dict[int, Any] = self._streams
         while True:
             try:
@@ -274,6 +308,8 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
                 return
             events = self._grpc_connection.receive_data(data)
             self.heard_from_peer = True
+            if self._budget is not None:
+                self._keep_within_budget(self._budget)
             await self._socket.flush()
             for event in events:
                 if isinstance(event, WindowUpdated):
@@ -298,3 +334,28 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
                     yield stream
                 elif isinstance(event, ResponseEnded | RequestEnded):
                     stream._close_remote()
+
+    def _keep_within_budget(self, budget: InboundBudget) -> None:
+        """Count what this connection holds; past the budget, reset its largest partial stream."""
+        connection = self._grpc_connection
+        buffers = connection.message_read_buffers
+        held = sum(len(buffer._buffer) for buffer in buffers.values())
+        budget.held += held - self._held
+        self._held = held
+        while budget.held > budget.limit and buffers:
+            stream_id, largest = max(buffers.items(), key=lambda item: len(item[1]._buffer))
+            size = len(largest._buffer)
+            if size == 0:
+                return
+            del buffers[stream_id]
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                connection.h2_connection.reset_stream(stream_id, ErrorCodes.ENHANCE_YOUR_CALM)
+            # Give the connection window back: those bytes will never be read.
+            header = largest._flow_controlled_length or 0
+            connection.h2_connection.acknowledge_received_data(size + header, stream_id)
+            self._held -= size
+            budget.held -= size
+            budget.streams_reset += 1
+            stream = self._streams.pop(stream_id, None)
+            if stream is not None:
+                stream.peer_reset()

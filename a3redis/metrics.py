@@ -160,6 +160,16 @@ def connection_source(connections: Any) -> Callable[[], Iterator[Metric]]:
         refused.add_metric(["silent"], connections.dropped_silent)
         refused.add_metric(["accept_error"], connections.accept_errors)
         yield refused
+        yield gauge(
+            "a3redis_grpc_inbound_buffered_bytes",
+            "Bytes of incomplete request messages held over all gRPC connections",
+            connections.budget.held,
+        )
+        yield counter(
+            "a3redis_grpc_streams_over_budget",
+            "gRPC streams reset because incomplete requests held more than the inbound budget",
+            connections.budget.streams_reset,
+        )
 
     return produce
 
@@ -192,9 +202,7 @@ def node_source(
         yield counter(
             "a3redis_read_repairs", "Stale replica copies fixed by reads", replication.read_repairs
         )
-        yield gauge(
-            "a3redis_peer_links", "Links to peer nodes held open", len(kv.cluster.links())
-        )
+        yield gauge("a3redis_peer_links", "Links to peer nodes held open", len(kv.cluster.links()))
         yield counter(
             "a3redis_peer_keepalive_failures",
             "Keepalive pings to idle peer connections that failed (the channel was dropped)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -20,9 +21,10 @@ from contextlib import ExitStack
 import grpc
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 
-from a3redis.grpc_server import HANDSHAKE_TIMEOUT
+from a3redis.grpc_server import HANDSHAKE_TIMEOUT, INBOUND_BUFFER_LIMIT
 from a3redis.grpc_socket import MAX_CONCURRENT_STREAMS
 from a3redis.v1 import kv_pb2 as pb
 from tests.conftest import NodeFactory
@@ -202,3 +204,59 @@ def test_a_trickling_http_body_is_cut_and_health_stays_up(node_factory: NodeFact
                 break
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert time.monotonic() - started < 20
+
+
+def test_the_starts_of_many_large_messages_are_refused_past_the_inbound_budget(
+    node_factory: NodeFactory,
+) -> None:
+    node = node_factory("n1", DEBUG_ENDPOINTS="1").start()
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    promised = 32 * 1024 * 1024 - 1  # purerpc's message limit
+    sent_per_stream = 24 * 1024 * 1024
+    streams = INBOUND_BUFFER_LIMIT // sent_per_stream + 2
+    reset: set[int] = set()
+    with socket.create_connection((HOST, node.grpc_port), timeout=30) as sock:
+        connection.initiate_connection()
+        sock.sendall(connection.data_to_send())
+        # The node's settings raise the frame size; read them before sending.
+        while connection.remote_settings.max_frame_size == 16384:
+            connection.receive_data(sock.recv(65536))
+        sock.sendall(connection.data_to_send())
+        for _ in range(streams):
+            stream_id = connection.get_next_available_stream_id()
+            connection.send_headers(stream_id, grpc_headers(node))
+            chunk = b"\x00" + struct.pack(">I", promised) + bytes(sent_per_stream)
+            for start in range(0, len(chunk), connection.max_outbound_frame_size):
+                connection.send_data(
+                    stream_id, chunk[start : start + connection.max_outbound_frame_size]
+                )
+            sock.sendall(connection.data_to_send())
+        connection.ping(b"budget!!")
+        sock.sendall(connection.data_to_send())
+        answered = False
+        while not answered:
+            data = sock.recv(1 << 20)
+            assert data, "the node closed the connection"
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.StreamReset):
+                    assert event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+                    reset.add(event.stream_id)
+                answered |= isinstance(event, h2.events.PingAcknowledged)
+            sock.sendall(connection.data_to_send())
+        # Enough streams were refused to stay within the budget; the rest are held.
+        held = (streams - len(reset)) * sent_per_stream
+        assert reset and held <= INBOUND_BUFFER_LIMIT, (len(reset), streams)
+        assert metric(node, "a3redis_grpc_streams_over_budget_total") == len(reset)
+        assert metric(node, "a3redis_grpc_inbound_buffered_bytes") == held
+    assert serves(node)
+
+
+def grpc_headers(node: NodeProcess) -> list[tuple[str, str]]:
+    return [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/a3redis.v1.KeyValue/Put"),
+        (":authority", node.endpoint),
+        ("content-type", "application/grpc+proto"),
+        ("te", "trailers"),
+    ]
