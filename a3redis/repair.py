@@ -142,12 +142,21 @@ class AntiEntropy:
         if request.level >= tree.depth:
             return rpb.TreeResponse(same_ring=False)
         nodes = tree.levels[request.level]
+        if len(request.indexes) > len(nodes):
+            raise InvalidRequestError(
+                f"Tree asks for {len(request.indexes)} nodes; level {request.level} has {len(nodes)}"
+            )
         return rpb.TreeResponse(
             same_ring=True, hashes=[nodes[i] for i in request.indexes if i < len(nodes)]
         )
 
     async def serve_chunks(self, request: rpb.ChunksRequest) -> rpb.ChunksResponse:
         index = await self.index()
+        if len(request.partitions) > index.partitions:
+            raise InvalidRequestError(
+                f"Chunks asks for {len(request.partitions)} partitions; "
+                f"the ring has {index.partitions}"
+            )
         hashes: list[bytes] = []
         for partition in request.partitions:
             if partition < index.partitions:
@@ -156,6 +165,11 @@ class AntiEntropy:
 
     async def serve_entries(self, request: rpb.EntriesRequest) -> rpb.EntriesResponse:
         index = await self.index()
+        if len(request.leaves) > index.partitions * index.chunks:
+            raise InvalidRequestError(
+                f"Entries asks for {len(request.leaves)} leaves; "
+                f"there are {index.partitions * index.chunks}"
+            )
         entries = []
         for leaf in request.leaves:
             for record in self._records_in(index, leaf.partition, leaf.chunk):
