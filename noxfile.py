@@ -64,3 +64,11 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against real node processes; writes a report to stdout."""
     session.install("-e", ".[dev]")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session(name="fresh-clone", python=False)
+def fresh_clone(session: nox.Session) -> None:
+    """The README's cluster and test commands in a fresh clone of HEAD (~15 min; not a default
+    session). `-- --cluster-only` stops after the cluster command; needs ports 50051-50053 and
+    8001-8003 free."""
+    session.run("python3", "scripts/fresh_clone.py", *session.posargs, external=True)
