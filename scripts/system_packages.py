@@ -108,6 +108,8 @@ def load(path: Path | None = None) -> dict[str, SystemCommand]:
 
 @dataclass(frozen=True)
 class Missing:
+    """A command still missing after `ensure_installed`, and why it was not installed."""
+
     command: SystemCommand
     why_not_installed: str
 
