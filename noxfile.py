@@ -1,4 +1,6 @@
-"""Developer tasks. `nox` runs the default sessions (lint, tests) exactly as CI does."""
+"""Developer tasks. `nox` runs the default sessions (lint, tests); `./scripts/test`, the test
+command that CI runs, installs the system packages the tests use and then runs `nox`.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +10,18 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
+SHELL_SCRIPTS = [".ci/run", "scripts/test"]
+
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) and mypy over the package, tests and benchmarks."""
+    """ruff (lint and format) and mypy over the package, tests, scripts and benchmarks;
+    shellcheck over the shell scripts outside deploy/ (deploy/check.py covers those)."""
     session.install("-e", ".[dev]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("shellcheck", *SHELL_SCRIPTS)
 
 
 @nox.session
@@ -65,3 +71,11 @@ def soak(session: nox.Session) -> None:
     """3 nodes under a steady mixed load for 10 minutes: RSS and open files must stay flat."""
     session.install("-e", ".[dev]")
     session.run("python", "-m", "benchmarks.soak", *session.posargs)
+
+
+@nox.session(name="fresh-clone", python=False)
+def fresh_clone(session: nox.Session) -> None:
+    """The README's cluster and test commands in a fresh clone of HEAD (~15 min; not a default
+    session). `-- --cluster-only` stops after the cluster command; needs ports 50051-50053 and
+    8001-8003 free."""
+    session.run("python3", "scripts/fresh_clone.py", *session.posargs, external=True)

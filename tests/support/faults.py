@@ -18,8 +18,9 @@ Rules:
   and delete the namespace, whatever the test did. A namespace left behind
   by a session that was itself killed is removed by the next session (its
   name carries the PID of the session that made it).
-- Without root, `ip` or `nft`, the fault tests are skipped with the reason,
-  unless A3REDIS_REQUIRE_FAULTS=1 (CI), where they fail instead.
+- Without root, `ip` or `nft`, the fault tests are skipped with the reason and the fix,
+  unless under CI (A3REDIS_REQUIRE_FAULTS=1 or CI=true), where they fail instead
+  (tests/support/system_tools.py, shared by every test that needs a system command).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import os
 import re
 import secrets
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,8 +39,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from a3redis.core.ring import Ring
 from tests.support.history import (
@@ -53,12 +51,15 @@ from tests.support.history import (
     merge_histories,
     version_from_json,
 )
+from tests.support.system_tools import missing_reason, unavailable
 from tests.support.workload import Spec
 
 REPO = Path(__file__).resolve().parents[2]
 GRPC_PORT = 50051
 GOSSIP_PORT = 8001
 OBSERVER = "127.0.0.200"
+# The system commands fault injection runs (listed in system-packages.toml).
+FAULT_TOOLS = ("ip", "nft")
 NAME_PREFIX = "a3r-"
 _NAME = re.compile(r"^a3r-(\d+)-[0-9a-f]+$")
 
@@ -84,22 +85,16 @@ def client_address(number: int) -> str:
 
 
 def missing_capability() -> str | None:
-    """Why fault injection cannot run here, or None."""
+    """Why fault injection cannot run here (and the fix), or None."""
     if sys.platform != "linux":
-        return "network namespaces need Linux"
+        return "fault injection needs Linux (network namespaces)"
     if os.geteuid() != 0:
-        return "fault injection needs root (ip netns, nftables)"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is missing (apt-get install {package})"
+        return "fault injection needs root (ip netns, nftables): run the tests as root"
+    for tool in FAULT_TOOLS:
+        reason = missing_reason(tool)
+        if reason is not None:
+            return reason
     return None
-
-
-def unavailable(reason: str) -> None:
-    """Skip, or fail under CI (A3REDIS_REQUIRE_FAULTS=1), because faults cannot be injected."""
-    if os.environ.get("A3REDIS_REQUIRE_FAULTS") == "1":
-        pytest.fail(f"fault injection required (A3REDIS_REQUIRE_FAULTS=1) but {reason}")
-    pytest.skip(reason)
 
 
 def _run(argv: Sequence[str], input_text: str | None = None, timeout: float = 10.0) -> str:
