@@ -144,7 +144,8 @@ class AntiEntropy:
         nodes = tree.levels[request.level]
         if len(request.indexes) > len(nodes):
             raise InvalidRequestError(
-                f"Tree asks for {len(request.indexes)} nodes; level {request.level} has {len(nodes)}"
+                f"Tree asks for {len(request.indexes)} nodes; "
+                f"level {request.level} has {len(nodes)}"
             )
         return rpb.TreeResponse(
             same_ring=True, hashes=[nodes[i] for i in request.indexes if i < len(nodes)]
