@@ -4,11 +4,19 @@ command that CI runs, installs the system packages the tests use and then runs `
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+
+# Every session installs the exact versions in constraints.txt (`nox -s lock` refreshes it
+# from pyproject.toml), so a new release of a dependency reaches CI only through a commit.
+CONSTRAINTS = "constraints.txt"
+DEV = ("-c", CONSTRAINTS, "-e", ".[dev]")
 
 SHELL_SCRIPTS = [".ci/run", "scripts/test"]
 
@@ -17,7 +25,7 @@ SHELL_SCRIPTS = [".ci/run", "scripts/test"]
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy over the package, tests, scripts and benchmarks;
     shellcheck over the shell scripts outside deploy/ (deploy/check.py covers those)."""
-    session.install("-e", ".[dev]")
+    session.install(*DEV)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
@@ -27,49 +35,49 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite: core properties, storage, real node processes."""
-    session.install("-e", ".[dev]")
+    session.install(*DEV)
     session.run("pytest", *session.posargs)
 
 
 @nox.session
 def faults(session: nox.Session) -> None:
     """Only the fault-injection suite (root, iproute2 and nftables; part of `tests` too)."""
-    session.install("-e", ".[dev]")
+    session.install(*DEV)
     session.run("pytest", "tests/faults", *session.posargs)
 
 
 @nox.session(name="faults-long")
 def faults_long(session: nox.Session) -> None:
     """The fault suite at full length: 30 s loads, a 2-minute partition cycle (~15 min)."""
-    session.install("-e", ".[dev]")
+    session.install(*DEV)
     session.run("pytest", "tests/faults", *session.posargs, env={"A3REDIS_FAULTS_LONG": "1"})
 
 
 @nox.session
 def proto(session: nox.Session) -> None:
     """Regenerate the protobuf and purerpc stubs in a3redis/v1 from proto/."""
-    session.install("-e", ".[dev]")
+    session.install(*DEV)
     session.run("python", "proto/generate.py")
 
 
 @nox.session
 def deploy(session: nox.Session) -> None:
     """Offline checks of deploy/ (Dockerfile, compose, Kubernetes, Prometheus); no Docker needed."""
-    session.install("-e", ".[deploy]")
+    session.install("-c", CONSTRAINTS, "-e", ".[deploy]")
     session.run("python", "deploy/check.py", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against real node processes; writes a report to stdout."""
-    session.install("-e", ".[dev]")
+    session.install(*DEV)
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 
 @nox.session
 def soak(session: nox.Session) -> None:
     """3 nodes under a steady mixed load for 10 minutes: RSS and open files must stay flat."""
-    session.install("-e", ".[dev]")
+    session.install(*DEV)
     session.run("python", "-m", "benchmarks.soak", *session.posargs)
 
 
@@ -79,3 +87,27 @@ def fresh_clone(session: nox.Session) -> None:
     session). `-- --cluster-only` stops after the cluster command; needs ports 50051-50053 and
     8001-8003 free."""
     session.run("python3", "scripts/fresh_clone.py", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def lock(session: nox.Session) -> None:
+    """Refresh constraints.txt: the newest versions pyproject.toml allows, for Python 3.11+."""
+    # nox[uv] puts uv beside the Python that runs nox.
+    beside = Path(sys.executable).with_name("uv")
+    session.run(
+        str(beside) if beside.exists() else "uv",
+        "pip",
+        "compile",
+        "pyproject.toml",
+        "--extra",
+        "dev",
+        "--extra",
+        "deploy",
+        "--universal",
+        "--python-version",
+        "3.11",
+        "--upgrade",
+        "-o",
+        CONSTRAINTS,
+        external=True,
+    )

@@ -3,10 +3,11 @@
 Rules: what purerpc does on a connection stays purerpc's (h2 framing, the
 call wrappers, the bytes on the wire); this module replaces how events get
 from the connection's reader task to a stream's task and how the writer task
-is woken, and bounds what a connection may hold (below). purerpc does both through anyio objects made per stream and per
-wake-up (a memory object stream pair per stream, an Event per flow-control
-wait and per writer wake, each looking its backend up), which py-spy showed
-at ~10 % of a node's CPU per request under load. Both a3redis's server
+is woken, and bounds what a connection may hold (below). purerpc does both
+through anyio objects made per stream and per wake-up (a memory object
+stream pair per stream, an Event per flow-control wait and per writer wake,
+each looking its backend up), which py-spy showed at ~10 % of a node's CPU
+per request under load. Both a3redis's server
 (a3redis.grpc_server) and its peer channels (a3redis.channels) use
 `LeanSocket`; anything that talks to a node sees the same bytes either way.
 
