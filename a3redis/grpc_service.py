@@ -18,7 +18,7 @@ import purerpc
 from a3redis import __version__, wire
 from a3redis.config import Config
 from a3redis.core.consistency import Consistency
-from a3redis.core.hlc import ClockOverflowError, Version
+from a3redis.core.hlc import Version
 from a3redis.core.validation import InvalidRequestError
 from a3redis.grpc_server import RequestGate, ShuttingDownError
 from a3redis.kv import (
@@ -59,7 +59,7 @@ def _status(error: Exception) -> purerpc.RpcFailedError:
         return purerpc.DeadlineExceededError(str(error))
     if isinstance(error, ShuttingDownError | StoreClosedError):
         return purerpc.UnavailableError(f"{error}; retry on another node")
-    if isinstance(error, StoreFailedError | ClockOverflowError):
+    if isinstance(error, StoreFailedError):
         return purerpc.UnavailableError(str(error))
     log.exception("unexpected error in a request")
     return purerpc.InternalError(f"internal error: {type(error).__name__}")
