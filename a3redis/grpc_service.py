@@ -96,10 +96,12 @@ class _Undecoded:
         message = self.message_type()
         try:
             message.ParseFromString(self.data)
-        except DecodeError:
+        except DecodeError as error:
+            # protobuf's text is "Error parsing message with type 'T': <what was wrong>".
+            what = str(error).rpartition(": ")[2] or "undecodable"
             name = message.DESCRIPTOR.full_name
             raise InvalidRequestError(
-                f"malformed request: the bytes sent are not a valid {name} message",
+                f"malformed request: the bytes sent are not a valid {name} message ({what})",
                 Reason.MALFORMED,
             ) from None
         return message
