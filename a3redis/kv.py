@@ -67,7 +67,6 @@ class KeyValueStats:
     replica_write_failures: int = 0
     replica_read_failures: int = 0
     hinted: int = 0
-    rejected_by_replicas: int = 0
 
 
 @dataclass
@@ -209,8 +208,8 @@ class KeyValue:
         to the smallest last key of the members that had more to give.
         """
         if consistency is Consistency.LOCAL:
-            records, more = self.local_scan(start, end, prefix, limit, include_tombstones=False)
-            return records, (more + b"\x00" if more is not None else None)
+            records, last = self.local_scan(start, end, prefix, limit, include_tombstones=False)
+            return records, (last + b"\x00" if last is not None else None)
         members = self._scan_members(consistency)
         pages = await self._collect_scans(members, start, end, prefix, limit)
         cutoff: bytes | None = None
@@ -346,11 +345,6 @@ class KeyValue:
         last = records[limit - 1].key if len(records) > limit else None
         bound = self.limits.clock_bound(self._wall_ms())
         return [r for r in records[:limit] if r.version.wall_ms <= bound], last
-
-    def visible(self, records: Sequence[Record]) -> list[Record]:
-        """The records that are versions at all (none beyond the clock-skew bound)."""
-        bound = self.limits.clock_bound(self._wall_ms())
-        return [record for record in records if record.version.wall_ms <= bound]
 
     # ----- writes -------------------------------------------------------------------------
 
