@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from a3redis.core.consistency import Consistency
-from a3redis.core.validation import Limits
+from a3redis.core.validation import NODE_ID_FORM, Limits, is_node_id
 from a3redis.logs import LogFormat
 from a3redis.storage.store import FsyncPolicy
 
 T = TypeVar("T")
 
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _INT = re.compile(r"-?[0-9]{1,20}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -121,6 +120,12 @@ class Config:
                 _int_in(0, 16 * 1024 * 1024),
                 "an integer from 0 to 16777216",
             ),
+            max_clock_skew_ms=round(
+                1000
+                * read.value(
+                    "MAX_CLOCK_SKEW", "60", _float_in(1.0, 3600.0), "seconds, from 1 to 3600"
+                )
+            ),
         )
         consistency_form = "one of one, quorum, all, local"
         return cls(
@@ -129,7 +134,7 @@ class Config:
                 "NODE_ID",
                 f"node-{node_num}",
                 _node_id,
-                "1-64 letters, digits, '.', '_' or '-', starting alnum",
+                NODE_ID_FORM,
             ),
             grpc_port=read.value(
                 "GRPC_PORT",
@@ -158,7 +163,7 @@ class Config:
                 "CLUSTER_NAME",
                 "a3redis",
                 _node_id,
-                "1-64 letters, digits, '.', '_' or '-', starting alnum",
+                NODE_ID_FORM,
             ),
             data_dir=read.value("DATA_DIR", f"./data/node{node_num}", _path, "a directory path"),
             fsync=read.value(
@@ -295,7 +300,8 @@ def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
 
 
 def _node_id(text: str) -> str:
-    if not _NODE_ID.match(text):
+    # The form every version's node id is checked against (core.validation).
+    if not is_node_id(text):
         raise ValueError("")
     return text
 

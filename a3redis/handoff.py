@@ -10,20 +10,23 @@ each anti-entropy round, once the ring has stayed the same for a whole
 round (a view that is still changing is not acted on), every record of a
 partition we do not own is applied on each of its owners, and dropped here
 (a purge entry, and only if it is still the same version) once every owner
-has durably answered for it. A partition with an owner that is down or
-does not answer stays for a later pass. Nothing leaves on a guess.
+has durably answered for it. A partition with an owner that is down,
+does not answer or refuses a record (REJECTED: its limits or its clock
+disagree with ours) stays for a later pass. Nothing leaves on a guess.
+Records are read as reads see them: one beyond the clock-skew bound is not
+handed off (every owner would refuse it) and stays until a write replaces it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from a3redis.cluster import Cluster
 from a3redis.core.membership import Status
 from a3redis.core.merkle import MerkleIndex
-from a3redis.core.record import Record
+from a3redis.core.record import ApplyOutcome, Record
 from a3redis.peers import PeerUnavailableError
 from a3redis.storage.store import Store
 
@@ -44,11 +47,13 @@ class Handoff:
     def __init__(
         self,
         store: Store,
+        read: Callable[[Sequence[bytes]], list[Record | None]],
         cluster: Cluster,
         index: Callable[[], Awaitable[MerkleIndex]],
         pace: Callable[[int], Awaitable[None]],
     ) -> None:
         self._store = store
+        self._read = read
         self._cluster = cluster
         self._index = index
         self._pace = pace
@@ -110,18 +115,28 @@ class Handoff:
         keys = index.partition_keys(partition)
         dropped = 0
         for start in range(0, len(keys), BATCH):
-            found = (self._store.get(key) for key in keys[start : start + BATCH])
+            found = self._read(keys[start : start + BATCH])
             batch: list[Record] = [record for record in found if record is not None]
+            if not batch:
+                continue
             for owner in owners:
                 link = cluster.link(owner)
                 if link is None:
                     return None
                 try:
-                    # Any answer (stored, duplicate, or it holds newer) means the
-                    # owner durably has this version or a later one.
-                    await link.apply(batch)
+                    # Any answer but REJECTED (stored, duplicate, or it holds newer)
+                    # means the owner durably has this version or a later one.
+                    outcomes = await link.apply(batch)
                 except PeerUnavailableError as error:
                     log.debug("[handoff] partition=%d owner=%s: %s", partition, owner, error)
+                    return None
+                if ApplyOutcome.REJECTED in outcomes:
+                    log.warning(
+                        "[handoff] partition=%d owner=%s refused %d record(s); kept here",
+                        partition,
+                        owner,
+                        outcomes.count(ApplyOutcome.REJECTED),
+                    )
                     return None
             dropped += await self._store.purge(batch)
             await self._pace(len(batch))

@@ -7,8 +7,9 @@ torn tail is cut on load). Per target and key only the newest record is
 kept: last-write-wins makes the older ones pointless. Hints older than
 HINT_WINDOW are dropped (anti-entropy repairs what they would have). The
 delivery loop hands a target its hints in batches once membership shows it
-alive, then rewrites the file without them. Hints never count toward a
-write's W.
+alive, then rewrites the file without them; a hint the target refuses
+(REJECTED by its checks) is dropped like a delivered one, since it would be
+refused again. Hints never count toward a write's W.
 """
 
 from __future__ import annotations

@@ -9,6 +9,13 @@ newest record among the first R replies and repairs stale replicas in the
 background. Replica work that outlives a request (the rest of the replicas,
 hints, read repair) runs in the node's background nursery, bounded by the
 peer timeout. `LOCAL` touches only this node's store.
+
+Nothing another node sends reaches the store or the clock unchecked
+(core.validation): a record that fails is answered REJECTED, a read answer
+that fails counts as "not there", and both are counted and logged at a
+limited rate. A stored record whose version is further ahead of this node's
+clock than MAX_CLOCK_SKEW (only an older release let one in) is no version:
+reads and repair do not see it, and any write of its key replaces it.
 """
 
 from __future__ import annotations
@@ -26,16 +33,12 @@ from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.quorum import ReadQuorum, WriteQuorum
 from a3redis.core.record import ApplyOutcome, Record, outcome, supersedes
-from a3redis.core.validation import InvalidRequestError, Limits
+from a3redis.core.rejections import Rejections
+from a3redis.core.validation import InvalidRequestError, Limits, Reason
 from a3redis.peers import PeerUnavailableError
 from a3redis.storage.store import Store
 
 log = logging.getLogger(__name__)
-
-
-# A client's `after` version may lead this node's clock by this much (clock skew
-# between nodes); more is refused, so one bad client cannot drag the clock far ahead.
-MAX_CLIENT_CLOCK_LEAD_MS = 5 * 60 * 1000
 
 
 class WriteRejectedError(Exception):
@@ -88,6 +91,8 @@ def _count_write_outcomes(
             quorums[i].fail(replica)
         elif outcomes[position] is ApplyOutcome.SUPERSEDED:
             quorums[i].supersede(replica)
+        elif outcomes[position] is ApplyOutcome.REJECTED:
+            quorums[i].fail(replica)
         else:
             quorums[i].ack(replica)
     pending.check()
@@ -115,9 +120,8 @@ class KeyValue:
         self._timeout = request_timeout
         self._hints = hints
         self._rng = random.Random()
-        if store.max_version is not None:
-            # After a restart, never issue a version below one already stored.
-            clock.observe(store.max_version, wall_ms())
+        self.rejections = Rejections()
+        self._reseed_clock()
 
     @property
     def node_id(self) -> str:
@@ -126,6 +130,34 @@ class KeyValue:
     def wall_ms(self) -> int:
         """This node's wall clock (with the test-only offset), in milliseconds."""
         return self._wall_ms()
+
+    def _reseed_clock(self) -> None:
+        """After a restart, never issue a version below one already stored.
+
+        Stored versions beyond the clock-skew bound are left out: the clock
+        would otherwise start there (for good, at 2^64-1 ms) and every version
+        it issued would be refused by the other replicas.
+        """
+        wall = self._wall_ms()
+        newest = self.store.greatest_version(self.limits.clock_bound(wall))
+        if newest is not None:
+            self.clock.observe(newest, wall)
+        highest = self.store.max_version
+        if highest is not None and highest != newest:
+            log.warning(
+                "stored version %s is more than MAX_CLOCK_SKEW=%gs ahead of this node's clock; "
+                "the clock starts from %s instead, and writes replace such records",
+                highest,
+                self.limits.max_clock_skew_ms / 1000,
+                newest,
+            )
+
+    def reject(self, endpoint: str, error: InvalidRequestError, source: str) -> None:
+        """Count a record or entry refused from another node; log it at a limited rate."""
+        unlogged = self.rejections.count(endpoint, error.reason, trio.current_time())
+        if unlogged is not None:
+            more = f" (and {unlogged} more since the last such line)" if unlogged else ""
+            log.warning("refused a record from %s (%s): %s%s", source, endpoint, error, more)
 
     # ----- the client API -----------------------------------------------------------------
 
@@ -161,11 +193,7 @@ class KeyValue:
         self, keys: Sequence[bytes], consistency: Consistency
     ) -> list[Record | None]:
         self.limits.check_batch(len(keys))
-        for index, key in enumerate(keys):
-            try:
-                self.limits.check_key(key)
-            except InvalidRequestError as error:
-                raise InvalidRequestError(f"key {index}: {error}") from None
+        self.limits.check_keys(keys)
         return await self._read(list(keys), consistency)
 
     async def scan_page(
@@ -180,21 +208,24 @@ class KeyValue:
         to the smallest last key of the members that had more to give.
         """
         if consistency is Consistency.LOCAL:
-            records = self.store.scan(start, end, prefix, limit + 1)
-            more = len(records) > limit
-            records = records[:limit]
-            return records, (records[-1].key + b"\x00" if more else None)
+            records, last = self.local_scan(start, end, prefix, limit, include_tombstones=False)
+            return records, (last + b"\x00" if last is not None else None)
         members = self._scan_members(consistency)
         pages = await self._collect_scans(members, start, end, prefix, limit)
         cutoff: bytes | None = None
-        for records, more in pages:
-            if more and records and (cutoff is None or records[-1].key < cutoff):
-                cutoff = records[-1].key
+        for _, _, last in pages:
+            if last is not None and (cutoff is None or last < cutoff):
+                cutoff = last
         newest: dict[bytes, Record] = {}
-        for records, _ in pages:
+        wall = self._wall_ms()
+        for member, records, _ in pages:
             for record in records:
                 if cutoff is not None and record.key > cutoff:
                     break
+                if member != self.node_id and not self._acceptable(
+                    record, wall, "LocalScan", member
+                ):
+                    continue
                 current = newest.get(record.key)
                 if current is None or supersedes(record, current):
                     newest[record.key] = record
@@ -225,21 +256,23 @@ class KeyValue:
 
     async def _collect_scans(
         self, members: list[str], start: bytes, end: bytes, prefix: bytes, limit: int
-    ) -> list[tuple[list[Record], bool]]:
-        pages: list[tuple[list[Record], bool]] = []
+    ) -> list[tuple[str, list[Record], bytes | None]]:
+        """Each member's page: (member, records, the last key it scanned if it has more)."""
+        pages: list[tuple[str, list[Record], bytes | None]] = []
 
         async def scan_one(member: str) -> None:
             if member == self.node_id:
-                records = self.store.scan(start, end, prefix, limit + 1, include_tombstones=True)
-                pages.append((records[:limit], len(records) > limit))
+                records, last = self.local_scan(start, end, prefix, limit)
+                pages.append((member, records, last))
                 return
             link = self.cluster.link(member)
             if link is None:
                 raise UnavailableError(f"no address for {member}")
             try:
-                pages.append(await link.local_scan(start, end, prefix, limit))
+                records, more = await link.local_scan(start, end, prefix, limit)
             except PeerUnavailableError as error:
                 raise UnavailableError(f"scan: {error}") from None
+            pages.append((member, records, records[-1].key if more and records else None))
 
         try:
             with trio.fail_after(self._timeout):
@@ -257,18 +290,61 @@ class KeyValue:
 
     # ----- replica side (called by the Replica service) ----------------------------------
 
-    async def apply_replicated(self, records: Sequence[Record]) -> list[ApplyOutcome]:
+    async def apply_replicated(
+        self, records: Sequence[Record], endpoint: str = "Apply", source: str = "a peer"
+    ) -> list[ApplyOutcome]:
+        """Apply records another node sent (a write, repair, handoff, a hint), each checked.
+
+        A record that fails the checks is answered REJECTED and neither
+        stored nor observed by the clock; the others are applied as usual.
+        """
         wall = self._wall_ms()  # once per batch: a batch is applied at one instant
+        valid = [self._acceptable(record, wall, endpoint, source) for record in records]
+        if all(valid):
+            return await self._apply(records, wall)
+        applied = iter(
+            await self._apply([r for r, ok in zip(records, valid, strict=True) if ok], wall)
+        )
+        return [next(applied) if ok else ApplyOutcome.REJECTED for ok in valid]
+
+    def _acceptable(self, record: Record, wall: int, endpoint: str, source: str) -> bool:
+        try:
+            self.limits.check_record(record, wall)
+        except InvalidRequestError as error:
+            self.reject(endpoint, error, source)
+            return False
+        return True
+
+    async def _apply(self, records: Sequence[Record], wall: int) -> list[ApplyOutcome]:
+        """Apply records that passed the checks (or that this node made)."""
         for record in records:
             self.clock.observe(record.version, wall)
-        stored = await self.store.apply_many(records)
+        stored = await self.store.apply_many(records, self.limits.clock_bound(wall))
         return [
             outcome(record, was_stored, None if was_stored else self.store.latest(record.key))
             for record, was_stored in zip(records, stored, strict=True)
         ]
 
     def read_local(self, keys: Sequence[bytes]) -> list[Record | None]:
-        return [self.store.get(key) for key in keys]
+        """This node's own records of `keys`; one beyond the clock-skew bound is not there."""
+        bound = self.limits.clock_bound(self._wall_ms())
+        get = self.store.get
+        return [
+            None if (record := get(key)) is None or record.version.wall_ms > bound else record
+            for key in keys
+        ]
+
+    def local_scan(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int, include_tombstones: bool = True
+    ) -> tuple[list[Record], bytes | None]:
+        """Up to `limit` of this node's records from `start` on (none beyond the
+        clock-skew bound), and the last key scanned if there may be more."""
+        records = self.store.scan(
+            start, end, prefix, limit + 1, include_tombstones=include_tombstones
+        )
+        last = records[limit - 1].key if len(records) > limit else None
+        bound = self.limits.clock_bound(self._wall_ms())
+        return [r for r in records[:limit] if r.version.wall_ms <= bound], last
 
     # ----- writes -------------------------------------------------------------------------
 
@@ -280,11 +356,9 @@ class KeyValue:
     ) -> list[Version]:
         wall = self._wall_ms()
         if after is not None:
-            if after.wall_ms > wall + MAX_CLIENT_CLOCK_LEAD_MS:
-                raise InvalidRequestError(
-                    f"'after' version {after} is more than {MAX_CLIENT_CLOCK_LEAD_MS // 1000}s "
-                    "ahead of this node's clock"
-                )
+            # A version far ahead would drag the clock there and every later version
+            # with it, past what the other replicas accept.
+            self.limits.check_version(after, wall, "after")
             # The client saw `after`: its next write must be later, whatever our wall clock says.
             self.clock.observe(after, wall)
         if consistency is Consistency.LOCAL:
@@ -309,7 +383,7 @@ class KeyValue:
         if local is not None:
             # Our own copy is written in the request's task while the peers' calls
             # are out: no task and no hand-over for it.
-            outcomes = await self.apply_replicated([records[i] for i in local])
+            outcomes = await self._apply([records[i] for i in local], wall)
             _count_write_outcomes(self.node_id, local, pending, outcomes)
         await self._await(pending, "write")
         failed = [q for q in quorums if not q.succeeded]
@@ -334,7 +408,7 @@ class KeyValue:
     ) -> list[Version]:
         """Write to this node's store only (LOCAL, or a ring where we hold every key)."""
         records = [Record(key, value, self.clock.now(wall)) for key, value in pairs]
-        stored = await self.store.apply_many(records)
+        stored = await self.store.apply_many(records, self.limits.clock_bound(wall))
         if not all(stored):
             raise WriteRejectedError("a newer version of a key already exists here")
         return [record.version for record in records]
@@ -449,13 +523,21 @@ class KeyValue:
             log.debug("replica read from %s failed: %s", replica, error)
         quorums: list[ReadQuorum] = read.pending.quorums  # type: ignore[assignment]
         retry: dict[str, list[int]] = {}
+        wall = self._wall_ms() if answers is not None and replica != self.node_id else 0
         for position, i in enumerate(indexes):
             if answers is None:
                 quorums[i].fail(replica)
                 if read.spares[i]:
                     retry.setdefault(read.spares[i].pop(0), []).append(i)
             else:
-                quorums[i].answer(replica, answers[position])
+                record = answers[position]
+                if record is not None and replica != self.node_id:
+                    # A peer's answer is checked like anything it sends: one that fails
+                    # counts as "not there", so it is neither returned, observed by the
+                    # clock nor spread by read repair (which sends that replica the
+                    # newest valid copy instead).
+                    record = self._valid_answer(record, read.keys[i], wall, replica)
+                quorums[i].answer(replica, record)
         # A failed replica is replaced by a spare one, so R answers can still come.
         assert read.finished is not None
         read.finished.add(len(retry))
@@ -463,6 +545,18 @@ class KeyValue:
             self._ask(spare, spare_indexes, read)
         read.pending.check()
         read.finished.one_done()
+
+    def _valid_answer(self, record: Record, key: bytes, wall: int, replica: str) -> Record | None:
+        try:
+            if record.key != key:
+                raise InvalidRequestError(
+                    "a Read answer carries a record of another key", Reason.WRONG_KEY
+                )
+            self.limits.check_version(record.version, wall, "record.version")
+        except InvalidRequestError as error:
+            self.reject("Read", error, replica)
+            return None
+        return record
 
     async def _read_repair(self, keys: list[bytes], quorums: list[ReadQuorum]) -> None:
         """Send the newest record to every replica that answered with an older one."""
@@ -474,7 +568,7 @@ class KeyValue:
             self.stats.read_repairs += len(records)
             try:
                 if replica == self.node_id:
-                    await self.apply_replicated(records)
+                    await self.apply_replicated(records, "read repair", "a replica's answer")
                 else:
                     link = self.cluster.link(replica)
                     if link is not None:

@@ -203,6 +203,14 @@ def node_source(
             "a3redis_read_repairs", "Stale replica copies fixed by reads", replication.read_repairs
         )
         yield gauge("a3redis_peer_links", "Links to peer nodes held open", len(kv.cluster.links()))
+        rejected = CounterMetricFamily(
+            "a3redis_rejected",
+            "Records and entries from other nodes refused by this node's checks",
+            labels=["endpoint", "reason"],
+        )
+        for (endpoint, reason), count in list(kv.rejections.counts.items()):
+            rejected.add_metric([endpoint, reason], count)
+        yield rejected
         yield counter(
             "a3redis_peer_keepalive_failures",
             "Keepalive pings to idle peer connections that failed (the channel was dropped)",

@@ -11,6 +11,10 @@ REPAIR_MAX_KEYS_PER_SECOND so client traffic is not starved; an unreachable
 peer is skipped quietly. The serving side answers from the same cached index.
 Each round ends with the tombstone purge pass and the handoff pass
 (a3redis.handoff) for partitions this node holds but does not own.
+What a peer sends is checked like any peer input (core.validation): an
+entry that fails is left out of the comparison (so our valid copy is pushed
+over it), a pulled record that fails is not applied, and both are counted;
+a stored record beyond the clock-skew bound is neither offered nor pushed.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from a3redis.core.merkle import MerkleIndex
 from a3redis.core.purge import purgeable
 from a3redis.core.record import Record
 from a3redis.core.ring import partition_of
-from a3redis.core.validation import InvalidRequestError
+from a3redis.core.validation import InvalidRequestError, Reason
 from a3redis.handoff import Handoff
 from a3redis.kv import KeyValue
 from a3redis.peers import PeerLink, PeerUnavailableError
@@ -106,7 +110,7 @@ class AntiEntropy:
         self._confirmed: dict[tuple[int, str], int] = {}
         self._nursery: trio.Nursery | None = None
         self._building = False
-        self.handoff = Handoff(kv.store, cluster, self.index, self._pace)
+        self.handoff = Handoff(kv.store, kv.read_local, cluster, self.index, self._pace)
 
     def _start_index_build(self) -> None:
         if self._nursery is not None and not self._building:
@@ -166,10 +170,11 @@ class AntiEntropy:
 
     async def serve_entries(self, request: rpb.EntriesRequest) -> rpb.EntriesResponse:
         index = await self.index()
-        if len(request.leaves) > index.partitions * index.chunks:
+        leaves = index.partitions * index.chunks
+        if len(request.leaves) > leaves:
             raise InvalidRequestError(
-                f"Entries asks for {len(request.leaves)} leaves; "
-                f"there are {index.partitions * index.chunks}"
+                f"{len(request.leaves)} leaves asked for; this node's index has {leaves}",
+                Reason.BATCH,
             )
         entries = []
         for leaf in request.leaves:
@@ -186,7 +191,7 @@ class AntiEntropy:
     def _records_in(self, index: MerkleIndex, partition: int, chunk: int) -> list[Record]:
         if partition >= index.partitions or chunk >= index.chunks:
             return []
-        found = (self.kv.store.get(key) for key in sorted(index.keys_in(partition, chunk)))
+        found = self.kv.read_local(sorted(index.keys_in(partition, chunk)))
         return [record for record in found if record is not None]
 
     # ----- initiating side ----------------------------------------------------------------
@@ -379,9 +384,7 @@ class AntiEntropy:
             return shared
         wanted = rpb.EntriesRequest(leaves=[rpb.Leaf(partition=p, chunk=c) for p, c in leaves])
         entries = await self._call(link, "Entries", wanted, report)
-        theirs_versions: dict[bytes, tuple[Version, bool]] = {
-            e.key: (wire.version_from_pb(e.version), e.tombstone) for e in entries.entries
-        }
+        theirs_versions = self._valid_entries(entries.entries, peer)
         ours_records = {
             record.key: record
             for partition, chunk in leaves
@@ -424,14 +427,33 @@ class AntiEntropy:
         )
         return shared
 
+    def _valid_entries(
+        self, entries: Sequence[rpb.EntryVersion], peer: str
+    ) -> dict[bytes, tuple[Version, bool]]:
+        """The peer's (key, version, tombstone) entries that pass the checks, by key."""
+        limits = self.kv.limits
+        wall = self.kv.wall_ms()
+        valid: dict[bytes, tuple[Version, bool]] = {}
+        for entry in entries:
+            version = wire.version_from_pb(entry.version)
+            try:
+                limits.check_key(entry.key)
+                limits.check_version(version, wall, "entry.version")
+            except InvalidRequestError as error:
+                self.kv.reject("Entries", error, peer)
+                continue
+            valid[entry.key] = (version, entry.tombstone)
+        return valid
+
     async def _transfer(
         self, link: PeerLink, pull: list[bytes], push: list[Record], report: PeerReport
     ) -> None:
+        peer = link.node_id
         for start in range(0, len(pull), TRANSFER_BATCH):
             keys = pull[start : start + TRANSFER_BATCH]
             response = await self._call(link, "Read", rpb.ReadRequest(keys=keys), report)
             fetched = [wire.record_from_pb(r.record) for r in response.results if r.present]
-            await self.kv.apply_replicated(fetched)
+            await self.kv.apply_replicated(fetched, "repair", peer)
             report.keys_pulled += len(fetched)
             await self._pace(len(keys))
         for start in range(0, len(push), TRANSFER_BATCH):

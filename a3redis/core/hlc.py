@@ -3,7 +3,11 @@
 Rules: a version is `(wall_ms, logical, node_id)` and versions compare as
 tuples, so every pair of versions is ordered and ties are broken by node id.
 `now` never returns a version less than or equal to one it returned or
-observed before, whatever the wall clock does. The wall time is an argument.
+observed before, whatever the wall clock does, and never fails: when the
+logical counter is spent within one millisecond, the clock moves its wall
+component on by 1 ms instead. The wall time is an argument. What a clock may
+observe is bounded elsewhere (a3redis.core.validation: a version far ahead of
+the local wall clock is refused before it reaches `observe`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,6 @@ class Version(NamedTuple):
         return f"{self.wall_ms}.{self.logical}@{self.node_id}"
 
 
-class ClockOverflowError(RuntimeError):
-    """The logical counter ran out while the wall clock stood still."""
-
-
 class HybridLogicalClock:
     def __init__(self, node_id: str) -> None:
         if not node_id:
@@ -43,8 +43,12 @@ class HybridLogicalClock:
         """A fresh version, greater than every version issued or observed."""
         if wall_ms > self._wall_ms:
             self._wall_ms, self._logical = wall_ms, 0
+        elif self._logical < MAX_LOGICAL:
+            self._logical += 1
         else:
-            self._bump_logical()
+            # The counter is spent: the next millisecond is still later than
+            # everything issued or observed, and fits the wire again.
+            self._wall_ms, self._logical = self._wall_ms + 1, 0
         return self.last
 
     def observe(self, remote: Version, wall_ms: int) -> None:
@@ -52,11 +56,8 @@ class HybridLogicalClock:
         if wall_ms > self._wall_ms and wall_ms > remote.wall_ms:
             self._wall_ms, self._logical = wall_ms, 0
         elif remote.wall_ms > self._wall_ms:
-            self._wall_ms, self._logical = remote.wall_ms, remote.logical
+            self._wall_ms, self._logical = remote.wall_ms, min(remote.logical, MAX_LOGICAL)
         elif remote.wall_ms == self._wall_ms and remote.logical > self._logical:
-            self._logical = remote.logical
-
-    def _bump_logical(self) -> None:
-        if self._logical >= MAX_LOGICAL:
-            raise ClockOverflowError("hybrid logical clock counter overflow")
-        self._logical += 1
+            # A counter beyond the wire's range is held at its top: the next `now`
+            # moves on to the next millisecond, which is later than `remote` too.
+            self._logical = min(remote.logical, MAX_LOGICAL)

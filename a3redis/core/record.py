@@ -53,6 +53,7 @@ class ApplyOutcome(enum.IntEnum):
     STORED = 0
     DUPLICATE = 1  # it already held exactly this version
     SUPERSEDED = 2  # it holds a newer version: the record lost last-write-wins
+    REJECTED = 3  # the record failed the replica's checks (core.validation): nothing changed
 
 
 def outcome(record: Record, stored: bool, current: Record | None) -> ApplyOutcome:

@@ -114,6 +114,18 @@ class RecordTable:
         elif self._index_log is not None:
             self._index_log.append((old, new))
 
+    def greatest_version(self, max_wall_ms: int) -> Version | None:
+        """The greatest version held whose wall time is at most `max_wall_ms`.
+
+        What a restarted clock observes: a stored version beyond the clock-skew
+        bound (written by an older release, say) must not drag the clock there.
+        Usually that is the high-water mark; otherwise every record is looked at.
+        """
+        if self.max_version is None or self.max_version.wall_ms <= max_wall_ms:
+            return self.max_version
+        within = (r.version for r in self._records.values() if r.version.wall_ms <= max_wall_ms)
+        return max(within, default=None)
+
     def records(self) -> list[Record]:
         """All records (tombstones included) in key order, as a list copy."""
         return list(self._records.values())

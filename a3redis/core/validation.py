@@ -1,17 +1,63 @@
-"""Request limits and the checks that enforce them.
+"""Request limits and the checks that enforce them, for everything a node is sent.
 
-Rules: every check runs before anything is stored, so a rejected request
-changes nothing; each error message names the limit that was broken.
+Rules: every check runs before anything is stored or observed, so a rejected
+request or record changes nothing, not even the clock; each error names the
+field and the limit that was broken (never a Python repr) and carries a short
+`reason` for metrics. One set of checks serves every trust boundary: the
+client API (keys, values, `after`), the replica API (Apply, Read, Entries,
+repair transfers, hints, read answers) and any later front end.
+
+A version is valid when its node id is a node id (`NODE_ID_FORM`, the form
+NODE_ID itself must have), its logical counter fits the wire's uint32, its
+wall time the wire's uint64, and its wall time is at most `max_clock_skew_ms`
+ahead of the checking node's wall clock (CockroachDB's max-offset rule): no
+clock in a healthy cluster can have issued a version further ahead, and the
+hybrid logical clocks that observe versions must never be dragged there.
 """
 
 from __future__ import annotations
 
+import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from a3redis.core.hlc import MAX_LOGICAL, Version
+from a3redis.core.record import Record
+
+# The largest wall time the wire (uint64) and the log format can carry.
+MAX_WALL_MS = 2**64 - 1
+MAX_NODE_ID_CHARS = 64
+NODE_ID_FORM = "1-64 letters, digits, '.', '_' or '-', starting alnum"
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def is_node_id(text: str) -> bool:
+    """Whether `text` has the form of a node id (and of a cluster name)."""
+    return len(text) <= MAX_NODE_ID_CHARS and _NODE_ID.fullmatch(text) is not None
+
+
+class Reason(enum.StrEnum):
+    """Why something was refused: the `reason` label of the rejection metric."""
+
+    KEY = "key"
+    VALUE = "value"
+    BATCH = "batch"
+    NODE_ID = "node_id"
+    LOGICAL = "logical"
+    WALL_MS = "wall_ms"
+    CLOCK_SKEW = "clock_skew"
+    WRONG_KEY = "wrong_key"
+    MALFORMED = "malformed"
+    OTHER = "other"
+
 
 class InvalidRequestError(ValueError):
-    """A client sent something the server will not store or answer."""
+    """A client or peer sent something the server will not store or answer."""
+
+    def __init__(self, message: str, reason: Reason = Reason.OTHER) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,25 +65,29 @@ class Limits:
     max_key_bytes: int = 1024
     max_value_bytes: int = 1024 * 1024
     max_batch_keys: int = 10_000
+    max_clock_skew_ms: int = 60_000
 
     def check_key(self, key: bytes) -> None:
         if not key:
-            raise InvalidRequestError("key must not be empty")
+            raise InvalidRequestError("key must not be empty", Reason.KEY)
         if len(key) > self.max_key_bytes:
             raise InvalidRequestError(
-                f"key is {len(key)} bytes; the limit is MAX_KEY_BYTES={self.max_key_bytes}"
+                f"key is {len(key)} bytes; the limit is MAX_KEY_BYTES={self.max_key_bytes}",
+                Reason.KEY,
             )
 
     def check_value(self, value: bytes) -> None:
         if len(value) > self.max_value_bytes:
             raise InvalidRequestError(
-                f"value is {len(value)} bytes; the limit is MAX_VALUE_BYTES={self.max_value_bytes}"
+                f"value is {len(value)} bytes; the limit is MAX_VALUE_BYTES={self.max_value_bytes}",
+                Reason.VALUE,
             )
 
     def check_batch(self, count: int) -> None:
         if count > self.max_batch_keys:
             raise InvalidRequestError(
-                f"batch has {count} keys; the limit is {self.max_batch_keys} per call"
+                f"batch has {count} keys; the limit is {self.max_batch_keys} per call",
+                Reason.BATCH,
             )
 
     def check_pairs(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
@@ -46,4 +96,50 @@ class Limits:
                 self.check_key(key)
                 self.check_value(value)
             except InvalidRequestError as error:
-                raise InvalidRequestError(f"pair {index}: {error}") from None
+                raise InvalidRequestError(f"pair {index}: {error}", error.reason) from None
+
+    def check_keys(self, keys: Iterable[bytes]) -> None:
+        """Each key of a multi-key request; the error names the first bad one by index."""
+        for index, key in enumerate(keys):
+            try:
+                self.check_key(key)
+            except InvalidRequestError as error:
+                raise InvalidRequestError(f"key {index}: {error}", error.reason) from None
+
+    # ----- versions -----------------------------------------------------------------------
+
+    def clock_bound(self, wall_ms: int) -> int:
+        """The greatest wall time a version may have, on a node whose clock reads `wall_ms`."""
+        return wall_ms + self.max_clock_skew_ms
+
+    def check_version(self, version: Version, wall_ms: int, field: str = "version") -> None:
+        """A version received from outside, checked against this node's wall clock `wall_ms`."""
+        node_id = version.node_id
+        if not is_node_id(node_id):
+            shown = f"{len(node_id)} characters long" if len(node_id) > 16 else repr(node_id)
+            raise InvalidRequestError(
+                f"{field}.node_id is {shown}; a node id is {NODE_ID_FORM}", Reason.NODE_ID
+            )
+        if not 0 <= version.logical <= MAX_LOGICAL:
+            raise InvalidRequestError(
+                f"{field}.logical is {version.logical}; it must be from 0 to {MAX_LOGICAL}",
+                Reason.LOGICAL,
+            )
+        if not 0 <= version.wall_ms <= MAX_WALL_MS:
+            raise InvalidRequestError(
+                f"{field}.wall_ms is {version.wall_ms}; it must be from 0 to {MAX_WALL_MS}",
+                Reason.WALL_MS,
+            )
+        if version.wall_ms > wall_ms + self.max_clock_skew_ms:
+            raise InvalidRequestError(
+                f"{field}.wall_ms is {version.wall_ms - wall_ms} ms ahead of this node's clock; "
+                f"the limit is MAX_CLOCK_SKEW={self.max_clock_skew_ms / 1000:g}s",
+                Reason.CLOCK_SKEW,
+            )
+
+    def check_record(self, record: Record, wall_ms: int) -> None:
+        """A record received from another node: its key, value and version."""
+        self.check_key(record.key)
+        if record.value is not None:
+            self.check_value(record.value)
+        self.check_version(record.version, wall_ms, "record.version")

@@ -287,6 +287,10 @@ class Store:
     def max_version(self) -> Version | None:
         return self._table.max_version
 
+    def greatest_version(self, max_wall_ms: int) -> Version | None:
+        """The greatest stored version whose wall time is at most `max_wall_ms`."""
+        return self._table.greatest_version(max_wall_ms)
+
     async def merkle_index(self, partitions: int, chunks: int) -> MerkleIndex:
         """The Merkle index of the stored records, built once in a worker thread.
 
@@ -324,8 +328,17 @@ class Store:
         """Store `record` durably if it supersedes the current one; say whether it did."""
         return (await self.apply_many([record]))[0]
 
-    async def apply_many(self, records: Iterable[Record]) -> list[bool]:
-        """Apply records atomically with respect to other tasks; one commit for all."""
+    async def apply_many(
+        self, records: Iterable[Record], void_above_wall_ms: int | None = None
+    ) -> list[bool]:
+        """Apply records atomically with respect to other tasks; one commit for all.
+
+        A current record whose version's wall time exceeds `void_above_wall_ms`
+        (a version no clock within the skew bound could have issued: one an
+        older release let in) is no version at all: it is purged and replaced,
+        in the same commit, by the record written over it, so such a key stays
+        writable. The purge goes to the log first, so recovery agrees.
+        """
         self._check_writable()
         accepted: list[bool] = []
         staged: dict[bytes, Record] = {}
@@ -334,6 +347,16 @@ class Store:
         for record in records:
             key = record.key
             current = staged.get(key) or self._unsynced.get(key) or self._table.get(key)
+            if (
+                void_above_wall_ms is not None
+                and current is not None
+                and current.version.wall_ms > void_above_wall_ms
+                and not isinstance(current, Purge)
+            ):
+                void = Purge(key, None, current.version)
+                new_payloads.append(codec.encode_payload(void))
+                new_records.append(void)
+                current = None
             if not supersedes(record, current):
                 accepted.append(False)
                 continue

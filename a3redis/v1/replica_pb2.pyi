@@ -13,9 +13,11 @@ class ApplyOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     APPLY_STORED: _ClassVar[ApplyOutcome]
     APPLY_DUPLICATE: _ClassVar[ApplyOutcome]
     APPLY_SUPERSEDED: _ClassVar[ApplyOutcome]
+    APPLY_REJECTED: _ClassVar[ApplyOutcome]
 APPLY_STORED: ApplyOutcome
 APPLY_DUPLICATE: ApplyOutcome
 APPLY_SUPERSEDED: ApplyOutcome
+APPLY_REJECTED: ApplyOutcome
 
 class Record(_message.Message):
     __slots__ = ("key", "value", "tombstone", "version")

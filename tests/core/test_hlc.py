@@ -1,4 +1,7 @@
-"""The hybrid logical clock only ever moves forward, whatever the wall clock does."""
+"""The hybrid logical clock only ever moves forward, whatever the wall clock does or it observes.
+
+It never fails: a spent logical counter moves the wall component on by 1 ms.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from a3redis.core.hlc import MAX_LOGICAL, ClockOverflowError, HybridLogicalClock, Version
+from a3redis.core.hlc import MAX_LOGICAL, HybridLogicalClock, Version
 from tests.core.strategies import MACHINE_SETTINGS, wide_versions
 
 NODE = "node-m"
@@ -17,6 +20,8 @@ NODE = "node-m"
 wall_steps = st.integers(-3, 3) | st.integers(-(10**9), 10**9)
 remote_nodes = st.sampled_from(["a", NODE, "node-z", "zzz"])
 remote_logicals = st.integers(0, 5) | st.sampled_from([MAX_LOGICAL - 1, MAX_LOGICAL])
+# What an unchecked caller might pass: counters beyond the wire's uint32.
+any_logicals = remote_logicals | st.integers(MAX_LOGICAL + 1, 2**64)
 
 
 class ClockMachine(RuleBasedStateMachine):
@@ -28,8 +33,8 @@ class ClockMachine(RuleBasedStateMachine):
         self.wall = 0
         # The greatest version the clock returned or observed so far.
         self.greatest: Version | None = None
-        # The greatest wall time the clock was given or saw in a remote version;
-        # a new clock starts at wall time 0.
+        # The greatest wall time the clock was given, saw in a remote version or
+        # issued (a spent counter moves it on by 1 ms); a new clock starts at 0.
         self.greatest_wall = 0
         self.last_issued: Version | None = None
 
@@ -50,14 +55,8 @@ class ClockMachine(RuleBasedStateMachine):
     @rule()
     def now(self) -> None:
         before = self.clock.last
-        overflow_expected = self.wall <= before.wall_ms and before.logical >= MAX_LOGICAL
-        try:
-            version = self.clock.now(self.wall)
-        except ClockOverflowError:
-            assert overflow_expected, f"overflow raised at {before} for wall {self.wall}"
-            assert self.clock.last == before, "a failed now() changed the clock"
-            return
-        assert not overflow_expected, f"now({self.wall}) after {before} returned {version}"
+        spent = self.wall <= before.wall_ms and before.logical >= MAX_LOGICAL
+        version = self.clock.now(self.wall)
         assert isinstance(version, Version)
         assert version.node_id == NODE
         assert 0 <= version.logical <= MAX_LOGICAL
@@ -68,8 +67,14 @@ class ClockMachine(RuleBasedStateMachine):
         if self.wall > self.greatest_wall:
             # A wall clock ahead of everything seen restarts the counter.
             assert version.logical == 0
-        # The physical part tracks the greatest wall time seen, including this one.
+        if spent:
+            # A spent counter moves on to the next millisecond, never further.
+            assert version == Version(before.wall_ms + 1, 0, NODE), (before, version)
+        # The physical part tracks the greatest wall time seen, including this one,
+        # plus the milliseconds spent counters moved it on.
         self._see_wall(self.wall)
+        if spent:
+            self._see_wall(before.wall_ms + 1)
         assert version.wall_ms == self.greatest_wall
         assert version.wall_ms >= self.wall
         assert self.clock.last == version
@@ -78,7 +83,7 @@ class ClockMachine(RuleBasedStateMachine):
 
     @rule(
         offset=st.integers(-3, 3) | st.integers(-(10**9), 10**9),
-        logical=remote_logicals,
+        logical=any_logicals,
         node=remote_nodes,
     )
     def observe(self, offset: int, logical: int, node: str) -> None:
@@ -123,20 +128,13 @@ def test_restarted_clock_passes_the_greatest_stored_version(
     # The wall clock went back: it now reads less than the stored version.
     wall = greatest.wall_ms - wall_back
     clock.observe(greatest, wall)
-    if greatest.logical == MAX_LOGICAL and wall <= greatest.wall_ms:
-        with pytest.raises(ClockOverflowError):
-            clock.now(wall)
-        return
     issued = clock.now(wall)
     assert issued > greatest
+    assert issued.wall_ms <= greatest.wall_ms + 1
     for step in later:
-        if issued.logical == MAX_LOGICAL:
-            # The counter is spent while the wall clock stays behind.
-            with pytest.raises(ClockOverflowError):
-                clock.now(wall - step)
-            return
         nxt = clock.now(wall - step)
         assert nxt > issued
+        assert 0 <= nxt.logical <= MAX_LOGICAL
         issued = nxt
 
 
@@ -163,25 +161,61 @@ def test_observing_a_tied_version_from_a_greater_node_still_moves_past_it() -> N
     assert clock.now(100) > remote
 
 
-def test_logical_overflow_raises_instead_of_wrapping() -> None:
+def test_a_spent_counter_moves_the_wall_component_on_instead_of_failing() -> None:
     clock = HybridLogicalClock("a")
     clock.observe(Version(10, MAX_LOGICAL - 1, "b"), 10)
     assert clock.now(10) == Version(10, MAX_LOGICAL, "a")
-    with pytest.raises(ClockOverflowError):
-        clock.now(10)
-    with pytest.raises(ClockOverflowError):
-        clock.now(3)
-    assert clock.last == Version(10, MAX_LOGICAL, "a")
-    # Once the wall clock moves on, the clock works again.
-    assert clock.now(11) == Version(11, 0, "a")
-
-
-def test_observing_a_maxed_out_remote_overflows_the_next_now() -> None:
-    clock = HybridLogicalClock("a")
-    clock.observe(Version(10, MAX_LOGICAL, "b"), 9)
-    with pytest.raises(ClockOverflowError):
-        clock.now(10)
+    assert clock.now(10) == Version(11, 0, "a")
+    assert clock.now(3) == Version(11, 1, "a")
+    assert clock.now(11) == Version(11, 2, "a")
     assert clock.now(12) == Version(12, 0, "a")
+
+
+def test_observing_a_maxed_out_remote_still_leaves_a_later_version() -> None:
+    clock = HybridLogicalClock("a")
+    remote = Version(10, MAX_LOGICAL, "b")
+    clock.observe(remote, 9)
+    assert clock.now(10) == Version(11, 0, "a") > remote
+    assert clock.now(12) == Version(12, 0, "a")
+
+
+def test_a_counter_beyond_the_wire_range_is_held_at_its_top() -> None:
+    clock = HybridLogicalClock("a")
+    remote = Version(10, 2**64, "b")
+    clock.observe(remote, 5)
+    assert clock.last == Version(10, MAX_LOGICAL, "a")
+    # Not representable on the wire, yet the next version is later than it.
+    assert clock.now(5) == Version(11, 0, "a") > remote
+
+
+@settings(max_examples=300)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.booleans(),
+            st.integers(0, 2**64),
+            st.integers(0, 2**40) | st.sampled_from([MAX_LOGICAL - 1, MAX_LOGICAL, 2**33]),
+            st.sampled_from(["a", "m", "z"]),
+        ),
+        max_size=60,
+    )
+)
+def test_now_is_strictly_increasing_under_any_sequence_of_inputs(
+    steps: list[tuple[bool, int, int, str]],
+) -> None:
+    clock = HybridLogicalClock("m")
+    issued: list[Version] = []
+    seen: list[Version] = []
+    for is_observe, wall, logical, node in steps:
+        if is_observe:
+            remote = Version(wall, logical, node)
+            clock.observe(remote, wall % 1000)
+            seen.append(remote)
+            continue
+        version = clock.now(wall)
+        assert 0 <= version.logical <= MAX_LOGICAL
+        assert all(version > before for before in issued + seen)
+        issued.append(version)
 
 
 def test_empty_node_id_is_refused() -> None:

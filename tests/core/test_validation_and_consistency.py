@@ -14,7 +14,10 @@ SMALL = Limits(max_key_bytes=8, max_value_bytes=16, max_batch_keys=3)
 
 def test_default_limits() -> None:
     assert Limits() == Limits(
-        max_key_bytes=1024, max_value_bytes=1024 * 1024, max_batch_keys=10_000
+        max_key_bytes=1024,
+        max_value_bytes=1024 * 1024,
+        max_batch_keys=10_000,
+        max_clock_skew_ms=60_000,
     )
 
 

@@ -52,6 +52,7 @@ from a3redis.core.quorum import ReadQuorum, WriteQuorum
 from a3redis.core.record import ApplyOutcome, Record, outcome, supersedes
 from a3redis.core.ring import Ring
 from a3redis.core.table import RecordTable
+from a3redis.core.validation import InvalidRequestError, Limits
 from tests.support.history import (
     DELETE,
     FAIL,
@@ -64,7 +65,7 @@ from tests.support.history import (
 )
 
 EPOCH_MS = 1_800_000_000_000
-MAX_CLIENT_CLOCK_LEAD_MS = 5 * 60 * 1000  # a3redis.kv
+LIMITS = Limits()  # a3redis.kv checks `after` with the node's limits
 PROBE_TIMEOUT = 1.0  # a3redis.gossip
 
 
@@ -254,8 +255,10 @@ class SimNode:
     ) -> None:
         wall = self.wall_ms()
         if after is not None:
-            if after.wall_ms > wall + MAX_CLIENT_CLOCK_LEAD_MS:
-                reply(FAIL, "INVALID_ARGUMENT", "'after' too far ahead", None, None)
+            try:
+                LIMITS.check_version(after, wall, "after")
+            except InvalidRequestError as error:
+                reply(FAIL, "INVALID_ARGUMENT", str(error), None, None)
                 return
             self.clock.observe(after, wall)
         placed = self._placement(key, level, reply)

@@ -194,6 +194,32 @@ async def test_apply_many_queues_nothing_when_a_record_cannot_be_encoded(tmp_pat
         assert store.get(b"other") == rec(b"other", b"2", 3)
 
 
+async def test_a_record_beyond_the_void_bound_is_replaced_by_any_write_durably(
+    tmp_path: Path,
+) -> None:
+    poisoned = rec(b"k", b"from-the-far-future", 2**64 - 1, 2**32 - 1, node="node-9")
+    async with Store.open(tmp_path) as store:
+        assert await store.apply_many([poisoned, rec(b"ok", b"1", 5_000)])
+        # Without a bound, last-write-wins keeps the poisoned record, as before.
+        assert await store.apply(rec(b"k", b"now", 1_000)) is False
+        commits = store.stats().commits
+        result = await store.apply_many(
+            [rec(b"k", b"now", 1_000), rec(b"ok", b"stale", 4_000)], void_above_wall_ms=10_000
+        )
+        assert result == [True, False]
+        assert store.stats().commits == commits + 1  # the purge shares the write's commit
+        assert store.get(b"k") == rec(b"k", b"now", 1_000)
+        # A record within the bound is a version as always: an older write loses to it.
+        assert await store.apply_many([rec(b"k", b"older", 999)], void_above_wall_ms=10_000) == [
+            False
+        ]
+        assert await store.apply_many([rec(b"ok", b"stale", 4_000)], 5_000) == [False]
+    async with Store.open(tmp_path) as store:
+        assert store.get(b"k") == rec(b"k", b"now", 1_000)
+        assert store.get(b"ok") == rec(b"ok", b"1", 5_000)
+        assert store.max_version == rec(b"ok", b"1", 5_000).version
+
+
 async def test_reads_never_see_an_unacknowledged_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
