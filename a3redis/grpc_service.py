@@ -23,7 +23,13 @@ from a3redis import __version__, wire
 from a3redis.config import Config
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
-from a3redis.core.validation import InvalidRequestError, Reason, is_node_id
+from a3redis.core.validation import (
+    MAX_PEER_RESPONSE_BYTES,
+    InvalidRequestError,
+    Reason,
+    ResponseTooLargeError,
+    is_node_id,
+)
 from a3redis.grpc_server import RequestGate, ShuttingDownError
 from a3redis.kv import (
     KeyValue,
@@ -53,6 +59,8 @@ Resp = TypeVar("Resp")
 def _status(error: Exception) -> purerpc.RpcFailedError:
     if isinstance(error, InvalidRequestError):
         return purerpc.InvalidArgumentError(str(error))
+    if isinstance(error, ResponseTooLargeError):
+        return purerpc.ResourceExhaustedError(str(error))
     if isinstance(error, WriteRejectedError):
         return purerpc.AbortedError(str(error))
     if isinstance(error, UnsatisfiableError):
@@ -345,6 +353,7 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
         self.kv.limits.check_batch(len(keys))
         self.kv.limits.check_keys(keys)
         found = self.kv.read_local(keys)
+        self.kv.limits.check_response(found, "Read", MAX_PEER_RESPONSE_BYTES)
         return rpb.ReadResponse(
             results=[
                 rpb.ReadResult(present=True, record=wire.record_to_pb(record))

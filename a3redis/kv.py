@@ -194,7 +194,12 @@ class KeyValue:
     ) -> list[Record | None]:
         self.limits.check_batch(len(keys))
         self.limits.check_keys(keys)
-        return await self._read(list(keys), consistency)
+        # Each distinct key is read once, however often it is asked for.
+        distinct = list(dict.fromkeys(keys))
+        found = dict(zip(distinct, await self._read(distinct, consistency), strict=True))
+        results = [found[key] for key in keys]
+        self.limits.check_response(results, "BatchGet")
+        return results
 
     async def scan_page(
         self, start: bytes, end: bytes, prefix: bytes, limit: int, consistency: Consistency

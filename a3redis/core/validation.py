@@ -49,6 +49,7 @@ class Reason(enum.StrEnum):
     CLOCK_SKEW = "clock_skew"
     WRONG_KEY = "wrong_key"
     MALFORMED = "malformed"
+    RESPONSE_SIZE = "response_size"
     OTHER = "other"
 
 
@@ -58,6 +59,19 @@ class InvalidRequestError(ValueError):
     def __init__(self, message: str, reason: Reason = Reason.OTHER) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ResponseTooLargeError(Exception):
+    """The answer to a request would exceed the response limit; ask for less per call."""
+
+
+# The largest answer a node builds for a client's call: half of purerpc's
+# 32 MiB message limit, so an answer that passes here can always be sent.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# A replica's answer to a peer carries the reads of many client requests
+# batched together (a3redis.peers): it may use the message limit, less room
+# for the framing of every record.
+MAX_PEER_RESPONSE_BYTES = 30 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +96,24 @@ class Limits:
                 f"value is {len(value)} bytes; the limit is MAX_VALUE_BYTES={self.max_value_bytes}",
                 Reason.VALUE,
             )
+
+    def check_response(
+        self, records: Iterable[Record | None], what: str, limit: int = MAX_RESPONSE_BYTES
+    ) -> None:
+        """Refuse to answer `records` in one message if their keys and values exceed `limit`.
+
+        Counted over every record as it will be sent (a key asked for twice
+        is answered twice), before any of it is copied into a message.
+        """
+        total = 0
+        for record in records:
+            if record is not None:
+                total += len(record.key) + (len(record.value) if record.value else 0)
+                if total > limit:
+                    raise ResponseTooLargeError(
+                        f"the answer to this {what} would exceed {limit} bytes "
+                        "of keys and values; ask for fewer keys per call"
+                    )
 
     def check_batch(self, count: int) -> None:
         if count > self.max_batch_keys:

@@ -1,0 +1,85 @@
+"""A small request cannot make a node build a huge answer.
+
+BatchGet of one 1 MiB key 400 times (a 2 KiB request) took a node's RSS from
+465 MB to 1,665 MB while it copied the value into its answer 400 times. Now
+each distinct key is read once and the answer's size is checked before any
+of it is copied: over MAX_RESPONSE_BYTES is RESOURCE_EXHAUSTED, naming the
+limit. The same holds for a peer's Read.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import grpc
+
+from a3redis.core.validation import MAX_PEER_RESPONSE_BYTES, MAX_RESPONSE_BYTES
+from a3redis.v1 import kv_pb2 as pb
+from a3redis.v1 import replica_pb2 as rpb
+from tests.conftest import NodeFactory
+from tests.support.processes import HOST, NodeProcess
+
+OPTIONS = [("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", 64 << 20)]
+MIB = 1024 * 1024
+
+
+def rss(node: NodeProcess) -> int:
+    url = f"http://{HOST}:{node.http_port}/api/metrics/summary"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        value: int = json.load(response)["process"]["rss_bytes"]
+        return value
+
+
+def unary(channel: grpc.Channel, path: str, request: object, response: type) -> object:
+    method = channel.unary_unary(
+        path,
+        request_serializer=type(request).SerializeToString,  # type: ignore[attr-defined]
+        response_deserializer=response.FromString,  # type: ignore[attr-defined]
+    )
+    return method(request, timeout=30)
+
+
+def test_a_batch_asking_for_one_large_value_many_times_is_refused_cheaply(
+    node_factory: NodeFactory,
+) -> None:
+    node = node_factory("n1", MAX_VALUE_BYTES=str(MIB)).start()
+    with grpc.insecure_channel(node.endpoint, options=OPTIONS) as channel:
+        unary(
+            channel,
+            "/a3redis.v1.KeyValue/Put",
+            pb.PutRequest(key=b"big", value=bytes(MIB)),
+            pb.PutResponse,
+        )
+        before = rss(node)
+        for method, request, response, limit in (
+            (
+                "/a3redis.v1.KeyValue/BatchGet",
+                pb.BatchGetRequest(keys=[b"big"] * 400),
+                pb.BatchGetResponse,
+                MAX_RESPONSE_BYTES,
+            ),
+            (
+                "/a3redis.v1.Replica/Read",
+                rpb.ReadRequest(keys=[b"big"] * 400),
+                rpb.ReadResponse,
+                MAX_PEER_RESPONSE_BYTES,
+            ),
+        ):
+            try:
+                unary(channel, method, request, response)
+                raise AssertionError(f"{method} answered 400 MiB")
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                assert str(limit) in (error.details() or "")
+        # What fits is answered, each copy of a repeated key included.
+        fits = MAX_RESPONSE_BYTES // MIB - 1
+        answer = unary(
+            channel,
+            "/a3redis.v1.KeyValue/BatchGet",
+            pb.BatchGetRequest(keys=[b"big"] * fits),
+            pb.BatchGetResponse,
+        )
+        assert isinstance(answer, pb.BatchGetResponse)
+        assert [len(r.value) for r in answer.results] == [MIB] * fits
+    assert rss(node) - before < 100 * MIB
