@@ -200,3 +200,27 @@ def test_a_restarted_clock_is_seeded_from_the_greatest_version_within_the_bound(
     assert table.greatest_version(NOW) == older.version
     assert RecordTable([poisoned]).greatest_version(NOW) is None
     assert RecordTable().greatest_version(NOW) is None
+
+
+@given(
+    wall=st.integers(-(2**65), 2**65),
+    logical=st.integers(-5, 2**33),
+    node_id=st.text(max_size=80) | st.sampled_from(["node-1", "a", "n" * 64, "n" * 65]),
+    local_wall=st.integers(0, 2**45),
+)
+def test_a_version_passes_exactly_when_every_rule_holds(
+    wall: int, logical: int, node_id: str, local_wall: int
+) -> None:
+    rules = (
+        0 <= wall <= MAX_WALL_MS
+        and wall <= local_wall + LIMITS.max_clock_skew_ms
+        and 0 <= logical <= MAX_LOGICAL
+        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", node_id) is not None
+    )
+    try:
+        LIMITS.check_version(Version(wall, logical, node_id), local_wall)
+    except InvalidRequestError as error:
+        assert not rules
+        assert error.reason is not Reason.OTHER
+    else:
+        assert rules
