@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from a3redis.core.consistency import Consistency
+from a3redis.core.names import is_host, is_node_id, split_address
 from a3redis.core.validation import Limits
 from a3redis.logs import LogFormat
 from a3redis.storage.store import FsyncPolicy
 
 T = TypeVar("T")
 
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _INT = re.compile(r"-?[0-9]{1,20}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -42,24 +42,13 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
-        """`HOST:PORT`, or `[IPV6]:PORT`; the port is from 1 to 65535."""
+        """`HOST:PORT`, or `[IPV6]:PORT`; the port is from 1 to 65535 (a3redis.core.names)."""
         text = text.strip()
-        if text.startswith("["):
-            host, bracket, rest = text[1:].partition("]")
-            if not bracket or not rest.startswith(":"):
-                raise ValueError(f"{text!r} is not [IPV6]:PORT")
-            port_text = rest[1:]
-        else:
-            host, _, port_text = text.rpartition(":")
-            if ":" in host:
-                raise ValueError(f"{text!r} is not HOST:PORT (an IPv6 host needs [brackets])")
-        if (
-            not _is_host(host)
-            or not (port_text.isascii() and port_text.isdigit())
-            or not 0 < int(port_text) < 65536
-        ):
-            raise ValueError(f"{text!r} is not HOST:PORT")
-        return cls(host, int(port_text))
+        try:
+            host, port = split_address(text)
+        except ValueError:
+            raise ValueError(f"{text[:300]!r} is not HOST:PORT or [IPV6]:PORT") from None
+        return cls(host, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,17 +280,14 @@ def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
 
 
 def _node_id(text: str) -> str:
-    if not _NODE_ID.match(text):
+    # The rule gossip applies to every id it hears (a3redis.core.names).
+    if not is_node_id(text):
         raise ValueError("")
     return text
 
 
-def _is_host(text: str) -> bool:
-    return bool(text) and not any(char.isspace() or char in "/?#@[]" for char in text)
-
-
 def _host(text: str) -> str:
-    if not _is_host(text):
+    if not is_host(text):
         raise ValueError("")
     return text
 

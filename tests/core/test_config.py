@@ -177,6 +177,10 @@ BAD_VALUES = [
     ("TOMBSTONE_GRACE", "0", "seconds, from 1 to 31536000"),
     ("BIND_HOST", "", "an IP address or host name"),
     ("ADVERTISE_HOST", "user@host", "an IP address or host name"),
+    ("ADVERTISE_HOST", "h\u00f6st", "an IP address or host name"),
+    ("ADVERTISE_HOST", "h" * 254, "an IP address or host name"),
+    ("NODE_ID", "\ud800", "1-64 letters, digits, '.', '_' or '-', starting alnum"),
+    ("PEERS", "h\u00f6st:1", "comma-separated HOST:PORT addresses"),
     ("DATA_DIR", "", "a directory path"),
 ]
 
