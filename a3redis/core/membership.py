@@ -29,6 +29,10 @@ Rules:
   evidence; receivers keep the freshest (`alive_at`). Ages only grow as they
   are relayed, so evidence is never inflated, and every node dates a crash
   the same way however late the news reaches it.
+- Every round probes one live member, round-robin (SWIM); every other
+  round the target is one that has answered one of our probes before, so
+  members that never answer (phantoms an unauthenticated sender made up,
+  however many) cannot starve the failure detector of news of real ones.
 - A probe that fails makes an alive peer `suspect`; a member with no
   evidence of life for FAILURE_TIMEOUT becomes `dead`, unless it refutes
   first. Dead members stay (they still own data) and are still probed now
@@ -49,7 +53,7 @@ Rules:
 - Tables a peer can grow are bounded: at most MAX_MEMBERS members (a new
   member beyond that is not admitted; a new sender is refused with
   TableFullError) and MAX_INCOMPATIBLE refused peers (least recently heard
-  forgotten first).
+  forgotten first, and any not heard from for `dead_member_reap`).
 - Peers from another cluster, with another replication factor or with our
   own node id are refused and remembered as incompatible, never merged.
 - A restarted node restores the table it saved (`restore`): it knows the
@@ -324,6 +328,7 @@ class Incompatible:
     node_id: str
     gossip_addr: str
     reason: str
+    heard_at: float = 0.0  # when it last sent us (or answered with) gossip
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +380,10 @@ class Membership:
     _local: dict[str, _Local] = field(default_factory=dict)
     _seeds: dict[str, _Seed] = field(default_factory=dict)
     _probe_order: list[str] = field(default_factory=list)
+    # Members that answered one of our probes, and the round-robin order over them.
+    _answered: set[str] = field(default_factory=set)
+    _answered_order: list[str] = field(default_factory=list)
+    _rounds: int = 0
     incompatible: OrderedDict[str, Incompatible] = field(default_factory=OrderedDict)
     _forgotten: OrderedDict[str, Forgotten] = field(default_factory=OrderedDict)
     _newly_forgotten: list[MemberState] = field(default_factory=list)
@@ -505,7 +514,11 @@ class Membership:
         self._reap(now)
         message = self.message(now)
         probes: list[Probe] = []
-        target = self._next_target(rng, {Status.ALIVE, Status.SUSPECT})
+        self._rounds += 1
+        live = {Status.ALIVE, Status.SUSPECT}
+        target = self._next_target(rng, live, answered=True) if self._rounds % 2 == 0 else None
+        if target is None:
+            target = self._next_target(rng, live)
         if target is not None:
             probes.append(Probe(target.gossip_addr, target.node_id, message))
         dead = [m for m in self._members.values() if m.status is Status.DEAD]
@@ -530,6 +543,7 @@ class Membership:
         for node_id in expired:
             state = self._members.pop(node_id)
             del self._local[node_id]
+            self._answered.discard(node_id)
             self._forgotten.pop(node_id, None)
             self._forgotten[node_id] = Forgotten(state, now)
             self._newly_forgotten.append(state)
@@ -542,26 +556,37 @@ class Membership:
                 break
             self._forgotten.popitem(last=False)
         del self._newly_forgotten[:-MAX_MEMBERS]
+        # A refused peer that went quiet is forgotten as well (kept in order of last word).
+        while self.incompatible:
+            quietest = next(iter(self.incompatible.values()))
+            if now - quietest.heard_at < reap_after:
+                break
+            self.incompatible.popitem(last=False)
 
-    def _next_target(self, rng: random.Random, statuses: set[Status]) -> MemberState | None:
+    def _next_target(
+        self, rng: random.Random, statuses: set[Status], *, answered: bool = False
+    ) -> MemberState | None:
         # SWIM's round-robin over a shuffled order bounds the time to probe everyone.
+        order = self._answered_order if answered else self._probe_order
         for _ in range(2):
-            while self._probe_order:
-                member = self._members.get(self._probe_order.pop())
+            while order:
+                member = self._members.get(order.pop())
                 if member is not None and member.status in statuses:
                     return member
             candidates = sorted(
                 node_id
                 for node_id, member in self._members.items()
-                if node_id != self.node_id and member.status in statuses
+                if node_id != self.node_id
+                and member.status in statuses
+                and (not answered or node_id in self._answered)
             )
             rng.shuffle(candidates)
-            self._probe_order = candidates
+            order[:] = candidates
         return None
 
     # ----- messages ---------------------------------------------------------------------------
 
-    def check_compatible(self, message: GossipMessage, gossip_addr: str) -> None:
+    def check_compatible(self, message: GossipMessage, gossip_addr: str, now: float) -> None:
         reasons = []
         if message.sender == self.node_id:
             # Two processes with one NODE_ID would corrupt each other's ranges.
@@ -575,7 +600,9 @@ class Membership:
         if reasons:
             reason = "; ".join(reasons)
             self.incompatible.pop(message.sender, None)
-            self.incompatible[message.sender] = Incompatible(message.sender, gossip_addr, reason)
+            self.incompatible[message.sender] = Incompatible(
+                message.sender, gossip_addr, reason, now
+            )
             while len(self.incompatible) > MAX_INCOMPATIBLE:
                 self.incompatible.popitem(last=False)
             raise IncompatiblePeerError(reason)
@@ -588,7 +615,7 @@ class Membership:
         refutes with a higher incarnation and is welcome at its next exchange.
         """
         sender = _sender_state(message)
-        self.check_compatible(message, sender.gossip_addr)
+        self.check_compatible(message, sender.gossip_addr, now)
         self._check_room(sender)
         gone = self._forgotten.get(sender.node_id)
         self._merge(message, now)
@@ -608,10 +635,12 @@ class Membership:
             # A seed that is this very node (listed in its own PEERS): forget it.
             self._seeds.pop(probe.gossip_addr, None)
             return
-        self.check_compatible(reply, sender.gossip_addr)
+        self.check_compatible(reply, sender.gossip_addr, now)
         self._check_room(sender)
         self._seeds.pop(probe.gossip_addr, None)
         self._merge(reply, now)
+        if sender.node_id in self._members and probe.node_id in (None, sender.node_id):
+            self._answered.add(sender.node_id)
 
     def on_probe_failed(self, probe: Probe, now: float) -> bool:
         """A probe got no answer. Returns True the first time a seed fails (to log once)."""

@@ -453,3 +453,55 @@ def test_a_restored_dead_member_keeps_counting_towards_being_forgotten(
     assert observer.is_forgotten("node-2") == forgotten
     assert observer.is_forgotten("node-3") == forgotten
     assert observer.get("node-4") is not None
+
+
+# ----- phantoms and the failure detector -----------------------------------------------------
+
+
+def test_phantoms_that_never_answer_cannot_starve_the_failure_detector() -> None:
+    """500 made-up members among 3 real ones, kept alive by an attacker who says every
+    round that it just heard from them: the real ones still hear from each other."""
+    cores = {node_id: core(node_id) for node_id in ("node-1", "node-2", "node-3")}
+    by_addr = {c.me.gossip_addr: c for c in cores.values()}
+    for membership in cores.values():
+        membership.add_seeds(by_addr)
+    rng, now = random.Random(7), 0.0
+
+    def round_of_gossip() -> None:
+        for membership in cores.values():
+            for probe in membership.tick(now, rng):
+                target = by_addr.get(probe.gossip_addr)
+                if target is None:
+                    membership.on_probe_failed(probe, now)
+                else:
+                    membership.on_reply(probe, target.on_exchange(probe.message, now), now)
+
+    for _ in range(5):
+        now += 1.0
+        round_of_gossip()
+    phantoms = tuple(state(f"phantom-{i}") for i in range(500))
+    lies = GossipMessage(
+        "c", 3, "evil", (state("evil"), *phantoms), {p.node_id: 0.0 for p in phantoms}
+    )
+    for _ in range(40):  # eight failure timeouts
+        now += 1.0
+        cores["node-1"].on_exchange(lies, now)
+        round_of_gossip()
+        for membership in cores.values():
+            for node_id in cores:
+                member = membership.get(node_id)
+                assert member is not None and member.status is Status.ALIVE, (now, node_id)
+    assert len(cores["node-2"].members()) == 504  # the phantoms are members all along
+
+
+def test_a_refused_peer_that_went_quiet_is_forgotten_after_dead_member_reap() -> None:
+    membership = core()
+    for index, now in ((0, 0.0), (1, 50.0)):
+        with pytest.raises(IncompatiblePeerError):
+            membership.on_exchange(gossip(state(f"x-{index}"), cluster="other"), now)
+    membership.tick(REAP - 1, random.Random(1))
+    assert list(membership.incompatible) == ["x-0", "x-1"]
+    membership.tick(REAP, random.Random(1))
+    assert list(membership.incompatible) == ["x-1"]
+    membership.tick(50.0 + REAP, random.Random(1))
+    assert not membership.incompatible
