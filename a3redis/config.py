@@ -72,6 +72,7 @@ class Config:
     shutdown_grace: float
     gossip_interval: float
     failure_timeout: float
+    dead_member_reap: float
     request_timeout: float
     peer_timeout: float
     hint_window: float
@@ -176,6 +177,12 @@ class Config:
             ),
             failure_timeout=read.value(
                 "FAILURE_TIMEOUT", "10", _float_in(0.5, 3600.0), "seconds, from 0.5 to 3600"
+            ),
+            dead_member_reap=read.value(
+                "DEAD_MEMBER_REAP",
+                str(72 * 3600),
+                _float_in(1.0, 365 * 86400.0),
+                "seconds, from 1 to 31536000",
             ),
             request_timeout=read.value(
                 "REQUEST_TIMEOUT", "3", _float_in(0.05, 600.0), "seconds, from 0.05 to 600"

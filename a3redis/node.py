@@ -138,6 +138,7 @@ async def run_node(
                     config.request_timeout,
                     hints,
                 )
+                await cluster.prepare_ring()
                 background.start_soon(hints.run_delivery, cluster, HINT_DELIVERY_INTERVAL)
                 gossip = GossipLoop(
                     config,
@@ -206,10 +207,12 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> Members
         Status.ALIVE,
         incarnation,
     )
-    settings = MembershipSettings(failure_timeout=config.failure_timeout)
+    settings = MembershipSettings(
+        failure_timeout=config.failure_timeout, dead_member_reap=config.dead_member_reap
+    )
     membership = Membership(me, config.cluster_name, config.replication_factor, settings)
-    saved = member_file.load()
-    membership.restore(saved, trio.current_time())
+    saved, status_ages = member_file.load(time.time())
+    membership.restore(saved, trio.current_time(), status_ages)
     if saved:
         log.info("restored %d members from %s", len(saved), member_file.path)
     return membership
@@ -224,16 +227,36 @@ def _membership_saver(
     data_dir: Path, membership: Membership, member_file: MemberFile
 ) -> Callable[[], None]:
     """Persist our incarnation whenever a refutation raises it, so a restart goes higher,
-    and the member table whenever it changes, so a restart knows the ring at once."""
+    and the member table whenever it changes, so a restart knows the ring at once.
+
+    A dead or left member is saved with the wall-clock second it became so, worked
+    out once per status change (so the file does not change with clock jitter)."""
     saved = membership.me.incarnation
+    saved_version = -1
+    # node id -> (status, incarnation, its `since` in wall-clock seconds)
+    since: dict[str, tuple[Status, int, int]] = {}
 
     def save_if_changed() -> None:
-        nonlocal saved
+        nonlocal saved, saved_version
         if membership.me.incarnation != saved:
             saved = membership.me.incarnation
             save_incarnation(data_dir, saved)
+        if membership.version == saved_version:
+            return
+        saved_version = membership.version
+        now_mono, now_wall = trio.current_time(), time.time()
+        members = membership.members()
+        for member in members:
+            age = membership.status_age(member.node_id, now_mono)
+            known = since.get(member.node_id)
+            if member.status not in (Status.DEAD, Status.LEFT) or age is None:
+                since.pop(member.node_id, None)
+            elif known is None or known[:2] != (member.status, member.incarnation):
+                since[member.node_id] = (member.status, member.incarnation, int(now_wall - age))
+        for node_id in set(since) - {member.node_id for member in members}:
+            del since[node_id]
         try:
-            member_file.save(membership.members())
+            member_file.save(members, {node_id: at for node_id, (_, _, at) in since.items()})
         except OSError as error:
             log.warning("cannot save %s: %s", member_file.path, error)
 
