@@ -11,7 +11,10 @@ round (a view that is still changing is not acted on), every record of a
 partition we do not own is applied on each of its owners, and dropped here
 (a purge entry, and only if it is still the same version) once every owner
 has durably answered for it. A partition with an owner that is down or
-does not answer stays for a later pass. Nothing leaves on a guess.
+does not answer stays for a later pass. Nothing leaves on a guess, and
+nothing goes to a member that is not alive: every owner's status is checked
+again before each batch it is sent, so a member that died (or was declared
+dead by gossip) during a pass gets nothing more until it is back.
 """
 
 from __future__ import annotations
@@ -113,8 +116,9 @@ class Handoff:
             found = (self._store.get(key) for key in keys[start : start + BATCH])
             batch: list[Record] = [record for record in found if record is not None]
             for owner in owners:
+                member = cluster.membership.get(owner)
                 link = cluster.link(owner)
-                if link is None:
+                if member is None or member.status is not Status.ALIVE or link is None:
                     return None
                 try:
                     # Any answer (stored, duplicate, or it holds newer) means the
