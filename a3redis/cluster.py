@@ -11,7 +11,8 @@ when membership says dead or left. A node given peers is `joining` until it
 knows one (from a peer's table or the one it saved): until then its ring
 would be itself alone, and nothing may be placed on it. Links to peers are
 created on first use, replaced when a peer's address changes, and supervised
-by the nursery given at construction (the node's), so none outlives the node.
+by the nursery given at construction (the node's), so none outlives the node,
+and closed once their member is forgotten, so made-up members leave no link behind.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Cluster:
         if self._ring is None or version != self._ring_version:
             self._ring_version = version
             self._ring_target = self._ring_members()
+            self._close_links_of_strangers()
             if self._ring is None:
                 self._ring = Ring(self._ring_target, self.replication_factor)
             elif self._rebuilding or frozenset(self._ring.members) == self._ring_target:
@@ -128,6 +130,13 @@ class Cluster:
             self._nursery.start_soon(link.run)
         self._links[node_id] = (member.grpc_addr, link)
         return link
+
+    def _close_links_of_strangers(self) -> None:
+        """Close the links of members that are no longer in the table (forgotten)."""
+        for node_id in [n for n in self._links if self.membership.get(n) is None]:
+            _, link = self._links.pop(node_id)
+            link.close()
+            self._channels.discard(link.address)
 
     def links(self) -> list[PeerLink]:
         return [link for _, link in self._links.values()]

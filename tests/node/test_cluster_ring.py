@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import time
 
+import pytest
 import trio
 
 from a3redis.channels import ChannelPool
@@ -16,6 +18,7 @@ from a3redis.core.membership import (
     Status,
 )
 from a3redis.core.ring import Ring
+from a3redis.peers import PeerUnavailableError
 
 
 def member(node_id: str) -> MemberState:
@@ -68,3 +71,23 @@ async def test_a_thousand_members_at_once_join_the_ring_off_the_event_loop() -> 
     assert [ring.partition_owners(p) for p in range(0, 4096, 97)] == [
         fresh.partition_owners(p) for p in range(0, 4096, 97)
     ]
+
+
+async def test_the_link_to_a_forgotten_member_is_closed() -> None:
+    settings = MembershipSettings(failure_timeout=1.0, dead_member_reap=1.0)
+    membership = Membership(member("node-0"), "c", 1, settings)
+    ghost = MemberState("ghost", "127.0.0.1:1", "127.0.0.1:2", Status.ALIVE, 1)
+    membership.on_exchange(GossipMessage("c", 1, "ghost", (ghost,)), 0.0)
+    async with ChannelPool.open(1.0, None) as channels, trio.open_nursery() as nursery:
+        cluster = Cluster(membership, 1, channels, nursery, 1.0)
+        link = cluster.link("ghost")
+        assert link is not None and cluster.links() == [link]
+        rng = random.Random(1)
+        membership.tick(1.0, rng)  # dead
+        assert "ghost" in cluster.ring.members and cluster.links() == [link]
+        membership.tick(2.0, rng)  # forgotten
+        assert cluster.ring.members == ("node-0",)
+        assert cluster.links() == [] and cluster.link("ghost") is None
+        with pytest.raises(PeerUnavailableError):
+            await link.apply([])
+        nursery.cancel_scope.cancel()
