@@ -71,8 +71,12 @@ async def cluster(
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # the node processes inherit it
     nodes = three_nodes(node_factory, **FAST)
+    # All at once: a port chosen for a node that starts later could meanwhile become
+    # the source port of an earlier node's connection.
     for node in nodes:
-        node.start()
+        node.start(wait=False)
+    for node in nodes:
+        node.wait_ready()
     wait_for(lambda: all(statuses(n) == EVERYONE for n in nodes), 15, "all alive")
     async with Client.connect(nodes[0].endpoint) as client:
         for start in range(0, len(KEYS), 50):
