@@ -65,6 +65,8 @@ LOG_INTERVAL = 60.0
 # a peer sends one or two per GOSSIP_INTERVAL, and a host may run many nodes.
 MIN_GOSSIP_RATE_PER_HOST = 50.0
 RATE_LIMITED_HOSTS = 1024
+# Members named in the one log line a round that says which were forgotten.
+FORGOTTEN_NAMED = 5
 
 
 def start_incarnation(data_dir: Path, wall_ms: int) -> int:
@@ -230,14 +232,7 @@ class GossipLoop:
             nursery.start_soon(self._resolve_seeds)
             while not stop.is_set():
                 probes = self.membership.tick(trio.current_time(), self._rng)
-                for gone in self.membership.take_forgotten():
-                    log.warning(
-                        "forgot %s (%s for DEAD_MEMBER_REAP=%gs): it is out of the ring, "
-                        "its partitions move to the other nodes",
-                        gone.node_id,
-                        gone.status.name.lower(),
-                        self.config.dead_member_reap,
-                    )
+                self._log_forgotten(self.membership.take_forgotten())
                 self._on_change()
                 for probe in probes:
                     nursery.start_soon(self._probe, probe)
@@ -245,6 +240,20 @@ class GossipLoop:
                     await stop.wait()
             nursery.cancel_scope.cancel()
         await self._announce_leave()
+
+    def _log_forgotten(self, gone: list[MemberState]) -> None:
+        # One line per tick, however many (a flood of made-up members dies together).
+        if not gone:
+            return
+        names = ", ".join(member.node_id for member in gone[:FORGOTTEN_NAMED])
+        more = f" and {len(gone) - FORGOTTEN_NAMED} more" if len(gone) > FORGOTTEN_NAMED else ""
+        log.warning(
+            "forgot %s%s (dead or left for DEAD_MEMBER_REAP=%gs): out of the ring, "
+            "their partitions move to the other nodes",
+            names,
+            more,
+            self.config.dead_member_reap,
+        )
 
     async def _announce_leave(self) -> None:
         probes = self.membership.leave(trio.current_time())

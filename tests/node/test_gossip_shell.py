@@ -10,6 +10,8 @@ from typing import Any, cast
 
 import httpx
 import pytest
+import trio
+import trio.testing
 
 from a3redis.channels import ChannelPool
 from a3redis.config import Config
@@ -23,6 +25,7 @@ from a3redis.core.membership import (
     Status,
 )
 from a3redis.gossip import GossipLoop, MemberFile, save_incarnation, start_incarnation
+from a3redis.node import SAVE_EVERY_CHANGE_UP_TO, MembershipSaver
 
 WALL_MS = 1_700_000_000_000
 
@@ -174,3 +177,35 @@ async def test_a_new_sender_is_refused_503_once_the_table_is_full() -> None:
     status, answer = loop.serve_exchange(body("one-too-many"), "10.0.0.9")
     assert status == 503 and "MAX_MEMBERS=1024" in str(answer["error"])
     assert "one-too-many" not in {m.node_id for m in loop.membership.members()}
+
+
+async def test_a_big_member_table_is_saved_once_a_second_and_at_shutdown(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    me = MemberState("node-1", "h:1", "h:2", Status.ALIVE, 5)
+    membership = Membership(me, "c", 3, MembershipSettings())
+    member_file = MemberFile(tmp_path, "c")
+    saver = MembershipSaver(tmp_path, membership, member_file)
+
+    def saved() -> int:
+        return len(member_file.load(0.0)[0])
+
+    def learn(node_id: str) -> None:
+        member = MemberState(node_id, "h:1", "h:2", Status.ALIVE, 1)
+        membership.on_exchange(GossipMessage("c", 3, node_id, (member,)), trio.current_time())
+        saver()
+
+    for index in range(SAVE_EVERY_CHANGE_UP_TO - 1):
+        learn(f"n-{index}")
+        assert saved() == index + 2  # up to SAVE_EVERY_CHANGE_UP_TO members: every change
+    learn("one-more")  # a big table now: saved, then not again within the second
+    assert saved() == SAVE_EVERY_CHANGE_UP_TO + 1
+    learn("and-another")
+    assert saved() == SAVE_EVERY_CHANGE_UP_TO + 1
+    mock_clock.jump(1.0)
+    saver()
+    assert saved() == SAVE_EVERY_CHANGE_UP_TO + 2
+    learn("last")
+    assert saved() == SAVE_EVERY_CHANGE_UP_TO + 2
+    saver.flush()
+    assert saved() == SAVE_EVERY_CHANGE_UP_TO + 3
