@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,18 +70,35 @@ async def cluster(
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # the node processes inherit it
-    nodes = three_nodes(node_factory, **FAST)
-    # All at once: a port chosen for a node that starts later could meanwhile become
-    # the source port of an earlier node's connection.
-    for node in nodes:
-        node.start(wait=False)
-    for node in nodes:
-        node.wait_ready()
+    nodes = start_all(lambda: three_nodes(node_factory, **FAST))
     wait_for(lambda: all(statuses(n) == EVERYONE for n in nodes), 15, "all alive")
     async with Client.connect(nodes[0].endpoint) as client:
         for start in range(0, len(KEYS), 50):
             await client.batch_put([(k, b"v1-" + k) for k in KEYS[start : start + 50]], QUORUM)
     return Cluster(nodes, tmp_path, cwd)
+
+
+def start_all(make: Callable[[], list[NodeProcess]]) -> list[NodeProcess]:
+    """Start the nodes `make` returns, all at once; on new ports if one was taken.
+
+    A port picked for a node is free when picked, but on a busy host any process's
+    outgoing connection may take it as its source port before the node binds it.
+    """
+    for attempt in range(3):
+        nodes = make()
+        for node in nodes:
+            node.start(wait=False)
+        try:
+            for node in nodes:
+                node.wait_ready()
+        except AssertionError as error:
+            for node in nodes:
+                node.kill()
+            if "Address already in use" not in str(error) or attempt == 2:
+                raise
+            continue
+        return nodes
+    raise AssertionError("unreachable")
 
 
 def post(node: NodeProcess, body: bytes, source: str = ATTACKER) -> tuple[int, Any]:
@@ -402,7 +419,7 @@ def refusing_peer(status: int) -> Iterator[int]:
 def test_a_node_leaving_exits_0_whatever_its_peers_answer(
     node_factory: NodeFactory, answer: int
 ) -> None:
-    node = node_factory("solo", FAILURE_TIMEOUT="30").start()
+    (node,) = start_all(lambda: [node_factory("solo", FAILURE_TIMEOUT="30")])
     with refusing_peer(answer) as port:
         peer = member("refuser", port)
         status, _ = post(node, message(peer, replication_factor=1))
@@ -420,7 +437,7 @@ def test_a_node_leaving_exits_0_whatever_its_peers_answer(
 def test_cluster_status_announces_a_dead_member_and_then_that_it_was_forgotten(
     node_factory: NodeFactory,
 ) -> None:
-    node = node_factory("solo", FAILURE_TIMEOUT="1", DEAD_MEMBER_REAP="8").start()
+    (node,) = start_all(lambda: [node_factory("solo", FAILURE_TIMEOUT="1", DEAD_MEMBER_REAP="8")])
     assert post(node, message(member("ghost", free_port()), replication_factor=1))[0] == 200
     wait_for(lambda: statuses(node).get("ghost") == "dead", 10, "the ghost is dead")
     status = run_cli("cluster", "status", "--endpoint", node.endpoint)
