@@ -61,6 +61,15 @@ class NodeHttp:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgottenMember:
+    """A member the node forgot after DEAD_MEMBER_REAP (it is out of the ring)."""
+
+    node_id: str
+    status: str  # what it was when forgotten: dead or left
+    forgotten_at: float  # wall-clock seconds
+
+
+@dataclass(frozen=True, slots=True)
 class RingInfo:
     """The ring one node acts on: what its `/api/ring` says."""
 
@@ -68,14 +77,22 @@ class RingInfo:
     members: tuple[str, ...]
     replication_factor: int
     partitions: int
+    forgotten: tuple[ForgottenMember, ...] = ()
+    dead_member_reap: float | None = None  # older nodes do not say
 
     @classmethod
     def from_json(cls, node_id: str, body: dict[str, Any]) -> RingInfo:
+        reap = body.get("dead_member_reap")
         return cls(
             node_id,
             tuple(body["members"]),
             int(body["replication_factor"]),
             int(body["partitions"]),
+            tuple(
+                ForgottenMember(str(f["node_id"]), str(f["status"]), float(f["forgotten_at"]))
+                for f in body.get("forgotten") or ()
+            ),
+            None if reap is None else float(reap),
         )
 
     def ring(self) -> Ring:
@@ -103,6 +120,8 @@ class MemberStatus:
     last_repair_at: float | None = None  # wall-clock seconds
     ring_agrees: bool | None = None  # its ring places keys as the entry node's does
     error: str | None = None
+    since: float | None = None  # dead or left: since when (wall-clock seconds)
+    forget_in: float | None = None  # dead or left: seconds until it is forgotten
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +173,8 @@ async def _member_status(
         incarnation=entry.get("incarnation"),
         reachable=False,
         share=shares.get(node_id),
+        since=_number(entry.get("since")),
+        forget_in=_number(entry.get("forget_in")),
     )
     if status not in _ASKED or not base.gossip_addr:
         return base
@@ -176,6 +197,10 @@ async def _member_status(
     )
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 # ----- rendering ------------------------------------------------------------------------
 
 
@@ -185,6 +210,8 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
         "replication_factor": status.ring.replication_factor,
         "partitions": status.ring.partitions,
         "members": [asdict(row) for row in status.members],
+        "forgotten": [asdict(gone) for gone in status.ring.forgotten],
+        "dead_member_reap": status.ring.dead_member_reap,
     }
 
 
@@ -214,6 +241,18 @@ def status_text(status: ClusterStatus, now: float) -> str:
             lines.append(f"note: {m.node_id} places keys on a different ring (not converged yet?)")
         if m.error:
             lines.append(f"note: {m.node_id}: {m.error}")
+        if m.status in ("dead", "left") and m.forget_in is not None:
+            gone_for = "" if m.since is None else f" for {age(now - m.since)}"
+            lines.append(
+                f"note: {m.node_id} has been {m.status}{gone_for}; it will be forgotten "
+                f"(taken out of the ring, its partitions moved to the others) in "
+                f"{age(m.forget_in)} (DEAD_MEMBER_REAP)"
+            )
+    for gone in ring.forgotten:
+        lines.append(
+            f"note: {gone.node_id} was forgotten {age(now - gone.forgotten_at)} ago after being "
+            f"{gone.status} for DEAD_MEMBER_REAP: it is no longer in the ring"
+        )
     return "\n".join(lines)
 
 

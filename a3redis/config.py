@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from a3redis.core.consistency import Consistency
-from a3redis.core.validation import NODE_ID_FORM, Limits, is_node_id
+from a3redis.core.names import NODE_ID_RULE, is_host, is_node_id, split_address
+from a3redis.core.validation import Limits
 from a3redis.logs import LogFormat
 from a3redis.storage.store import FsyncPolicy
 
@@ -41,24 +42,13 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
-        """`HOST:PORT`, or `[IPV6]:PORT`; the port is from 1 to 65535."""
+        """`HOST:PORT`, or `[IPV6]:PORT`; the port is from 1 to 65535 (a3redis.core.names)."""
         text = text.strip()
-        if text.startswith("["):
-            host, bracket, rest = text[1:].partition("]")
-            if not bracket or not rest.startswith(":"):
-                raise ValueError(f"{text!r} is not [IPV6]:PORT")
-            port_text = rest[1:]
-        else:
-            host, _, port_text = text.rpartition(":")
-            if ":" in host:
-                raise ValueError(f"{text!r} is not HOST:PORT (an IPv6 host needs [brackets])")
-        if (
-            not _is_host(host)
-            or not (port_text.isascii() and port_text.isdigit())
-            or not 0 < int(port_text) < 65536
-        ):
-            raise ValueError(f"{text!r} is not HOST:PORT")
-        return cls(host, int(port_text))
+        try:
+            host, port = split_address(text)
+        except ValueError:
+            raise ValueError(f"{text[:300]!r} is not HOST:PORT or [IPV6]:PORT") from None
+        return cls(host, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +72,7 @@ class Config:
     shutdown_grace: float
     gossip_interval: float
     failure_timeout: float
+    dead_member_reap: float
     request_timeout: float
     peer_timeout: float
     hint_window: float
@@ -134,7 +125,7 @@ class Config:
                 "NODE_ID",
                 f"node-{node_num}",
                 _node_id,
-                NODE_ID_FORM,
+                NODE_ID_RULE,
             ),
             grpc_port=read.value(
                 "GRPC_PORT",
@@ -163,7 +154,7 @@ class Config:
                 "CLUSTER_NAME",
                 "a3redis",
                 _node_id,
-                NODE_ID_FORM,
+                NODE_ID_RULE,
             ),
             data_dir=read.value("DATA_DIR", f"./data/node{node_num}", _path, "a directory path"),
             fsync=read.value(
@@ -193,6 +184,12 @@ class Config:
             ),
             failure_timeout=read.value(
                 "FAILURE_TIMEOUT", "10", _float_in(0.5, 3600.0), "seconds, from 0.5 to 3600"
+            ),
+            dead_member_reap=read.value(
+                "DEAD_MEMBER_REAP",
+                str(72 * 3600),
+                _float_in(1.0, 365 * 86400.0),
+                "seconds, from 1 to 31536000",
             ),
             request_timeout=read.value(
                 "REQUEST_TIMEOUT", "3", _float_in(0.05, 600.0), "seconds, from 0.05 to 600"
@@ -300,18 +297,14 @@ def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
 
 
 def _node_id(text: str) -> str:
-    # The form every version's node id is checked against (core.validation).
+    # The rule gossip applies to every id it hears (a3redis.core.names).
     if not is_node_id(text):
         raise ValueError("")
     return text
 
 
-def _is_host(text: str) -> bool:
-    return bool(text) and not any(char.isspace() or char in "/?#@[]" for char in text)
-
-
 def _host(text: str) -> str:
-    if not _is_host(text):
+    if not is_host(text):
         raise ValueError("")
     return text
 

@@ -1,13 +1,22 @@
 """The gossip shell: performs the membership core's probes over HTTP, on a timer.
 
-Rules: every decision is the core's (`Membership`); this module only keeps
-time, sends what `tick` returns, and feeds answers and failures back. One
-httpx client (on trio, connection reuse, short timeouts, bound to the node's
-own address) serves every probe. Seeds given as gRPC addresses (the seed's
-`PEERS` form) are resolved to gossip addresses with the `Describe` call;
-gossip addresses work too. A seed that is not up yet is retried with backoff
-and logged once. The member table is saved in DATA_DIR whenever it changes
-(`MemberFile`), so a restart begins with the ring it left with.
+Rules: every decision is the core's (`Membership`, and the throttles of
+a3redis.core.throttle); this module only keeps time, sends what `tick`
+returns, and feeds answers and failures back. One httpx client (on trio,
+connection reuse, short timeouts, bound to the node's own address) serves
+every probe. Seeds given as gRPC addresses (the seed's `PEERS` form) are
+resolved to gossip addresses with the `Describe` call; gossip addresses work
+too. A seed that is not up yet is retried with backoff and logged once. The
+member table is saved in DATA_DIR whenever it changes (`MemberFile`), so a
+restart begins with the ring it left with.
+
+Nothing a peer sends can stop this loop or the node: a request or an answer
+that is refused (malformed, incompatible, over a limit, over the sender's
+rate) is counted in `rejected` by endpoint and reason and logged at most
+once per source per LOG_INTERVAL; a probe's failure is the failure
+detector's business. Leaving announces itself to every live member and
+ends whatever they answer. Exceptions of any other kind are our own bugs
+and still stop the node.
 """
 
 from __future__ import annotations
@@ -15,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -25,13 +36,20 @@ import trio
 from a3redis.channels import ChannelPool
 from a3redis.config import Address, Config
 from a3redis.core.membership import (
+    MAX_INCARNATION,
+    MAX_MEMBERS,
+    MAX_MESSAGE_BYTES,
     GossipMessage,
     IncompatiblePeerError,
     Membership,
     MemberState,
     MessageError,
     Probe,
+    RefusedInput,
+    Status,
+    decode_message,
 )
+from a3redis.core.throttle import LogThrottle, Tally, TokenBuckets
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1.kv_grpc import KeyValueStub
 
@@ -41,14 +59,28 @@ INCARNATION_FILE = "incarnation"
 # Requests to peers must be short: a slow peer is what failure detection is for.
 PROBE_TIMEOUT = 1.0
 LEAVE_TIMEOUT = 0.5
+# A refused request is logged at most once per source (remote host) per this many seconds.
+LOG_INTERVAL = 60.0
+# Gossip requests per second each remote host may send (bursts of twice as many):
+# a peer sends one or two per GOSSIP_INTERVAL, and a host may run many nodes.
+MIN_GOSSIP_RATE_PER_HOST = 50.0
+RATE_LIMITED_HOSTS = 1024
+# Members named in the one log line a round that says which were forgotten.
+FORGOTTEN_NAMED = 5
 
 
 def start_incarnation(data_dir: Path, wall_ms: int) -> int:
-    """A fresh incarnation for this start: above any used before, even with a lost file."""
+    """A fresh incarnation for this start: above any used before, even with a lost file,
+    and never above MAX_INCARNATION (a file holding more, or no number, is ignored)."""
     stored = 0
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        stored = int((data_dir / INCARNATION_FILE).read_text().strip() or 0)
-    return max(stored + 1, wall_ms // 1000)
+    path = data_dir / INCARNATION_FILE
+    with contextlib.suppress(FileNotFoundError):
+        text = path.read_bytes()[:64].strip()
+        if text.isdigit() and len(text) <= 19 and int(text) <= MAX_INCARNATION:
+            stored = int(text)
+        elif text:
+            log.warning("ignoring %s: not an incarnation from 0 to 2^63-1", path)
+    return min(max(stored + 1, wall_ms // 1000), MAX_INCARNATION)
 
 
 def save_incarnation(data_dir: Path, incarnation: int) -> None:
@@ -61,7 +93,11 @@ class MemberFile:
     """The member table saved in DATA_DIR (JSON, replaced atomically when it changes).
 
     Losing it is safe (the node then waits to hear from a peer, as on its first
-    start), so it is not fsynced; a damaged file is ignored with a warning.
+    start), so it is not fsynced. What it holds is validated like gossip: a
+    damaged file is ignored and a bad entry (say, from an older release that
+    took ids or numbers it should not have) is skipped, with one warning. Dead
+    and left members carry `since` (wall-clock seconds of that status), so the
+    count towards forgetting them goes on across restarts.
     """
 
     NAME = "members.json"
@@ -72,31 +108,60 @@ class MemberFile:
         self.cluster = cluster
         self._saved: list[dict[str, object]] | None = None
 
-    def load(self) -> list[MemberState]:
+    def load(self, now_wall: float) -> tuple[list[MemberState], dict[str, float]]:
+        """The saved members, and for dead or left ones the seconds they have been so."""
         try:
-            raw = json.loads(self.path.read_text())
-            if raw.get("format") != self.FORMAT:
-                raise ValueError(f"unknown format {raw.get('format')!r}")
+            # A number too long to be anything we wrote makes its entry invalid, not the file.
+            raw = json.loads(self.path.read_bytes(), parse_int=_saved_int)
+            if not isinstance(raw, dict) or raw.get("format") != self.FORMAT:
+                raise ValueError("unknown format")
             if raw.get("cluster") != self.cluster:
                 log.warning(
-                    "ignoring %s: it belongs to cluster %r, not %r",
-                    self.path,
-                    raw.get("cluster"),
-                    self.cluster,
+                    "ignoring %s: it belongs to another cluster than %s", self.path, self.cluster
                 )
-                return []
-            states = [MemberState.from_json(entry) for entry in raw["members"]]
+                return [], {}
+            entries = raw.get("members")
+            if not isinstance(entries, list):
+                raise ValueError("no member list")
         except FileNotFoundError:
-            return []
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            log.warning("ignoring damaged %s: %s", self.path, error)
-            return []
+            return [], {}
+        except (ValueError, RecursionError) as error:
+            reason = "not JSON" if not isinstance(error, ValueError) else str(error)[:200]
+            log.warning("ignoring damaged %s: %s", self.path, reason)
+            return [], {}
+        states: list[MemberState] = []
+        seen: set[str] = set()
+        ages: dict[str, float] = {}
+        problems: list[str] = []
+        for index, entry in enumerate(entries[:MAX_MEMBERS]):
+            try:
+                state = MemberState.from_json(entry, f"members[{index}]")
+            except MessageError as error:
+                problems.append(str(error))
+                continue
+            if state.node_id in seen:
+                problems.append(f"members[{index}].id: {state.node_id} is listed twice")
+                continue
+            seen.add(state.node_id)
+            states.append(state)
+            since = entry.get("since")
+            if state.status in (Status.DEAD, Status.LEFT) and _is_seconds(since):
+                ages[state.node_id] = max(0.0, now_wall - since)
+        if len(entries) > MAX_MEMBERS:
+            problems.append(f"members: over {MAX_MEMBERS} entries (MAX_MEMBERS)")
+        if problems:
+            log.warning(
+                "%s: skipped %d bad entries (first: %s)", self.path, len(problems), problems[0]
+            )
         self._saved = [state.to_json() for state in states]
-        return states
+        return states, ages
 
-    def save(self, states: list[MemberState]) -> None:
+    def save(self, states: list[MemberState], since: dict[str, int] | None = None) -> None:
         """Write the table if it differs from what the file holds."""
         entries = [state.to_json() for state in states]
+        for entry in entries:
+            if since and entry["id"] in since:
+                entry["since"] = since[entry["id"]]
         if entries == self._saved:
             return
         temporary = self.path.with_suffix(".tmp")
@@ -104,6 +169,19 @@ class MemberFile:
         temporary.write_text(json.dumps(body, indent=1) + "\n")
         temporary.replace(self.path)
         self._saved = entries
+
+
+def _saved_int(literal: str) -> int:
+    return int(literal) if len(literal) <= 20 else -1
+
+
+def _is_seconds(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value < 1e11
+    )
 
 
 def seed_addresses(config: Config) -> list[Address]:
@@ -136,8 +214,13 @@ class GossipLoop:
         self._rng = rng
         self._on_change = on_change
         self._unresolved = seed_addresses(config)
-        self._warned: set[str] = set()
+        self._warned: set[str] = set()  # PEERS entries (from the config: bounded)
+        self._log_throttle = LogThrottle(LOG_INTERVAL)
+        rate = max(MIN_GOSSIP_RATE_PER_HOST, 10.0 / config.gossip_interval)
+        self._buckets = TokenBuckets(rate, 2 * rate, RATE_LIMITED_HOSTS)
         self.stats = {"probes": 0, "probe_failures": 0, "exchanges_served": 0, "rejected": 0}
+        # (endpoint, reason) -> requests or answers refused: what a3redis_rejected_total shows.
+        self.rejected = Tally()
 
     # ----- the loop -----------------------------------------------------------------------
 
@@ -149,6 +232,7 @@ class GossipLoop:
             nursery.start_soon(self._resolve_seeds)
             while not stop.is_set():
                 probes = self.membership.tick(trio.current_time(), self._rng)
+                self._log_forgotten(self.membership.take_forgotten())
                 self._on_change()
                 for probe in probes:
                     nursery.start_soon(self._probe, probe)
@@ -157,14 +241,35 @@ class GossipLoop:
             nursery.cancel_scope.cancel()
         await self._announce_leave()
 
+    def _log_forgotten(self, gone: list[MemberState]) -> None:
+        # One line per tick, however many (a flood of made-up members dies together).
+        if not gone:
+            return
+        names = ", ".join(member.node_id for member in gone[:FORGOTTEN_NAMED])
+        more = f" and {len(gone) - FORGOTTEN_NAMED} more" if len(gone) > FORGOTTEN_NAMED else ""
+        log.warning(
+            "forgot %s%s (dead or left for DEAD_MEMBER_REAP=%gs): out of the ring, "
+            "their partitions move to the other nodes",
+            names,
+            more,
+            self.config.dead_member_reap,
+        )
+
     async def _announce_leave(self) -> None:
         probes = self.membership.leave(trio.current_time())
         self._on_change()
         with trio.move_on_after(LEAVE_TIMEOUT):
             async with trio.open_nursery() as nursery:
                 for probe in probes:
-                    nursery.start_soon(self._post, probe)
+                    nursery.start_soon(self._tell_leaving, probe)
         log.info("announced leave to %d members", len(probes))
+
+    async def _tell_leaving(self, probe: Probe) -> None:
+        # Whatever the member answers (a refusal, garbage, nothing), we are leaving.
+        try:
+            await self._post(probe)
+        except RefusedInput as error:
+            log.debug("leave announcement to %s refused: %s", probe.gossip_addr, error)
 
     # ----- probing ------------------------------------------------------------------------
 
@@ -173,7 +278,7 @@ class GossipLoop:
         try:
             reply = await self._post(probe)
         except IncompatiblePeerError as error:
-            self._warn_once(probe.gossip_addr, f"refusing peer {probe.gossip_addr}: {error}")
+            self._refused("gossip_reply", probe.gossip_addr, error, "refused by the peer")
             return
         now = trio.current_time()
         if reply is None:
@@ -184,49 +289,86 @@ class GossipLoop:
             return
         try:
             self.membership.on_reply(probe, reply, now)
-        except IncompatiblePeerError as error:
-            self._warn_once(reply.sender, f"refusing peer {reply.sender}: {error}")
+        except RefusedInput as error:
+            self._refused("gossip_reply", probe.gossip_addr, error, f"refusing peer {reply.sender}")
         self._on_change()
 
     async def _post(self, probe: Probe) -> GossipMessage | None:
-        """POST the message; the reply, or None when the peer did not answer usefully."""
-        try:
-            response = await self._http.post(
-                f"http://{probe.gossip_addr}/gossip", json=probe.message.to_json()
+        """POST the message; the reply, or None when the peer did not answer usefully.
+
+        The answer is read up to MAX_MESSAGE_BYTES and within twice PROBE_TIMEOUT
+        in all: a peer that trickles or floods is a peer that did not answer.
+        """
+        body: bytes | None = None
+        status = 0
+        with trio.move_on_after(2 * PROBE_TIMEOUT) as deadline:
+            try:
+                async with self._http.stream(
+                    "POST", f"http://{probe.gossip_addr}/gossip", json=probe.message.to_json()
+                ) as response:
+                    status = response.status_code
+                    body = await _read_at_most(response, MAX_MESSAGE_BYTES)
+            except (httpx.HTTPError, httpx.InvalidURL) as error:
+                log.debug("gossip to %s: %s", probe.gossip_addr, type(error).__name__)
+                return None
+        if deadline.cancelled_caught:
+            log.debug(
+                "gossip to %s: no whole answer within %gs", probe.gossip_addr, 2 * PROBE_TIMEOUT
             )
-        except httpx.HTTPError:
             return None
-        if response.status_code == 409:
-            raise IncompatiblePeerError(_error_text(response))
-        if response.status_code != 200:
-            log.debug("gossip to %s: HTTP %d", probe.gossip_addr, response.status_code)
+        if body is None:
+            oversized = MessageError(f"body: over {MAX_MESSAGE_BYTES} bytes", "too_large")
+            self._refused("gossip_reply", probe.gossip_addr, oversized, "oversized gossip reply")
+            return None
+        if status == 409:
+            raise IncompatiblePeerError(_error_text(body))
+        if status != 200:
+            log.debug("gossip to %s: HTTP %d", probe.gossip_addr, status)
             return None
         try:
-            return GossipMessage.from_json(response.json())
-        except (MessageError, ValueError) as error:
-            log.warning("malformed gossip reply from %s: %s", probe.gossip_addr, error)
+            return decode_message(body)
+        except MessageError as error:
+            self._refused("gossip_reply", probe.gossip_addr, error, "malformed gossip reply")
             return None
 
-    def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.error("%s", text)
+    def _refused(self, endpoint: str, source: str, error: RefusedInput, what: str) -> None:
+        """Count a refusal; log it unless this source was logged within LOG_INTERVAL."""
+        self.rejected.add((endpoint, error.reason))
+        self.stats["rejected"] += 1
+        should, held_back = self._log_throttle.should_log(source, trio.current_time())
+        if should:
+            more = f" ({held_back} more from {source} since the last line)" if held_back else ""
+            log.warning("%s (%s): %s%s", what, source, error, more)
 
     # ----- serving ------------------------------------------------------------------------
 
-    def serve_exchange(self, body: str | bytes) -> tuple[int, dict[str, object]]:
-        """Handle a POST /gossip body; returns (HTTP status, JSON body)."""
+    def serve_exchange(
+        self, body: bytes, remote: str | None = None
+    ) -> tuple[int, dict[str, object]]:
+        """Handle a POST /gossip body from host `remote`; returns (HTTP status, JSON body)."""
+        now = trio.current_time()
+        source = remote or "unknown"
+        if not self._buckets.allow(source, now):
+            error = RefusedInput(
+                f"over {self._buckets.rate:g} gossip requests per second from {source}",
+                "rate_limited",
+            )
+            self._refused("gossip", source, error, "refused gossip")
+            return 429, {"error": str(error)}
         try:
-            message = GossipMessage.from_json(json.loads(body))
-        except (MessageError, ValueError, RecursionError) as error:
-            self.stats["rejected"] += 1
-            return 400, {"error": f"malformed gossip message: {error}"}
+            message = decode_message(body)
+        except MessageError as error:
+            self._refused("gossip", source, error, "refused gossip")
+            status = 413 if error.reason == "too_large" else 400
+            return status, {"error": f"malformed gossip message: {error}"}
         try:
-            reply = self.membership.on_exchange(message, trio.current_time())
+            reply = self.membership.on_exchange(message, now)
         except IncompatiblePeerError as error:
-            self.stats["rejected"] += 1
-            self._warn_once(message.sender, f"refusing peer {message.sender}: {error}")
+            self._refused("gossip", source, error, f"refusing peer {message.sender}")
             return 409, {"error": f"incompatible peer: {error}"}
+        except RefusedInput as error:
+            self._refused("gossip", source, error, "refused gossip")
+            return 503, {"error": str(error)}
         self.stats["exchanges_served"] += 1
         self._on_change()
         return 200, reply.to_json()
@@ -272,11 +414,26 @@ class GossipLoop:
         return None
 
 
-def _error_text(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("error", response.text))
-    except ValueError:
-        return response.text
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The response body, or None if it is longer than `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_text(body: bytes) -> str:
+    """A peer's refusal, for our log: its `error` text, shortened, printable ASCII."""
+    text: Any = None
+    with contextlib.suppress(ValueError, RecursionError):
+        text = json.loads(body).get("error") if body.startswith(b"{") else None
+    if not isinstance(text, str):
+        text = body[:200].decode("utf-8", "replace")
+    return str(text)[:300].encode("ascii", "replace").decode()
 
 
 def make_http_client(config: Config) -> httpx.AsyncClient:

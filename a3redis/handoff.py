@@ -13,6 +13,9 @@ partition we do not own is applied on each of its owners, and dropped here
 has durably answered for it. A partition with an owner that is down,
 does not answer or refuses a record (REJECTED: its limits or its clock
 disagree with ours) stays for a later pass. Nothing leaves on a guess.
+Nothing goes to a member that is not alive: every owner's status is checked
+again before each batch it is sent, so a member that died (or was declared
+dead by gossip) during a pass gets nothing more until it is back.
 Records are read as reads see them: one beyond the clock-skew bound is not
 handed off (every owner would refuse it) and stays until a write replaces it.
 """
@@ -120,8 +123,9 @@ class Handoff:
             if not batch:
                 continue
             for owner in owners:
+                member = cluster.membership.get(owner)
                 link = cluster.link(owner)
-                if link is None:
+                if member is None or member.status is not Status.ALIVE or link is None:
                     return None
                 try:
                     # Any answer but REJECTED (stored, duplicate, or it holds newer)

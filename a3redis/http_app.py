@@ -2,7 +2,10 @@
 
 Rules: handlers only render node state or hand a request body to the shell
 that owns it (gossip); they never block and never change stored data. A
-gossip body over MAX_GOSSIP_BYTES is refused (413) before it is read whole;
+gossip body over MAX_GOSSIP_BYTES (the core's MAX_MESSAGE_BYTES) is refused
+(413) before it is read whole; the gossip shell decides the rest (400 for a
+malformed message, 409 incompatible, 429 over the sender's rate, 503 when the
+member table is full), with a JSON `error` that names the field and the limit;
 a body that does not arrive within BODY_TIMEOUT is refused (408), and a
 connection silent for READ_TIMEOUT is closed.
 `serve_http` runs Hypercorn on a socket the node bound itself and stops it
@@ -28,13 +31,13 @@ from quart_trio import QuartTrio
 
 from a3redis import __version__, heap
 from a3redis.config import Config
-from a3redis.core.membership import summary
+from a3redis.core.membership import MAX_MESSAGE_BYTES, Status, summary
 from a3redis.gossip import GossipLoop
 from a3redis.metrics import NodeMetrics, process_usage
 from a3redis.repair import AntiEntropy
 from a3redis.storage.store import Store
 
-MAX_GOSSIP_BYTES = 4 * 1024 * 1024
+MAX_GOSSIP_BYTES = MAX_MESSAGE_BYTES
 # Seconds a request body may take to arrive whole (a gossip body is small).
 BODY_TIMEOUT = 10.0
 # Seconds a connection may stay silent mid-request before Hypercorn closes it.
@@ -78,11 +81,24 @@ class NodeView:
 
     def ring_json(self) -> dict[str, Any]:
         ring = self.repair.cluster.ring
+        membership = self.gossip.membership
+        now_wall, now_mono = time.time(), trio.current_time()
         return {
             "replication_factor": ring.replication_factor,
             "partitions": ring.partitions,
             "members": list(ring.members),
             "shares": ring.shares(),
+            # Members forgotten after DEAD_MEMBER_REAP (recently: within as long again).
+            "forgotten": [
+                {
+                    "node_id": gone.state.node_id,
+                    "status": gone.state.status.name.lower(),
+                    "incarnation": gone.state.incarnation,
+                    "forgotten_at": round(now_wall - (now_mono - gone.at), 3),
+                }
+                for gone in membership.forgotten()
+            ],
+            "dead_member_reap": self.config.dead_member_reap,
         }
 
     def membership_json(self) -> dict[str, Any]:
@@ -97,13 +113,18 @@ class NodeView:
                 if member.node_id == membership.node_id or alive_at is None
                 else (now_wall - (now_mono - alive_at))
             )
-            body[member.node_id] = {
+            entry = body[member.node_id] = {
                 "addr": member.grpc_addr,
                 "gossip_addr": member.gossip_addr,
                 "timestamp": int(heard),
                 "status": member.status.name.lower(),
                 "incarnation": member.incarnation,
             }
+            if member.status in (Status.DEAD, Status.LEFT):
+                age = membership.status_age(member.node_id, now_mono) or 0.0
+                # When it became dead or left, and when it will be forgotten (DEAD_MEMBER_REAP).
+                entry["since"] = int(now_wall - age)
+                entry["forget_in"] = round(membership.forget_in(member.node_id, now_mono) or 0.0)
         for peer in membership.incompatible.values():
             if peer.node_id not in body:
                 body[peer.node_id] = {
@@ -166,7 +187,9 @@ def create_app(view: NodeView) -> QuartTrio:
 
     @app.post("/gossip")
     async def gossip() -> tuple[dict[str, object], int]:
-        status, body = view.gossip.serve_exchange(await request.get_data(cache=False))
+        raw = await request.get_data(cache=False, as_text=False)
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+        status, body = view.gossip.serve_exchange(data, request.remote_addr)
         return body, status
 
     @app.post("/api/members/<node_id>/remove")

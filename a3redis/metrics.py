@@ -128,6 +128,15 @@ def counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)
 
 
+def labelled_counter(
+    name: str, documentation: str, labels: list[str], counts: dict[tuple[str, ...], int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for values, count in sorted(counts.items()):
+        family.add_metric(list(values), count)
+    return family
+
+
 def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
@@ -203,14 +212,6 @@ def node_source(
             "a3redis_read_repairs", "Stale replica copies fixed by reads", replication.read_repairs
         )
         yield gauge("a3redis_peer_links", "Links to peer nodes held open", len(kv.cluster.links()))
-        rejected = CounterMetricFamily(
-            "a3redis_rejected",
-            "Records and entries from other nodes refused by this node's checks",
-            labels=["endpoint", "reason"],
-        )
-        for (endpoint, reason), count in list(kv.rejections.counts.items()):
-            rejected.add_metric([endpoint, reason], count)
-        yield rejected
         yield counter(
             "a3redis_peer_keepalive_failures",
             "Keepalive pings to idle peer connections that failed (the channel was dropped)",
@@ -255,6 +256,40 @@ def node_source(
             "a3redis_gossip_exchanges_served", "Gossip exchanges answered", g["exchanges_served"]
         )
         yield counter("a3redis_gossip_rejected", "Gossip messages refused", g["rejected"])
-        yield from member_gauges(gossip.membership)
+        # One family for every refusal: the data path's (records, entries, answers)
+        # and gossip's (messages); their endpoints differ, so no series is shared.
+        refused: dict[tuple[str, ...], int] = dict(gossip.rejected.counts)
+        for labels, count in list(kv.rejections.counts.items()):
+            refused[labels] = refused.get(labels, 0) + count
+        yield labelled_counter(
+            "a3redis_rejected",
+            "Records, entries, answers and gossip messages refused (nothing changed), "
+            "by endpoint and reason",
+            ["endpoint", "reason"],
+            refused,
+        )
+        yield labelled_counter(
+            "a3redis_task_errors",
+            "Failures a background task survived (logged, then carried on), by task and reason",
+            ["task", "reason"],
+            hints.errors.counts,
+        )
+        membership = gossip.membership
+        yield counter(
+            "a3redis_members_refused",
+            "New members not admitted because the member table was full (MAX_MEMBERS)",
+            membership.members_refused,
+        )
+        yield counter(
+            "a3redis_member_claims_at_cap",
+            "Claims about this node at the highest incarnation (2^63-1; only a forgery gets there)",
+            membership.claims_at_cap,
+        )
+        yield gauge(
+            "a3redis_members_forgotten",
+            "Members forgotten after DEAD_MEMBER_REAP and still remembered as such",
+            len(membership.forgotten()),
+        )
+        yield from member_gauges(membership)
 
     return produce

@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -55,6 +54,8 @@ from a3redis.supervision import unwrap_single_group
 log = logging.getLogger("a3redis.node")
 
 HINT_DELIVERY_INTERVAL = 1.0
+# Member tables up to this size are saved on every change, larger ones once a second.
+SAVE_EVERY_CHANGE_UP_TO = 64
 
 
 class StartupError(Exception):
@@ -139,15 +140,10 @@ async def run_node(
                     config.request_timeout,
                     hints,
                 )
+                await cluster.prepare_ring()
                 background.start_soon(hints.run_delivery, cluster, HINT_DELIVERY_INTERVAL)
-                gossip = GossipLoop(
-                    config,
-                    membership,
-                    http,
-                    channels,
-                    random.Random(),
-                    _membership_saver(config.data_dir, membership, member_file),
-                )
+                saver = MembershipSaver(config.data_dir, membership, member_file)
+                gossip = GossipLoop(config, membership, http, channels, random.Random(), saver)
                 repair = AntiEntropy(
                     kv,
                     cluster,
@@ -197,6 +193,7 @@ async def run_node(
                     view.draining = True
                     log.info("shutting down: draining requests")
                 background.cancel_scope.cancel()
+                saver.flush()
         log.info("stopped cleanly")
     except DataDirError as error:
         raise StartupError(str(error)) from None
@@ -216,10 +213,12 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> Members
         Status.ALIVE,
         incarnation,
     )
-    settings = MembershipSettings(failure_timeout=config.failure_timeout)
+    settings = MembershipSettings(
+        failure_timeout=config.failure_timeout, dead_member_reap=config.dead_member_reap
+    )
     membership = Membership(me, config.cluster_name, config.replication_factor, settings)
-    saved = member_file.load()
-    membership.restore(saved, trio.current_time())
+    saved, status_ages = member_file.load(time.time())
+    membership.restore(saved, trio.current_time(), status_ages)
     if saved:
         log.info("restored %d members from %s", len(saved), member_file.path)
     return membership
@@ -230,24 +229,59 @@ def _local_host(config: Config) -> str | None:
     return None if config.bind_host in ("0.0.0.0", "::") else config.bind_host
 
 
-def _membership_saver(
-    data_dir: Path, membership: Membership, member_file: MemberFile
-) -> Callable[[], None]:
+class MembershipSaver:
     """Persist our incarnation whenever a refutation raises it, so a restart goes higher,
-    and the member table whenever it changes, so a restart knows the ring at once."""
-    saved = membership.me.incarnation
+    and the member table whenever it changes, so a restart knows the ring at once.
 
-    def save_if_changed() -> None:
-        nonlocal saved
-        if membership.me.incarnation != saved:
-            saved = membership.me.incarnation
-            save_incarnation(data_dir, saved)
+    A dead or left member is saved with the wall-clock second it became so, worked
+    out once per status change (so the file does not change with clock jitter). A
+    table of more than SAVE_EVERY_CHANGE_UP_TO members costs milliseconds to write, so
+    a stream of changes to it (a flood of made-up members) is saved once a second;
+    the gossip tick saves the last change, and `flush` saves it at shutdown.
+    """
+
+    def __init__(self, data_dir: Path, membership: Membership, member_file: MemberFile) -> None:
+        self._data_dir = data_dir
+        self._membership = membership
+        self._member_file = member_file
+        self._incarnation = membership.me.incarnation
+        self._version = -1
+        self._save_after = 0.0
+        # node id -> (status, incarnation, its `since` in wall-clock seconds)
+        self._since: dict[str, tuple[Status, int, int]] = {}
+
+    def __call__(self) -> None:
+        self._save(trio.current_time())
+
+    def flush(self) -> None:
+        self._save(trio.current_time(), force=True)
+
+    def _save(self, now_mono: float, force: bool = False) -> None:
+        membership = self._membership
+        if membership.me.incarnation != self._incarnation:
+            self._incarnation = membership.me.incarnation
+            save_incarnation(self._data_dir, self._incarnation)
+        if membership.version == self._version or (now_mono < self._save_after and not force):
+            return
+        self._version = membership.version
+        members = membership.members()
+        if len(members) > SAVE_EVERY_CHANGE_UP_TO:
+            self._save_after = now_mono + 1.0
+        now_wall = time.time()
+        since = self._since
+        for member in members:
+            age = membership.status_age(member.node_id, now_mono)
+            known = since.get(member.node_id)
+            if member.status not in (Status.DEAD, Status.LEFT) or age is None:
+                since.pop(member.node_id, None)
+            elif known is None or known[:2] != (member.status, member.incarnation):
+                since[member.node_id] = (member.status, member.incarnation, int(now_wall - age))
+        for node_id in set(since) - {member.node_id for member in members}:
+            del since[node_id]
         try:
-            member_file.save(membership.members())
+            self._member_file.save(members, {n: at for n, (_, _, at) in since.items()})
         except OSError as error:
-            log.warning("cannot save %s: %s", member_file.path, error)
-
-    return save_if_changed
+            log.warning("cannot save %s: %s", self._member_file.path, error)
 
 
 async def _main(config: Config) -> None:

@@ -19,30 +19,30 @@ from __future__ import annotations
 
 import enum
 import functools
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from a3redis.core import names
 from a3redis.core.hlc import MAX_LOGICAL, Version
+from a3redis.core.names import MAX_NAME_CHARS, NODE_ID_RULE
 from a3redis.core.record import Record
 
 # The largest wall time the wire (uint64) and the log format can carry.
 MAX_WALL_MS = 2**64 - 1
-MAX_NODE_ID_CHARS = 64
-NODE_ID_FORM = "1-64 letters, digits, '.', '_' or '-', starting alnum"
-_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def is_node_id(text: str) -> bool:
-    """Whether `text` has the form of a node id (and of a cluster name)."""
-    return len(text) <= MAX_NODE_ID_CHARS and _has_node_id_form(text)
+# The form of a node id is a3redis.core.names' rule, the one gossip and NODE_ID use.
+NODE_ID_FORM = NODE_ID_RULE
 
 
 # Versions name a handful of nodes, millions of times: a cached answer costs
 # a third of the regular expression (and a long text never gets this far).
 @functools.lru_cache(maxsize=1024)
-def _has_node_id_form(text: str) -> bool:
-    return _NODE_ID.fullmatch(text) is not None
+def _is_node_id_cached(text: str) -> bool:
+    return names.is_node_id(text)
+
+
+def is_node_id(text: str) -> bool:
+    """Whether `text` has the form of a node id (and of a cluster name)."""
+    return len(text) <= MAX_NAME_CHARS and _is_node_id_cached(text)
 
 
 class Reason(enum.StrEnum):

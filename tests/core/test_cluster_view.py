@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from a3redis.cluster_view import (
     ClusterStatus,
+    ForgottenMember,
     MemberStatus,
     RingInfo,
     key_owners_json,
@@ -60,3 +61,26 @@ def test_status_text_shows_unreachable_members_and_repair_age() -> None:
     assert lines[2].split()[3:5] == ["alive", "(unreachable)"]
     assert lines[3].split()[3] == "incompatible"  # another cluster: not asked, not unreachable
     assert "note: node-2: refused" in text
+
+
+def test_status_text_announces_when_a_dead_member_will_be_and_was_forgotten() -> None:
+    ring = RingInfo(
+        "node-1",
+        ("node-1", "node-2"),
+        2,
+        64,
+        (ForgottenMember("node-9", "dead", 1000.0 - 3 * 3600),),
+        72 * 3600.0,
+    )
+    rows = [
+        MemberStatus("node-1", "h:1", "h:11", "alive", 7, True, 10, 0.5, 3, 1000.0, True),
+        MemberStatus(
+            "node-2", "h:2", "h:12", "dead", 8, False, since=1000.0 - 7200, forget_in=64800.0
+        ),
+    ]
+    text = status_text(ClusterStatus("node-1", ring, rows), now=1000.0)
+    assert (
+        "note: node-2 has been dead for 2.0h; it will be forgotten (taken out of the ring, "
+        "its partitions moved to the others) in 18.0h (DEAD_MEMBER_REAP)"
+    ) in text
+    assert "note: node-9 was forgotten 3.0h ago after being dead for DEAD_MEMBER_REAP" in text

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
+import pytest
+import trio
+
+from a3redis.cluster import Cluster
 from a3redis.core.hlc import Version
+from a3redis.core.membership import (
+    GossipMessage,
+    Membership,
+    MembershipSettings,
+    MemberState,
+    Status,
+)
 from a3redis.core.record import Record
-from a3redis.hints import HintStore
+from a3redis.hints import REWRITE_SLACK, HintStore
 
 
 def rec(key: bytes, wall: int, value: bytes | None = b"v") -> Record:
@@ -49,3 +62,80 @@ async def test_a_torn_hints_file_keeps_its_whole_records(tmp_path: Path) -> None
     reopened = HintStore(tmp_path, window_s=3600, wall_ms=lambda: 5_000)
     reopened.load()
     assert reopened.pending() == {"node-2": 2}
+
+
+async def test_a_hint_file_is_only_ever_named_by_a_valid_id_inside_its_directory(
+    tmp_path: Path,
+) -> None:
+    hints = HintStore(tmp_path / "hints", window_s=3600, wall_ms=lambda: 5_000)
+    hints.load()
+    for odd in ("../../x", "a/b", "x" * 256, "\ud800", ".", ""):
+        with pytest.raises(AssertionError):
+            await hints.store(odd, [rec(b"a", 4_000)])
+    await hints.store("node-2", [rec(b"a", 4_000)])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["hints", "node-2.hints"]
+
+
+async def test_files_an_older_release_named_badly_are_left_alone_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "hints"
+    directory.mkdir()
+    (directory / "a b.hints").write_bytes(b"whatever")
+    (directory / "-x.hints").write_bytes(b"whatever")
+    (directory / "dir.hints").mkdir()
+    hints = HintStore(directory, window_s=3600, wall_ms=lambda: 5_000)
+    hints.load()
+    assert hints.pending() == {}
+    assert (directory / "a b.hints").exists() and (directory / "dir.hints").is_dir()
+    assert caplog.text.count("not named by a valid node id") == 1
+
+
+async def test_the_file_of_a_target_that_stays_down_is_rewritten_not_grown(
+    tmp_path: Path,
+) -> None:
+    """A dead target's file held every overwrite until delivery, which never came."""
+    now = 1_000_000
+    hints = HintStore(tmp_path, window_s=3600, wall_ms=lambda: now)
+    hints.load()
+    membership = Membership(
+        MemberState("node-1", "a:1", "a:2", Status.ALIVE, 1), "c", 3, MembershipSettings()
+    )
+    membership.on_exchange(
+        GossipMessage("c", 3, "node-2", (MemberState("node-2", "b:1", "b:2", Status.DEAD, 1),)),
+        0.0,
+    )
+    for round_ in range(3):
+        for start in range(0, REWRITE_SLACK, 100):
+            await hints.store(
+                "node-2", [rec(b"k%d" % (start + i % 10), now - 9 + round_) for i in range(100)]
+            )
+    grown = (tmp_path / "node-2.hints").stat().st_size
+    cluster = cast(Cluster, SimpleNamespace(membership=membership))
+    with trio.move_on_after(0.5):
+        await hints.run_delivery(cluster, interval=0.1)
+    assert (tmp_path / "node-2.hints").stat().st_size < grown / 10
+    reopened = HintStore(tmp_path, window_s=3600, wall_ms=lambda: now)
+    reopened.load()
+    assert reopened.pending() == hints.pending() == {"node-2": len(hints._hints["node-2"])}
+    # Once the hints expire, the file goes.
+    now += 3_600_001
+    with trio.move_on_after(0.5):
+        await hints.run_delivery(cluster, interval=0.1)
+    assert not (tmp_path / "node-2.hints").exists()
+
+
+async def test_a_disk_error_keeping_hints_is_counted_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hints = HintStore(tmp_path / "hints", window_s=3600, wall_ms=lambda: 5_000)
+    hints.load()
+
+    def disk_full(path: Path, payloads: list[bytes]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(HintStore, "_append", staticmethod(disk_full))
+    await hints.store("node-2", [rec(b"a", 4_000)])
+    await hints.store("node-2", [rec(b"b", 4_000)])
+    assert hints.pending() == {"node-2": 2}  # kept in memory
+    assert hints.errors.counts == {("hints_store", "OSError"): 2}
