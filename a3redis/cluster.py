@@ -133,8 +133,8 @@ class Cluster:
         return link
 
     def _close_links_of_strangers(self) -> None:
-        """Close the links of members that are no longer in the table (forgotten)."""
-        for node_id in [n for n in self._links if self.membership.get(n) is None]:
+        """Close the links of members that left or are no longer in the table (forgotten)."""
+        for node_id in [n for n in self._links if n not in self._ring_target]:
             _, link = self._links.pop(node_id)
             link.close()
             self._channels.discard(link.address)

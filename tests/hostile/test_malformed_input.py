@@ -77,7 +77,7 @@ def test_a_huge_node_id_is_refused_precisely_not_internal(node: NodeProcess) -> 
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert message == (
             "after.node_id is 70000 characters long; a node id is 1-64 letters, digits, "
-            "'.', '_' or '-', starting alnum"
+            "'.', '_' or '-', starting with a letter or digit"
         )
         code, message = refused(raw.put, b"k", b"v", after=pb.Version(wall_ms=1, node_id=""))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(

@@ -49,6 +49,9 @@ class Holder:
     def get(self, key: bytes) -> Record | None:
         return self.records.get(key)
 
+    def read(self, keys: Sequence[bytes]) -> list[Record | None]:
+        return [self.records.get(key) for key in keys]
+
     async def purge(self, batch: list[Record]) -> int:
         self.purged += [record.key for record in batch]
         return len(batch)
@@ -81,7 +84,9 @@ async def test_an_owner_that_stops_answering_during_a_pass_is_sent_nothing_more(
     async def no_pacing(count: int) -> None:
         pass
 
-    handoff = Handoff(cast(Store, holder), cast(Cluster, cluster), the_index, no_pacing)
+    handoff = Handoff(
+        cast(Store, holder), holder.read, cast(Cluster, cluster), the_index, no_pacing
+    )
     assert await handoff.run_pass() == 0  # the first pass only sees the ring
     await handoff.run_pass()
     # The first batch went (and, answered, left here); then the owner was suspect: no more.
