@@ -24,7 +24,6 @@ import errno
 import functools
 import logging
 import socket
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -46,6 +45,7 @@ from purerpc.wrappers import (
 )
 
 from a3redis import h2_tuning
+from a3redis.core.throttle import LogThrottle
 from a3redis.grpc_socket import InboundBudget, LeanSocket, LeanStream
 
 log = logging.getLogger(__name__)
@@ -145,14 +145,14 @@ class ConnectionStats:
     dropped_silent: int = 0
     accept_errors: int = 0
     budget: InboundBudget = field(default_factory=lambda: InboundBudget(INBOUND_BUFFER_LIMIT))
-    _last_logged: dict[str, float] = field(default_factory=dict)
+    _log: LogThrottle = field(default_factory=lambda: LogThrottle(LOG_INTERVAL))
 
     def log_throttled(self, what: str, message: str, *args: object) -> None:
         """Log `message` at most once per LOG_INTERVAL for each kind of event."""
-        now = time.monotonic()
-        if now - self._last_logged.get(what, -LOG_INTERVAL) >= LOG_INTERVAL:
-            self._last_logged[what] = now
-            log.warning(message, *args)
+        due, held_back = self._log.should_log(what, trio.current_time())
+        if due:
+            suffix = f" ({held_back} more since the last line)" if held_back else ""
+            log.warning(message + suffix, *args)
 
 
 class _Connection(ConnectionHandler):  # type: ignore[misc]
