@@ -216,7 +216,13 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> Members
     settings = MembershipSettings(
         failure_timeout=config.failure_timeout, dead_member_reap=config.dead_member_reap
     )
-    membership = Membership(me, config.cluster_name, config.replication_factor, settings)
+    membership = Membership(
+        me,
+        config.cluster_name,
+        config.replication_factor,
+        settings,
+        limits=(config.limits.max_key_bytes, config.limits.max_value_bytes),
+    )
     saved, status_ages = member_file.load(time.time())
     membership.restore(saved, trio.current_time(), status_ages)
     if saved:

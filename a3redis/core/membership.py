@@ -54,8 +54,11 @@ Rules:
   member beyond that is not admitted; a new sender is refused with
   TableFullError) and MAX_INCOMPATIBLE refused peers (least recently heard
   forgotten first, and any not heard from for `dead_member_reap`).
-- Peers from another cluster, with another replication factor or with our
-  own node id are refused and remembered as incompatible, never merged.
+- Peers from another cluster, with another replication factor, other key
+  or value limits (MAX_KEY_BYTES/MAX_VALUE_BYTES: a record one accepts the
+  other would refuse to replicate) or with our own node id are refused and
+  remembered as incompatible, never merged. A release that does not
+  announce its limits is not refused for them (a rolling upgrade).
 - A restarted node restores the table it saved (`restore`): it knows the
   ring before any peer answers, so it never takes a ring of itself alone
   for the cluster. `joined` says whether we know another ring member.
@@ -188,6 +191,22 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# Wider than any node accepts (config: keys up to 65,535 bytes, values up to 16 MiB).
+MAX_ANNOUNCED_LIMIT = 2**32
+
+
+def _limits_from_json(raw: dict[str, Any]) -> tuple[int, int] | None:
+    """The sender's (MAX_KEY_BYTES, MAX_VALUE_BYTES), both or neither (older releases)."""
+    key, value = raw.get("max_key_bytes"), raw.get("max_value_bytes")
+    if key is None and value is None:
+        return None
+    for name, number in (("max_key_bytes", key), ("max_value_bytes", value)):
+        if not _is_int(number) or not 0 <= number <= MAX_ANNOUNCED_LIMIT:
+            raise MessageError(f"{name}: must be an integer from 0 to {MAX_ANNOUNCED_LIMIT}")
+    assert _is_int(key) and _is_int(value)
+    return key, value
+
+
 def supersedes(new: MemberState, old: MemberState | None, *, own_word: bool = False) -> bool:
     """Whether gossip about `new` replaces what we believe (`old`).
 
@@ -212,6 +231,8 @@ class GossipMessage:
     # Seconds since the sender's freshest evidence that each member was alive.
     ages: Mapping[str, float] = field(default_factory=dict)
     protocol: int = PROTOCOL_VERSION
+    # The sender's (MAX_KEY_BYTES, MAX_VALUE_BYTES); None from a release that does not say.
+    limits: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         members = []
@@ -221,13 +242,16 @@ class GossipMessage:
             if age is not None:
                 entry["age"] = round(age, 3)
             members.append(entry)
-        return {
+        body: dict[str, Any] = {
             "protocol": self.protocol,
             "cluster": self.cluster,
             "replication_factor": self.replication_factor,
             "sender": self.sender,
             "members": members,
         }
+        if self.limits is not None:
+            body["max_key_bytes"], body["max_value_bytes"] = self.limits
+        return body
 
     @classmethod
     def from_json(cls, raw: Any) -> GossipMessage:
@@ -253,6 +277,7 @@ class GossipMessage:
             )
         if not is_node_id(sender):
             raise MessageError(f"sender: must be {NODE_ID_RULE}")
+        limits = _limits_from_json(raw)
         if not isinstance(members, list) or not 0 < len(members) <= MAX_MEMBERS:
             raise MessageError(f"members: must be a list of 1 to {MAX_MEMBERS} (MAX_MEMBERS)")
         states: list[MemberState] = []
@@ -278,7 +303,7 @@ class GossipMessage:
             ages[state.node_id] = float(age)
         if sender not in seen:
             raise MessageError("members: the sender must list itself among the members")
-        return cls(cluster, factor, sender, tuple(states), ages)
+        return cls(cluster, factor, sender, tuple(states), ages, limits=limits)
 
 
 def decode_message(body: bytes) -> GossipMessage:
@@ -394,6 +419,9 @@ class Membership:
     members_refused: int = 0
     # Claims about this node at MAX_INCARNATION (only a forgery gets there).
     claims_at_cap: int = 0
+    # Our (MAX_KEY_BYTES, MAX_VALUE_BYTES): a peer that announces others is refused,
+    # since a record one of us accepts the other would refuse to replicate.
+    limits: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self._members[self.me.node_id] = self.me
@@ -462,7 +490,12 @@ class Membership:
         ages = {node_id: max(0.0, now - local.alive_at) for node_id, local in self._local.items()}
         ages[self.node_id] = 0.0
         return GossipMessage(
-            self.cluster, self.replication_factor, self.node_id, tuple(self._members.values()), ages
+            self.cluster,
+            self.replication_factor,
+            self.node_id,
+            tuple(self._members.values()),
+            ages,
+            limits=self.limits,
         )
 
     # ----- configuration ----------------------------------------------------------------------
@@ -596,6 +629,12 @@ class Membership:
         if message.replication_factor != self.replication_factor:
             reasons.append(
                 f"REPLICATION_FACTOR {message.replication_factor} != ours {self.replication_factor}"
+            )
+        if message.limits is not None and self.limits is not None and message.limits != self.limits:
+            (their_key, their_value), (our_key, our_value) = message.limits, self.limits
+            reasons.append(
+                f"MAX_KEY_BYTES/MAX_VALUE_BYTES {their_key}/{their_value} "
+                f"!= ours {our_key}/{our_value}"
             )
         if reasons:
             reason = "; ".join(reasons)

@@ -107,6 +107,25 @@ def test_a_node_with_another_replication_factor_is_refused(node_factory: NodeFac
     assert log.count("refusing peer node-3") <= 2, "refusal must be logged once per node"
 
 
+def test_nodes_with_other_key_or_value_limits_refuse_each_other(
+    node_factory: NodeFactory,
+) -> None:
+    nodes = three_nodes(node_factory, REPLICATION_FACTOR="2")
+    nodes[2].extra_env["MAX_VALUE_BYTES"] = "1000"
+    for node in nodes:
+        node.start()
+    wait_for(
+        lambda: (
+            statuses(nodes[0]).get("node-2") == "alive"
+            and statuses(nodes[0]).get("node-3") == "incompatible"
+        ),
+        5,
+        "node-3 refused",
+    )
+    reason = membership(nodes[0])["node-3"]["reason"]
+    assert "MAX_KEY_BYTES/MAX_VALUE_BYTES 1024/1000 != ours 1024/1048576" in reason
+
+
 def test_cli_cluster_members_table_and_json(node_factory: NodeFactory) -> None:
     nodes = three_nodes(node_factory)
     for node in nodes:

@@ -505,3 +505,35 @@ def test_a_refused_peer_that_went_quiet_is_forgotten_after_dead_member_reap() ->
     assert list(membership.incompatible) == ["x-1"]
     membership.tick(50.0 + REAP, random.Random(1))
     assert not membership.incompatible
+
+
+def test_a_peer_announcing_other_limits_is_refused_and_one_announcing_none_is_not() -> None:
+    ours = (1024, 1_048_576)
+    me = MemberState("node-1", "node-1:1", "node-1:2", Status.ALIVE, 1)
+    table = Membership(me, "c", 3, MembershipSettings(), limits=ours)
+    peer = MemberState("node-2", "node-2:1", "node-2:2", Status.ALIVE, 1)
+    other = GossipMessage("c", 3, "node-2", (peer,), limits=(1024, 1000))
+    with pytest.raises(IncompatiblePeerError, match="1024/1000 != ours 1024/1048576"):
+        table.check_compatible(other, "node-2:2", 0.0)
+    # The same limits, or none announced (an older release), are compatible.
+    table.check_compatible(GossipMessage("c", 3, "node-2", (peer,), limits=ours), "x:2", 0.0)
+    table.check_compatible(GossipMessage("c", 3, "node-2", (peer,)), "x:2", 0.0)
+    # What a node sends carries its limits, and they survive the wire.
+    sent = decode_message(json.dumps(table.message(0.0).to_json()).encode())
+    assert sent.limits == ours
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_key_bytes": 10},
+        {"max_key_bytes": -1, "max_value_bytes": 1},
+        {"max_key_bytes": "1", "max_value_bytes": 1},
+        {"max_key_bytes": 1, "max_value_bytes": 2**40},
+    ],
+)
+def test_announced_limits_are_validated(fields: dict[str, Any]) -> None:
+    me = MemberState("node-2", "node-2:1", "node-2:2", Status.ALIVE, 1)
+    body = GossipMessage("c", 3, "node-2", (me,)).to_json() | fields
+    with pytest.raises(MessageError, match=r"max_(key|value)_bytes: must be an integer"):
+        decode_message(json.dumps(body).encode())
