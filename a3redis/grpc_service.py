@@ -331,9 +331,11 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
         records = self.kv.store.scan(
             request.start, request.end, request.prefix, limit + 1, include_tombstones=True
         )
+        # A page also ends once its keys and values would exceed the response limit.
+        fits = min(limit, self.kv.limits.records_that_fit(records, MAX_PEER_RESPONSE_BYTES))
         return rpb.LocalScanResponse(
-            records=[wire.record_to_pb(record) for record in records[:limit]],
-            more=len(records) > limit,
+            records=[wire.record_to_pb(record) for record in records[:fits]],
+            more=len(records) > fits,
         )
 
     @_unary

@@ -343,13 +343,16 @@ class KeyValue:
         self, start: bytes, end: bytes, prefix: bytes, limit: int, include_tombstones: bool = True
     ) -> tuple[list[Record], bytes | None]:
         """Up to `limit` of this node's records from `start` on (none beyond the
-        clock-skew bound), and the last key scanned if there may be more."""
+        clock-skew bound, and no more than fit in MAX_RESPONSE_BYTES), and the
+        last key scanned if there may be more."""
         records = self.store.scan(
             start, end, prefix, limit + 1, include_tombstones=include_tombstones
         )
-        last = records[limit - 1].key if len(records) > limit else None
+        # A page also ends once its keys and values would exceed the response limit.
+        fits = min(limit, self.limits.records_that_fit(records))
+        last = records[fits - 1].key if len(records) > fits else None
         bound = self.limits.clock_bound(self._wall_ms())
-        return [r for r in records[:limit] if r.version.wall_ms <= bound], last
+        return [r for r in records[:fits] if r.version.wall_ms <= bound], last
 
     # ----- writes -------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from a3redis.core import names
@@ -122,6 +122,20 @@ class Limits:
                         f"the answer to this {what} would exceed {limit} bytes "
                         "of keys and values; ask for fewer keys per call"
                     )
+
+    @staticmethod
+    def records_that_fit(records: Sequence[Record], limit: int = MAX_RESPONSE_BYTES) -> int:
+        """How many of `records`, from the first, fit in `limit` bytes of keys and values.
+
+        At least one (a single record is within the limits of a key and a
+        value): a page of a scan ends early rather than exceed the limit.
+        """
+        total = 0
+        for count, record in enumerate(records):
+            total += len(record.key) + (len(record.value) if record.value else 0)
+            if total > limit:
+                return max(count, 1)
+        return len(records)
 
     def check_batch(self, count: int) -> None:
         if count > self.max_batch_keys:

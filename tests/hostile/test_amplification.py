@@ -83,3 +83,35 @@ def test_a_batch_asking_for_one_large_value_many_times_is_refused_cheaply(
         assert isinstance(answer, pb.BatchGetResponse)
         assert [len(r.value) for r in answer.results] == [MIB] * fits
     assert rss(node) - before < 100 * MIB
+
+
+def test_scan_pages_end_at_the_response_limit_and_the_scan_still_sees_every_key(
+    node_factory: NodeFactory,
+) -> None:
+    node = node_factory("n1", MAX_VALUE_BYTES=str(MIB)).start()
+    keys = [b"scan-%02d" % n for n in range(40)]
+    with grpc.insecure_channel(node.endpoint, options=OPTIONS) as channel:
+        for key in keys:
+            unary(
+                channel,
+                "/a3redis.v1.KeyValue/Put",
+                pb.PutRequest(key=key, value=bytes(MIB)),
+                pb.PutResponse,
+            )
+        page = unary(
+            channel,
+            "/a3redis.v1.Replica/LocalScan",
+            rpb.LocalScanRequest(limit=40),
+            rpb.LocalScanResponse,
+        )
+        assert isinstance(page, rpb.LocalScanResponse)
+        # 40 MiB asked for: the page stops within the peer response limit, and says so.
+        assert len(page.records) == MAX_PEER_RESPONSE_BYTES // (MIB + len(keys[0]))
+        assert page.more
+        scan = channel.unary_stream(
+            "/a3redis.v1.KeyValue/Scan",
+            request_serializer=pb.ScanRequest.SerializeToString,
+            response_deserializer=pb.Entry.FromString,
+        )
+        entries = list(scan(pb.ScanRequest(prefix=b"scan-"), timeout=60))
+    assert [entry.key for entry in entries] == keys
