@@ -10,6 +10,7 @@ counts what is left while the connection is still open.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -95,3 +96,47 @@ def test_streams_reset_before_their_request_ends_leave_nothing_behind(
             response_deserializer=pb.PutResponse.FromString,
         )
         assert put(pb.PutRequest(key=b"after", value=b"streams"), timeout=10).version.wall_ms > 0
+
+
+def test_a_flood_of_header_only_streams_ends_that_connection_not_the_node(
+    node_factory: NodeFactory,
+) -> None:
+    node = node_factory("n1", DEBUG_ENDPOINTS="1").start()
+    census(node)
+    before = census(node)
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    with socket.create_connection((HOST, node.grpc_port), timeout=10) as sock:
+        connection.initiate_connection()
+        sock.sendall(connection.data_to_send())
+        # 20,000 streams were +78 MB and a stalled node; the node allows 128 at once.
+        # This client ignores the node's setting (h2 would refuse to send them).
+        connection.remote_settings.max_concurrent_streams = 2**31 - 1
+        for _ in range(2_000):
+            connection.send_headers(
+                connection.get_next_available_stream_id(), request_headers(node)
+            )
+        with contextlib.suppress(OSError):  # the node may already have closed it
+            sock.sendall(connection.data_to_send())
+        closed = False
+        while not closed:
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            closed = not data or any(
+                isinstance(event, h2.events.ConnectionTerminated)
+                for event in connection.receive_data(data)
+            )
+    after = census(node)
+    grown = after["instances"].get("a3redis.grpc_socket.LeanStream", 0) - before["instances"].get(
+        "a3redis.grpc_socket.LeanStream", 0
+    )
+    assert grown <= 0, grown
+    assert node.health() is not None
+    with grpc.insecure_channel(node.endpoint, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        put = channel.unary_unary(
+            "/a3redis.v1.KeyValue/Put",
+            request_serializer=pb.PutRequest.SerializeToString,
+            response_deserializer=pb.PutResponse.FromString,
+        )
+        assert put(pb.PutRequest(key=b"after", value=b"flood"), timeout=10).version.wall_ms > 0
