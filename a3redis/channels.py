@@ -20,7 +20,6 @@ import trio
 from purerpc.client import _Channel
 from purerpc.grpclib.config import GRPCConfiguration
 
-from a3redis import h2_tuning
 from a3redis.config import Address
 from a3redis.grpc_socket import LeanSocket
 from a3redis.supervision import unwrap_single_group
@@ -52,7 +51,6 @@ class ChannelPool:
     def __init__(
         self, nursery: trio.Nursery, connect_timeout: float, local_host: str | None = None
     ) -> None:
-        h2_tuning.install()
         self._nursery = nursery
         self._connect_timeout = connect_timeout
         self._local_host = local_host

@@ -7,6 +7,8 @@ client that sends garbage instead of HTTP/2.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -125,3 +127,23 @@ async def test_a_connection_sending_garbage_ends_alone(running_node: RunningNode
         await client.put(b"after-garbage", b"still serving")
         got = await client.get(b"after-garbage")
     assert got.found and got.value == b"still serving"
+
+
+def test_a_program_using_only_the_client_keeps_hpack_as_shipped() -> None:
+    program = (
+        "import trio\n"
+        "from hpack.table import HeaderTable\n"
+        "from a3redis.channels import ChannelPool\n"
+        "from a3redis.client import Client\n"
+        "stock = HeaderTable.search\n"
+        "async def main():\n"
+        "    async with ChannelPool.open():\n"
+        "        pass\n"
+        "trio.run(main)\n"
+        "assert HeaderTable.search is stock, 'the client patched hpack'\n"
+        "assert Client is not None\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
