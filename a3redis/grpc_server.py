@@ -167,6 +167,10 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
     (purerpc answered CANCELLED with the exception's repr).
     """
 
+    def __init__(self, services: dict[str, purerpc.Service], server: purerpc.Server) -> None:
+        super().__init__(services, server)
+        self.stats = ConnectionStats()
+
     async def request_received(self, stream: LeanStream) -> None:
         try:
             await stream.start_response()
@@ -205,10 +209,6 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
             log.exception("gRPC call failed")
             with contextlib.suppress(Exception):
                 await stream.close(Status(StatusCode.INTERNAL, "internal error"))
-
-    def __init__(self, services: dict[str, purerpc.Service], server: purerpc.Server) -> None:
-        super().__init__(services, server)
-        self.stats = ConnectionStats()
 
     async def __call__(self, stream: anyio.abc.SocketStream) -> None:
         # The socket is closed here whatever happens: purerpc's handler leaves
