@@ -31,7 +31,6 @@ import anyio
 import anyio.abc
 import purerpc
 import trio
-from google.protobuf.message import DecodeError
 from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.exceptions import RpcFailedError, StreamClosedError
 from purerpc.grpclib.status import Status, StatusCode
@@ -163,8 +162,10 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
     request under load (py-spy). Unlike purerpc's handler, this one lets
     cancellation through (a node that stops closes its connections instead
     of logging them as errors), closes the socket when the connection ends,
-    on bad input too, and answers a malformed message INVALID_ARGUMENT
-    (purerpc answered CANCELLED with the exception's repr).
+    on bad input too, and answers a failure with a status that names no
+    Python internals (purerpc answered CANCELLED with the exception's repr).
+    Requests are decoded by the services themselves (a3redis.grpc_service), so
+    a malformed message is their INVALID_ARGUMENT.
     """
 
     def __init__(self, services: dict[str, purerpc.Service], server: purerpc.Server) -> None:
@@ -195,13 +196,6 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
                 await call(functools.partial(method.method_fn, request=event), stream)
             except RpcFailedError as error:
                 await stream.close(error.status)
-            except DecodeError:
-                await stream.close(
-                    Status(
-                        StatusCode.INVALID_ARGUMENT,
-                        f"malformed {method.signature.request_type.DESCRIPTOR.full_name} message",
-                    )
-                )
         except StreamClosedError:
             pass  # the client reset the call or the connection ended: nobody to answer
         except Exception:

@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from benchmarks.procfs import rss_bytes
 from benchmarks.servers import HOST, ServerProcess, ServerSet
@@ -88,22 +89,16 @@ async def _load(endpoints: list[str], seconds: float, keys: int, value_bytes: in
         grpc.aio.insecure_channel(endpoint, options=[("grpc.enable_http_proxy", 0)])
         for endpoint in endpoints
     ]
-    puts = [
-        c.unary_unary(
-            "/a3redis.v1.KeyValue/Put",
-            request_serializer=pb.PutRequest.SerializeToString,
-            response_deserializer=pb.PutResponse.FromString,
+
+    def method(channel: grpc.aio.Channel, name: str, request: type, response: type) -> Any:
+        return channel.unary_unary(
+            f"/a3redis.v1.KeyValue/{name}",
+            request_serializer=request.SerializeToString,  # type: ignore[attr-defined]
+            response_deserializer=response.FromString,  # type: ignore[attr-defined]
         )
-        for c in channels
-    ]
-    gets = [
-        c.unary_unary(
-            "/a3redis.v1.KeyValue/Get",
-            request_serializer=pb.GetRequest.SerializeToString,
-            response_deserializer=pb.GetResponse.FromString,
-        )
-        for c in channels
-    ]
+
+    puts = [method(c, "Put", pb.PutRequest, pb.PutResponse) for c in channels]
+    gets = [method(c, "Get", pb.GetRequest, pb.GetResponse) for c in channels]
     names = [b"soak-%06d" % i for i in range(keys)]
     value = b"v" * value_bytes
     quorum = pb.CONSISTENCY_QUORUM

@@ -82,6 +82,11 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_PEER_RESPONSE_BYTES = 30 * 1024 * 1024
 
 
+def _answer_bytes(record: Record) -> int:
+    """What a record adds to an answer's size limit: its key and value."""
+    return len(record.key) + (len(record.value) if record.value else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_key_bytes: int = 1024
@@ -116,7 +121,7 @@ class Limits:
         total = 0
         for record in records:
             if record is not None:
-                total += len(record.key) + (len(record.value) if record.value else 0)
+                total += _answer_bytes(record)
                 if total > limit:
                     raise ResponseTooLargeError(
                         f"the answer to this {what} would exceed {limit} bytes "
@@ -132,7 +137,7 @@ class Limits:
         """
         total = 0
         for count, record in enumerate(records):
-            total += len(record.key) + (len(record.value) if record.value else 0)
+            total += _answer_bytes(record)
             if total > limit:
                 return max(count, 1)
         return len(records)

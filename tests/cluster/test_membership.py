@@ -84,9 +84,10 @@ def test_three_nodes_find_each_other_detect_death_restart_and_leave(
     wait_for(lambda: all(statuses(n)["node-3"] == "left" for n in nodes[:2]), 2, "node-3 seen left")
 
 
-def test_a_node_with_another_replication_factor_is_refused(node_factory: NodeFactory) -> None:
+def start_with_node_3_refused(node_factory: NodeFactory, **node_3_env: str) -> list[NodeProcess]:
+    """Three nodes (N=2) where node-3 has `node_3_env`; once node-1 lists it incompatible."""
     nodes = three_nodes(node_factory, REPLICATION_FACTOR="2")
-    nodes[2].extra_env["REPLICATION_FACTOR"] = "3"
+    nodes[2].extra_env.update(node_3_env)
     for node in nodes:
         node.start()
     wait_for(
@@ -97,6 +98,11 @@ def test_a_node_with_another_replication_factor_is_refused(node_factory: NodeFac
         5,
         "node-3 refused",
     )
+    return nodes
+
+
+def test_a_node_with_another_replication_factor_is_refused(node_factory: NodeFactory) -> None:
+    nodes = start_with_node_3_refused(node_factory, REPLICATION_FACTOR="3")
     time.sleep(2)  # more rounds: it must stay refused, never merged
     assert statuses(nodes[0]) == {"node-1": "alive", "node-2": "alive", "node-3": "incompatible"}
     assert "REPLICATION_FACTOR" in membership(nodes[0])["node-3"]["reason"]
@@ -110,18 +116,7 @@ def test_a_node_with_another_replication_factor_is_refused(node_factory: NodeFac
 def test_nodes_with_other_key_or_value_limits_refuse_each_other(
     node_factory: NodeFactory,
 ) -> None:
-    nodes = three_nodes(node_factory, REPLICATION_FACTOR="2")
-    nodes[2].extra_env["MAX_VALUE_BYTES"] = "1000"
-    for node in nodes:
-        node.start()
-    wait_for(
-        lambda: (
-            statuses(nodes[0]).get("node-2") == "alive"
-            and statuses(nodes[0]).get("node-3") == "incompatible"
-        ),
-        5,
-        "node-3 refused",
-    )
+    nodes = start_with_node_3_refused(node_factory, MAX_VALUE_BYTES="1000")
     reason = membership(nodes[0])["node-3"]["reason"]
     assert "MAX_KEY_BYTES/MAX_VALUE_BYTES 1024/1000 != ours 1024/1048576" in reason
 

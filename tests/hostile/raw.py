@@ -22,6 +22,20 @@ from tests.support.processes import HOST, NodeProcess
 TIMEOUT = 10.0
 
 
+def grpc_request_headers(
+    node: NodeProcess, path: str = "/a3redis.v1.KeyValue/Put"
+) -> list[tuple[str, str]]:
+    """The headers of a gRPC request to `path`, for a raw HTTP/2 (h2) client."""
+    return [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", node.endpoint),
+        ("content-type", "application/grpc+proto"),
+        ("te", "trailers"),
+    ]
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -38,7 +52,11 @@ def pb_record(key: bytes, value: bytes | None, wall_ms: int, logical: int, node_
 class RawClient:
     def __init__(self, node: NodeProcess) -> None:
         self.node = node
-        options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        options = [
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.enable_http_proxy", 0),
+        ]
         self.channel = grpc.insecure_channel(node.endpoint, options=options)
 
     def close(self) -> None:

@@ -18,9 +18,9 @@ from a3redis.core.validation import MAX_PEER_RESPONSE_BYTES, MAX_RESPONSE_BYTES
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
 from tests.conftest import NodeFactory
+from tests.hostile.raw import RawClient
 from tests.support.processes import HOST, NodeProcess
 
-OPTIONS = [("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", 64 << 20)]
 MIB = 1024 * 1024
 
 
@@ -31,22 +31,12 @@ def rss(node: NodeProcess) -> int:
         return value
 
 
-def unary(channel: grpc.Channel, path: str, request: object, response: type) -> object:
-    method = channel.unary_unary(
-        path,
-        request_serializer=type(request).SerializeToString,  # type: ignore[attr-defined]
-        response_deserializer=response.FromString,  # type: ignore[attr-defined]
-    )
-    return method(request, timeout=30)
-
-
 def test_a_batch_asking_for_one_large_value_many_times_is_refused_cheaply(
     node_factory: NodeFactory,
 ) -> None:
     node = node_factory("n1", MAX_VALUE_BYTES=str(MIB)).start()
-    with grpc.insecure_channel(node.endpoint, options=OPTIONS) as channel:
-        unary(
-            channel,
+    with RawClient(node) as client:
+        client.call(
             "/a3redis.v1.KeyValue/Put",
             pb.PutRequest(key=b"big", value=bytes(MIB)),
             pb.PutResponse,
@@ -67,15 +57,14 @@ def test_a_batch_asking_for_one_large_value_many_times_is_refused_cheaply(
             ),
         ):
             try:
-                unary(channel, method, request, response)
+                client.call(method, request, response)
                 raise AssertionError(f"{method} answered 400 MiB")
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
                 assert str(limit) in (error.details() or "")
         # What fits is answered, each copy of a repeated key included.
         fits = MAX_RESPONSE_BYTES // MIB - 1
-        answer = unary(
-            channel,
+        answer = client.call(
             "/a3redis.v1.KeyValue/BatchGet",
             pb.BatchGetRequest(keys=[b"big"] * fits),
             pb.BatchGetResponse,
@@ -90,16 +79,14 @@ def test_scan_pages_end_at_the_response_limit_and_the_scan_still_sees_every_key(
 ) -> None:
     node = node_factory("n1", MAX_VALUE_BYTES=str(MIB)).start()
     keys = [b"scan-%02d" % n for n in range(40)]
-    with grpc.insecure_channel(node.endpoint, options=OPTIONS) as channel:
+    with RawClient(node) as client:
         for key in keys:
-            unary(
-                channel,
+            client.call(
                 "/a3redis.v1.KeyValue/Put",
                 pb.PutRequest(key=key, value=bytes(MIB)),
                 pb.PutResponse,
             )
-        page = unary(
-            channel,
+        page = client.call(
             "/a3redis.v1.Replica/LocalScan",
             rpb.LocalScanRequest(limit=40),
             rpb.LocalScanResponse,
@@ -108,10 +95,7 @@ def test_scan_pages_end_at_the_response_limit_and_the_scan_still_sees_every_key(
         # 40 MiB asked for: the page stops within the peer response limit, and says so.
         assert len(page.records) == MAX_PEER_RESPONSE_BYTES // (MIB + len(keys[0]))
         assert page.more
-        scan = channel.unary_stream(
-            "/a3redis.v1.KeyValue/Scan",
-            request_serializer=pb.ScanRequest.SerializeToString,
-            response_deserializer=pb.Entry.FromString,
+        entries = client.stream(
+            "/a3redis.v1.KeyValue/Scan", pb.ScanRequest(prefix=b"scan-"), pb.Entry
         )
-        entries = list(scan(pb.ScanRequest(prefix=b"scan-"), timeout=60))
     assert [entry.key for entry in entries] == keys

@@ -13,24 +13,13 @@ import grpc
 
 from a3redis.v1 import replica_pb2 as rpb
 from tests.conftest import NodeFactory
-
-OPTIONS = [("grpc.enable_http_proxy", 0)]
-
-
-def call(endpoint: str, method: str, request: object, response: type) -> object:
-    with grpc.insecure_channel(endpoint, options=OPTIONS) as channel:
-        stub = channel.unary_unary(
-            f"/a3redis.v1.Replica/{method}",
-            request_serializer=type(request).SerializeToString,  # type: ignore[attr-defined]
-            response_deserializer=response.FromString,  # type: ignore[attr-defined]
-        )
-        return stub(request, timeout=30)
+from tests.hostile.raw import RawClient
 
 
-def refused(endpoint: str, method: str, request: object, response: type) -> grpc.RpcError:
+def refused(client: RawClient, method: str, request: object, response: type) -> grpc.RpcError:
     started = time.monotonic()
     try:
-        call(endpoint, method, request, response)
+        client.call(f"/a3redis.v1.Replica/{method}", request, response)
     except grpc.RpcError as error:
         assert time.monotonic() - started < 5
         return error
@@ -41,10 +30,11 @@ def test_oversized_repair_requests_are_refused_naming_the_bound(
     node_factory: NodeFactory,
 ) -> None:
     node = node_factory("n1").start()
+    client = RawClient(node)
     # A small one is answered (and makes the node build its Merkle index).
-    call(node.endpoint, "Chunks", rpb.ChunksRequest(partitions=[0]), rpb.ChunksResponse)
+    client.call("/a3redis.v1.Replica/Chunks", rpb.ChunksRequest(partitions=[0]), rpb.ChunksResponse)
     error = refused(
-        node.endpoint,
+        client,
         "Chunks",
         rpb.ChunksRequest(partitions=list(range(200_000))),
         rpb.ChunksResponse,
@@ -52,9 +42,8 @@ def test_oversized_repair_requests_are_refused_naming_the_bound(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "200000 partitions" in (error.details() or "")
     leaves = [rpb.Leaf(partition=0, chunk=0)] * 2_000_000
-    error = refused(
-        node.endpoint, "Entries", rpb.EntriesRequest(leaves=leaves), rpb.EntriesResponse
-    )
+    error = refused(client, "Entries", rpb.EntriesRequest(leaves=leaves), rpb.EntriesResponse)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "2000000 leaves" in (error.details() or "")
     assert node.health() is not None
+    client.close()

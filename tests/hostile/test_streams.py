@@ -24,6 +24,7 @@ import h2.events
 
 from a3redis.v1 import kv_pb2 as pb
 from tests.conftest import NodeFactory
+from tests.hostile.raw import grpc_request_headers
 from tests.support.processes import HOST, NodeProcess
 
 ABANDONED = 300
@@ -34,17 +35,6 @@ def census(node: NodeProcess) -> dict[str, dict[str, int]]:
     with urllib.request.urlopen(url, timeout=30) as response:
         body: dict[str, dict[str, int]] = json.load(response)
         return body
-
-
-def request_headers(node: NodeProcess) -> list[tuple[str, str]]:
-    return [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", "/a3redis.v1.KeyValue/Put"),
-        (":authority", node.endpoint),
-        ("content-type", "application/grpc+proto"),
-        ("te", "trailers"),
-    ]
 
 
 def test_streams_reset_before_their_request_ends_leave_nothing_behind(
@@ -59,7 +49,7 @@ def test_streams_reset_before_their_request_ends_leave_nothing_behind(
         sock.sendall(connection.data_to_send())
         for n in range(ABANDONED):
             stream_id = connection.get_next_available_stream_id()
-            connection.send_headers(stream_id, request_headers(node))
+            connection.send_headers(stream_id, grpc_request_headers(node))
             if n % 2:
                 # Half a message: the length prefix promises 100 bytes, 10 come.
                 connection.send_data(stream_id, b"\x00" + struct.pack(">I", 100) + b"k" * 10)
@@ -113,7 +103,7 @@ def test_a_flood_of_header_only_streams_ends_that_connection_not_the_node(
         connection.remote_settings.max_concurrent_streams = 2**31 - 1
         for _ in range(2_000):
             connection.send_headers(
-                connection.get_next_available_stream_id(), request_headers(node)
+                connection.get_next_available_stream_id(), grpc_request_headers(node)
             )
         with contextlib.suppress(OSError):  # the node may already have closed it
             sock.sendall(connection.data_to_send())

@@ -28,6 +28,7 @@ from a3redis.grpc_server import HANDSHAKE_TIMEOUT, INBOUND_BUFFER_LIMIT
 from a3redis.grpc_socket import MAX_CONCURRENT_STREAMS
 from a3redis.v1 import kv_pb2 as pb
 from tests.conftest import NodeFactory
+from tests.hostile.raw import grpc_request_headers
 from tests.support.processes import HOST, NodeProcess
 
 OPTIONS = [("grpc.enable_http_proxy", 0)]
@@ -224,7 +225,7 @@ def test_the_starts_of_many_large_messages_are_refused_past_the_inbound_budget(
         sock.sendall(connection.data_to_send())
         for _ in range(streams):
             stream_id = connection.get_next_available_stream_id()
-            connection.send_headers(stream_id, grpc_headers(node))
+            connection.send_headers(stream_id, grpc_request_headers(node))
             chunk = b"\x00" + struct.pack(">I", promised) + bytes(sent_per_stream)
             for start in range(0, len(chunk), connection.max_outbound_frame_size):
                 connection.send_data(
@@ -249,14 +250,3 @@ def test_the_starts_of_many_large_messages_are_refused_past_the_inbound_budget(
         assert metric(node, "a3redis_grpc_streams_over_budget_total") == len(reset)
         assert metric(node, "a3redis_grpc_inbound_buffered_bytes") == held
     assert serves(node)
-
-
-def grpc_headers(node: NodeProcess) -> list[tuple[str, str]]:
-    return [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", "/a3redis.v1.KeyValue/Put"),
-        (":authority", node.endpoint),
-        ("content-type", "application/grpc+proto"),
-        ("te", "trailers"),
-    ]
