@@ -44,6 +44,7 @@ from purerpc.wrappers import (
 )
 
 from a3redis import h2_tuning
+from a3redis.core.errors import NodeUnavailableError
 from a3redis.core.throttle import LogThrottle
 from a3redis.grpc_socket import InboundBudget, LeanSocket, LeanStream
 
@@ -63,8 +64,10 @@ LOG_INTERVAL = 10.0
 INBOUND_BUFFER_LIMIT = 128 * 1024 * 1024
 
 
-class ShuttingDownError(Exception):
+class ShuttingDownError(NodeUnavailableError):
     """The node is draining and takes no new requests."""
+
+    reason = "SHUTTING_DOWN"
 
 
 class RequestGate:
@@ -79,7 +82,7 @@ class RequestGate:
 
     def __enter__(self) -> RequestGate:
         if self.closed:
-            raise ShuttingDownError("the node is shutting down")
+            raise ShuttingDownError("the node is shutting down; retry on another node")
         self.in_flight += 1
         return self
 

@@ -18,29 +18,22 @@ from typing import Any, TypeVar, cast
 
 import purerpc
 from google.protobuf.message import DecodeError
+from purerpc.grpclib.status import Status, StatusCode
 
 from a3redis import __version__, wire
 from a3redis.config import Config
-from a3redis.core.consistency import Consistency
+from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.hlc import Version
 from a3redis.core.validation import (
     MAX_PEER_RESPONSE_BYTES,
     InvalidRequestError,
     Reason,
-    ResponseTooLargeError,
     is_node_id,
 )
-from a3redis.grpc_server import RequestGate, ShuttingDownError
-from a3redis.kv import (
-    KeyValue,
-    TimedOutError,
-    UnavailableError,
-    UnsatisfiableError,
-    WriteRejectedError,
-)
+from a3redis.grpc_server import RequestGate
+from a3redis.kv import KeyValue
 from a3redis.metrics import NodeMetrics
 from a3redis.repair import AntiEntropy
-from a3redis.storage.store import StoreClosedError, StoreFailedError
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.kv_grpc import KeyValueServicer
@@ -56,23 +49,21 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+# The one table from the front-end-neutral error kinds to gRPC status codes.
+STATUS_CODE_OF_KIND: dict[ErrorKind, StatusCode] = {
+    ErrorKind.INVALID: StatusCode.INVALID_ARGUMENT,
+    ErrorKind.TOO_LARGE: StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.CONFLICT: StatusCode.ABORTED,
+    ErrorKind.UNSATISFIABLE: StatusCode.FAILED_PRECONDITION,
+    ErrorKind.UNAVAILABLE: StatusCode.UNAVAILABLE,
+    ErrorKind.TIMEOUT: StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.NODE_UNAVAILABLE: StatusCode.UNAVAILABLE,
+}
+
+
 def _status(error: Exception) -> purerpc.RpcFailedError:
-    if isinstance(error, InvalidRequestError):
-        return purerpc.InvalidArgumentError(str(error))
-    if isinstance(error, ResponseTooLargeError):
-        return purerpc.ResourceExhaustedError(str(error))
-    if isinstance(error, WriteRejectedError):
-        return purerpc.AbortedError(str(error))
-    if isinstance(error, UnsatisfiableError):
-        return purerpc.FailedPreconditionError(str(error))
-    if isinstance(error, UnavailableError):
-        return purerpc.UnavailableError(str(error))
-    if isinstance(error, TimedOutError):
-        return purerpc.DeadlineExceededError(str(error))
-    if isinstance(error, ShuttingDownError | StoreClosedError):
-        return purerpc.UnavailableError(f"{error}; retry on another node")
-    if isinstance(error, StoreFailedError):
-        return purerpc.UnavailableError(str(error))
+    if isinstance(error, RequestError):
+        return purerpc.RpcFailedError(Status(STATUS_CODE_OF_KIND[error.kind], str(error)))
     log.exception("unexpected error in a request")
     return purerpc.InternalError(f"internal error: {type(error).__name__}")
 
@@ -180,39 +171,33 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
     def service(self) -> purerpc.Service:
         return _decoded_by_methods(super().service)
 
-    def _read_level(self, value: int) -> Consistency:
-        return wire.consistency_from_pb(value, self.config.read_consistency)
-
-    def _write_level(self, value: int) -> Consistency:
-        return wire.consistency_from_pb(value, self.config.write_consistency)
-
     @_unary
     async def Put(self, request: pb.PutRequest) -> pb.PutResponse:
-        level = self._write_level(request.consistency)
+        level = wire.consistency_from_pb(request.consistency)
         version = await self.kv.put(request.key, request.value, level, _after(request))
         return pb.PutResponse(version=wire.version_to_pb(version))
 
     @_unary
     async def Get(self, request: pb.GetRequest) -> pb.GetResponse:
-        level = self._read_level(request.consistency)
+        level = wire.consistency_from_pb(request.consistency)
         return wire.get_response(await self.kv.get(request.key, level))
 
     @_unary
     async def Delete(self, request: pb.DeleteRequest) -> pb.DeleteResponse:
-        level = self._write_level(request.consistency)
+        level = wire.consistency_from_pb(request.consistency)
         version = await self.kv.delete(request.key, level, _after(request))
         return pb.DeleteResponse(version=wire.version_to_pb(version))
 
     @_unary
     async def BatchPut(self, request: pb.BatchPutRequest) -> pb.BatchPutResponse:
-        level = self._write_level(request.consistency)
+        level = wire.consistency_from_pb(request.consistency)
         pairs = [(pair.key, pair.value) for pair in request.pairs]
         versions = await self.kv.batch_put(pairs, level, _after(request))
         return pb.BatchPutResponse(versions=[wire.version_to_pb(v) for v in versions])
 
     @_unary
     async def BatchGet(self, request: pb.BatchGetRequest) -> pb.BatchGetResponse:
-        level = self._read_level(request.consistency)
+        level = wire.consistency_from_pb(request.consistency)
         records = await self.kv.batch_get(list(request.keys), level)
         return pb.BatchGetResponse(results=[wire.get_response(record) for record in records])
 
@@ -271,7 +256,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
         try:
             with self.gate:
                 request: pb.ScanRequest = undecoded.decode()
-                level = self._read_level(request.consistency)
+                level = wire.consistency_from_pb(request.consistency)
                 if request.end and request.start and request.end <= request.start:
                     raise InvalidRequestError("scan end must be greater than start")
                 start: bytes | None = request.start

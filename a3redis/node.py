@@ -139,6 +139,8 @@ async def run_node(
                     background,
                     config.request_timeout,
                     hints,
+                    read_consistency=config.read_consistency,
+                    write_consistency=config.write_consistency,
                 )
                 await cluster.prepare_ring()
                 background.start_soon(hints.run_delivery, cluster, HINT_DELIVERY_INTERVAL)

@@ -19,9 +19,10 @@ from a3redis.v1 import replica_pb2 as rpb
 CONSISTENCY_DEFAULT = pb.CONSISTENCY_DEFAULT
 
 
-def consistency_from_pb(value: int, default: Consistency) -> Consistency:
+def consistency_from_pb(value: int) -> Consistency | None:
+    """The level a request asks for; None asks for the node's default."""
     if value == pb.CONSISTENCY_DEFAULT:
-        return default
+        return None
     try:
         return Consistency(value)
     except ValueError:

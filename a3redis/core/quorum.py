@@ -90,6 +90,10 @@ class ReadQuorum:
         return not self.succeeded and len(self.replicas) - len(self.failed) < self.required
 
     @property
+    def decided(self) -> bool:
+        return self.succeeded or self.impossible
+
+    @property
     def complete(self) -> bool:
         return len(self.answers) + len(self.failed) == len(self.replicas)
 

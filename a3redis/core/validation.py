@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from a3redis.core import names
+from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.hlc import MAX_LOGICAL, Version
 from a3redis.core.names import MAX_NAME_CHARS, NODE_ID_RULE
 from a3redis.core.record import Record
@@ -61,16 +62,22 @@ class Reason(enum.StrEnum):
     OTHER = "other"
 
 
-class InvalidRequestError(ValueError):
+class InvalidRequestError(RequestError, ValueError):
     """A client or peer sent something the server will not store or answer."""
+
+    kind = ErrorKind.INVALID
+    reason: Reason
 
     def __init__(self, message: str, reason: Reason = Reason.OTHER) -> None:
         super().__init__(message)
         self.reason = reason
 
 
-class ResponseTooLargeError(Exception):
+class ResponseTooLargeError(RequestError):
     """The answer to a request would exceed the response limit; ask for less per call."""
+
+    kind = ErrorKind.TOO_LARGE
+    reason = "RESPONSE_TOO_LARGE"
 
 
 # The largest answer a node builds for a client's call: half of purerpc's

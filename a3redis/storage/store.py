@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import trio
 
 from a3redis import gathering
+from a3redis.core.errors import NodeUnavailableError
 from a3redis.core.hlc import Version
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import Record, supersedes
@@ -72,12 +73,16 @@ class FsyncPolicy(enum.Enum):
     NO = "no"  # acknowledge after write(); the OS decides when to flush
 
 
-class StoreClosedError(Exception):
+class StoreClosedError(NodeUnavailableError):
     """The store is shutting down and takes no more writes."""
 
+    reason = "SHUTTING_DOWN"
 
-class StoreFailedError(Exception):
+
+class StoreFailedError(NodeUnavailableError):
     """A write or fsync failed; the store takes no more writes until restart."""
+
+    reason = "STORAGE_FAILED"
 
 
 @dataclass(slots=True)
@@ -400,7 +405,7 @@ class Store:
         if self._failure is not None:
             raise StoreFailedError(f"storage failed earlier: {self._failure}")
         if self._closing:
-            raise StoreClosedError("the store is closing")
+            raise StoreClosedError("the store is closing; retry on another node")
 
     async def _commit(
         self, records: Sequence[Record], payloads: list[bytes], staged: Mapping[bytes, Record]

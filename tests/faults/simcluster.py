@@ -1,16 +1,16 @@
 """A simulated a3redis cluster built from the sans-IO cores, for fault schedules.
 
 Rules:
-- Only the cores decide: Membership (SWIM), Ring (placement), WriteQuorum /
-  ReadQuorum, Record / supersedes, HybridLogicalClock, RecordTable with its
+- Only the cores decide, the very ones the node runs: Membership (SWIM),
+  Ring (placement), the Coordinator's write and read plans
+  (a3redis.core.coordinator: placement checks, versions stamped last, W
+  acks of N, R replicas asked with spares, newest of the first R answers,
+  read repair once every asked replica answered, hints for replicas that
+  failed), Record / supersedes, HybridLogicalClock, RecordTable with its
   MerkleIndex, and merkle.diff. This module plays the shells: it moves
-  messages, keeps time and mirrors the coordinator logic of a3redis/kv.py
-  (placement checks, versions stamped last, W acks of N, newest of the
-  first R answers, read repair once every replica answered, hints for
-  replicas that failed), a3redis/hints.py (delivery once alive) and
-  a3redis/repair.py (Merkle diff over shared partitions, newer wins both
-  ways) step by step, so that a schedule that breaks the real store breaks
-  this one.
+  messages, keeps time, and carries out what the cores decide as
+  a3redis/kv.py, a3redis/hints.py and a3redis/repair.py do, so that a
+  schedule that breaks the real store breaks this one.
 - Time is fake and events run in order from one heap; randomness comes from
   one seeded generator: a schedule replays exactly.
 - Messages take a small random latency. A message between nodes whose link
@@ -39,6 +39,8 @@ from functools import cache
 from typing import Any
 
 from a3redis.core.consistency import Consistency
+from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, timed_out
+from a3redis.core.errors import RequestError
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.membership import (
     Membership,
@@ -48,11 +50,11 @@ from a3redis.core.membership import (
     Status,
 )
 from a3redis.core.merkle import MerkleIndex, diff
-from a3redis.core.quorum import ReadQuorum, WriteQuorum
 from a3redis.core.record import ApplyOutcome, Record, outcome, supersedes
 from a3redis.core.ring import Ring
 from a3redis.core.table import RecordTable
 from a3redis.core.validation import InvalidRequestError, Limits
+from a3redis.grpc_service import STATUS_CODE_OF_KIND
 from tests.support.history import (
     DELETE,
     FAIL,
@@ -85,9 +87,6 @@ class SimConfig:
     offsets_ms: tuple[int, ...] = ()
     hints: bool = True
     read_repair: bool = True
-    # A deliberately broken coordinator, to show that the checker notices:
-    # "read-one" answers reads with the first reply only.
-    mutant: str = ""
 
 
 @cache
@@ -122,6 +121,33 @@ Reply = Callable[[str, str, str, Version | None, str | None], None]
 """outcome, code, message, version, value read"""
 
 
+def grpc_code(error: RequestError) -> str:
+    """The status code a node's gRPC front end answers for `error`."""
+    return str(STATUS_CODE_OF_KIND[error.kind].name)
+
+
+class _Topology:
+    """A simulated node's view of its cluster, as a3redis.cluster.Cluster gives the node's."""
+
+    def __init__(self, node: SimNode) -> None:
+        self._node = node
+
+    @property
+    def joining(self) -> bool:
+        return not self._node.membership.joined
+
+    @property
+    def ring(self) -> Ring:
+        return self._node.ring()
+
+    @property
+    def replication_factor(self) -> int:
+        return self._node.config.replication_factor
+
+    def is_down(self, member: str) -> bool:
+        return self._node.is_down(member)
+
+
 class SimNode:
     def __init__(self, cluster: SimCluster, number: int) -> None:
         self.cluster = cluster
@@ -151,6 +177,7 @@ class SimNode:
         self.requests: dict[int, Callable[[], None]] = {}
         self.clock = HybridLogicalClock(self.node_id)
         self.membership = self._membership()
+        self.coordinator = self._coordinator()
 
     # ----- process life ---------------------------------------------------------------------
 
@@ -164,12 +191,16 @@ class SimNode:
         core.restore(self.saved_members, self.cluster.loop.now)
         return core
 
+    def _coordinator(self) -> Coordinator:
+        return Coordinator(self.clock, LIMITS, _Topology(self), self.cluster.loop.rng)
+
     def start(self) -> None:
         assert not self.running
         self.running, self.paused = True, False
         self.generation += 1
         self.incarnation += 1
         self.clock = HybridLogicalClock(self.node_id)
+        self.coordinator = self._coordinator()
         if self.table.max_version is not None:
             # After a restart, never issue a version below one already stored (kv.py).
             self.clock.observe(self.table.max_version, self.wall_ms())
@@ -236,14 +267,27 @@ class SimNode:
     # ----- replica side ---------------------------------------------------------------------
 
     def apply_replicated(self, records: Sequence[Record]) -> list[ApplyOutcome]:
+        """As KeyValue.apply_replicated: each record checked, observed, applied."""
+        wall = self.wall_ms()
         outcomes = []
         for record in records:
-            self.clock.observe(record.version, self.wall_ms())
+            try:
+                LIMITS.check_record(record, wall)
+            except InvalidRequestError:
+                outcomes.append(ApplyOutcome.REJECTED)
+                continue
+            self.clock.observe(record.version, wall)
             stored = self.table.apply(record)
             outcomes.append(outcome(record, stored, None if stored else self.table.get(record.key)))
         return outcomes
 
-    # ----- coordinator: writes --------------------------------------------------------------
+    def read_local(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """As KeyValue.read_local: a record beyond the clock-skew bound is not there."""
+        bound = LIMITS.clock_bound(self.wall_ms())
+        found = [self.table.get(key) for key in keys]
+        return [None if r is None or r.version.wall_ms > bound else r for r in found]
+
+    # ----- coordinator: the shell of a3redis.core.coordinator's plans, as kv.py is --------
 
     def write(
         self,
@@ -253,188 +297,159 @@ class SimNode:
         after: Version | None,
         reply: Reply,
     ) -> None:
-        wall = self.wall_ms()
-        if after is not None:
-            try:
-                LIMITS.check_version(after, wall, "after")
-            except InvalidRequestError as error:
-                reply(FAIL, "INVALID_ARGUMENT", str(error), None, None)
-                return
-            self.clock.observe(after, wall)
-        placed = self._placement(key, level, reply)
-        if placed is None:
+        try:
+            plan = self.coordinator.plan_write([(key, value)], level, after, self.wall_ms())
+        except RequestError as error:
+            reply(FAIL, grpc_code(error), str(error), None, None)  # nothing was sent
             return
-        replicas, required = placed
-        record = Record(key, value, self.clock.now(wall))
-        quorum = WriteQuorum(replicas, required)
-        decided = [False]
+        finished = [False]
 
         def decide() -> None:
-            if decided[0]:
+            if finished[0] or not plan.decided:
                 return
-            if quorum.succeeded:
-                decided[0] = True
-                reply(OK, "OK", "", record.version, None)
-            elif quorum.impossible:
-                decided[0] = True
-                if quorum.superseded:
-                    # Not "fail": the replicas that stored it before it lost may show it
-                    # until the newer version reaches them (history.classify).
-                    reply(UNKNOWN, "ABORTED", "lost last-write-wins", None, None)
-                else:
-                    reply(UNKNOWN, "UNAVAILABLE", "the write may have been applied", None, None)
+            finished[0] = True
+            try:
+                versions = plan.result()
+            except RequestError as error:
+                # Not "fail": replicas may have stored it (and a write that lost
+                # last-write-wins may show until the newer version reaches them).
+                reply(UNKNOWN, grpc_code(error), str(error), None, None)
+            else:
+                reply(OK, "OK", "", versions[0], None)
 
-        def timed_out() -> None:
-            if not decided[0]:
-                decided[0] = True
-                reply(UNKNOWN, "DEADLINE_EXCEEDED", "replicas did not answer", None, None)
+        def deadline() -> None:
+            if not finished[0]:
+                finished[0] = True
+                error = timed_out("write", self.config.request_timeout)
+                reply(UNKNOWN, grpc_code(error), str(error), None, None)
 
-        self.timer(self.config.request_timeout, timed_out)
-        for replica in replicas:
-            self._replicate(replica, record, quorum, decide)
+        self.timer(self.config.request_timeout, deadline)
+        for replica, records in plan.unreachable.items():
+            self._hint_all(replica, records)
+        for replica, indexes in plan.peers.items():
+            self._replicate(replica, indexes, plan, decide)
+        if plan.local is not None:
+            outcomes = self.apply_replicated(plan.records_of(plan.local))
+            plan.acknowledged(self.node_id, plan.local, outcomes)
+        decide()
 
     def _replicate(
-        self, replica: str, record: Record, quorum: WriteQuorum, decide: Callable[[], None]
+        self, replica: str, indexes: list[int], plan: WritePlan, decide: Callable[[], None]
     ) -> None:
+        records = plan.records_of(indexes)
+
         def answered(outcomes: list[ApplyOutcome]) -> None:
-            if outcomes[0] is ApplyOutcome.SUPERSEDED:
-                quorum.supersede(replica)
-            else:
-                quorum.ack(replica)
+            plan.acknowledged(replica, indexes, outcomes)
             decide()
 
         def failed() -> None:
-            quorum.fail(replica)
+            self._hint_all(replica, plan.failed(replica, indexes))
             decide()
-            if self.config.hints:
-                self._hint(replica, record)
 
-        if replica == self.node_id:
-            answered(self.apply_replicated([record]))
-        elif self.is_down(replica):
-            failed()
-        else:
-            target = self.cluster.node(replica)
-            self.cluster.call(
-                self,
-                target,
-                lambda: target.apply_replicated([record]),
-                answered,
-                failed,
-                self.config.peer_timeout,
-            )
+        target = self.cluster.node(replica)
+        self.cluster.call(
+            self,
+            target,
+            lambda: target.apply_replicated(records),
+            answered,
+            failed,
+            self.config.peer_timeout,
+        )
+
+    def _hint_all(self, replica: str, records: list[Record]) -> None:
+        if self.config.hints:
+            for record in records:
+                self._hint(replica, record)
 
     def _hint(self, replica: str, record: Record) -> None:
         held = self.hints.setdefault(replica, {})
         if supersedes(record, held.get(record.key)):
             held[record.key] = record
 
-    # ----- coordinator: reads ---------------------------------------------------------------
-
     def read(self, key: bytes, level: Consistency, reply: Reply) -> None:
-        placed = self._placement(key, level, reply)
-        if placed is None:
+        try:
+            plan = self.coordinator.plan_read([key], level)
+        except RequestError as error:
+            reply(FAIL, grpc_code(error), str(error), None, None)
             return
-        replicas, required = placed
-        if self.config.mutant == "read-one":
-            required = 1
-        quorum = ReadQuorum(replicas, required)
-        decided = [False]
-        left = [len(replicas)]
+        finished = [False]
 
-        def decide() -> None:
-            if decided[0] or not (quorum.succeeded or quorum.impossible):
-                return
-            decided[0] = True
-            if quorum.result is not None:
-                # A coordinator that read a version stamps later writes above it.
-                self.clock.observe(quorum.result.version, self.wall_ms())
-            if quorum.succeeded:
-                result = quorum.result
-                value = None if result is None or result.value is None else result.value
-                version = None if result is None else result.version
-                reply(OK, "OK", "", version, None if value is None else value.decode())
-            else:
-                reply(UNKNOWN, "UNAVAILABLE", "too few replica answers", None, None)
+        def settle() -> None:
+            if not finished[0] and plan.decided:
+                finished[0] = True
+                try:
+                    result = plan.result(self.wall_ms())[0]
+                except RequestError as error:
+                    reply(UNKNOWN, grpc_code(error), str(error), None, None)
+                else:
+                    value = None if result is None or result.value is None else result.value
+                    version = None if result is None else result.version
+                    reply(OK, "OK", "", version, None if value is None else value.decode())
+            repairs = plan.take_repairs()
+            if repairs and self.config.read_repair:
+                self._read_repair(repairs)
 
-        def timed_out() -> None:
-            if not decided[0]:
-                decided[0] = True
-                reply(UNKNOWN, "DEADLINE_EXCEEDED", "replicas did not answer", None, None)
+        def deadline() -> None:
+            if not finished[0]:
+                finished[0] = True
+                error = timed_out("read", self.config.request_timeout)
+                reply(UNKNOWN, grpc_code(error), str(error), None, None)
 
-        def one_done() -> None:
-            left[0] -= 1
-            if left[0] == 0 and self.config.read_repair:
-                self._read_repair(quorum)
-
-        self.timer(self.config.request_timeout, timed_out)
-        for replica in replicas:
-            self._ask(replica, key, quorum, decide, one_done)
+        if plan.only_here:
+            finished[0] = True
+            found = self.read_local([key])[0]
+            value = None if found is None or found.value is None else found.value.decode()
+            reply(OK, "OK", "", None if found is None else found.version, value)
+            return
+        self.timer(self.config.request_timeout, deadline)
+        asks = dict(plan.asks)
+        local = asks.pop(self.node_id, None)
+        for replica, indexes in asks.items():
+            self._ask(replica, indexes, plan, settle)
+        if local is not None:
+            self._ask(self.node_id, local, plan, settle)
 
     def _ask(
-        self,
-        replica: str,
-        key: bytes,
-        quorum: ReadQuorum,
-        decide: Callable[[], None],
-        done: Callable[[], None],
+        self, replica: str, indexes: list[int], plan: ReadPlan, settle: Callable[[], None]
     ) -> None:
-        def answered(record: Record | None) -> None:
-            quorum.answer(replica, record)
-            decide()
-            done()
+        keys = [plan.keys[i] for i in indexes]
+
+        def answered(records: list[Record | None]) -> None:
+            plan.answered(replica, indexes, records, self.wall_ms())
+            settle()
 
         def failed() -> None:
-            quorum.fail(replica)
-            decide()
-            done()
+            for spare, spare_indexes in plan.failed(replica, indexes).items():
+                self._ask(spare, spare_indexes, plan, settle)
+            settle()
 
         if replica == self.node_id:
-            answered(self.table.get(key))
-        elif self.is_down(replica):
-            failed()
-        else:
-            target = self.cluster.node(replica)
-            self.cluster.call(
-                self,
-                target,
-                lambda: target.table.get(key),
-                answered,
-                failed,
-                self.config.peer_timeout,
-            )
+            answered(self.read_local(keys))
+            return
+        target = self.cluster.node(replica)
+        self.cluster.call(
+            self,
+            target,
+            lambda: target.read_local(keys),
+            answered,
+            failed,
+            self.config.peer_timeout,
+        )
 
-    def _read_repair(self, quorum: ReadQuorum) -> None:
-        for replica, record in quorum.stale().items():
+    def _read_repair(self, repairs: dict[str, list[Record]]) -> None:
+        for replica, records in repairs.items():
             if replica == self.node_id:
-                self.apply_replicated([record])
+                self.apply_replicated(records)
             else:
                 target = self.cluster.node(replica)
                 self.cluster.call(
                     self,
                     target,
-                    lambda t=target, r=record: t.apply_replicated([r]),  # type: ignore[misc]
+                    lambda t=target, r=records: t.apply_replicated(r),  # type: ignore[misc]
                     lambda _: None,
                     lambda: None,
                     self.config.peer_timeout,
                 )
-
-    def _placement(
-        self, key: bytes, level: Consistency, reply: Reply
-    ) -> tuple[tuple[str, ...], int] | None:
-        if not self.membership.joined:
-            reply(FAIL, "UNAVAILABLE", "not joined yet; nothing was written", None, None)
-            return None
-        replicas = self.ring().preference_list(key)
-        required = level.required(self.config.replication_factor)
-        if len(replicas) < required:
-            reply(FAIL, "FAILED_PRECONDITION", f"the ring has {len(replicas)} node(s)", None, None)
-            return None
-        reachable = [r for r in replicas if r == self.node_id or not self.is_down(r)]
-        if len(reachable) < required:
-            reply(FAIL, "UNAVAILABLE", "too few replicas; nothing was written", None, None)
-            return None
-        return replicas, required
 
     # ----- background loops -----------------------------------------------------------------
 

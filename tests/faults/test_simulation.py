@@ -12,13 +12,17 @@ replica holds. A failing schedule shrinks to a minimal one.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
+from a3redis.core import coordinator
 from a3redis.core.consistency import Consistency
+from a3redis.core.quorum import ReadQuorum, WriteQuorum
 from tests.faults.simcluster import SimCluster, SimConfig
 from tests.support.history import (
     DELETE,
@@ -227,8 +231,54 @@ def test_sequential_overwrites_through_skewed_coordinators_are_never_lost(
     )
 
 
-def test_the_checker_catches_a_coordinator_that_reads_one_replica_for_quorum() -> None:
-    """The simulation and the checker have teeth: a broken read path is found by the search."""
+class _ReadQuorumAfterOneLess(ReadQuorum):
+    """A read quorum that decides after R-1 answers (never fewer than one)."""
+
+    def __init__(self, replicas: Sequence[str], required: int) -> None:
+        super().__init__(replicas, max(1, required - 1))
+
+
+class _WriteQuorumAfterOneLess(WriteQuorum):
+    """A write quorum that acknowledges after W-1 replicas (never fewer than one)."""
+
+    def __init__(self, replicas: Sequence[str], required: int) -> None:
+        super().__init__(replicas, max(1, required - 1))
+
+
+def _broken_plans(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    """Break the production coordinator core (a3redis.core.coordinator), which both the
+    node and this simulation run: its read plan answers after R-1 replicas, or its
+    write plan acknowledges after W-1."""
+    if which == "read":
+        monkeypatch.setattr(coordinator, "ReadQuorum", _ReadQuorumAfterOneLess)
+    else:
+        monkeypatch.setattr(coordinator, "WriteQuorum", _WriteQuorumAfterOneLess)
+
+
+def _search_finds(broken: Callable[[Schedule], bool]) -> Schedule:
+    # As the property above searches (generation only: shrinking is slow).
+    return find(
+        schedules(),
+        broken,
+        settings=settings(
+            max_examples=600,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+        ),
+    )
+
+
+def _lost_or_stale(schedule: Schedule) -> bool:
+    _, anomalies = run(schedule)
+    return any(a.kind in ("stale-read", "resurrected-delete", "lost-write") for a in anomalies)
+
+
+def test_the_checker_catches_a_read_plan_that_answers_after_one_replica_less(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The simulation and the checker have teeth against the production read plan."""
     # By hand first: a replica cut off from the others answers a read alone.
     by_hand = Schedule(
         3,
@@ -243,26 +293,41 @@ def test_the_checker_catches_a_coordinator_that_reads_one_replica_for_quorum() -
         ),
     )
     assert not run(by_hand)[1]
-    _, anomalies = run(by_hand, mutant="read-one")
-    assert [a.kind for a in anomalies] == ["stale-read"]
+    with monkeypatch.context() as patch:
+        _broken_plans(patch, "read")
+        _, anomalies = run(by_hand)
+        assert [a.kind for a in anomalies] == ["stale-read"]
+        # Then by search.
+        found = _search_finds(_lost_or_stale)
+        assert _lost_or_stale(found)
+    assert not run(found)[1], "the schedule found is fine with the production read plan"
 
-    # Then by search, as the property above searches (generation only: shrinking is slow).
-    def broken(schedule: Schedule) -> bool:
-        _, anomalies = run(schedule, mutant="read-one")
-        return any(a.kind in ("stale-read", "resurrected-delete") for a in anomalies)
 
-    found = find(
-        schedules(),
-        broken,
-        settings=settings(
-            max_examples=600,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.generate],
+def test_the_checker_catches_a_write_plan_that_acknowledges_after_one_replica_less(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The simulation and the checker have teeth against the production write plan."""
+    # By hand first: a write that only the isolated coordinator stored is acknowledged.
+    by_hand = Schedule(
+        3,
+        (0, 0, 0),
+        2,
+        1,
+        (
+            ("op", 0, PUT, 0, 0, QUORUM, 0.2),
+            ("isolate", 2),
+            ("op", 0, PUT, 0, 2, QUORUM, 0.2),
+            ("op", 1, GET, 0, 0, QUORUM, 2.0),  # answered before the cut heals
         ),
     )
-    assert broken(found)
+    assert not run(by_hand)[1]
+    with monkeypatch.context() as patch:
+        _broken_plans(patch, "write")
+        _, anomalies = run(by_hand)
+        assert "stale-read" in [a.kind for a in anomalies]
+        found = _search_finds(_lost_or_stale)
+        assert _lost_or_stale(found)
+    assert not run(found)[1], "the schedule found is fine with the production write plan"
 
 
 def test_a_restarted_node_acknowledges_only_writes_it_can_place() -> None:

@@ -1,0 +1,486 @@
+"""The rules of a quorum request, as the coordinating node follows them (no I/O).
+
+Any node coordinates any request. A shell (the node's trio code, or the
+simulator) asks this module for a plan, sends what the plan says to whom,
+feeds every answer, failure and timeout back, and reports what the plan
+decides. The plan never waits and never sends.
+
+1. Placement. A node that has not heard from its cluster refuses: it does
+   not know where keys belong. Each key lives on the replicas of its ring
+   preference list; the consistency level says how many of them must
+   answer. A level the ring can never meet is unsatisfiable; one its live
+   replicas cannot meet now is unavailable; either way nothing is sent.
+   LOCAL places every key on this node alone.
+2. Versions come last: they are stamped only after every check that could
+   still refuse the request. A client that saw a version (`after`) makes
+   the clock pass it first, so its next write is later whatever our wall
+   clock says; a version too far ahead is refused rather than observed.
+3. A write goes to every replica of each key: our own copy is written by the
+   shell while the peers' calls are out. A replica's answer counts as an
+   acknowledgement (it stored the record, or already held that very
+   version), a loss (it holds a newer version), or a failure (it refused
+   the record, failed, or is known to be down). The write is decided once
+   every key's quorum has W acknowledgements or can no longer get them; it
+   succeeded only if every key got W. A replica that failed gets its
+   records later as hints.
+4. A read asks R replicas of each key, our own copy first, then live peers
+   in random order; the others are spares, asked only when an asked
+   replica fails, so R answers can still come. A peer's answer that fails
+   the checks (another key, a version beyond the clock-skew bound) counts
+   as "not there". Each key's result is the newest record among its first R
+   answers; the coordinator's clock then passes every version it read.
+5. Read repair: once every asked replica has answered or failed, each one
+   that answered with an older copy, or none, is sent the newest.
+6. A request not decided when the shell's deadline passes timed out: its
+   outcome is unknown (a write may have been applied on some replicas).
+7. A scan is answered by every live ring member, each from its own copy
+   with tombstones; pages merge newest-version-per-key, so a newer delete
+   anywhere hides an older value. The merged page is complete only up to
+   the smallest last key of the members that had more to give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from a3redis.core.consistency import Consistency
+from a3redis.core.errors import (
+    NotJoinedError,
+    TimedOutError,
+    UnavailableError,
+    UnsatisfiableError,
+    WriteRejectedError,
+)
+from a3redis.core.hlc import HybridLogicalClock, Version
+from a3redis.core.quorum import ReadQuorum, WriteQuorum
+from a3redis.core.record import ApplyOutcome, Record, supersedes
+from a3redis.core.ring import Ring
+from a3redis.core.validation import InvalidRequestError, Limits, Reason
+
+if TYPE_CHECKING:
+    import random
+
+Placement = tuple[tuple[str, ...], int]
+"""A key's replicas, and how many of them must answer."""
+
+
+class Topology(Protocol):
+    """What a coordinator needs to know of its cluster, as its node sees it now."""
+
+    @property
+    def joining(self) -> bool: ...
+
+    @property
+    def ring(self) -> Ring: ...
+
+    @property
+    def replication_factor(self) -> int: ...
+
+    def is_down(self, member: str) -> bool: ...
+
+
+class Coordinator:
+    """One node's coordinator: it places requests and makes their plans."""
+
+    def __init__(
+        self,
+        clock: HybridLogicalClock,
+        limits: Limits,
+        topology: Topology,
+        rng: random.Random,
+    ) -> None:
+        self.clock = clock
+        self.limits = limits
+        self.topology = topology
+        self.rng = rng
+
+    @property
+    def node_id(self) -> str:
+        return self.clock.node_id
+
+    # ----- 1. placement -------------------------------------------------------------------
+
+    def check_joined(self) -> None:
+        if self.topology.joining:
+            raise NotJoinedError(
+                f"{self.node_id} has not joined its cluster yet (no peer has answered; "
+                "retrying): it does not know where keys belong; nothing was written"
+            )
+
+    def place(self, keys: Sequence[bytes], consistency: Consistency) -> list[Placement]:
+        """Each key's replicas and how many must answer, or an error if that cannot be.
+
+        The ring is read once per request, and each distinct replica list is
+        checked once, however many keys share it.
+        """
+        if consistency is Consistency.LOCAL:
+            here: Placement = ((self.node_id,), 1)
+            return [here] * len(keys)
+        if not keys:
+            return []
+        self.check_joined()
+        topology = self.topology
+        ring = topology.ring
+        factor = topology.replication_factor
+        required = consistency.required(factor)
+        checked: set[tuple[str, ...]] = set()
+        placements: list[Placement] = []
+        for key in keys:
+            replicas = ring.preference_list(key)
+            if replicas not in checked:
+                self._check_placement(replicas, consistency, factor, required)
+                checked.add(replicas)
+            placements.append((replicas, required))
+        return placements
+
+    def _check_placement(
+        self, replicas: tuple[str, ...], consistency: Consistency, factor: int, required: int
+    ) -> None:
+        if len(replicas) < required:
+            raise UnsatisfiableError(
+                f"{consistency.name} needs {required} of {factor} replicas but the ring has "
+                f"{len(replicas)} node(s); add nodes or lower REPLICATION_FACTOR"
+            )
+        reachable = [r for r in replicas if r == self.node_id or not self.topology.is_down(r)]
+        if len(reachable) < required:
+            down = sorted(set(replicas) - set(reachable))
+            raise UnavailableError(
+                f"{consistency.name} needs {required} replicas, {len(reachable)} reachable "
+                f"({', '.join(down)} down); nothing was written"
+            )
+
+    # ----- 2-3. writes --------------------------------------------------------------------
+
+    def plan_write(
+        self,
+        pairs: Sequence[tuple[bytes, bytes | None]],
+        consistency: Consistency,
+        after: Version | None,
+        wall: int,
+    ) -> WritePlan:
+        """The plan of writing `pairs` (a None value deletes) at `consistency`."""
+        if after is not None:
+            # A version far ahead would drag the clock there and every later version
+            # with it, past what the other replicas accept.
+            self.limits.check_version(after, wall, "after")
+            self.clock.observe(after, wall)
+        placements = self.place([key for key, _ in pairs], consistency)
+        now = self.clock.now
+        records = [Record(key, value, now(wall)) for key, value in pairs]
+        return WritePlan(self.node_id, records, placements, self.topology.is_down)
+
+    # ----- 4-5. reads ---------------------------------------------------------------------
+
+    def plan_read(self, keys: Sequence[bytes], consistency: Consistency) -> ReadPlan:
+        """The plan of reading `keys` (distinct) at `consistency`."""
+        return ReadPlan(self, keys, self.place(keys, consistency))
+
+    def read_order(self, replicas: tuple[str, ...]) -> list[str]:
+        """Replicas to read from, best first: ourselves, then live peers in random order."""
+        is_down = self.topology.is_down
+        me = self.node_id
+        peers = [r for r in replicas if r != me and not is_down(r)]
+        self.rng.shuffle(peers)
+        return [me, *peers] if me in replicas else peers
+
+    # ----- 7. scans -----------------------------------------------------------------------
+
+    def scan_members(self, consistency: Consistency) -> list[str]:
+        """The members whose pages make a scan at `consistency`: every live ring member,
+        provided every partition keeps enough live owners."""
+        self.check_joined()
+        topology = self.topology
+        ring = topology.ring
+        required = consistency.required(topology.replication_factor)
+        up = {m for m in ring.members if m == self.node_id or not topology.is_down(m)}
+        for partition in range(ring.partitions):
+            owners = ring.partition_owners(partition)
+            if len(owners) < required:
+                raise UnsatisfiableError(
+                    f"{consistency.name} needs {required} replicas but the ring has "
+                    f"{len(owners)} node(s)"
+                )
+            if sum(owner in up for owner in owners) < required:
+                raise UnavailableError(
+                    f"{consistency.name} scan needs {required} live replicas of every "
+                    f"partition; partition {partition} has fewer"
+                )
+        return sorted(up)
+
+    def merge_scan(
+        self,
+        pages: Sequence[tuple[str, Sequence[Record], bytes | None]],
+        limit: int,
+        wall: int,
+    ) -> tuple[list[Record], bytes | None, list[tuple[str, InvalidRequestError]]]:
+        """Merge the members' pages (member, records with tombstones, the last key
+        it scanned if it had more): up to `limit` live records, where the next
+        page starts (None: the scan is over), and the peers' records refused."""
+        cutoff: bytes | None = None
+        for _, _, last in pages:
+            if last is not None and (cutoff is None or last < cutoff):
+                cutoff = last
+        newest: dict[bytes, Record] = {}
+        refused: list[tuple[str, InvalidRequestError]] = []
+        for member, records, _ in pages:
+            for record in records:
+                if cutoff is not None and record.key > cutoff:
+                    break
+                if member != self.node_id:
+                    try:
+                        self.limits.check_record(record, wall)
+                    except InvalidRequestError as error:
+                        refused.append((member, error))
+                        continue
+                current = newest.get(record.key)
+                if current is None or supersedes(record, current):
+                    newest[record.key] = record
+        ordered = [newest[key] for key in sorted(newest)]
+        live = [record for record in ordered if record.value is not None][:limit]
+        if len(live) == limit:
+            return live, next_start(live[-1].key), refused
+        return live, (next_start(cutoff) if cutoff is not None else None), refused
+
+
+def next_start(last: bytes) -> bytes:
+    """Where the page after one that ended at `last` starts: the next key in byte order."""
+    return last + b"\x00"
+
+
+def timed_out(what: str, seconds: float) -> TimedOutError:
+    """Rule 6: what a request not decided within its deadline answers."""
+    return TimedOutError(
+        f"replicas did not answer the {what} within {seconds:g}s; "
+        "it may or may not have been applied"
+        if what != "scan"
+        else f"replicas did not answer a scan within {seconds:g}s"
+    )
+
+
+class WritePlan:
+    """One write in progress (rule 3).
+
+    The shell applies `records[i] for i in local` to its own store, sends
+    `records[i] for i in peers[replica]` to each peer, reports each answer to
+    `acknowledged` and each failure to `failed`, and hints the records that
+    `unreachable` and `failed` name. Once `decided`, `result` is the answer.
+    """
+
+    __slots__ = ("_undecided", "local", "peers", "quorums", "records", "unreachable")
+
+    def __init__(
+        self,
+        node_id: str,
+        records: list[Record],
+        placements: Sequence[Placement],
+        is_down: Callable[[str], bool],
+    ) -> None:
+        self.records = records
+        self.quorums = [WriteQuorum(replicas, required) for replicas, required in placements]
+        self._undecided = len(self.quorums)
+        by_replica: dict[str, list[int]] = {}
+        for index, (replicas, _) in enumerate(placements):
+            for replica in replicas:
+                by_replica.setdefault(replica, []).append(index)
+        self.local: list[int] | None = by_replica.pop(node_id, None)
+        self.peers: dict[str, list[int]] = {}
+        # Replicas known to be down fail at once; their records are hinted.
+        self.unreachable: dict[str, list[Record]] = {}
+        for replica, indexes in by_replica.items():
+            if is_down(replica):
+                self.unreachable[replica] = self.failed(replica, indexes)
+            else:
+                self.peers[replica] = indexes
+
+    def records_of(self, indexes: list[int]) -> list[Record]:
+        records = self.records
+        return [records[i] for i in indexes]
+
+    def acknowledged(
+        self, replica: str, indexes: list[int], outcomes: Sequence[ApplyOutcome]
+    ) -> None:
+        """A replica answered: one outcome per record of `indexes`."""
+        quorums = self.quorums
+        for i, result in zip(indexes, outcomes, strict=True):
+            quorum = quorums[i]
+            if quorum.decided:
+                continue
+            if result is ApplyOutcome.SUPERSEDED:
+                quorum.supersede(replica)
+            elif result is ApplyOutcome.REJECTED:
+                quorum.fail(replica)
+            else:
+                quorum.ack(replica)
+            if quorum.decided:
+                self._undecided -= 1
+
+    def failed(self, replica: str, indexes: list[int]) -> list[Record]:
+        """A replica failed (or never got the call); returns its records, to hint."""
+        quorums = self.quorums
+        for i in indexes:
+            quorum = quorums[i]
+            if not quorum.decided:
+                quorum.fail(replica)
+                if quorum.decided:
+                    self._undecided -= 1
+        return self.records_of(indexes)
+
+    @property
+    def decided(self) -> bool:
+        return self._undecided == 0
+
+    def result(self) -> list[Version]:
+        """The versions written, once every key reached W acknowledgements; else the error."""
+        failed = [q for q in self.quorums if not q.succeeded]
+        lost = [q for q in failed if q.superseded]
+        if lost:
+            raise WriteRejectedError(
+                f"{len(lost[0].superseded)} replica(s) hold a newer version of the key: this "
+                "write lost last-write-wins (a concurrent write?); a replica that stored it "
+                "may show it until the newer version reaches it"
+            )
+        if failed:
+            quorum = failed[0]
+            raise UnavailableError(
+                f"needed {quorum.required} replica acknowledgements, got {len(quorum.acked)} "
+                f"(failed: {', '.join(sorted(quorum.failed))}); the write may have been applied "
+                "on some replicas"
+            )
+        return [record.version for record in self.records]
+
+
+class ReadPlan:
+    """One read in progress (rules 4-5).
+
+    Unless `only_here` (this node is the sole replica of every key: the shell
+    reads its own copy and is done), the shell asks each replica of `asks`
+    for `keys[i] for i in indexes`, reports each answer to `answered` and each
+    failure to `failed` (which names the spares to ask instead). Once
+    `decided`, `result` is the answer; once `take_repairs` returns a dict,
+    the shell sends each replica its records.
+    """
+
+    __slots__ = (
+        "_coordinator",
+        "_outstanding",
+        "_repairs_taken",
+        "_spares",
+        "_undecided",
+        "asks",
+        "keys",
+        "only_here",
+        "quorums",
+    )
+
+    def __init__(
+        self, coordinator: Coordinator, keys: Sequence[bytes], placements: Sequence[Placement]
+    ) -> None:
+        self.keys = keys
+        self._coordinator = coordinator
+        here = (coordinator.node_id,)
+        self.only_here = all(replicas == here for replicas, _ in placements)
+        self.quorums: list[ReadQuorum] = []
+        self.asks: dict[str, list[int]] = {}
+        self._spares: list[list[str]] = []
+        self._undecided = 0
+        self._outstanding = 0
+        self._repairs_taken = False
+        if self.only_here:
+            return
+        self.quorums = [ReadQuorum(replicas, required) for replicas, required in placements]
+        self._undecided = len(self.quorums)
+        for index, quorum in enumerate(self.quorums):
+            candidates = coordinator.read_order(quorum.replicas)
+            for replica in candidates[: quorum.required]:
+                self.asks.setdefault(replica, []).append(index)
+            self._spares.append(candidates[quorum.required :])
+        self._outstanding = len(self.asks)
+
+    def answered(
+        self, replica: str, indexes: list[int], answers: Sequence[Record | None], wall: int
+    ) -> list[InvalidRequestError]:
+        """A replica answered, one record (or None) per key of `indexes`.
+
+        Returns the answers refused by the checks (they counted as "not
+        there"), for the shell to count and log.
+        """
+        refused: list[InvalidRequestError] = []
+        from_peer = replica != self._coordinator.node_id
+        for i, record in zip(indexes, answers, strict=True):
+            if record is not None and from_peer:
+                try:
+                    self._check_answer(record, self.keys[i], wall)
+                except InvalidRequestError as error:
+                    refused.append(error)
+                    record = None
+            quorum = self.quorums[i]
+            was_decided = quorum.decided
+            quorum.answer(replica, record)
+            if not was_decided and quorum.decided:
+                self._undecided -= 1
+        self._outstanding -= 1
+        return refused
+
+    def _check_answer(self, record: Record, key: bytes, wall: int) -> None:
+        if record.key != key:
+            raise InvalidRequestError(
+                "a Read answer carries a record of another key", Reason.WRONG_KEY
+            )
+        self._coordinator.limits.check_version(record.version, wall, "record.version")
+
+    def failed(self, replica: str, indexes: list[int]) -> dict[str, list[int]]:
+        """A replica failed (or could not be asked); returns the spares to ask instead."""
+        retry: dict[str, list[int]] = {}
+        is_down = self._coordinator.topology.is_down
+        for i in indexes:
+            quorum = self.quorums[i]
+            was_decided = quorum.decided
+            quorum.fail(replica)
+            if not was_decided and quorum.decided:
+                self._undecided -= 1
+                was_decided = True
+            spares = self._spares[i]
+            while spares:
+                spare = spares.pop(0)
+                if not is_down(spare):
+                    retry.setdefault(spare, []).append(i)
+                    break
+                # A spare that went down since the plan was made fails like an asked one.
+                quorum.fail(spare)
+                if not was_decided and quorum.decided:
+                    self._undecided -= 1
+                    was_decided = True
+        self._outstanding += len(retry) - 1
+        return retry
+
+    @property
+    def decided(self) -> bool:
+        return self._undecided == 0
+
+    def result(self, wall: int) -> list[Record | None]:
+        """Each key's newest record among its first R answers (None: no replica has it)."""
+        clock = self._coordinator.clock
+        for quorum in self.quorums:
+            if quorum.result is not None:
+                # A coordinator that read a version stamps later writes above it.
+                clock.observe(quorum.result.version, wall)
+        for quorum in self.quorums:
+            if not quorum.succeeded:
+                raise UnavailableError(
+                    f"needed {quorum.required} replica answers, got {len(quorum.answers)} "
+                    f"(failed: {', '.join(sorted(quorum.failed))})"
+                )
+        return [quorum.result for quorum in self.quorums]
+
+    def take_repairs(self) -> dict[str, list[Record]] | None:
+        """Once every asked replica has answered or failed (and only once): the records
+        each replica that answered with an older copy, or none, needs."""
+        if self._outstanding or self._repairs_taken:
+            return None
+        self._repairs_taken = True
+        fixes: dict[str, list[Record]] = {}
+        for quorum in self.quorums:
+            for replica, record in quorum.stale().items():
+                fixes.setdefault(replica, []).append(record)
+        return fixes

@@ -1,0 +1,261 @@
+"""The coordinator's plans, driven by hand as the node's shell and the simulator drive them."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from a3redis.core.consistency import Consistency
+from a3redis.core.coordinator import Coordinator, next_start
+from a3redis.core.errors import (
+    ErrorKind,
+    NotJoinedError,
+    UnavailableError,
+    UnsatisfiableError,
+    WriteRejectedError,
+)
+from a3redis.core.hlc import HybridLogicalClock, Version
+from a3redis.core.record import ApplyOutcome, Record
+from a3redis.core.ring import Ring
+from a3redis.core.validation import InvalidRequestError, Limits
+
+WALL = 1_800_000_000_000
+STORED, SUPERSEDED, REJECTED = ApplyOutcome.STORED, ApplyOutcome.SUPERSEDED, ApplyOutcome.REJECTED
+
+
+class FakeTopology:
+    def __init__(self, members: list[str], factor: int = 3, down: tuple[str, ...] = ()) -> None:
+        self.ring = Ring(members, factor, 16)
+        self.replication_factor = factor
+        self.down = set(down)
+        self.joining = False
+
+    def is_down(self, member: str) -> bool:
+        return member in self.down
+
+
+def coordinator(topology: FakeTopology, node_id: str = "n1", seed: int = 0) -> Coordinator:
+    return Coordinator(HybridLogicalClock(node_id), Limits(), topology, random.Random(seed))
+
+
+def v(wall: int, node: str = "n9") -> Version:
+    return Version(WALL + wall, 0, node)
+
+
+# ----- placement ------------------------------------------------------------------------------
+
+
+def test_a_node_that_has_not_joined_refuses_and_says_nothing_was_written() -> None:
+    topology = FakeTopology(["n1", "n2", "n3"])
+    topology.joining = True
+    with pytest.raises(NotJoinedError, match="nothing was written") as refused:
+        coordinator(topology).place([b"k"], Consistency.QUORUM)
+    assert refused.value.kind is ErrorKind.UNAVAILABLE
+
+
+def test_local_places_every_key_here_even_before_joining() -> None:
+    topology = FakeTopology(["n1", "n2", "n3"])
+    topology.joining = True
+    assert coordinator(topology).place([b"a", b"b"], Consistency.LOCAL) == [(("n1",), 1)] * 2
+
+
+def test_a_level_the_ring_can_never_meet_is_unsatisfiable() -> None:
+    with pytest.raises(UnsatisfiableError, match="ALL needs 3 of 3 replicas"):
+        coordinator(FakeTopology(["n1", "n2"])).place([b"k"], Consistency.ALL)
+
+
+def test_a_level_the_live_replicas_cannot_meet_is_unavailable_and_names_the_down() -> None:
+    topology = FakeTopology(["n1", "n2", "n3"], down=("n2", "n3"))
+    with pytest.raises(UnavailableError, match=r"1 reachable \(n2, n3 down\)"):
+        coordinator(topology).place([b"k"], Consistency.QUORUM)
+    assert coordinator(topology).place([b"k"], Consistency.ONE)[0][1] == 1
+
+
+# ----- writes ---------------------------------------------------------------------------------
+
+
+def test_a_write_succeeds_once_w_replicas_acknowledged_and_not_before() -> None:
+    plan = coordinator(FakeTopology(["n1", "n2", "n3"])).plan_write(
+        [(b"k", b"v")], Consistency.QUORUM, None, WALL
+    )
+    assert plan.local == [0] and sorted(plan.peers) == ["n2", "n3"] and not plan.unreachable
+    plan.acknowledged("n1", [0], [STORED])
+    assert not plan.decided
+    plan.acknowledged("n2", [0], [ApplyOutcome.DUPLICATE])
+    assert plan.decided
+    assert plan.result() == [plan.records[0].version]
+
+
+def test_versions_are_stamped_after_the_client_version_and_only_once_placed() -> None:
+    topology = FakeTopology(["n1", "n2", "n3"])
+    node = coordinator(topology)
+    seen = Version(WALL + 5_000, 7, "n2")
+    plan = node.plan_write([(b"k", b"v")], Consistency.QUORUM, seen, WALL)
+    assert plan.records[0].version > seen
+    topology.joining = True
+    before = node.clock.now(WALL)
+    with pytest.raises(NotJoinedError):
+        node.plan_write([(b"k", b"v")], Consistency.QUORUM, None, WALL)
+    # The refused request stamped nothing: the next version follows `before` directly.
+    assert node.clock.now(WALL) == Version(before.wall_ms, before.logical + 1, "n1")
+
+
+def test_a_client_version_beyond_the_skew_bound_is_refused_not_observed() -> None:
+    node = coordinator(FakeTopology(["n1", "n2", "n3"]))
+    with pytest.raises(InvalidRequestError):
+        node.plan_write([(b"k", b"v")], Consistency.QUORUM, Version(2**63, 0, "n2"), WALL)
+    assert node.clock.now(WALL).wall_ms == WALL
+
+
+def test_a_write_that_lost_last_write_wins_is_rejected_not_unavailable() -> None:
+    plan = coordinator(FakeTopology(["n1", "n2", "n3"])).plan_write(
+        [(b"k", b"v")], Consistency.QUORUM, None, WALL
+    )
+    plan.acknowledged("n1", [0], [STORED])
+    plan.acknowledged("n2", [0], [SUPERSEDED])
+    plan.acknowledged("n3", [0], [SUPERSEDED])
+    assert plan.decided
+    with pytest.raises(WriteRejectedError) as lost:
+        plan.result()
+    assert lost.value.kind is ErrorKind.CONFLICT
+
+
+def test_a_refused_or_failed_replica_counts_against_the_write_and_its_records_are_hinted() -> None:
+    plan = coordinator(FakeTopology(["n1", "n2", "n3"])).plan_write(
+        [(b"k", b"v")], Consistency.ALL, None, WALL
+    )
+    plan.acknowledged("n1", [0], [STORED])
+    assert plan.failed("n2", plan.peers["n2"]) == plan.records
+    assert plan.decided  # ALL can no longer be met
+    with pytest.raises(UnavailableError, match=r"got 1 \(failed: n2\)"):
+        plan.result()
+    other = coordinator(FakeTopology(["n1", "n2", "n3"])).plan_write(
+        [(b"k", b"v")], Consistency.ALL, None, WALL
+    )
+    other.acknowledged("n2", [0], [REJECTED])
+    assert other.decided
+
+
+def test_replicas_known_down_fail_at_once_and_get_their_records_as_hints() -> None:
+    topology = FakeTopology(["n1", "n2", "n3"], down=("n3",))
+    plan = coordinator(topology).plan_write(
+        [(b"a", b"1"), (b"b", b"2")], Consistency.QUORUM, None, WALL
+    )
+    assert plan.unreachable == {"n3": plan.records}
+    assert "n3" not in plan.peers
+    plan.acknowledged("n1", [0, 1], [STORED, STORED])
+    assert not plan.decided
+    plan.acknowledged("n2", [0, 1], [STORED, STORED])
+    assert plan.decided and len(plan.result()) == 2
+
+
+def test_a_batch_is_decided_only_when_every_key_is() -> None:
+    topology = FakeTopology(["n1", "n2", "n3", "n4", "n5"])
+    plan = coordinator(topology).plan_write(
+        [(bytes([i]), b"v") for i in range(20)], Consistency.QUORUM, None, WALL
+    )
+    peers = sorted(plan.peers)
+    plan.acknowledged(peers[0], plan.peers[peers[0]], [STORED] * len(plan.peers[peers[0]]))
+    for replica in peers[1:]:
+        assert not plan.decided
+        plan.acknowledged(replica, plan.peers[replica], [STORED] * len(plan.peers[replica]))
+    assert plan.decided or plan.local is not None
+    if plan.local is not None:
+        plan.acknowledged("n1", plan.local, [STORED] * len(plan.local))
+    assert plan.decided and len(plan.result()) == 20
+
+
+# ----- reads ----------------------------------------------------------------------------------
+
+
+def test_a_read_asks_r_replicas_our_own_copy_first_and_keeps_the_rest_as_spares() -> None:
+    plan = coordinator(FakeTopology(["n1", "n2", "n3"])).plan_read([b"k"], Consistency.QUORUM)
+    assert next(iter(plan.asks)) == "n1" and len(plan.asks) == 2
+    assert not plan.only_here
+
+
+def test_a_read_answers_the_newest_of_the_first_r_answers_and_the_clock_passes_it() -> None:
+    node = coordinator(FakeTopology(["n1", "n2", "n3"]))
+    plan = node.plan_read([b"k"], Consistency.QUORUM)
+    old, new = Record(b"k", b"old", v(1)), Record(b"k", b"new", v(2))
+    (peer,) = (r for r in plan.asks if r != "n1")
+    assert plan.answered("n1", [0], [old], WALL) == []
+    assert not plan.decided
+    plan.answered(peer, [0], [new], WALL)
+    assert plan.decided
+    assert plan.result(WALL) == [new]
+    assert node.clock.now(WALL) > new.version
+
+
+def test_a_failed_replica_is_replaced_by_a_spare_and_a_spare_gone_down_is_skipped() -> None:
+    topology = FakeTopology(["n1", "n2", "n3", "n4"], factor=4)
+    plan = coordinator(topology).plan_read([b"k"], Consistency.QUORUM)  # R = 3 of 4
+    asked = [r for r in plan.asks if r != "n1"]
+    (spare,) = {"n2", "n3", "n4"} - set(asked)
+    topology.down.add(spare)
+    assert plan.failed(asked[0], [0]) == {}
+    assert plan.decided  # 2 of 4 failed: R = 3 can no longer be met
+    with pytest.raises(UnavailableError, match="needed 3 replica answers"):
+        plan.result(WALL)
+
+    topology.down.clear()
+    plan = coordinator(topology).plan_read([b"k"], Consistency.QUORUM)
+    asked = [r for r in plan.asks if r != "n1"]
+    (spare,) = {"n2", "n3", "n4"} - set(asked)
+    assert plan.failed(asked[0], [0]) == {spare: [0]}
+
+
+def test_a_peer_answer_for_another_key_counts_as_not_there() -> None:
+    plan = coordinator(FakeTopology(["n1", "n2", "n3"])).plan_read([b"k"], Consistency.ALL)
+    forged = Record(b"other", b"x", v(9))
+    plan.answered("n1", [0], [None], WALL)
+    refused = plan.answered("n2", [0], [forged], WALL)
+    assert [error.reason for error in refused] == ["wrong_key"]
+    plan.answered("n3", [0], [None], WALL)
+    assert plan.result(WALL) == [None]
+
+
+def test_read_repair_is_planned_once_every_asked_replica_answered_and_only_once() -> None:
+    plan = coordinator(FakeTopology(["n1", "n2", "n3"])).plan_read([b"k"], Consistency.QUORUM)
+    new = Record(b"k", b"new", v(2))
+    (peer,) = (r for r in plan.asks if r != "n1")
+    plan.answered(peer, [0], [new], WALL)
+    assert plan.take_repairs() is None
+    plan.answered("n1", [0], [None], WALL)
+    assert plan.take_repairs() == {"n1": [new]}
+    assert plan.take_repairs() is None
+
+
+def test_a_one_node_ring_reads_only_here() -> None:
+    plan = coordinator(FakeTopology(["n1"], factor=1)).plan_read([b"k"], Consistency.ALL)
+    assert plan.only_here and not plan.asks
+
+
+# ----- scans ----------------------------------------------------------------------------------
+
+
+def test_scan_merge_keeps_the_newest_per_key_hides_deleted_and_stops_at_the_cutoff() -> None:
+    node = coordinator(FakeTopology(["n1", "n2", "n3"]))
+    mine = [Record(b"a", b"1", v(1)), Record(b"b", b"1", v(1)), Record(b"d", b"1", v(1))]
+    theirs = [Record(b"a", b"2", v(2)), Record(b"b", None, v(2)), Record(b"c", b"1", v(1))]
+    live, following, refused = node.merge_scan(
+        [("n1", mine, None), ("n2", theirs, b"c")], limit=10, wall=WALL
+    )
+    assert [(r.key, r.value) for r in live] == [(b"a", b"2"), (b"c", b"1")]
+    assert following == next_start(b"c") and not refused
+
+
+def test_scan_merge_refuses_a_peer_record_beyond_the_skew_bound() -> None:
+    node = coordinator(FakeTopology(["n1", "n2", "n3"]))
+    ahead = Record(b"a", b"x", Version(WALL + 10**9, 0, "n2"))
+    live, following, refused = node.merge_scan([("n2", [ahead], None)], limit=10, wall=WALL)
+    assert live == [] and following is None and [m for m, _ in refused] == ["n2"]
+
+
+def test_scan_members_needs_enough_live_owners_of_every_partition() -> None:
+    topology = FakeTopology(["n1", "n2", "n3"], down=("n3",))
+    node = coordinator(topology)
+    assert node.scan_members(Consistency.QUORUM) == ["n1", "n2"]
+    with pytest.raises(UnavailableError, match="live replicas of every partition"):
+        node.scan_members(Consistency.ALL)
