@@ -26,14 +26,13 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-from a3redis.channels import ChannelPool
 from a3redis.config import Address, Config
 from a3redis.core.membership import (
     MAX_INCARNATION,
@@ -50,8 +49,6 @@ from a3redis.core.membership import (
     decode_message,
 )
 from a3redis.core.throttle import LogThrottle, Tally, TokenBuckets
-from a3redis.v1 import kv_pb2 as pb
-from a3redis.v1.kv_grpc import KeyValueStub
 
 log = logging.getLogger("a3redis.gossip")
 
@@ -203,14 +200,15 @@ class GossipLoop:
         config: Config,
         membership: Membership,
         http: httpx.AsyncClient,
-        channels: ChannelPool,
+        describe: Callable[[Address], Awaitable[str | None]],
         rng: random.Random,
         on_change: Callable[[], None],
     ) -> None:
         self.config = config
         self.membership = membership
         self._http = http
-        self._channels = channels
+        # Asks a node's gRPC port for its gossip address (a3redis.describe).
+        self._describe = describe
         self._rng = rng
         self._on_change = on_change
         self._unresolved = seed_addresses(config)
@@ -403,15 +401,7 @@ class GossipLoop:
                 return str(address)
         except (httpx.HTTPError, ValueError):
             pass
-        try:
-            with trio.move_on_after(PROBE_TIMEOUT):
-                stub = await self._channels.stub(address, KeyValueStub)
-                info = await stub.Describe(pb.DescribeRequest())
-                return str(info.gossip_address)
-        except Exception as error:  # any failure means "not resolvable yet"
-            log.debug("describe %s failed: %r", address, error)
-            self._channels.discard(address)
-        return None
+        return await self._describe(address)
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:

@@ -32,6 +32,7 @@ from a3redis.cluster import Cluster
 from a3redis.config import Config, ConfigError
 from a3redis.core.hlc import HybridLogicalClock
 from a3redis.core.membership import Membership, MembershipSettings, MemberState, Status
+from a3redis.describe import Describer
 from a3redis.gossip import (
     PROBE_TIMEOUT,
     GossipLoop,
@@ -145,7 +146,14 @@ async def run_node(
                 await cluster.prepare_ring()
                 background.start_soon(hints.run_delivery, cluster, HINT_DELIVERY_INTERVAL)
                 saver = MembershipSaver(config.data_dir, membership, member_file)
-                gossip = GossipLoop(config, membership, http, channels, random.Random(), saver)
+                gossip = GossipLoop(
+                    config,
+                    membership,
+                    http,
+                    Describer(channels, PROBE_TIMEOUT).gossip_address,
+                    random.Random(),
+                    saver,
+                )
                 repair = AntiEntropy(
                     kv,
                     cluster,

@@ -13,8 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from a3redis.channels import ChannelPool
-from a3redis.config import Config
+from a3redis.config import Address, Config
 from a3redis.core.membership import (
     MAX_INCARNATION,
     MAX_MEMBERS,
@@ -120,6 +119,10 @@ def test_since_is_saved_for_dead_and_left_members_and_read_back(tmp_path: Path) 
     assert loaded == states and ages == {"node-2": 500.0}
 
 
+async def _never_describes(address: Address) -> str | None:
+    raise AssertionError(f"no Describe call expected ({address})")
+
+
 def gossip_loop(**env: str) -> GossipLoop:
     config = Config.from_env(env)
     me = MemberState("node-1", "127.0.0.1:1", "127.0.0.1:2", Status.ALIVE, 5)
@@ -128,7 +131,7 @@ def gossip_loop(**env: str) -> GossipLoop:
         config,
         membership,
         cast(httpx.AsyncClient, None),
-        cast(ChannelPool, None),
+        _never_describes,
         random.Random(1),
         lambda: None,
     )
