@@ -39,6 +39,7 @@ from functools import cache
 from typing import Any
 
 from a3redis.core.consistency import Consistency
+from a3redis.core.hinted_handoff import Deliver, Hints
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.membership import (
     Membership,
@@ -49,7 +50,7 @@ from a3redis.core.membership import (
 )
 from a3redis.core.merkle import MerkleIndex, diff
 from a3redis.core.quorum import ReadQuorum, WriteQuorum
-from a3redis.core.record import ApplyOutcome, Record, outcome, supersedes
+from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.ring import Ring
 from a3redis.core.table import RecordTable
 from a3redis.core.validation import InvalidRequestError, Limits
@@ -140,7 +141,7 @@ class SimNode:
         self.table.begin_index()
         self.table.finish_index(index)
         self.index = index
-        self.hints: dict[str, dict[bytes, Record]] = {}
+        self.hints = Hints(window_ms=10_800_000)  # HINT_WINDOW's default
         self.saved_members: list[MemberState] = []
         self.incarnation = 0
         # Process state.
@@ -325,9 +326,7 @@ class SimNode:
             )
 
     def _hint(self, replica: str, record: Record) -> None:
-        held = self.hints.setdefault(replica, {})
-        if supersedes(record, held.get(record.key)):
-            held[record.key] = record
+        self.hints.hold(replica, (record,))
 
     # ----- coordinator: reads ---------------------------------------------------------------
 
@@ -460,29 +459,30 @@ class SimNode:
         )
 
     def _deliver_hints(self) -> None:
-        for node_id, held in self.hints.items():
-            member = self.membership.get(node_id)
-            if not held or member is None or member.status is not Status.ALIVE:
-                continue
-            target = self.cluster.node(node_id)
-            snapshot = list(held.values())
-
-            def delivered(
-                _: Any, held: dict[bytes, Record] = held, sent: list[Record] = snapshot
-            ) -> None:
-                for record in sent:
-                    if held.get(record.key) is record:
-                        del held[record.key]
-
-            self.cluster.call(
-                self,
-                target,
-                lambda t=target, s=snapshot: t.apply_replicated(s),  # type: ignore[misc]
-                delivered,
-                lambda: None,
-                self.config.peer_timeout,
-            )
+        self.hints.expire(self.wall_ms())
+        for step in self.hints.due(self.membership):
+            if isinstance(step, Deliver):
+                self._deliver_batches(step.replica, deque(step.batches))
         self.timer(self.config.hint_interval, self._deliver_hints)
+
+    def _deliver_batches(self, replica: str, batches: deque[list[Record]]) -> None:
+        """Send the batches in order, each once the one before was answered (hints.py)."""
+        if not batches:
+            return
+        target, batch = self.cluster.node(replica), batches.popleft()
+
+        def delivered(_: Any) -> None:
+            self.hints.delivered(replica, batch)
+            self._deliver_batches(replica, batches)
+
+        self.cluster.call(
+            self,
+            target,
+            lambda: target.apply_replicated(batch),
+            delivered,
+            lambda: None,
+            self.config.peer_timeout,
+        )
 
     def _sync(self) -> None:
         for peer in self.ring().members:
