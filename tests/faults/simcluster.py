@@ -459,30 +459,30 @@ class SimNode:
         )
 
     def _deliver_hints(self) -> None:
+        def send(replica: str, batches: deque[list[Record]]) -> None:
+            # In order, each batch once the one before was answered (hints.py).
+            if not batches:
+                return
+            target, batch = self.cluster.node(replica), batches.popleft()
+
+            def delivered(_: Any) -> None:
+                self.hints.delivered(replica, batch)
+                send(replica, batches)
+
+            self.cluster.call(
+                self,
+                target,
+                lambda: target.apply_replicated(batch),
+                delivered,
+                lambda: None,
+                self.config.peer_timeout,
+            )
+
         self.hints.expire(self.wall_ms())
         for step in self.hints.due(self.membership):
             if isinstance(step, Deliver):
-                self._deliver_batches(step.replica, deque(step.batches))
+                send(step.replica, deque(step.batches))
         self.timer(self.config.hint_interval, self._deliver_hints)
-
-    def _deliver_batches(self, replica: str, batches: deque[list[Record]]) -> None:
-        """Send the batches in order, each once the one before was answered (hints.py)."""
-        if not batches:
-            return
-        target, batch = self.cluster.node(replica), batches.popleft()
-
-        def delivered(_: Any) -> None:
-            self.hints.delivered(replica, batch)
-            self._deliver_batches(replica, batches)
-
-        self.cluster.call(
-            self,
-            target,
-            lambda: target.apply_replicated(batch),
-            delivered,
-            lambda: None,
-            self.config.peer_timeout,
-        )
 
     def _sync(self) -> None:
         for peer in self.ring().members:
