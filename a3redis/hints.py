@@ -1,18 +1,14 @@
-"""Hinted handoff: writes held for a replica that was down, delivered when it is back.
+"""Hinted handoff's shell: the hints files, the delivery loop and its calls.
 
-Rules: a hint is a record kept for one target node, in memory and in an
-append-only file `DATA_DIR/hints/<node id>.hints` (the storage file format
-of kind "hints", fdatasync'ed in a worker thread before `store` returns; a
-torn tail is cut on load). Per target and key only the newest record is
-kept: last-write-wins makes the older ones pointless. Hints older than
-HINT_WINDOW are dropped (anti-entropy repairs what they would have). The
-delivery loop hands a target its hints in batches once membership shows it
-alive, then rewrites the file without them; a hint the target refuses
-(REJECTED by its checks) is dropped like a delivered one, since it would be
-refused again. It drops a target's hints when
-the target left or was forgotten, and rewrites a file that holds mostly
-dropped or superseded records, so the file of a long-dead target does not
-grow without end. Hints never count toward a write's W.
+The rules (which hints are held, the window, when and what is delivered,
+when a replica's hints go, when its file is rewritten) are the core's,
+a3redis.core.hinted_handoff; this shell keeps its hints in files, keeps time
+and makes the calls. A replica's hints live in an append-only file
+`DATA_DIR/hints/<node id>.hints` (the storage file format of kind "hints",
+fdatasync'ed in a worker thread before `store` returns; a torn tail is cut
+on load). Each second the loop expires old hints, carries out the core's
+deliveries (each batch one Apply call to the replica, in order, stopping at
+the first that fails) and drops, and rewrites the files the core names.
 
 A file name is only ever made from a node id that passed the one node-id
 rule (a3redis.core.names, applied to everything gossip admits), and the
@@ -28,15 +24,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import trio
 
 from a3redis.cluster import Cluster
-from a3redis.core.membership import Status
+from a3redis.core.hinted_handoff import Deliver, Drop, Hints
 from a3redis.core.names import is_node_id
-from a3redis.core.record import Record, supersedes
+from a3redis.core.record import Record
 from a3redis.core.throttle import LogThrottle, Tally
 from a3redis.peers import PeerUnavailableError
 from a3redis.storage import codec
@@ -45,20 +41,14 @@ from a3redis.storage.files import AppendLog, truncate_file, write_file
 log = logging.getLogger("a3redis.hints")
 
 _FILE = re.compile(r"^(.+)\.hints$")
-DELIVERY_BATCH = 500
 LOG_INTERVAL = 60.0
-# A file is rewritten once it holds this many records more than twice its live hints.
-REWRITE_SLACK = 1000
 
 
 class HintStore:
     def __init__(self, directory: Path, window_s: float, wall_ms: Callable[[], int]) -> None:
         self.directory = directory
-        self.window_ms = int(window_s * 1000)
+        self.hints = Hints(int(window_s * 1000))
         self._wall_ms = wall_ms
-        self._hints: dict[str, dict[bytes, Record]] = {}
-        # Records in each target's file (live or not): decides when to rewrite it.
-        self._in_file: dict[str, int] = {}
         self._lock = trio.Lock()
         self._log_throttle = LogThrottle(LOG_INTERVAL)
         self.stored = 0
@@ -92,11 +82,7 @@ class HintStore:
                 # Cut a torn tail now, or later appends would follow it and read as corruption.
                 log.warning("%s: cutting a torn tail at %d", path, decoded.valid_length)
                 truncate_file(path, decoded.valid_length)
-            target = self._hints.setdefault(match.group(1), {})
-            self._in_file[match.group(1)] = len(decoded.records)
-            for record in decoded.records:
-                if supersedes(record, target.get(record.key)):
-                    target[record.key] = record
+            self.hints.restore(match.group(1), decoded.records)
         if strays:
             log.warning(
                 "ignoring %d files in %s not named by a valid node id (first: %s)",
@@ -104,30 +90,31 @@ class HintStore:
                 self.directory,
                 ascii(strays[0][:80]),
             )
-        self._expire()
+        self.expired += self.hints.expire(self._wall_ms())
 
     # ----- storing ------------------------------------------------------------------------
 
     def pending(self) -> dict[str, int]:
-        return {node: len(hints) for node, hints in self._hints.items() if hints}
+        return self.hints.pending()
+
+    def held(self, node_id: str) -> Mapping[bytes, Record]:
+        """The hints held for `node_id`, by key (a copy)."""
+        return self.hints.held(node_id)
 
     async def store(self, node_id: str, records: Sequence[Record]) -> None:
         """Keep `records` for `node_id`, durably (in memory only if the disk fails)."""
         path = self._path(node_id)
-        target = self._hints.setdefault(node_id, {})
-        fresh = [r for r in records if supersedes(r, target.get(r.key))]
+        fresh = self.hints.hold(node_id, records)
         if not fresh:
             return
         payloads = [codec.encode_payload(record) for record in fresh]
-        for record in fresh:
-            target[record.key] = record
         try:
             async with self._lock:
                 await trio.to_thread.run_sync(self._append, path, payloads)
         except OSError as error:
             self._failed("store", node_id, error)
         else:
-            self._in_file[node_id] = self._in_file.get(node_id, 0) + len(payloads)
+            self.hints.appended(node_id, len(payloads))
         self.stored += len(fresh)
 
     def _path(self, node_id: str) -> Path:
@@ -161,13 +148,6 @@ class HintStore:
             return
         write_file(path, codec.FileKind.HINTS, records)
 
-    def _expire(self) -> None:
-        oldest = self._wall_ms() - self.window_ms
-        for hints in self._hints.values():
-            for key in [k for k, r in hints.items() if r.version.wall_ms < oldest]:
-                del hints[key]
-                self.expired += 1
-
     # ----- delivering ---------------------------------------------------------------------
 
     async def run_delivery(
@@ -179,63 +159,51 @@ class HintStore:
     ) -> None:
         task_status.started()
         while True:
-            self._expire()
-            for node_id in list(self._hints):
-                member = cluster.membership.get(node_id)
-                if not self._hints[node_id]:
-                    await self._drop(node_id, "")
-                elif member is not None and member.status is Status.ALIVE:
-                    await self._deliver(cluster, node_id)
-                elif member is not None and member.status is Status.LEFT:
-                    await self._drop(node_id, "it left the ring")
-                elif member is None and cluster.membership.is_forgotten(node_id):
-                    await self._drop(node_id, "it was forgotten (DEAD_MEMBER_REAP)")
-                live = len(self._hints.get(node_id, ()))
-                if live and self._in_file.get(node_id, 0) > 2 * live + REWRITE_SLACK:
-                    await self._rewrite_live(node_id)
+            self.expired += self.hints.expire(self._wall_ms())
+            for step in self.hints.due(cluster.membership):
+                if isinstance(step, Deliver):
+                    await self._deliver(cluster, step)
+                else:
+                    await self._drop(step)
+            for node_id in self.hints.stale_files():
+                await self._rewrite_live(node_id)
             await trio.sleep(interval)
 
-    async def _rewrite_live(self, node_id: str) -> None:
-        """Rewrite a target's file with its live hints only (nothing else changes)."""
-        live = list(self._hints.get(node_id, {}).values())
+    async def _deliver(self, cluster: Cluster, step: Deliver) -> None:
+        link = cluster.link(step.replica)
+        if link is None:
+            return
+        sent = 0
         try:
+            for batch in step.batches:
+                await link.apply(batch)
+                self.hints.delivered(step.replica, batch)
+                sent += len(batch)
+        except PeerUnavailableError as error:
+            log.info("hint delivery to %s paused: %s", step.replica, error)
+        if sent:
+            self.delivered += sent
+            log.info("delivered %d hints to %s", sent, step.replica)
+
+    async def _rewrite_live(self, node_id: str) -> None:
+        """Rewrite a replica's file with its live hints only (nothing else changes)."""
+        try:
+            path = self._path(node_id)
             async with self._lock:
-                await trio.to_thread.run_sync(self._rewrite, self._path(node_id), live)
+                # Taken under the lock, so that no append lands between snapshot and rewrite.
+                live = self.hints.live(node_id)
+                await trio.to_thread.run_sync(self._rewrite, path, live)
         except OSError as error:
             self._failed("rewrite", node_id, error)
             return
-        self._in_file[node_id] = len(live)
+        self.hints.rewritten(node_id, len(live))
 
-    async def _deliver(self, cluster: Cluster, node_id: str) -> None:
-        link = cluster.link(node_id)
-        if link is None:
-            return
-        hints = self._hints[node_id]
-        snapshot = list(hints.values())
-        sent = 0
-        try:
-            for start in range(0, len(snapshot), DELIVERY_BATCH):
-                await link.apply(snapshot[start : start + DELIVERY_BATCH])
-                sent = start + DELIVERY_BATCH
-        except PeerUnavailableError as error:
-            log.info("hint delivery to %s paused: %s", node_id, error)
-        delivered = snapshot[:sent]
-        for record in delivered:
-            if hints.get(record.key) is record:
-                del hints[record.key]
-        if delivered:
-            self.delivered += len(delivered)
-            await self._rewrite_live(node_id)
-            log.info("delivered %d hints to %s", len(delivered), node_id)
-
-    async def _drop(self, node_id: str, reason: str) -> None:
-        """Forget a target's hints and remove its file (`reason`: why, if any were left)."""
-        count = len(self._hints.pop(node_id, {}))
+    async def _drop(self, step: Drop) -> None:
+        """Remove the file of a replica whose hints the core dropped."""
         try:
             async with self._lock:
-                await trio.to_thread.run_sync(self._rewrite, self._path(node_id), [])
+                await trio.to_thread.run_sync(self._rewrite, self._path(step.replica), [])
         except OSError as error:
-            self._failed("drop", node_id, error)
-        self._in_file.pop(node_id, None)
-        if count:
-            log.info("dropped %d hints for %s: %s", count, node_id, reason)
+            self._failed("drop", step.replica, error)
+        if step.count:
+            log.info("dropped %d hints for %s: %s", step.count, step.replica, step.reason)

@@ -41,6 +41,7 @@ from typing import Any
 from a3redis.core.consistency import Consistency
 from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, timed_out
 from a3redis.core.errors import RequestError
+from a3redis.core.hinted_handoff import Deliver, Hints
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.membership import (
     Membership,
@@ -50,7 +51,7 @@ from a3redis.core.membership import (
     Status,
 )
 from a3redis.core.merkle import MerkleIndex, diff
-from a3redis.core.record import ApplyOutcome, Record, outcome, supersedes
+from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.ring import Ring
 from a3redis.core.table import RecordTable
 from a3redis.core.validation import InvalidRequestError, Limits
@@ -166,7 +167,7 @@ class SimNode:
         self.table.begin_index()
         self.table.finish_index(index)
         self.index = index
-        self.hints: dict[str, dict[bytes, Record]] = {}
+        self.hints = Hints(window_ms=10_800_000)  # HINT_WINDOW's default
         self.saved_members: list[MemberState] = []
         self.incarnation = 0
         # Process state.
@@ -358,13 +359,7 @@ class SimNode:
 
     def _hint_all(self, replica: str, records: list[Record]) -> None:
         if self.config.hints:
-            for record in records:
-                self._hint(replica, record)
-
-    def _hint(self, replica: str, record: Record) -> None:
-        held = self.hints.setdefault(replica, {})
-        if supersedes(record, held.get(record.key)):
-            held[record.key] = record
+            self.hints.hold(replica, records)
 
     def read(self, key: bytes, level: Consistency, reply: Reply) -> None:
         try:
@@ -475,28 +470,29 @@ class SimNode:
         )
 
     def _deliver_hints(self) -> None:
-        for node_id, held in self.hints.items():
-            member = self.membership.get(node_id)
-            if not held or member is None or member.status is not Status.ALIVE:
-                continue
-            target = self.cluster.node(node_id)
-            snapshot = list(held.values())
+        def send(replica: str, batches: deque[list[Record]]) -> None:
+            # In order, each batch once the one before was answered (hints.py).
+            if not batches:
+                return
+            target, batch = self.cluster.node(replica), batches.popleft()
 
-            def delivered(
-                _: Any, held: dict[bytes, Record] = held, sent: list[Record] = snapshot
-            ) -> None:
-                for record in sent:
-                    if held.get(record.key) is record:
-                        del held[record.key]
+            def delivered(_: Any) -> None:
+                self.hints.delivered(replica, batch)
+                send(replica, batches)
 
             self.cluster.call(
                 self,
                 target,
-                lambda t=target, s=snapshot: t.apply_replicated(s),  # type: ignore[misc]
+                lambda: target.apply_replicated(batch),
                 delivered,
                 lambda: None,
                 self.config.peer_timeout,
             )
+
+        self.hints.expire(self.wall_ms())
+        for step in self.hints.due(self.membership):
+            if isinstance(step, Deliver):
+                send(step.replica, deque(step.batches))
         self.timer(self.config.hint_interval, self._deliver_hints)
 
     def _sync(self) -> None:

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from a3redis.cluster import Cluster
+from a3redis.core.hinted_handoff import REWRITE_SLACK
 from a3redis.core.hlc import Version
 from a3redis.core.membership import (
     GossipMessage,
@@ -19,7 +20,7 @@ from a3redis.core.membership import (
     Status,
 )
 from a3redis.core.record import Record
-from a3redis.hints import REWRITE_SLACK, HintStore
+from a3redis.hints import HintStore
 
 
 def rec(key: bytes, wall: int, value: bytes | None = b"v") -> Record:
@@ -38,8 +39,8 @@ async def test_hints_survive_a_restart_and_keep_the_newest_per_key(tmp_path: Pat
     reopened = HintStore(tmp_path, window_s=3600, wall_ms=lambda: now)
     reopened.load()
     assert reopened.pending() == {"node-2": 2, "node-3": 1}
-    assert reopened._hints["node-2"][b"a"] == rec(b"a", now - 1, None)
-    assert reopened._hints["node-2"][b"b"] == rec(b"b", now - 4)
+    assert reopened.held("node-2")[b"a"] == rec(b"a", now - 1, None)
+    assert reopened.held("node-2")[b"b"] == rec(b"b", now - 4)
 
 
 async def test_hints_older_than_the_window_are_dropped(tmp_path: Path) -> None:
@@ -49,7 +50,7 @@ async def test_hints_older_than_the_window_are_dropped(tmp_path: Path) -> None:
     await hints.store("node-2", [rec(b"old", now - 61_000), rec(b"new", now - 1_000)])
     later = HintStore(tmp_path, window_s=60, wall_ms=lambda: now)
     later.load()
-    assert list(later._hints["node-2"]) == [b"new"]
+    assert list(later.held("node-2")) == [b"new"]
     assert later.expired == 1
 
 
@@ -105,11 +106,9 @@ async def test_the_file_of_a_target_that_stays_down_is_rewritten_not_grown(
         GossipMessage("c", 3, "node-2", (MemberState("node-2", "b:1", "b:2", Status.DEAD, 1),)),
         0.0,
     )
-    for round_ in range(3):
-        for start in range(0, REWRITE_SLACK, 100):
-            await hints.store(
-                "node-2", [rec(b"k%d" % (start + i % 10), now - 9 + round_) for i in range(100)]
-            )
+    # Each round overwrites the same 100 keys, until the file holds far more than its live hints.
+    for round_ in range(3 + REWRITE_SLACK // 100):
+        await hints.store("node-2", [rec(b"k%d" % i, now - 100 + round_) for i in range(100)])
     grown = (tmp_path / "node-2.hints").stat().st_size
     cluster = cast(Cluster, SimpleNamespace(membership=membership))
     with trio.move_on_after(0.5):
@@ -117,7 +116,7 @@ async def test_the_file_of_a_target_that_stays_down_is_rewritten_not_grown(
     assert (tmp_path / "node-2.hints").stat().st_size < grown / 10
     reopened = HintStore(tmp_path, window_s=3600, wall_ms=lambda: now)
     reopened.load()
-    assert reopened.pending() == hints.pending() == {"node-2": len(hints._hints["node-2"])}
+    assert reopened.pending() == hints.pending() == {"node-2": len(hints.held("node-2"))}
     # Once the hints expire, the file goes.
     now += 3_600_001
     with trio.move_on_after(0.5):

@@ -22,7 +22,7 @@ def hint_store(path: Path) -> HintStore:
 
 def stored(path: Path, node: str = "node-2") -> list[bytes]:
     hints = hint_store(path)
-    return sorted(hints._hints.get(node, {}))
+    return sorted(hints.held(node))
 
 
 async def test_a_hints_file_is_a_file_of_kind_hints(tmp_path: Path) -> None:
