@@ -438,7 +438,7 @@ SETTINGS: tuple[Setting, ...] = (
         "repair_max_keys_per_second",
         "5000",
         Number(0.0, 1e9, "keys per second, 0 for no limit"),
-        "Pace of repair transfers (0: unpaced)",
+        "Pace of repair transfers",
     ),
     Setting(
         "TOMBSTONE_GRACE",
