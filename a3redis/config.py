@@ -496,6 +496,9 @@ def derived_defaults(node_num: int, bind_host: str) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """A node's settings: one field per row of SETTINGS, where each is documented, except
+    `limits`, which MAX_KEY_BYTES, MAX_VALUE_BYTES and MAX_CLOCK_SKEW make together."""
+
     node_num: int
     node_id: str
     grpc_port: int
@@ -540,6 +543,7 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
+        """Every row of SETTINGS read from `env`, or ConfigError for the first bad value."""
         # NODE_NUM and BIND_HOST first: other defaults follow from them.
         node_num = _read(env, SETTINGS_BY_ENV["NODE_NUM"], {})
         bind_host = _read(env, SETTINGS_BY_ENV["BIND_HOST"], {})
