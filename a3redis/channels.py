@@ -20,7 +20,7 @@ import trio
 from purerpc.client import _Channel
 from purerpc.grpclib.config import GRPCConfiguration
 
-from a3redis.config import Address
+from a3redis.address import Address
 from a3redis.grpc_socket import LeanSocket
 from a3redis.supervision import unwrap_single_group
 

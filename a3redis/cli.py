@@ -23,8 +23,8 @@ import httpx
 import trio
 
 from a3redis import __version__, cluster_view
+from a3redis.address import Address
 from a3redis.client import Client, ClientError, Entry, GetResult
-from a3redis.config import Address
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.validation import InvalidRequestError

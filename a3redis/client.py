@@ -28,8 +28,8 @@ import purerpc
 import trio
 
 from a3redis import wire
+from a3redis.address import Address
 from a3redis.channels import ChannelPool
-from a3redis.config import Address
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.ring import Ring

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import trio
 
+from a3redis.address import Address
 from a3redis.channels import ChannelPool
-from a3redis.config import Address
 from a3redis.core.membership import Membership, Status
 from a3redis.core.ring import Ring
 from a3redis.peers import PeerLink

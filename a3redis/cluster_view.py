@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import trio
 
+from a3redis.address import Address
 from a3redis.client import ClientError
-from a3redis.config import Address
 from a3redis.core.ring import Ring, partition_of
 
 # Members in these states may answer; `left` ones are gone for good, `incompatible` ones

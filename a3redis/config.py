@@ -1,9 +1,17 @@
 """Node configuration, read once from the environment.
 
-Rules: every setting has one typed field here and one environment variable;
-`Config.from_env` either returns a complete, valid Config or raises
-ConfigError naming the variable, the value and the accepted form. Nothing
-else in the node reads the environment.
+Rules:
+- SETTINGS is the one table of settings. Each row names an environment variable, the
+  Config attribute it fills, its default, its parser (which knows what it accepts) and
+  one line of documentation. `Config.from_env`, README's table of variables
+  (`python scripts/config_table.py`) and deploy/check.py's list of variables a node reads
+  all come from it; nothing writes them down a second time.
+- What relates one setting to another is plain code after the table: defaults that follow
+  from NODE_NUM or BIND_HOST (`derived_defaults`, shown in the table as formulas) and the
+  three settings that make the request limits (`Config.from_env`).
+- `Config.from_env` either returns a complete, valid Config or raises ConfigError naming
+  the variable, the value and the accepted form. Nothing else in the node reads the
+  environment.
 """
 
 from __future__ import annotations
@@ -13,46 +21,484 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from a3redis.address import Address
 from a3redis.core.consistency import Consistency
-from a3redis.core.names import NODE_ID_RULE, is_host, is_node_id, split_address
+from a3redis.core.names import NODE_ID_RULE, is_host, is_node_id
 from a3redis.core.validation import Limits
 from a3redis.logs import LogFormat
-from a3redis.storage.store import FsyncPolicy
+from a3redis.storage.policy import FsyncPolicy
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 _INT = re.compile(r"-?[0-9]{1,20}")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 class ConfigError(ValueError):
     """An environment variable has a value the node cannot use."""
 
 
+# ----- parsers: text to value, and the words for what they accept ---------------------------
+
+
+class Parser(Protocol[T_co]):
+    """Parses one variable's (stripped) text, or raises ValueError; `form` says what it
+    accepts, as error messages and README's table put it."""
+
+    @property
+    def form(self) -> str: ...
+
+    def __call__(self, text: str, /) -> T_co: ...
+
+
 @dataclass(frozen=True, slots=True)
-class Address:
-    host: str
-    port: int
+class Integer:
+    """A decimal integer from `low` to `high`; `words` may name `{low}` and `{high}`."""
 
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+    low: int
+    high: int
+    words: str = "an integer from {low} to {high}"
+    power_of_two: bool = False
 
-    @classmethod
-    def parse(cls, text: str) -> Address:
-        """`HOST:PORT`, or `[IPV6]:PORT`; the port is from 1 to 65535 (a3redis.core.names)."""
-        text = text.strip()
-        try:
-            host, port = split_address(text)
-        except ValueError:
-            raise ValueError(f"{text[:300]!r} is not HOST:PORT or [IPV6]:PORT") from None
-        return cls(host, port)
+    @property
+    def form(self) -> str:
+        return self.words.format(low=self.low, high=self.high)
+
+    def __call__(self, text: str) -> int:
+        if not _INT.fullmatch(text):
+            # int() would also take "1_000", "+7" or non-ASCII digits.
+            raise ValueError("")
+        number = int(text)
+        if not self.low <= number <= self.high:
+            raise ValueError("out of range")
+        if self.power_of_two and number & (number - 1):
+            raise ValueError("not a power of two")
+        return number
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A decimal number from `low` to `high` (nan and infinities are out of range)."""
+
+    low: float
+    high: float
+    words: str = "seconds, from {low} to {high}"
+
+    @property
+    def form(self) -> str:
+        return self.words.format(low=f"{self.low:.12g}", high=f"{self.high:.12g}")
+
+    def __call__(self, text: str) -> float:
+        number = float(text)
+        if not self.low <= number <= self.high:
+            raise ValueError("out of range")
+        return number
+
+
+@dataclass(frozen=True, slots=True)
+class OneOf(Generic[T]):
+    """One of a few words (`parse` may accept spellings beyond `choices`)."""
+
+    choices: tuple[str, ...]
+    parse: Callable[[str], T]
+
+    @property
+    def form(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+    def __call__(self, text: str) -> T:
+        return self.parse(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule(Generic[T]):
+    """A form too particular for the parsers above, stated in words."""
+
+    form: str
+    parse: Callable[[str], T]
+
+    def __call__(self, text: str) -> T:
+        return self.parse(text)
+
+
+@dataclass(frozen=True, slots=True)
+class OrUnset(Generic[T]):
+    """`parser`'s form, or empty for None."""
+
+    parser: Parser[T]
+
+    @property
+    def form(self) -> str:
+        return self.parser.form
+
+    def __call__(self, text: str) -> T | None:
+        return self.parser(text) if text else None
+
+
+def _node_id(text: str) -> str:
+    # The rule gossip applies to every id it hears (a3redis.core.names).
+    if not is_node_id(text):
+        raise ValueError("")
+    return text
+
+
+def _host(text: str) -> str:
+    if not is_host(text):
+        raise ValueError("")
+    return text
+
+
+def _path(text: str) -> Path:
+    if not text:
+        raise ValueError("empty")
+    return Path(text)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("")
+
+
+def _peers(text: str) -> tuple[Address, ...]:
+    return tuple(Address.parse(part) for part in text.split(",") if part.strip())
+
+
+def _consistency(text: str) -> Consistency:
+    try:
+        return Consistency.parse(text)
+    except ValueError:
+        raise ValueError("") from None
+
+
+PORT = Integer(0, 65535, "a port number from {low} to {high}")
+NODES = Integer(1, 10_000)
+HOST = Rule("an IP address or host name", _host)
+NAME = Rule(NODE_ID_RULE, _node_id)
+BOOLEAN = OneOf(("1", "0", "true", "false"), _bool)
+CONSISTENCY = OneOf(tuple(level.name.lower() for level in Consistency), _consistency)
+
+
+# ----- the table ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One environment variable: what it sets, its default, what it accepts, what it means."""
+
+    env: str
+    # The Config field it fills; MAX_KEY_BYTES, MAX_VALUE_BYTES and MAX_CLOCK_SKEW fill
+    # `limits` together (see Config.from_env).
+    attribute: str
+    # The text read when the variable is unset; None: it follows from other settings
+    # (derived_defaults), and `shown_default` gives the formula.
+    default: str | None
+    parse: Parser[object]
+    doc: str  # one line of Markdown: what it means, for README's table
+    shown_default: str = ""  # README's Default column, when not the `default` text itself
+    seed: bool = False  # kept from the older project, with the same name and meaning
+    internal: bool = False  # for tests only: left out of README's table
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "NODE_NUM",
+        "node_num",
+        "1",
+        NODES,
+        "Node number N; sets the default node id, ports and data directory",
+        seed=True,
+    ),
+    Setting(
+        "NODE_ID",
+        "node_id",
+        None,
+        NAME,
+        "Stable identity of the node (survives address changes)",
+        shown_default="`node-<N>`",
+    ),
+    Setting(
+        "GRPC_PORT",
+        "grpc_port",
+        None,
+        PORT,
+        "gRPC API port (`0`: any free port)",
+        shown_default="`50050+N`",
+        seed=True,
+    ),
+    Setting(
+        "GOSSIP_PORT",
+        "gossip_port",
+        None,
+        PORT,
+        "HTTP port: gossip, `/health`, `/membership`, `/metrics`, the status page",
+        shown_default="`8000+N`",
+        seed=True,
+    ),
+    Setting(
+        "BIND_HOST",
+        "bind_host",
+        "127.0.0.1",
+        HOST,
+        "Address to listen on (`0.0.0.0` for all interfaces)",
+    ),
+    Setting(
+        "ADVERTISE_HOST",
+        "advertise_host",
+        None,
+        HOST,
+        "Address other nodes and clients use",
+        shown_default="`BIND_HOST` (host name if binding all)",
+    ),
+    Setting(
+        "DATA_DIR",
+        "data_dir",
+        None,
+        Rule("a directory path", _path),
+        "Where this node keeps its data; one process per directory",
+        shown_default="`./data/node<N>`",
+        seed=True,
+    ),
+    Setting(
+        "FSYNC",
+        "fsync",
+        "always",
+        OneOf(tuple(policy.value for policy in FsyncPolicy), lambda t: FsyncPolicy(t.lower())),
+        "`always`: acknowledge after fdatasync (group commit); `everysec`: fsync once a "
+        "second; `no`: leave it to the OS",
+    ),
+    Setting(
+        "PEERS",
+        "peers",
+        "",
+        Rule("comma-separated HOST:PORT addresses", _peers),
+        "Other nodes' gRPC addresses, `host:port,host:port`",
+        seed=True,
+    ),
+    Setting(
+        "TOTAL_NODES",
+        "total_nodes",
+        "",
+        OrUnset(NODES),
+        "Without `PEERS`: the peers are nodes 1 to `TOTAL_NODES` on this host",
+        shown_default="(unset)",
+        seed=True,
+    ),
+    Setting(
+        "REPLICATION_FACTOR",
+        "replication_factor",
+        "3",
+        Integer(1, 15),
+        "Copies of each key, N (must match on every node: a peer that differs is refused)",
+        seed=True,
+    ),
+    Setting(
+        "CLUSTER_NAME",
+        "cluster_name",
+        "a3redis",
+        NAME,
+        "Nodes of different clusters refuse each other",
+    ),
+    Setting(
+        "READ_CONSISTENCY",
+        "read_consistency",
+        "quorum",
+        CONSISTENCY,
+        "Default level of a read that does not name one",
+    ),
+    Setting(
+        "WRITE_CONSISTENCY",
+        "write_consistency",
+        "quorum",
+        CONSISTENCY,
+        "Default level of a write or delete that does not name one",
+    ),
+    Setting(
+        "MAX_KEY_BYTES",
+        "max_key_bytes",
+        "1024",
+        Integer(1, 65_535),
+        "Longest key accepted",
+    ),
+    Setting(
+        "MAX_VALUE_BYTES",
+        "max_value_bytes",
+        str(1024 * 1024),
+        Integer(0, 16 * 1024 * 1024),
+        "Largest value accepted",
+    ),
+    Setting(
+        "MAX_CONNECTIONS",
+        "max_connections",
+        "1024",
+        Integer(1, 1_000_000),
+        "gRPC connections served at once; more are closed as they arrive (counted in "
+        "`a3redis_grpc_connections_refused_total`). The node raises its open-file limit to "
+        "fit them when it can",
+    ),
+    Setting(
+        "MAX_CLOCK_SKEW",
+        "max_clock_skew",
+        "60",
+        Number(1.0, 3600.0),
+        "Seconds a received version may be ahead of this node's clock; more is refused (see "
+        "[Hostile input](#hostile-input)). Keep it well above the clock differences between "
+        "nodes",
+    ),
+    Setting(
+        "COMPACT_MIN_BYTES",
+        "compact_min_bytes",
+        str(64 * 1024 * 1024),
+        Integer(4096, 2**40, "a byte count of at least {low}"),
+        "Compact once the log exceeds this and twice the live data",
+    ),
+    Setting(
+        "SHUTDOWN_GRACE",
+        "shutdown_grace",
+        "1.5",
+        Number(0.0, 60.0),
+        "Seconds to let in-flight requests finish on shutdown",
+    ),
+    Setting(
+        "GOSSIP_INTERVAL",
+        "gossip_interval",
+        "1.0",
+        Number(0.05, 60.0),
+        "Seconds between gossip rounds (one probe each)",
+    ),
+    Setting(
+        "FAILURE_TIMEOUT",
+        "failure_timeout",
+        "10",
+        Number(0.5, 3600.0),
+        "Seconds without evidence of life before a member is declared dead",
+    ),
+    Setting(
+        "DEAD_MEMBER_REAP",
+        "dead_member_reap",
+        str(72 * 3600),
+        Number(1.0, 365 * 86400.0),
+        "Seconds a member may stay dead (or left) before it is forgotten: taken out of the "
+        "member table and the ring, its partitions moving to the other nodes (72 h, like "
+        "memberlist's dead-node reclaim)",
+    ),
+    Setting(
+        "REQUEST_TIMEOUT",
+        "request_timeout",
+        "3",
+        Number(0.05, 600.0),
+        "Seconds a coordinator waits for replicas before `DEADLINE_EXCEEDED`",
+    ),
+    Setting(
+        "PEER_TIMEOUT",
+        "peer_timeout",
+        "2",
+        Number(0.05, 600.0),
+        "Seconds one replica call may take before the replica counts as failed",
+    ),
+    Setting(
+        "HINT_WINDOW",
+        "hint_window",
+        "10800",
+        Number(0.0, 30 * 86400.0),
+        "Seconds a hint for a down replica is kept (3 h, as Cassandra)",
+    ),
+    Setting(
+        "SYNC_INTERVAL",
+        "sync_interval",
+        "30",
+        Number(0.1, 86400.0),
+        "Seconds between anti-entropy rounds (±20% jitter)",
+        seed=True,
+    ),
+    Setting(
+        "CHUNK_COUNT",
+        "chunk_count",
+        "16",
+        Integer(1, 1024, "a power of two from {low} to {high}", power_of_two=True),
+        "Merkle leaves per partition (must match on every node)",
+        seed=True,
+    ),
+    Setting(
+        "MERKLE_FANOUT",
+        "merkle_fanout",
+        "16",
+        Integer(2, 256),
+        "Children per inner node of the Merkle range tree (the asking node's value is used)",
+    ),
+    Setting(
+        "REPAIR_MAX_KEYS_PER_SECOND",
+        "repair_max_keys_per_second",
+        "5000",
+        Number(0.0, 1e9, "keys per second, 0 for no limit"),
+        "Pace of repair transfers",
+    ),
+    Setting(
+        "TOMBSTONE_GRACE",
+        "tombstone_grace",
+        "86400",
+        Number(1.0, 365 * 86400.0),
+        "Seconds before a tombstone every replica holds may be purged",
+    ),
+    Setting(
+        "A3REDIS_CLOCK_OFFSET_MS",
+        "clock_offset_ms",
+        "0",
+        Integer(-86_400_000, 86_400_000, "milliseconds within a day (tests only)"),
+        "Shifts this node's wall clock, so that tests can skew one node",
+        internal=True,
+    ),
+    Setting("DEBUG_LOG", "debug_log", "0", BOOLEAN, "`1` for debug logging"),
+    Setting(
+        "DEBUG_ENDPOINTS",
+        "debug_endpoints",
+        "0",
+        BOOLEAN,
+        "`1` serves `GET /debug/objects`: a census of live objects (instances per type, "
+        "entries per container) for finding leaks; it walks the whole heap, so never on a "
+        "production node",
+    ),
+    Setting(
+        "LOG_FORMAT",
+        "log_format",
+        "text",
+        OneOf(tuple(form.value for form in LogFormat), lambda t: LogFormat(t.lower())),
+        "`json`: one JSON object per line (`timestamp`, `level`, `node_id`, `logger`, "
+        "`event`), Hypercorn's and purerpc's lines and crash tracebacks included",
+    ),
+)
+
+SETTINGS_BY_ENV: Mapping[str, Setting] = {setting.env: setting for setting in SETTINGS}
+
+
+# ----- what relates settings to each other -----------------------------------------------------
+
+
+def derived_defaults(node_num: int, bind_host: str) -> dict[str, str]:
+    """The defaults (as text) of the settings whose default is None in the table."""
+    wildcard = bind_host in ("0.0.0.0", "::")
+    return {
+        "NODE_ID": f"node-{node_num}",
+        "GRPC_PORT": str(50050 + node_num),
+        "GOSSIP_PORT": str(8000 + node_num),
+        # Listening on every interface: the host name is what others can most likely reach.
+        "ADVERTISE_HOST": socket.gethostname() if wildcard else bind_host,
+        "DATA_DIR": f"./data/node{node_num}",
+    }
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """A node's settings: one field per row of SETTINGS, where each is documented, except
+    `limits`, which MAX_KEY_BYTES, MAX_VALUE_BYTES and MAX_CLOCK_SKEW make together."""
+
     node_num: int
     node_id: str
     grpc_port: int
@@ -97,239 +543,26 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
-        read = _Reader(env)
-        node_num = read.value("NODE_NUM", "1", _int_in(1, 10_000), "an integer from 1 to 10000")
-        bind_host = read.value("BIND_HOST", "127.0.0.1", _host, "an IP address or host name")
-        default_advertise = socket.gethostname() if bind_host in ("0.0.0.0", "::") else bind_host
+        """Every row of SETTINGS read from `env`, or ConfigError for the first bad value."""
+        # NODE_NUM and BIND_HOST first: other defaults follow from them.
+        node_num = _read(env, SETTINGS_BY_ENV["NODE_NUM"], {})
+        bind_host = _read(env, SETTINGS_BY_ENV["BIND_HOST"], {})
+        derived = derived_defaults(node_num, bind_host)
+        values = {setting.attribute: _read(env, setting, derived) for setting in SETTINGS}
         limits = Limits(
-            max_key_bytes=read.value(
-                "MAX_KEY_BYTES", "1024", _int_in(1, 65_535), "an integer from 1 to 65535"
-            ),
-            max_value_bytes=read.value(
-                "MAX_VALUE_BYTES",
-                str(1024 * 1024),
-                _int_in(0, 16 * 1024 * 1024),
-                "an integer from 0 to 16777216",
-            ),
-            max_clock_skew_ms=round(
-                1000
-                * read.value(
-                    "MAX_CLOCK_SKEW", "60", _float_in(1.0, 3600.0), "seconds, from 1 to 3600"
-                )
-            ),
+            max_key_bytes=values.pop("max_key_bytes"),
+            max_value_bytes=values.pop("max_value_bytes"),
+            max_clock_skew_ms=round(1000 * values.pop("max_clock_skew")),
         )
-        consistency_form = "one of one, quorum, all, local"
-        return cls(
-            node_num=node_num,
-            node_id=read.value(
-                "NODE_ID",
-                f"node-{node_num}",
-                _node_id,
-                NODE_ID_RULE,
-            ),
-            grpc_port=read.value(
-                "GRPC_PORT",
-                str(50050 + node_num),
-                _int_in(0, 65535),
-                "a port number from 0 to 65535",
-            ),
-            gossip_port=read.value(
-                "GOSSIP_PORT",
-                str(8000 + node_num),
-                _int_in(0, 65535),
-                "a port number from 0 to 65535",
-            ),
-            bind_host=bind_host,
-            advertise_host=read.value(
-                "ADVERTISE_HOST", default_advertise, _host, "an IP address or host name"
-            ),
-            peers=read.value("PEERS", "", _peers, "comma-separated HOST:PORT addresses"),
-            total_nodes=read.value(
-                "TOTAL_NODES", "", _optional(_int_in(1, 10_000)), "an integer from 1 to 10000"
-            ),
-            replication_factor=read.value(
-                "REPLICATION_FACTOR", "3", _int_in(1, 15), "an integer from 1 to 15"
-            ),
-            cluster_name=read.value(
-                "CLUSTER_NAME",
-                "a3redis",
-                _node_id,
-                NODE_ID_RULE,
-            ),
-            data_dir=read.value("DATA_DIR", f"./data/node{node_num}", _path, "a directory path"),
-            fsync=read.value(
-                "FSYNC",
-                "always",
-                lambda text: FsyncPolicy(text.lower()),
-                "one of always, everysec, no",
-            ),
-            limits=limits,
-            read_consistency=read.value(
-                "READ_CONSISTENCY", "quorum", _consistency, consistency_form
-            ),
-            write_consistency=read.value(
-                "WRITE_CONSISTENCY", "quorum", _consistency, consistency_form
-            ),
-            compact_min_bytes=read.value(
-                "COMPACT_MIN_BYTES",
-                str(64 * 1024 * 1024),
-                _int_in(4096, 2**40),
-                "a byte count of at least 4096",
-            ),
-            shutdown_grace=read.value(
-                "SHUTDOWN_GRACE", "1.5", _float_in(0.0, 60.0), "seconds, from 0 to 60"
-            ),
-            gossip_interval=read.value(
-                "GOSSIP_INTERVAL", "1.0", _float_in(0.05, 60.0), "seconds, from 0.05 to 60"
-            ),
-            failure_timeout=read.value(
-                "FAILURE_TIMEOUT", "10", _float_in(0.5, 3600.0), "seconds, from 0.5 to 3600"
-            ),
-            dead_member_reap=read.value(
-                "DEAD_MEMBER_REAP",
-                str(72 * 3600),
-                _float_in(1.0, 365 * 86400.0),
-                "seconds, from 1 to 31536000",
-            ),
-            request_timeout=read.value(
-                "REQUEST_TIMEOUT", "3", _float_in(0.05, 600.0), "seconds, from 0.05 to 600"
-            ),
-            peer_timeout=read.value(
-                "PEER_TIMEOUT", "2", _float_in(0.05, 600.0), "seconds, from 0.05 to 600"
-            ),
-            hint_window=read.value(
-                "HINT_WINDOW", "10800", _float_in(0.0, 30 * 86400.0), "seconds, from 0 to 2592000"
-            ),
-            sync_interval=read.value(
-                "SYNC_INTERVAL", "30", _float_in(0.1, 86400.0), "seconds, from 0.1 to 86400"
-            ),
-            chunk_count=read.value(
-                "CHUNK_COUNT", "16", _power_of_two(1, 1024), "a power of two from 1 to 1024"
-            ),
-            merkle_fanout=read.value(
-                "MERKLE_FANOUT", "16", _int_in(2, 256), "an integer from 2 to 256"
-            ),
-            repair_max_keys_per_second=read.value(
-                "REPAIR_MAX_KEYS_PER_SECOND",
-                "5000",
-                _float_in(0.0, 1e9),
-                "keys per second, 0 for no limit",
-            ),
-            tombstone_grace=read.value(
-                "TOMBSTONE_GRACE",
-                "86400",
-                _float_in(1.0, 365 * 86400.0),
-                "seconds, from 1 to 31536000",
-            ),
-            clock_offset_ms=read.value(
-                "A3REDIS_CLOCK_OFFSET_MS",
-                "0",
-                _int_in(-86_400_000, 86_400_000),
-                "milliseconds within a day (tests only)",
-            ),
-            debug_log=read.value("DEBUG_LOG", "0", _bool, "one of 1, 0, true, false"),
-            max_connections=read.value(
-                "MAX_CONNECTIONS", "1024", _int_in(1, 1_000_000), "an integer from 1 to 1000000"
-            ),
-            debug_endpoints=read.value("DEBUG_ENDPOINTS", "0", _bool, "one of 1, 0, true, false"),
-            log_format=read.value(
-                "LOG_FORMAT",
-                "text",
-                lambda text: LogFormat(text.lower()),
-                "one of text, json",
-            ),
-        )
+        return cls(limits=limits, **values)
 
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def value(self, name: str, default: str, parse: Callable[[str], T], form: str) -> T:
-        raw = self._env.get(name, default)
-        try:
-            return parse(raw.strip())
-        except ValueError as error:
-            detail = f" ({error})" if str(error) and "invalid literal" not in str(error) else ""
-            raise ConfigError(f"{name}={raw!r} is invalid: expected {form}{detail}") from None
-
-
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not _INT.fullmatch(text):
-            # int() would also take "1_000", "+7" or non-ASCII digits.
-            raise ValueError("")
-        number = int(text)
-        if not low <= number <= high:
-            raise ValueError("out of range")
-        return number
-
-    return parse
-
-
-def _power_of_two(low: int, high: int) -> Callable[[str], int]:
-    within = _int_in(low, high)
-
-    def parse(text: str) -> int:
-        number = within(text)
-        if number & (number - 1):
-            raise ValueError("not a power of two")
-        return number
-
-    return parse
-
-
-def _float_in(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        number = float(text)
-        if not low <= number <= high:
-            raise ValueError("out of range")
-        return number
-
-    return parse
-
-
-def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
-    def parse_optional(text: str) -> T | None:
-        return parse(text) if text else None
-
-    return parse_optional
-
-
-def _node_id(text: str) -> str:
-    # The rule gossip applies to every id it hears (a3redis.core.names).
-    if not is_node_id(text):
-        raise ValueError("")
-    return text
-
-
-def _host(text: str) -> str:
-    if not is_host(text):
-        raise ValueError("")
-    return text
-
-
-def _path(text: str) -> Path:
-    if not text:
-        raise ValueError("empty")
-    return Path(text)
-
-
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError("")
-
-
-def _peers(text: str) -> tuple[Address, ...]:
-    return tuple(Address.parse(part) for part in text.split(",") if part.strip())
-
-
-def _consistency(text: str) -> Consistency:
+def _read(env: Mapping[str, str], setting: Setting, derived: Mapping[str, str]) -> Any:
+    default = derived[setting.env] if setting.default is None else setting.default
+    raw = env.get(setting.env, default)
     try:
-        return Consistency.parse(text)
-    except ValueError:
-        raise ValueError("") from None
+        return setting.parse(raw.strip())
+    except ValueError as error:
+        detail = f" ({error})" if str(error) and "invalid literal" not in str(error) else ""
+        form = setting.parse.form
+        raise ConfigError(f"{setting.env}={raw!r} is invalid: expected {form}{detail}") from None

@@ -33,7 +33,8 @@ from typing import Any
 import httpx
 import trio
 
-from a3redis.config import Address, Config
+from a3redis.address import Address
+from a3redis.config import Config
 from a3redis.core.membership import (
     MAX_INCARNATION,
     MAX_MEMBERS,

@@ -32,8 +32,8 @@ from typing import Any
 import trio
 
 from a3redis import gathering
+from a3redis.address import Address
 from a3redis.channels import ChannelPool
-from a3redis.config import Address
 from a3redis.core.record import ApplyOutcome, Record
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.replica_grpc import ReplicaStub

@@ -13,7 +13,7 @@ never a skip.
   check-jsonschema     compose.yaml against the Compose Specification
   bash -n, shellcheck  every *.sh
   consistency          what the schemas cannot see: every environment variable set for a
-                       node is one a3redis/config.py reads, ports agree between env,
+                       node is one of a3redis.config.SETTINGS, ports agree between env,
                        container ports, published ports and scrape targets, PEERS and
                        ADVERTISE_HOST name the nodes that exist
 """
@@ -34,7 +34,6 @@ import render  # deploy/render.py: run as a script, this file's directory is on 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIG_SOURCE = REPO / "a3redis" / "config.py"
 # The oldest Kubernetes these manifests are meant for, and the newest schema shipped.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 
@@ -120,17 +119,21 @@ def check_consistency(deploy: Path, _scratch: Path) -> str:
     ]
     if problems:
         raise Failure("\n".join(problems))
-    return f"env names (of {len(known)} in a3redis/config.py), ports, peers, scrape targets"
+    return f"env names (of {len(known)} in a3redis.config.SETTINGS), ports, peers, scrape targets"
 
 
 # ----- consistency ----------------------------------------------------------------------------
 
 
 def _config_variables() -> set[str]:
-    names = set(re.findall(r'read\.value\(\s*"([A-Z][A-Z0-9_]*)"', CONFIG_SOURCE.read_text()))
-    if len(names) < 10:
-        raise Failure(f"{CONFIG_SOURCE}: found only {sorted(names)}; has read.value changed?")
-    return names
+    """The variables a node reads: a3redis.config's table of settings, from this repository."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # this checkout's a3redis, not another installed copy
+    try:
+        from a3redis.config import SETTINGS
+    except ImportError as error:
+        raise Failure(f"{REPO / 'a3redis' / 'config.py'}: cannot import it: {error}") from None
+    return {setting.env for setting in SETTINGS}
 
 
 def _compose_problems(path: Path, prometheus: Path, known: set[str]) -> Iterator[str]:
@@ -143,7 +146,7 @@ def _compose_problems(path: Path, prometheus: Path, known: set[str]) -> Iterator
         env = {key: str(value) for key, value in (service.get("environment") or {}).items()}
         where = f"{path}: services.{name}"
         yield from (
-            f"{where}: environment {key} is not read by a3redis/config.py"
+            f"{where}: environment {key} is not a setting in a3redis/config.py"
             for key in sorted(set(env) - known)
         )
         published = {str(port) for port in service.get("ports") or []}
@@ -197,7 +200,7 @@ def _kubernetes_problems(directory: Path, known: set[str]) -> Iterator[str]:
     env = {e.get("name"): e.get("value") for e in container.get("env") or []}
     referenced = {m for v in env.values() if v for m in re.findall(r"\$\(([A-Z_]+)\)", v)}
     yield from (
-        f"{path}: env {key} is not read by a3redis/config.py (nor used as $({key}))"
+        f"{path}: env {key} is not a setting in a3redis/config.py (nor used as $({key}))"
         for key in sorted(set(env) - known - referenced)
     )
     ports = {p.get("name"): str(p.get("containerPort")) for p in container.get("ports") or []}

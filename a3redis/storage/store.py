@@ -18,7 +18,6 @@ the committer stops, no writer waits forever.
 
 from __future__ import annotations
 
-import enum
 import gc
 import logging
 import queue
@@ -40,6 +39,7 @@ from a3redis.core.table import RecordTable
 from a3redis.storage import codec
 from a3redis.storage.codec import Purge
 from a3redis.storage.files import AppendLog, DataDir, DataDirError, Recovered
+from a3redis.storage.policy import FsyncPolicy
 from a3redis.supervision import unwrap_single_group
 
 log = logging.getLogger(__name__)
@@ -65,12 +65,6 @@ __all__ = ["DataDirError", "FsyncPolicy", "Store", "StoreClosedError", "StoreFai
 GATHER_DELAY = 0.002
 GATHER_MIN_WRITERS = 2
 GATHER_MIN_RECORDS = 4
-
-
-class FsyncPolicy(enum.Enum):
-    ALWAYS = "always"  # acknowledge after fdatasync (group commit)
-    EVERYSEC = "everysec"  # acknowledge after write(); fdatasync once a second
-    NO = "no"  # acknowledge after write(); the OS decides when to flush
 
 
 class StoreClosedError(NodeUnavailableError):

@@ -10,11 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from a3redis.config import Address, Config, ConfigError
+from a3redis.address import Address
+from a3redis.config import Config, ConfigError
 from a3redis.core.consistency import Consistency
 from a3redis.core.validation import Limits
 from a3redis.logs import LogFormat
-from a3redis.storage.store import FsyncPolicy
+from a3redis.storage.policy import FsyncPolicy
 
 
 def test_defaults_for_node_3() -> None:

@@ -13,7 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from a3redis.config import Address, Config
+from a3redis.address import Address
+from a3redis.config import Config
 from a3redis.core.membership import (
     MAX_INCARNATION,
     MAX_MEMBERS,

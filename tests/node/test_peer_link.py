@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import trio
 
+from a3redis.address import Address
 from a3redis.channels import ChannelPool
-from a3redis.config import Address
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.peers import PeerLink
