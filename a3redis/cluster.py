@@ -6,7 +6,7 @@ table's `version` says when to look). A change that costs little (a few
 members joining or leaving) is applied at once; a big one (hundreds of
 members learned at once, a first build of a large table) is computed in a
 worker thread while requests keep the previous ring, so no change blocks
-the event loop for long (~50 ms at most at 1,000 members); a replica is "down"
+the event loop for long (RING_INLINE_COST bounds it); a replica is "down"
 when membership says dead or left. A node given peers is `joining` until it
 knows one (from a peer's table or the one it saved): until then its ring
 would be itself alone, and nothing may be placed on it. Links to peers are
@@ -27,7 +27,8 @@ from a3redis.core.ring import Ring
 from a3redis.peers import PeerLink
 
 # Member-partition scores a ring change may compute on the event loop (Ring.change_cost):
-# about 20-40 ms; one member joining or leaving a ring of 1,000 costs 4,096 or ~100,000.
+# a few members joining or leaving stay under it; hundreds learned at once go to a
+# worker thread. How long that many scores take: benchmarks/README.md.
 RING_INLINE_COST = 200_000
 
 

@@ -161,8 +161,8 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
     """purerpc's per-connection handler, with each call a plain trio task.
 
     purerpc starts every call through an anyio task group, whose per-task
-    handle (a cancel scope, an Event, a name) cost ~5 % of a node's CPU per
-    request under load (py-spy). Unlike purerpc's handler, this one lets
+    handle (a cancel scope, an Event, a name) showed up in py-spy profiles of
+    a node under load (benchmarks/README.md). Unlike purerpc's handler, this one lets
     cancellation through (a node that stops closes its connections instead
     of logging them as errors), closes the socket when the connection ends,
     on bad input too, and answers a failure with a status that names no

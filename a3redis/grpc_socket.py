@@ -6,8 +6,8 @@ from the connection's reader task to a stream's task and how the writer task
 is woken, and bounds what a connection may hold (below). purerpc does both
 through anyio objects made per stream and per wake-up (a memory object
 stream pair per stream, an Event per flow-control wait and per writer wake,
-each looking its backend up), which py-spy showed at ~10 % of a node's CPU
-per request under load. Both a3redis's server
+each looking its backend up), which py-spy showed as a sizeable share of a
+node's CPU per request under load. Both a3redis's server
 (a3redis.grpc_server) and its peer channels (a3redis.channels) use
 `LeanSocket`; anything that talks to a node sees the same bytes either way.
 
@@ -18,9 +18,10 @@ carry millions of calls):
   RST_STREAM, so a call a client cancelled stayed in the table, with its
   read buffer and a handler waiting for a message that never came);
 - a server connection allows MAX_CONCURRENT_STREAMS streams at once
-  (purerpc allowed 65,536: 20,000 header-only streams cost a node 78 MB);
+  (purerpc allowed 65,536, so header-only streams alone could hold a node's
+  memory);
 - a compressed message inflates to at most the message limit (purerpc
-  inflated without a bound: a 70 KiB request became a 70 MiB value);
+  inflated without a bound, so a small request could become a huge value);
 - the request bytes a server holds while messages are still incomplete, over
   all its connections, stay within an InboundBudget: past it, the stream
   holding the most is reset (ENHANCE_YOUR_CALM, which gRPC clients report
@@ -29,8 +30,9 @@ carry millions of calls):
   of many large messages made a node hold up to 1 GiB per connection;
 - h2 remembers how each of the last CLOSED_STREAMS_REMEMBERED streams
   closed, to answer frames still in flight when a stream closed; h2 keeps
-  65,536 by default, ~150 bytes each, so every long-lived connection grew
-  by ~10 MB before its table stopped growing (issue 13).
+  65,536 by default, so every long-lived connection grew for its first
+  65,536 streams (issue 13). The figures behind these bounds are in
+  benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 Rules: this module owns every change a3redis makes to how h2 and hpack run,
 and each one must leave the bytes sent and the answers given exactly as they
 were (tests/node/test_h2_tuning.py compares both against the stock code). Two
-changes, both measured with py-spy on a node under load, where h2/hpack are
-about a third of the CPU per request:
+changes, both found with py-spy on a node under load, where h2/hpack are a
+large share of the CPU per request (benchmarks/README.md has the figures):
 
 - hpack 3's `HeaderTable.search` scans the 61-entry static table, in Python,
-  for every header it encodes (~9 per gRPC call, both sides). hpack 4 looks
+  for every header it encodes (every header of every gRPC call, both sides). hpack 4 looks
   the static table up in a dict, but purerpc 0.8 needs h2 3.x, which needs
   hpack 3. `install()` gives hpack 3 the same dict lookup, process-wide, once;
   only a node's server calls it (a3redis.grpc_server), so a program that

@@ -42,8 +42,8 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         # Request counts and latencies are kept in plain dicts and handed to
         # Prometheus only when it scrapes: prometheus_client's labels() lookup,
-        # locks and bucket search cost ~10 µs per request (measured with
-        # benchmarks/hotpath.py), on a path whose whole budget is a few hundred.
+        # locks and bucket search, per request, would be a visible share of a
+        # request's whole CPU budget (benchmarks/README.md has the figure).
         self._counts: dict[tuple[str, str, str], int] = {}
         self._created: dict[tuple[str, str, str], float] = {}
         # Per rpc: a count per bucket (not cumulative; the last is +Inf) and the sum.

@@ -4,8 +4,8 @@ Rules: one long-lived channel per peer (from the node's ChannelPool). Callers
 queue records or keys and either wait (`apply`, `read`) or hand over a
 callback (`submit_apply`, `submit_read`: the coordinator's hot path, which
 then needs no task per replica); a sender task per peer takes everything that
-is queued at that moment and sends it as one call, so the ~300 µs a purerpc
-call costs is shared by every request that was waiting. Every submission is
+is queued at that moment and sends it as one call, so the fixed cost of a
+purerpc call is shared by every request that was waiting. Every submission is
 settled exactly once: with its slice of the answer, or with a
 PeerUnavailableError. While a call of a kind (Apply, Read) is out, the next
 one waits for it (and so gathers more), unless a full batch is queued or the
@@ -49,8 +49,8 @@ HOLD_BACK = 0.05
 # A call about to start, when the last call of its kind carried at least
 # GATHER_MIN_WAITERS submissions, first lets every task that can still run
 # (requests being decoded) queue theirs, for GATHER_DELAY at most, as group
-# commit does in the store: 3-node QUORUM Gets made 0.18 -> 0.16 Read calls
-# per Get and used ~10 % less node CPU per Get (ABBA runs of 3-node c64 load).
+# commit does in the store, so fewer, fuller Read calls carry the same Gets
+# (figures: benchmarks/README.md).
 GATHER_DELAY = 0.001
 GATHER_MIN_WAITERS = 2
 KEEPALIVE_INTERVAL = 2.0
@@ -213,12 +213,10 @@ class PeerLink:
                     ):
                         # While a call of this kind is out, what comes in waits for it
                         # and leaves as one batch, unless a full batch is waiting or
-                        # the call has been out for HOLD_BACK: with a call started
-                        # whenever a slot was free, 3-node QUORUM Puts averaged ~2.5
-                        # records per Apply call (0.79 calls per Put); holding back
-                        # made it ~0.2 calls per Put and Puts/s +60%
-                        # (benchmarks/cluster.py). The calls of this kind that are
-                        # out wake the sender when they end.
+                        # the call has been out for HOLD_BACK: a call started whenever
+                        # a slot was free carried only a few records, and holding back
+                        # makes far fewer, fuller calls (figures: benchmarks/README.md).
+                        # The calls of this kind that are out wake the sender when they end.
                         while queue.waiters and (
                             queue.in_flight == 0
                             or len(queue.items) >= MAX_BATCH

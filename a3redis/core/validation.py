@@ -34,8 +34,8 @@ MAX_WALL_MS = 2**64 - 1
 NODE_ID_FORM = NODE_ID_RULE
 
 
-# Versions name a handful of nodes, millions of times: a cached answer costs
-# a third of the regular expression (and a long text never gets this far).
+# Versions name a handful of nodes, millions of times: a cached answer is
+# cheaper than the regular expression (and a long text never gets this far).
 @functools.lru_cache(maxsize=1024)
 def _is_node_id_cached(text: str) -> bool:
     return names.is_node_id(text)

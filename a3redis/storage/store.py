@@ -48,20 +48,18 @@ T = TypeVar("T")
 
 __all__ = ["DataDirError", "FsyncPolicy", "Store", "StoreClosedError", "StoreFailedError"]
 
-# Group commit gathers for a moment once writes are evidently concurrent. With
-# 64 clients, committing a batch the instant its first write arrived made
-# commits of ~8 writes, and each commit costs the event loop a hand-over to the
-# sync thread and back, and the disk an fdatasync; letting a batch gather,
-# only while the previous commit served at least GATHER_MIN_WRITERS callers
-# with GATHER_MIN_RECORDS records in all, doubled the writes per commit and
-# cut the node's CPU per Put from ~500 to ~400 µs (benchmarks/run.py, c64); on
-# a 3-node cluster, where a replica's commits serve a local write or two and a
-# peer's Apply batch, it halved the commits per Put (0.47 -> 0.26). A batch
-# gathers while the node has other work to run (requests being decoded may
-# still join it), for GATHER_DELAY at most, and no longer once nothing else can
-# run: a fixed 2 ms wait left the loop idle whenever every client was already
-# waiting on a commit (node at ~0.85 of a core at c64 once the gRPC stack got
-# faster). A lone writer, or one BatchPut at a time, never waits.
+# Group commit gathers for a moment once writes are evidently concurrent: each
+# commit costs the event loop a hand-over to the sync thread and back, and the
+# disk an fdatasync, so under many clients a batch committed the instant its
+# first write arrived carries few writes. A batch gathers only while the
+# previous commit served at least GATHER_MIN_WRITERS callers with
+# GATHER_MIN_RECORDS records in all (on a cluster, a replica's commits qualify
+# too: a local write or two and a peer's Apply batch). It gathers while the
+# node has other work to run (requests being decoded may still join it), for
+# GATHER_DELAY at most, and no longer once nothing else can run: a fixed wait
+# leaves the loop idle whenever every client is already waiting on a commit.
+# A lone writer, or one BatchPut at a time, never waits. The figures:
+# benchmarks/README.md, "Figures behind choices in the code".
 GATHER_DELAY = 0.002
 GATHER_MIN_WRITERS = 2
 GATHER_MIN_RECORDS = 4
@@ -563,8 +561,8 @@ class _SyncThread:
 
     Per commit this costs one hand-over each way; `trio.to_thread.run_sync`
     adds a thread-cache lookup, a capacity limiter, a context copy and two
-    thread renames (prctl) to every call: one Put at a time through the
-    service in-process cost 354 µs of CPU per commit with it, 261 with this.
+    thread renames (prctl) to every call, a cost paid once per commit
+    (benchmarks/README.md has the figures).
     Like `to_thread.run_sync` without `abandon_on_cancel`, a call in progress
     is waited for, not abandoned.
     """
@@ -610,8 +608,8 @@ async def _wait_uncancellable(batch: _Batch) -> None:
 
     What `with trio.CancelScope(shield=True): await batch.done.wait()` does (a
     cancellation is delivered at the caller's next checkpoint), without a
-    cancel scope per write: entering and leaving a shielded scope cost ~5 µs,
-    measured, on a path that runs once per write.
+    cancel scope per write: entering and leaving a shielded scope is not free,
+    and this path runs once per write.
     """
     if batch.done.is_set():
         await trio.lowlevel.checkpoint()
@@ -643,7 +641,7 @@ def _without_gc(function: Callable[..., T], *args: Any) -> T:
     """Run recovery with the cyclic GC paused, then freeze what it loaded.
 
     Loading a million records allocates millions of objects and no cycles:
-    the collector would scan them again and again for nothing (over a third
+    the collector would scan them again and again for nothing (a large share
     of replay time). Frozen, the loaded table is also left out of every later
     collection while the node serves.
     """
