@@ -7,8 +7,10 @@ import pytest
 from a3redis.client import Client, ClientError
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
-from tests.cluster.test_membership import statuses, three_nodes, wait_for
 from tests.conftest import NodeFactory
+from tests.support.clusters import peered_nodes
+from tests.support.node_http import statuses
+from tests.support.waiting import wait_for
 
 QUORUM = Consistency.QUORUM
 
@@ -16,7 +18,7 @@ QUORUM = Consistency.QUORUM
 async def test_sequential_overwrites_through_skewed_coordinators_are_never_lost(
     node_factory: NodeFactory,
 ) -> None:
-    nodes = three_nodes(node_factory, REPLICATION_FACTOR="3")
+    nodes = peered_nodes(node_factory, REPLICATION_FACTOR="3")
     nodes[0].extra_env["A3REDIS_CLOCK_OFFSET_MS"] = "30000"
     nodes[1].extra_env["A3REDIS_CLOCK_OFFSET_MS"] = "-5000"
     for node in nodes:
@@ -48,7 +50,7 @@ async def test_sequential_overwrites_through_skewed_coordinators_are_never_lost(
 async def test_a_write_that_loses_last_write_wins_is_reported_not_acknowledged(
     node_factory: NodeFactory,
 ) -> None:
-    nodes = three_nodes(node_factory, REPLICATION_FACTOR="3")
+    nodes = peered_nodes(node_factory, REPLICATION_FACTOR="3")
     nodes[0].extra_env["A3REDIS_CLOCK_OFFSET_MS"] = "30000"
     for node in nodes:
         node.start()

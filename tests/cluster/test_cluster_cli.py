@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from tests.cluster.test_replication import start_cluster
 from tests.conftest import NodeFactory
+from tests.support.clusters import start_cluster
 from tests.support.processes import NodeProcess, run_cli
 
 

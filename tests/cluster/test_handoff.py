@@ -8,9 +8,10 @@ import trio
 from a3redis.client import Client
 from a3redis.core.consistency import Consistency
 from a3redis.core.ring import Ring
-from tests.cluster.test_membership import statuses, wait_for
 from tests.conftest import NodeFactory
+from tests.support.node_http import statuses
 from tests.support.processes import NodeProcess
+from tests.support.waiting import wait_for
 
 LOCAL = Consistency.LOCAL
 

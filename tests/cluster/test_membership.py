@@ -9,49 +9,19 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import NodeFactory
+from tests.support.clusters import peered_nodes
+from tests.support.node_http import membership, statuses
 from tests.support.processes import HOST, NodeProcess, run_cli
-
-
-def membership(node: NodeProcess) -> dict[str, Any]:
-    url = f"http://{HOST}:{node.http_port}/membership"
-    with urllib.request.urlopen(url, timeout=2) as response:
-        body: dict[str, Any] = json.load(response)
-        return body
-
-
-def statuses(node: NodeProcess) -> dict[str, str]:
-    return {node_id: entry["status"] for node_id, entry in membership(node).items()}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until `condition` holds; return the seconds it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if condition():
-                return time.monotonic() - started
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout}s")
-
-
-def three_nodes(node_factory: NodeFactory, **env: str) -> list[NodeProcess]:
-    nodes = [node_factory(f"n{i}", NODE_NUM=str(i), **env) for i in (1, 2, 3)]
-    for node in nodes:
-        # The seed's form: the other nodes' gRPC addresses.
-        node.extra_env["PEERS"] = ",".join(o.endpoint for o in nodes if o is not node)
-    return nodes
+from tests.support.waiting import wait_for
 
 
 def test_three_nodes_find_each_other_detect_death_restart_and_leave(
     node_factory: NodeFactory,
 ) -> None:
-    nodes = three_nodes(node_factory)
+    nodes = peered_nodes(node_factory)
     # Start in reverse order, without waiting: seeds that are not up yet are retried.
     for node in reversed(nodes):
         node.start(wait=False)
@@ -86,7 +56,7 @@ def test_three_nodes_find_each_other_detect_death_restart_and_leave(
 
 def start_with_node_3_refused(node_factory: NodeFactory, **node_3_env: str) -> list[NodeProcess]:
     """Three nodes (N=2) where node-3 has `node_3_env`; once node-1 lists it incompatible."""
-    nodes = three_nodes(node_factory, REPLICATION_FACTOR="2")
+    nodes = peered_nodes(node_factory, REPLICATION_FACTOR="2")
     nodes[2].extra_env.update(node_3_env)
     for node in nodes:
         node.start()
@@ -122,7 +92,7 @@ def test_nodes_with_other_key_or_value_limits_refuse_each_other(
 
 
 def test_cli_cluster_members_table_and_json(node_factory: NodeFactory) -> None:
-    nodes = three_nodes(node_factory)
+    nodes = peered_nodes(node_factory)
     for node in nodes:
         node.start()
     everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
@@ -144,7 +114,7 @@ def test_cli_cluster_members_table_and_json(node_factory: NodeFactory) -> None:
 def test_malformed_or_oversized_gossip_is_refused_and_changes_nothing(
     node_factory: NodeFactory,
 ) -> None:
-    nodes = three_nodes(node_factory)
+    nodes = peered_nodes(node_factory)
     for node in nodes[:2]:
         node.start()
     wait_for(lambda: set(statuses(nodes[0])) == {"node-1", "node-2"}, 5, "two members")

@@ -12,9 +12,7 @@ not. Counts, not timings or RSS: the test does not depend on the host's speed.
 
 from __future__ import annotations
 
-import json
 import random
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,10 +21,11 @@ import grpc
 
 from a3redis.core.window import SAMPLES_PER_BUCKET
 from a3redis.v1 import kv_pb2 as pb
-from tests.cluster.test_membership import statuses, wait_for
-from tests.cluster.test_replication import start_cluster
 from tests.conftest import NodeFactory
-from tests.support.processes import HOST, NodeProcess
+from tests.support.clusters import start_cluster
+from tests.support.node_http import Census, census, metric, statuses
+from tests.support.processes import NodeProcess
+from tests.support.waiting import wait_for
 
 KEYS = [b"steady-%04d" % i for i in range(500)]
 OPERATIONS = ("Put", "Get")
@@ -48,15 +47,6 @@ TIME_BOUNDED = {
     "entries: a3redis.core.window._Bucket.samples": SAMPLES_PER_BUCKET * 60 * len(OPERATIONS),
     "instances: a3redis.core.window._Bucket": 60 * len(OPERATIONS),
 }
-
-Census = dict[str, dict[str, int]]
-
-
-def census(node: NodeProcess) -> Census:
-    url = f"http://{HOST}:{node.http_port}/debug/objects"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        body: Census = json.load(response)
-        return body
 
 
 def growth(before: Census, after: Census) -> dict[str, int]:
@@ -160,20 +150,12 @@ def test_replicated_requests_leave_no_objects_behind(node_factory: NodeFactory) 
     assert grown == {"node-1": {}, "node-2": {}, "node-3": {}}, grown
 
 
-def peer_links(node: NodeProcess) -> float:
-    with urllib.request.urlopen(f"http://{HOST}:{node.http_port}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("a3redis_peer_links "):
-                return float(line.split()[1])
-    raise AssertionError("no a3redis_peer_links in /metrics")
-
-
 def test_the_link_to_a_peer_that_left_is_closed(node_factory: NodeFactory) -> None:
     nodes = start_cluster(node_factory, 3)
     with channels(nodes[:1]) as opened:
         run_operations(opened, 50, random.Random(1))
-        assert peer_links(nodes[0]) == 2
+        assert metric(nodes[0], "a3redis_peer_links") == 2
         assert nodes[2].stop() == 0  # SIGTERM: node-3 leaves the ring
         wait_for(lambda: statuses(nodes[0]).get("node-3") == "left", 10, "node-3 left")
         run_operations(opened, 50, random.Random(2))
-        assert peer_links(nodes[0]) == 1
+        assert metric(nodes[0], "a3redis_peer_links") == 1

@@ -7,10 +7,11 @@ import trio
 
 from a3redis.client import Client
 from a3redis.core.consistency import Consistency
-from tests.cluster.test_membership import statuses, wait_for
-from tests.cluster.test_replication import local_copies, start_cluster
 from tests.conftest import NodeFactory
+from tests.support.clusters import local_copies, start_cluster
+from tests.support.node_http import statuses
 from tests.support.processes import NodeProcess, run_cli
+from tests.support.waiting import wait_for
 
 LOCAL, ONE = Consistency.LOCAL, Consistency.ONE
 
@@ -20,26 +21,14 @@ async def local_view(node: NodeProcess, keys: list[bytes]) -> list[bytes | None]
         return [r.value for r in await client.batch_get(keys, LOCAL)]
 
 
-def start_nodes(node_factory: NodeFactory, count: int, **env: str) -> list[NodeProcess]:
-    """`count` nodes, each a replica of every key, that all see each other alive."""
-    nodes = [
-        node_factory(f"n{i}", NODE_NUM=str(i), REPLICATION_FACTOR=str(count), **env)
-        for i in range(1, count + 1)
-    ]
-    for node in nodes:
-        node.extra_env["PEERS"] = ",".join(o.endpoint for o in nodes if o is not node)
-        node.start()
-    everyone = {f"node-{i}": "alive" for i in range(1, count + 1)}
-    wait_for(lambda: all(statuses(n) == everyone for n in nodes), 10, "all alive")
-    return nodes
-
-
 @pytest.mark.parametrize("size", [2, 3])
 async def test_a_replica_that_missed_writes_and_deletes_is_repaired_within_one_interval(
     node_factory: NodeFactory, size: int
 ) -> None:
     # Hints would also repair this; a zero window turns them off so only anti-entropy can.
-    nodes = start_nodes(node_factory, size, SYNC_INTERVAL="1", FAILURE_TIMEOUT="2", HINT_WINDOW="0")
+    nodes = start_cluster(
+        node_factory, size, size, SYNC_INTERVAL="1", FAILURE_TIMEOUT="2", HINT_WINDOW="0"
+    )
     keys = [f"k{i:03d}".encode() for i in range(300)]
     async with Client.connect(nodes[0].endpoint) as client:
         await client.batch_put([(k, b"old") for k in keys], Consistency.ALL)

@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import signal
-import urllib.request
 
 import pytest
 import trio
 
 from a3redis.client import Client, ClientError
 from a3redis.core.consistency import Consistency
-from tests.cluster.test_membership import statuses, three_nodes, wait_for
 from tests.conftest import NodeFactory
-from tests.support.processes import NodeProcess, run_cli
+from tests.support.clusters import local_copies, start_cluster
+from tests.support.node_http import metric, statuses
+from tests.support.processes import run_cli
+from tests.support.waiting import wait_for
 
 LOCAL = Consistency.LOCAL
-
-
-def start_cluster(node_factory: NodeFactory, factor: int, **env: str) -> list[NodeProcess]:
-    nodes = three_nodes(node_factory, REPLICATION_FACTOR=str(factor), **env)
-    for node in nodes:
-        node.start()
-    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
-    wait_for(lambda: all(statuses(n) == everyone for n in nodes), 10, "all alive")
-    return nodes
-
-
-async def local_copies(nodes: list[NodeProcess], keys: list[bytes]) -> list[int]:
-    """How many nodes hold each key in their own store."""
-    counts = [0] * len(keys)
-    for node in nodes:
-        async with Client.connect(node.endpoint) as client:
-            results = await client.batch_get(keys, LOCAL)
-        for index, result in enumerate(results):
-            counts[index] += result.found
-    return counts
 
 
 @pytest.mark.parametrize("factor", [2, 3])
@@ -213,15 +194,6 @@ async def test_a_scan_sees_every_key_once_and_no_deleted_one(node_factory: NodeF
         # LOCAL shows only what this node holds itself: about 2/3 of the keys.
         local = await client.scan(consistency=LOCAL)
         assert 0 < len(local) < len(expected)
-
-
-def metric(node: NodeProcess, name: str) -> float:
-    url = f"http://127.0.0.1:{node.http_port}/metrics"
-    with urllib.request.urlopen(url, timeout=2) as response:
-        text = response.read().decode()
-    values = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
-    assert values, f"no metric {name}"
-    return float(values[0])
 
 
 async def test_a_link_notices_an_unresponsive_peer_by_keepalive_and_recovers(

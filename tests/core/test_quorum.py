@@ -6,15 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from a3redis.core.hlc import Version
 from a3redis.core.quorum import ReadQuorum, WriteQuorum
-from a3redis.core.record import Record
+from tests.support.records import rec
 
 REPLICAS = ("a", "b", "c")
-
-
-def rec(wall: int, value: bytes | None = b"v") -> Record:
-    return Record(b"k", value, Version(wall, 0, "n"))
 
 
 @given(
@@ -55,24 +50,24 @@ def test_impossible_requirements_are_refused() -> None:
 
 def test_read_answers_with_the_newest_of_the_first_r_and_repairs_the_rest() -> None:
     quorum = ReadQuorum(REPLICAS, 2)
-    quorum.answer("a", rec(1))
+    quorum.answer("a", rec(b"k", b"v", 1))
     assert not quorum.succeeded
-    quorum.answer("b", rec(2))
-    assert quorum.succeeded and quorum.result == rec(2)
+    quorum.answer("b", rec(b"k", b"v", 2))
+    assert quorum.succeeded and quorum.result == rec(b"k", b"v", 2)
     # A later, newer answer does not change the decided result, but repair uses it.
-    quorum.answer("c", rec(3, None))
-    assert quorum.result == rec(2)
+    quorum.answer("c", rec(b"k", None, 3))
+    assert quorum.result == rec(b"k", b"v", 2)
     assert quorum.complete
-    assert quorum.stale() == {"a": rec(3, None), "b": rec(3, None)}
+    assert quorum.stale() == {"a": rec(b"k", None, 3), "b": rec(b"k", None, 3)}
 
 
 def test_a_missing_copy_is_stale_and_an_all_missing_key_needs_no_repair() -> None:
     quorum = ReadQuorum(REPLICAS, 2)
     quorum.answer("a", None)
-    quorum.answer("b", rec(5))
+    quorum.answer("b", rec(b"k", b"v", 5))
     quorum.fail("c")
-    assert quorum.result == rec(5)
-    assert quorum.stale() == {"a": rec(5)}
+    assert quorum.result == rec(b"k", b"v", 5)
+    assert quorum.stale() == {"a": rec(b"k", b"v", 5)}
     empty = ReadQuorum(REPLICAS, 2)
     empty.answer("a", None)
     empty.answer("b", None)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from tests.faults.conftest import ClusterFactory
-from tests.support.faults import Converged, FaultCluster, NsNode, wait_for
+from tests.support.faults import Converged, FaultCluster, NsNode
 from tests.support.history import (
     DELETE,
     GET,
@@ -34,6 +34,7 @@ from tests.support.history import (
     render,
     summarize,
 )
+from tests.support.waiting import wait_for
 
 LONG = os.environ.get("A3REDIS_FAULTS_LONG") == "1"
 SOAK = 3.0 if LONG else 1.0

@@ -7,9 +7,7 @@ back as grpc.RpcError, whose code() and details() the tests inspect.
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +15,7 @@ import grpc
 
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
-from tests.support.processes import HOST, NodeProcess
+from tests.support.processes import NodeProcess
 
 TIMEOUT = 10.0
 
@@ -129,28 +127,3 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> tuple[grpc.StatusCode, str]
     except grpc.RpcError as error:
         return error.code(), error.details()
     raise AssertionError(f"{call} succeeded but should have failed")
-
-
-def metrics_text(node: NodeProcess) -> str:
-    with urllib.request.urlopen(f"http://{HOST}:{node.http_port}/metrics", timeout=5) as response:
-        text: str = response.read().decode()
-        return text
-
-
-def counters(node: NodeProcess, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    """Each sample of the node's counter `name` (without _total), by its set of labels."""
-    samples: dict[frozenset[tuple[str, str]], float] = {}
-    for labels, value in re.findall(
-        rf"^{name}_total\{{([^}}]*)\}} (\S+)$", metrics_text(node), re.MULTILINE
-    ):
-        samples[frozenset(re.findall(r'(\w+)="([^"]*)"', labels))] = float(value)
-    return samples
-
-
-def rejected_counts(node: NodeProcess) -> dict[tuple[str, str], float]:
-    """The node's a3redis_rejected_total counters, by (endpoint, reason)."""
-    found: dict[tuple[str, str], float] = {}
-    for labels, value in counters(node, "a3redis_rejected").items():
-        named = dict(labels)
-        found[(named["endpoint"], named["reason"])] = value
-    return found

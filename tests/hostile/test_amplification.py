@@ -9,9 +9,6 @@ limit. The same holds for a peer's Read.
 
 from __future__ import annotations
 
-import json
-import urllib.request
-
 import grpc
 
 from a3redis.core.validation import MAX_PEER_RESPONSE_BYTES, MAX_RESPONSE_BYTES
@@ -19,16 +16,15 @@ from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
 from tests.conftest import NodeFactory
 from tests.hostile.raw import RawClient
-from tests.support.processes import HOST, NodeProcess
+from tests.support.node_http import get_json
+from tests.support.processes import NodeProcess
 
 MIB = 1024 * 1024
 
 
 def rss(node: NodeProcess) -> int:
-    url = f"http://{HOST}:{node.http_port}/api/metrics/summary"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        value: int = json.load(response)["process"]["rss_bytes"]
-        return value
+    value: int = get_json(node, "/api/metrics/summary", timeout=10)["process"]["rss_bytes"]
+    return value
 
 
 def test_a_batch_asking_for_one_large_value_many_times_is_refused_cheaply(

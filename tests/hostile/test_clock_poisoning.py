@@ -18,10 +18,11 @@ from a3redis.core.record import Record
 from a3redis.storage.store import Store
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
-from tests.cluster.test_membership import statuses, three_nodes, wait_for
 from tests.conftest import NodeFactory
-from tests.hostile.raw import RawClient, now_ms, pb_record, refused, rejected_counts
-from tests.support.processes import NodeProcess
+from tests.hostile.raw import RawClient, now_ms, pb_record, refused
+from tests.support.clusters import peered_nodes, start_peered
+from tests.support.node_http import rejected_counts, statuses
+from tests.support.waiting import wait_for
 
 WALL_MAX = 2**64 - 1
 LOGICAL_MAX = 2**32 - 1
@@ -29,13 +30,6 @@ QUORUM = pb.CONSISTENCY_QUORUM
 ALL = pb.CONSISTENCY_ALL
 LOCAL = pb.CONSISTENCY_LOCAL
 EVERYONE = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
-
-
-def start_three(nodes: list[NodeProcess]) -> list[NodeProcess]:
-    for node in nodes:
-        node.start()
-    wait_for(lambda: all(statuses(n) == EVERYONE for n in nodes), 15, "all alive")
-    return nodes
 
 
 def write_directly(data_dir: object, records: list[Record]) -> None:
@@ -51,7 +45,7 @@ def write_directly(data_dir: object, records: list[Record]) -> None:
 def test_a_poisoned_apply_is_refused_and_writes_keep_working_through_every_node(
     node_factory: NodeFactory,
 ) -> None:
-    nodes = start_three(three_nodes(node_factory, REPLICATION_FACTOR="3"))
+    nodes = start_peered(peered_nodes(node_factory, REPLICATION_FACTOR="3"), alive_within=15)
     with RawClient(nodes[0]) as raw:
         outcomes = raw.apply(
             [
@@ -169,7 +163,7 @@ def test_reads_and_repair_do_not_spread_versions_from_far_ahead(
     """node-1's clock runs 100 s fast, and its DATA_DIR holds a version 2^64-1 (an older
     release's doing) and one 120 s ahead of true time (20 s ahead of node-1's own clock,
     so node-1 answers with it). The others must refuse both, whatever path they come by."""
-    nodes = three_nodes(node_factory, REPLICATION_FACTOR="3", SYNC_INTERVAL="3600")
+    nodes = peered_nodes(node_factory, REPLICATION_FACTOR="3", SYNC_INTERVAL="3600")
     nodes[0].extra_env["A3REDIS_CLOCK_OFFSET_MS"] = "100000"
     write_directly(
         nodes[0].data_dir,
@@ -178,7 +172,7 @@ def test_reads_and_repair_do_not_spread_versions_from_far_ahead(
             Record(b"fast", b"y", Version(now_ms() + 120_000, LOGICAL_MAX, "node-1")),
         ],
     )
-    start_three(nodes)
+    start_peered(nodes, alive_within=15)
     with RawClient(nodes[1]) as raw:
         for key in (b"legacy", b"fast"):
             assert not raw.get(key, ALL).found

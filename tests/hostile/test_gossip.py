@@ -23,7 +23,6 @@ import re
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,10 +37,12 @@ from a3redis.client import Client
 from a3redis.core.consistency import Consistency
 from a3redis.core.membership import MAX_INCARNATION, MAX_INCOMPATIBLE, MAX_MESSAGE_BYTES
 from a3redis.core.names import is_node_id
-from tests.cluster.test_membership import membership, statuses, three_nodes, wait_for
 from tests.conftest import NodeFactory
-from tests.core.test_membership_hostile import HOSTILE
+from tests.support.clusters import peered_nodes
+from tests.support.hostile_gossip import HOSTILE
+from tests.support.node_http import membership, metric, statuses
 from tests.support.processes import HOST, NodeProcess, free_port, run_cli
+from tests.support.waiting import wait_for
 
 QUORUM = Consistency.QUORUM
 ATTACKER = "127.0.0.77"
@@ -70,7 +71,7 @@ async def cluster(
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # the node processes inherit it
-    nodes = start_all(lambda: three_nodes(node_factory, **FAST))
+    nodes = start_all(lambda: peered_nodes(node_factory, **FAST))
     wait_for(lambda: all(statuses(n) == EVERYONE for n in nodes), 15, "all alive")
     async with Client.connect(nodes[0].endpoint) as client:
         for start in range(0, len(KEYS), 50):
@@ -135,15 +136,6 @@ def message(sender: dict[str, Any], *others: dict[str, Any], **top: Any) -> byte
         **top,
     }
     return json.dumps(body).encode()
-
-
-def metric(node: NodeProcess, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://{HOST}:{node.http_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    want = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    pattern = re.escape(name + ("{" + want + "}" if labels else "")) + r" ([0-9.e+]+)"
-    found = re.search(pattern, text)
-    return float(found.group(1)) if found else 0.0
 
 
 def table_summary(node: NodeProcess) -> dict[str, Any]:
@@ -249,7 +241,7 @@ async def test_malformed_and_hostile_bodies_are_refused_and_change_nothing(
         ), error
         assert error.isascii() and "../../x" not in error and "\\u" not in error, error
     assert len(bodies) > 70
-    assert metric(nodes[0], "a3redis_rejected_total", endpoint="gossip", reason="invalid") > 0
+    assert metric(nodes[0], "a3redis_rejected_total", 0.0, endpoint="gossip", reason="invalid") > 0
     # Refused, hence nothing changed: the table is the same at once.
     assert all(set(membership(node)) == set(EVERYONE) for node in nodes)
     await assert_unharmed(cluster)
@@ -323,7 +315,7 @@ async def test_a_thousand_senders_leave_every_table_bounded_and_are_forgotten(
     # One host flooding is held to its rate: 429 beyond the burst.
     flood = [post(nodes[0], message(member("flood", free_port())))[0] for _ in range(400)]
     assert flood.count(429) > 0 and set(flood) <= {200, 429}, flood
-    assert metric(nodes[0], "a3redis_rejected_total", endpoint="gossip", reason="rate_limited")
+    assert metric(nodes[0], "a3redis_rejected_total", 0.0, endpoint="gossip", reason="rate_limited")
     assert largest_table < 300_000, largest_table
     assert most_phantoms > 100, most_phantoms  # the flood did make members (then forgot them)
     # Phantoms never answer: dead after FAILURE_TIMEOUT, forgotten DEAD_MEMBER_REAP later.

@@ -15,14 +15,8 @@ import pytest
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
 from tests.conftest import NodeFactory
-from tests.hostile.raw import (
-    RawClient,
-    counters,
-    now_ms,
-    pb_record,
-    refused,
-    rejected_counts,
-)
+from tests.hostile.raw import RawClient, now_ms, pb_record, refused
+from tests.support.node_http import counters, rejected_counts
 from tests.support.processes import NodeProcess
 
 GARBAGE = b"\xff\xff\xff\xff\x00garbage"

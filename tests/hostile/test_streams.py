@@ -11,10 +11,8 @@ counts what is left while the connection is still open.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import struct
-import urllib.request
 
 import grpc
 import h2.config
@@ -25,16 +23,10 @@ import h2.events
 from a3redis.v1 import kv_pb2 as pb
 from tests.conftest import NodeFactory
 from tests.hostile.raw import grpc_request_headers
-from tests.support.processes import HOST, NodeProcess
+from tests.support.node_http import census
+from tests.support.processes import HOST
 
 ABANDONED = 300
-
-
-def census(node: NodeProcess) -> dict[str, dict[str, int]]:
-    url = f"http://{HOST}:{node.http_port}/debug/objects"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        body: dict[str, dict[str, int]] = json.load(response)
-        return body
 
 
 def test_streams_reset_before_their_request_ends_leave_nothing_behind(

@@ -9,13 +9,9 @@ HTTP body that trickles in.
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
-import subprocess
-import sys
 import time
-import urllib.request
 from contextlib import ExitStack
 
 import grpc
@@ -29,6 +25,7 @@ from a3redis.grpc_socket import MAX_CONCURRENT_STREAMS
 from a3redis.v1 import kv_pb2 as pb
 from tests.conftest import NodeFactory
 from tests.hostile.raw import grpc_request_headers
+from tests.support.node_http import get_json, metric
 from tests.support.processes import HOST, NodeProcess
 
 OPTIONS = [("grpc.enable_http_proxy", 0)]
@@ -54,14 +51,6 @@ def get(endpoint: str, key: bytes) -> pb.GetResponse:
         )
         response: pb.GetResponse = method(pb.GetRequest(key=key), timeout=10)
         return response
-
-
-def metric(node: NodeProcess, name: str) -> float:
-    with urllib.request.urlopen(f"http://{HOST}:{node.http_port}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 def serves(node: NodeProcess) -> bool:
@@ -112,14 +101,14 @@ def test_connections_over_the_limit_and_silent_ones_are_closed(
         over = [sock for sock in silent[20:] if closed_by_peer(sock, within=5)]
         assert len(over) == 10
         assert metric(node, "a3redis_grpc_connections") == 20
-        assert metric(node, 'a3redis_grpc_connections_refused_total{reason="over_limit"}') == 10
+        assert metric(node, "a3redis_grpc_connections_refused_total", reason="over_limit") == 10
         # The twenty that never spoke are dropped once HANDSHAKE_TIMEOUT passes.
         started = time.monotonic()
         for sock in silent[:20]:
             assert closed_by_peer(sock, within=HANDSHAKE_TIMEOUT + 5)
         assert time.monotonic() - started < HANDSHAKE_TIMEOUT + 5
     assert serves(node)
-    assert metric(node, 'a3redis_grpc_connections_refused_total{reason="silent"}') == 20
+    assert metric(node, "a3redis_grpc_connections_refused_total", reason="silent") == 20
 
 
 def test_running_out_of_file_descriptors_pauses_accepting_and_never_ends_the_node(
@@ -127,16 +116,7 @@ def test_running_out_of_file_descriptors_pauses_accepting_and_never_ends_the_nod
 ) -> None:
     node = node_factory("n1")
     # The node gets a hard limit of 96 descriptors; 150 connections exhaust it.
-    env = node.environment()
-    log = open(node.log_path, "ab")  # noqa: SIM115 - the child owns the descriptor
-    node.process = subprocess.Popen(
-        ["prlimit", "--nofile=96:96", sys.executable, "-m", "a3redis.node"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    node.wait_ready()
+    node.start(prefix=["prlimit", "--nofile=96:96"])
     with ExitStack() as stack:
         held = []
         for _ in range(150):
@@ -147,7 +127,7 @@ def test_running_out_of_file_descriptors_pauses_accepting_and_never_ends_the_nod
             except OSError:
                 break
         time.sleep(1)
-        assert node.process.poll() is None, node.output()
+        assert node.running, node.output()
     # Descriptors are free again: the node accepts and serves.
     deadline = time.monotonic() + 10
     while True:
@@ -158,7 +138,7 @@ def test_running_out_of_file_descriptors_pauses_accepting_and_never_ends_the_nod
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    assert metric(node, 'a3redis_grpc_connections_refused_total{reason="accept_error"}') > 0
+    assert metric(node, "a3redis_grpc_connections_refused_total", reason="accept_error") > 0
     assert "cannot accept gRPC connections (EMFILE" in node.output()
 
 
@@ -193,10 +173,7 @@ def test_a_trickling_http_body_is_cut_and_health_stays_up(node_factory: NodeFact
                 chunk = sock.recv(4096)
             except TimeoutError:
                 sock.sendall(b" ")  # one byte every 3 s
-                with urllib.request.urlopen(
-                    f"http://{HOST}:{node.http_port}/health", timeout=5
-                ) as r:
-                    assert json.load(r)["status"] == "ok"
+                assert get_json(node, "/health", timeout=5)["status"] == "ok"
                 continue
             if not chunk:
                 break

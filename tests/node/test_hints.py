@@ -11,7 +11,6 @@ import trio
 
 from a3redis.cluster import Cluster
 from a3redis.core.hinted_handoff import REWRITE_SLACK
-from a3redis.core.hlc import Version
 from a3redis.core.membership import (
     GossipMessage,
     Membership,
@@ -19,35 +18,31 @@ from a3redis.core.membership import (
     MemberState,
     Status,
 )
-from a3redis.core.record import Record
 from a3redis.hints import HintStore
-
-
-def rec(key: bytes, wall: int, value: bytes | None = b"v") -> Record:
-    return Record(key, value, Version(wall, 0, "node-1"))
+from tests.support.records import rec
 
 
 async def test_hints_survive_a_restart_and_keep_the_newest_per_key(tmp_path: Path) -> None:
     now = 1_000_000
     hints = HintStore(tmp_path, window_s=3600, wall_ms=lambda: now)
     hints.load()
-    await hints.store("node-2", [rec(b"a", now - 5), rec(b"b", now - 4)])
-    await hints.store("node-2", [rec(b"a", now - 1, None), rec(b"b", now - 9)])
-    await hints.store("node-3", [rec(b"c", now)])
+    await hints.store("node-2", [rec(b"a", b"v", now - 5), rec(b"b", b"v", now - 4)])
+    await hints.store("node-2", [rec(b"a", None, now - 1), rec(b"b", b"v", now - 9)])
+    await hints.store("node-3", [rec(b"c", b"v", now)])
     assert hints.pending() == {"node-2": 2, "node-3": 1}
 
     reopened = HintStore(tmp_path, window_s=3600, wall_ms=lambda: now)
     reopened.load()
     assert reopened.pending() == {"node-2": 2, "node-3": 1}
-    assert reopened.held("node-2")[b"a"] == rec(b"a", now - 1, None)
-    assert reopened.held("node-2")[b"b"] == rec(b"b", now - 4)
+    assert reopened.held("node-2")[b"a"] == rec(b"a", None, now - 1)
+    assert reopened.held("node-2")[b"b"] == rec(b"b", b"v", now - 4)
 
 
 async def test_hints_older_than_the_window_are_dropped(tmp_path: Path) -> None:
     now = 10_000_000
     hints = HintStore(tmp_path, window_s=60, wall_ms=lambda: now)
     hints.load()
-    await hints.store("node-2", [rec(b"old", now - 61_000), rec(b"new", now - 1_000)])
+    await hints.store("node-2", [rec(b"old", b"v", now - 61_000), rec(b"new", b"v", now - 1_000)])
     later = HintStore(tmp_path, window_s=60, wall_ms=lambda: now)
     later.load()
     assert list(later.held("node-2")) == [b"new"]
@@ -57,7 +52,7 @@ async def test_hints_older_than_the_window_are_dropped(tmp_path: Path) -> None:
 async def test_a_torn_hints_file_keeps_its_whole_records(tmp_path: Path) -> None:
     hints = HintStore(tmp_path, window_s=3600, wall_ms=lambda: 5_000)
     hints.load()
-    await hints.store("node-2", [rec(b"a", 4_000), rec(b"b", 4_001)])
+    await hints.store("node-2", [rec(b"a", b"v", 4_000), rec(b"b", b"v", 4_001)])
     with open(tmp_path / "node-2.hints", "ab") as handle:
         handle.write(b"\x20\x00\x00\x00partial")
     reopened = HintStore(tmp_path, window_s=3600, wall_ms=lambda: 5_000)
@@ -72,8 +67,8 @@ async def test_a_hint_file_is_only_ever_named_by_a_valid_id_inside_its_directory
     hints.load()
     for odd in ("../../x", "a/b", "x" * 256, "\ud800", ".", ""):
         with pytest.raises(AssertionError):
-            await hints.store(odd, [rec(b"a", 4_000)])
-    await hints.store("node-2", [rec(b"a", 4_000)])
+            await hints.store(odd, [rec(b"a", b"v", 4_000)])
+    await hints.store("node-2", [rec(b"a", b"v", 4_000)])
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["hints", "node-2.hints"]
 
 
@@ -108,7 +103,7 @@ async def test_the_file_of_a_target_that_stays_down_is_rewritten_not_grown(
     )
     # Each round overwrites the same 100 keys, until the file holds far more than its live hints.
     for round_ in range(3 + REWRITE_SLACK // 100):
-        await hints.store("node-2", [rec(b"k%d" % i, now - 100 + round_) for i in range(100)])
+        await hints.store("node-2", [rec(b"k%d" % i, b"v", now - 100 + round_) for i in range(100)])
     grown = (tmp_path / "node-2.hints").stat().st_size
     cluster = cast(Cluster, SimpleNamespace(membership=membership))
     with trio.move_on_after(0.5):
@@ -134,7 +129,7 @@ async def test_a_disk_error_keeping_hints_is_counted_not_raised(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(HintStore, "_append", staticmethod(disk_full))
-    await hints.store("node-2", [rec(b"a", 4_000)])
-    await hints.store("node-2", [rec(b"b", 4_000)])
+    await hints.store("node-2", [rec(b"a", b"v", 4_000)])
+    await hints.store("node-2", [rec(b"b", b"v", 4_000)])
     assert hints.pending() == {"node-2": 2}  # kept in memory
     assert hints.errors.counts == {("hints_store", "OSError"): 2}

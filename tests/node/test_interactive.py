@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import io
-import json
-import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from a3redis import interactive
 from a3redis.interactive import Answers
-from tests.support.processes import HOST, free_port
+from tests.support.processes import NodeProcess
 
 
 def ask(text: str) -> tuple[Answers, str]:
@@ -66,44 +60,24 @@ def test_the_command_line_derives_ports_and_keeps_what_the_environment_set() -> 
     )
 
 
-def wait_for_health(
-    process: subprocess.Popen[str], http_port: int, log_path: Path
-) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{http_port}/health", timeout=1) as r:
-                body: dict[str, Any] = json.load(r)
-                return body
-        except (urllib.error.URLError, OSError, ValueError):
-            time.sleep(0.05)
-    raise AssertionError(f"no /health within 20s:\n{log_path.read_text()}")
-
-
 def test_interactive_node_prints_its_command_line_and_serves(tmp_path: Path) -> None:
-    grpc_port, http_port = free_port(), free_port()
-    data_dir = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("A3REDIS_")}
-    env.update(
-        GRPC_PORT=str(grpc_port),
-        GOSSIP_PORT=str(http_port),
-        DATA_DIR=str(data_dir),
-        # TOTAL_NODES=3 seeds node-2 with nodes 1 and 3 at the standard ports: never
-        # join a cluster someone runs on this machine.
-        CLUSTER_NAME="interactive-test",
-        PYTHONUNBUFFERED="1",
+    # TOTAL_NODES=3 seeds node-2 with nodes 1 and 3 at the standard ports: never
+    # join a cluster someone runs on this machine.
+    node = NodeProcess(
+        tmp_path / "data", tmp_path / "node.log", {"CLUSTER_NAME": "interactive-test"}
     )
-    log_path = tmp_path / "node.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "a3redis.cli", "node", "--interactive"],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
+    # The command line it prints names the node settings it was given: only ports and DATA_DIR.
+    del node.own_env["BIND_HOST"]
+    grpc_port, http_port, data_dir = node.grpc_port, node.http_port, node.data_dir
+    node.start(
+        wait=False,
+        command=["-m", "a3redis.cli", "node", "--interactive"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    process = node.process
+    assert process is not None
     try:
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write("x\n2\n3\n2\n")
@@ -122,13 +96,11 @@ def test_interactive_node_prints_its_command_line_and_serves(tmp_path: Path) -> 
             f"TOTAL_NODES=3 REPLICATION_FACTOR=2 DATA_DIR={data_dir} "
             f"{sys.executable} -m a3redis.node\n"
         )
-        health = wait_for_health(process, http_port, log_path)
+        health = node.wait_ready(any_status=True)
         assert health["node_id"] == "node-2" and health["cluster_name"] == "interactive-test"
         assert data_dir.is_dir()
         process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0, log_path.read_text()
-        assert "stopped cleanly" in log_path.read_text()
+        assert process.wait(10) == 0, node.output()
+        assert "stopped cleanly" in node.output()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+        node.kill()

@@ -7,10 +7,10 @@ import urllib.request
 from typing import Any
 
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from a3redis.client import Client
 from tests.node.conftest import RunningNode
+from tests.support.node_http import parse_samples
 
 
 def _get(url: str, accept: str | None = None) -> tuple[str, str]:
@@ -19,25 +19,17 @@ def _get(url: str, accept: str | None = None) -> tuple[str, str]:
         return response.headers["Content-Type"], response.read().decode()
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
 async def test_metrics_parse_and_count_requests(client: Client, running_node: RunningNode) -> None:
     base = f"http://127.0.0.1:{running_node.ports.http}"
     _, before_text = await trio.to_thread.run_sync(_get, f"{base}/metrics")
-    before = samples(before_text)
+    before = parse_samples(before_text)
     for i in range(25):
         await client.put(f"k{i}".encode(), b"v")
     for i in range(10):
         await client.get(f"k{i}".encode())
     content_type, text = await trio.to_thread.run_sync(_get, f"{base}/metrics")
     assert content_type.startswith("text/plain")
-    after = samples(text)
+    after = parse_samples(text)
     put_ok = ("a3redis_requests_total", (("code", "OK"), ("rpc", "Put"), ("service", "KeyValue")))
     assert after[put_ok] - before.get(put_ok, 0) == 25
     assert after[("a3redis_request_seconds_count", (("rpc", "Get"),))] >= 10
@@ -75,7 +67,7 @@ async def test_memory_and_open_files_are_exposed_and_follow_the_process(
     async def read() -> tuple[dict[Any, float], dict[str, Any]]:
         _, text = await trio.to_thread.run_sync(_get, f"{base}/metrics")
         _, body = await trio.to_thread.run_sync(_get, f"{base}/api/metrics/summary")
-        return samples(text), json.loads(body)["process"]
+        return parse_samples(text), json.loads(body)["process"]
 
     metrics, process = await read()
     # The node runs in this test's process here, so /proc/self is the node's.

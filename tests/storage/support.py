@@ -1,4 +1,4 @@
-"""Helpers for storage tests: records, data-directory files, crash copies.
+"""Helpers for storage tests: data-directory files, crash copies (records: tests.support.records).
 
 Rules: helpers use real files only; a "crash" is a byte-for-byte copy of a
 live DATA_DIR, which is what a killed process leaves behind (the page cache,
@@ -16,20 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.storage import codec
 from a3redis.storage.files import AppendLog
 
-NODE = "n1"
 # The salt of files the tests write themselves (the store draws a random one).
 SALT = 0x0123_4567_89AB_CDEF
-
-
-def rec(
-    key: bytes, value: bytes | None, wall_ms: int, logical: int = 0, node: str = NODE
-) -> Record:
-    return Record(key, value, Version(wall_ms, logical, node))
 
 
 def file_bytes(

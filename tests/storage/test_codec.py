@@ -15,7 +15,8 @@ from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.storage import codec
 from a3redis.storage.codec import HEADER_SIZE, FileKind
-from tests.storage.support import SALT, file_bytes, frames, rec
+from tests.storage.support import SALT, file_bytes, frames
+from tests.support.records import rec
 
 node_ids = st.text(max_size=12)  # any unicode, surrogates excluded (not encodable)
 versions = st.builds(Version, st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), node_ids)

@@ -9,7 +9,7 @@ import pytest
 
 from a3redis.hints import HintStore
 from a3redis.storage import codec
-from tests.storage.support import rec
+from tests.support.records import rec
 
 NOW = 1_000_000
 

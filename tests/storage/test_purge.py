@@ -6,7 +6,7 @@ from pathlib import Path
 
 from a3redis.storage import codec
 from a3redis.storage.store import Store
-from tests.storage.support import rec
+from tests.support.records import rec
 
 
 async def test_a_purged_tombstone_is_gone_after_a_restart(tmp_path: Path) -> None:

@@ -45,11 +45,12 @@ from tests.storage.support import (
     frames,
     log_files,
     open_fds_under,
-    rec,
     snapshot_files,
     write_then_sync_gate,
 )
 from tests.support.busy import always_runnable
+from tests.support.records import rec
+from tests.support.waiting import wait_for_in_trio
 
 STORE_LOGGER = "a3redis.storage"
 
@@ -64,13 +65,6 @@ def file_size(path: Path) -> int:
 
 def eio() -> OSError:
     return OSError(errno.EIO, "Input/output error")
-
-
-async def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
-    """Poll a condition the store exposes no event for."""
-    with trio.fail_after(seconds):
-        while not condition():
-            await trio.sleep(0.01)
 
 
 async def entered(gate: Gate) -> None:
@@ -715,7 +709,7 @@ async def test_compaction_replaces_old_logs_with_a_snapshot(tmp_path: Path) -> N
                 written_bytes += len(codec.encode(record))
                 assert await store.apply(record)
         expected = contents(store, keys)
-        await wait_for(lambda: compacted(tmp_path, store.stats().generation))
+        await wait_for_in_trio(lambda: compacted(tmp_path, store.stats().generation))
         stats = store.stats()
         assert stats.compactions >= 2
         assert stats.generation > 1
@@ -784,7 +778,7 @@ async def test_recovery_ignores_and_removes_files_older_than_the_newest_snapshot
     async with Store.open(tmp_path, compact_min_bytes=1) as store:
         for wall in (1, 2, 3):
             assert await store.apply(rec(b"k", b"v%d" % wall, wall))
-        await wait_for(lambda: compacted(tmp_path, store.stats().generation))
+        await wait_for_in_trio(lambda: compacted(tmp_path, store.stats().generation))
         generation = store.stats().generation
     assert generation >= 2
     # Leftovers a crash during remove_before could leave: if recovery read them,
@@ -820,7 +814,7 @@ async def test_fsync_everysec_syncs_in_the_background(tmp_path: Path) -> None:
         stats = store.stats()
         assert stats.commits == 20
         assert stats.fsyncs < 5  # not one per write
-        await wait_for(lambda: store.stats().fsyncs >= 1, seconds=3)
+        await wait_for_in_trio(lambda: store.stats().fsyncs >= 1, timeout=3)
         assert await store.apply(rec(b"late", b"v", 100))
     async with Store.open(tmp_path) as store:
         assert len(store.scan()) == 21
@@ -916,7 +910,7 @@ async def test_a_failed_background_fsync_refuses_writes_queued_before_it(
             log_size = file_size(log_files(tmp_path)[0])
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(queued_writer)
-                await wait_for(lambda: bool(outcome), seconds=5)  # the failed sync fails it
+                await wait_for_in_trio(lambda: bool(outcome), timeout=5)  # the failed sync fails it
             switch.release.set()
         assert isinstance(outcome[0], StoreFailedError)
         await trio.sleep(0.3)  # the commit loop is free again: let it run on, if it would

@@ -35,7 +35,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,10 @@ from tests.support.history import (
     merge_histories,
     version_from_json,
 )
+from tests.support.node_http import parse_samples
+from tests.support.processes import NodeProcess
 from tests.support.system_tools import missing_reason, unavailable
+from tests.support.waiting import TransientError, wait_for
 from tests.support.workload import Spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,7 +201,7 @@ def _remove_stale_namespaces() -> None:
 # ----- the agent: the test's eyes inside the namespace ----------------------------------------
 
 
-class AgentError(Exception):
+class AgentError(TransientError):
     pass
 
 
@@ -257,7 +260,7 @@ class Agent:
 # ----- nodes ----------------------------------------------------------------------------------
 
 
-class NsNode:
+class NsNode(NodeProcess):
     """One `python -m a3redis.node` inside the namespace, on its own loopback address."""
 
     def __init__(
@@ -271,78 +274,27 @@ class NsNode:
         self.number = number
         self.node_id = f"node-{number}"
         self.address = node_address(number)
-        self.data_dir = workdir / f"node{number}-data"
-        self.log_path = workdir / f"node{number}.log"
-        self.extra_env = dict(env)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.address}:{GRPC_PORT}"
-
-    @property
-    def gossip(self) -> str:
-        return f"{self.address}:{GOSSIP_PORT}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("A3REDIS_")}
-        env.update(
-            NODE_NUM=str(self.number),
-            NODE_ID=self.node_id,
-            BIND_HOST=self.address,
-            ADVERTISE_HOST=self.address,
-            GRPC_PORT=str(GRPC_PORT),
-            GOSSIP_PORT=str(GOSSIP_PORT),
-            DATA_DIR=str(self.data_dir),
-            PYTHONUNBUFFERED="1",
+        super().__init__(
+            workdir / f"node{number}-data",
+            workdir / f"node{number}.log",
+            env,
+            host=self.address,
+            grpc_port=GRPC_PORT,
+            http_port=GOSSIP_PORT,
         )
-        env.update(self.extra_env)
-        return env
+        self.own_env.update(NODE_NUM=str(number), NODE_ID=self.node_id, ADVERTISE_HOST=self.address)
 
-    def start(self) -> None:
+    def start(self, wait: bool = False, **kwargs: Any) -> NsNode:
+        """Start without waiting: its health is read through the agent, inside the namespace."""
+        assert not wait, "wait with FaultCluster.wait_ready"
         assert not self.running, f"{self.node_id} is already running"
-        self.starts += 1
         with open(self.log_path, "ab") as log:
-            log.write(f"--- start {self.starts} at {time.monotonic():.3f}\n".encode())
-            log.flush()
-            self.process = self.namespace.popen(
-                [sys.executable, "-m", "a3redis.node"],
-                env=self.environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            log.write(f"--- start {self.starts + 1} at {time.monotonic():.3f}\n".encode())
+        super().start(wait=False, **kwargs)
+        return self
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """kill -9: no flush, no goodbye."""
-        if self.running:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait(10)
-
-    def pause(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+    def _launch(self, argv: list[str], **popen: Any) -> subprocess.Popen[Any]:
+        return self.namespace.popen(argv, **popen)
 
 
 # ----- workloads ------------------------------------------------------------------------------
@@ -395,22 +347,6 @@ class Workload:
 
 
 # ----- a cluster ------------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.1) -> float:
-    """Poll until `condition` holds; return the seconds it took."""
-    started = time.monotonic()
-    last_error: Exception | None = None
-    while True:
-        try:
-            if condition():
-                return time.monotonic() - started
-        except (AgentError, OSError) as error:
-            last_error = error
-        if time.monotonic() - started >= timeout:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise AssertionError(f"{what}: not within {timeout}s{detail}")
-        time.sleep(every)
 
 
 @dataclass
@@ -559,9 +495,10 @@ class FaultCluster:
             {"cmd": "http", "address": node.gossip, "path": "/metrics", "timeout": 2},
             timeout=15,
         )
-        for line in str(reply["body"]).splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "_total "):
-                return float(line.split()[-1])
+        samples = parse_samples(str(reply["body"]))
+        for sample in (name, name + "_total"):
+            if (sample, ()) in samples:
+                return samples[(sample, ())]
         raise AgentError(f"{node.node_id} has no metric {name}")
 
     def owners(self, key: str) -> Sequence[str]:

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,56 +30,111 @@ def free_port() -> int:
         return port
 
 
-class NodeProcess:
-    """One `python -m a3redis.node` process with a fixed identity, ports and DATA_DIR."""
+NODE_COMMAND = ("-m", "a3redis.node")
 
-    def __init__(self, data_dir: Path, log_path: Path, env: Mapping[str, str] | None = None):
+
+class NodeProcess:
+    """One `python -m a3redis.node` process with a fixed identity, ports and DATA_DIR.
+
+    The one wrapper of a node process for every test layer: on 127.0.0.1 with
+    ports picked free (node_factory), or on a given host and ports (the fault
+    suite's namespace nodes, which override `_launch`).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        host: str = HOST,
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+    ):
         self.data_dir = data_dir
         self.log_path = log_path
-        self.grpc_port = free_port()
-        self.http_port = free_port()
+        self.host = host
+        self.grpc_port = free_port() if grpc_port is None else grpc_port
+        self.http_port = free_port() if http_port is None else http_port
+        # What the node is told about itself; `extra_env` (the test's) comes after it.
+        self.own_env = {
+            "GRPC_PORT": str(self.grpc_port),
+            "GOSSIP_PORT": str(self.http_port),
+            "DATA_DIR": str(self.data_dir),
+            "BIND_HOST": host,
+            "PYTHONUNBUFFERED": "1",
+        }
         self.extra_env = dict(env or {})
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[Any] | None = None
+        self.starts = 0
 
     @property
     def endpoint(self) -> str:
-        return f"{HOST}:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def gossip(self) -> str:
+        """The HTTP (gossip, health, metrics) address."""
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("A3REDIS_",))}
-        env.update(
-            GRPC_PORT=str(self.grpc_port),
-            GOSSIP_PORT=str(self.http_port),
-            DATA_DIR=str(self.data_dir),
-            BIND_HOST=HOST,
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(self.own_env)
         env.update(self.extra_env)
         return env
 
-    def start(self, wait: bool = True) -> NodeProcess:
-        assert self.process is None or self.process.poll() is not None, "already running"
+    def start(
+        self,
+        wait: bool = True,
+        *,
+        prefix: Sequence[str] = (),
+        command: Sequence[str] = NODE_COMMAND,
+        **popen: Any,
+    ) -> NodeProcess:
+        """Start the node, its output appended to `log_path`.
+
+        `prefix` runs it under another program (such as prlimit), `command`
+        replaces `-m a3redis.node` (such as the CLI's `node --interactive`), and
+        `popen` overrides Popen's arguments (stdin, stdout, text...).
+        """
+        assert not self.running, "already running"
+        self.starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns the descriptor
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "a3redis.node"],
-            env=self.environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        arguments: dict[str, Any] = {
+            "env": self.environment(),
+            "stdout": log,
+            # What the caller does not take (a piped stdout, say) goes to the log.
+            "stderr": log if "stdout" in popen else subprocess.STDOUT,
+        }
+        arguments.update(popen)
+        self.process = self._launch([*prefix, sys.executable, *command], **arguments)
         log.close()
         if wait:
             self.wait_ready()
         return self
 
+    def _launch(self, argv: list[str], **popen: Any) -> subprocess.Popen[Any]:
+        return subprocess.Popen(argv, **popen)
+
     def health(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"http://{HOST}:{self.http_port}/health", timeout=1) as r:
+            with urllib.request.urlopen(f"http://{self.gossip}/health", timeout=1) as r:
                 body: dict[str, Any] = json.load(r)
                 return body
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
+    def wait_ready(self, timeout: float = 20.0, *, any_status: bool = False) -> dict[str, Any]:
+        """Wait until /health says "ok" (or, with `any_status`, answers at all); its body."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -87,8 +142,8 @@ class NodeProcess:
                     f"node exited with {self.process.returncode}:\n{self.output()}"
                 )
             health = self.health()
-            if health is not None and health.get("status") == "ok":
-                return
+            if health is not None and (any_status or health.get("status") == "ok"):
+                return health
             time.sleep(0.05)
         raise AssertionError(f"node not ready within {timeout}s:\n{self.output()}")
 
@@ -96,14 +151,22 @@ class NodeProcess:
         assert self.process is not None
         self.process.send_signal(signum)
 
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
     def wait_exit(self, timeout: float = 10.0) -> int:
         assert self.process is not None
         return self.process.wait(timeout)
 
     def kill(self) -> None:
         """kill -9: no chance to flush or clean up."""
-        if self.process is not None and self.process.poll() is None:
+        if self.running:
+            assert self.process is not None
             self.process.kill()
+        if self.process is not None:
             self.process.wait(10)
 
     def stop(self) -> int | None:

@@ -1,0 +1,52 @@
+"""Clusters of real node processes on loopback, configured the seed's way (PEERS).
+
+Rules: nodes are made by the `node_factory` fixture (so they are always stopped),
+numbered 1..count (node ids node-1..node-count), each seeded with the others'
+gRPC addresses; a cluster is started when every node is ready and every node
+sees every node alive, within a bound.
+"""
+
+from __future__ import annotations
+
+from a3redis.client import Client
+from a3redis.core.consistency import Consistency
+from tests.conftest import NodeFactory
+from tests.support.node_http import statuses
+from tests.support.processes import NodeProcess
+from tests.support.waiting import wait_for
+
+
+def peered_nodes(node_factory: NodeFactory, count: int = 3, /, **env: str) -> list[NodeProcess]:
+    """`count` nodes (not started), each seeded with the other nodes' gRPC addresses."""
+    nodes = [node_factory(f"n{i}", NODE_NUM=str(i), **env) for i in range(1, count + 1)]
+    for node in nodes:
+        # The seed's form: the other nodes' gRPC addresses.
+        node.extra_env["PEERS"] = ",".join(o.endpoint for o in nodes if o is not node)
+    return nodes
+
+
+def start_peered(nodes: list[NodeProcess], alive_within: float = 10) -> list[NodeProcess]:
+    """Start `nodes` one by one, then wait until every one sees every one alive."""
+    for node in nodes:
+        node.start()
+    everyone = {f"node-{i}": "alive" for i in range(1, len(nodes) + 1)}
+    wait_for(lambda: all(statuses(n) == everyone for n in nodes), alive_within, "all alive")
+    return nodes
+
+
+def start_cluster(
+    node_factory: NodeFactory, factor: int, count: int = 3, /, **env: str
+) -> list[NodeProcess]:
+    """`count` started nodes with REPLICATION_FACTOR=`factor`, all seeing each other alive."""
+    return start_peered(peered_nodes(node_factory, count, REPLICATION_FACTOR=str(factor), **env))
+
+
+async def local_copies(nodes: list[NodeProcess], keys: list[bytes]) -> list[int]:
+    """How many nodes hold each key in their own store."""
+    counts = [0] * len(keys)
+    for node in nodes:
+        async with Client.connect(node.endpoint) as client:
+            results = await client.batch_get(keys, Consistency.LOCAL)
+        for index, result in enumerate(results):
+            counts[index] += result.found
+    return counts
