@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from a3redis.core.hinted_handoff import Deliver, Drop, Hints
-from a3redis.core.hlc import Version
 from a3redis.core.membership import (
     GossipMessage,
     Membership,
@@ -19,13 +18,10 @@ from a3redis.core.membership import (
 )
 from a3redis.core.record import Record, supersedes
 from tests.core.strategies import MACHINE_SETTINGS, records
+from tests.support.records import rec
 
 WINDOW_MS = 60_000
 NOW = 10_000_000
-
-
-def rec(key: bytes, wall: int, value: bytes | None = b"v", logical: int = 0) -> Record:
-    return Record(key, value, Version(wall, logical, "node-1"))
 
 
 @dataclass
@@ -52,35 +48,37 @@ def alive(*node_ids: str) -> Members:
 
 def test_only_the_newest_record_per_key_is_held_and_only_fresh_ones_are_returned() -> None:
     hints = Hints(WINDOW_MS)
-    assert hints.hold("node-2", [rec(b"a", NOW - 5), rec(b"b", NOW - 4)]) == [
-        rec(b"a", NOW - 5),
-        rec(b"b", NOW - 4),
+    assert hints.hold("node-2", [rec(b"a", b"v", NOW - 5), rec(b"b", b"v", NOW - 4)]) == [
+        rec(b"a", b"v", NOW - 5),
+        rec(b"b", b"v", NOW - 4),
     ]
     # A newer a is fresh; an older b and the very same a again are not.
-    fresh = hints.hold("node-2", [rec(b"a", NOW - 1, None), rec(b"b", NOW - 9)])
-    assert fresh == [rec(b"a", NOW - 1, None)]
-    assert hints.hold("node-2", [rec(b"a", NOW - 1, None)]) == []
-    assert hints.held("node-2") == {b"a": rec(b"a", NOW - 1, None), b"b": rec(b"b", NOW - 4)}
+    fresh = hints.hold("node-2", [rec(b"a", None, NOW - 1), rec(b"b", b"v", NOW - 9)])
+    assert fresh == [rec(b"a", None, NOW - 1)]
+    assert hints.hold("node-2", [rec(b"a", None, NOW - 1)]) == []
+    assert hints.held("node-2") == {b"a": rec(b"a", None, NOW - 1), b"b": rec(b"b", b"v", NOW - 4)}
 
 
 def test_a_batch_holding_one_key_twice_keeps_its_newest_record_whatever_the_order() -> None:
     hints = Hints(WINDOW_MS)
-    newer, older = rec(b"a", NOW - 1), rec(b"a", NOW - 2)
+    newer, older = rec(b"a", b"v", NOW - 1), rec(b"a", b"v", NOW - 2)
     assert hints.hold("node-2", [newer, older]) == [newer]
     assert hints.held("node-2") == {b"a": newer}
 
 
 def test_hints_are_held_per_replica() -> None:
     hints = Hints(WINDOW_MS)
-    hints.hold("node-2", [rec(b"a", NOW - 1)])
-    assert hints.hold("node-3", [rec(b"a", NOW - 5)]) == [rec(b"a", NOW - 5)]
+    hints.hold("node-2", [rec(b"a", b"v", NOW - 1)])
+    assert hints.hold("node-3", [rec(b"a", b"v", NOW - 5)]) == [rec(b"a", b"v", NOW - 5)]
     assert hints.pending() == {"node-2": 1, "node-3": 1}
 
 
 def test_restored_files_keep_the_newest_record_per_key() -> None:
     hints = Hints(WINDOW_MS)
-    hints.restore("node-2", [rec(b"a", NOW - 1), rec(b"a", NOW - 3), rec(b"b", NOW - 2)])
-    assert hints.held("node-2") == {b"a": rec(b"a", NOW - 1), b"b": rec(b"b", NOW - 2)}
+    hints.restore(
+        "node-2", [rec(b"a", b"v", NOW - 1), rec(b"a", b"v", NOW - 3), rec(b"b", b"v", NOW - 2)]
+    )
+    assert hints.held("node-2") == {b"a": rec(b"a", b"v", NOW - 1), b"b": rec(b"b", b"v", NOW - 2)}
 
 
 # ----- the window ---------------------------------------------------------------------------------
@@ -88,17 +86,19 @@ def test_restored_files_keep_the_newest_record_per_key() -> None:
 
 def test_hints_older_than_the_window_are_dropped_and_counted() -> None:
     hints = Hints(WINDOW_MS)
-    hints.hold("node-2", [rec(b"old", NOW - WINDOW_MS - 1), rec(b"edge", NOW - WINDOW_MS)])
-    hints.hold("node-3", [rec(b"old", NOW - 2 * WINDOW_MS), rec(b"new", NOW)])
+    hints.hold(
+        "node-2", [rec(b"old", b"v", NOW - WINDOW_MS - 1), rec(b"edge", b"v", NOW - WINDOW_MS)]
+    )
+    hints.hold("node-3", [rec(b"old", b"v", NOW - 2 * WINDOW_MS), rec(b"new", b"v", NOW)])
     assert hints.expire(NOW) == 2
-    assert hints.held("node-2") == {b"edge": rec(b"edge", NOW - WINDOW_MS)}
-    assert hints.held("node-3") == {b"new": rec(b"new", NOW)}
+    assert hints.held("node-2") == {b"edge": rec(b"edge", b"v", NOW - WINDOW_MS)}
+    assert hints.held("node-3") == {b"new": rec(b"new", b"v", NOW)}
     assert hints.expire(NOW) == 0
 
 
 def test_a_zero_window_drops_every_hint_from_the_past() -> None:
     hints = Hints(0)
-    hints.hold("node-2", [rec(b"a", NOW - 1)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW - 1)])
     assert hints.expire(NOW) == 1
     assert hints.pending() == {}
 
@@ -108,7 +108,7 @@ def test_a_zero_window_drops_every_hint_from_the_past() -> None:
 
 def test_an_alive_replica_gets_a_snapshot_of_its_hints_in_bounded_batches() -> None:
     hints = Hints(WINDOW_MS, batch=3)
-    held = [rec(b"k%d" % i, NOW) for i in range(7)]
+    held = [rec(b"k%d" % i, b"v", NOW) for i in range(7)]
     hints.hold("node-2", held)
     (step,) = hints.due(alive("node-2"))
     assert isinstance(step, Deliver) and step.replica == "node-2"
@@ -121,7 +121,7 @@ def test_an_alive_replica_gets_a_snapshot_of_its_hints_in_bounded_batches() -> N
 def test_hints_wait_while_their_replica_is_suspect_dead_or_not_known_yet() -> None:
     hints = Hints(WINDOW_MS)
     for replica in ("node-2", "node-3", "node-4"):
-        hints.hold(replica, [rec(b"a", NOW)])
+        hints.hold(replica, [rec(b"a", b"v", NOW)])
     members = Members({"node-2": Status.SUSPECT, "node-3": Status.DEAD})
     assert hints.due(members) == []
     assert hints.pending() == {"node-2": 1, "node-3": 1, "node-4": 1}
@@ -129,8 +129,8 @@ def test_hints_wait_while_their_replica_is_suspect_dead_or_not_known_yet() -> No
 
 def test_hints_go_with_a_replica_that_left_or_was_forgotten_and_are_never_delivered() -> None:
     hints = Hints(WINDOW_MS)
-    hints.hold("node-2", [rec(b"a", NOW), rec(b"b", NOW)])
-    hints.hold("ghost", [rec(b"a", NOW)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW), rec(b"b", b"v", NOW)])
+    hints.hold("ghost", [rec(b"a", b"v", NOW)])
     members = Members({"node-2": Status.LEFT}, forgotten={"ghost"})
     assert hints.due(members) == [
         Drop("node-2", 2, "it left the ring"),
@@ -142,7 +142,7 @@ def test_hints_go_with_a_replica_that_left_or_was_forgotten_and_are_never_delive
 
 def test_a_replica_with_no_hints_left_is_forgotten_so_its_file_goes() -> None:
     hints = Hints(WINDOW_MS)
-    hints.hold("node-2", [rec(b"a", NOW - 2 * WINDOW_MS)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW - 2 * WINDOW_MS)])
     hints.expire(NOW)
     assert hints.due(Members({"node-2": Status.DEAD})) == [Drop("node-2", 0, "")]
     assert hints.due(Members({"node-2": Status.DEAD})) == []
@@ -157,8 +157,8 @@ def test_the_real_member_table_drives_the_rounds() -> None:
         0.0,
     )
     hints = Hints(WINDOW_MS)
-    hints.hold("node-2", [rec(b"a", NOW)])
-    assert hints.due(membership) == [Deliver("node-2", [[rec(b"a", NOW)]])]
+    hints.hold("node-2", [rec(b"a", b"v", NOW)])
+    assert hints.due(membership) == [Deliver("node-2", [[rec(b"a", b"v", NOW)]])]
 
 
 # ----- what a delivery acknowledges ---------------------------------------------------------------
@@ -166,22 +166,22 @@ def test_the_real_member_table_drives_the_rounds() -> None:
 
 def test_a_delivered_batch_removes_only_the_hints_not_superseded_meanwhile() -> None:
     hints = Hints(WINDOW_MS)
-    hints.hold("node-2", [rec(b"a", NOW - 2), rec(b"b", NOW - 2)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW - 2), rec(b"b", b"v", NOW - 2)])
     (step,) = hints.due(alive("node-2"))
     assert isinstance(step, Deliver)
     # A newer write for a arrives while the batch is in flight.
-    hints.hold("node-2", [rec(b"a", NOW - 1)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW - 1)])
     assert hints.delivered("node-2", step.batches[0]) == 1
-    assert hints.held("node-2") == {b"a": rec(b"a", NOW - 1)}
+    assert hints.held("node-2") == {b"a": rec(b"a", b"v", NOW - 1)}
 
 
 def test_an_equal_record_held_again_is_not_taken_for_the_one_sent() -> None:
     hints = Hints(WINDOW_MS)
-    hints.hold("node-2", [rec(b"a", NOW - 2)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW - 2)])
     (step,) = hints.due(alive("node-2"))
     assert isinstance(step, Deliver)
     hints.forget("node-2")
-    hints.hold("node-2", [rec(b"a", NOW - 2)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW - 2)])
     # Not the very record sent: the replica may not have had this one.
     assert hints.delivered("node-2", step.batches[0]) == 0
     assert hints.pending() == {"node-2": 1}
@@ -189,7 +189,7 @@ def test_an_equal_record_held_again_is_not_taken_for_the_one_sent() -> None:
 
 def test_a_delivery_for_a_replica_dropped_meanwhile_changes_nothing() -> None:
     hints = Hints(WINDOW_MS)
-    hints.hold("node-2", [rec(b"a", NOW)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW)])
     (step,) = hints.due(alive("node-2"))
     assert isinstance(step, Deliver)
     assert hints.forget("node-2") == 1
@@ -202,24 +202,24 @@ def test_a_delivery_for_a_replica_dropped_meanwhile_changes_nothing() -> None:
 
 def test_a_file_is_rewritten_after_a_delivery_removed_hints_from_it() -> None:
     hints = Hints(WINDOW_MS)
-    hints.hold("node-2", [rec(b"a", NOW), rec(b"b", NOW)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW), rec(b"b", b"v", NOW)])
     hints.appended("node-2", 2)
     assert hints.stale_files() == []
     (step,) = hints.due(alive("node-2"))
     assert isinstance(step, Deliver)
     hints.delivered("node-2", step.batches[0][:1])
     assert hints.stale_files() == ["node-2"]
-    assert hints.live("node-2") == [rec(b"b", NOW)]
+    assert hints.live("node-2") == [rec(b"b", b"v", NOW)]
     hints.rewritten("node-2", 1)
     assert hints.stale_files() == []
 
 
 def test_a_file_is_rewritten_once_it_holds_far_more_than_its_live_hints() -> None:
     hints = Hints(WINDOW_MS, rewrite_slack=10)
-    hints.restore("node-2", [rec(b"a", NOW - 20 + i) for i in range(12)])
+    hints.restore("node-2", [rec(b"a", b"v", NOW - 20 + i) for i in range(12)])
     # One live hint: 12 records in the file is the most before a rewrite.
     assert hints.stale_files() == []
-    hints.hold("node-2", [rec(b"a", NOW)])
+    hints.hold("node-2", [rec(b"a", b"v", NOW)])
     hints.appended("node-2", 1)
     assert hints.stale_files() == ["node-2"]
     hints.rewritten("node-2", 1)
@@ -228,10 +228,12 @@ def test_a_file_is_rewritten_once_it_holds_far_more_than_its_live_hints() -> Non
 
 def test_forgetting_a_replica_forgets_its_file() -> None:
     hints = Hints(WINDOW_MS, rewrite_slack=0)
-    hints.restore("node-2", [rec(b"a", NOW - 2), rec(b"a", NOW - 1), rec(b"a", NOW)])
+    hints.restore(
+        "node-2", [rec(b"a", b"v", NOW - 2), rec(b"a", b"v", NOW - 1), rec(b"a", b"v", NOW)]
+    )
     assert hints.stale_files() == ["node-2"]
     assert hints.forget("node-2") == 1
-    hints.hold("node-2", [rec(b"b", NOW)])
+    hints.hold("node-2", [rec(b"b", b"v", NOW)])
     hints.appended("node-2", 1)
     assert hints.stale_files() == []
 
