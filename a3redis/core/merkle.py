@@ -12,7 +12,8 @@ Rules:
 - A RangeTree is built on demand over the partitions two replicas share, from
   the cached partition roots, so equal replicas compare a single root.
 - `diff` descends only into children whose hashes differ and returns exactly
-  the differing leaves.
+  the differing leaves: it is the anti-entropy walk (core.anti_entropy)
+  with a local index answering as the peer.
 - Pure: no I/O, no clock; hashing only.
 """
 
@@ -23,6 +24,14 @@ from collections.abc import Iterable, Sequence
 
 from blake3 import blake3
 
+from a3redis.core.anti_entropy import (
+    FANOUT,
+    ChunksRequest,
+    TreeRequest,
+    TreeWalk,
+    answer_chunks,
+    answer_tree,
+)
 from a3redis.core.record import Record
 from a3redis.core.ring import key_hash
 
@@ -179,16 +188,23 @@ def diff_trees(mine: RangeTree, theirs: RangeTree) -> list[int]:
 
 
 def diff(
-    mine: MerkleIndex, theirs: MerkleIndex, partitions: Sequence[int], fanout: int = 16
+    mine: MerkleIndex, theirs: MerkleIndex, partitions: Sequence[int], fanout: int = FANOUT
 ) -> list[tuple[int, int]]:
-    """The (partition, chunk) leaves whose entry sets differ, among `partitions`."""
+    """The (partition, chunk) leaves whose entry sets differ, among `partitions`.
+
+    The anti-entropy walk itself, with `theirs` answering as a peer would.
+    """
+    if mine.partitions != theirs.partitions or mine.chunks != theirs.chunks:
+        raise ValueError("indexes of different shapes cannot be compared")
     order = sorted(partitions)
-    differing = diff_trees(mine.range_tree(order, fanout), theirs.range_tree(order, fanout))
-    leaves: list[tuple[int, int]] = []
-    for position in differing:
-        partition = order[position]
-        ours, others = mine.leaf_hashes(partition), theirs.leaf_hashes(partition)
-        leaves.extend(
-            (partition, chunk) for chunk in range(mine.chunks) if ours[chunk] != others[chunk]
-        )
-    return leaves
+    walk = TreeWalk("local", mine, order, fanout)
+    # Each step goes one level down (or on to the chunks): the depth bounds the walk.
+    for _ in range(walk.tree.depth + 1):
+        request = walk.request
+        if isinstance(request, TreeRequest):
+            walk.on_tree(answer_tree(request, order, theirs.chunks, theirs), now=0.0)
+        elif isinstance(request, ChunksRequest):
+            walk.on_chunks(answer_chunks(request, theirs))
+        else:
+            break  # done, or it would ask for the entries of the leaves found
+    return walk.leaves
