@@ -300,15 +300,18 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
 
     @_unary
     async def Tree(self, request: rpb.TreeRequest) -> rpb.TreeResponse:
-        return await self.repair.serve_tree(request)
+        answer = await self.repair.serve_tree(wire.tree_request_from_pb(request))
+        return wire.tree_answer_to_pb(answer)
 
     @_unary
     async def Chunks(self, request: rpb.ChunksRequest) -> rpb.ChunksResponse:
-        return await self.repair.serve_chunks(request)
+        answer = await self.repair.serve_chunks(wire.chunks_request_from_pb(request))
+        return wire.chunks_answer_to_pb(answer)
 
     @_unary
     async def Entries(self, request: rpb.EntriesRequest) -> rpb.EntriesResponse:
-        return await self.repair.serve_entries(request)
+        answer = await self.repair.serve_entries(wire.entries_request_from_pb(request))
+        return wire.entries_answer_to_pb(answer)
 
     @_unary
     async def LocalScan(self, request: rpb.LocalScanRequest) -> rpb.LocalScanResponse:

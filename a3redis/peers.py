@@ -27,13 +27,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from a3redis import gathering
+from a3redis import gathering, wire
 from a3redis.address import Address
 from a3redis.channels import ChannelPool
+from a3redis.core.anti_entropy import (
+    ChunksAnswer,
+    ChunksRequest,
+    EntriesAnswer,
+    EntriesRequest,
+    TreeAnswer,
+    TreeRequest,
+)
 from a3redis.core.record import ApplyOutcome, Record
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.replica_grpc import ReplicaStub
@@ -61,6 +69,14 @@ KEEPALIVE_IDLE = 60.0
 
 class PeerUnavailableError(Exception):
     """The peer did not answer (connection refused, broken, or timed out)."""
+
+
+class Meter(Protocol):
+    """What adds up a caller's unbatched calls and their bytes (a repair report)."""
+
+    calls: int
+    bytes_sent: int
+    bytes_received: int
 
 
 # Called once per submission: (its results, None) or (None, the failure).
@@ -164,6 +180,38 @@ class PeerLink:
         except Exception as error:
             self._channels.discard(self.address)
             raise PeerUnavailableError(f"{self.node_id} at {self.address}: {error!r}") from None
+
+    # Anti-entropy's calls: unbatched, in core types, counted in the caller's meter.
+
+    async def tree(self, request: TreeRequest, meter: Meter) -> TreeAnswer:
+        response = await self._metered("Tree", wire.tree_request_to_pb(request), meter)
+        return wire.tree_answer_from_pb(response)
+
+    async def chunks(self, request: ChunksRequest, meter: Meter) -> ChunksAnswer:
+        response = await self._metered("Chunks", wire.chunks_request_to_pb(request), meter)
+        return wire.chunks_answer_from_pb(response)
+
+    async def entries(self, request: EntriesRequest, meter: Meter) -> EntriesAnswer:
+        response = await self._metered("Entries", wire.entries_request_to_pb(request), meter)
+        return wire.entries_answer_from_pb(response)
+
+    async def fetch(self, keys: Sequence[bytes], meter: Meter) -> list[Record]:
+        """The peer's records of `keys` that it holds (a repair pull)."""
+        response = await self._metered("Read", rpb.ReadRequest(keys=keys), meter)
+        return [record_from_pb(r.record) for r in response.results if r.present]
+
+    async def push(self, records: Sequence[Record], meter: Meter) -> None:
+        """Apply `records` on the peer (a repair push); the outcomes do not matter."""
+        records_pb = [record_to_pb(r) for r in records]
+        request = rpb.ApplyRequest(coordinator=self._coordinator, records=records_pb)
+        await self._metered("Apply", request, meter)
+
+    async def _metered(self, method: str, request: Any, meter: Meter) -> Any:
+        meter.bytes_sent += request.ByteSize()
+        meter.calls += 1
+        response = await self.unary(method, request)
+        meter.bytes_received += response.ByteSize()
+        return response
 
     async def _wait(self, queue: _Queue, items: list[Any]) -> Any:
         waiter = _Waiter()

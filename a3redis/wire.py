@@ -7,8 +7,21 @@ message (an enum number this server does not know) is an InvalidRequestError.
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Iterator, Sequence
+from typing import cast, overload
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
+from a3redis.core.anti_entropy import (
+    ChunksAnswer,
+    ChunksRequest,
+    EntriesAnswer,
+    EntriesRequest,
+    EntryVersion,
+    Leaf,
+    TreeAnswer,
+    TreeRequest,
+)
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
@@ -71,3 +84,104 @@ def record_to_pb(record: Record) -> rpb.Record:
 def record_from_pb(message: rpb.Record) -> Record:
     value = None if message.tombstone else message.value
     return Record(message.key, value, version_from_pb(message.version))
+
+
+# ----- anti-entropy (core.anti_entropy's messages) ------------------------------------------
+
+
+def tree_request_to_pb(request: TreeRequest) -> rpb.TreeRequest:
+    return rpb.TreeRequest(
+        requester=request.requester,
+        shared_digest=request.shared_digest,
+        level=request.level,
+        indexes=request.indexes,
+        fanout=request.fanout,
+        chunks=request.chunks,
+    )
+
+
+def tree_request_from_pb(message: rpb.TreeRequest) -> TreeRequest:
+    return TreeRequest(
+        message.requester,
+        message.shared_digest,
+        message.level,
+        list(message.indexes),
+        message.fanout,
+        message.chunks,
+    )
+
+
+def tree_answer_to_pb(answer: TreeAnswer) -> rpb.TreeResponse:
+    return rpb.TreeResponse(
+        same_ring=answer.same_ring, hashes=answer.hashes, building=answer.building
+    )
+
+
+def tree_answer_from_pb(message: rpb.TreeResponse) -> TreeAnswer:
+    return TreeAnswer(message.same_ring, list(message.hashes), message.building)
+
+
+def chunks_request_to_pb(request: ChunksRequest) -> rpb.ChunksRequest:
+    return rpb.ChunksRequest(partitions=request.partitions)
+
+
+def chunks_request_from_pb(message: rpb.ChunksRequest) -> ChunksRequest:
+    return ChunksRequest(list(message.partitions))
+
+
+def chunks_answer_to_pb(answer: ChunksAnswer) -> rpb.ChunksResponse:
+    return rpb.ChunksResponse(hashes=answer.hashes)
+
+
+def chunks_answer_from_pb(message: rpb.ChunksResponse) -> ChunksAnswer:
+    return ChunksAnswer(list(message.hashes))
+
+
+def entries_request_to_pb(request: EntriesRequest) -> rpb.EntriesRequest:
+    return rpb.EntriesRequest(leaves=[rpb.Leaf(partition=p, chunk=c) for p, c in request.leaves])
+
+
+class _Leaves(Sequence[Leaf]):
+    """A request's leaves, converted only as they are read: the serving side checks
+    how many there are before it looks at any (a request may carry millions)."""
+
+    def __init__(self, leaves: RepeatedCompositeFieldContainer[rpb.Leaf]) -> None:
+        self._leaves = leaves
+
+    def __len__(self) -> int:
+        return len(self._leaves)
+
+    @overload
+    def __getitem__(self, index: int) -> Leaf: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Leaf]: ...
+    def __getitem__(self, index: int | slice) -> Leaf | Sequence[Leaf]:
+        if isinstance(index, slice):
+            return [(leaf.partition, leaf.chunk) for leaf in self._leaves[index]]
+        leaf = self._leaves[index]
+        return (leaf.partition, leaf.chunk)
+
+    def __iter__(self) -> Iterator[Leaf]:
+        return ((leaf.partition, leaf.chunk) for leaf in self._leaves)
+
+
+def entries_request_from_pb(message: rpb.EntriesRequest) -> EntriesRequest:
+    return EntriesRequest(_Leaves(message.leaves))
+
+
+def entries_answer_to_pb(answer: EntriesAnswer) -> rpb.EntriesResponse:
+    return rpb.EntriesResponse(
+        entries=[
+            rpb.EntryVersion(key=key, version=version_to_pb(version), tombstone=tombstone)
+            for key, version, tombstone in answer.entries
+        ]
+    )
+
+
+def entries_answer_from_pb(message: rpb.EntriesResponse) -> EntriesAnswer:
+    return EntriesAnswer(
+        [
+            EntryVersion(entry.key, version_from_pb(entry.version), entry.tombstone)
+            for entry in message.entries
+        ]
+    )

@@ -30,7 +30,9 @@ Rules, in the order an exchange follows them:
   except an expired tombstone (older than TOMBSTONE_GRACE): it is about to
   be purged everywhere (core.purge), and copying it to a replica that has
   already purged it would only bring it back for a while. A replica holding
-  an older value of that key always gets the tombstone.
+  an older value of that key always gets the tombstone. Records move in
+  batches of TRANSFER_BATCH keys: pulls read from the peer, pushes applied
+  on it.
 - Pure: the shell moves the messages, keeps time (`now` is an argument) and
   paces the transfers.
 """
@@ -55,6 +57,7 @@ FANOUT = 16  # MERKLE_FANOUT's default
 # How long an exchange waits for a peer that is still building its Merkle index.
 INDEX_BUILD_WAIT = 60.0
 BUILDING_RETRY = 0.2
+TRANSFER_BATCH = 256
 
 Leaf = tuple[int, int]
 """(partition, chunk)"""
