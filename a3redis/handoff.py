@@ -1,23 +1,10 @@
 """Handoff: copies of partitions this node does not own go to their owners, then go.
 
-Rules: a node can hold records of partitions it does not own: the ring
-changed under it (a node joined, or an operator removed one), or a
-coordinator whose view was behind sent them. Anti-entropy only compares
-partitions two owners share, so nothing else would ever move them; and a
-stale copy left behind would come back to life if the ring ever gave the
-partition back (a tombstone purged meanwhile could not stop it). So, after
-each anti-entropy round, once the ring has stayed the same for a whole
-round (a view that is still changing is not acted on), every record of a
-partition we do not own is applied on each of its owners, and dropped here
-(a purge entry, and only if it is still the same version) once every owner
-has durably answered for it. A partition with an owner that is down,
-does not answer or refuses a record (REJECTED: its limits or its clock
-disagree with ours) stays for a later pass. Nothing leaves on a guess.
-Nothing goes to a member that is not alive: every owner's status is checked
-again before each batch it is sent, so a member that died (or was declared
-dead by gossip) during a pass gets nothing more until it is back.
-Records are read as reads see them: one beyond the clock-skew bound is not
-handed off (every owner would refuse it) and stays until a write replaces it.
+Rules: what moves, to whom, and when it may be dropped here are
+core.ownership's; this shell reads the records, sends them and purges.
+A pass runs after each anti-entropy round. Records are read as reads see
+them: one beyond the clock-skew bound is not handed off (every owner would
+refuse it) and stays until a write replaces it.
 """
 
 from __future__ import annotations
@@ -29,13 +16,21 @@ from dataclasses import dataclass
 from a3redis.cluster import Cluster
 from a3redis.core.membership import Status
 from a3redis.core.merkle import MerkleIndex
+from a3redis.core.ownership import (
+    BATCH,
+    Settling,
+    batches,
+    durably_held,
+    foreign_partitions,
+    may_send,
+)
 from a3redis.core.record import ApplyOutcome, Record
 from a3redis.peers import PeerUnavailableError
 from a3redis.storage.store import Store
 
 log = logging.getLogger("a3redis.handoff")
 
-BATCH = 256
+__all__ = ["BATCH", "Handoff", "HandoffStats"]
 
 
 @dataclass
@@ -60,21 +55,22 @@ class Handoff:
         self._cluster = cluster
         self._index = index
         self._pace = pace
-        self._ring_seen: tuple[str, ...] | None = None
+        self._settling = Settling()
         self.stats = HandoffStats()
+
+    def _alive(self, node_id: str) -> bool:
+        member = self._cluster.membership.get(node_id)
+        return member is not None and member.status is Status.ALIVE
 
     async def run_pass(self) -> int:
         """Hand off what we hold but do not own; return the keys dropped here."""
         cluster = self._cluster
         ring = cluster.ring
-        settled = ring.members == self._ring_seen
-        self._ring_seen = ring.members
-        if not settled or cluster.joining:
+        if not self._settling.settled(ring.members, cluster.joining):
             return 0
-        me = cluster.node_id
         index = await self._index()
-        foreign = sorted(
-            p for p in index.occupied_partitions() if me not in ring.partition_owners(p)
+        foreign = foreign_partitions(
+            index.occupied_partitions(), cluster.node_id, ring.partition_owners
         )
         self.stats.passes += 1
         self.stats.partitions_waiting = 0
@@ -109,32 +105,23 @@ class Handoff:
         self, partition: int, owners: tuple[str, ...], index: MerkleIndex
     ) -> int | None:
         """Apply one partition's records on every owner, then drop them; None if we could not."""
-        cluster = self._cluster
-        if not owners or any(
-            (member := cluster.membership.get(o)) is None or member.status is not Status.ALIVE
-            for o in owners
-        ):
+        if not may_send(owners, self._alive):
             return None
-        keys = index.partition_keys(partition)
         dropped = 0
-        for start in range(0, len(keys), BATCH):
-            found = self._read(keys[start : start + BATCH])
-            batch: list[Record] = [record for record in found if record is not None]
+        for keys in batches(index.partition_keys(partition)):
+            batch: list[Record] = [record for record in self._read(keys) if record is not None]
             if not batch:
                 continue
             for owner in owners:
-                member = cluster.membership.get(owner)
-                link = cluster.link(owner)
-                if member is None or member.status is not Status.ALIVE or link is None:
+                link = self._cluster.link(owner)
+                if not may_send((owner,), self._alive) or link is None:
                     return None
                 try:
-                    # Any answer but REJECTED (stored, duplicate, or it holds newer)
-                    # means the owner durably has this version or a later one.
                     outcomes = await link.apply(batch)
                 except PeerUnavailableError as error:
                     log.debug("[handoff] partition=%d owner=%s: %s", partition, owner, error)
                     return None
-                if ApplyOutcome.REJECTED in outcomes:
+                if not durably_held(outcomes):
                     log.warning(
                         "[handoff] partition=%d owner=%s refused %d record(s); kept here",
                         partition,
