@@ -35,9 +35,24 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
+from a3redis.core.anti_entropy import (
+    TRANSFER_BATCH,
+    ChunksAnswer,
+    ChunksRequest,
+    EntriesAnswer,
+    TreeAnswer,
+    TreeRequest,
+    TreeWalk,
+    WalkRequest,
+    answer_chunks,
+    answer_tree,
+    check_entries,
+    entries_keys,
+    transfers,
+)
 from a3redis.core.consistency import Consistency
 from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, timed_out
 from a3redis.core.errors import RequestError
@@ -625,37 +640,98 @@ class SimCluster:
         source.timer(timeout, fail)
         self.send(source, target, at_target)
 
-    def anti_entropy(self, me: SimNode, peer: SimNode) -> None:
-        """One round of repair.py's exchange: Merkle diff, then newer wins both ways."""
-        if not (self.linked(me, peer) and peer.running and not peer.paused):
-            return  # the real round times out and skips the peer
+    def anti_entropy(
+        self,
+        me: SimNode,
+        peer: SimNode,
+        done: Callable[[], None] = lambda: None,
+        tombstone_grace_s: float = 86_400.0,  # TOMBSTONE_GRACE's default
+    ) -> None:
+        """One exchange of repair.py's: core.anti_entropy's walk and pull/push rule, each
+        message a `call` that may be late or lost; `done` once it ended, however."""
         shared = me.ring().shared_partitions(me.node_id, peer.node_id)
-        if shared != peer.ring().shared_partitions(peer.node_id, me.node_id) or not shared:
-            return  # "ring views differ (membership is converging)"
-        leaves = diff(me.index, peer.index, shared)
-        pull: list[Record] = []
-        push: list[Record] = []
-        for partition, chunk in leaves:
-            keys = me.index.keys_in(partition, chunk) | peer.index.keys_in(partition, chunk)
-            for key in sorted(keys):
-                mine, theirs = me.table.get(key), peer.table.get(key)
-                if theirs is not None and (
-                    mine is None
-                    or (theirs.version, theirs.value is not None)
-                    > (mine.version, mine.value is not None)
-                ):
-                    pull.append(theirs)
-                elif mine is not None and (
-                    theirs is None
-                    or (mine.version, mine.value is not None)
-                    > (theirs.version, theirs.value is not None)
-                ):
-                    push.append(mine)
-        # The records travel like any message: late, or lost if the link is cut meanwhile.
-        if pull:
-            self.send(peer, me, lambda: me.apply_replicated(pull))
-        if push:
-            self.send(me, peer, lambda: peer.apply_replicated(push))
+        if not shared:
+            done()
+            return
+        walk = TreeWalk(me.node_id, me.index, shared)
+        timeout = self.config.peer_timeout
+
+        def step() -> None:
+            request = walk.request
+            if request is None:
+                transfer()
+            elif walk.pause:
+                me.timer(walk.pause, lambda: ask(request))
+            else:
+                ask(request)
+
+        def ask(request: WalkRequest) -> None:
+            self.call(me, peer, lambda: serve(request), answered, done, timeout)
+
+        def serve(request: WalkRequest) -> TreeAnswer | ChunksAnswer | EntriesAnswer:
+            """The peer's side (repair.py's serve_*), run in its process when the call arrives."""
+            if isinstance(request, TreeRequest):
+                its_shared = peer.ring().shared_partitions(peer.node_id, me.node_id)
+                return answer_tree(request, its_shared, peer.index.chunks, peer.index)
+            if isinstance(request, ChunksRequest):
+                return answer_chunks(request, peer.index)
+            keys = entries_keys(request, peer.index)
+            return EntriesAnswer.of([peer.table.get(key) for key in keys])
+
+        def answered(answer: TreeAnswer | ChunksAnswer | EntriesAnswer) -> None:
+            if isinstance(answer, TreeAnswer):
+                walk.on_tree(answer, self.loop.now)
+            elif isinstance(answer, ChunksAnswer):
+                walk.on_chunks(answer)
+            else:
+                walk.on_entries(answer)
+            step()
+
+        def transfer() -> None:
+            if walk.skipped or not walk.leaves:
+                done()
+                return
+            now_ms = me.wall_ms()
+            theirs, _ = check_entries(walk.entries, LIMITS, now_ms)
+            mine = [me.table.get(key) for key in walk.my_keys()]
+            moves = transfers(mine, theirs, now_ms, int(tombstone_grace_s * 1000))
+            batch = TRANSFER_BATCH
+            # As repair.py: pulls, then pushes, one batch at a time; a failure ends it.
+            send_next(
+                [moves.pull[i : i + batch] for i in range(0, len(moves.pull), batch)],
+                [moves.push[i : i + batch] for i in range(0, len(moves.push), batch)],
+            )
+
+        def send_next(pulls: list[list[bytes]], pushes: list[list[Record]]) -> None:
+            if pulls:
+                keys, later = pulls[0], pulls[1:]
+
+                def pulled(records: list[Record]) -> None:
+                    me.apply_replicated(records)
+                    send_next(later, pushes)
+
+                self.call(
+                    me,
+                    peer,
+                    lambda: [r for key in keys if (r := peer.table.get(key)) is not None],
+                    pulled,
+                    done,
+                    timeout,
+                )
+            elif pushes:
+                records, rest = pushes[0], pushes[1:]
+                self.call(
+                    me,
+                    peer,
+                    lambda: peer.apply_replicated(records),
+                    lambda _: send_next([], rest),
+                    done,
+                    timeout,
+                )
+            else:
+                done()
+
+        step()
 
     def repair_pass(self) -> int:
         """Every node's round with every other (no membership needed); what still differed."""
@@ -667,8 +743,13 @@ class SimCluster:
                 shared = self.full_ring.shared_partitions(me.node_id, peer.node_id)
                 if shared:
                     differing += len(diff(me.index, peer.index, shared))
-                self.anti_entropy(me, peer)
-                self.loop.run_until(self.loop.now + 0.05)
+                ended: list[bool] = []
+                self.anti_entropy(me, peer, partial(ended.append, True))
+                # Each message is answered or timed out within peer_timeout and an
+                # exchange sends a handful: the deadline is only for a process that died.
+                deadline = self.loop.now + 20 * self.config.peer_timeout
+                while not ended and self.loop.now < deadline:
+                    self.loop.run_until(self.loop.now + 0.05)
         return differing
 
     # ----- clients --------------------------------------------------------------------------
