@@ -170,12 +170,13 @@ def entries_request_from_pb(message: rpb.EntriesRequest) -> EntriesRequest:
 
 
 def entries_answer_to_pb(answer: EntriesAnswer) -> rpb.EntriesResponse:
-    return rpb.EntriesResponse(
-        entries=[
-            rpb.EntryVersion(key=key, version=version_to_pb(version), tombstone=tombstone)
-            for key, version, tombstone in answer.entries
-        ]
-    )
+    # Filled in place: a Version message built apart would be copied into each entry.
+    message = rpb.EntriesResponse()
+    add = message.entries.add
+    for key, (wall_ms, logical, node_id), tombstone in answer.entries:
+        version = add(key=key, tombstone=tombstone).version
+        version.wall_ms, version.logical, version.node_id = wall_ms, logical, node_id
+    return message
 
 
 def entries_answer_from_pb(message: rpb.EntriesResponse) -> EntriesAnswer:

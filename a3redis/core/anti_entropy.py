@@ -119,7 +119,8 @@ class EntriesAnswer:
 
     @classmethod
     def of(cls, records: Iterable[Record | None]) -> EntriesAnswer:
-        return cls([EntryVersion.of(r) for r in records if r is not None])
+        entry = EntryVersion  # one per record of the differing leaves: no method call each
+        return cls([entry(r.key, r.version, r.value is None) for r in records if r is not None])
 
 
 WalkRequest = TreeRequest | ChunksRequest | EntriesRequest
