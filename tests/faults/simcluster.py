@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any
 
+from a3redis.config import SETTINGS_BY_ENV
 from a3redis.core.anti_entropy import (
     TRANSFER_BATCH,
     ChunksAnswer,
@@ -645,7 +646,7 @@ class SimCluster:
         me: SimNode,
         peer: SimNode,
         done: Callable[[], None] = lambda: None,
-        tombstone_grace_s: float = 86_400.0,  # TOMBSTONE_GRACE's default
+        tombstone_grace_s: float | None = None,  # None: TOMBSTONE_GRACE's default
     ) -> None:
         """One exchange of repair.py's: core.anti_entropy's walk and pull/push rule, each
         message a `call` that may be late or lost; `done` once it ended, however."""
@@ -655,6 +656,9 @@ class SimCluster:
             return
         walk = TreeWalk(me.node_id, me.index, shared)
         timeout = self.config.peer_timeout
+        if tombstone_grace_s is None:
+            tombstone_grace_s = float(SETTINGS_BY_ENV["TOMBSTONE_GRACE"].default or 0)
+        grace_ms = int(tombstone_grace_s * 1000)
 
         def step() -> None:
             request = walk.request
@@ -675,8 +679,7 @@ class SimCluster:
                 return answer_tree(request, its_shared, peer.index.chunks, peer.index)
             if isinstance(request, ChunksRequest):
                 return answer_chunks(request, peer.index)
-            keys = entries_keys(request, peer.index)
-            return EntriesAnswer.of([peer.table.get(key) for key in keys])
+            return EntriesAnswer.of(peer.read_local(entries_keys(request, peer.index)))
 
         def answered(answer: TreeAnswer | ChunksAnswer | EntriesAnswer) -> None:
             if isinstance(answer, TreeAnswer):
@@ -693,8 +696,7 @@ class SimCluster:
                 return
             now_ms = me.wall_ms()
             theirs, _ = check_entries(walk.entries, LIMITS, now_ms)
-            mine = [me.table.get(key) for key in walk.my_keys()]
-            moves = transfers(mine, theirs, now_ms, int(tombstone_grace_s * 1000))
+            moves = transfers(me.read_local(walk.my_keys()), theirs, now_ms, grace_ms)
             batch = TRANSFER_BATCH
             # As repair.py: pulls, then pushes, one batch at a time; a failure ends it.
             send_next(
@@ -713,7 +715,7 @@ class SimCluster:
                 self.call(
                     me,
                     peer,
-                    lambda: [r for key in keys if (r := peer.table.get(key)) is not None],
+                    lambda: [r for r in peer.read_local(keys) if r is not None],
                     pulled,
                     done,
                     timeout,
