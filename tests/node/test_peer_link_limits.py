@@ -6,8 +6,9 @@ from pathlib import Path
 
 import trio
 
+from a3redis.address import Address
 from a3redis.channels import ChannelPool
-from a3redis.config import Address, Config
+from a3redis.config import Config
 from a3redis.core.batcher import MAX_CALL_BYTES, MAX_READ_KEYS
 from a3redis.core.hlc import Version
 from a3redis.core.record import ApplyOutcome, Record
