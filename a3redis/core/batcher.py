@@ -182,6 +182,12 @@ class CallQueue(Generic[Item, Result, W]):
             fit, fit_bytes = self._fitting(start, number, count, size)
             if fit == 0:
                 break  # the next call starts with it
+            if fit == number:  # the rest of it: one item over the byte bound, alone
+                taken.append((waiter, count, number, weight))
+                count += number
+                size += weight
+                index += 1
+                break
             part = (
                 waiter
                 if isinstance(waiter, _Part)

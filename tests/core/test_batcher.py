@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from a3redis.core.batcher import (
@@ -199,12 +199,21 @@ def test_a_submission_too_large_for_one_call_is_split_and_settled_once_in_order(
 def test_a_single_record_over_the_byte_bound_goes_alone() -> None:
     batcher: Batcher[Waiter] = Batcher()
     huge = rec(b"huge", b"x" * (MAX_CALL_BYTES + 1))
-    batcher.applies.submit([rec(b"a"), huge, rec(b"b")], Waiter("one"))
-    assert [[r.key for r in c.items] for c in every_call(batcher, now=0.0)] == [
+    last = rec(b"last", b"x" * (MAX_CALL_BYTES + 1))
+    one, two = Waiter("one"), Waiter("two")
+    batcher.applies.submit([rec(b"a"), huge, rec(b"b")], one)
+    batcher.applies.submit([rec(b"c"), last], two)
+    calls = every_call(batcher, now=0.0)
+    assert [[r.key for r in c.items] for c in calls] == [
         [b"a"],
         [b"huge"],
-        [b"b"],
+        [b"b", b"c"],
+        [b"last"],
     ]
+    for call in calls:
+        answer(batcher.applies, call, [r.key for r in call.items])
+    assert one.settlements == [([b"a", b"huge", b"b"], None)]
+    assert two.settlements == [([b"c", b"last"], None)]
 
 
 def test_a_failed_call_fails_every_submission_it_carried_once() -> None:
@@ -274,6 +283,7 @@ def test_keepalive_pings_a_link_in_use_that_has_not_heard_from_its_peer() -> Non
     )  # nobody needs it
 
 
+@settings(max_examples=500)
 @given(
     submissions=st.lists(st.lists(st.integers(0, 6), min_size=1, max_size=12), max_size=12),
     max_in_flight=st.integers(1, 3),
@@ -302,7 +312,7 @@ def test_every_submission_is_settled_once_with_its_own_answers_in_order(
         now += HOLD_BACK
         while len(out) < max_in_flight and queue.due(now):
             call = queue.take(now)
-            assert call.entries
+            assert call.items  # never an empty call (every submission has items)
             assert len(call.items) <= 5
             assert len(call.items) == 1 or sum(map(len, call.items)) <= 10
             sent.extend(call.items)
