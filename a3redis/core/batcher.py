@@ -321,8 +321,10 @@ class Batcher(Generic[W]):
         """When to look again if nothing is submitted and no call ends (None: not before)."""
         if self.in_flight >= self.max_in_flight:
             return None  # only a call's end frees a slot
-        times = [t for q in (self.applies, self.reads) if (t := q.held_back_until()) is not None]
-        return min(times) if times else None
+        applies, reads = self.applies.held_back_until(), self.reads.held_back_until()
+        if applies is None or reads is None:
+            return reads if applies is None else applies
+        return min(applies, reads)
 
     def ended(self, call: Call[Any, W]) -> bool:
         """A call ended (answered or failed); whether submissions wait for the sender."""
