@@ -3,17 +3,13 @@
 Rules: one long-lived channel per peer (from the node's ChannelPool). Callers
 queue records or keys and either wait (`apply`, `read`) or hand over a
 callback (`submit_apply`, `submit_read`: the coordinator's hot path, which
-then needs no task per replica); a sender task per peer takes everything that
-is queued at that moment and sends it as one call, so the fixed cost of a
-purerpc call is shared by every request that was waiting. Every submission is
-settled exactly once: with its slice of the answer, or with a
-PeerUnavailableError. While a call of a kind (Apply, Read) is out, the next
-one waits for it (and so gathers more), unless a full batch is queued or the
-call has been out for HOLD_BACK; at most `max_in_flight` calls are
-outstanding. A call that starts after a shared one first gathers like group
-commit (GATHER_DELAY, a3redis.gathering). A call that fails or times out
-fails all of its waiters with PeerUnavailableError and drops the channel, so
-the next call reconnects.
+then needs no task per replica); a sender task per peer sends what the
+batcher (a3redis.core.batcher: what goes in which call, when, and who gets
+which answer) hands it, so the cost of a purerpc call is shared by every
+request that was waiting. This shell only waits, calls the stub and hands
+the answers back. Every submission is settled exactly once: with its slice
+of the answer, or with a PeerUnavailableError. A call that fails or times
+out drops the channel, so the next call reconnects.
 purerpc sends no HTTP/2 PING, so a link keeps its connection alive itself:
 while it is in use but has had no answer for KEEPALIVE_INTERVAL it makes an
 empty Read; a ping that fails drops the channel, so a connection a partition
@@ -42,29 +38,21 @@ from a3redis.core.anti_entropy import (
     TreeAnswer,
     TreeRequest,
 )
+from a3redis.core.batcher import (
+    GATHER_DELAY,
+    KEEPALIVE_INTERVAL,
+    KEEPALIVE_TIMEOUT,
+    Batcher,
+    Call,
+    CallQueue,
+    keepalive_due,
+)
 from a3redis.core.record import ApplyOutcome, Record
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.replica_grpc import ReplicaStub
 from a3redis.wire import record_from_pb, record_to_pb
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH = 512
-# A call out this long no longer holds back the next one of its kind: a call
-# on a connection that just died waits for the peer timeout, and the records
-# behind it must not (they reconnect, or fail fast and become hints).
-HOLD_BACK = 0.05
-# A call about to start, when the last call of its kind carried at least
-# GATHER_MIN_WAITERS submissions, first lets every task that can still run
-# (requests being decoded) queue theirs, for GATHER_DELAY at most, as group
-# commit does in the store, so fewer, fuller Read calls carry the same Gets
-# (figures: benchmarks/README.md).
-GATHER_DELAY = 0.001
-GATHER_MIN_WAITERS = 2
-KEEPALIVE_INTERVAL = 2.0
-KEEPALIVE_TIMEOUT = 1.0
-# A link nobody used for this long (a peer that left, say) stops pinging.
-KEEPALIVE_IDLE = 60.0
 
 
 class PeerUnavailableError(Exception):
@@ -96,19 +84,6 @@ class _Waiter:
         self.done.set()
 
 
-@dataclass
-class _Queue:
-    items: list[Any] = field(default_factory=list)
-    # (settle, where its items start in `items`, how many)
-    waiters: list[tuple[Settle, int, int]] = field(default_factory=list)
-    in_flight: int = 0  # calls of this queue's kind outstanding
-    last_call: float = 0.0  # when the latest of them started (trio time)
-    last_waiters: int = 0  # submissions the latest of them carried
-
-    def held_back(self) -> bool:
-        return bool(self.waiters) and self.in_flight > 0
-
-
 class PeerLink:
     def __init__(
         self,
@@ -124,9 +99,7 @@ class PeerLink:
         self._coordinator = coordinator
         self._channels = channels
         self._timeout = timeout
-        self._slots = trio.Semaphore(max_in_flight)
-        self._applies = _Queue()
-        self._reads = _Queue()
+        self._batcher: Batcher[Settle] = Batcher(max_in_flight)
         self._wake = trio.Event()
         self.calls = 0
         self.failures = 0
@@ -145,20 +118,20 @@ class PeerLink:
     # ----- the callers' side --------------------------------------------------------------
 
     async def apply(self, records: Sequence[Record]) -> list[ApplyOutcome]:
-        result: list[ApplyOutcome] = await self._wait(self._applies, list(records))
+        result: list[ApplyOutcome] = await self._wait(self._batcher.applies, list(records))
         return result
 
     async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
-        result: list[Record | None] = await self._wait(self._reads, list(keys))
+        result: list[Record | None] = await self._wait(self._batcher.reads, list(keys))
         return result
 
     def submit_apply(self, records: list[Record], settle: Settle) -> None:
         """Queue records; `settle(outcomes, None)` or `settle(None, error)` follows."""
-        self._submit(self._applies, records, settle)
+        self._submit(self._batcher.applies, records, settle)
 
     def submit_read(self, keys: list[bytes], settle: Settle) -> None:
         """Queue keys; `settle(records, None)` or `settle(None, error)` follows."""
-        self._submit(self._reads, keys, settle)
+        self._submit(self._batcher.reads, keys, settle)
 
     async def local_scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int
@@ -213,7 +186,7 @@ class PeerLink:
         meter.bytes_received += response.ByteSize()
         return response
 
-    async def _wait(self, queue: _Queue, items: list[Any]) -> Any:
+    async def _wait(self, queue: CallQueue[Any, Any, Settle], items: list[Any]) -> Any:
         waiter = _Waiter()
         self._submit(queue, items, waiter.settle)
         await waiter.done.wait()
@@ -221,13 +194,12 @@ class PeerLink:
             raise PeerUnavailableError(str(waiter.error)) from waiter.error
         return waiter.result
 
-    def _submit(self, queue: _Queue, items: list[Any], settle: Settle) -> None:
+    def _submit(self, queue: CallQueue[Any, Any, Settle], items: list[Any], settle: Settle) -> None:
         if self._closed:
             settle(None, PeerUnavailableError(f"the link to {self.node_id} was closed"))
             return
         self._last_used = trio.current_time()
-        queue.waiters.append((settle, len(queue.items), len(items)))
-        queue.items.extend(items)
+        queue.submit(items, settle)
         self._wake.set()
 
     # ----- the sender ---------------------------------------------------------------------
@@ -236,59 +208,45 @@ class PeerLink:
         try:
             await self._run(task_status)
         finally:
-            for queue in (self._applies, self._reads):
-                _fail(queue, PeerUnavailableError(f"the link to {self.node_id} closed"))
-                queue.waiters.clear()
-                queue.items.clear()
+            closed = PeerUnavailableError(f"the link to {self.node_id} closed")
+            for settle in self._batcher.drop():
+                settle(None, closed)
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        batcher = self._batcher
         with trio.CancelScope() as self._scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keepalive)
                 task_status.started()
                 while True:
-                    if self._applies.held_back() or self._reads.held_back():
-                        with trio.move_on_after(HOLD_BACK):
-                            await self._wake.wait()
-                    else:
+                    wake_at = batcher.wake_at()
+                    if wake_at is None:
                         await self._wake.wait()
+                    else:
+                        with trio.move_on_at(wake_at):
+                            await self._wake.wait()
                     self._wake = trio.Event()
-                    if self._should_gather():
+                    if batcher.should_gather():
                         await gathering.while_busy(GATHER_DELAY)
-                    for queue, send in (
-                        (self._applies, self._send_apply),
-                        (self._reads, self._send_read),
-                    ):
-                        # While a call of this kind is out, what comes in waits for it
-                        # and leaves as one batch, unless a full batch is waiting or
-                        # the call has been out for HOLD_BACK: a call started whenever
-                        # a slot was free carried only a few records, and holding back
-                        # makes far fewer, fuller calls (figures: benchmarks/README.md).
-                        # The calls of this kind that are out wake the sender when they end.
-                        while queue.waiters and (
-                            queue.in_flight == 0
-                            or len(queue.items) >= MAX_BATCH
-                            or trio.current_time() - queue.last_call >= HOLD_BACK
-                        ):
-                            await self._slots.acquire()
-                            batch = _take(queue)
-                            queue.last_waiters = len(batch.waiters)
-                            queue.in_flight += 1
-                            queue.last_call = trio.current_time()
-                            nursery.start_soon(self._call, send, queue, batch)
+                    while batcher.ready(trio.current_time()):
+                        # One schedule point per call (acquiring a slot was one):
+                        # tasks that can run now still join this call.
+                        await trio.lowlevel.checkpoint()
+                        # Still ready: meanwhile queues only grew and calls only ended.
+                        call = batcher.next_call(trio.current_time())
+                        if call is not None:
+                            nursery.start_soon(self._call, call)
 
-    def _should_gather(self) -> bool:
-        """A call is about to start for a queue whose last call was shared."""
-        return any(
-            queue.waiters and queue.in_flight == 0 and queue.last_waiters >= GATHER_MIN_WAITERS
-            for queue in (self._applies, self._reads)
-        )
-
-    async def _call(self, send: Any, queue: _Queue, batch: _Queue) -> None:
+    async def _call(self, call: Call[Any, Settle]) -> None:
+        queue = call.queue
         failure: PeerUnavailableError | None = None
+        results: list[Any] = []
         try:
             with trio.fail_after(self._timeout):
-                results = await send(batch.items)
+                if queue is self._batcher.applies:
+                    results = await self._send_apply(call.items)
+                else:
+                    results = await self._send_read(call.items)
             self._last_answer = trio.current_time()
         except Exception as error:  # every failure means "this peer did not answer"
             self.failures += 1
@@ -296,30 +254,27 @@ class PeerLink:
             reason = "timed out" if isinstance(error, trio.TooSlowError) else repr(error)
             failure = PeerUnavailableError(f"{self.node_id} at {self.address}: {reason}")
         except BaseException:
-            _fail(batch, PeerUnavailableError(f"the link to {self.node_id} closed"))
+            closed = PeerUnavailableError(f"the link to {self.node_id} closed")
+            for settle in queue.failed(call):
+                settle(None, closed)
             raise
         finally:
             self.calls += 1
-            self._slots.release()
-            queue.in_flight -= 1
-            if queue.waiters:
+            if self._batcher.ended(call):
                 self._wake.set()
         # Settled outside the try: an error in a caller's callback is a bug to
         # surface, not a peer failure.
         if failure is not None:
-            _fail(batch, failure)
+            for settle in queue.failed(call):
+                settle(None, failure)
         else:
-            for settle, start, count in batch.waiters:
-                settle(results[start : start + count], None)
+            for settle, answers in queue.answered(call, results):
+                settle(answers, None)
 
     async def _keepalive(self) -> None:
         while True:
             await trio.sleep(KEEPALIVE_INTERVAL)
-            now = trio.current_time()
-            if (
-                now - self._last_answer < KEEPALIVE_INTERVAL
-                or now - self._last_used > KEEPALIVE_IDLE
-            ):
+            if not keepalive_due(trio.current_time(), self._last_answer, self._last_used):
                 continue  # answers prove the connection, or nobody needs it
             try:
                 with trio.fail_after(min(KEEPALIVE_TIMEOUT, self._timeout)):
@@ -350,29 +305,3 @@ class PeerLink:
         if len(response.results) != len(keys):
             raise PeerUnavailableError("a malformed Read answer")
         return [record_from_pb(r.record) if r.present else None for r in response.results]
-
-
-def _fail(batch: _Queue, failure: PeerUnavailableError) -> None:
-    waiters, batch.waiters = batch.waiters, []  # each is settled once
-    for settle, _, _ in waiters:
-        settle(None, failure)
-
-
-def _take(queue: _Queue) -> _Queue:
-    """Detach up to MAX_BATCH items' worth of whole waiters from the queue."""
-    if len(queue.items) <= MAX_BATCH:
-        # Everything fits (the usual case): hand the lists over instead of copying.
-        taken = _Queue(queue.items, queue.waiters)
-        queue.items, queue.waiters = [], []
-        return taken
-    taken = _Queue()
-    count = 0
-    while queue.waiters and (count == 0 or count + queue.waiters[0][2] <= MAX_BATCH):
-        waiter, start, size = queue.waiters.pop(0)
-        taken.waiters.append((waiter, count, size))
-        taken.items.extend(queue.items[start : start + size])
-        count += size
-    # The waiters that stay start at `count`: shift them to the front.
-    queue.items = queue.items[count:]
-    queue.waiters = [(waiter, start - count, size) for waiter, start, size in queue.waiters]
-    return taken

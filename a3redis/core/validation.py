@@ -89,8 +89,8 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_PEER_RESPONSE_BYTES = 30 * 1024 * 1024
 
 
-def _answer_bytes(record: Record) -> int:
-    """What a record adds to an answer's size limit: its key and value."""
+def record_bytes(record: Record) -> int:
+    """What a record adds to a message's size limit (an answer's, an Apply's): its key and value."""
     return len(record.key) + (len(record.value) if record.value else 0)
 
 
@@ -128,7 +128,7 @@ class Limits:
         total = 0
         for record in records:
             if record is not None:
-                total += _answer_bytes(record)
+                total += record_bytes(record)
                 if total > limit:
                     raise ResponseTooLargeError(
                         f"the answer to this {what} would exceed {limit} bytes "
@@ -144,7 +144,7 @@ class Limits:
         """
         total = 0
         for count, record in enumerate(records):
-            total += _answer_bytes(record)
+            total += record_bytes(record)
             if total > limit:
                 return max(count, 1)
         return len(records)
