@@ -18,13 +18,14 @@ so none outlives the node and made-up members leave no link behind.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from a3redis.address import Address
-from a3redis.channels import ChannelPool
 from a3redis.core.membership import Membership, Status
 from a3redis.core.ring import Ring
-from a3redis.peers import PeerLink
+from a3redis.peers import PeerLink, ReplicaTransport
 
 # Member-partition scores a ring change may compute on the event loop (Ring.change_cost):
 # a few members joining or leaving stay under it; hundreds learned at once go to a
@@ -37,7 +38,7 @@ class Cluster:
         self,
         membership: Membership,
         replication_factor: int,
-        channels: ChannelPool,
+        connect: Callable[[Address], ReplicaTransport],
         nursery: trio.Nursery,
         peer_timeout: float,
         *,
@@ -46,7 +47,8 @@ class Cluster:
         self.membership = membership
         self._has_peers = has_peers
         self.replication_factor = replication_factor
-        self._channels = channels
+        # How to reach a peer's Replica service (a3redis.replica_calls, given by the node).
+        self._connect = connect
         self._nursery = nursery
         self._peer_timeout = peer_timeout
         self._ring: Ring | None = None
@@ -128,7 +130,7 @@ class Cluster:
         if link is None or link.address != address:
             if link is not None:
                 link.close()
-            link = PeerLink(node_id, self.node_id, address, self._channels, self._peer_timeout)
+            link = PeerLink(node_id, self._connect(address), self._peer_timeout)
             self._nursery.start_soon(link.run)
         self._links[node_id] = (member.grpc_addr, link)
         return link
@@ -137,8 +139,7 @@ class Cluster:
         """Close the links of members that left or are no longer in the table (forgotten)."""
         for node_id in [n for n in self._links if n not in self._ring_target]:
             _, link = self._links.pop(node_id)
-            link.close()
-            self._channels.discard(link.address)
+            link.close(drop_connection=True)
 
     def links(self) -> list[PeerLink]:
         return [link for _, link in self._links.values()]

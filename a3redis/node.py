@@ -12,6 +12,7 @@ or corrupt), 2 for invalid configuration.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import random
@@ -49,6 +50,7 @@ from a3redis.http_app import NodeView, serve_http
 from a3redis.kv import KeyValue
 from a3redis.metrics import NodeMetrics, connection_source, node_source
 from a3redis.repair import AntiEntropy, RepairSettings
+from a3redis.replica_calls import ReplicaCalls
 from a3redis.storage.store import DataDirError, Store
 from a3redis.supervision import unwrap_single_group
 
@@ -126,7 +128,7 @@ async def run_node(
                 cluster = Cluster(
                     membership,
                     config.replication_factor,
-                    channels,
+                    functools.partial(ReplicaCalls, channels, coordinator=config.node_id),
                     background,
                     config.peer_timeout,
                     has_peers=bool(seed_addresses(config)),

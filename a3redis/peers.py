@@ -21,15 +21,14 @@ started and stopped by the node's supervisor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
-from a3redis import gathering, wire
+from a3redis import gathering
 from a3redis.address import Address
-from a3redis.channels import ChannelPool
 from a3redis.core.anti_entropy import (
     ChunksAnswer,
     ChunksRequest,
@@ -48,11 +47,10 @@ from a3redis.core.batcher import (
     keepalive_due,
 )
 from a3redis.core.record import ApplyOutcome, Record
-from a3redis.v1 import replica_pb2 as rpb
-from a3redis.v1.replica_grpc import ReplicaStub
-from a3redis.wire import record_from_pb, record_to_pb
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class PeerUnavailableError(Exception):
@@ -65,6 +63,35 @@ class Meter(Protocol):
     calls: int
     bytes_sent: int
     bytes_received: int
+
+
+class ReplicaTransport(Protocol):
+    """A peer's Replica service in core types (a3redis.replica_calls.ReplicaCalls)."""
+
+    @property
+    def address(self) -> Address: ...
+
+    def discard(self) -> None: ...
+
+    async def apply(self, records: Sequence[Record]) -> list[ApplyOutcome]: ...
+
+    async def read(self, keys: Sequence[bytes]) -> list[Record | None]: ...
+
+    async def ping(self) -> None: ...
+
+    async def local_scan(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int
+    ) -> tuple[list[Record], bool]: ...
+
+    async def tree(self, request: TreeRequest, meter: Meter) -> TreeAnswer: ...
+
+    async def chunks(self, request: ChunksRequest, meter: Meter) -> ChunksAnswer: ...
+
+    async def entries(self, request: EntriesRequest, meter: Meter) -> EntriesAnswer: ...
+
+    async def fetch(self, keys: Sequence[bytes], meter: Meter) -> list[Record]: ...
+
+    async def push(self, records: Sequence[Record], meter: Meter) -> None: ...
 
 
 # Called once per submission: (its results, None) or (None, the failure).
@@ -88,16 +115,13 @@ class PeerLink:
     def __init__(
         self,
         node_id: str,
-        coordinator: str,
-        address: Address,
-        channels: ChannelPool,
+        calls: ReplicaTransport,
         timeout: float,
         max_in_flight: int = 4,
     ) -> None:
         self.node_id = node_id
-        self.address = address
-        self._coordinator = coordinator
-        self._channels = channels
+        self.address = calls.address
+        self._calls = calls
         self._timeout = timeout
         self._batcher: Batcher[Settle] = Batcher(max_in_flight)
         self._wake = trio.Event()
@@ -109,9 +133,12 @@ class PeerLink:
         self._scope: trio.CancelScope | None = None
         self._closed = False
 
-    def close(self) -> None:
-        """Stop the sender (a replaced link); waiting callers see the peer unavailable."""
+    def close(self, drop_connection: bool = False) -> None:
+        """Stop the sender (a replaced link); waiting callers see the peer unavailable.
+        Its connection is closed too if `drop_connection` (a peer that left)."""
         self._closed = True
+        if drop_connection:
+            self._calls.discard()
         if self._scope is not None:
             self._scope.cancel()
 
@@ -137,54 +164,38 @@ class PeerLink:
         self, start: bytes, end: bytes, prefix: bytes, limit: int
     ) -> tuple[list[Record], bool]:
         """One page of the peer's own records (tombstones included); not batched."""
-        request = rpb.LocalScanRequest(start=start, end=end, prefix=prefix, limit=limit)
-        response = await self.unary("LocalScan", request)
-        return [record_from_pb(r) for r in response.records], response.more
-
-    async def unary(self, method: str, request: Any) -> Any:
-        """One unbatched call of the Replica service, with the peer timeout."""
-        self._last_used = trio.current_time()
-        try:
-            with trio.fail_after(self._timeout):
-                stub = await self._stub()
-                response = await getattr(stub, method)(request)
-            self._last_answer = trio.current_time()
-            return response
-        except Exception as error:
-            self._channels.discard(self.address)
-            raise PeerUnavailableError(f"{self.node_id} at {self.address}: {error!r}") from None
+        return await self._unbatched(self._calls.local_scan(start, end, prefix, limit))
 
     # Anti-entropy's calls: unbatched, in core types, counted in the caller's meter.
 
     async def tree(self, request: TreeRequest, meter: Meter) -> TreeAnswer:
-        response = await self._metered("Tree", wire.tree_request_to_pb(request), meter)
-        return wire.tree_answer_from_pb(response)
+        return await self._unbatched(self._calls.tree(request, meter))
 
     async def chunks(self, request: ChunksRequest, meter: Meter) -> ChunksAnswer:
-        response = await self._metered("Chunks", wire.chunks_request_to_pb(request), meter)
-        return wire.chunks_answer_from_pb(response)
+        return await self._unbatched(self._calls.chunks(request, meter))
 
     async def entries(self, request: EntriesRequest, meter: Meter) -> EntriesAnswer:
-        response = await self._metered("Entries", wire.entries_request_to_pb(request), meter)
-        return wire.entries_answer_from_pb(response)
+        return await self._unbatched(self._calls.entries(request, meter))
 
     async def fetch(self, keys: Sequence[bytes], meter: Meter) -> list[Record]:
         """The peer's records of `keys` that it holds (a repair pull)."""
-        response = await self._metered("Read", rpb.ReadRequest(keys=keys), meter)
-        return [record_from_pb(r.record) for r in response.results if r.present]
+        return await self._unbatched(self._calls.fetch(keys, meter))
 
     async def push(self, records: Sequence[Record], meter: Meter) -> None:
         """Apply `records` on the peer (a repair push); the outcomes do not matter."""
-        records_pb = [record_to_pb(r) for r in records]
-        request = rpb.ApplyRequest(coordinator=self._coordinator, records=records_pb)
-        await self._metered("Apply", request, meter)
+        await self._unbatched(self._calls.push(records, meter))
 
-    async def _metered(self, method: str, request: Any, meter: Meter) -> Any:
-        meter.bytes_sent += request.ByteSize()
-        meter.calls += 1
-        response = await self.unary(method, request)
-        meter.bytes_received += response.ByteSize()
-        return response
+    async def _unbatched(self, call: Awaitable[T]) -> T:
+        """One call of its own, with the peer timeout; any failure drops the channel."""
+        self._last_used = trio.current_time()
+        try:
+            with trio.fail_after(self._timeout):
+                answer = await call
+            self._last_answer = trio.current_time()
+            return answer
+        except Exception as error:
+            self._calls.discard()
+            raise PeerUnavailableError(f"{self.node_id} at {self.address}: {error!r}") from None
 
     async def _wait(self, queue: CallQueue[Any, Any, Settle], items: list[Any]) -> Any:
         waiter = _Waiter()
@@ -244,13 +255,13 @@ class PeerLink:
         try:
             with trio.fail_after(self._timeout):
                 if queue is self._batcher.applies:
-                    results = await self._send_apply(call.items)
+                    results = await self._calls.apply(call.items)
                 else:
-                    results = await self._send_read(call.items)
+                    results = await self._calls.read(call.items)
             self._last_answer = trio.current_time()
         except Exception as error:  # every failure means "this peer did not answer"
             self.failures += 1
-            self._channels.discard(self.address)
+            self._calls.discard()
             reason = "timed out" if isinstance(error, trio.TooSlowError) else repr(error)
             failure = PeerUnavailableError(f"{self.node_id} at {self.address}: {reason}")
         except BaseException:
@@ -278,30 +289,9 @@ class PeerLink:
                 continue  # answers prove the connection, or nobody needs it
             try:
                 with trio.fail_after(min(KEEPALIVE_TIMEOUT, self._timeout)):
-                    stub = await self._stub()
-                    await stub.Read(rpb.ReadRequest())
+                    await self._calls.ping()
                 self._last_answer = trio.current_time()
             except Exception as error:  # any failure: this connection is not to be trusted
                 self.keepalive_failures += 1
-                self._channels.discard(self.address)
+                self._calls.discard()
                 log.debug("keepalive to %s at %s failed: %r", self.node_id, self.address, error)
-
-    async def _stub(self) -> Any:
-        return await self._channels.stub(self.address, ReplicaStub)
-
-    async def _send_apply(self, records: list[Record]) -> list[ApplyOutcome]:
-        stub = await self._stub()
-        request = rpb.ApplyRequest(
-            coordinator=self._coordinator, records=[record_to_pb(r) for r in records]
-        )
-        response = await stub.Apply(request)
-        if len(response.outcomes) != len(records):
-            raise PeerUnavailableError("a malformed Apply answer")
-        return [ApplyOutcome(value) for value in response.outcomes]
-
-    async def _send_read(self, keys: list[bytes]) -> list[Record | None]:
-        stub = await self._stub()
-        response = await stub.Read(rpb.ReadRequest(keys=keys))
-        if len(response.results) != len(keys):
-            raise PeerUnavailableError("a malformed Read answer")
-        return [record_from_pb(r.record) if r.present else None for r in response.results]

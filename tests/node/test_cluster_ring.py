@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 
@@ -19,6 +20,7 @@ from a3redis.core.membership import (
 )
 from a3redis.core.ring import Ring
 from a3redis.peers import PeerUnavailableError
+from a3redis.replica_calls import ReplicaCalls
 
 
 def member(node_id: str) -> MemberState:
@@ -43,7 +45,13 @@ async def test_a_thousand_members_at_once_join_the_ring_off_the_event_loop() -> 
             last = now
 
     async with ChannelPool.open(1.0, None) as channels, trio.open_nursery() as nursery:
-        cluster = Cluster(membership, 3, channels, nursery, 1.0)
+        cluster = Cluster(
+            membership,
+            3,
+            functools.partial(ReplicaCalls, channels, coordinator="node-0"),
+            nursery,
+            1.0,
+        )
         assert cluster.ring.members == ("node-0",)
         nursery.start_soon(watch_the_loop)
         await trio.sleep(0.05)
@@ -79,7 +87,13 @@ async def test_the_link_to_a_forgotten_member_is_closed() -> None:
     ghost = MemberState("ghost", "127.0.0.1:1", "127.0.0.1:2", Status.ALIVE, 1)
     membership.on_exchange(GossipMessage("c", 1, "ghost", (ghost,)), 0.0)
     async with ChannelPool.open(1.0, None) as channels, trio.open_nursery() as nursery:
-        cluster = Cluster(membership, 1, channels, nursery, 1.0)
+        cluster = Cluster(
+            membership,
+            1,
+            functools.partial(ReplicaCalls, channels, coordinator="node-0"),
+            nursery,
+            1.0,
+        )
         link = cluster.link("ghost")
         assert link is not None and cluster.links() == [link]
         rng = random.Random(1)

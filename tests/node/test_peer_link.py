@@ -9,6 +9,7 @@ from a3redis.channels import ChannelPool
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.peers import PeerLink
+from a3redis.replica_calls import ReplicaCalls
 from tests.node.conftest import RunningNode
 from tests.support.busy import always_runnable
 
@@ -21,7 +22,9 @@ async def test_a_call_waits_for_requests_still_running_once_calls_are_shared(
     ]
     async with ChannelPool.open() as channels, trio.open_nursery() as nursery:
         link = PeerLink(
-            "node-1", "node-9", Address("127.0.0.1", running_node.ports.grpc), channels, 5
+            "node-1",
+            ReplicaCalls(channels, Address("127.0.0.1", running_node.ports.grpc), "node-9"),
+            5,
         )
         await nursery.start(link.run)
         await link.apply(records)  # connected; this call carried one submission

@@ -15,6 +15,7 @@ from a3redis.core.record import ApplyOutcome, Record
 from a3redis.core.validation import MAX_PEER_RESPONSE_BYTES
 from a3redis.node import run_node
 from a3redis.peers import PeerLink
+from a3redis.replica_calls import ReplicaCalls
 
 KIB = 1024
 
@@ -31,7 +32,9 @@ async def test_one_submission_larger_than_a_message_is_split_into_calls_that_fit
     env = {"GRPC_PORT": "0", "GOSSIP_PORT": "0", "DATA_DIR": str(tmp_path), "FSYNC": "no"}
     async with ChannelPool.open() as channels, trio.open_nursery() as nursery:
         ports = await nursery.start(run_node, Config.from_env(env), trio.Event())
-        link = PeerLink("node-1", "node-9", Address("127.0.0.1", ports.grpc), channels, 30)
+        link = PeerLink(
+            "node-1", ReplicaCalls(channels, Address("127.0.0.1", ports.grpc), "node-9"), 30
+        )
         await nursery.start(link.run)
         assert await link.apply(records) == [ApplyOutcome.STORED] * count
         assert link.calls == 3

@@ -1,0 +1,124 @@
+"""One peer's Replica service, called in core types.
+
+Rules: the only place the cluster layer's calls to a peer meet protobuf: each
+method converts its arguments with a3redis.wire, makes one call on the
+peer's channel from the node's ChannelPool, checks the answer's shape and
+converts it back. It neither retries nor times out (the peer link does
+both) and decides nothing. `discard` drops the channel, so the next call
+reconnects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from a3redis import wire
+from a3redis.address import Address
+from a3redis.channels import ChannelPool
+from a3redis.core.anti_entropy import (
+    ChunksAnswer,
+    ChunksRequest,
+    EntriesAnswer,
+    EntriesRequest,
+    TreeAnswer,
+    TreeRequest,
+)
+from a3redis.core.record import ApplyOutcome, Record
+from a3redis.v1 import replica_pb2 as rpb
+from a3redis.v1.replica_grpc import ReplicaStub
+
+
+class MalformedAnswerError(Exception):
+    """A peer's answer does not fit its request (another count of results)."""
+
+
+class Meter(Protocol):
+    """What adds up a caller's calls and their bytes (a repair report)."""
+
+    calls: int
+    bytes_sent: int
+    bytes_received: int
+
+
+class ReplicaCalls:
+    """The Replica service of the node at `address`, asked on behalf of `coordinator`."""
+
+    def __init__(self, channels: ChannelPool, address: Address, coordinator: str) -> None:
+        self.address = address
+        self._channels = channels
+        self._coordinator = coordinator
+
+    def discard(self) -> None:
+        """Drop the channel: the connection is not to be trusted any more."""
+        self._channels.discard(self.address)
+
+    async def _stub(self) -> Any:
+        return await self._channels.stub(self.address, ReplicaStub)
+
+    # ----- the coordinator's batched calls ------------------------------------------------
+
+    async def apply(self, records: Sequence[Record]) -> list[ApplyOutcome]:
+        stub = await self._stub()
+        response = await stub.Apply(self._apply_request(records))
+        if len(response.outcomes) != len(records):
+            raise MalformedAnswerError("a malformed Apply answer")
+        return [ApplyOutcome(value) for value in response.outcomes]
+
+    async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
+        stub = await self._stub()
+        response = await stub.Read(rpb.ReadRequest(keys=keys))
+        if len(response.results) != len(keys):
+            raise MalformedAnswerError("a malformed Read answer")
+        from_pb = wire.record_from_pb
+        return [from_pb(r.record) if r.present else None for r in response.results]
+
+    async def ping(self) -> None:
+        """An empty Read: the cheapest call that proves the connection."""
+        stub = await self._stub()
+        await stub.Read(rpb.ReadRequest())
+
+    def _apply_request(self, records: Sequence[Record]) -> rpb.ApplyRequest:
+        to_pb = wire.record_to_pb
+        return rpb.ApplyRequest(coordinator=self._coordinator, records=[to_pb(r) for r in records])
+
+    # ----- unbatched calls ----------------------------------------------------------------
+
+    async def local_scan(
+        self, start: bytes, end: bytes, prefix: bytes, limit: int
+    ) -> tuple[list[Record], bool]:
+        stub = await self._stub()
+        request = rpb.LocalScanRequest(start=start, end=end, prefix=prefix, limit=limit)
+        response = await stub.LocalScan(request)
+        return [wire.record_from_pb(r) for r in response.records], response.more
+
+    # Anti-entropy's calls, counted in the caller's meter.
+
+    async def tree(self, request: TreeRequest, meter: Meter) -> TreeAnswer:
+        response = await self._metered("Tree", wire.tree_request_to_pb(request), meter)
+        return wire.tree_answer_from_pb(response)
+
+    async def chunks(self, request: ChunksRequest, meter: Meter) -> ChunksAnswer:
+        response = await self._metered("Chunks", wire.chunks_request_to_pb(request), meter)
+        return wire.chunks_answer_from_pb(response)
+
+    async def entries(self, request: EntriesRequest, meter: Meter) -> EntriesAnswer:
+        response = await self._metered("Entries", wire.entries_request_to_pb(request), meter)
+        return wire.entries_answer_from_pb(response)
+
+    async def fetch(self, keys: Sequence[bytes], meter: Meter) -> list[Record]:
+        """The peer's records of `keys` that it holds (a repair pull)."""
+        response = await self._metered("Read", rpb.ReadRequest(keys=keys), meter)
+        return [wire.record_from_pb(r.record) for r in response.results if r.present]
+
+    async def push(self, records: Sequence[Record], meter: Meter) -> None:
+        """Apply `records` on the peer (a repair push); the outcomes do not matter."""
+        await self._metered("Apply", self._apply_request(records), meter)
+
+    async def _metered(self, method: str, request: Any, meter: Meter) -> Any:
+        meter.bytes_sent += request.ByteSize()
+        meter.calls += 1
+        stub = await self._stub()
+        response = await getattr(stub, method)(request)
+        meter.bytes_received += response.ByteSize()
+        return response
