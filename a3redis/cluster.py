@@ -33,7 +33,7 @@ from a3redis.peers import PeerLink, ReplicaTransport
 RING_INLINE_COST = 200_000
 
 
-class Cluster:
+class Topology:
     def __init__(
         self,
         membership: Membership,

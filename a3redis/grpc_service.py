@@ -1,7 +1,7 @@
 """The public KeyValue gRPC service: decode, call the node, encode.
 
 Rules: no decisions here. Each method converts the request to core types,
-calls KeyValue, and converts the answer back; `_status` is the one
+calls the Keyspace, and converts the answer back; `_status` is the one
 place where an exception becomes a gRPC status code. Requests are decoded
 inside each method's guard, not by purerpc (see `_Undecoded`), so bytes
 that are not a valid message are INVALID_ARGUMENT "malformed request" and
@@ -31,7 +31,7 @@ from a3redis.core.validation import (
     is_node_id,
 )
 from a3redis.grpc_server import RequestGate
-from a3redis.kv import KeyValue
+from a3redis.kv import Keyspace
 from a3redis.metrics import NodeMetrics
 from a3redis.repair import AntiEntropy
 from a3redis.v1 import kv_pb2 as pb
@@ -155,7 +155,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
 
     def __init__(
         self,
-        kv: KeyValue,
+        kv: Keyspace,
         config: Config,
         gate: RequestGate,
         repair: AntiEntropy,
@@ -287,7 +287,7 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
     SERVICE = "Replica"
 
     def __init__(
-        self, kv: KeyValue, gate: RequestGate, repair: AntiEntropy, metrics: NodeMetrics
+        self, kv: Keyspace, gate: RequestGate, repair: AntiEntropy, metrics: NodeMetrics
     ) -> None:
         self.kv = kv
         self.gate = gate

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from a3redis.cluster import Cluster
+from a3redis.cluster import Topology
 from a3redis.core.membership import Status
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.ownership import (
@@ -46,7 +46,7 @@ class Handoff:
         self,
         store: Store,
         read: Callable[[Sequence[bytes]], list[Record | None]],
-        cluster: Cluster,
+        cluster: Topology,
         index: Callable[[], Awaitable[MerkleIndex]],
         pace: Callable[[int], Awaitable[None]],
     ) -> None:

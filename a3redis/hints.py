@@ -29,7 +29,7 @@ from pathlib import Path
 
 import trio
 
-from a3redis.cluster import Cluster
+from a3redis.cluster import Topology
 from a3redis.core.hinted_handoff import Deliver, Drop, Hints
 from a3redis.core.names import is_node_id
 from a3redis.core.record import Record
@@ -152,7 +152,7 @@ class HintStore:
 
     async def run_delivery(
         self,
-        cluster: Cluster,
+        cluster: Topology,
         interval: float,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -169,7 +169,7 @@ class HintStore:
                 await self._rewrite_live(node_id)
             await trio.sleep(interval)
 
-    async def _deliver(self, cluster: Cluster, step: Deliver) -> None:
+    async def _deliver(self, cluster: Topology, step: Deliver) -> None:
         link = cluster.link(step.replica)
         if link is None:
             return

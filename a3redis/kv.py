@@ -28,7 +28,7 @@ from typing import Protocol
 
 import trio
 
-from a3redis.cluster import Cluster
+from a3redis.cluster import Topology
 from a3redis.core.consistency import Consistency
 from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, next_start, timed_out
 from a3redis.core.errors import (
@@ -45,7 +45,7 @@ from a3redis.peers import PeerUnavailableError
 from a3redis.storage.store import Store
 
 __all__ = [
-    "KeyValue",
+    "Keyspace",
     "TimedOutError",
     "UnavailableError",
     "UnsatisfiableError",
@@ -60,21 +60,21 @@ class HintSink(Protocol):
 
 
 @dataclass
-class KeyValueStats:
+class KeyspaceStats:
     read_repairs: int = 0
     replica_write_failures: int = 0
     replica_read_failures: int = 0
     hinted: int = 0
 
 
-class KeyValue:
+class Keyspace:
     def __init__(
         self,
         store: Store,
         clock: HybridLogicalClock,
         wall_ms: Callable[[], int],
         limits: Limits,
-        cluster: Cluster,
+        cluster: Topology,
         background: trio.Nursery,
         request_timeout: float,
         hints: HintSink | None = None,
@@ -90,7 +90,7 @@ class KeyValue:
         self.read_consistency = read_consistency
         self.write_consistency = write_consistency
         self.coordinator = Coordinator(clock, limits, cluster, random.Random())
-        self.stats = KeyValueStats()
+        self.stats = KeyspaceStats()
         self._wall_ms = wall_ms
         self._background = background
         self._timeout = request_timeout

@@ -29,7 +29,7 @@ import trio
 from a3redis import logs
 from a3redis.channels import ChannelPool
 from a3redis.clock import wall_clock
-from a3redis.cluster import Cluster
+from a3redis.cluster import Topology
 from a3redis.config import Config, ConfigError
 from a3redis.core.hlc import HybridLogicalClock
 from a3redis.core.membership import Membership, MembershipSettings, MemberState, Status
@@ -47,7 +47,7 @@ from a3redis.grpc_server import RequestGate, serve_grpc
 from a3redis.grpc_service import KeyValueService, ReplicaService
 from a3redis.hints import HintStore
 from a3redis.http_app import NodeView, serve_http
-from a3redis.kv import KeyValue
+from a3redis.kv import Keyspace
 from a3redis.metrics import NodeMetrics, connection_source, node_source
 from a3redis.repair import AntiEntropy, RepairSettings
 from a3redis.replica_calls import ReplicaCalls
@@ -125,7 +125,7 @@ async def run_node(
                 trio.open_nursery() as background,
             ):
                 # Replica links, replica work that outlives a request, read repair.
-                cluster = Cluster(
+                cluster = Topology(
                     membership,
                     config.replication_factor,
                     functools.partial(ReplicaCalls, channels, coordinator=config.node_id),
@@ -133,7 +133,7 @@ async def run_node(
                     config.peer_timeout,
                     has_peers=bool(seed_addresses(config)),
                 )
-                kv = KeyValue(
+                kv = Keyspace(
                     store,
                     clock,
                     wall_ms,

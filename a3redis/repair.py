@@ -6,13 +6,13 @@ paces. Every SYNC_INTERVAL (with jitter) a node runs a round with each live
 peer it shares partitions with: it drives a TreeWalk over the PeerLink
 (Tree, Chunks, Entries: one call at a time), checks the peer's entries
 (`check_entries`; each refusal is counted), and carries out `transfers`:
-pulled records are applied through KeyValue.apply_replicated (a record that
+pulled records are applied through Keyspace.apply_replicated (a record that
 fails its checks is not applied, and is counted), pushed ones are applied on
 the peer. Transfers are paced by REPAIR_MAX_KEYS_PER_SECOND so client
 traffic is not starved; an unreachable peer is skipped quietly. The serving
 side answers from the same cached index, and starts building it in the
 background when a Tree request finds none. Records are read as reads see
-them (KeyValue.read_local): one beyond the clock-skew bound is neither
+them (Keyspace.read_local): one beyond the clock-skew bound is neither
 offered nor pushed. Each round ends with the tombstone purge pass
 (core.purge) and the handoff pass (a3redis.handoff) for partitions this
 node holds but does not own.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from a3redis.cluster import Cluster
+from a3redis.cluster import Topology
 from a3redis.core.anti_entropy import (
     FANOUT,
     TRANSFER_BATCH,
@@ -52,7 +52,7 @@ from a3redis.core.purge import purgeable
 from a3redis.core.record import Record
 from a3redis.core.ring import partition_of
 from a3redis.handoff import Handoff
-from a3redis.kv import KeyValue
+from a3redis.kv import Keyspace
 from a3redis.peers import PeerLink, PeerUnavailableError
 
 log = logging.getLogger("a3redis.repair")
@@ -99,7 +99,7 @@ class RepairStats:
 
 
 class AntiEntropy:
-    def __init__(self, kv: KeyValue, cluster: Cluster, settings: RepairSettings) -> None:
+    def __init__(self, kv: Keyspace, cluster: Topology, settings: RepairSettings) -> None:
         self.kv = kv
         self.cluster = cluster
         self.settings = settings

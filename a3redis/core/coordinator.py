@@ -65,7 +65,7 @@ Placement = tuple[tuple[str, ...], int]
 """A key's replicas, and how many of them must answer."""
 
 
-class Topology(Protocol):
+class ClusterView(Protocol):
     """What a coordinator needs to know of its cluster, as its node sees it now."""
 
     @property
@@ -87,7 +87,7 @@ class Coordinator:
         self,
         clock: HybridLogicalClock,
         limits: Limits,
-        topology: Topology,
+        topology: ClusterView,
         rng: random.Random,
     ) -> None:
         self.clock = clock

@@ -284,7 +284,7 @@ class SimNode:
     # ----- replica side ---------------------------------------------------------------------
 
     def apply_replicated(self, records: Sequence[Record]) -> list[ApplyOutcome]:
-        """As KeyValue.apply_replicated: each record checked, observed, applied."""
+        """As Keyspace.apply_replicated: each record checked, observed, applied."""
         wall = self.wall_ms()
         outcomes = []
         for record in records:
@@ -299,7 +299,7 @@ class SimNode:
         return outcomes
 
     def read_local(self, keys: Sequence[bytes]) -> list[Record | None]:
-        """As KeyValue.read_local: a record beyond the clock-skew bound is not there."""
+        """As Keyspace.read_local: a record beyond the clock-skew bound is not there."""
         bound = LIMITS.clock_bound(self.wall_ms())
         found = [self.table.get(key) for key in keys]
         return [None if r is None or r.version.wall_ms > bound else r for r in found]

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from a3redis.channels import ChannelPool
-from a3redis.cluster import Cluster
+from a3redis.cluster import Topology
 from a3redis.core.membership import (
     GossipMessage,
     Membership,
@@ -45,7 +45,7 @@ async def test_a_thousand_members_at_once_join_the_ring_off_the_event_loop() -> 
             last = now
 
     async with ChannelPool.open(1.0, None) as channels, trio.open_nursery() as nursery:
-        cluster = Cluster(
+        cluster = Topology(
             membership,
             3,
             functools.partial(ReplicaCalls, channels, coordinator="node-0"),
@@ -87,7 +87,7 @@ async def test_the_link_to_a_forgotten_member_is_closed() -> None:
     ghost = MemberState("ghost", "127.0.0.1:1", "127.0.0.1:2", Status.ALIVE, 1)
     membership.on_exchange(GossipMessage("c", 1, "ghost", (ghost,)), 0.0)
     async with ChannelPool.open(1.0, None) as channels, trio.open_nursery() as nursery:
-        cluster = Cluster(
+        cluster = Topology(
             membership,
             1,
             functools.partial(ReplicaCalls, channels, coordinator="node-0"),

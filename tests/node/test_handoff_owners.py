@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import cast
 
-from a3redis.cluster import Cluster
+from a3redis.cluster import Topology
 from a3redis.core.hlc import Version
 from a3redis.core.membership import (
     GossipMessage,
@@ -85,7 +85,7 @@ async def test_an_owner_that_stops_answering_during_a_pass_is_sent_nothing_more(
         pass
 
     handoff = Handoff(
-        cast(Store, holder), holder.read, cast(Cluster, cluster), the_index, no_pacing
+        cast(Store, holder), holder.read, cast(Topology, cluster), the_index, no_pacing
     )
     assert await handoff.run_pass() == 0  # the first pass only sees the ring
     await handoff.run_pass()

@@ -9,7 +9,7 @@ from typing import cast
 import pytest
 import trio
 
-from a3redis.cluster import Cluster
+from a3redis.cluster import Topology
 from a3redis.core.hinted_handoff import REWRITE_SLACK
 from a3redis.core.membership import (
     GossipMessage,
@@ -105,7 +105,7 @@ async def test_the_file_of_a_target_that_stays_down_is_rewritten_not_grown(
     for round_ in range(3 + REWRITE_SLACK // 100):
         await hints.store("node-2", [rec(b"k%d" % i, b"v", now - 100 + round_) for i in range(100)])
     grown = (tmp_path / "node-2.hints").stat().st_size
-    cluster = cast(Cluster, SimpleNamespace(membership=membership))
+    cluster = cast(Topology, SimpleNamespace(membership=membership))
     with trio.move_on_after(0.5):
         await hints.run_delivery(cluster, interval=0.1)
     assert (tmp_path / "node-2.hints").stat().st_size < grown / 10
