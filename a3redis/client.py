@@ -27,12 +27,12 @@ import h2.exceptions
 import purerpc
 import trio
 
-from a3redis import wire
-from a3redis.address import Address
-from a3redis.channels import ChannelPool
+from a3redis.api import wire
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.ring import Ring
+from a3redis.net.address import Address
+from a3redis.net.channels import ChannelPool
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1.kv_grpc import KeyValueStub
 

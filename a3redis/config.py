@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from a3redis.address import Address
 from a3redis.core.consistency import Consistency
 from a3redis.core.names import NODE_ID_RULE, is_host, is_node_id
 from a3redis.core.validation import Limits
-from a3redis.logs import LogFormat
+from a3redis.net.address import Address
+from a3redis.runtime.logs import LogFormat
 from a3redis.storage.policy import FsyncPolicy
 
 T = TypeVar("T")

@@ -26,15 +26,13 @@ from pathlib import Path
 
 import trio
 
-from a3redis import logs
-from a3redis.channels import ChannelPool
-from a3redis.clock import wall_clock
-from a3redis.cluster import Topology
-from a3redis.config import Config, ConfigError
-from a3redis.core.hlc import HybridLogicalClock
-from a3redis.core.membership import Membership, MembershipSettings, MemberState, Status
-from a3redis.describe import Describer
-from a3redis.gossip import (
+from a3redis.api.describe import Describer
+from a3redis.api.grpc_services import KeyValueService, ReplicaService
+from a3redis.api.http import NodeView, serve_http
+from a3redis.api.metrics import NodeMetrics, connection_source, node_source
+from a3redis.api.replica_calls import ReplicaCalls
+from a3redis.cluster.anti_entropy import AntiEntropy, RepairSettings
+from a3redis.cluster.gossip import (
     PROBE_TIMEOUT,
     GossipLoop,
     MemberFile,
@@ -43,16 +41,18 @@ from a3redis.gossip import (
     seed_addresses,
     start_incarnation,
 )
-from a3redis.grpc_server import RequestGate, serve_grpc
-from a3redis.grpc_service import KeyValueService, ReplicaService
-from a3redis.hints import HintStore
-from a3redis.http_app import NodeView, serve_http
-from a3redis.kv import Keyspace
-from a3redis.metrics import NodeMetrics, connection_source, node_source
-from a3redis.repair import AntiEntropy, RepairSettings
-from a3redis.replica_calls import ReplicaCalls
+from a3redis.cluster.hinted_handoff import HintStore
+from a3redis.cluster.keyspace import Keyspace
+from a3redis.cluster.topology import Topology
+from a3redis.config import Config, ConfigError
+from a3redis.core.hlc import HybridLogicalClock
+from a3redis.core.membership import Membership, MembershipSettings, MemberState, Status
+from a3redis.net.channels import ChannelPool
+from a3redis.net.grpc_server import RequestGate, serve_grpc
+from a3redis.runtime import logs
+from a3redis.runtime.supervision import unwrap_single_group
+from a3redis.runtime.wall_clock import wall_clock
 from a3redis.storage.store import DataDirError, Store
-from a3redis.supervision import unwrap_single_group
 
 log = logging.getLogger("a3redis.node")
 
@@ -349,7 +349,7 @@ def _raise_open_file_limit(max_connections: int) -> None:
     """Let the process hold MAX_CONNECTIONS connections and its own files.
 
     The soft limit is often 1,024 while the hard one is far higher; running
-    out makes accepting fail (a3redis.grpc_server then waits and retries).
+    out makes accepting fail (a3redis.net.grpc_server then waits and retries).
     """
     try:
         import resource

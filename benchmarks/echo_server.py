@@ -2,7 +2,7 @@
 
 `python -m benchmarks.echo_server` serves the same KeyValue service as a node,
 through the same purerpc stack (a3redis.node.bind_listener and
-a3redis.grpc_server.serve_grpc, so it listens on 127.0.0.1 only), but Put,
+a3redis.net.grpc_server.serve_grpc, so it listens on 127.0.0.1 only), but Put,
 Get and BatchPut return fixed responses shaped like a node's. The gap between
 it and a node is what the node itself costs per request. It prints
 `PORT <number>` once serving and stops cleanly on SIGTERM or SIGINT.
@@ -10,7 +10,7 @@ it and a node is what the node itself costs per request. It prints
 `--stock` serves through purerpc exactly as shipped instead (its own
 connection handler, sockets and hpack; only the listening socket is ours, for
 127.0.0.1): the "bare purerpc echo server" of the foundation issue's floors.
-The default, a3redis's stack (a3redis.grpc_socket, a3redis.h2_tuning), is
+The default, a3redis's stack (a3redis.net.grpc_socket, a3redis.net.h2_tuning), is
 the stricter reference: the gap to it is what the key-value layer costs.
 """
 
@@ -26,7 +26,7 @@ import purerpc
 import trio
 from purerpc.server import ConnectionHandler
 
-from a3redis.grpc_server import RequestGate, serve_grpc
+from a3redis.net.grpc_server import RequestGate, serve_grpc
 from a3redis.node import bind_listener
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1.kv_grpc import KeyValueServicer

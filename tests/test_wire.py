@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from a3redis import wire
+from a3redis.api import wire
 from a3redis.core.anti_entropy import (
     ChunksAnswer,
     ChunksRequest,

@@ -27,7 +27,7 @@ Rules:
 - At most `max_in_flight` calls, of both kinds together, are out at once.
 - A call about to start while none of its kind is out first gathers (the
   shell lets every task that can still run add to it, for GATHER_DELAY at
-  most: a3redis.gathering) when the latest call of its kind carried at
+  most: a3redis.runtime.gathering) when the latest call of its kind carried at
   least GATHER_MIN_WAITERS submissions: calls are evidently shared.
 - A call that fails fails every submission it carried; closing the link
   fails every submission still queued. Calls already out fail with their

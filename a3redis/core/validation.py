@@ -84,7 +84,7 @@ class ResponseTooLargeError(RequestError):
 # 32 MiB message limit, so an answer that passes here can always be sent.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # A replica's answer to a peer carries the reads of many client requests
-# batched together (a3redis.peers): it may use the message limit, less room
+# batched together (a3redis.cluster.peers): it may use the message limit, less room
 # for the framing of every record.
 MAX_PEER_RESPONSE_BYTES = 30 * 1024 * 1024
 

@@ -30,17 +30,17 @@ from typing import Any, TypeVar
 
 import trio
 
-from a3redis import gathering
 from a3redis.core.errors import NodeUnavailableError
 from a3redis.core.hlc import Version
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import Record, supersedes
 from a3redis.core.table import RecordTable
+from a3redis.runtime import gathering
+from a3redis.runtime.supervision import unwrap_single_group
 from a3redis.storage import codec
 from a3redis.storage.codec import Purge
 from a3redis.storage.files import AppendLog, DataDir, DataDirError, Recovered
 from a3redis.storage.policy import FsyncPolicy
-from a3redis.supervision import unwrap_single_group
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ def test_cluster_up_serves_and_ctrl_c_stops_every_node(tmp_path: Path, presses: 
     ports = [50051, 50052, 50053, 8001, 8002, 8003]
     assert all(port_is_free(p) for p in ports), "the standard ports are taken on this machine"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "a3redis.cli", "cluster", "up", "--base-dir", str(tmp_path)],
+        [sys.executable, "-m", "a3redis.tools.cli", "cluster", "up", "--base-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

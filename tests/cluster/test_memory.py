@@ -4,7 +4,7 @@ Three real nodes (N=3, QUORUM) serve a steady mix of Puts and Gets over a
 fixed set of keys from stock grpcio clients; a tenth of the calls have a
 3 ms deadline, which many miss (grpcio then resets their streams). After a warm-up
 that fills every bounded table, the node's own census (DEBUG_ENDPOINTS=1:
-live instances per type and entries per container attribute, a3redis.heap)
+live instances per type and entries per container attribute, a3redis.api.heap)
 is taken, then more operations run, then the census again. A structure kept
 per request grows with the number of requests; one that is bounded does
 not. Counts, not timings or RSS: the test does not depend on the host's speed.

@@ -7,7 +7,8 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from a3redis.cluster_view import (
+from a3redis.core.ring import Ring
+from a3redis.tools.cluster_status import (
     ClusterStatus,
     ForgottenMember,
     MemberStatus,
@@ -17,7 +18,6 @@ from a3redis.cluster_view import (
     runs,
     status_text,
 )
-from a3redis.core.ring import Ring
 
 RING = RingInfo("node-1", ("node-1", "node-2", "node-3"), 2, 64)
 

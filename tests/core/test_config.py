@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from a3redis.address import Address
 from a3redis.config import Config, ConfigError
 from a3redis.core.consistency import Consistency
 from a3redis.core.validation import Limits
-from a3redis.logs import LogFormat
+from a3redis.net.address import Address
+from a3redis.runtime.logs import LogFormat
 from a3redis.storage.policy import FsyncPolicy
 
 

@@ -39,7 +39,7 @@ def test_each_default_is_accepted_and_has_words(setting: Setting) -> None:
     assert "\n" not in setting.doc
 
 
-@pytest.mark.parametrize("module", ["a3redis.client", "a3redis.config", "a3redis.cli"])
+@pytest.mark.parametrize("module", ["a3redis.client", "a3redis.config", "a3redis.tools.cli"])
 def test_the_storage_engine_is_not_loaded_by(module: str) -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", f"import sys, {module}; print(sorted(sys.modules))"],

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from a3redis.address import Address
 from a3redis.config import Config, ConfigError
 from a3redis.core.names import is_address, is_host, is_node_id, split_address
+from a3redis.net.address import Address
 
 GOOD_IDS = ["node-1", "a", "A.b_c-9", "x" * 64, "0", "a..b"]
 BAD_IDS = [

@@ -9,7 +9,7 @@ from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from a3redis.cluster import RING_INLINE_COST
+from a3redis.cluster.topology import RING_INLINE_COST
 from a3redis.core.ring import Ring, partition_of
 
 node_names = st.lists(

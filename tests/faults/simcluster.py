@@ -8,9 +8,10 @@ Rules:
   read repair once every asked replica answered, hints for replicas that
   failed), Record / supersedes, HybridLogicalClock, RecordTable with its
   MerkleIndex, and merkle.diff. This module plays the shells: it moves
-  messages, keeps time, and carries out what the cores decide as
-  a3redis/kv.py, a3redis/hints.py and a3redis/repair.py do, so that a
-  schedule that breaks the real store breaks this one.
+  messages, keeps time, and carries out what the cores decide as the
+  node's shells in a3redis/cluster/ (keyspace, hinted_handoff,
+  anti_entropy) do, so that a schedule that breaks the real store breaks
+  this one.
 - Time is fake and events run in order from one heap; randomness comes from
   one seeded generator: a schedule replays exactly.
 - Messages take a small random latency. A message between nodes whose link
@@ -18,7 +19,7 @@ Rules:
   message to a paused process waits in its socket buffer until it resumes,
   and so do its timers. A crash loses everything but the durable state: the
   record table and the hints (both fsync'ed before they count in the real
-  node) and the member table it saved (a3redis.gossip.MemberFile, written on
+  node) and the member table it saved (a3redis.cluster.gossip.MemberFile, written on
   every change); the clock restarts past the newest stored version,
   membership restarts with a higher incarnation, its seeds and the saved
   table. A node that knows no other member refuses requests (kv.py).
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any
 
+from a3redis.api.grpc_services import STATUS_CODE_OF_KIND
 from a3redis.config import SETTINGS_BY_ENV
 from a3redis.core.anti_entropy import (
     TRANSFER_BATCH,
@@ -71,7 +73,6 @@ from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.ring import Ring
 from a3redis.core.table import RecordTable
 from a3redis.core.validation import InvalidRequestError, Limits
-from a3redis.grpc_service import STATUS_CODE_OF_KIND
 from tests.support.history import (
     DELETE,
     FAIL,
@@ -84,8 +85,8 @@ from tests.support.history import (
 )
 
 EPOCH_MS = 1_800_000_000_000
-LIMITS = Limits()  # a3redis.kv checks `after` with the node's limits
-PROBE_TIMEOUT = 1.0  # a3redis.gossip
+LIMITS = Limits()  # a3redis.cluster.keyspace checks `after` with the node's limits
+PROBE_TIMEOUT = 1.0  # a3redis.cluster.gossip
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def grpc_code(error: RequestError) -> str:
 
 
 class _Topology:
-    """A simulated node's view of its cluster, as a3redis.cluster.Cluster gives the node's."""
+    """A simulated node's view of its cluster, as a3redis.cluster.topology gives the node's."""
 
     def __init__(self, node: SimNode) -> None:
         self._node = node

@@ -59,14 +59,14 @@ def test_streams_reset_before_their_request_ends_leave_nothing_behind(
         after = census(node)
         # The connection is still open here: what it holds is what is counted.
         for name in (
-            "a3redis.grpc_socket.LeanStream",
+            "a3redis.net.grpc_socket.LeanStream",
             "trio.lowlevel.Task",
             "purerpc.grpclib.buffers.MessageReadBuffer",
         ):
             grown = after["instances"].get(name, 0) - before["instances"].get(name, 0)
             assert grown < ABANDONED // 10, (name, grown)
         for name in (
-            "a3redis.grpc_socket.LeanSocket._streams",
+            "a3redis.net.grpc_socket.LeanSocket._streams",
             "purerpc.grpclib.connection.GRPCConnection.message_read_buffers",
         ):
             assert after["entries"].get(name, 0) < ABANDONED // 10, (name, after["entries"])
@@ -110,9 +110,9 @@ def test_a_flood_of_header_only_streams_ends_that_connection_not_the_node(
                 for event in connection.receive_data(data)
             )
     after = census(node)
-    grown = after["instances"].get("a3redis.grpc_socket.LeanStream", 0) - before["instances"].get(
-        "a3redis.grpc_socket.LeanStream", 0
-    )
+    grown = after["instances"].get("a3redis.net.grpc_socket.LeanStream", 0) - before[
+        "instances"
+    ].get("a3redis.net.grpc_socket.LeanStream", 0)
     assert grown <= 0, grown
     assert node.health() is not None
     with grpc.insecure_channel(node.endpoint, options=[("grpc.enable_http_proxy", 0)]) as channel:

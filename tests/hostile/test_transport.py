@@ -20,8 +20,8 @@ import h2.connection
 import h2.errors
 import h2.events
 
-from a3redis.grpc_server import HANDSHAKE_TIMEOUT, INBOUND_BUFFER_LIMIT
-from a3redis.grpc_socket import MAX_CONCURRENT_STREAMS
+from a3redis.net.grpc_server import HANDSHAKE_TIMEOUT, INBOUND_BUFFER_LIMIT
+from a3redis.net.grpc_socket import MAX_CONCURRENT_STREAMS
 from a3redis.v1 import kv_pb2 as pb
 from tests.conftest import NodeFactory
 from tests.hostile.raw import grpc_request_headers

@@ -9,8 +9,9 @@ import time
 import pytest
 import trio
 
-from a3redis.channels import ChannelPool
-from a3redis.cluster import Topology
+from a3redis.api.replica_calls import ReplicaCalls
+from a3redis.cluster.peers import PeerUnavailableError
+from a3redis.cluster.topology import Topology
 from a3redis.core.membership import (
     GossipMessage,
     Membership,
@@ -19,8 +20,7 @@ from a3redis.core.membership import (
     Status,
 )
 from a3redis.core.ring import Ring
-from a3redis.peers import PeerUnavailableError
-from a3redis.replica_calls import ReplicaCalls
+from a3redis.net.channels import ChannelPool
 
 
 def member(node_id: str) -> MemberState:

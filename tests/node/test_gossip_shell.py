@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from a3redis.address import Address
+from a3redis.cluster.gossip import GossipLoop, MemberFile, save_incarnation, start_incarnation
 from a3redis.config import Config
 from a3redis.core.membership import (
     MAX_INCARNATION,
@@ -24,7 +24,7 @@ from a3redis.core.membership import (
     MemberState,
     Status,
 )
-from a3redis.gossip import GossipLoop, MemberFile, save_incarnation, start_incarnation
+from a3redis.net.address import Address
 from a3redis.node import SAVE_EVERY_CHANGE_UP_TO, MembershipSaver
 
 WALL_MS = 1_700_000_000_000

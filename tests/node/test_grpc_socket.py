@@ -1,4 +1,4 @@
-"""a3redis.grpc_socket: the trio-level inbox and wake-ups inside purerpc's streams.
+"""a3redis.net.grpc_socket: the trio-level inbox and wake-ups inside purerpc's streams.
 
 The inbox and the flow-control wait are tested alone; a response larger than
 a grpcio client's flow-control window goes through a node's lean socket,
@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from a3redis.client import Client
-from a3redis.grpc_socket import LeanStream, _Inbox
+from a3redis.net.grpc_socket import LeanStream, _Inbox
 from a3redis.v1 import kv_pb2 as pb
 from tests.node.conftest import RunningNode
 

@@ -1,4 +1,4 @@
-"""a3redis.h2_tuning changes no byte on the wire and no answer of hpack's table search.
+"""a3redis.net.h2_tuning changes no byte on the wire and no answer of hpack's table search.
 
 The stock code is the oracle: hpack's own search, and h2 with its outbound
 normalisation and validation on. A node's connection handler survives a
@@ -21,8 +21,8 @@ from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.connection import GRPCConnection
 from purerpc.grpclib.status import Status, StatusCode
 
-from a3redis import h2_tuning
 from a3redis.client import Client
+from a3redis.net import h2_tuning
 from tests.node.conftest import RunningNode
 
 STATIC_NAMES = sorted({name for name, _ in HeaderTable.STATIC_TABLE})
@@ -133,7 +133,7 @@ def test_a_program_using_only_the_client_keeps_hpack_as_shipped() -> None:
     program = (
         "import trio\n"
         "from hpack.table import HeaderTable\n"
-        "from a3redis.channels import ChannelPool\n"
+        "from a3redis.net.channels import ChannelPool\n"
         "from a3redis.client import Client\n"
         "stock = HeaderTable.search\n"
         "async def main():\n"

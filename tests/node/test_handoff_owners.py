@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import cast
 
-from a3redis.cluster import Topology
+from a3redis.cluster.ownership import BATCH, Handoff
+from a3redis.cluster.topology import Topology
 from a3redis.core.hlc import Version
 from a3redis.core.membership import (
     GossipMessage,
@@ -18,7 +19,6 @@ from a3redis.core.membership import (
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import ApplyOutcome, Record
 from a3redis.core.ring import Ring
-from a3redis.handoff import BATCH, Handoff
 from a3redis.storage.store import Store
 
 ME, OWNER = "node-b", "node-a"

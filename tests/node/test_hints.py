@@ -9,7 +9,8 @@ from typing import cast
 import pytest
 import trio
 
-from a3redis.cluster import Topology
+from a3redis.cluster.hinted_handoff import HintStore
+from a3redis.cluster.topology import Topology
 from a3redis.core.hinted_handoff import REWRITE_SLACK
 from a3redis.core.membership import (
     GossipMessage,
@@ -18,7 +19,6 @@ from a3redis.core.membership import (
     MemberState,
     Status,
 )
-from a3redis.hints import HintStore
 from tests.support.records import rec
 
 

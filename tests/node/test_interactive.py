@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from a3redis import interactive
-from a3redis.interactive import Answers
+from a3redis.tools import interactive
+from a3redis.tools.interactive import Answers
 from tests.support.processes import NodeProcess
 
 
@@ -71,7 +71,7 @@ def test_interactive_node_prints_its_command_line_and_serves(tmp_path: Path) -> 
     grpc_port, http_port, data_dir = node.grpc_port, node.http_port, node.data_dir
     node.start(
         wait=False,
-        command=["-m", "a3redis.cli", "node", "--interactive"],
+        command=["-m", "a3redis.tools.cli", "node", "--interactive"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

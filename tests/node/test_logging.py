@@ -73,7 +73,7 @@ def test_an_unknown_log_format_stops_the_node() -> None:
 
 CRASH = """
 import threading
-from a3redis import logs
+from a3redis.runtime import logs
 
 logs.configure("node-7", debug=False, log_format=logs.LogFormat.JSON)
 worker = threading.Thread(target=lambda: 1 / 0, name="worker")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import trio
 
-from a3redis.address import Address
-from a3redis.channels import ChannelPool
+from a3redis.api.replica_calls import ReplicaCalls
+from a3redis.cluster.peers import PeerLink
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
-from a3redis.peers import PeerLink
-from a3redis.replica_calls import ReplicaCalls
+from a3redis.net.address import Address
+from a3redis.net.channels import ChannelPool
 from tests.node.conftest import RunningNode
 from tests.support.busy import always_runnable
 

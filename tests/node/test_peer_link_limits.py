@@ -6,16 +6,16 @@ from pathlib import Path
 
 import trio
 
-from a3redis.address import Address
-from a3redis.channels import ChannelPool
+from a3redis.api.replica_calls import ReplicaCalls
+from a3redis.cluster.peers import PeerLink
 from a3redis.config import Config
 from a3redis.core.batcher import MAX_CALL_BYTES, MAX_READ_KEYS
 from a3redis.core.hlc import Version
 from a3redis.core.record import ApplyOutcome, Record
 from a3redis.core.validation import MAX_PEER_RESPONSE_BYTES
+from a3redis.net.address import Address
+from a3redis.net.channels import ChannelPool
 from a3redis.node import run_node
-from a3redis.peers import PeerLink
-from a3redis.replica_calls import ReplicaCalls
 
 KIB = 1024
 

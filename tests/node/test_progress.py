@@ -9,7 +9,7 @@ import pty
 import subprocess
 import sys
 
-from a3redis.progress import Progress
+from a3redis.tools.progress import Progress
 from tests.conftest import NodeFactory
 from tests.support.processes import run_cli
 
@@ -38,7 +38,7 @@ def run_with_terminal_stderr(*args: str) -> tuple[subprocess.CompletedProcess[st
     leader, follower = pty.openpty()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "a3redis.cli", *args],
+            [sys.executable, "-m", "a3redis.tools.cli", *args],
             stdout=subprocess.PIPE,
             stderr=follower,
             text=True,

@@ -1,4 +1,4 @@
-"""The internals of purerpc, h2 and anyio that a3redis.grpc_socket and grpc_server rely on.
+"""The internals of purerpc, h2 and anyio that a3redis.net.grpc_socket and grpc_server rely on.
 
 Both modules reach past purerpc's public API (purerpc 0.8 is in maintenance
 and exposes no hooks): they replace a connection's event loop and its
@@ -23,7 +23,7 @@ from purerpc.grpclib.buffers import MessageReadBuffer
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.connection import GRPCConnection
 
-from a3redis.grpc_socket import BoundedMessageReadBuffer
+from a3redis.net.grpc_socket import BoundedMessageReadBuffer
 
 CONNECTION_ATTRIBUTES = [
     "h2_connection",
@@ -98,4 +98,6 @@ def test_the_stream_attributes_lean_stream_sets_are_the_ones_purerpc_reads() -> 
         "_end_stream_event",
     ]
     assigned = [name for name in expected if f"self.{name} =" in source]
-    assert assigned == expected, "GRPCStream.__init__ changed: check a3redis.grpc_socket.LeanStream"
+    assert assigned == expected, (
+        "GRPCStream.__init__ changed: check a3redis.net.grpc_socket.LeanStream"
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from a3redis.hints import HintStore
+from a3redis.cluster.hinted_handoff import HintStore
 from a3redis.storage import codec
 from tests.support.records import rec
 
@@ -66,7 +66,7 @@ async def test_a_hints_file_with_a_bad_header_is_dropped(
     data = bytearray(path.read_bytes())
     data[13] ^= 0xFF
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.ERROR, logger="a3redis.hints"):
+    with caplog.at_level(logging.ERROR, logger="a3redis.cluster.hinted_handoff"):
         reopened = hint_store(tmp_path)
     assert reopened.pending() == {}
     assert not path.exists()

@@ -16,7 +16,7 @@ from tests.support.processes import NodeProcess
 
 # (sample name, its labels sorted) -> value
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-# DEBUG_ENDPOINTS=1's /debug/objects (a3redis.heap): section -> name -> count
+# DEBUG_ENDPOINTS=1's /debug/objects (a3redis.api.heap): section -> name -> count
 Census = dict[str, dict[str, int]]
 
 

@@ -203,7 +203,7 @@ def run_node_once(
 
 def run_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "a3redis.cli", *args],
+        [sys.executable, "-m", "a3redis.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -8,7 +8,7 @@ through anyio objects made per stream and per wake-up (a memory object
 stream pair per stream, an Event per flow-control wait and per writer wake,
 each looking its backend up), which py-spy showed as a sizeable share of a
 node's CPU per request under load. Both a3redis's server
-(a3redis.grpc_server) and its peer channels (a3redis.channels) use
+(a3redis.net.grpc_server) and its peer channels (a3redis.net.channels) use
 `LeanSocket`; anything that talks to a node sees the same bytes either way.
 
 Bounded per connection, by construction (a connection may live for days and
@@ -65,7 +65,7 @@ from purerpc.grpclib.exceptions import (
     UnsupportedMessageEncodingError,
 )
 
-from a3redis import h2_tuning
+from a3redis.net import h2_tuning
 
 # Frames a peer sent before it saw a stream close arrive within a round trip;
 # far fewer streams than this close in one round trip on one connection. A

@@ -6,7 +6,7 @@ the node binds the socket (and fails on a taken port) and this module only
 accepts on it. Shutdown: stop accepting, let in-flight calls finish within
 the grace period (new calls get UNAVAILABLE meanwhile), then close the
 connections. Incomplete request messages held over all connections stay
-within INBOUND_BUFFER_LIMIT (a3redis.grpc_socket.InboundBudget). At most
+within INBOUND_BUFFER_LIMIT (a3redis.net.grpc_socket.InboundBudget). At most
 `max_connections` connections are served at once
 (those beyond are closed as they are accepted, and counted); a connection
 that has not started HTTP/2 within HANDSHAKE_TIMEOUT is closed; running
@@ -43,10 +43,10 @@ from purerpc.wrappers import (
     call_server_unary_unary,
 )
 
-from a3redis import h2_tuning
 from a3redis.core.errors import NodeUnavailableError
 from a3redis.core.throttle import LogThrottle
-from a3redis.grpc_socket import InboundBudget, LeanSocket, LeanStream
+from a3redis.net import h2_tuning
+from a3redis.net.grpc_socket import InboundBudget, LeanSocket, LeanStream
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
     of logging them as errors), closes the socket when the connection ends,
     on bad input too, and answers a failure with a status that names no
     Python internals (purerpc answered CANCELLED with the exception's repr).
-    Requests are decoded by the services themselves (a3redis.grpc_service), so
+    Requests are decoded by the services themselves (a3redis.api.grpc_services), so
     a malformed message is their INVALID_ARGUMENT.
     """
 

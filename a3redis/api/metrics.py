@@ -153,7 +153,7 @@ def member_gauges(membership: Membership) -> Iterator[Metric]:
 
 
 def connection_source(connections: Any) -> Callable[[], Iterator[Metric]]:
-    """The gRPC listener's connection counters (a3redis.grpc_server.ConnectionStats)."""
+    """The gRPC listener's connection counters (a3redis.net.grpc_server.ConnectionStats)."""
 
     def produce() -> Iterator[Metric]:
         yield gauge("a3redis_grpc_connections", "gRPC connections open now", connections.open)

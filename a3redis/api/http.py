@@ -29,12 +29,13 @@ from hypercorn.trio import serve
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from a3redis import __version__, heap
+from a3redis import __version__
+from a3redis.api import heap
+from a3redis.api.metrics import NodeMetrics, process_usage
+from a3redis.cluster.anti_entropy import AntiEntropy
+from a3redis.cluster.gossip import GossipLoop
 from a3redis.config import Config
 from a3redis.core.membership import MAX_MESSAGE_BYTES, Status, summary
-from a3redis.gossip import GossipLoop
-from a3redis.metrics import NodeMetrics, process_usage
-from a3redis.repair import AntiEntropy
 from a3redis.storage.store import Store
 
 MAX_GOSSIP_BYTES = MAX_MESSAGE_BYTES
@@ -43,7 +44,7 @@ BODY_TIMEOUT = 10.0
 # Seconds a connection may stay silent mid-request before Hypercorn closes it.
 READ_TIMEOUT = 10
 # A self-contained page (no CDN, no build step) that polls the JSON endpoints.
-STATUS_PAGE = (resources.files("a3redis") / "static" / "status.html").read_bytes()
+STATUS_PAGE = (resources.files("a3redis.api") / "static" / "status.html").read_bytes()
 
 
 @dataclass

@@ -22,14 +22,15 @@ from typing import Any
 import httpx
 import trio
 
-from a3redis import __version__, cluster_view
-from a3redis.address import Address
+from a3redis import __version__
 from a3redis.client import Client, ClientError, Entry, GetResult
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.validation import InvalidRequestError
-from a3redis.progress import Progress
-from a3redis.supervision import unwrap_single_group
+from a3redis.net.address import Address
+from a3redis.runtime.supervision import unwrap_single_group
+from a3redis.tools import cluster_status as cluster_view
+from a3redis.tools.progress import Progress
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
@@ -371,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         waits = args.command == "repair" and args.wait
         args.timeout = REPAIR_WAIT_TIMEOUT if waits else REQUEST_TIMEOUT
     if args.command == "node" and args.interactive:
-        from a3redis import interactive
+        from a3redis.tools import interactive
 
         try:
             return interactive.run(sys.stdin, sys.stdout, os.environ)
@@ -382,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return node.main()
     if args.command == "cluster" and args.cluster_command == "up":
-        from a3redis.launcher import cluster_up
+        from a3redis.tools.launcher import cluster_up
 
         factor = args.replication_factor or min(3, args.nodes)
         if not 1 <= args.nodes <= 50 or not 1 <= factor <= args.nodes:

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import trio
 
-from a3redis.address import Address
 from a3redis.client import ClientError
 from a3redis.core.ring import Ring, partition_of
+from a3redis.net.address import Address
 
 # Members in these states may answer; `left` ones are gone for good, `incompatible` ones
 # belong to another cluster.

@@ -29,16 +29,16 @@ from pathlib import Path
 
 import trio
 
-from a3redis.cluster import Topology
+from a3redis.cluster.peers import PeerUnavailableError
+from a3redis.cluster.topology import Topology
 from a3redis.core.hinted_handoff import Deliver, Drop, Hints
 from a3redis.core.names import is_node_id
 from a3redis.core.record import Record
 from a3redis.core.throttle import LogThrottle, Tally
-from a3redis.peers import PeerUnavailableError
 from a3redis.storage import codec
 from a3redis.storage.files import AppendLog, truncate_file, write_file
 
-log = logging.getLogger("a3redis.hints")
+log = logging.getLogger("a3redis.cluster.hinted_handoff")
 
 _FILE = re.compile(r"^(.+)\.hints$")
 LOG_INTERVAL = 60.0

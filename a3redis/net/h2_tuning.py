@@ -10,7 +10,7 @@ large share of the CPU per request (benchmarks/README.md has the figures):
   for every header it encodes (every header of every gRPC call, both sides). hpack 4 looks
   the static table up in a dict, but purerpc 0.8 needs h2 3.x, which needs
   hpack 3. `install()` gives hpack 3 the same dict lookup, process-wide, once;
-  only a node's server calls it (a3redis.grpc_server), so a program that
+  only a node's server calls it (a3redis.net.grpc_server), so a program that
   merely imports the client keeps hpack as shipped.
 - h2 normalises and validates every header block it sends. The blocks sent
   on a3redis's connections are purerpc's own fixed gRPC headers (lower-case

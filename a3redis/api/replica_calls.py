@@ -1,7 +1,7 @@
 """One peer's Replica service, called in core types.
 
 Rules: the only place the cluster layer's calls to a peer meet protobuf: each
-method converts its arguments with a3redis.wire, makes one call on the
+method converts its arguments with a3redis.api.wire, makes one call on the
 peer's channel from the node's ChannelPool, checks the answer's shape and
 converts it back. It neither retries nor times out (the peer link does
 both) and decides nothing. `discard` drops the channel, so the next call
@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from a3redis import wire
-from a3redis.address import Address
-from a3redis.channels import ChannelPool
+from a3redis.api import wire
 from a3redis.core.anti_entropy import (
     ChunksAnswer,
     ChunksRequest,
@@ -25,6 +23,8 @@ from a3redis.core.anti_entropy import (
     TreeRequest,
 )
 from a3redis.core.record import ApplyOutcome, Record
+from a3redis.net.address import Address
+from a3redis.net.channels import ChannelPool
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.replica_grpc import ReplicaStub
 

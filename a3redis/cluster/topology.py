@@ -22,10 +22,10 @@ from collections.abc import Callable
 
 import trio
 
-from a3redis.address import Address
+from a3redis.cluster.peers import PeerLink, ReplicaTransport
 from a3redis.core.membership import Membership, Status
 from a3redis.core.ring import Ring
-from a3redis.peers import PeerLink, ReplicaTransport
+from a3redis.net.address import Address
 
 # Member-partition scores a ring change may compute on the event loop (Ring.change_cost):
 # a few members joining or leaving stay under it; hundreds learned at once go to a
@@ -47,7 +47,7 @@ class Topology:
         self.membership = membership
         self._has_peers = has_peers
         self.replication_factor = replication_factor
-        # How to reach a peer's Replica service (a3redis.replica_calls, given by the node).
+        # How to reach a peer's Replica service (a3redis.api.replica_calls, given by the node).
         self._connect = connect
         self._nursery = nursery
         self._peer_timeout = peer_timeout

@@ -28,7 +28,8 @@ from typing import Protocol
 
 import trio
 
-from a3redis.cluster import Topology
+from a3redis.cluster.peers import PeerUnavailableError
+from a3redis.cluster.topology import Topology
 from a3redis.core.consistency import Consistency
 from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, next_start, timed_out
 from a3redis.core.errors import (
@@ -41,7 +42,6 @@ from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.rejections import Rejections
 from a3redis.core.validation import InvalidRequestError, Limits
-from a3redis.peers import PeerUnavailableError
 from a3redis.storage.store import Store
 
 __all__ = [

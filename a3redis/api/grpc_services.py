@@ -20,7 +20,11 @@ import purerpc
 from google.protobuf.message import DecodeError
 from purerpc.grpclib.status import Status, StatusCode
 
-from a3redis import __version__, wire
+from a3redis import __version__
+from a3redis.api import wire
+from a3redis.api.metrics import NodeMetrics
+from a3redis.cluster.anti_entropy import AntiEntropy
+from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import Config
 from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.hlc import Version
@@ -30,10 +34,7 @@ from a3redis.core.validation import (
     Reason,
     is_node_id,
 )
-from a3redis.grpc_server import RequestGate
-from a3redis.kv import Keyspace
-from a3redis.metrics import NodeMetrics
-from a3redis.repair import AntiEntropy
+from a3redis.net.grpc_server import RequestGate
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.kv_grpc import KeyValueServicer

@@ -14,7 +14,7 @@ side answers from the same cached index, and starts building it in the
 background when a Tree request finds none. Records are read as reads see
 them (Keyspace.read_local): one beyond the clock-skew bound is neither
 offered nor pushed. Each round ends with the tombstone purge pass
-(core.purge) and the handoff pass (a3redis.handoff) for partitions this
+(core.purge) and the handoff pass (a3redis.cluster.ownership) for partitions this
 node holds but does not own.
 """
 
@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from a3redis.cluster import Topology
+from a3redis.cluster.keyspace import Keyspace
+from a3redis.cluster.ownership import Handoff
+from a3redis.cluster.peers import PeerLink, PeerUnavailableError
+from a3redis.cluster.topology import Topology
 from a3redis.core.anti_entropy import (
     FANOUT,
     TRANSFER_BATCH,
@@ -51,11 +54,8 @@ from a3redis.core.merkle import MerkleIndex
 from a3redis.core.purge import purgeable
 from a3redis.core.record import Record
 from a3redis.core.ring import partition_of
-from a3redis.handoff import Handoff
-from a3redis.kv import Keyspace
-from a3redis.peers import PeerLink, PeerUnavailableError
 
-log = logging.getLogger("a3redis.repair")
+log = logging.getLogger("a3redis.cluster.anti_entropy")
 
 
 @dataclass(frozen=True, slots=True)

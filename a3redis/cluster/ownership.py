@@ -13,7 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from a3redis.cluster import Topology
+from a3redis.cluster.peers import PeerUnavailableError
+from a3redis.cluster.topology import Topology
 from a3redis.core.membership import Status
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.ownership import (
@@ -25,10 +26,9 @@ from a3redis.core.ownership import (
     may_send,
 )
 from a3redis.core.record import ApplyOutcome, Record
-from a3redis.peers import PeerUnavailableError
 from a3redis.storage.store import Store
 
-log = logging.getLogger("a3redis.handoff")
+log = logging.getLogger("a3redis.cluster.ownership")
 
 __all__ = ["BATCH", "Handoff", "HandoffStats"]
 

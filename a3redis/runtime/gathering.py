@@ -1,7 +1,7 @@
 """Letting a batch gather: wait while the node still has other work to run.
 
 Rules: one place for the rule group commit (a3redis.storage.store) and the
-peer links (a3redis.peers) share: a batch about to leave first lets every
+peer links (a3redis.cluster.peers) share: a batch about to leave first lets every
 task that can still run (requests being decoded) add to it, for `limit`
 seconds at most, and leaves at once when nothing else can run. A fixed sleep
 instead idles the loop whenever every client already waits on the batch.

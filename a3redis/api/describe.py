@@ -12,8 +12,8 @@ import logging
 
 import trio
 
-from a3redis.address import Address
-from a3redis.channels import ChannelPool
+from a3redis.net.address import Address
+from a3redis.net.channels import ChannelPool
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1.kv_grpc import KeyValueStub
 

@@ -27,8 +27,6 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from a3redis import gathering
-from a3redis.address import Address
 from a3redis.core.anti_entropy import (
     ChunksAnswer,
     ChunksRequest,
@@ -47,6 +45,8 @@ from a3redis.core.batcher import (
     keepalive_due,
 )
 from a3redis.core.record import ApplyOutcome, Record
+from a3redis.net.address import Address
+from a3redis.runtime import gathering
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Meter(Protocol):
 
 
 class ReplicaTransport(Protocol):
-    """A peer's Replica service in core types (a3redis.replica_calls.ReplicaCalls)."""
+    """A peer's Replica service in core types (a3redis.api.replica_calls.ReplicaCalls)."""
 
     @property
     def address(self) -> Address: ...

@@ -20,9 +20,9 @@ import trio
 from purerpc.client import _Channel
 from purerpc.grpclib.config import GRPCConfiguration
 
-from a3redis.address import Address
-from a3redis.grpc_socket import LeanSocket
-from a3redis.supervision import unwrap_single_group
+from a3redis.net.address import Address
+from a3redis.net.grpc_socket import LeanSocket
+from a3redis.runtime.supervision import unwrap_single_group
 
 
 @dataclass

@@ -33,7 +33,6 @@ from typing import Any
 import httpx
 import trio
 
-from a3redis.address import Address
 from a3redis.config import Config
 from a3redis.core.membership import (
     MAX_INCARNATION,
@@ -50,8 +49,9 @@ from a3redis.core.membership import (
     decode_message,
 )
 from a3redis.core.throttle import LogThrottle, Tally, TokenBuckets
+from a3redis.net.address import Address
 
-log = logging.getLogger("a3redis.gossip")
+log = logging.getLogger("a3redis.cluster.gossip")
 
 INCARNATION_FILE = "incarnation"
 # Requests to peers must be short: a slow peer is what failure detection is for.
@@ -208,7 +208,7 @@ class GossipLoop:
         self.config = config
         self.membership = membership
         self._http = http
-        # Asks a node's gRPC port for its gossip address (a3redis.describe).
+        # Asks a node's gRPC port for its gossip address (a3redis.api.describe).
         self._describe = describe
         self._rng = rng
         self._on_change = on_change

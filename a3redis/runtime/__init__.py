@@ -1,0 +1,2 @@
+"""Small trio helpers every shell uses: supervision, gathering, the wall
+clock and logging."""
