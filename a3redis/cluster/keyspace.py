@@ -1,14 +1,15 @@
-"""The key-value operations of a node: validation, versions and quorum replication.
+"""The node's keyspace: it coordinates client requests and serves its own copy.
 
-Rules: this is the only place that turns a client request into records. It
-validates against the limits before anything is stored, stamps versions from
-the node's hybrid logical clock, and sends each record to the replicas of its
-key (its own store directly, peers through batched links). A write is
-reported only after W replicas durably applied it; a read answers with the
-newest record among the first R replies and repairs stale replicas in the
-background. Replica work that outlives a request (the rest of the replicas,
-hints, read repair) runs in the node's background nursery, bounded by the
-peer timeout. `LOCAL` touches only this node's store.
+Rules: the decisions are a3redis.core.coordinator's (placement, versions,
+what a replica's answer, failure or timeout does, read repair, scan merge);
+this shell validates a request against the limits, asks the core for a
+plan, carries it out (its own store directly, peers through batched links,
+hints through the hint store), keeps the request's deadline and reports what
+the plan decided. Levels a request leaves unset resolve here, once for every
+front end, to READ_CONSISTENCY / WRITE_CONSISTENCY. Replica work that
+outlives a request (the rest of the replicas, hints, read repair) runs in
+the node's background nursery, bounded by the peer timeout. `LOCAL` touches
+only this node's store.
 
 Nothing another node sends reaches the store or the clock unchecked
 (core.validation): a record that fails is answered REJECTED, a read answer
