@@ -261,13 +261,24 @@ def timed_out(what: str, seconds: float) -> TimedOutError:
 class WritePlan:
     """One write in progress (rule 3).
 
-    The shell applies `records[i] for i in local` to its own store, sends
+    If `only_here` (this node is the sole replica of every key: LOCAL, or a
+    one-node ring), the shell applies `records` to its own store and
+    `stored_here` is the answer: no quorum to count. Otherwise the shell
+    applies `records[i] for i in local` to its own store, sends
     `records[i] for i in peers[replica]` to each peer, reports each answer to
     `acknowledged` and each failure to `failed`, and hints the records that
     `unreachable` and `failed` name. Once `decided`, `result` is the answer.
     """
 
-    __slots__ = ("_undecided", "local", "peers", "quorums", "records", "unreachable")
+    __slots__ = (
+        "_undecided",
+        "local",
+        "only_here",
+        "peers",
+        "quorums",
+        "records",
+        "unreachable",
+    )
 
     def __init__(
         self,
@@ -277,21 +288,34 @@ class WritePlan:
         is_down: Callable[[str], bool],
     ) -> None:
         self.records = records
+        here = (node_id,)
+        self.only_here = all(replicas == here for replicas, _ in placements)
+        self.local: list[int] | None = None
+        self.peers: dict[str, list[int]] = {}
+        # Replicas known to be down fail at once; their records are hinted.
+        self.unreachable: dict[str, list[Record]] = {}
+        self.quorums: list[WriteQuorum] = []
+        self._undecided = 0
+        if self.only_here:
+            return
         self.quorums = [WriteQuorum(replicas, required) for replicas, required in placements]
         self._undecided = len(self.quorums)
         by_replica: dict[str, list[int]] = {}
         for index, (replicas, _) in enumerate(placements):
             for replica in replicas:
                 by_replica.setdefault(replica, []).append(index)
-        self.local: list[int] | None = by_replica.pop(node_id, None)
-        self.peers: dict[str, list[int]] = {}
-        # Replicas known to be down fail at once; their records are hinted.
-        self.unreachable: dict[str, list[Record]] = {}
+        self.local = by_replica.pop(node_id, None)
         for replica, indexes in by_replica.items():
             if is_down(replica):
                 self.unreachable[replica] = self.failed(replica, indexes)
             else:
                 self.peers[replica] = indexes
+
+    def stored_here(self, stored: Sequence[bool]) -> list[Version]:
+        """The answer of a write that only this node holds, given what its store kept."""
+        if not all(stored):
+            raise WriteRejectedError("a newer version of a key already exists here")
+        return [record.version for record in self.records]
 
     def records_of(self, indexes: list[int]) -> list[Record]:
         records = self.records

@@ -227,6 +227,19 @@ def test_read_repair_is_planned_once_every_asked_replica_answered_and_only_once(
     assert plan.take_repairs() is None
 
 
+def test_a_write_only_this_node_holds_is_its_store_answer_with_no_quorum_counted() -> None:
+    node = coordinator(FakeTopology(["n1"], factor=1))
+    plan = node.plan_write([(b"a", b"1"), (b"b", b"2")], Consistency.QUORUM, None, WALL)
+    assert plan.only_here and not plan.peers and plan.local is None and not plan.quorums
+    assert plan.stored_here([True, True]) == [r.version for r in plan.records]
+    with pytest.raises(WriteRejectedError, match="newer version"):
+        plan.stored_here([True, False])
+    local = coordinator(FakeTopology(["n1", "n2", "n3"])).plan_write(
+        [(b"k", b"v")], Consistency.LOCAL, None, WALL
+    )
+    assert local.only_here
+
+
 def test_a_one_node_ring_reads_only_here() -> None:
     plan = coordinator(FakeTopology(["n1"], factor=1)).plan_read([b"k"], Consistency.ALL)
     assert plan.only_here and not plan.asks

@@ -320,6 +320,15 @@ class SimNode:
         except RequestError as error:
             reply(FAIL, grpc_code(error), str(error), None, None)  # nothing was sent
             return
+        if plan.only_here:
+            stored = [self.table.apply(record) for record in plan.records]
+            try:
+                versions = plan.stored_here(stored)
+            except RequestError as error:
+                reply(UNKNOWN, grpc_code(error), str(error), None, None)
+            else:
+                reply(OK, "OK", "", versions[0], None)
+            return
         finished = [False]
 
         def decide() -> None:
