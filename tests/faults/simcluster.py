@@ -12,6 +12,18 @@ Rules:
   node's shells in a3redis/cluster/ (keyspace, hinted_handoff,
   anti_entropy) do, so that a schedule that breaks the real store breaks
   this one.
+- Replica writes and reads, read repair and hint delivery go, as in the
+  node, through a link per peer (SimLink) that drives the node's batcher
+  core (a3redis.core.batcher) as a3redis.cluster.peers.PeerLink does: what
+  leaves in which call and when (hold-back, in-flight limit, bounds), and
+  who gets which answer or failure. A call is one `SimCluster.call`, so it
+  can be lost, late or time out after `peer_timeout` like any message. The
+  node gathers a call (runtime.gathering) while other tasks can still run;
+  here those are the events due at the same instant: a gathering sender
+  lets them run first, once. Keepalive pings are not modelled (there are no
+  connections to keep). Links are process state: a crash loses them and
+  every call they had out, settling nothing (a killed process runs no more
+  code); a restarted process starts with new ones.
 - Time is fake and events run in order from one heap; randomness comes from
   one seeded generator: a schedule replays exactly.
 - Messages take a small random latency. A message between nodes whose link
@@ -32,6 +44,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -56,6 +69,7 @@ from a3redis.core.anti_entropy import (
     entries_keys,
     transfers,
 )
+from a3redis.core.batcher import Batcher, Call
 from a3redis.core.consistency import Consistency
 from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, timed_out
 from a3redis.core.errors import RequestError
@@ -166,6 +180,92 @@ class _Topology:
         return self._node.is_down(member)
 
 
+Settled = Callable[[list[Any] | None], None]
+"""A submission's end: its answers, in the order of its items, or None (the call failed)."""
+
+
+class SimLink:
+    """A node's link to one peer: a3redis.cluster.peers.PeerLink's sender on fake time.
+
+    Submissions queue in the batcher and wake the sender, which runs after
+    the event that woke it (as PeerLink's sender task runs once the
+    submitting task yields); it sends what `Batcher.next_call` hands it,
+    one call per step (PeerLink's checkpoint before each call), and sleeps
+    until a submission, a call's end or `Batcher.wake_at`.
+    """
+
+    def __init__(self, node: SimNode, peer: SimNode) -> None:
+        self.node = node
+        self.peer = peer
+        self.batcher: Batcher[Settled] = Batcher()  # PeerLink's default in-flight limit
+        self._wake_at: float | None = None  # the earliest sender step scheduled
+
+    def submit_apply(self, records: list[Record], settle: Settled) -> None:
+        self.batcher.applies.submit(records, settle)
+        self._wake(self.node.cluster.loop.now)
+
+    def submit_read(self, keys: list[bytes], settle: Settled) -> None:
+        self.batcher.reads.submit(keys, settle)
+        self._wake(self.node.cluster.loop.now)
+
+    def _wake(self, moment: float, gather: bool = True) -> None:
+        """Schedule a sender step at `moment`, unless one comes no later (steps are idempotent)."""
+        if self._wake_at is not None and self._wake_at <= moment:
+            return
+        self._wake_at = moment
+        self.node.timer(moment - self.node.cluster.loop.now, partial(self._step, gather))
+
+    def _step(self, gather: bool) -> None:
+        now = self.node.cluster.loop.now
+        self._wake_at = None
+        batcher = self.batcher
+        if gather and batcher.should_gather():
+            self._wake(now, gather=False)  # the events due now add to the call first
+            return
+        call = batcher.next_call(now)
+        if call is not None:
+            self._send(call)
+            if batcher.ready(now):
+                self._wake(now, gather=False)  # the next call, after a checkpoint
+                return
+        wake_at = batcher.wake_at()
+        if wake_at is not None:
+            # A held-back call is due once `now - last_call >= HOLD_BACK`, which float
+            # rounding can leave false at `wake_at` itself; then, as the node's clock
+            # would, time moves on by its least step.
+            self._wake(max(wake_at, math.nextafter(now, math.inf)))
+
+    def _send(self, call: Call[Any, Settled]) -> None:
+        peer, items = self.peer, call.items
+        serve: Callable[[], list[Any]]
+        if call.queue is self.batcher.applies:
+            serve = partial(peer.apply_replicated, items)
+        else:
+            serve = partial(peer.read_local, items)
+        self.node.cluster.call(
+            self.node,
+            peer,
+            serve,
+            partial(self._answered, call),
+            partial(self._failed, call),
+            self.node.config.peer_timeout,
+        )
+
+    def _answered(self, call: Call[Any, Settled], results: list[Any]) -> None:
+        self._ended(call)
+        for settle, answers in call.queue.answered(call, results):
+            settle(answers)
+
+    def _failed(self, call: Call[Any, Settled]) -> None:
+        self._ended(call)
+        for settle in call.queue.failed(call):
+            settle(None)
+
+    def _ended(self, call: Call[Any, Settled]) -> None:
+        if self.batcher.ended(call):
+            self._wake(self.node.cluster.loop.now)
+
+
 class SimNode:
     def __init__(self, cluster: SimCluster, number: int) -> None:
         self.cluster = cluster
@@ -193,6 +293,7 @@ class SimNode:
         self.generation = 0
         self.deferred: list[Callable[[], None]] = []
         self.requests: dict[int, Callable[[], None]] = {}
+        self.links: dict[str, SimLink] = {}
         self.clock = HybridLogicalClock(self.node_id)
         self.membership = self._membership()
         self.coordinator = self._coordinator()
@@ -217,6 +318,7 @@ class SimNode:
         self.running, self.paused = True, False
         self.generation += 1
         self.incarnation += 1
+        self.links = {}
         self.clock = HybridLogicalClock(self.node_id)
         self.coordinator = self._coordinator()
         if self.table.max_version is not None:
@@ -236,6 +338,7 @@ class SimNode:
         # The real node saves its table on every change: the file is the table as it was.
         self.saved_members = self.membership.members()
         self.deferred.clear()
+        self.links = {}  # their queues and the calls they had out die with the process
         lost, self.requests = self.requests, {}
         for notify in lost.values():
             notify()  # the clients' connections break
@@ -266,6 +369,13 @@ class SimNode:
     def timer(self, delay: float, action: Callable[[], None]) -> None:
         generation = self.generation
         self.cluster.loop.after(delay, lambda: self.run(generation, action))
+
+    def link(self, peer: str) -> SimLink:
+        """The link to `peer` (as Topology.link), made on first use."""
+        link = self.links.get(peer)
+        if link is None:
+            link = self.links[peer] = SimLink(self, self.cluster.node(peer))
+        return link
 
     def wall_ms(self) -> int:
         return EPOCH_MS + int(self.cluster.loop.now * 1000) + self.offset_ms
@@ -363,25 +473,14 @@ class SimNode:
     def _replicate(
         self, replica: str, indexes: list[int], plan: WritePlan, decide: Callable[[], None]
     ) -> None:
-        records = plan.records_of(indexes)
-
-        def answered(outcomes: list[ApplyOutcome]) -> None:
-            plan.acknowledged(replica, indexes, outcomes)
+        def settle(outcomes: list[ApplyOutcome] | None) -> None:
+            if outcomes is None:
+                self._hint_all(replica, plan.failed(replica, indexes))
+            else:
+                plan.acknowledged(replica, indexes, outcomes)
             decide()
 
-        def failed() -> None:
-            self._hint_all(replica, plan.failed(replica, indexes))
-            decide()
-
-        target = self.cluster.node(replica)
-        self.cluster.call(
-            self,
-            target,
-            lambda: target.apply_replicated(records),
-            answered,
-            failed,
-            self.config.peer_timeout,
-        )
+        self.link(replica).submit_apply(plan.records_of(indexes), settle)
 
     def _hint_all(self, replica: str, records: list[Record]) -> None:
         if self.config.hints:
@@ -431,46 +530,29 @@ class SimNode:
             self._ask(self.node_id, local, plan, settle)
 
     def _ask(
-        self, replica: str, indexes: list[int], plan: ReadPlan, settle: Callable[[], None]
+        self, replica: str, indexes: list[int], plan: ReadPlan, decide: Callable[[], None]
     ) -> None:
         keys = [plan.keys[i] for i in indexes]
 
-        def answered(records: list[Record | None]) -> None:
-            plan.answered(replica, indexes, records, self.wall_ms())
-            settle()
-
-        def failed() -> None:
-            for spare, spare_indexes in plan.failed(replica, indexes).items():
-                self._ask(spare, spare_indexes, plan, settle)
-            settle()
+        def settle(records: list[Record | None] | None) -> None:
+            if records is None:
+                for spare, spare_indexes in plan.failed(replica, indexes).items():
+                    self._ask(spare, spare_indexes, plan, decide)
+            else:
+                plan.answered(replica, indexes, records, self.wall_ms())
+            decide()
 
         if replica == self.node_id:
-            answered(self.read_local(keys))
-            return
-        target = self.cluster.node(replica)
-        self.cluster.call(
-            self,
-            target,
-            lambda: target.read_local(keys),
-            answered,
-            failed,
-            self.config.peer_timeout,
-        )
+            settle(self.read_local(keys))
+        else:
+            self.link(replica).submit_read(keys, settle)
 
     def _read_repair(self, repairs: dict[str, list[Record]]) -> None:
         for replica, records in repairs.items():
             if replica == self.node_id:
                 self.apply_replicated(records)
             else:
-                target = self.cluster.node(replica)
-                self.cluster.call(
-                    self,
-                    target,
-                    lambda t=target, r=records: t.apply_replicated(r),  # type: ignore[misc]
-                    lambda _: None,
-                    lambda: None,
-                    self.config.peer_timeout,
-                )
+                self.link(replica).submit_apply(records, lambda _: None)
 
     # ----- background loops -----------------------------------------------------------------
 
@@ -497,23 +579,17 @@ class SimNode:
 
     def _deliver_hints(self) -> None:
         def send(replica: str, batches: deque[list[Record]]) -> None:
-            # In order, each batch once the one before was answered (hints.py).
+            # In order, each batch once the one before was answered (hinted_handoff.py).
             if not batches:
                 return
-            target, batch = self.cluster.node(replica), batches.popleft()
+            batch = batches.popleft()
 
-            def delivered(_: Any) -> None:
-                self.hints.delivered(replica, batch)
-                send(replica, batches)
+            def delivered(outcomes: list[ApplyOutcome] | None) -> None:
+                if outcomes is not None:  # else delivery pauses until the next round
+                    self.hints.delivered(replica, batch)
+                    send(replica, batches)
 
-            self.cluster.call(
-                self,
-                target,
-                lambda: target.apply_replicated(batch),
-                delivered,
-                lambda: None,
-                self.config.peer_timeout,
-            )
+            self.link(replica).submit_apply(batch, delivered)
 
         self.hints.expire(self.wall_ms())
         for step in self.hints.due(self.membership):

@@ -11,8 +11,9 @@ replica holds. A failing schedule shrinks to a minimal one.
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
 from a3redis.core import coordinator
+from a3redis.core.batcher import Call, CallQueue
 from a3redis.core.consistency import Consistency
 from a3redis.core.quorum import ReadQuorum, WriteQuorum
 from tests.faults.simcluster import SimCluster, SimConfig
@@ -328,6 +330,65 @@ def test_the_checker_catches_a_write_plan_that_acknowledges_after_one_replica_le
         found = _search_finds(_lost_or_stale)
         assert _lost_or_stale(found)
     assert not run(found)[1], "the schedule found is fine with the production write plan"
+
+
+_answered = CallQueue.answered
+
+
+def _answers_from_the_call_start(
+    queue: CallQueue[Any, Any, Any], call: Call[Any, Any], results: list[Any]
+) -> Iterator[tuple[Any, list[Any]]]:
+    """CallQueue.answered with a slip: each submission gets the answers of the call's
+    first items, its own offset in the call forgotten."""
+    entries = [(waiter, 0, count, size) for waiter, _, count, size in call.entries]
+    return _answered(queue, Call(call.queue, call.items, entries), results)
+
+
+def _answers_to_the_first_only(
+    queue: CallQueue[Any, Any, Any], call: Call[Any, Any], results: list[Any]
+) -> Iterator[tuple[Any, list[Any]]]:
+    """CallQueue.answered with a slip: only the call's first submission is settled."""
+    return itertools.islice(_answered(queue, call, results), 1)
+
+
+def test_the_checker_catches_a_peer_batcher_that_fans_an_answer_out_wrongly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The simulation has teeth against the production peer batcher (a3redis.core.batcher),
+    which both the node's peer links and this simulation's run: a call shared by several
+    submissions must hand each its own answers, and settle every one."""
+    # By hand: four clients read two keys at ALL at once through node-2, which holds
+    # neither, so each replica gets the later reads in one shared call.
+    by_hand = Schedule(
+        4,
+        (0,) * 4,
+        4,
+        1,
+        (
+            ("op", 0, PUT, 2, 1, QUORUM, 0.0),
+            ("op", 1, PUT, 3, 1, QUORUM, 0.2),
+            ("op", 0, GET, 2, 1, ALL, 0.0),
+            ("op", 1, GET, 3, 1, ALL, 0.0),
+            ("op", 2, GET, 2, 1, ALL, 0.0),
+            ("op", 3, GET, 3, 1, ALL, 0.2),
+        ),
+    )
+    cluster, anomalies = run(by_hand)
+    assert not anomalies and all(op.outcome == OK for op in cluster.history)
+    assert "node-2" not in {*cluster.owners("k2"), *cluster.owners("k3")}
+    with monkeypatch.context() as patch:
+        # Another key's record is refused, so the read counts the key as absent.
+        patch.setattr(CallQueue, "answered", _answers_from_the_call_start)
+        _, anomalies = run(by_hand)
+        assert "stale-read" in [a.kind for a in anomalies]
+    with monkeypatch.context() as patch:
+        # The checker cannot blame an answer that never came; a fault-free cluster can.
+        patch.setattr(CallQueue, "answered", _answers_to_the_first_only)
+        cluster, _ = run(by_hand)
+        assert [op.code for op in cluster.history if op.outcome != OK] == [
+            "DEADLINE_EXCEEDED",
+            "DEADLINE_EXCEEDED",
+        ]
 
 
 def test_a_restarted_node_acknowledges_only_writes_it_can_place() -> None:
