@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -335,12 +334,6 @@ def test_every_submission_is_settled_once_with_its_own_answers_in_order(
     assert all(item.split(b".")[0] in failed for item in everything if item not in set(sent))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batcher bug found by the simulator: due() tests now - last_call >= HOLD_BACK, "
-    "which float rounding leaves false at last_call + HOLD_BACK, the moment wake_at() names; "
-    "fix: compare now >= last_call + HOLD_BACK in CallQueue.due, then drop this marker",
-)
 @given(st.floats(0.0, 1e6))
 def test_a_held_back_call_is_due_at_the_moment_wake_at_names(first_call: float) -> None:
     """The sender sleeps until wake_at(); if nothing is due then, a sender on a fake clock
