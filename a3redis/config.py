@@ -408,7 +408,7 @@ SETTINGS: tuple[Setting, ...] = (
         "hint_window",
         "10800",
         Number(0.0, 30 * 86400.0),
-        "Seconds a hint for a down replica is kept (3 h, as Cassandra)",
+        "Seconds a hint for a down replica is kept (3 h, as Cassandra; at most TOMBSTONE_GRACE)",
     ),
     Setting(
         "SYNC_INTERVAL",
@@ -540,6 +540,17 @@ class Config:
     @property
     def gossip_address(self) -> Address:
         return Address(self.advertise_host, self.gossip_port)
+
+    @property
+    def hints_kept_for(self) -> float:
+        """Seconds a hint is kept: HINT_WINDOW, but never longer than TOMBSTONE_GRACE.
+
+        A hint older than the grace may carry a value whose delete has since
+        been purged on every replica; delivered then, it would bring the key
+        back. Dropping it loses nothing: the other replicas hold the write,
+        and anti-entropy brings it to the one that missed it.
+        """
+        return min(self.hint_window, self.tombstone_grace)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:

@@ -114,7 +114,7 @@ async def run_node(
         )
         async with store_cm as store:
             clock = HybridLogicalClock(config.node_id)
-            hints = HintStore(config.data_dir / "hints", config.hint_window, wall_ms)
+            hints = HintStore(config.data_dir / "hints", config.hints_kept_for, wall_ms)
             await trio.to_thread.run_sync(hints.load)
             gate = RequestGate()
             member_file = MemberFile(config.data_dir, config.cluster_name)

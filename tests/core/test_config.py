@@ -275,3 +275,11 @@ def test_wildcard_bind_advertises_a_reachable_name() -> None:
     assert config.advertise_host not in ("", "0.0.0.0")
     explicit = Config.from_env({"BIND_HOST": "::", "ADVERTISE_HOST": "10.1.2.3"})
     assert str(explicit.grpc_address) == "10.1.2.3:50051"
+
+
+def test_hints_are_never_kept_longer_than_a_tombstone_may_live() -> None:
+    """A hint older than TOMBSTONE_GRACE could bring back a value whose delete was purged."""
+    assert Config.from_env({}).hints_kept_for == 3 * 3600
+    short_grace = Config.from_env({"HINT_WINDOW": "10800", "TOMBSTONE_GRACE": "60"})
+    assert short_grace.hints_kept_for == 60
+    assert Config.from_env({"HINT_WINDOW": "5"}).hints_kept_for == 5
