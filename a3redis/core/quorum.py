@@ -19,6 +19,8 @@ from a3redis.core.record import Record, supersedes
 
 
 class WriteQuorum:
+    __slots__ = ("acked", "failed", "replicas", "required", "superseded")
+
     def __init__(self, replicas: Sequence[str], required: int) -> None:
         if not 0 < required <= len(replicas):
             raise ValueError(f"cannot require {required} of {len(replicas)} replicas")
@@ -52,10 +54,14 @@ class WriteQuorum:
 
     @property
     def decided(self) -> bool:
-        return self.succeeded or self.impossible
+        # succeeded or impossible, spelled out: every answer of a batch asks.
+        required = self.required
+        return len(self.acked) >= required or len(self.replicas) - len(self.failed) < required
 
 
 class ReadQuorum:
+    __slots__ = ("_decided_with", "answers", "failed", "replicas", "required", "result")
+
     def __init__(self, replicas: Sequence[str], required: int) -> None:
         if not 0 < required <= len(replicas):
             raise ValueError(f"cannot require {required} of {len(replicas)} replicas")
