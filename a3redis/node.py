@@ -133,7 +133,7 @@ async def run_node(
                     config.peer_timeout,
                     has_peers=bool(seed_addresses(config)),
                 )
-                kv = Keyspace(
+                keyspace = Keyspace(
                     store,
                     clock,
                     wall_ms,
@@ -157,7 +157,7 @@ async def run_node(
                     saver,
                 )
                 repair = AntiEntropy(
-                    kv,
+                    keyspace,
                     cluster,
                     RepairSettings(
                         config.sync_interval,
@@ -168,11 +168,11 @@ async def run_node(
                     ),
                 )
                 metrics = NodeMetrics()
-                metrics.add_source(node_source(store, kv, hints, repair, gossip))
+                metrics.add_source(node_source(store, keyspace, hints, repair, gossip))
                 view = NodeView(config, store, gossip, repair, metrics, time.monotonic())
                 services = [
-                    KeyValueService(kv, config, gate, repair, metrics).service,
-                    ReplicaService(kv, gate, repair, metrics).service,
+                    KeyValueService(keyspace, config, gate, repair, metrics).service,
+                    ReplicaService(keyspace, gate, repair, metrics).service,
                 ]
                 async with trio.open_nursery() as nursery:
                     connections = await nursery.start(

@@ -156,13 +156,13 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
 
     def __init__(
         self,
-        kv: Keyspace,
+        keyspace: Keyspace,
         config: Config,
         gate: RequestGate,
         repair: AntiEntropy,
         metrics: NodeMetrics,
     ) -> None:
-        self.kv = kv
+        self.keyspace = keyspace
         self.config = config
         self.gate = gate
         self.repair = repair
@@ -175,31 +175,31 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
     @_unary
     async def Put(self, request: pb.PutRequest) -> pb.PutResponse:
         level = wire.consistency_from_pb(request.consistency)
-        version = await self.kv.put(request.key, request.value, level, _after(request))
+        version = await self.keyspace.put(request.key, request.value, level, _after(request))
         return pb.PutResponse(version=wire.version_to_pb(version))
 
     @_unary
     async def Get(self, request: pb.GetRequest) -> pb.GetResponse:
         level = wire.consistency_from_pb(request.consistency)
-        return wire.get_response(await self.kv.get(request.key, level))
+        return wire.get_response(await self.keyspace.get(request.key, level))
 
     @_unary
     async def Delete(self, request: pb.DeleteRequest) -> pb.DeleteResponse:
         level = wire.consistency_from_pb(request.consistency)
-        version = await self.kv.delete(request.key, level, _after(request))
+        version = await self.keyspace.delete(request.key, level, _after(request))
         return pb.DeleteResponse(version=wire.version_to_pb(version))
 
     @_unary
     async def BatchPut(self, request: pb.BatchPutRequest) -> pb.BatchPutResponse:
         level = wire.consistency_from_pb(request.consistency)
         pairs = [(pair.key, pair.value) for pair in request.pairs]
-        versions = await self.kv.batch_put(pairs, level, _after(request))
+        versions = await self.keyspace.batch_put(pairs, level, _after(request))
         return pb.BatchPutResponse(versions=[wire.version_to_pb(v) for v in versions])
 
     @_unary
     async def BatchGet(self, request: pb.BatchGetRequest) -> pb.BatchGetResponse:
         level = wire.consistency_from_pb(request.consistency)
-        records = await self.kv.batch_get(list(request.keys), level)
+        records = await self.keyspace.batch_get(list(request.keys), level)
         return pb.BatchGetResponse(results=[wire.get_response(record) for record in records])
 
     @_unary
@@ -216,7 +216,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
 
     @_unary
     async def Topology(self, request: pb.TopologyRequest) -> pb.TopologyResponse:
-        cluster = self.kv.cluster
+        cluster = self.keyspace.cluster
         return pb.TopologyResponse(
             members=[
                 pb.Member(node_id=m.node_id, grpc_address=m.grpc_addr, status=m.status.name.lower())
@@ -264,7 +264,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
                 remaining = request.limit or None
                 while start is not None and remaining != 0:
                     size = SCAN_PAGE if remaining is None else min(SCAN_PAGE, remaining)
-                    page, start = await self.kv.scan_page(
+                    page, start = await self.keyspace.scan_page(
                         start, request.end, request.prefix, size, level
                     )
                     for record in page:
@@ -288,9 +288,9 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
     SERVICE = "Replica"
 
     def __init__(
-        self, kv: Keyspace, gate: RequestGate, repair: AntiEntropy, metrics: NodeMetrics
+        self, keyspace: Keyspace, gate: RequestGate, repair: AntiEntropy, metrics: NodeMetrics
     ) -> None:
-        self.kv = kv
+        self.keyspace = keyspace
         self.gate = gate
         self.repair = repair
         self.metrics = metrics
@@ -317,11 +317,11 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
     @_unary
     async def LocalScan(self, request: rpb.LocalScanRequest) -> rpb.LocalScanResponse:
         limit = min(request.limit or SCAN_PAGE, 10 * SCAN_PAGE)
-        records = self.kv.store.scan(
+        records = self.keyspace.store.scan(
             request.start, request.end, request.prefix, limit + 1, include_tombstones=True
         )
         # A page also ends once its keys and values would exceed the response limit.
-        fits = min(limit, self.kv.limits.records_that_fit(records, MAX_PEER_RESPONSE_BYTES))
+        fits = min(limit, self.keyspace.limits.records_that_fit(records, MAX_PEER_RESPONSE_BYTES))
         return rpb.LocalScanResponse(
             records=[wire.record_to_pb(record) for record in records[:fits]],
             more=len(records) > fits,
@@ -329,22 +329,22 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
 
     @_unary
     async def Apply(self, request: rpb.ApplyRequest) -> rpb.ApplyResponse:
-        self.kv.limits.check_batch(len(request.records))
+        self.keyspace.limits.check_batch(len(request.records))
         # Only for log lines: a name that is not a node id is not repeated.
         coordinator = request.coordinator
         source = coordinator if is_node_id(coordinator) else "a peer (no valid coordinator id)"
         records = [wire.record_from_pb(record) for record in request.records]
-        outcomes = await self.kv.apply_replicated(records, "Apply", source)
+        outcomes = await self.keyspace.apply_replicated(records, "Apply", source)
         # The core enum shares the wire's numbering.
         return rpb.ApplyResponse(outcomes=cast(Any, [int(o) for o in outcomes]))
 
     @_unary
     async def Read(self, request: rpb.ReadRequest) -> rpb.ReadResponse:
         keys = list(request.keys)
-        self.kv.limits.check_batch(len(keys))
-        self.kv.limits.check_keys(keys)
-        found = self.kv.read_local(keys)
-        self.kv.limits.check_response(found, "Read", MAX_PEER_RESPONSE_BYTES)
+        self.keyspace.limits.check_batch(len(keys))
+        self.keyspace.limits.check_keys(keys)
+        found = self.keyspace.read_local(keys)
+        self.keyspace.limits.check_response(found, "Read", MAX_PEER_RESPONSE_BYTES)
         return rpb.ReadResponse(
             results=[
                 rpb.ReadResult(present=True, record=wire.record_to_pb(record))

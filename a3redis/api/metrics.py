@@ -184,7 +184,7 @@ def connection_source(connections: Any) -> Callable[[], Iterator[Metric]]:
 
 
 def node_source(
-    store: Any, kv: Any, hints: Any, repair: Any, gossip: Any
+    store: Any, keyspace: Any, hints: Any, repair: Any, gossip: Any
 ) -> Callable[[], Iterator[Metric]]:
     """Everything but request counts, read from the components at scrape time."""
 
@@ -197,7 +197,7 @@ def node_source(
         yield counter("a3redis_commits", "Group commits written to the log", stats.commits)
         yield counter("a3redis_fsyncs", "fdatasync calls on the log", stats.fsyncs)
         yield counter("a3redis_compactions", "Snapshots written by compaction", stats.compactions)
-        replication = kv.stats
+        replication = keyspace.stats
         yield counter(
             "a3redis_replica_write_failures",
             "Replica writes that failed (they become hints)",
@@ -211,11 +211,13 @@ def node_source(
         yield counter(
             "a3redis_read_repairs", "Stale replica copies fixed by reads", replication.read_repairs
         )
-        yield gauge("a3redis_peer_links", "Links to peer nodes held open", len(kv.cluster.links()))
+        yield gauge(
+            "a3redis_peer_links", "Links to peer nodes held open", len(keyspace.cluster.links())
+        )
         yield counter(
             "a3redis_peer_keepalive_failures",
             "Keepalive pings to idle peer connections that failed (the channel was dropped)",
-            sum(link.keepalive_failures for link in kv.cluster.links()),
+            sum(link.keepalive_failures for link in keyspace.cluster.links()),
         )
         yield counter("a3redis_hints_stored", "Hints stored for down replicas", hints.stored)
         yield counter("a3redis_hints_delivered", "Hints handed to their replica", hints.delivered)
@@ -259,7 +261,7 @@ def node_source(
         # One family for every refusal: the data path's (records, entries, answers)
         # and gossip's (messages); their endpoints differ, so no series is shared.
         refused: dict[tuple[str, ...], int] = dict(gossip.rejected.counts)
-        for labels, count in list(kv.rejections.counts.items()):
+        for labels, count in list(keyspace.rejections.counts.items()):
             refused[labels] = refused.get(labels, 0) + count
         yield labelled_counter(
             "a3redis_rejected",

@@ -99,8 +99,8 @@ class RepairStats:
 
 
 class AntiEntropy:
-    def __init__(self, kv: Keyspace, cluster: Topology, settings: RepairSettings) -> None:
-        self.kv = kv
+    def __init__(self, keyspace: Keyspace, cluster: Topology, settings: RepairSettings) -> None:
+        self.keyspace = keyspace
         self.cluster = cluster
         self.settings = settings
         self.stats = RepairStats()
@@ -113,7 +113,7 @@ class AntiEntropy:
         self._confirmed: dict[tuple[int, str], int] = {}
         self._nursery: trio.Nursery | None = None
         self._building = False
-        self.handoff = Handoff(kv.store, kv.read_local, cluster, self.index, self._pace)
+        self.handoff = Handoff(keyspace.store, keyspace.read_local, cluster, self.index, self._pace)
 
     def _start_index_build(self) -> None:
         if self._nursery is not None and not self._building:
@@ -127,13 +127,15 @@ class AntiEntropy:
             self._building = False
 
     async def index(self) -> MerkleIndex:
-        return await self.kv.store.merkle_index(self.cluster.ring.partitions, self.settings.chunks)
+        return await self.keyspace.store.merkle_index(
+            self.cluster.ring.partitions, self.settings.chunks
+        )
 
     # ----- serving side -------------------------------------------------------------------
 
     async def serve_tree(self, request: TreeRequest) -> TreeAnswer:
         shared = self.cluster.ring.shared_partitions(request.requester, self.cluster.node_id)
-        index = self.kv.store.built_merkle_index
+        index = self.keyspace.store.built_merkle_index
         answer = answer_tree(request, shared, self.settings.chunks, index)
         if answer.building:
             # Build it in the background and let the requester come back: a call
@@ -146,7 +148,7 @@ class AntiEntropy:
 
     async def serve_entries(self, request: EntriesRequest) -> EntriesAnswer:
         keys = entries_keys(request, await self.index())
-        return EntriesAnswer.of(self.kv.read_local(keys))
+        return EntriesAnswer.of(self.keyspace.read_local(keys))
 
     # ----- initiating side ----------------------------------------------------------------
 
@@ -212,7 +214,7 @@ class AntiEntropy:
     async def round_with(self, peer: str) -> PeerReport:
         report = PeerReport(peer)
         started = time.monotonic()
-        started_ms = self.kv.wall_ms()
+        started_ms = self.keyspace.wall_ms()
         link = self.cluster.link(peer)
         try:
             if link is None:
@@ -230,7 +232,7 @@ class AntiEntropy:
 
     async def _purge(self) -> None:
         """Drop the tombstones that every replica is known to hold, after the grace period."""
-        store = self.kv.store
+        store = self.keyspace.store
         ring = self.cluster.ring
         me = self.cluster.node_id
         # Confirmations from peers no longer in the ring can never count again.
@@ -242,7 +244,7 @@ class AntiEntropy:
             return
         chosen = purgeable(
             candidates,
-            self.kv.wall_ms(),
+            self.keyspace.wall_ms(),
             self._grace_ms,
             lambda key: partition_of(key, ring.partitions),
             lambda partition: [n for n in ring.partition_owners(partition) if n != me],
@@ -284,8 +286,8 @@ class AntiEntropy:
         if not walk.leaves:
             return shared
         theirs = self._valid_entries(walk.entries, peer)
-        mine = self.kv.read_local(walk.my_keys())
-        moves = transfers(mine, theirs, self.kv.wall_ms(), self._grace_ms)
+        mine = self.keyspace.read_local(walk.my_keys())
+        moves = transfers(mine, theirs, self.keyspace.wall_ms(), self._grace_ms)
         await self._transfer(link, moves.pull, moves.push, report)
         log.info(
             "[anti-entropy] MISMATCH peer=%s partitions=%d leaves=%d keys=%d pulled=%d pushed=%d",
@@ -302,9 +304,9 @@ class AntiEntropy:
         self, entries: Sequence[EntryVersion], peer: str
     ) -> dict[bytes, EntryVersion]:
         """The peer's entries that pass the checks, by key; the others are counted."""
-        valid, refused = check_entries(entries, self.kv.limits, self.kv.wall_ms())
+        valid, refused = check_entries(entries, self.keyspace.limits, self.keyspace.wall_ms())
         for error in refused:
-            self.kv.reject("Entries", error, peer)
+            self.keyspace.reject("Entries", error, peer)
         return valid
 
     async def _transfer(
@@ -314,7 +316,7 @@ class AntiEntropy:
         for start in range(0, len(pull), TRANSFER_BATCH):
             keys = pull[start : start + TRANSFER_BATCH]
             fetched = await link.fetch(keys, report)
-            await self.kv.apply_replicated(fetched, "repair", peer)
+            await self.keyspace.apply_replicated(fetched, "repair", peer)
             report.keys_pulled += len(fetched)
             await self._pace(len(keys))
         for start in range(0, len(push), TRANSFER_BATCH):

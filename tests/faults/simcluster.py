@@ -34,7 +34,7 @@ Rules:
   node) and the member table it saved (a3redis.cluster.gossip.MemberFile, written on
   every change); the clock restarts past the newest stored version,
   membership restarts with a higher incarnation, its seeds and the saved
-  table. A node that knows no other member refuses requests (kv.py).
+  table. A node that knows no other member refuses requests (a3redis/cluster/keyspace.py).
 - Clients are never cut from coordinators; a client runs one operation at a
   time, carries the newest version it saw (as a3redis.client does) and
   records every operation for the history checker.
@@ -322,7 +322,7 @@ class SimNode:
         self.clock = HybridLogicalClock(self.node_id)
         self.coordinator = self._coordinator()
         if self.table.max_version is not None:
-            # After a restart, never issue a version below one already stored (kv.py).
+            # After a restart, never issue a version below one already stored (keyspace.py).
             self.clock.observe(self.table.max_version, self.wall_ms())
         self.membership = self._membership()
         rng = self.cluster.loop.rng
@@ -415,7 +415,7 @@ class SimNode:
         found = [self.table.get(key) for key in keys]
         return [None if r is None or r.version.wall_ms > bound else r for r in found]
 
-    # ----- coordinator: the shell of a3redis.core.coordinator's plans, as kv.py is --------
+    # ----- coordinator: the shell of a3redis.core.coordinator's plans, as keyspace.py is ---
 
     def write(
         self,
