@@ -11,9 +11,10 @@ reconnects.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from a3redis.api import wire
+from a3redis.cluster.peers import Meter
 from a3redis.core.anti_entropy import (
     ChunksAnswer,
     ChunksRequest,
@@ -31,14 +32,6 @@ from a3redis.v1.replica_grpc import ReplicaStub
 
 class MalformedAnswerError(Exception):
     """A peer's answer does not fit its request (another count of results)."""
-
-
-class Meter(Protocol):
-    """What adds up a caller's calls and their bytes (a repair report)."""
-
-    calls: int
-    bytes_sent: int
-    bytes_received: int
 
 
 class ReplicaCalls:

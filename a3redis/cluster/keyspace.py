@@ -265,14 +265,10 @@ class Keyspace:
         return True
 
     async def _apply(self, records: Sequence[Record], wall: int) -> list[ApplyOutcome]:
-        """Apply records that passed the checks (or that this node made)."""
+        """Apply records that passed the checks; the clock passes each first."""
         for record in records:
             self.clock.observe(record.version, wall)
-        stored = await self.store.apply_many(records, self.limits.clock_bound(wall))
-        return [
-            outcome(record, was_stored, None if was_stored else self.store.latest(record.key))
-            for record, was_stored in zip(records, stored, strict=True)
-        ]
+        return await self._apply_own(records, wall)
 
     def read_local(self, keys: Sequence[bytes]) -> list[Record | None]:
         """This node's own records of `keys`; one beyond the clock-skew bound is not there."""
@@ -314,7 +310,8 @@ class Keyspace:
             # No quorum to count: the store's answer is the write's.
             bound = self.limits.clock_bound(wall)
             return plan.stored_here(await self.store.apply_many(plan.records, bound))
-        decided = None if plan.local is not None and not plan.peers else trio.Event()
+        # Without peers the plan is decided once our own copy is written.
+        decided = trio.Event() if plan.peers else None
         for replica, records in plan.unreachable.items():
             self._hint(replica, records)
         for replica, indexes in plan.peers.items():
@@ -329,8 +326,8 @@ class Keyspace:
             await self._await(decided, "write")
         return plan.result()
 
-    async def _apply_own(self, records: list[Record], wall: int) -> list[ApplyOutcome]:
-        """Apply records this node just versioned (its clock already passed them)."""
+    async def _apply_own(self, records: Sequence[Record], wall: int) -> list[ApplyOutcome]:
+        """Apply records whose versions this node's clock has already passed."""
         stored = await self.store.apply_many(records, self.limits.clock_bound(wall))
         latest = self.store.latest
         return [

@@ -461,9 +461,6 @@ class ReadPlan:
             quorum = self.quorums[i]
             was_decided = quorum.decided
             quorum.fail(replica)
-            if not was_decided and quorum.decided:
-                self._undecided -= 1
-                was_decided = True
             spares = self._spares[i]
             while spares:
                 spare = spares.pop(0)
@@ -472,9 +469,8 @@ class ReadPlan:
                     break
                 # A spare that went down since the plan was made fails like an asked one.
                 quorum.fail(spare)
-                if not was_decided and quorum.decided:
-                    self._undecided -= 1
-                    was_decided = True
+            if not was_decided and quorum.decided:
+                self._undecided -= 1
         self._outstanding += len(retry) - 1
         return retry
 

@@ -430,14 +430,20 @@ class SimNode:
         except RequestError as error:
             reply(FAIL, grpc_code(error), str(error), None, None)  # nothing was sent
             return
-        if plan.only_here:
-            stored = [self.table.apply(record) for record in plan.records]
+
+        def answer(versions_of: Callable[[], list[Version]]) -> None:
             try:
-                versions = plan.stored_here(stored)
+                versions = versions_of()
             except RequestError as error:
+                # Not "fail": replicas may have stored it (and a write that lost
+                # last-write-wins may show until the newer version reaches them).
                 reply(UNKNOWN, grpc_code(error), str(error), None, None)
             else:
                 reply(OK, "OK", "", versions[0], None)
+
+        if plan.only_here:
+            stored = [self.table.apply(record) for record in plan.records]
+            answer(lambda: plan.stored_here(stored))
             return
         finished = [False]
 
@@ -445,14 +451,7 @@ class SimNode:
             if finished[0] or not plan.decided:
                 return
             finished[0] = True
-            try:
-                versions = plan.result()
-            except RequestError as error:
-                # Not "fail": replicas may have stored it (and a write that lost
-                # last-write-wins may show until the newer version reaches them).
-                reply(UNKNOWN, grpc_code(error), str(error), None, None)
-            else:
-                reply(OK, "OK", "", versions[0], None)
+            answer(plan.result)
 
         def deadline() -> None:
             if not finished[0]:
@@ -494,6 +493,10 @@ class SimNode:
             return
         finished = [False]
 
+        def found(record: Record | None) -> None:
+            value = None if record is None or record.value is None else record.value.decode()
+            reply(OK, "OK", "", None if record is None else record.version, value)
+
         def settle() -> None:
             if not finished[0] and plan.decided:
                 finished[0] = True
@@ -502,9 +505,7 @@ class SimNode:
                 except RequestError as error:
                     reply(UNKNOWN, grpc_code(error), str(error), None, None)
                 else:
-                    value = None if result is None or result.value is None else result.value
-                    version = None if result is None else result.version
-                    reply(OK, "OK", "", version, None if value is None else value.decode())
+                    found(result)
             repairs = plan.take_repairs()
             if repairs and self.config.read_repair:
                 self._read_repair(repairs)
@@ -516,10 +517,7 @@ class SimNode:
                 reply(UNKNOWN, grpc_code(error), str(error), None, None)
 
         if plan.only_here:
-            finished[0] = True
-            found = self.read_local([key])[0]
-            value = None if found is None or found.value is None else found.value.decode()
-            reply(OK, "OK", "", None if found is None else found.version, value)
+            found(self.read_local([key])[0])
             return
         self.timer(self.config.request_timeout, deadline)
         asks = dict(plan.asks)
