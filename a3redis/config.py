@@ -390,6 +390,15 @@ SETTINGS: tuple[Setting, ...] = (
         "memberlist's dead-node reclaim)",
     ),
     Setting(
+        "JOIN_TIMEOUT",
+        "join_timeout",
+        "30",
+        Number(0.0, 3600.0),
+        "Seconds a node that starts with no saved member table waits for every configured "
+        "peer (PEERS / TOTAL_NODES) to answer before it takes a place, once one has; and that "
+        "a restarted node waits to hear from a peer before it coordinates on its saved table",
+    ),
+    Setting(
         "REQUEST_TIMEOUT",
         "request_timeout",
         "3",
@@ -439,6 +448,14 @@ SETTINGS: tuple[Setting, ...] = (
         "5000",
         Number(0.0, 1e9, "keys per second, 0 for no limit"),
         "Pace of repair transfers",
+    ),
+    Setting(
+        "STREAM_MAX_KEYS_PER_SECOND",
+        "stream_max_keys_per_second",
+        "200000",
+        Number(0.0, 1e9, "keys per second, 0 for no limit"),
+        "Pace at which a joining node copies its partitions (and a leaving node hands its "
+        "partitions over)",
     ),
     Setting(
         "TOMBSTONE_GRACE",
@@ -519,6 +536,7 @@ class Config:
     gossip_interval: float
     failure_timeout: float
     dead_member_reap: float
+    join_timeout: float
     request_timeout: float
     peer_timeout: float
     hint_window: float
@@ -526,6 +544,7 @@ class Config:
     chunk_count: int
     merkle_fanout: int
     repair_max_keys_per_second: float
+    stream_max_keys_per_second: float
     tombstone_grace: float
     clock_offset_ms: int
     debug_log: bool
@@ -551,6 +570,12 @@ class Config:
         and anti-entropy brings it to the one that missed it.
         """
         return min(self.hint_window, self.tombstone_grace)
+
+    @property
+    def transition_drain(self) -> float:
+        """Seconds a joining or leaving node waits after every member acknowledged a new
+        role: every request coordinated under the previous configuration has ended by then."""
+        return self.request_timeout + self.peer_timeout + self.gossip_interval
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:

@@ -29,7 +29,7 @@ import trio
 from a3redis.api.describe import Describer
 from a3redis.api.grpc_services import KeyValueService, ReplicaService
 from a3redis.api.http import NodeView, serve_http
-from a3redis.api.metrics import NodeMetrics, connection_source, node_source
+from a3redis.api.metrics import NodeMetrics, connection_source, node_source, rebalance_source
 from a3redis.api.replica_calls import ReplicaCalls
 from a3redis.cluster.anti_entropy import AntiEntropy, RepairSettings
 from a3redis.cluster.gossip import (
@@ -43,10 +43,12 @@ from a3redis.cluster.gossip import (
 )
 from a3redis.cluster.hinted_handoff import HintStore
 from a3redis.cluster.keyspace import Keyspace
+from a3redis.cluster.rebalance import Rebalancer
 from a3redis.cluster.topology import Topology
 from a3redis.config import Config, ConfigError
 from a3redis.core.hlc import HybridLogicalClock
-from a3redis.core.membership import Membership, MembershipSettings, MemberState, Status
+from a3redis.core.membership import Membership, MembershipSettings, MemberState, Role, Status
+from a3redis.core.transition import Readiness
 from a3redis.net.channels import ChannelPool
 from a3redis.net.grpc_server import RequestGate, serve_grpc
 from a3redis.runtime import logs
@@ -125,13 +127,14 @@ async def run_node(
                 trio.open_nursery() as background,
             ):
                 # Replica links, replica work that outlives a request, read repair.
+                readiness = Readiness(trio.current_time(), config.join_timeout)
                 cluster = Topology(
                     membership,
                     config.replication_factor,
                     functools.partial(ReplicaCalls, channels, coordinator=config.node_id),
                     background,
                     config.peer_timeout,
-                    has_peers=bool(seed_addresses(config)),
+                    readiness=readiness,
                 )
                 keyspace = Keyspace(
                     store,
@@ -167,9 +170,25 @@ async def run_node(
                         config.merkle_fanout,
                     ),
                 )
+                rebalancer = Rebalancer(
+                    membership,
+                    cluster,
+                    keyspace,
+                    readiness,
+                    gossip.peers_unheard,
+                    repair.index,
+                    config.data_dir,
+                    drain=config.transition_drain,
+                    max_keys_per_second=config.stream_max_keys_per_second,
+                    on_change=saver,
+                    on_left=stop.set,
+                )
                 metrics = NodeMetrics()
                 metrics.add_source(node_source(store, keyspace, hints, repair, gossip))
-                view = NodeView(config, store, gossip, repair, metrics, time.monotonic())
+                metrics.add_source(rebalance_source(rebalancer))
+                view = NodeView(
+                    config, store, gossip, repair, metrics, time.monotonic(), rebalancer
+                )
                 services = [
                     KeyValueService(keyspace, config, gate, repair, metrics).service,
                     ReplicaService(keyspace, gate, repair, metrics).service,
@@ -190,6 +209,7 @@ async def run_node(
                     await nursery.start(serve_http, http_sock, view, stop)
                     await nursery.start(gossip.run, stop)
                     await nursery.start(repair.run, stop)
+                    await nursery.start(rebalancer.run, stop)
                     log.info(
                         "%s serving gRPC on %s:%d and HTTP on %s:%d (data in %s, fsync=%s)",
                         config.node_id,
@@ -218,12 +238,14 @@ async def run_node(
 def _membership(config: Config, now_ms: int, member_file: MemberFile) -> Membership:
     incarnation = start_incarnation(config.data_dir, now_ms)
     save_incarnation(config.data_dir, incarnation)
+    saved, status_ages = member_file.load(time.time())
     me = MemberState(
         config.node_id,
         str(config.grpc_address),
         str(config.gossip_address),
         Status.ALIVE,
         incarnation,
+        _start_role(config, saved),
     )
     settings = MembershipSettings(
         failure_timeout=config.failure_timeout, dead_member_reap=config.dead_member_reap
@@ -235,11 +257,21 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> Members
         settings,
         limits=(config.limits.max_key_bytes, config.limits.max_value_bytes),
     )
-    saved, status_ages = member_file.load(time.time())
     membership.restore(saved, trio.current_time(), status_ages)
     if saved:
         log.info("restored %d members from %s", len(saved), member_file.path)
     return membership
+
+
+def _start_role(config: Config, saved: list[MemberState]) -> Role:
+    """Our role as we saved it; a fresh node with peers starts at its cold-start gate.
+
+    A node that left (a finished decommission) starts afresh: it would have to join again.
+    """
+    mine = next((state for state in saved if state.node_id == config.node_id), None)
+    if mine is None or mine.status is Status.LEFT:
+        return Role.STARTING if seed_addresses(config) else Role.NORMAL
+    return mine.role
 
 
 def _local_host(config: Config) -> str | None:

@@ -34,6 +34,7 @@ from a3redis.api import heap
 from a3redis.api.metrics import NodeMetrics, process_usage
 from a3redis.cluster.anti_entropy import AntiEntropy
 from a3redis.cluster.gossip import GossipLoop
+from a3redis.cluster.rebalance import Rebalancer
 from a3redis.config import Config
 from a3redis.core.membership import MAX_MESSAGE_BYTES, Status, summary
 from a3redis.storage.store import Store
@@ -57,6 +58,7 @@ class NodeView:
     repair: AntiEntropy
     metrics: NodeMetrics
     started_at: float
+    rebalancer: Rebalancer
     draining: bool = False
 
     def summary_json(self) -> dict[str, Any]:
@@ -120,6 +122,7 @@ class NodeView:
                 "timestamp": int(heard),
                 "status": member.status.name.lower(),
                 "incarnation": member.incarnation,
+                "role": member.role.value,
             }
             if member.status in (Status.DEAD, Status.LEFT):
                 age = membership.status_age(member.node_id, now_mono) or 0.0
@@ -202,6 +205,29 @@ def create_app(view: NodeView) -> QuartTrio:
         except ValueError as error:
             return {"error": str(error)}, 409
         return {"removed": removed.node_id, "status": removed.status.name.lower()}, 200
+
+    @app.get("/api/transition")
+    async def transition() -> dict[str, Any]:
+        return view.rebalancer.status_json()
+
+    @app.post("/api/members/<node_id>/decommission")
+    async def decommission(node_id: str) -> tuple[dict[str, Any], int]:
+        membership = view.gossip.membership
+        if node_id != membership.node_id:
+            member = membership.get(node_id)
+            if member is None:
+                return {"error": f"no member {node_id!r}"}, 404
+            # Only a node can change its own role: the caller asks the node itself.
+            return {
+                "error": f"ask {node_id} itself, at {member.gossip_addr}",
+                "gossip_addr": member.gossip_addr,
+            }, 421
+        if not view.rebalancer.decommission():
+            return {
+                "error": f"{node_id} is {membership.role.value}: only a normal owner can be "
+                "decommissioned"
+            }, 409
+        return view.rebalancer.status_json(), 202
 
     @app.errorhandler(413)
     async def too_large(_: Exception) -> Response:

@@ -29,7 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from a3redis.core.membership import Membership, summary
+from a3redis.core.membership import Membership, Role, summary
 from a3redis.core.window import RollingStats
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -178,6 +178,46 @@ def connection_source(connections: Any) -> Callable[[], Iterator[Metric]]:
             "a3redis_grpc_streams_over_budget",
             "gRPC streams reset because incomplete requests held more than the inbound budget",
             connections.budget.streams_reset,
+        )
+
+    return produce
+
+
+def rebalance_source(rebalancer: Any) -> Callable[[], Iterator[Metric]]:
+    """This node's join or decommission: role, partitions copied, keys streamed."""
+
+    def produce() -> Iterator[Metric]:
+        stats = rebalancer.stats
+        roles = GaugeMetricFamily(
+            "a3redis_ring_role",
+            "1 for this node's role in the ring (normal, joining, leaving, ...), else 0",
+            labels=["role"],
+        )
+        for role in Role:
+            roles.add_metric([role.value], int(rebalancer.role is role))
+        yield roles
+        yield gauge(
+            "a3redis_transition_partitions",
+            "Partitions this node copies in its join or decommission in progress",
+            stats.partitions_total,
+        )
+        yield gauge(
+            "a3redis_transition_partitions_done",
+            "Of those, the partitions copied so far",
+            stats.partitions_done,
+        )
+        yield counter(
+            "a3redis_stream_keys", "Records copied by joins and decommissions", stats.keys_streamed
+        )
+        yield counter(
+            "a3redis_stream_bytes",
+            "Key and value bytes copied by joins and decommissions",
+            stats.bytes_streamed,
+        )
+        yield counter(
+            "a3redis_stream_failures",
+            "Stream calls that failed (retried at the next tick)",
+            stats.stream_failures,
         )
 
     return produce

@@ -238,7 +238,11 @@ class GossipLoop:
                 with trio.move_on_after(self.config.gossip_interval):
                     await stop.wait()
             nursery.cancel_scope.cancel()
-        await self._announce_leave()
+        await self._announce_departure()
+
+    def peers_unheard(self) -> int:
+        """Configured peers (PEERS / TOTAL_NODES) that have not answered yet."""
+        return len(self._unresolved) + len(self.membership.seeds_pending())
 
     def _log_forgotten(self, gone: list[MemberState]) -> None:
         # One line per tick, however many (a flood of made-up members dies together).
@@ -254,14 +258,18 @@ class GossipLoop:
             self.config.dead_member_reap,
         )
 
-    async def _announce_leave(self) -> None:
-        probes = self.membership.leave(trio.current_time())
+    async def _announce_departure(self) -> None:
+        """Tell everyone we stop (we stay in the ring, as a dead member), or, at the end of
+        a decommission, that we left it."""
+        now = trio.current_time()
+        left = self.membership.me.status is Status.LEFT
+        probes = self.membership.leave(now) if left else self.membership.stop(now)
         self._on_change()
         with trio.move_on_after(LEAVE_TIMEOUT):
             async with trio.open_nursery() as nursery:
                 for probe in probes:
                     nursery.start_soon(self._tell_leaving, probe)
-        log.info("announced leave to %d members", len(probes))
+        log.info("announced %s to %d members", "leave" if left else "stop", len(probes))
 
     async def _tell_leaving(self, probe: Probe) -> None:
         # Whatever the member answers (a refusal, garbage, nothing), we are leaving.

@@ -66,7 +66,8 @@ class Handoff:
         """Hand off what we hold but do not own; return the keys dropped here."""
         cluster = self._cluster
         ring = cluster.ring
-        if not self._settling.settled(ring.members, cluster.joining):
+        # While a member joins or leaves, former owners keep every copy (core.transition).
+        if not self._settling.settled(ring.members, cluster.joining or cluster.changing):
             return 0
         index = await self._index()
         foreign = foreign_partitions(

@@ -10,7 +10,9 @@ decides. The plan never waits and never sends.
    preference list; the consistency level says how many of them must
    answer. A level the ring can never meet is unsatisfiable; one its live
    replicas cannot meet now is unavailable; either way nothing is sent.
-   LOCAL places every key on this node alone.
+   LOCAL places every key on this node alone. While the ring changes
+   (a3redis.core.transition) reads are placed on the ring of the moment and
+   writes on the replicas of both configurations, with W needed in each.
 2. Versions come last: they are stamped only after every check that could
    still refuse the request. A client that saw a version (`after`) makes
    the clock pass it first, so its next write is later whatever our wall
@@ -53,7 +55,7 @@ from a3redis.core.errors import (
     WriteRejectedError,
 )
 from a3redis.core.hlc import HybridLogicalClock, Version
-from a3redis.core.quorum import ReadQuorum, WriteQuorum
+from a3redis.core.quorum import JointWriteQuorum, ReadQuorum, WriteQuorum
 from a3redis.core.record import ApplyOutcome, Record, supersedes
 from a3redis.core.ring import Ring
 from a3redis.core.validation import InvalidRequestError, Limits, Reason
@@ -64,6 +66,10 @@ if TYPE_CHECKING:
 Placement = tuple[tuple[str, ...], int]
 """A key's replicas, and how many of them must answer."""
 
+WritePlacement = tuple[tuple[str, ...], int, "tuple[str, ...] | None"]
+"""A key's replicas, how many must acknowledge, and while the ring changes the
+replicas of the other configuration (as many of them must acknowledge too)."""
+
 
 class ClusterView(Protocol):
     """What a coordinator needs to know of its cluster, as its node sees it now."""
@@ -72,7 +78,14 @@ class ClusterView(Protocol):
     def joining(self) -> bool: ...
 
     @property
-    def ring(self) -> Ring: ...
+    def ring(self) -> Ring:
+        """The ring reads use."""
+        ...
+
+    @property
+    def other_ring(self) -> Ring | None:
+        """While the ring changes, the other configuration (writes need W in both)."""
+        ...
 
     @property
     def replication_factor(self) -> int: ...
@@ -134,6 +147,28 @@ class Coordinator:
             placements.append((replicas, required))
         return placements
 
+    def place_write(self, keys: Sequence[bytes], consistency: Consistency) -> list[WritePlacement]:
+        """`place` for a write: while the ring changes, on both configurations."""
+        other = None if consistency is Consistency.LOCAL or not keys else self.topology.other_ring
+        if other is None:
+            return [
+                (replicas, required, None) for replicas, required in self.place(keys, consistency)
+            ]
+        placements = self.place(keys, consistency)
+        factor = self.topology.replication_factor
+        checked: set[tuple[str, ...]] = set()
+        joint: list[WritePlacement] = []
+        for key, (replicas, required) in zip(keys, placements, strict=True):
+            others = other.preference_list(key)
+            if others == replicas:
+                joint.append((replicas, required, None))
+                continue
+            if others not in checked:
+                self._check_placement(others, consistency, factor, required)
+                checked.add(others)
+            joint.append((replicas, required, others))
+        return joint
+
     def _check_placement(
         self, replicas: tuple[str, ...], consistency: Consistency, factor: int, required: int
     ) -> None:
@@ -165,7 +200,7 @@ class Coordinator:
             # with it, past what the other replicas accept.
             self.limits.check_version(after, wall, "after")
             self.clock.observe(after, wall)
-        placements = self.place([key for key, _ in pairs], consistency)
+        placements = self.place_write([key for key, _ in pairs], consistency)
         now = self.clock.now
         records = [Record(key, value, now(wall)) for key, value in pairs]
         return WritePlan(self.node_id, records, placements, self.topology.is_down)
@@ -284,12 +319,14 @@ class WritePlan:
         self,
         node_id: str,
         records: list[Record],
-        placements: Sequence[Placement],
+        placements: Sequence[WritePlacement],
         is_down: Callable[[str], bool],
     ) -> None:
         self.records = records
         here = (node_id,)
-        self.only_here = all(replicas == here for replicas, _ in placements)
+        self.only_here = all(
+            replicas == here and others is None for replicas, _, others in placements
+        )
         self.local: list[int] | None = None
         self.peers: dict[str, list[int]] = {}
         # Replicas known to be down fail at once; their records are hinted.
@@ -298,11 +335,16 @@ class WritePlan:
         self._undecided = 0
         if self.only_here:
             return
-        self.quorums = [WriteQuorum(replicas, required) for replicas, required in placements]
+        self.quorums = [
+            WriteQuorum(replicas, required)
+            if others is None
+            else JointWriteQuorum(replicas, others, required)
+            for replicas, required, others in placements
+        ]
         self._undecided = len(self.quorums)
         by_replica: dict[str, list[int]] = {}
-        for index, (replicas, _) in enumerate(placements):
-            for replica in replicas:
+        for index, quorum in enumerate(self.quorums):
+            for replica in quorum.replicas:
                 by_replica.setdefault(replica, []).append(index)
         self.local = by_replica.pop(node_id, None)
         for replica, indexes in by_replica.items():

@@ -10,6 +10,19 @@ Rules:
   incarnation. Merging is commutative, associative and idempotent on the
   ranks, and on whole entries for honest input (a node never announces two
   addresses at one incarnation).
+- A member's `role` says where it stands in the ring (a3redis.core.transition
+  decides what each role means): `normal` (an owner), `starting` (a fresh
+  node at its cold-start gate), `waiting` (its turn to join has not come),
+  `joining`/`joined` and `retiring`/`leaving`/`departing` (the phases of
+  a join and of a decommission). Only the member itself changes its role,
+  always with a new incarnation (`set_role`), so the merge above orders
+  roles like everything else; a different role at the same incarnation is
+  believed only from the member itself. An entry without a role (an older
+  release) is `normal`.
+- Every message tells us which of our own incarnations its sender has seen
+  (`acknowledged`): a member that changes its role waits until every live
+  member has seen the change before it acts on it, and meanwhile probes the
+  ones that have not, every round.
 - Only a node raises its own incarnation: when it hears itself suspected,
   declared dead (or left while it is running), or at another address, at
   its own incarnation or above, it refutes with incarnation+1.
@@ -95,6 +108,8 @@ MAX_AGE = 1e9  # seconds; the message text says 1e9
 # quadratic time, and past 4,300 digits raises).
 _MAX_NUMBER_DIGITS = 20
 _STATUS_RULE = "one of alive, suspect, dead, left"
+# Members that have not acknowledged our latest change probed per round, besides the regular target.
+ANNOUNCE_FANOUT = 4
 _INCARNATION_RULE = f"an integer from 0 to {MAX_INCARNATION} (2^63-1)"
 
 
@@ -110,6 +125,23 @@ class Status(enum.IntEnum):
 # there `alive` ranks above every other status (see the module rules).
 _ALIVE_AT_CAP = 4
 _STATUS_NAMES = {status.name.lower(): status for status in Status}
+
+
+class Role(enum.Enum):
+    """Where a member stands in the ring (see a3redis.core.transition for what each means)."""
+
+    NORMAL = "normal"
+    STARTING = "starting"
+    WAITING = "waiting"
+    JOINING = "joining"
+    JOINED = "joined"
+    RETIRING = "retiring"
+    LEAVING = "leaving"
+    DEPARTING = "departing"
+
+
+_ROLE_NAMES = {role.value: role for role in Role}
+_ROLE_RULE = "one of " + ", ".join(_ROLE_NAMES)
 
 
 class RefusedInput(ValueError):
@@ -151,6 +183,7 @@ class MemberState:
     gossip_addr: str
     status: Status
     incarnation: int
+    role: Role = Role.NORMAL
 
     def rank(self) -> tuple[int, int]:
         order = int(self.status)
@@ -165,6 +198,7 @@ class MemberState:
             "gossip": self.gossip_addr,
             "status": self.status.name.lower(),
             "inc": self.incarnation,
+            "role": self.role.value,
         }
 
     @classmethod
@@ -184,7 +218,10 @@ class MemberState:
             raise MessageError(f"{where}.status: must be {_STATUS_RULE}")
         if not _is_int(incarnation) or not 0 <= incarnation <= MAX_INCARNATION:
             raise MessageError(f"{where}.inc: must be {_INCARNATION_RULE}")
-        return cls(node_id, grpc, gossip, _STATUS_NAMES[status], incarnation)
+        role = raw.get("role", Role.NORMAL.value)
+        if not isinstance(role, str) or role not in _ROLE_NAMES:
+            raise MessageError(f"{where}.role: must be {_ROLE_RULE}")
+        return cls(node_id, grpc, gossip, _STATUS_NAMES[status], incarnation, _ROLE_NAMES[role])
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -216,10 +253,14 @@ def supersedes(new: MemberState, old: MemberState | None, *, own_word: bool = Fa
         return True
     if new.rank() != old.rank():
         return new.rank() > old.rank()
-    # Same incarnation and status: the same news, unless the addresses differ.
-    # A node that moved announces a higher incarnation, so an address claim at
-    # the same incarnation is a forgery unless the member says it itself.
-    return own_word and (new.grpc_addr, new.gossip_addr) != (old.grpc_addr, old.gossip_addr)
+    # Same incarnation and status: the same news, unless the addresses or the role
+    # differ. A node that moves or changes its role announces a higher incarnation,
+    # so such a claim at the same incarnation is a forgery unless the member says it.
+    return own_word and (new.grpc_addr, new.gossip_addr, new.role) != (
+        old.grpc_addr,
+        old.gossip_addr,
+        old.role,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +454,11 @@ class Membership:
     _forgotten: OrderedDict[str, Forgotten] = field(default_factory=OrderedDict)
     _newly_forgotten: list[MemberState] = field(default_factory=list)
     _joined: bool = False
+    _heard: bool = False
+    # Per member: the highest incarnation of ours its messages listed (what it has seen of us).
+    _seen_me: dict[str, int] = field(default_factory=dict)
+    # The incarnation at which we took our current role.
+    _role_since: int = -1
     # Bumped on every change to the table: a shell compares it instead of the table.
     version: int = 0
     # New members not admitted because the table was full.
@@ -425,6 +471,7 @@ class Membership:
 
     def __post_init__(self) -> None:
         self._members[self.me.node_id] = self.me
+        self._role_since = self.me.incarnation
 
     # ----- queries ----------------------------------------------------------------------------
 
@@ -483,6 +530,11 @@ class Membership:
         """
         return self._joined
 
+    @property
+    def heard(self) -> bool:
+        """Whether we merged a peer's table since we started (a saved table does not count)."""
+        return self._heard
+
     def seeds_pending(self) -> list[str]:
         return sorted(self._seeds)
 
@@ -535,6 +587,40 @@ class Membership:
             if state.status is not Status.LEFT:
                 self._joined = True
 
+    # ----- our role -----------------------------------------------------------------------------
+
+    @property
+    def role(self) -> Role:
+        return self.me.role
+
+    def set_role(self, role: Role) -> None:
+        """Take a new role, announced with a new incarnation (only we speak for ourselves)."""
+        if role is self.me.role:
+            return
+        raised = min(self.me.incarnation + 1, MAX_INCARNATION)
+        self.me = replace(self.me, role=role, incarnation=raised)
+        self._members[self.node_id] = self.me
+        self._role_since = raised
+        self.version += 1
+
+    def acknowledged(self, node_id: str) -> bool:
+        """Whether `node_id`'s messages have shown our current role."""
+        return self._seen_me.get(node_id, -1) >= self._role_since
+
+    def unacknowledged(self) -> list[str]:
+        """Live members (alive or suspect) that have not yet shown our current role.
+
+        Dead members are not waited for: a member that comes back merges a peer's
+        table before it coordinates anything (a3redis.core.transition).
+        """
+        return sorted(
+            member.node_id
+            for member in self._members.values()
+            if member.node_id != self.node_id
+            and member.status in (Status.ALIVE, Status.SUSPECT)
+            and not self.acknowledged(member.node_id)
+        )
+
     # ----- time -------------------------------------------------------------------------------
 
     def tick(self, now: float, rng: random.Random) -> list[Probe]:
@@ -559,6 +645,14 @@ class Membership:
             choice = rng.choice(sorted(dead, key=lambda m: m.node_id))
             if target is None or choice.node_id != target.node_id:
                 probes.append(Probe(choice.gossip_addr, choice.node_id, message))
+        if self.me.role is not Role.NORMAL:
+            # A change of role waits for every live member to see it: tell them now.
+            targeted = {probe.node_id for probe in probes}
+            waiting = [n for n in self.unacknowledged() if n not in targeted]
+            rng.shuffle(waiting)
+            for node_id in waiting[:ANNOUNCE_FANOUT]:
+                member = self._members[node_id]
+                probes.append(Probe(member.gossip_addr, node_id, message))
         for addr, seed in sorted(self._seeds.items()):
             if now >= seed.next_try:
                 # The seed's next try is pushed back now; a success removes it.
@@ -577,6 +671,7 @@ class Membership:
             state = self._members.pop(node_id)
             del self._local[node_id]
             self._answered.discard(node_id)
+            self._seen_me.pop(node_id, None)
             self._forgotten.pop(node_id, None)
             self._forgotten[node_id] = Forgotten(state, now)
             self._newly_forgotten.append(state)
@@ -712,9 +807,18 @@ class Membership:
         self._set(removed, now)
         return removed
 
+    def stop(self, now: float) -> list[Probe]:
+        """Announce that we stop (a restart, or a shutdown): we stay in the ring as a dead
+        member, so our partitions do not move and our writes become hints; return the
+        messages to send to everyone."""
+        return self._announce(Status.DEAD, now)
+
     def leave(self, now: float) -> list[Probe]:
-        """Announce that we leave on purpose; return the messages to send to everyone."""
-        self.me = replace(self.me, status=Status.LEFT)
+        """Announce that we leave the ring for good (the end of a decommission)."""
+        return self._announce(Status.LEFT, now)
+
+    def _announce(self, status: Status, now: float) -> list[Probe]:
+        self.me = replace(self.me, status=status)
         self._members[self.node_id] = self.me
         self.version += 1
         message = self.message(now)
@@ -746,9 +850,10 @@ class Membership:
             )
 
     def _merge(self, message: GossipMessage, now: float) -> None:
-        self._joined = True
+        self._joined = self._heard = True
         for state in message.members:
             if state.node_id == self.node_id:
+                self._seen_by(message.sender, state.incarnation)
                 self._about_me(state)
                 continue
             current = self._members.get(state.node_id)
@@ -770,9 +875,18 @@ class Membership:
         sender_addr = _sender_state(message).gossip_addr
         self._seeds = {addr: seed for addr, seed in self._seeds.items() if addr != sender_addr}
 
+    def _seen_by(self, sender: str, incarnation: int) -> None:
+        # Only members are remembered (the table bounds this one), and never past
+        # what we have announced (a forged future incarnation acknowledges nothing).
+        if (
+            sender in self._members
+            and self._seen_me.get(sender, -1) < incarnation <= self.me.incarnation
+        ):
+            self._seen_me[sender] = incarnation
+
     def _about_me(self, state: MemberState) -> None:
-        if self.me.status is Status.LEFT:
-            return
+        if self.me.status in _GONE:
+            return  # we are stopping or have left: nothing to refute
         me = self.me
         disputed = state.status is not Status.ALIVE or (state.grpc_addr, state.gossip_addr) != (
             me.grpc_addr,

@@ -5,7 +5,9 @@ or already held that very version), and is known to have failed as soon as
 too many replicas failed for that ever to happen; a replica that holds a
 newer version counts as a failure and is remembered, so the caller can say
 the write lost rather than that replicas were down; acknowledgements are
-counted once per replica. A read is answered
+counted once per replica. While the ring changes (a3redis.core.transition) a
+write needs `required` acknowledgements among the old replicas of its key
+and `required` among the new ones (JointWriteQuorum). A read is answered
 once `required` replicas replied, with the newest record among those
 replies; once every replica has replied (or failed), `stale` names the
 replicas that hold an older copy or none, for read repair.
@@ -57,6 +59,32 @@ class WriteQuorum:
         # succeeded or impossible, spelled out: every answer of a batch asks.
         required = self.required
         return len(self.acked) >= required or len(self.replicas) - len(self.failed) < required
+
+
+class JointWriteQuorum(WriteQuorum):
+    """A write while the ring changes: `required` acknowledgements in each of two lists."""
+
+    __slots__ = ("groups",)
+
+    def __init__(self, old: Sequence[str], new: Sequence[str], required: int) -> None:
+        if not 0 < required <= min(len(old), len(new)):
+            raise ValueError(f"cannot require {required} of {len(old)} and {len(new)} replicas")
+        super().__init__((*old, *(r for r in new if r not in old)), required)
+        self.groups = (tuple(old), tuple(new))
+
+    @property
+    def succeeded(self) -> bool:
+        acked, required = self.acked, self.required
+        return all(sum(r in acked for r in group) >= required for group in self.groups)
+
+    @property
+    def impossible(self) -> bool:
+        failed, required = self.failed, self.required
+        return any(len(group) - sum(r in failed for r in group) < required for group in self.groups)
+
+    @property
+    def decided(self) -> bool:
+        return self.succeeded or self.impossible
 
 
 class ReadQuorum:

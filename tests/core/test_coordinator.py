@@ -30,6 +30,7 @@ class FakeTopology:
         self.replication_factor = factor
         self.down = set(down)
         self.joining = False
+        self.other_ring: Ring | None = None
 
     def is_down(self, member: str) -> bool:
         return member in self.down

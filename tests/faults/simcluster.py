@@ -86,6 +86,7 @@ from a3redis.core.merkle import MerkleIndex, diff
 from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.ring import Ring
 from a3redis.core.table import RecordTable
+from a3redis.core.transition import configurations
 from a3redis.core.validation import InvalidRequestError, Limits
 from tests.support.history import (
     DELETE,
@@ -171,6 +172,10 @@ class _Topology:
     @property
     def ring(self) -> Ring:
         return self._node.ring()
+
+    @property
+    def other_ring(self) -> Ring | None:
+        return self._node.other_ring()
 
     @property
     def replication_factor(self) -> int:
@@ -383,10 +388,19 @@ class SimNode:
     # ----- views ----------------------------------------------------------------------------
 
     def ring(self) -> Ring:
-        members = tuple(
-            sorted(m.node_id for m in self.membership.members() if m.status is not Status.LEFT)
+        """The ring reads use (a3redis.core.transition, as the node's Topology)."""
+        configs = configurations(self.membership.states())
+        return _ring(
+            tuple(sorted(configs.read)), self.config.replication_factor, self.config.partitions
         )
-        return _ring(members, self.config.replication_factor, self.config.partitions)
+
+    def other_ring(self) -> Ring | None:
+        """While a member joins or leaves, the other configuration writes also need."""
+        configs = configurations(self.membership.states())
+        if not configs.changing:
+            return None
+        other = configs.old if configs.switched else configs.new
+        return _ring(tuple(sorted(other)), self.config.replication_factor, self.config.partitions)
 
     def is_down(self, node_id: str) -> bool:
         member = self.membership.get(node_id)

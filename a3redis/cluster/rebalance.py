@@ -1,0 +1,388 @@
+"""This node's own place in the ring: its cold start, its join, its decommission.
+
+Rules: every decision is a3redis.core.transition's (when the gate passes,
+whose turn it is, when an announced role may be acted on, what streams from
+where); this shell ticks, announces roles, copies partitions and reports.
+- A join copies each gained partition from its sources with the Replica
+  `Stream` call, page after page, applying every page through the same
+  checks as any replicated write (Keyspace.apply_replicated); a partition
+  counts as in only once every page of every source is applied.
+- A decommission hands each of its partitions to the member that gains it
+  with `Apply`, batch after batch; a partition counts as handed over only
+  once the gainer answered for every batch without a refusal.
+- Both are paced by STREAM_MAX_KEYS_PER_SECOND, and remember the partitions
+  done in DATA_DIR (`transition.json`, replaced atomically), so a restart in
+  the middle resumes where it stopped as long as the target configuration
+  is the same; a source or target that fails is retried at the next tick.
+- When the decommission is over the node announces `left` and stops itself
+  (the node exits 0).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from a3redis.cluster.keyspace import Keyspace
+from a3redis.cluster.peers import PeerUnavailableError
+from a3redis.cluster.topology import Topology
+from a3redis.core.membership import Membership, Role, Status
+from a3redis.core.merkle import MerkleIndex
+from a3redis.core.ownership import batches, durably_held
+from a3redis.core.record import Record
+from a3redis.core.streaming import StreamRequest
+from a3redis.core.transition import (
+    Announcement,
+    Readiness,
+    Step,
+    Transfer,
+    gate_passed,
+    join_transfers,
+    leave_transfers,
+    next_step,
+    role_after_gate,
+    starting_peers,
+)
+
+log = logging.getLogger("a3redis.cluster.rebalance")
+
+TICK = 0.25
+# Partitions asked in one Stream call, and records per page.
+STREAM_PARTITIONS = 64
+STREAM_PAGE = 4096
+
+
+@dataclass
+class RebalanceStats:
+    partitions_total: int = 0
+    partitions_done: int = 0
+    keys_streamed: int = 0
+    bytes_streamed: int = 0
+    stream_failures: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    waiting: str = ""
+
+
+class ProgressFile:
+    """The partitions done of the transition in progress, kept across restarts."""
+
+    NAME = "transition.json"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / self.NAME
+
+    def load(self, role: Role, target: frozenset[str]) -> set[int]:
+        try:
+            raw: Any = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return set()
+        if (
+            not isinstance(raw, dict)
+            or raw.get("role") != role.value
+            or raw.get("target") != sorted(target)
+            or not isinstance(raw.get("done"), list)
+        ):
+            return set()
+        return {p for p in raw["done"] if isinstance(p, int) and not isinstance(p, bool)}
+
+    def save(self, role: Role, target: frozenset[str], done: set[int]) -> None:
+        body = {"role": role.value, "target": sorted(target), "done": sorted(done)}
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(body) + "\n")
+        os.replace(temporary, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class Rebalancer:
+    def __init__(
+        self,
+        membership: Membership,
+        topology: Topology,
+        keyspace: Keyspace,
+        readiness: Readiness,
+        peers_unheard: Callable[[], int],
+        index: Callable[[], Awaitable[MerkleIndex]],
+        data_dir: Path,
+        *,
+        drain: float,
+        max_keys_per_second: float,
+        on_change: Callable[[], None],
+        on_left: Callable[[], None],
+    ) -> None:
+        self._membership = membership
+        self._topology = topology
+        self._keyspace = keyspace
+        self._readiness = readiness
+        self._peers_unheard = peers_unheard
+        self._index = index
+        self._progress = ProgressFile(data_dir)
+        self._announcement = Announcement(drain)
+        self._rate = max_keys_per_second
+        self._on_change = on_change
+        self._on_left = on_left
+        self._done: set[int] = set()
+        self._target: frozenset[str] | None = None
+        self._streamed = False
+        self.stats = RebalanceStats()
+
+    async def run(
+        self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        while not stop.is_set():
+            await self._tick()
+            with trio.move_on_after(TICK):
+                await stop.wait()
+
+    @property
+    def role(self) -> Role:
+        return self._membership.role
+
+    def decommission(self) -> bool:
+        """Start leaving the ring with our data (an operator's request); False if this
+        node is not an owner that could (it is starting, joining or leaving already)."""
+        role = self._membership.role
+        if role is Role.NORMAL:
+            self._announce(Role.RETIRING)
+            return True
+        return role in (Role.RETIRING, Role.LEAVING, Role.DEPARTING)
+
+    def status_json(self) -> dict[str, Any]:
+        """This node's role and the progress of its join or decommission."""
+        configs = self._topology.configurations
+        stats = self.stats
+        return {
+            "node_id": self._membership.node_id,
+            "role": self._membership.role.value,
+            "status": self._membership.me.status.name.lower(),
+            "waiting_for": stats.waiting or None,
+            "partitions": stats.partitions_total,
+            "partitions_done": stats.partitions_done,
+            "keys_streamed": stats.keys_streamed,
+            "bytes_streamed": stats.bytes_streamed,
+            "stream_failures": stats.stream_failures,
+            "started_at": stats.started_at,
+            "finished_at": stats.finished_at,
+            "ring": {
+                "old": sorted(configs.old),
+                "new": sorted(configs.new),
+                "reads_from": "new" if configs.switched else "old",
+            },
+        }
+
+    async def _tick(self) -> None:
+        membership = self._membership
+        now = trio.current_time()
+        me = membership.me
+        if me.status is Status.LEFT:
+            return
+        if me.role is Role.STARTING:
+            self._cold_start(now)
+            return
+        members = list(membership.states())
+        step: Step = next_step(
+            me, members, membership.unacknowledged(), self._announcement, self._streamed, now
+        )
+        self.stats.waiting = step.waiting
+        if step.role is not None:
+            self._announce(step.role)
+        elif step.stream:
+            await self._stream()
+        elif step.leave:
+            log.info("decommission complete: leaving the ring and stopping")
+            membership.leave(now)
+            self._progress.clear()
+            self._on_change()
+            self._on_left()
+
+    def _cold_start(self, now: float) -> None:
+        membership = self._membership
+        readiness = self._readiness
+        if not gate_passed(
+            self._peers_unheard(),
+            membership.heard,
+            readiness.started_at,
+            now,
+            readiness.join_timeout,
+        ):
+            self.stats.waiting = "configured peers to answer"
+            return
+        role = role_after_gate(membership.me, membership.states())
+        if role is Role.NORMAL:
+            founders = starting_peers(membership.me, membership.states())
+            readiness.founded(founders, now)
+            log.info(
+                "founding the ring (no member of a ring known)%s",
+                f" with {', '.join(sorted(founders))}" if founders else "",
+            )
+        else:
+            log.info("a ring exists: waiting for our turn to join it")
+        self._announce(role)
+
+    def _announce(self, role: Role) -> None:
+        previous = self._membership.role
+        self._membership.set_role(role)
+        self._on_change()
+        if role in (Role.JOINING, Role.LEAVING):
+            self._start_transition(role)
+        elif role in (Role.NORMAL, Role.WAITING, Role.RETIRING):
+            self._streamed = False
+            self._target = None
+            if role is Role.NORMAL and previous is Role.JOINED:
+                self._progress.clear()
+                self.stats.finished_at = time.time()
+        log.info("role %s -> %s", previous.value, role.value)
+
+    def _start_transition(self, role: Role) -> None:
+        configs = self._topology.configurations
+        self._target = configs.new
+        self._done = self._progress.load(role, configs.new)
+        self._streamed = False
+        self.stats.started_at = time.time()
+        self.stats.finished_at = None
+
+    # ----- copying partitions -----------------------------------------------------------------
+
+    def _transfers(self) -> list[Transfer]:
+        topology = self._topology
+        me = self._membership.node_id
+        old_ring, new_ring = topology.transition_rings()
+        if self._membership.role is Role.JOINING:
+            return join_transfers(
+                me,
+                old_ring.partitions,
+                old_ring.partition_owners,
+                new_ring.partition_owners,
+                topology.is_down,
+            )
+        return leave_transfers(
+            me, old_ring.partitions, old_ring.partition_owners, new_ring.partition_owners
+        )
+
+    async def _stream(self) -> None:
+        role = self._membership.role
+        target = self._topology.configurations.new
+        if self._target != target:
+            # The configuration we move towards changed (a member was removed): start over.
+            self._target = target
+            self._done = self._progress.load(role, target)
+        transfers = self._transfers()
+        pending = [t for t in transfers if t.partition not in self._done]
+        self.stats.partitions_total = len({t.partition for t in transfers})
+        self.stats.partitions_done = self.stats.partitions_total - len(
+            {t.partition for t in pending}
+        )
+        if not pending:
+            self._streamed = True
+            return
+        if role is Role.JOINING:
+            await self._pull(pending)
+        else:
+            await self._push(pending)
+
+    async def _pull(self, pending: list[Transfer]) -> None:
+        """Copy partitions to us from their sources, up to STREAM_PARTITIONS per call."""
+        by_sources: dict[tuple[str, ...], list[int]] = {}
+        for transfer in pending:
+            by_sources.setdefault(transfer.sources, []).append(transfer.partition)
+        for sources, partitions in sorted(by_sources.items()):
+            if not sources:
+                self.stats.waiting = f"no live owner to copy partition {partitions[0]} from"
+                continue
+            for start in range(0, len(partitions), STREAM_PARTITIONS):
+                group = partitions[start : start + STREAM_PARTITIONS]
+                for source in sources:
+                    if not await self._pull_from(source, tuple(group)):
+                        return
+                self._done.update(group)
+                self._save_progress()
+                self.stats.partitions_done += len(group)
+
+    async def _pull_from(self, source: str, partitions: tuple[int, ...]) -> bool:
+        link = self._topology.link(source)
+        if link is None:
+            return False
+        request = StreamRequest(partitions, b"", STREAM_PAGE)
+        while True:
+            try:
+                page = await link.stream(request)
+            except PeerUnavailableError as error:
+                self.stats.stream_failures += 1
+                log.info("[stream] partitions from %s: %s; retrying", source, error)
+                return False
+            if page.building:
+                await trio.sleep(TICK)
+                continue
+            if page.records:
+                await self._apply(page.records, source)
+            if page.resume is None:
+                return True
+            partition, start_key = page.resume
+            remaining = tuple(p for p in request.partitions if p >= partition)
+            request = StreamRequest(remaining, start_key, STREAM_PAGE)
+
+    async def _apply(self, records: Sequence[Record], source: str) -> None:
+        await self._keyspace.apply_replicated(records, "Stream", source)
+        self.stats.keys_streamed += len(records)
+        self.stats.bytes_streamed += sum(
+            len(r.key) + (len(r.value) if r.value is not None else 0) for r in records
+        )
+        await self._pace(len(records))
+
+    async def _push(self, pending: list[Transfer]) -> None:
+        """Hand our partitions to the members gaining them."""
+        index = await self._index()
+        by_partition: dict[int, list[str]] = {}
+        for transfer in pending:
+            by_partition.setdefault(transfer.partition, []).append(transfer.target)
+        for partition, targets in sorted(by_partition.items()):
+            for target in targets:
+                if not await self._push_to(target, partition, index):
+                    return
+            self._done.add(partition)
+            self.stats.partitions_done += 1
+            if len(self._done) % STREAM_PARTITIONS == 0:
+                self._save_progress()
+        self._save_progress()
+
+    async def _push_to(self, target: str, partition: int, index: MerkleIndex) -> bool:
+        link = self._topology.link(target)
+        if link is None or self._topology.is_down(target):
+            return False
+        for keys in batches(index.partition_keys(partition)):
+            batch = [r for r in self._keyspace.read_local(keys) if r is not None]
+            if not batch:
+                continue
+            try:
+                outcomes = await link.apply(batch)
+            except PeerUnavailableError as error:
+                self.stats.stream_failures += 1
+                log.info("[stream] to %s: %s; retrying", target, error)
+                return False
+            if not durably_held(outcomes):
+                log.warning(
+                    "[stream] %s refused records of partition %d; retrying", target, partition
+                )
+                return False
+            self.stats.keys_streamed += len(batch)
+            await self._pace(len(batch))
+        return True
+
+    def _save_progress(self) -> None:
+        if self._target is not None:
+            self._progress.save(self._membership.role, self._target, self._done)
+
+    async def _pace(self, keys: int) -> None:
+        if self._rate > 0:
+            await trio.sleep(keys / self._rate)

@@ -1,0 +1,348 @@
+"""Ring transitions: who owns what while members join and leave (no I/O).
+
+The rules, in the order a member's life follows them:
+
+1. Roles (gossiped with each member, changed only by the member itself):
+   `starting` (a fresh node at its cold-start gate), `waiting` (it will
+   join), `joining` -> `joined` (its join), `normal` (an owner), `retiring`
+   (it will leave) -> `leaving` -> `departing` (its decommission), then the
+   status `left`.
+2. Configurations. `old` is the ring before the transition in progress and
+   `new` the ring after it: `normal` and `retiring` members are in both,
+   `joining`/`joined` members in `new` only, `leaving`/`departing` members
+   in `old` only; `starting` and `waiting` members and members that left
+   are in neither. A dead member keeps its place (its writes become hints).
+3. Reads use `old` until the member in transition has switched (`joined`
+   or `departing`), then `new`: always one whole configuration, never a
+   mixture. Writes go to the replicas of both and need W acknowledgements
+   among the old replicas of the key and W among the new ones, so a write
+   acknowledged at any moment of a transition is read back from either.
+4. One transition at a time. A member waiting to join (or to leave) starts
+   when no member is in transition and no other member waiting has a
+   smaller node id. Two that start at once both see each other before
+   either switches (each waits for the other's acknowledgement, rule 5):
+   the one with the greater node id steps back and waits again.
+5. A member acts on a role it announced only once every live member has
+   acknowledged it (membership.unacknowledged) and `drain` seconds have
+   passed since, so that every request coordinated under the previous
+   configuration has finished. Dead members are not waited for: a node
+   that comes back coordinates nothing before it has merged a peer's table.
+6. Streaming: in a join, the joining member copies each partition it gains
+   from the owner it displaces, which holds every write acknowledged there
+   that the new configuration does not otherwise count; if that owner is
+   down, from every live old owner (and from every old owner when it
+   displaces none: the ring was smaller than the replication factor). In a
+   decommission the leaving member copies each of its partitions to the
+   member that gains it (to every remaining owner when none does). Records merge
+   by last-write-wins, so a copy never undoes a newer write.
+7. Once every partition is in, the member switches (`joined`, or
+   `departing`); once that is acknowledged and drained, it becomes `normal`
+   (or announces `left` and stops). Only then does a former owner hand off
+   and drop what it no longer owns (a3redis.core.ownership).
+8. Cold start. A fresh node (no saved member table) is `starting` until
+   every configured peer has answered, or `join_timeout` has passed since
+   one did. Then, if it knows a member that is part of a ring, it waits to
+   join it; otherwise it founds the ring with the other starting nodes and
+   becomes `normal` at once, with nothing to stream. A founder coordinates
+   only once none of the members that were starting with it still is, so
+   that founders that promote one after the other still start on one ring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from a3redis.core.membership import Membership, MemberState, Role, Status
+
+# Roles of a member in transition, and the ones that have switched (rule 3).
+ACTIVE = frozenset({Role.JOINING, Role.JOINED, Role.LEAVING, Role.DEPARTING})
+SWITCHED = frozenset({Role.JOINED, Role.DEPARTING})
+QUEUED = frozenset({Role.WAITING, Role.RETIRING})
+_IN_OLD = frozenset({Role.NORMAL, Role.RETIRING, Role.LEAVING, Role.DEPARTING})
+_IN_NEW = frozenset({Role.NORMAL, Role.RETIRING, Role.JOINING, Role.JOINED})
+# Part of a ring (not a newcomer): what a fresh node at its gate looks for (rule 8).
+_ESTABLISHED = _IN_OLD | _IN_NEW
+_LIVE = (Status.ALIVE, Status.SUSPECT)
+
+
+@dataclass(frozen=True, slots=True)
+class Configurations:
+    """The ring member sets of the moment (rule 2)."""
+
+    old: frozenset[str]
+    new: frozenset[str]
+    # Reads use `new` (the member in transition has switched).
+    switched: bool
+
+    @property
+    def read(self) -> frozenset[str]:
+        return self.new if self.switched else self.old
+
+    @property
+    def changing(self) -> bool:
+        return self.old != self.new
+
+
+def configurations(members: Iterable[MemberState]) -> Configurations:
+    old: set[str] = set()
+    new: set[str] = set()
+    active = 0
+    switched = 0
+    for member in members:
+        if member.status is Status.LEFT:
+            continue
+        role = member.role
+        if role in _IN_OLD:
+            old.add(member.node_id)
+        if role in _IN_NEW:
+            new.add(member.node_id)
+        if role in ACTIVE:
+            active += 1
+            switched += role in SWITCHED
+    return Configurations(frozenset(old), frozenset(new), active > 0 and switched == active)
+
+
+# ----- rule 4: whose turn -----------------------------------------------------------------
+
+
+def in_transition(members: Iterable[MemberState]) -> list[MemberState]:
+    """Members in transition, by node id (more than one only for a moment, rule 4)."""
+    return sorted(
+        (m for m in members if m.role in ACTIVE and m.status is not Status.LEFT),
+        key=lambda m: m.node_id,
+    )
+
+
+def my_turn(me: MemberState, members: Iterable[MemberState]) -> bool:
+    """Whether a queued member may start its transition now."""
+    everyone = list(members)
+    if in_transition(everyone):
+        return False
+    queued = [
+        m.node_id
+        for m in everyone
+        if m.role in QUEUED and m.status in _LIVE and m.node_id != me.node_id
+    ]
+    return all(me.node_id < other for other in queued)
+
+
+def must_step_back(me: MemberState, members: Iterable[MemberState]) -> bool:
+    """Whether a member that started at the same time as another must wait again."""
+    if me.role not in (Role.JOINING, Role.LEAVING):
+        return False
+    return any(m.node_id < me.node_id for m in in_transition(members) if m.node_id != me.node_id)
+
+
+# ----- rule 5: acknowledged and drained ---------------------------------------------------
+
+
+class Announcement:
+    """When a role we announced may be acted on: acknowledged by every live member, then
+    `drain` seconds."""
+
+    def __init__(self, drain: float) -> None:
+        self.drain = drain
+        self._role: Role | None = None
+        self._since: int | None = None
+        self._acknowledged_at: float | None = None
+
+    def settled(
+        self, role: Role, incarnation: int, unacknowledged: Sequence[str], now: float
+    ) -> bool:
+        if (role, incarnation) != (self._role, self._since):
+            self._role, self._since, self._acknowledged_at = role, incarnation, None
+        if unacknowledged:
+            self._acknowledged_at = None
+            return False
+        if self._acknowledged_at is None:
+            self._acknowledged_at = now
+        return now - self._acknowledged_at >= self.drain
+
+    def waiting_for(self, unacknowledged: Sequence[str], now: float) -> str:
+        """What the announcement waits for, for status lines."""
+        if unacknowledged:
+            return "acknowledgement from " + ", ".join(unacknowledged)
+        if self._acknowledged_at is None:
+            return "acknowledgements"
+        left = max(0.0, self.drain - (now - self._acknowledged_at))
+        return f"requests of the previous configuration to drain ({left:.1f}s)"
+
+
+# ----- rule 6: what streams from where ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One partition to copy: from `sources` (join: to us; leave: from us to `target`)."""
+
+    partition: int
+    sources: tuple[str, ...]
+    target: str
+
+
+def join_transfers(
+    me: str,
+    partitions: int,
+    old_owners: Callable[[int], Sequence[str]],
+    new_owners: Callable[[int], Sequence[str]],
+    is_down: Callable[[str], bool],
+) -> list[Transfer]:
+    """The partitions a joining member gains, each with where to copy it from.
+
+    Sources: the old owners it displaces that are up; if none is, every live old
+    owner (a partition with no live old owner has nowhere to come from: its
+    sources are empty and it waits).
+    """
+    transfers: list[Transfer] = []
+    for partition in range(partitions):
+        gained = new_owners(partition)
+        if me not in gained:
+            continue
+        old = old_owners(partition)
+        displaced = [o for o in old if o not in gained and o != me and not is_down(o)]
+        sources = displaced or [o for o in old if o != me and not is_down(o)]
+        transfers.append(Transfer(partition, tuple(sources), me))
+    return transfers
+
+
+def leave_transfers(
+    me: str,
+    partitions: int,
+    old_owners: Callable[[int], Sequence[str]],
+    new_owners: Callable[[int], Sequence[str]],
+) -> list[Transfer]:
+    """The partitions a leaving member holds, each with the member(s) that gain it.
+
+    When no member gains a partition (the ring shrinks below the replication
+    factor), every remaining owner gets the copy: any of them may lack a write
+    that only the leaving member acknowledged.
+    """
+    transfers: list[Transfer] = []
+    for partition in range(partitions):
+        old = old_owners(partition)
+        if me not in old:
+            continue
+        new = new_owners(partition)
+        gainers = [target for target in new if target not in old] or list(new)
+        transfers.extend(Transfer(partition, (me,), target) for target in gainers)
+    return transfers
+
+
+# ----- the whole life: what a member does next --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What the shell does next: announce `role`, stream, announce `left`, or nothing."""
+
+    role: Role | None = None
+    stream: bool = False
+    leave: bool = False
+    # Why the member waits (for status lines); empty when it acts.
+    waiting: str = ""
+
+
+def next_step(
+    me: MemberState,
+    members: Sequence[MemberState],
+    unacknowledged: Sequence[str],
+    announcement: Announcement,
+    streamed: bool,
+    now: float,
+) -> Step:
+    """Rules 4-7 for our own role: the one thing to do now."""
+    role = me.role
+    if role in QUEUED:
+        if my_turn(me, members):
+            return Step(role=Role.JOINING if role is Role.WAITING else Role.LEAVING)
+        active = in_transition(members)
+        return Step(
+            waiting=f"{active[0].node_id} is {active[0].role.value}" if active else "its turn"
+        )
+    if role not in ACTIVE:
+        return Step()
+    if must_step_back(me, members):
+        return Step(role=Role.WAITING if role is Role.JOINING else Role.RETIRING)
+    if not announcement.settled(role, me.incarnation, unacknowledged, now):
+        return Step(waiting=announcement.waiting_for(unacknowledged, now))
+    if role in (Role.JOINING, Role.LEAVING):
+        if not streamed:
+            return Step(stream=True)
+        return Step(role=Role.JOINED if role is Role.JOINING else Role.DEPARTING)
+    if role is Role.JOINED:
+        return Step(role=Role.NORMAL)
+    return Step(leave=True)
+
+
+# ----- rule 8: cold start -------------------------------------------------------------------
+
+
+def gate_passed(
+    peers_unheard: int, heard_any: bool, started_at: float, now: float, join_timeout: float
+) -> bool:
+    """Whether a starting node has heard enough of its cluster to take a role."""
+    if peers_unheard == 0:
+        return True
+    return heard_any and now - started_at >= join_timeout
+
+
+def role_after_gate(me: MemberState, members: Iterable[MemberState]) -> Role:
+    """Found the ring (no member of a ring is known) or wait to join it."""
+    for member in members:
+        if (
+            member.node_id != me.node_id
+            and member.status is not Status.LEFT
+            and member.role in _ESTABLISHED
+        ):
+            return Role.WAITING
+    return Role.NORMAL
+
+
+def starting_peers(me: MemberState, members: Iterable[MemberState]) -> frozenset[str]:
+    """Live members still at their gate: a founder waits for them (rule 8)."""
+    return frozenset(
+        m.node_id
+        for m in members
+        if m.node_id != me.node_id and m.role is Role.STARTING and m.status in _LIVE
+    )
+
+
+class Readiness:
+    """When this node may coordinate requests (rules 5 and 8); once ready, it stays so.
+
+    A starting node is not. A node that knows other members (configured peers, or
+    a saved table) waits until it has merged a peer's table, or `join_timeout`
+    has passed since it started with a saved table to go on. A founder also waits
+    for the members that were starting with it (`founded`), up to `join_timeout`.
+    """
+
+    def __init__(self, started_at: float, join_timeout: float) -> None:
+        self.started_at = started_at
+        self.join_timeout = join_timeout
+        self.ready = False
+        self._founders: frozenset[str] = frozenset()
+        self._founded_at: float | None = None
+
+    def founded(self, with_members: frozenset[str], now: float) -> None:
+        self._founders = with_members
+        self._founded_at = now
+
+    def check(self, membership: Membership, now: float) -> bool:
+        if self.ready:
+            return True
+        if membership.role is Role.STARTING:
+            return False
+        others = any(m.node_id != membership.node_id for m in membership.states())
+        if others and not membership.heard:
+            restored = membership.joined
+            if not restored or now - self.started_at < self.join_timeout:
+                return False
+        if (
+            self._founded_at is not None
+            and now - self._founded_at < self.join_timeout
+            and starting_peers(membership.me, membership.states()) & self._founders
+        ):
+            return False
+        self.ready = True
+        return True
