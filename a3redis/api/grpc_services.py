@@ -28,6 +28,7 @@ from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import Config
 from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.hlc import Version
+from a3redis.core.streaming import BUILDING, answer_stream, check_request
 from a3redis.core.validation import (
     MAX_PEER_RESPONSE_BYTES,
     InvalidRequestError,
@@ -313,6 +314,20 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
     async def Entries(self, request: rpb.EntriesRequest) -> rpb.EntriesResponse:
         answer = await self.repair.serve_entries(wire.entries_request_from_pb(request))
         return wire.entries_answer_to_pb(answer)
+
+    @_unary
+    async def Stream(self, request: rpb.StreamRequest) -> rpb.StreamResponse:
+        stream = wire.stream_request_from_pb(request)
+        keyspace = self.keyspace
+        check_request(stream, keyspace.cluster.ring.partitions, keyspace.limits)
+        index = self.repair.built_index()
+        if index is None:
+            return wire.stream_page_to_pb(BUILDING)
+        # Records as reads see them: one beyond the clock-skew bound is not sent.
+        page = answer_stream(
+            stream, index.partition_keys, keyspace.read_local, MAX_PEER_RESPONSE_BYTES
+        )
+        return wire.stream_page_to_pb(page)
 
     @_unary
     async def LocalScan(self, request: rpb.LocalScanRequest) -> rpb.LocalScanResponse:

@@ -24,6 +24,7 @@ from a3redis.core.anti_entropy import (
     TreeRequest,
 )
 from a3redis.core.record import ApplyOutcome, Record
+from a3redis.core.streaming import StreamPage, StreamRequest
 from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
 from a3redis.v1 import replica_pb2 as rpb
@@ -84,6 +85,15 @@ class ReplicaCalls:
         request = rpb.LocalScanRequest(start=start, end=end, prefix=prefix, limit=limit)
         response = await stub.LocalScan(request)
         return [wire.record_from_pb(r) for r in response.records], response.more
+
+    async def stream(self, request: StreamRequest) -> StreamPage:
+        """One page of whole partitions (core.streaming); the caller checks its records."""
+        stub = await self._stub()
+        response = await stub.Stream(wire.stream_request_to_pb(request))
+        # Counted before any record is converted: a message may hold millions of tiny ones.
+        if len(response.records) > request.page_size:
+            raise MalformedAnswerError("a Stream answer with more records than asked for")
+        return wire.stream_page_from_pb(response)
 
     # Anti-entropy's calls, counted in the caller's meter.
 

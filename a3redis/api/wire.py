@@ -25,6 +25,7 @@ from a3redis.core.anti_entropy import (
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
+from a3redis.core.streaming import StreamPage, StreamRequest
 from a3redis.core.validation import InvalidRequestError
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
@@ -185,4 +186,46 @@ def entries_answer_from_pb(message: rpb.EntriesResponse) -> EntriesAnswer:
             EntryVersion(entry.key, version_from_pb(entry.version), entry.tombstone)
             for entry in message.entries
         ]
+    )
+
+
+# ----- streaming (core.streaming's messages) --------------------------------------------------
+
+
+def stream_request_to_pb(request: StreamRequest) -> rpb.StreamRequest:
+    return rpb.StreamRequest(
+        partitions=request.partitions,
+        start_key=request.start_key,
+        max_records=request.max_records,
+        ring_partitions=request.ring_partitions,
+    )
+
+
+def stream_request_from_pb(message: rpb.StreamRequest) -> StreamRequest:
+    # The partitions stay in the message's container: the serving side checks
+    # how many there are before it reads any (core.streaming.check_request).
+    return StreamRequest(
+        message.partitions, message.start_key, message.max_records, message.ring_partitions
+    )
+
+
+def stream_page_to_pb(page: StreamPage) -> rpb.StreamResponse:
+    # Filled in place, as entries_answer_to_pb: no Record or Version message built apart.
+    message = rpb.StreamResponse(building=page.building)
+    add = message.records.add
+    for key, value, (wall_ms, logical, node_id) in page.records:
+        version = add(key=key, value=value or b"", tombstone=value is None).version
+        version.wall_ms, version.logical, version.node_id = wall_ms, logical, node_id
+    if page.resume is not None:
+        message.resume.SetInParent()  # present even at partition 0 from its first key
+        message.resume.partition, message.resume.start_key = page.resume
+    return message
+
+
+def stream_page_from_pb(message: rpb.StreamResponse) -> StreamPage:
+    resume = message.resume if message.HasField("resume") else None
+    return StreamPage(
+        [record_from_pb(record) for record in message.records],
+        None if resume is None else (resume.partition, resume.start_key),
+        message.building,
     )

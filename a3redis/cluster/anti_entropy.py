@@ -143,6 +143,14 @@ class AntiEntropy:
             self._start_index_build()
         return answer
 
+    def built_index(self) -> MerkleIndex | None:
+        """The Merkle index if it is built; else None, and it is built in the background
+        (for Stream: a call must not wait the seconds a million keys take)."""
+        index = self.keyspace.store.built_merkle_index
+        if index is None:
+            self._start_index_build()
+        return index
+
     async def serve_chunks(self, request: ChunksRequest) -> ChunksAnswer:
         return answer_chunks(request, await self.index())
 

@@ -45,6 +45,8 @@ from a3redis.core.batcher import (
     keepalive_due,
 )
 from a3redis.core.record import ApplyOutcome, Record
+from a3redis.core.streaming import StreamPage, StreamRequest, check_page
+from a3redis.core.validation import InvalidRequestError, Limits
 from a3redis.net.address import Address
 from a3redis.runtime import gathering
 
@@ -55,6 +57,14 @@ T = TypeVar("T")
 
 class PeerUnavailableError(Exception):
     """The peer did not answer (connection refused, broken, or timed out)."""
+
+
+class RefusedPageError(PeerUnavailableError):
+    """A peer's Stream page failed the checks (core.streaming.check_page): none of it is used."""
+
+    def __init__(self, message: str, error: InvalidRequestError) -> None:
+        super().__init__(message)
+        self.error = error  # what was wrong, with its `reason` for the rejection metric
 
 
 class Meter(Protocol):
@@ -82,6 +92,8 @@ class ReplicaTransport(Protocol):
     async def local_scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int
     ) -> tuple[list[Record], bool]: ...
+
+    async def stream(self, request: StreamRequest) -> StreamPage: ...
 
     async def tree(self, request: TreeRequest, meter: Meter) -> TreeAnswer: ...
 
@@ -165,6 +177,23 @@ class PeerLink:
     ) -> tuple[list[Record], bool]:
         """One page of the peer's own records (tombstones included); not batched."""
         return await self._unbatched(self._calls.local_scan(start, end, prefix, limit))
+
+    async def stream(
+        self, request: StreamRequest, limits: Limits, wall_ms: Callable[[], int]
+    ) -> StreamPage:
+        """One page of whole partitions from the peer (core.streaming); not batched.
+
+        The page is checked against `limits` and this node's clock `wall_ms`
+        when it arrives; one that fails raises RefusedPageError (a
+        PeerUnavailableError: the caller treats the peer as failed for these
+        partitions) and the connection is kept.
+        """
+        page = await self._unbatched(self._calls.stream(request))
+        try:
+            check_page(request, page, limits, wall_ms())
+        except InvalidRequestError as error:
+            raise RefusedPageError(f"{self.node_id} at {self.address}: {error}", error) from None
+        return page
 
     # Anti-entropy's calls: unbatched, in core types, counted in the caller's meter.
 

@@ -22,6 +22,9 @@ class ReplicaServicer(purerpc.Servicer):
     async def Entries(self, input_message):
         raise NotImplementedError()
 
+    async def Stream(self, input_message):
+        raise NotImplementedError()
+
     @property
     def service(self) -> purerpc.Service:
         service_obj = purerpc.Service(
@@ -81,6 +84,15 @@ class ReplicaServicer(purerpc.Servicer):
                 a3redis_dot_v1_dot_replica__pb2.EntriesResponse,
             )
         )
+        service_obj.add_method(
+            "Stream",
+            self.Stream,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.StreamRequest,
+                a3redis_dot_v1_dot_replica__pb2.StreamResponse,
+            )
+        )
         return service_obj
 
 
@@ -136,5 +148,13 @@ class ReplicaStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 a3redis_dot_v1_dot_replica__pb2.EntriesRequest,
                 a3redis_dot_v1_dot_replica__pb2.EntriesResponse,
+            )
+        )
+        self.Stream = self._client.get_method_stub(
+            "Stream",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_replica__pb2.StreamRequest,
+                a3redis_dot_v1_dot_replica__pb2.StreamResponse,
             )
         )

@@ -152,3 +152,33 @@ class EntriesResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[EntryVersion]
     def __init__(self, entries: _Optional[_Iterable[_Union[EntryVersion, _Mapping]]] = ...) -> None: ...
+
+class StreamRequest(_message.Message):
+    __slots__ = ("partitions", "start_key", "max_records", "ring_partitions")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    START_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    RING_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    start_key: bytes
+    max_records: int
+    ring_partitions: int
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., start_key: _Optional[bytes] = ..., max_records: _Optional[int] = ..., ring_partitions: _Optional[int] = ...) -> None: ...
+
+class StreamCursor(_message.Message):
+    __slots__ = ("partition", "start_key")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    START_KEY_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    start_key: bytes
+    def __init__(self, partition: _Optional[int] = ..., start_key: _Optional[bytes] = ...) -> None: ...
+
+class StreamResponse(_message.Message):
+    __slots__ = ("records", "resume", "building")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    BUILDING_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[Record]
+    resume: StreamCursor
+    building: bool
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., resume: _Optional[_Union[StreamCursor, _Mapping]] = ..., building: _Optional[bool] = ...) -> None: ...

@@ -21,7 +21,8 @@ Rules:
   node gathers a call (runtime.gathering) while other tasks can still run;
   here those are the events due at the same instant: a gathering sender
   lets them run first, once. Keepalive pings are not modelled (there are no
-  connections to keep). Links are process state: a crash loses them and
+  connections to keep). A Stream call (a3redis.core.streaming) goes
+  through the link unbatched, as PeerLink.stream's does. Links are process state: a crash loses them and
   every call they had out, settling nothing (a killed process runs no more
   code); a restarted process starts with new ones.
 - Time is fake and events run in order from one heap; randomness comes from
@@ -85,6 +86,13 @@ from a3redis.core.membership import (
 from a3redis.core.merkle import MerkleIndex, diff
 from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.ring import Ring
+from a3redis.core.streaming import (
+    StreamPage,
+    StreamRequest,
+    answer_stream,
+    check_page,
+    check_request,
+)
 from a3redis.core.table import RecordTable
 from a3redis.core.transition import configurations
 from a3redis.core.validation import InvalidRequestError, Limits
@@ -212,6 +220,32 @@ class SimLink:
     def submit_read(self, keys: list[bytes], settle: Settled) -> None:
         self.batcher.reads.submit(keys, settle)
         self._wake(self.node.cluster.loop.now)
+
+    def stream(self, request: StreamRequest, settle: Callable[[StreamPage | None], None]) -> None:
+        """One Stream call, unbatched (PeerLink.stream): the peer answers from its table
+        and index with core.streaming, as the Replica service does; the page is checked
+        when it arrives. `settle(None)`: the call failed or the peer refused the request
+        (INVALID_ARGUMENT in the node), or the page was refused (RefusedPageError)."""
+        node, peer = self.node, self.peer
+
+        def serve() -> StreamPage | None:
+            try:
+                check_request(request, peer.config.partitions, LIMITS)
+            except InvalidRequestError:
+                return None
+            return answer_stream(request, peer.index.partition_keys, peer.read_local)
+
+        def answered(page: StreamPage | None) -> None:
+            if page is not None:
+                try:
+                    check_page(request, page, LIMITS, node.wall_ms())
+                except InvalidRequestError:
+                    page = None
+            settle(page)
+
+        node.cluster.call(
+            node, peer, serve, answered, partial(settle, None), node.config.peer_timeout
+        )
 
     def _wake(self, moment: float, gather: bool = True) -> None:
         """Schedule a sender step at `moment`, unless one comes no later (steps are idempotent)."""
