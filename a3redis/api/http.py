@@ -61,6 +61,10 @@ class NodeView:
     rebalancer: Rebalancer
     draining: bool = False
 
+    def ready(self) -> bool:
+        """Whether this node coordinates requests: it knows its ring and is not draining."""
+        return not self.draining and not self.repair.cluster.joining
+
     def summary_json(self) -> dict[str, Any]:
         """The small JSON the older project's dashboard read, with real numbers."""
         stats = self.store.stats()
@@ -159,8 +163,17 @@ def create_app(view: NodeView) -> QuartTrio:
             "version": __version__,
             "uptime_s": round(time.monotonic() - view.started_at, 3),
             "keys": stats.live_keys,
+            "role": view.rebalancer.role.value,
+            "ready": view.ready(),
         }
         return body, 200 if status == "ok" else 503
+
+    @app.get("/ready")
+    async def ready() -> tuple[dict[str, Any], int]:
+        # For load balancers and readiness probes: whether this node coordinates
+        # requests now (it has found its ring), unlike /health (the process is fine).
+        body = {"ready": view.ready(), "role": view.rebalancer.role.value}
+        return body, 200 if body["ready"] else 503
 
     @app.get("/membership")
     async def membership() -> dict[str, Any]:

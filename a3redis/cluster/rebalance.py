@@ -38,7 +38,7 @@ from a3redis.core.membership import Membership, Role, Status
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.ownership import batches, durably_held
 from a3redis.core.record import Record
-from a3redis.core.streaming import StreamRequest
+from a3redis.core.streaming import StreamRequest, next_request
 from a3redis.core.transition import (
     Announcement,
     Readiness,
@@ -313,24 +313,23 @@ class Rebalancer:
         link = self._topology.link(source)
         if link is None:
             return False
-        request = StreamRequest(partitions, b"", STREAM_PAGE)
-        while True:
+        keyspace = self._keyspace
+        request: StreamRequest | None = StreamRequest(
+            partitions, b"", STREAM_PAGE, self._topology.ring.partitions
+        )
+        while request is not None:
             try:
-                page = await link.stream(request)
+                page = await link.stream(request, keyspace.limits, keyspace.wall_ms)
             except PeerUnavailableError as error:
                 self.stats.stream_failures += 1
                 log.info("[stream] partitions from %s: %s; retrying", source, error)
                 return False
             if page.building:
                 await trio.sleep(TICK)
-                continue
-            if page.records:
+            elif page.records:
                 await self._apply(page.records, source)
-            if page.resume is None:
-                return True
-            partition, start_key = page.resume
-            remaining = tuple(p for p in request.partitions if p >= partition)
-            request = StreamRequest(remaining, start_key, STREAM_PAGE)
+            request = next_request(request, page)
+        return True
 
     async def _apply(self, records: Sequence[Record], source: str) -> None:
         await self._keyspace.apply_replicated(records, "Stream", source)

@@ -8,9 +8,7 @@ from a3redis.client import Client, ClientError
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from tests.conftest import NodeFactory
-from tests.support.clusters import peered_nodes
-from tests.support.node_http import statuses
-from tests.support.waiting import wait_for
+from tests.support.clusters import peered_nodes, wait_all_alive_and_ready
 
 QUORUM = Consistency.QUORUM
 
@@ -23,8 +21,7 @@ async def test_sequential_overwrites_through_skewed_coordinators_are_never_lost(
     nodes[1].extra_env["A3REDIS_CLOCK_OFFSET_MS"] = "-5000"
     for node in nodes:
         node.start()
-    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
-    wait_for(lambda: all(statuses(n) == everyone for n in nodes), 10, "all alive")
+    wait_all_alive_and_ready(nodes)
 
     keys = [f"skew-{i}".encode() for i in range(10)]
     # One client per coordinator, not routed by key: every write goes where we say.
@@ -54,8 +51,7 @@ async def test_a_write_that_loses_last_write_wins_is_reported_not_acknowledged(
     nodes[0].extra_env["A3REDIS_CLOCK_OFFSET_MS"] = "30000"
     for node in nodes:
         node.start()
-    everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
-    wait_for(lambda: all(statuses(n) == everyone for n in nodes), 10, "all alive")
+    wait_all_alive_and_ready(nodes)
     async with Client.connect(nodes[0].endpoint) as ahead:
         future = await ahead.put(b"k", b"from-the-future", Consistency.LOCAL)
     # A client that has seen nothing writes through a node whose clock is 30 s behind

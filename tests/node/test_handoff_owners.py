@@ -71,6 +71,7 @@ async def test_an_owner_that_stops_answering_during_a_pass_is_sent_nothing_more(
         node_id=ME,
         ring=ring,
         joining=False,
+        changing=False,
         membership=membership,
         link=lambda node_id: owner if node_id == OWNER else None,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from a3redis.client import Client
 from a3redis.core.consistency import Consistency
 from tests.conftest import NodeFactory
-from tests.support.node_http import statuses
+from tests.support.node_http import ready, statuses
 from tests.support.processes import NodeProcess
 from tests.support.waiting import wait_for
 
@@ -26,12 +26,21 @@ def peered_nodes(node_factory: NodeFactory, count: int = 3, /, **env: str) -> li
 
 
 def start_peered(nodes: list[NodeProcess], alive_within: float = 10) -> list[NodeProcess]:
-    """Start `nodes` one by one, then wait until every one sees every one alive."""
+    """Start `nodes` one by one, then wait until every one sees every one alive and
+    every one coordinates requests (they founded their ring)."""
     for node in nodes:
         node.start()
-    everyone = {f"node-{i}": "alive" for i in range(1, len(nodes) + 1)}
-    wait_for(lambda: all(statuses(n) == everyone for n in nodes), alive_within, "all alive")
+    wait_all_alive_and_ready(nodes, alive_within)
     return nodes
+
+
+def wait_all_alive_and_ready(nodes: list[NodeProcess], within: float = 10) -> None:
+    everyone = {f"node-{i}": "alive" for i in range(1, len(nodes) + 1)}
+    wait_for(
+        lambda: all(statuses(n) == everyone for n in nodes) and all(ready(n) for n in nodes),
+        within,
+        "all alive and ready",
+    )
 
 
 def start_cluster(

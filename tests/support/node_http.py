@@ -7,6 +7,7 @@ Rules: read-only GETs on loopback, each with a timeout; a sample missing from
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -32,6 +33,17 @@ def membership(node: NodeProcess) -> dict[str, Any]:
 
 def statuses(node: NodeProcess) -> dict[str, str]:
     return {node_id: entry["status"] for node_id, entry in membership(node).items()}
+
+
+def ready(node: NodeProcess) -> bool:
+    """Whether the node coordinates requests (its /ready): it has found its ring."""
+    try:
+        body: dict[str, Any] = get_json(node, "/ready")
+    except urllib.error.HTTPError as error:
+        if error.code == 503:
+            return False
+        raise
+    return bool(body.get("ready"))
 
 
 def census(node: NodeProcess) -> Census:
