@@ -151,6 +151,12 @@ def keys_in(partition: int, count: int) -> list[bytes]:
     return found[:count]
 
 
+def following(request: StreamRequest, page: StreamPage) -> StreamRequest:
+    continued = next_request(request, page)
+    assert continued is not None
+    return continued
+
+
 def test_resume_names_the_first_key_not_sent_then_the_next_partition_then_nothing() -> None:
     first, second = keys_in(3, 3), keys_in(9, 1)
     source = Source([_record(key, False, 1, 5) for key in first + second])
@@ -159,14 +165,14 @@ def test_resume_names_the_first_key_not_sent_then_the_next_partition_then_nothin
     assert [r.key for r in page.records] == first[:2]
     assert page.resume == (3, first[2])
     assert finished_partitions(request, page) == ()
-    request = next_request(request, page)
+    request = following(request, page)
     assert request == StreamRequest((3, 9, 12), first[2], 2, RING)
     page = source.page(request)
     assert [r.key for r in page.records] == [first[2], second[0]]
     # The page is full at the end of partition 9: the next one starts at partition 12.
     assert page.resume == (12, b"")
     assert finished_partitions(request, page) == (3, 9)
-    request = next_request(request, page)
+    request = following(request, page)
     assert request == StreamRequest((12,), b"", 2, RING)
     page = source.page(request)
     assert page == StreamPage([], None)

@@ -22,9 +22,10 @@ Rules:
   here those are the events due at the same instant: a gathering sender
   lets them run first, once. Keepalive pings are not modelled (there are no
   connections to keep). A Stream call (a3redis.core.streaming) goes
-  through the link unbatched, as PeerLink.stream's does. Links are process state: a crash loses them and
-  every call they had out, settling nothing (a killed process runs no more
-  code); a restarted process starts with new ones.
+  through the link unbatched, as PeerLink.stream's does. Links are process
+  state: a crash loses them and every call they had out, settling nothing (a
+  killed process runs no more code); a restarted process starts with new
+  ones.
 - Time is fake and events run in order from one heap; randomness comes from
   one seeded generator: a schedule replays exactly.
 - Messages take a small random latency. A message between nodes whose link
