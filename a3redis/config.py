@@ -575,7 +575,7 @@ class Config:
     def transition_drain(self) -> float:
         """Seconds a joining or leaving node waits after every member acknowledged a new
         role: every request coordinated under the previous configuration has ended by then."""
-        return self.request_timeout + self.peer_timeout + self.gossip_interval
+        return self.request_timeout + self.peer_timeout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:

@@ -44,12 +44,12 @@ from a3redis.core.transition import (
     Readiness,
     Step,
     Transfer,
+    founded,
     gate_passed,
     join_transfers,
     leave_transfers,
     next_step,
     role_after_gate,
-    starting_peers,
 )
 
 log = logging.getLogger("a3redis.cluster.rebalance")
@@ -134,6 +134,7 @@ class Rebalancer:
         self._done: set[int] = set()
         self._target: frozenset[str] | None = None
         self._streamed = False
+        self._founding_since: float | None = None
         self.stats = RebalanceStats()
 
     async def run(
@@ -190,6 +191,16 @@ class Rebalancer:
         if me.role is Role.STARTING:
             self._cold_start(now)
             return
+        if me.role is Role.FOUNDING:
+            if self._founding_since is None:
+                self._founding_since = now  # restarted while founding
+            if founded(
+                me, membership.states(), self._founding_since, now, self._readiness.join_timeout
+            ):
+                self._announce(Role.NORMAL)
+            else:
+                self.stats.waiting = "founders still at their gate"
+            return
         members = list(membership.states())
         step: Step = next_step(
             me, members, membership.unacknowledged(), self._announcement, self._streamed, now
@@ -219,13 +230,9 @@ class Rebalancer:
             self.stats.waiting = "configured peers to answer"
             return
         role = role_after_gate(membership.me, membership.states())
-        if role is Role.NORMAL:
-            founders = starting_peers(membership.me, membership.states())
-            readiness.founded(founders, now)
-            log.info(
-                "founding the ring (no member of a ring known)%s",
-                f" with {', '.join(sorted(founders))}" if founders else "",
-            )
+        if role is Role.FOUNDING:
+            self._founding_since = now
+            log.info("founding the ring (no member serving a ring is known)")
         else:
             log.info("a ring exists: waiting for our turn to join it")
         self._announce(role)

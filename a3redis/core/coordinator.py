@@ -117,7 +117,7 @@ class Coordinator:
     def check_joined(self) -> None:
         if self.topology.joining:
             raise NotJoinedError(
-                f"{self.node_id} has not joined its cluster yet (no peer has answered; "
+                f"{self.node_id} has not joined its cluster yet (it waits to hear from its peers; "
                 "retrying): it does not know where keys belong; nothing was written"
             )
 

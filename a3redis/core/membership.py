@@ -132,6 +132,7 @@ class Role(enum.Enum):
 
     NORMAL = "normal"
     STARTING = "starting"
+    FOUNDING = "founding"
     WAITING = "waiting"
     JOINING = "joining"
     JOINED = "joined"

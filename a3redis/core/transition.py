@@ -41,11 +41,14 @@ The rules, in the order a member's life follows them:
    and drop what it no longer owns (a3redis.core.ownership).
 8. Cold start. A fresh node (no saved member table) is `starting` until
    every configured peer has answered, or `join_timeout` has passed since
-   one did. Then, if it knows a member that is part of a ring, it waits to
-   join it; otherwise it founds the ring with the other starting nodes and
-   becomes `normal` at once, with nothing to stream. A founder coordinates
-   only once none of the members that were starting with it still is, so
-   that founders that promote one after the other still start on one ring.
+   one did. Then, if it knows a member that serves a ring (`normal`, or in
+   a transition), it waits to join it; otherwise it is `founding`: an owner
+   of the new ring with nothing to stream, like the other founders, but
+   not serving yet. A founder becomes `normal` (and serves) once it knows
+   no member that is still `starting` (or `join_timeout` after it began to
+   found): a node that reaches its gate while the founders it knows have
+   served nothing yet founds with them, and nodes started together form
+   one ring at once.
 """
 
 from __future__ import annotations
@@ -59,10 +62,10 @@ from a3redis.core.membership import Membership, MemberState, Role, Status
 ACTIVE = frozenset({Role.JOINING, Role.JOINED, Role.LEAVING, Role.DEPARTING})
 SWITCHED = frozenset({Role.JOINED, Role.DEPARTING})
 QUEUED = frozenset({Role.WAITING, Role.RETIRING})
-_IN_OLD = frozenset({Role.NORMAL, Role.RETIRING, Role.LEAVING, Role.DEPARTING})
-_IN_NEW = frozenset({Role.NORMAL, Role.RETIRING, Role.JOINING, Role.JOINED})
-# Part of a ring (not a newcomer): what a fresh node at its gate looks for (rule 8).
-_ESTABLISHED = _IN_OLD | _IN_NEW
+_IN_OLD = frozenset({Role.NORMAL, Role.FOUNDING, Role.RETIRING, Role.LEAVING, Role.DEPARTING})
+_IN_NEW = frozenset({Role.NORMAL, Role.FOUNDING, Role.RETIRING, Role.JOINING, Role.JOINED})
+# Serving a ring: what a fresh node at its gate looks for (rule 8).
+_ESTABLISHED = (_IN_OLD | _IN_NEW) - {Role.FOUNDING}
 _LIVE = (Status.ALIVE, Status.SUSPECT)
 
 
@@ -288,7 +291,7 @@ def gate_passed(
 
 
 def role_after_gate(me: MemberState, members: Iterable[MemberState]) -> Role:
-    """Found the ring (no member of a ring is known) or wait to join it."""
+    """Found the ring (no member serving one is known) or wait to join it."""
     for member in members:
         if (
             member.node_id != me.node_id
@@ -296,7 +299,14 @@ def role_after_gate(me: MemberState, members: Iterable[MemberState]) -> Role:
             and member.role in _ESTABLISHED
         ):
             return Role.WAITING
-    return Role.NORMAL
+    return Role.FOUNDING
+
+
+def founded(
+    me: MemberState, members: Iterable[MemberState], since: float, now: float, join_timeout: float
+) -> bool:
+    """Whether a founder may serve: no member it knows is still at its gate."""
+    return not starting_peers(me, members) or now - since >= join_timeout
 
 
 def starting_peers(me: MemberState, members: Iterable[MemberState]) -> frozenset[str]:
@@ -311,38 +321,26 @@ def starting_peers(me: MemberState, members: Iterable[MemberState]) -> frozenset
 class Readiness:
     """When this node may coordinate requests (rules 5 and 8); once ready, it stays so.
 
-    A starting node is not. A node that knows other members (configured peers, or
-    a saved table) waits until it has merged a peer's table, or `join_timeout`
-    has passed since it started with a saved table to go on. A founder also waits
-    for the members that were starting with it (`founded`), up to `join_timeout`.
+    A node at its gate or still founding is not. A node that knows other
+    members (configured peers, or a saved table) waits until it has merged a
+    peer's table, or `join_timeout` has passed since it started with a saved
+    table to go on.
     """
 
     def __init__(self, started_at: float, join_timeout: float) -> None:
         self.started_at = started_at
         self.join_timeout = join_timeout
         self.ready = False
-        self._founders: frozenset[str] = frozenset()
-        self._founded_at: float | None = None
-
-    def founded(self, with_members: frozenset[str], now: float) -> None:
-        self._founders = with_members
-        self._founded_at = now
 
     def check(self, membership: Membership, now: float) -> bool:
         if self.ready:
             return True
-        if membership.role is Role.STARTING:
+        if membership.role in (Role.STARTING, Role.FOUNDING):
             return False
         others = any(m.node_id != membership.node_id for m in membership.states())
         if others and not membership.heard:
             restored = membership.joined
             if not restored or now - self.started_at < self.join_timeout:
                 return False
-        if (
-            self._founded_at is not None
-            and now - self._founded_at < self.join_timeout
-            and starting_peers(membership.me, membership.states()) & self._founders
-        ):
-            return False
         self.ready = True
         return True

@@ -2,7 +2,7 @@
 
 Rules: the launcher supervises its children: it starts N `python -m
 a3redis.node` processes on this host at the standard ports (gRPC 50050+N,
-HTTP 8000+N), waits until every node sees every other as alive, prints the
+HTTP 8000+N), waits until every node sees every other as alive and serves, prints the
 endpoints, and on Ctrl-C or SIGTERM stops them all with SIGTERM (then kill
 after a grace period), exiting 0 with no orphan left. A child that dies on
 its own stops the whole cluster with its log's tail and exit code 1.
@@ -119,11 +119,12 @@ def _wait_until_formed(children: list[Child], nodes: int, timeout: float = 30.0)
                 print(f"node-{child.number} failed to start:\n{child.tail()}", file=sys.stderr)
                 return False
         views = [_get_json(f"http://{child.http}/membership") for child in children]
+        healths = [_get_json(f"http://{child.http}/health") for child in children]
         if all(
             isinstance(view, dict)
             and sum(1 for entry in view.values() if entry.get("status") == "alive") == nodes
             for view in views
-        ):
+        ) and all(isinstance(health, dict) and health.get("ready") for health in healths):
             return True
         time.sleep(0.2)
     print(f"the nodes did not all see each other within {timeout:.0f}s", file=sys.stderr)

@@ -9,6 +9,7 @@ from a3redis.client import Client
 from a3redis.core.consistency import Consistency
 from a3redis.core.ring import Ring
 from tests.conftest import NodeFactory
+from tests.support.clusters import wait_all_alive_and_ready
 from tests.support.node_http import statuses
 from tests.support.processes import NodeProcess
 from tests.support.waiting import wait_for
@@ -38,7 +39,7 @@ async def test_a_joining_node_takes_its_partitions_and_the_old_holders_let_go(
     nodes[2].extra_env["PEERS"] = f"{nodes[0].endpoint},{nodes[1].endpoint}"
     for node in nodes[:2]:
         node.start()
-    wait_for(lambda: statuses(nodes[0]) == {"node-1": "alive", "node-2": "alive"}, 5, "two up")
+    wait_all_alive_and_ready(nodes[:2], 5)
     keys = [f"key-{i:04d}".encode() for i in range(600)]
     deleted = keys[::10]
     async with Client.connect(nodes[0].endpoint) as client:
@@ -51,6 +52,8 @@ async def test_a_joining_node_takes_its_partitions_and_the_old_holders_let_go(
     nodes[2].start()
     everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
     wait_for(lambda: all(statuses(n) == everyone for n in nodes), 5, "three up")
+    # It joins: it copies its partitions, then owns them (core.transition).
+    wait_for(lambda: nodes[2].health()["role"] == "normal", 40, "node-3 joined")
     ring = Ring(["node-1", "node-2", "node-3"], 2)
     owners = [set(ring.preference_list(key)) for key in live]
     with trio.fail_after(30):

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.conftest import NodeFactory
 from tests.support.clusters import peered_nodes
-from tests.support.node_http import membership, statuses
+from tests.support.node_http import get_json, membership, ready, statuses
 from tests.support.processes import HOST, NodeProcess, run_cli
 from tests.support.waiting import wait_for
 
@@ -191,11 +191,15 @@ def test_peers_may_be_given_as_gossip_addresses(node_factory: NodeFactory) -> No
     wait_for(lambda: statuses(first) == statuses(second) == both, 5, "joined by gossip address")
 
 
+JOIN_TIMEOUT = 3
+
+
 def test_a_node_places_keys_only_once_it_knows_the_cluster_and_remembers_it_across_restarts(
     node_factory: NodeFactory,
 ) -> None:
-    first = node_factory("r1", NODE_NUM="1", REPLICATION_FACTOR="2")
-    second = node_factory("r2", NODE_NUM="2", REPLICATION_FACTOR="2")
+    join_timeout = str(JOIN_TIMEOUT)
+    first = node_factory("r1", NODE_NUM="1", REPLICATION_FACTOR="2", JOIN_TIMEOUT=join_timeout)
+    second = node_factory("r2", NODE_NUM="2", REPLICATION_FACTOR="2", JOIN_TIMEOUT=join_timeout)
     first.extra_env["PEERS"] = second.endpoint
     second.extra_env["PEERS"] = first.endpoint
     first.start()
@@ -211,15 +215,21 @@ def test_a_node_places_keys_only_once_it_knows_the_cluster_and_remembers_it_acro
     second.start()
     both = {"node-1": "alive", "node-2": "alive"}
     wait_for(lambda: statuses(first) == both == statuses(second), 5, "both alive")
+    wait_for(lambda: ready(first) and ready(second), 5, "both founded the ring")
     put = run_cli("put", "k", "v1", "--endpoint", first.endpoint)
     assert put.returncode == 0, put.stderr
 
     # Both crash; node-1 comes back alone. It knows node-2 from its saved table at
-    # once: RF=2 makes it a replica of every key, so a ONE write is its to take.
+    # once, but a ring may have changed while it was down: it coordinates only once
+    # it has heard from a peer, or JOIN_TIMEOUT later on its saved table. Then RF=2
+    # makes it a replica of every key, so a ONE write is its to take.
     first.kill()
     second.kill()
     first.start()
     assert set(statuses(first)) == {"node-1", "node-2"}
+    refused = run_cli("put", "k", "v2", "--endpoint", first.endpoint, "--consistency", "one")
+    assert refused.returncode == 3 and "has not joined" in refused.stderr, refused.stderr
+    wait_for(lambda: ready(first), JOIN_TIMEOUT + 3, "node-1 ready on its saved table")
     put = run_cli("put", "k", "v2", "--endpoint", first.endpoint, "--consistency", "one")
     assert put.returncode == 0, put.stderr
     second.start()
@@ -236,13 +246,15 @@ def test_a_node_places_keys_only_once_it_knows_the_cluster_and_remembers_it_acro
         "node-2 holds the write it missed",
     )
 
-    # Both stop cleanly (each hears the other leave); node-1 comes back alone. Its saved
-    # table says node-2 left, so it knows no ring member but itself: it refuses again.
+    # Both stop cleanly: a stop is not a leave, each is still in the other's ring
+    # (dead); node-1 comes back alone and, as after the crash, serves JOIN_TIMEOUT later.
     second.stop()
     first.stop()
     first.start()
+    assert statuses(first)["node-2"] == "dead"
     refused = run_cli("put", "k", "v3", "--endpoint", first.endpoint, "--consistency", "one")
     assert refused.returncode == 3 and "has not joined" in refused.stderr, refused.stderr
     second.start()
     wait_for(lambda: statuses(first) == both == statuses(second), 5, "both back")
+    wait_for(lambda: ready(first), 5, "node-1 ready once it heard node-2")
     assert run_cli("put", "k", "v3", "--endpoint", first.endpoint).returncode == 0

@@ -34,7 +34,7 @@ async def test_a_replica_that_missed_writes_and_deletes_is_repaired_within_one_i
         await client.batch_put([(k, b"old") for k in keys], Consistency.ALL)
     nodes[-1].stop()
     last = f"node-{size}"
-    wait_for(lambda: statuses(nodes[0])[last] == "left", 5, f"{last} gone")
+    wait_for(lambda: statuses(nodes[0])[last] == "dead", 5, f"{last} stopped")
     async with Client.connect(nodes[0].endpoint) as client:
         for key in keys[:100]:
             await client.put(key, b"new", ONE)

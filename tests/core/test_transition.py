@@ -18,6 +18,7 @@ from a3redis.core.transition import (
     Announcement,
     Readiness,
     configurations,
+    founded,
     gate_passed,
     join_transfers,
     leave_transfers,
@@ -321,32 +322,35 @@ def test_the_gate_waits_for_every_configured_peer_or_the_timeout_once_one_answer
     assert not gate_passed(2, False, 0.0, 300.0, 30.0)  # nobody answered: no ring to found
 
 
-def test_after_the_gate_a_node_founds_the_ring_only_if_no_ring_member_is_known() -> None:
+def test_after_the_gate_a_node_founds_the_ring_only_if_no_member_serves_one() -> None:
     me = member("s", Role.STARTING)
-    assert role_after_gate(me, [me, member("t", Role.STARTING)]) is Role.NORMAL
+    assert role_after_gate(me, [me, member("t", Role.STARTING)]) is Role.FOUNDING
+    # Founders that got there first have served nothing yet: found with them.
+    assert role_after_gate(me, [me, member("f", Role.FOUNDING)]) is Role.FOUNDING
     assert role_after_gate(me, [me, member("a")]) is Role.WAITING
     assert role_after_gate(me, [me, member("a", Role.NORMAL, Status.DEAD)]) is Role.WAITING
-    assert role_after_gate(me, [me, member("a", Role.NORMAL, Status.LEFT)]) is Role.NORMAL
+    assert role_after_gate(me, [me, member("j", Role.JOINING)]) is Role.WAITING
+    assert role_after_gate(me, [me, member("a", Role.NORMAL, Status.LEFT)]) is Role.FOUNDING
+
+
+def test_a_founder_serves_once_no_member_it_knows_is_at_its_gate() -> None:
+    me = member("f", Role.FOUNDING)
+    assert not founded(me, [me, member("s", Role.STARTING)], 0.0, 10.0, 30.0)
+    assert founded(me, [me, member("s", Role.STARTING, Status.DEAD)], 0.0, 10.0, 30.0)
+    assert founded(me, [me, member("s", Role.FOUNDING)], 0.0, 10.0, 30.0)
+    assert founded(me, [me, member("s", Role.STARTING)], 0.0, 30.0, 30.0)
+    # Founders are owners of the new ring from the start.
+    assert configurations([me, member("g", Role.FOUNDING)]).read == {"f", "g"}
 
 
 def _membership(node_id: str, role: Role) -> Membership:
     return Membership(member(node_id, role), "c", 3)
 
 
-def test_a_starting_node_is_not_ready_and_a_founder_waits_for_its_co_founders() -> None:
-    readiness = Readiness(started_at=0.0, join_timeout=30.0)
-    membership = _membership("a", Role.STARTING)
-    assert not readiness.check(membership, 1.0)
-    membership.set_role(Role.NORMAL)
-    assert readiness.check(Membership(member("solo"), "c", 3), 1.0)  # alone: ready at once
-    readiness = Readiness(started_at=0.0, join_timeout=30.0)
-    peer = MemberState("b", "b:1", "b:2", Status.ALIVE, 1, Role.STARTING)
-    membership.restore([peer], 1.0)
-    membership._heard = True  # it merged b's table at its gate
-    readiness.founded(frozenset({"b"}), 1.0)
-    assert not readiness.check(membership, 2.0)
-    membership.restore([MemberState("b", "b:1", "b:2", Status.ALIVE, 2, Role.NORMAL)], 3.0)
-    assert readiness.check(membership, 3.0)
+def test_a_node_at_its_gate_or_founding_is_not_ready() -> None:
+    for role in (Role.STARTING, Role.FOUNDING):
+        assert not Readiness(0.0, 30.0).check(_membership("a", role), 1.0)
+    assert Readiness(0.0, 30.0).check(Membership(member("solo"), "c", 3), 1.0)
 
 
 def test_a_restarted_node_waits_to_hear_a_peer_or_the_timeout() -> None:
