@@ -178,7 +178,7 @@ class Rebalancer:
             "ring": {
                 "old": sorted(configs.old),
                 "new": sorted(configs.new),
-                "reads_from": "new" if configs.switched else "old",
+                "reads_from": ("new" if configs.switched else "old") if configs.changing else None,
             },
         }
 

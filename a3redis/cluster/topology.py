@@ -57,7 +57,7 @@ class Topology:
         self._ring: Ring | None = None
         self._other: Ring | None = None
         self._ring_version = -1
-        self.configurations = Configurations(frozenset(), frozenset(), False)
+        self._configurations = Configurations(frozenset(), frozenset(), False)
         self._ring_target: frozenset[str] = frozenset()
         self._rebuilding = False
         # node id -> (the grpc_addr its link was made for, the link)
@@ -92,6 +92,13 @@ class Topology:
         return self._other
 
     @property
+    def configurations(self) -> Configurations:
+        """The member sets of the moment (core.transition)."""
+        if self._ring is None or self.membership.version != self._ring_version:
+            self._refresh()
+        return self._configurations
+
+    @property
     def changing(self) -> bool:
         """Whether a member is joining or leaving the ring."""
         return self.other_ring is not None
@@ -101,11 +108,11 @@ class Topology:
         ring, other = self.ring, self.other_ring
         if other is None:
             return ring, ring
-        return (other, ring) if self.configurations.switched else (ring, other)
+        return (other, ring) if self._configurations.switched else (ring, other)
 
     def _refresh(self) -> None:
         self._ring_version = self.membership.version
-        configs = self.configurations = configurations(self.membership.states())
+        configs = self._configurations = configurations(self.membership.states())
         self._ring_target = configs.read
         self._close_links_of_strangers()
         if self._ring is None:
@@ -174,7 +181,7 @@ class Topology:
 
     def _close_links_of_strangers(self) -> None:
         """Close the links of members that left or are no longer in the table (forgotten)."""
-        keep = self.configurations.old | self.configurations.new
+        keep = self._configurations.old | self._configurations.new
         for node_id in [n for n in self._links if n not in keep]:
             _, link = self._links.pop(node_id)
             link.close(drop_connection=True)

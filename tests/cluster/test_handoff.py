@@ -53,7 +53,7 @@ async def test_a_joining_node_takes_its_partitions_and_the_old_holders_let_go(
     everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
     wait_for(lambda: all(statuses(n) == everyone for n in nodes), 5, "three up")
     # It joins: it copies its partitions, then owns them (core.transition).
-    wait_for(lambda: nodes[2].health()["role"] == "normal", 40, "node-3 joined")
+    wait_for(lambda: (nodes[2].health() or {}).get("role") == "normal", 40, "node-3 joined")
     ring = Ring(["node-1", "node-2", "node-3"], 2)
     owners = [set(ring.preference_list(key)) for key in live]
     with trio.fail_after(30):
