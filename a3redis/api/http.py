@@ -211,13 +211,15 @@ def create_app(view: NodeView) -> QuartTrio:
 
     @app.post("/api/members/<node_id>/remove")
     async def remove_member(node_id: str) -> tuple[dict[str, Any], int]:
+        # The member's partitions are copied to the members gaining them first; it is
+        # announced `left` once they hold them (GET /membership, /api/transition).
         try:
-            removed = view.gossip.membership.remove(node_id, trio.current_time())
+            view.rebalancer.remove(node_id)
         except KeyError as error:
             return {"error": str(error.args[0])}, 404
         except ValueError as error:
             return {"error": str(error)}, 409
-        return {"removed": removed.node_id, "status": removed.status.name.lower()}, 200
+        return {"removing": node_id, "status": "removing"}, 202
 
     @app.get("/api/transition")
     async def transition() -> dict[str, Any]:

@@ -16,6 +16,11 @@ where); this shell ticks, announces roles, copies partitions and reports.
   is the same; a source or target that fails is retried at the next tick.
 - When the decommission is over the node announces `left` and stops itself
   (the node exits 0).
+- A removal (an operator's, of a dead member) copies the member's partitions
+  from the live old owners to the members gaining them, page by page with
+  `Stream` then `Apply` through this node, and only then announces the
+  member `left`; one removal at a time, retried at the next tick until done
+  or the member comes back to life (then it is not removed).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from a3redis.core.transition import (
     join_transfers,
     leave_transfers,
     next_step,
+    removal_transfers,
     role_after_gate,
 )
 
@@ -135,7 +141,11 @@ class Rebalancer:
         self._target: frozenset[str] | None = None
         self._streamed = False
         self._founding_since: float | None = None
+        # The member being removed, and the (partition, target) pairs copied so far.
+        self._removing: str | None = None
+        self._removed_done: set[tuple[int, str]] = set()
         self.stats = RebalanceStats()
+        self.removal = RebalanceStats()
 
     async def run(
         self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -175,6 +185,15 @@ class Rebalancer:
             "stream_failures": stats.stream_failures,
             "started_at": stats.started_at,
             "finished_at": stats.finished_at,
+            "removing": None
+            if self._removing is None
+            else {
+                "node_id": self._removing,
+                "partitions": self.removal.partitions_total,
+                "partitions_done": self.removal.partitions_done,
+                "keys_copied": self.removal.keys_streamed,
+                "waiting_for": self.removal.waiting or None,
+            },
             "ring": {
                 "old": sorted(configs.old),
                 "new": sorted(configs.new),
@@ -182,7 +201,25 @@ class Rebalancer:
             },
         }
 
+    def remove(self, node_id: str) -> None:
+        """Start removing a dead member (an operator's request); KeyError / ValueError
+        if it is not one that can be removed, or another removal is in progress."""
+        self._membership.check_removable(node_id)
+        if self._removing not in (None, node_id):
+            raise ValueError(f"{self._removing} is being removed; one removal at a time")
+        if self._removing is None:
+            self._removing = node_id
+            self._removed_done = set()
+            self.removal = RebalanceStats(started_at=time.time())
+            log.info("removing %s: copying its partitions from the other owners first", node_id)
+
+    @property
+    def removing(self) -> str | None:
+        return self._removing
+
     async def _tick(self) -> None:
+        if self._removing is not None:
+            await self._remove_step(self._removing)
         membership = self._membership
         now = trio.current_time()
         me = membership.me
@@ -383,6 +420,77 @@ class Rebalancer:
                 return False
             self.stats.keys_streamed += len(batch)
             await self._pace(len(batch))
+        return True
+
+    async def _remove_step(self, node_id: str) -> None:
+        membership = self._membership
+        try:
+            membership.check_removable(node_id)
+        except (KeyError, ValueError) as error:
+            log.warning("not removing %s: %s", node_id, error)
+            self._removing = None
+            return
+        topology = self._topology
+        ring = topology.ring
+        others = frozenset(ring.members) - {node_id}
+        after = ring.with_members(others)
+        transfers = removal_transfers(
+            node_id,
+            ring.partitions,
+            ring.partition_owners,
+            after.partition_owners,
+            topology.is_down,
+        )
+        pending = [t for t in transfers if (t.partition, t.target) not in self._removed_done]
+        self.removal.partitions_total = len({t.partition for t in transfers})
+        self.removal.partitions_done = self.removal.partitions_total - len(
+            {t.partition for t in pending}
+        )
+        by_route: dict[tuple[tuple[str, ...], str], list[int]] = {}
+        for transfer in pending:
+            by_route.setdefault((transfer.sources, transfer.target), []).append(transfer.partition)
+        for (sources, target), partitions in sorted(by_route.items()):
+            if not sources:
+                self.removal.waiting = f"no live owner to copy partition {partitions[0]} from"
+                return
+            for start in range(0, len(partitions), STREAM_PARTITIONS):
+                group = tuple(partitions[start : start + STREAM_PARTITIONS])
+                for source in sources:
+                    if not await self._relay(source, target, group):
+                        return
+                self._removed_done.update((partition, target) for partition in group)
+        removed = membership.remove(node_id, trio.current_time())
+        self._on_change()
+        self.removal.finished_at = time.time()
+        self.removal.partitions_done = self.removal.partitions_total
+        self._removing = None
+        log.info("removed %s (%s) after copying its partitions", node_id, removed.status.name)
+
+    async def _relay(self, source: str, target: str, partitions: tuple[int, ...]) -> bool:
+        """Copy `partitions` from `source` to `target` through this node."""
+        topology = self._topology
+        from_link, to_link = topology.link(source), topology.link(target)
+        if from_link is None or to_link is None:
+            return False
+        keyspace = self._keyspace
+        request: StreamRequest | None = StreamRequest(
+            partitions, b"", STREAM_PAGE, topology.ring.partitions
+        )
+        while request is not None:
+            try:
+                page = await from_link.stream(request, keyspace.limits, keyspace.wall_ms)
+                if page.building:
+                    await trio.sleep(TICK)
+                elif page.records and not durably_held(await to_link.apply(page.records)):
+                    self.removal.waiting = f"{target} refused records; retrying"
+                    return False
+            except PeerUnavailableError as error:
+                self.removal.stream_failures += 1
+                self.removal.waiting = f"{error}; retrying"
+                return False
+            self.removal.keys_streamed += len(page.records)
+            await self._pace(len(page.records))
+            request = next_request(request, page)
         return True
 
     def _save_progress(self) -> None:

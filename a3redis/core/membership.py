@@ -794,16 +794,21 @@ class Membership:
             self._set(replace(member, status=Status.SUSPECT), now)
         return False
 
-    def remove(self, node_id: str, now: float) -> MemberState:
-        """An operator removes a dead member from the ring for good (gossiped as `left`)."""
+    def check_removable(self, node_id: str) -> MemberState:
+        """The member an operator may remove, or KeyError / ValueError saying why not."""
         member = self._members.get(node_id)
         if member is None:
             raise KeyError(f"no member {node_id!r}")
         if node_id == self.node_id or member.status in (Status.ALIVE, Status.SUSPECT):
             raise ValueError(
                 f"{node_id} is {member.status.name.lower()}: only a dead node can be removed "
-                "(stop it, or let it leave with SIGTERM)"
+                "(a live node leaves with its data: `a3redis cluster decommission`)"
             )
+        return member
+
+    def remove(self, node_id: str, now: float) -> MemberState:
+        """An operator removes a dead member from the ring for good (gossiped as `left`)."""
+        member = self.check_removable(node_id)
         removed = replace(member, status=Status.LEFT)
         self._set(removed, now)
         return removed

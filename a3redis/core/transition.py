@@ -39,7 +39,13 @@ The rules, in the order a member's life follows them:
    `departing`); once that is acknowledged and drained, it becomes `normal`
    (or announces `left` and stops). Only then does a former owner hand off
    and drop what it no longer owns (a3redis.core.ownership).
-8. Cold start. A fresh node (no saved member table) is `starting` until
+8. Removal. An operator removes a member that is dead for good (its
+   disk is lost, or it crashed in its decommission): before it is
+   announced `left`, each partition it owned is copied to the member that
+   gains it from every live old owner (`removal_transfers`), so the copies
+   that count stay at W. A write acknowledged while it was dead never
+   counted on it, and every other old owner is also a new owner.
+9. Cold start. A fresh node (no saved member table) is `starting` until
    every configured peer has answered, or `join_timeout` has passed since
    one did. Then, if it knows a member that serves a ring (`normal`, or in
    a transition), it waits to join it; otherwise it is `founding`: an owner
@@ -64,7 +70,7 @@ SWITCHED = frozenset({Role.JOINED, Role.DEPARTING})
 QUEUED = frozenset({Role.WAITING, Role.RETIRING})
 _IN_OLD = frozenset({Role.NORMAL, Role.FOUNDING, Role.RETIRING, Role.LEAVING, Role.DEPARTING})
 _IN_NEW = frozenset({Role.NORMAL, Role.FOUNDING, Role.RETIRING, Role.JOINING, Role.JOINED})
-# Serving a ring: what a fresh node at its gate looks for (rule 8).
+# Serving a ring: what a fresh node at its gate looks for (rule 9).
 _ESTABLISHED = (_IN_OLD | _IN_NEW) - {Role.FOUNDING}
 _LIVE = (Status.ALIVE, Status.SUSPECT)
 
@@ -232,6 +238,27 @@ def leave_transfers(
     return transfers
 
 
+def removal_transfers(
+    removed: str,
+    partitions: int,
+    old_owners: Callable[[int], Sequence[str]],
+    new_owners: Callable[[int], Sequence[str]],
+    is_down: Callable[[str], bool],
+) -> list[Transfer]:
+    """Rule 8: the partitions a removed member owned, each copied to the member(s)
+    gaining it (every remaining owner when none does) from every live old owner."""
+    transfers: list[Transfer] = []
+    for partition in range(partitions):
+        old = old_owners(partition)
+        if removed not in old:
+            continue
+        new = new_owners(partition)
+        sources = tuple(o for o in old if o != removed and not is_down(o))
+        gainers = [target for target in new if target not in old] or list(new)
+        transfers.extend(Transfer(partition, sources, target) for target in gainers)
+    return transfers
+
+
 # ----- the whole life: what a member does next --------------------------------------------
 
 
@@ -278,7 +305,7 @@ def next_step(
     return Step(leave=True)
 
 
-# ----- rule 8: cold start -------------------------------------------------------------------
+# ----- rule 9: cold start -------------------------------------------------------------------
 
 
 def gate_passed(
@@ -310,7 +337,7 @@ def founded(
 
 
 def starting_peers(me: MemberState, members: Iterable[MemberState]) -> frozenset[str]:
-    """Live members still at their gate: a founder waits for them (rule 8)."""
+    """Live members still at their gate: a founder waits for them (rule 9)."""
     return frozenset(
         m.node_id
         for m in members
@@ -319,7 +346,7 @@ def starting_peers(me: MemberState, members: Iterable[MemberState]) -> frozenset
 
 
 class Readiness:
-    """When this node may coordinate requests (rules 5 and 8); once ready, it stays so.
+    """When this node may coordinate requests (rules 5 and 9); once ready, it stays so.
 
     A node at its gate or still founding is not. A node that knows other
     members (configured peers, or a saved table) waits until it has merged a

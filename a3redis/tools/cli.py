@@ -116,9 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
         "members", parents=[common], help="the member table as one node sees it"
     )
     remove = cluster_commands.add_parser(
-        "remove", parents=[common], help="remove a dead node from the ring for good"
+        "remove",
+        parents=[common],
+        help="remove a dead node from the ring for good (its partitions are copied from the "
+        "other owners first)",
     )
     remove.add_argument("node_id")
+    decommission = cluster_commands.add_parser(
+        "decommission",
+        parents=[common],
+        help="take a live node out of the ring with its data: it hands its partitions over, "
+        "leaves and exits",
+    )
+    decommission.add_argument("node_id")
+    for waiter in (remove, decommission):
+        waiter.add_argument(
+            "--no-wait", action="store_true", help="return at once instead of showing progress"
+        )
+        waiter.add_argument(
+            "--wait-timeout",
+            type=float,
+            default=3600.0,
+            help="give up waiting after this many seconds (default 3600; the work goes on)",
+        )
     cluster_commands.add_parser(
         "status",
         parents=[common],
@@ -227,7 +247,18 @@ async def _run(args: argparse.Namespace) -> int:
         elif args.command == "cluster" and args.cluster_command == "remove":
             path = f"/api/members/{args.node_id}/remove"
             answer = await _admin_json(client, endpoints[0], "POST", path, args.timeout)
-            _print(answer if json_out else f"removed {args.node_id} from the ring", json_out)
+            if args.no_wait:
+                _print(answer if json_out else f"removing {args.node_id}", json_out)
+                return 0
+            await _wait_until_left(client, endpoints[0], args)
+            _print(
+                {"removed": args.node_id, "status": "left"}
+                if json_out
+                else f"removed {args.node_id} from the ring",
+                json_out,
+            )
+        elif args.command == "cluster" and args.cluster_command == "decommission":
+            return await _decommission(client, endpoints[0], args)
         elif args.command == "cluster" and args.cluster_command in ("status", "ring"):
             await _cluster_view(client, endpoints[0], args)
         elif args.command == "cluster":
@@ -237,6 +268,102 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 print(_members_table(members))
     return 0
+
+
+async def _member_gossip_url(
+    client: Client, endpoint: Address, node_id: str, seconds: float
+) -> str:
+    """The HTTP base URL of member `node_id`, as the endpoint's node knows it."""
+    members = await _admin_json(client, endpoint, "GET", "/membership", seconds)
+    entry = members.get(node_id) if isinstance(members, dict) else None
+    if not isinstance(entry, dict) or not entry.get("gossip_addr"):
+        raise ClientError("NOT_FOUND", f"no member {node_id!r}")
+    return f"http://{entry['gossip_addr']}"
+
+
+async def _decommission(client: Client, endpoint: Address, args: argparse.Namespace) -> int:
+    json_out = args.output == "json"
+    base = await _member_gossip_url(client, endpoint, args.node_id, args.timeout)
+    answer = await _request_json(
+        "POST", f"{base}/api/members/{args.node_id}/decommission", args.timeout
+    )
+    if args.no_wait:
+        _print(answer if json_out else f"{args.node_id} is decommissioning", json_out)
+        return 0
+    last = ""
+    deadline = time.monotonic() + args.wait_timeout
+    while time.monotonic() < deadline:
+        members = await _admin_json(client, endpoint, "GET", "/membership", args.timeout)
+        status = members.get(args.node_id, {}).get("status") if isinstance(members, dict) else None
+        if status == "left":
+            _print(
+                {"decommissioned": args.node_id, "status": "left"}
+                if json_out
+                else f"{args.node_id} handed its partitions over and left the ring",
+                json_out,
+            )
+            return 0
+        if status == "dead":
+            print(
+                f"{args.node_id} stopped during its decommission: start it again to resume, or "
+                f"remove it (`a3redis cluster remove {args.node_id}`: its partitions are copied "
+                "from the other owners first)",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            progress = await _request_json("GET", f"{base}/api/transition", args.timeout)
+        except ClientError:
+            progress = None
+        line = _progress_line(progress) if isinstance(progress, dict) else "leaving"
+        if line != last and not json_out:
+            print(line, flush=True)
+            last = line
+        await trio.sleep(1.0)
+    print(f"still decommissioning after {args.wait_timeout:g}s (it goes on)", file=sys.stderr)
+    return 1
+
+
+def _progress_line(progress: dict[str, Any]) -> str:
+    waiting = progress.get("waiting_for")
+    return (
+        f"{progress.get('node_id')}: {progress.get('role')}, partitions "
+        f"{progress.get('partitions_done')}/{progress.get('partitions')}, "
+        f"{progress.get('keys_streamed')} keys copied"
+        + (f" (waiting for {waiting})" if waiting else "")
+    )
+
+
+async def _wait_until_left(client: Client, endpoint: Address, args: argparse.Namespace) -> None:
+    """Wait (showing progress) until the endpoint's node has removed `args.node_id`."""
+
+    async def left() -> bool:
+        members = await _admin_json(client, endpoint, "GET", "/membership", args.timeout)
+        entry = members.get(args.node_id) if isinstance(members, dict) else None
+        return isinstance(entry, dict) and entry.get("status") == "left"
+
+    deadline = time.monotonic() + args.wait_timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if await left():
+            return
+        progress = await _admin_json(client, endpoint, "GET", "/api/transition", args.timeout)
+        removing = progress.get("removing") if isinstance(progress, dict) else None
+        if not isinstance(removing, dict):
+            if await left():
+                return
+            raise ClientError("FAILED_PRECONDITION", f"{args.node_id} was not removed")
+        line = (
+            f"removing {args.node_id}: partitions {removing.get('partitions_done')}/"
+            f"{removing.get('partitions')}, {removing.get('keys_copied')} keys copied"
+        )
+        if line != last and args.output != "json":
+            print(line, flush=True)
+            last = line
+        await trio.sleep(0.5)
+    raise ClientError(
+        "DEADLINE_EXCEEDED", f"{args.node_id} not removed within {args.wait_timeout:g}s"
+    )
 
 
 async def _admin_json(

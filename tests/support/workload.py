@@ -114,7 +114,8 @@ async def _one(
     )
 
 
-async def run_workload(spec: Spec) -> list[Op]:
+async def run_workload(spec: Spec, stop: trio.Event | None = None) -> list[Op]:
+    """Run the load until its duration or operation count is spent, or `stop` is set."""
     if spec.start_at:
         await trio.sleep(max(0.0, spec.start_at - time.monotonic()))
     ops: list[Op] = []
@@ -127,7 +128,7 @@ async def run_workload(spec: Spec) -> list[Op]:
         targets = spec.endpoints if spec.rotate else [",".join(spec.endpoints)]
         async with _clients(spec, targets) as clients:
             for sequence in range(spec.max_ops):
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                     return
                 kind = rng.choice(kinds)
                 key = rng.choice(spec.keys)
