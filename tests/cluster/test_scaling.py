@@ -19,12 +19,14 @@ import trio
 
 from a3redis.client import Client
 from a3redis.core.consistency import Consistency
+from a3redis.core.hlc import Version
 from a3redis.core.ring import Ring
 from tests.conftest import NodeFactory
 from tests.support.clusters import wait_all_alive_and_ready
 from tests.support.history import (
     DELETE,
     GET,
+    OK,
     PUT,
     Observed,
     assert_no_anomalies,
@@ -67,6 +69,13 @@ def scenario(nodes: list[NodeProcess], log: list[str]) -> None:
         node.start(wait=False)
     wait_for(lambda: role(nodes[3]) == role(nodes[4]) == "normal", 90, "node-4 and node-5 joined")
     log.append("joined")
+    # The former owners hand their copies over and drop them (two passes on a settled
+    # ring; a pass follows each anti-entropy round), so that what the next steps move
+    # is held only by its owners.
+    for _ in range(2):
+        for node in nodes:
+            ran = run_cli("repair", "--wait", "--endpoint", node.endpoint, timeout=60)
+            assert ran.returncode == 0, ran.stderr
 
     # A decommission: node-4 hands its partitions over, leaves and exits 0.
     done = run_cli("cluster", "decommission", "node-4", "--endpoint", first.endpoint, timeout=90)
@@ -147,7 +156,6 @@ async def test_three_to_five_to_three_under_load_loses_no_acknowledged_write(
     history = merge_histories(histories)
     assert len(history) > 200, f"only {len(history)} operations in {time.monotonic() - started}s"
 
-    # Converge: repair rounds hand off what former owners still hold, then drop it.
     ring = Ring(["node-1", "node-2", "node-3"], factor)
     owners = {key: ring.preference_list(key.encode()) for key in keys}
     names = {node.endpoint: f"node-{i}" for i, node in enumerate(nodes, start=1)}
@@ -155,6 +163,23 @@ async def test_three_to_five_to_three_under_load_loses_no_acknowledged_write(
     async def views() -> dict[str, dict[str, Observed | None]]:
         return {names[node.endpoint]: await local_records(node, keys) for node in founders}
 
+    # Before any repair: each cold key's acknowledged write is on every one of its
+    # replicas, so the joins, the decommission and the removal copied what they had to.
+    newest: dict[str, Version] = {}
+    for op in history:
+        if op.kind != PUT or op.outcome != OK or op.version is None or op.key not in cold:
+            continue
+        newest[op.key] = max(op.version, newest.get(op.key, op.version))
+    before = await views()
+    missing = [
+        (key, node)
+        for key, version in newest.items()
+        for node in owners[key]
+        if (record := before[node][key]) is None or record.version < version
+    ]
+    assert not missing, f"{len(missing)} copies missing, e.g. {missing[:5]}"
+
+    # Converge: repair rounds hand off what former owners still hold, then drop it.
     with trio.fail_after(60):
         while True:
             for node in founders:
