@@ -1,7 +1,7 @@
 """`a3redis cluster status` and `a3redis cluster ring`: the cluster as its nodes see it.
 
 Rules: read-only, over the nodes' existing HTTP endpoints (`/membership`,
-`/api/ring`, `/api/metrics/summary`). Placement is computed with the same
+`/api/ring`, `/api/metrics/summary`, `/api/transition`). Placement is computed with the same
 `Ring` the nodes use, from the members, replication factor and partition
 count the entry node reports for its own ring, so the owners printed are the
 ones that node sends a key to. A member that does not answer is shown as
@@ -122,6 +122,8 @@ class MemberStatus:
     error: str | None = None
     since: float | None = None  # dead or left: since when (wall-clock seconds)
     forget_in: float | None = None  # dead or left: seconds until it is forgotten
+    role: str = "normal"  # its place in the ring (core.transition), as the entry node sees it
+    progress: str | None = None  # its join, decommission or removal of another, in words
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,7 @@ async def _member_status(
         share=shares.get(node_id),
         since=_number(entry.get("since")),
         forget_in=_number(entry.get("forget_in")),
+        role=str(entry.get("role", "normal")),
     )
     if status not in _ASKED or not base.gossip_addr:
         return base
@@ -184,17 +187,39 @@ async def _member_status(
         if summary.get("node_id") != node_id:
             raise Unreachable(f"{address} answers as {summary.get('node_id')!r}")
         ring = RingInfo.from_json(node_id, await http.get(address, "/api/ring"))
+        transition = await http.get(address, "/api/transition")
     except (Unreachable, ValueError, KeyError, TypeError) as error:
         return dataclasses.replace(base, error=str(error))
     repair = summary.get("last_repair") or {}
     return dataclasses.replace(
         base,
+        progress=transition_progress(transition) if isinstance(transition, dict) else None,
         reachable=True,
         keys=summary.get("keys"),
         repair_rounds=repair.get("rounds"),
         last_repair_at=repair.get("finished_at"),
         ring_agrees=ring.same_placement(ring_info),
     )
+
+
+def transition_progress(body: dict[str, Any]) -> str | None:
+    """What a node's /api/transition says it is doing, in words (None: nothing)."""
+    parts = []
+    role = body.get("role")
+    if role not in ("normal", None):
+        waiting = body.get("waiting_for")
+        parts.append(
+            f"{role}: partitions {body.get('partitions_done')}/{body.get('partitions')}, "
+            f"{body.get('keys_streamed')} keys copied"
+            + (f", waiting for {waiting}" if waiting else "")
+        )
+    removing = body.get("removing")
+    if isinstance(removing, dict):
+        parts.append(
+            f"removing {removing.get('node_id')}: partitions {removing.get('partitions_done')}/"
+            f"{removing.get('partitions')}, {removing.get('keys_copied')} keys copied"
+        )
+    return "; ".join(parts) or None
 
 
 def _number(value: Any) -> float | None:
@@ -216,7 +241,7 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
 
 
 def status_text(status: ClusterStatus, now: float) -> str:
-    rows = [("NODE", "GRPC", "GOSSIP", "STATUS", "INC", "KEYS", "SHARE", "LAST REPAIR")]
+    rows = [("NODE", "GRPC", "GOSSIP", "STATUS", "ROLE", "INC", "KEYS", "SHARE", "LAST REPAIR")]
     for m in status.members:
         rows.append(
             (
@@ -224,6 +249,7 @@ def status_text(status: ClusterStatus, now: float) -> str:
                 m.grpc_addr or "-",
                 m.gossip_addr or "-",
                 m.status if m.reachable or m.status not in _ASKED else f"{m.status} (unreachable)",
+                m.role,
                 "-" if m.incarnation is None else str(m.incarnation),
                 "-" if m.keys is None else str(m.keys),
                 "-" if m.share is None else f"{100 * m.share:.1f}%",
@@ -241,6 +267,8 @@ def status_text(status: ClusterStatus, now: float) -> str:
             lines.append(f"note: {m.node_id} places keys on a different ring (not converged yet?)")
         if m.error:
             lines.append(f"note: {m.node_id}: {m.error}")
+        if m.progress:
+            lines.append(f"note: {m.node_id} is {m.progress}")
         if m.status in ("dead", "left") and m.forget_in is not None:
             gone_for = "" if m.since is None else f" for {age(now - m.since)}"
             lines.append(

@@ -27,7 +27,7 @@ def test_cluster_status_and_ring_tell_the_truth(node_factory: NodeFactory) -> No
     assert header.startswith("NODE  ") and header.endswith("  SHARE  LAST REPAIR")
     assert [row.split()[0] for row in rows] == ["node-1", "node-2", "node-3"]
     for row, node in zip(rows, nodes, strict=True):
-        assert row.split()[1:4] == [node.endpoint, f"127.0.0.1:{node.http_port}", "alive"]
+        assert row.split()[1:5] == [node.endpoint, f"127.0.0.1:{node.http_port}", "alive", "normal"]
     shares = [float(re.findall(r" ([0-9.]+)% ", row)[0]) for row in rows]
     assert abs(sum(shares) - 100) < 0.5 and all(25 < share < 42 for share in shares)
 
@@ -37,6 +37,7 @@ def test_cluster_status_and_ring_tell_the_truth(node_factory: NodeFactory) -> No
     members = status["members"]
     assert [m["node_id"] for m in members] == ["node-1", "node-2", "node-3"]
     assert all(m["status"] == "alive" and m["reachable"] and m["ring_agrees"] for m in members)
+    assert all(m["role"] == "normal" and m["progress"] is None for m in members)
     assert abs(sum(m["share"] for m in members) - 1) < 1e-9
 
     # Owners of a key, as the nodes place it: exactly they hold it after a put.

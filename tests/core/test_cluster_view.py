@@ -17,6 +17,7 @@ from a3redis.tools.cluster_status import (
     ring_shares,
     runs,
     status_text,
+    transition_progress,
 )
 
 RING = RingInfo("node-1", ("node-1", "node-2", "node-3"), 2, 64)
@@ -57,7 +58,18 @@ def test_status_text_shows_unreachable_members_and_repair_age() -> None:
     ]
     text = status_text(ClusterStatus("node-1", RING, rows), now=1090.0)
     lines = text.splitlines()
-    assert lines[1].split() == ["node-1", "h:1", "h:11", "alive", "7", "10", "50.0%", "90s", "ago"]
+    assert lines[1].split() == [
+        "node-1",
+        "h:1",
+        "h:11",
+        "alive",
+        "normal",
+        "7",
+        "10",
+        "50.0%",
+        "90s",
+        "ago",
+    ]
     assert lines[2].split()[3:5] == ["alive", "(unreachable)"]
     assert lines[3].split()[3] == "incompatible"  # another cluster: not asked, not unreachable
     assert "note: node-2: refused" in text
@@ -84,3 +96,39 @@ def test_status_text_announces_when_a_dead_member_will_be_and_was_forgotten() ->
         "its partitions moved to the others) in 18.0h (DEAD_MEMBER_REAP)"
     ) in text
     assert "note: node-9 was forgotten 3.0h ago after being dead for DEAD_MEMBER_REAP" in text
+
+
+def test_status_text_shows_roles_and_the_progress_of_a_join_and_a_removal() -> None:
+    joining = transition_progress(
+        {
+            "role": "joining",
+            "partitions": 3050,
+            "partitions_done": 1180,
+            "keys_streamed": 30267,
+            "waiting_for": None,
+            "removing": None,
+        }
+    )
+    assert joining == "joining: partitions 1180/3050, 30267 keys copied"
+    removing = transition_progress(
+        {
+            "role": "normal",
+            "removing": {
+                "node_id": "node-5",
+                "partitions": 40,
+                "partitions_done": 8,
+                "keys_copied": 900,
+            },
+        }
+    )
+    assert removing == "removing node-5: partitions 8/40, 900 keys copied"
+    assert transition_progress({"role": "normal", "removing": None}) is None
+    members = [
+        MemberStatus("node-1", "a:1", "a:2", "alive", 3, True, progress=removing),
+        MemberStatus("node-4", "d:1", "d:2", "alive", 1, True, role="joining", progress=joining),
+    ]
+    text = status_text(ClusterStatus("node-1", RING, members), now=1000.0)
+    assert text.splitlines()[0].split()[4] == "ROLE"
+    assert text.splitlines()[2].split()[4] == "joining"
+    assert f"note: node-4 is {joining}" in text
+    assert f"note: node-1 is {removing}" in text
