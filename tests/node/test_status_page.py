@@ -60,6 +60,7 @@ async def test_the_status_page_shows_members_ring_and_operations(
     dom = await trio.to_thread.run_sync(render, chromium, url, tmp_path / "profile", screenshot)
     assert '<span class="status alive">alive</span>' in dom
     assert "<td>node-1</td>" in dom
+    assert "<td>normal</td>" in dom  # its role in the ring
     assert "100.0%" in dom  # one node holds the whole ring
     assert "<td>Put</td>" in dom
     assert 'id="error"></span>' in dom  # no fetch failed
