@@ -43,7 +43,7 @@ from a3redis.cluster.gossip import (
 )
 from a3redis.cluster.hinted_handoff import HintStore
 from a3redis.cluster.keyspace import Keyspace
-from a3redis.cluster.rebalance import Rebalancer
+from a3redis.cluster.rebalance import LEFT_MARKER, Rebalancer
 from a3redis.cluster.topology import Topology
 from a3redis.config import Config, ConfigError
 from a3redis.core.hlc import HybridLogicalClock
@@ -120,7 +120,7 @@ async def run_node(
             await trio.to_thread.run_sync(hints.load)
             gate = RequestGate()
             member_file = MemberFile(config.data_dir, config.cluster_name)
-            membership = _membership(config, wall_ms(), member_file)
+            membership, parked = _membership(config, wall_ms(), member_file)
             async with (
                 make_http_client(config) as http,
                 ChannelPool.open(PROBE_TIMEOUT, _local_host(config)) as channels,
@@ -182,6 +182,7 @@ async def run_node(
                     max_keys_per_second=config.stream_max_keys_per_second,
                     on_change=saver,
                     on_left=stop.set,
+                    parked=parked,
                 )
                 metrics = NodeMetrics()
                 metrics.add_source(node_source(store, keyspace, hints, repair, gossip))
@@ -235,7 +236,8 @@ async def run_node(
             http_sock.close()
 
 
-def _membership(config: Config, now_ms: int, member_file: MemberFile) -> Membership:
+def _membership(config: Config, now_ms: int, member_file: MemberFile) -> tuple[Membership, bool]:
+    """Our member table (restored from DATA_DIR), and whether we left the ring earlier."""
     incarnation = start_incarnation(config.data_dir, now_ms)
     save_incarnation(config.data_dir, incarnation)
     saved, status_ages = member_file.load(time.time())
@@ -260,18 +262,30 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> Members
     membership.restore(saved, trio.current_time(), status_ages)
     if saved:
         log.info("restored %d members from %s", len(saved), member_file.path)
-    return membership
+    parked = _left_earlier(config)
+    if parked:
+        log.warning(
+            "%s left the ring (its decommission ended): it will not join again with this "
+            "DATA_DIR; wipe DATA_DIR to join as a new node",
+            config.node_id,
+        )
+    return membership, parked
 
 
 def _start_role(config: Config, saved: list[MemberState]) -> Role:
-    """Our role as we saved it; a fresh node with peers starts at its cold-start gate.
-
-    A node that left (a finished decommission) starts afresh: it would have to join again.
-    """
+    """Our role as we saved it; a fresh node with peers starts at its cold-start gate
+    (a node that left stays there: see `_left_earlier`)."""
     mine = next((state for state in saved if state.node_id == config.node_id), None)
+    if _left_earlier(config):
+        return Role.STARTING
     if mine is None or mine.status is Status.LEFT:
-        return Role.STARTING if seed_addresses(config) else Role.NORMAL
+        return Role.STARTING if seed_addresses(config) or mine is not None else Role.NORMAL
     return mine.role
+
+
+def _left_earlier(config: Config) -> bool:
+    """Whether this node's decommission ended in an earlier run."""
+    return (config.data_dir / LEFT_MARKER).exists()
 
 
 def _local_host(config: Config) -> str | None:

@@ -61,6 +61,8 @@ from a3redis.core.transition import (
 log = logging.getLogger("a3redis.cluster.rebalance")
 
 TICK = 0.25
+# Written in DATA_DIR when a decommission ends: the node does not join again by itself.
+LEFT_MARKER = "left"
 # Partitions asked in one Stream call, and records per page.
 STREAM_PARTITIONS = 64
 STREAM_PAGE = 4096
@@ -125,6 +127,7 @@ class Rebalancer:
         max_keys_per_second: float,
         on_change: Callable[[], None],
         on_left: Callable[[], None],
+        parked: bool = False,
     ) -> None:
         self._membership = membership
         self._topology = topology
@@ -137,6 +140,9 @@ class Rebalancer:
         self._rate = max_keys_per_second
         self._on_change = on_change
         self._on_left = on_left
+        # This node left the ring (its decommission ended) in an earlier run: it does not
+        # join again by itself (a pod restarted before its scale-down must not).
+        self._parked = parked
         self._done: set[int] = set()
         self._target: frozenset[str] | None = None
         self._streamed = False
@@ -225,6 +231,9 @@ class Rebalancer:
         me = membership.me
         if me.status is Status.LEFT:
             return
+        if self._parked:
+            self.stats.waiting = "an operator: this node left the ring (wipe DATA_DIR to join anew)"
+            return
         if me.role is Role.STARTING:
             self._cold_start(now)
             return
@@ -249,6 +258,8 @@ class Rebalancer:
             await self._stream()
         elif step.leave:
             log.info("decommission complete: leaving the ring and stopping")
+            marker = self._progress.path.with_name(LEFT_MARKER)
+            marker.write_text(f"{membership.node_id} left the ring at {time.time():.0f}\n")
             membership.leave(now)
             self._progress.clear()
             self._on_change()

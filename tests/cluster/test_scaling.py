@@ -33,7 +33,7 @@ from tests.support.history import (
     check,
     merge_histories,
 )
-from tests.support.node_http import get_json, statuses
+from tests.support.node_http import get_json, ready, statuses
 from tests.support.processes import NodeProcess, run_cli
 from tests.support.waiting import wait_for
 from tests.support.workload import Spec, run_workload
@@ -83,6 +83,13 @@ def scenario(nodes: list[NodeProcess], log: list[str]) -> None:
     assert "left the ring" in done.stdout
     assert nodes[3].process is not None and nodes[3].process.wait(10) == 0
     log.append("node-4 decommissioned")
+    # Restarted (say, by a supervisor before its scale-down), it does not join again.
+    nodes[3].start()
+    time.sleep(2)
+    assert not ready(nodes[3]) and role(nodes[3]) == "starting"
+    assert "node-4" not in get_json(first, "/api/ring")["members"]
+    assert "will not join again" in nodes[3].output()
+    nodes[3].stop()
 
     # node-5 starts its decommission and crashes in the middle of it; the operator removes it.
     started = run_cli(
