@@ -238,7 +238,7 @@ SETTINGS: tuple[Setting, ...] = (
         "gossip_port",
         None,
         PORT,
-        "HTTP port: gossip, `/health`, `/membership`, `/metrics`, the status page",
+        "HTTP port: gossip, `/health`, `/ready`, `/membership`, `/metrics`, the status page",
         shown_default="`8000+N`",
         seed=True,
     ),
