@@ -38,7 +38,7 @@ from a3redis.core.consistency import Consistency
 from a3redis.core.membership import MAX_INCARNATION, MAX_INCOMPATIBLE, MAX_MESSAGE_BYTES
 from a3redis.core.names import is_node_id
 from tests.conftest import NodeFactory
-from tests.support.clusters import peered_nodes
+from tests.support.clusters import peered_nodes, wait_all_alive_and_ready
 from tests.support.hostile_gossip import HOSTILE
 from tests.support.node_http import membership, metric, statuses
 from tests.support.processes import HOST, NodeProcess, free_port, run_cli
@@ -72,7 +72,7 @@ async def cluster(
     cwd.mkdir()
     monkeypatch.chdir(cwd)  # the node processes inherit it
     nodes = start_all(lambda: peered_nodes(node_factory, **FAST))
-    wait_for(lambda: all(statuses(n) == EVERYONE for n in nodes), 15, "all alive")
+    wait_all_alive_and_ready(nodes, 15)
     async with Client.connect(nodes[0].endpoint) as client:
         for start in range(0, len(KEYS), 50):
             await client.batch_put([(k, b"v1-" + k) for k in KEYS[start : start + 50]], QUORUM)
@@ -408,7 +408,7 @@ def refusing_peer(status: int) -> Iterator[int]:
 
 
 @pytest.mark.parametrize("answer", [409, 500, 200])
-def test_a_node_leaving_exits_0_whatever_its_peers_answer(
+def test_a_node_stopping_exits_0_whatever_its_peers_answer(
     node_factory: NodeFactory, answer: int
 ) -> None:
     (node,) = start_all(lambda: [node_factory("solo", FAILURE_TIMEOUT="30")])
@@ -420,7 +420,7 @@ def test_a_node_leaving_exits_0_whatever_its_peers_answer(
         time.sleep(1.5)  # it has been probed (and answered) at least once
         node.signal(signal.SIGTERM)
         assert node.wait_exit() == 0, node.output()[-3000:]
-    assert "announced leave to 1 members" in node.output()
+    assert "announced stop to 1 members" in node.output()
 
 
 # ----- members that never come back ----------------------------------------------------------

@@ -393,6 +393,15 @@ class FaultCluster:
         for node in self.nodes:
             self.wait_ready(node, timeout)
         self.wait_all_alive(timeout)
+        self.wait_coordinating(timeout)
+
+    def wait_coordinating(self, timeout: float = 30.0) -> None:
+        """Wait until every node coordinates requests (it has found its ring)."""
+
+        def coordinating() -> bool:
+            return all((self.health(node) or {}).get("ready") is True for node in self.nodes)
+
+        wait_for(coordinating, timeout, "every node coordinates requests")
 
     def health(self, node: NsNode, timeout: float = 1.0) -> dict[str, Any] | None:
         try:
