@@ -7,8 +7,10 @@ Rules, in the order a pass follows them:
   else would move them, and a stale copy left behind would come back to life
   if the ring ever gave the partition back.
 - When: a pass acts only on a settled ring, the same members as at the
-  previous pass (a view that is still changing is not acted on), and not
-  while this node is joining. A ring that changes during a pass ends it.
+  previous pass (a view that is still changing is not acted on), not while
+  this node has not found its ring, and not while a member joins or leaves
+  (a3redis.core.transition: former owners keep every copy until the new
+  configuration is the only one). A ring that changes during a pass ends it.
 - What: every partition that holds at least one key and does not list this
   node among its owners, in partition order.
 - To whom: every owner of the partition. A partition waits for a later pass

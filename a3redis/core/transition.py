@@ -215,27 +215,38 @@ def join_transfers(
     return transfers
 
 
+def _departure_transfers(
+    member: str,
+    partitions: int,
+    old_owners: Callable[[int], Sequence[str]],
+    new_owners: Callable[[int], Sequence[str]],
+    sources_of: Callable[[Sequence[str]], tuple[str, ...]],
+) -> list[Transfer]:
+    """The partitions `member` owned, each to the member(s) gaining it, from `sources_of`
+    its old owners. When none gains it (the ring shrinks below the replication factor),
+    every remaining owner gets the copy: any of them may lack a write that only the
+    departing member acknowledged."""
+    transfers: list[Transfer] = []
+    for partition in range(partitions):
+        old = old_owners(partition)
+        if member not in old:
+            continue
+        new = new_owners(partition)
+        gainers = [target for target in new if target not in old] or list(new)
+        sources = sources_of(old)
+        transfers.extend(Transfer(partition, sources, target) for target in gainers)
+    return transfers
+
+
 def leave_transfers(
     me: str,
     partitions: int,
     old_owners: Callable[[int], Sequence[str]],
     new_owners: Callable[[int], Sequence[str]],
 ) -> list[Transfer]:
-    """The partitions a leaving member holds, each with the member(s) that gain it.
-
-    When no member gains a partition (the ring shrinks below the replication
-    factor), every remaining owner gets the copy: any of them may lack a write
-    that only the leaving member acknowledged.
-    """
-    transfers: list[Transfer] = []
-    for partition in range(partitions):
-        old = old_owners(partition)
-        if me not in old:
-            continue
-        new = new_owners(partition)
-        gainers = [target for target in new if target not in old] or list(new)
-        transfers.extend(Transfer(partition, (me,), target) for target in gainers)
-    return transfers
+    """Rule 6: the partitions a leaving member holds, each from it to the member(s) that
+    gain it."""
+    return _departure_transfers(me, partitions, old_owners, new_owners, lambda _: (me,))
 
 
 def removal_transfers(
@@ -246,17 +257,12 @@ def removal_transfers(
     is_down: Callable[[str], bool],
 ) -> list[Transfer]:
     """Rule 8: the partitions a removed member owned, each copied to the member(s)
-    gaining it (every remaining owner when none does) from every live old owner."""
-    transfers: list[Transfer] = []
-    for partition in range(partitions):
-        old = old_owners(partition)
-        if removed not in old:
-            continue
-        new = new_owners(partition)
-        sources = tuple(o for o in old if o != removed and not is_down(o))
-        gainers = [target for target in new if target not in old] or list(new)
-        transfers.extend(Transfer(partition, sources, target) for target in gainers)
-    return transfers
+    gaining it from every live old owner."""
+
+    def live_others(old: Sequence[str]) -> tuple[str, ...]:
+        return tuple(o for o in old if o != removed and not is_down(o))
+
+    return _departure_transfers(removed, partitions, old_owners, new_owners, live_others)
 
 
 # ----- the whole life: what a member does next --------------------------------------------

@@ -25,6 +25,7 @@ from a3redis.core.transition import (
     must_step_back,
     my_turn,
     next_step,
+    removal_transfers,
     role_after_gate,
 )
 from tests.sim.membership_net import SimNetwork
@@ -208,6 +209,35 @@ def test_after_a_decommission_every_write_keeps_w_copies_among_its_new_replicas(
         held = acked & set(after)
         if leaver in acked:
             held |= gains.get(partition, set())
+        assert len(held) >= min(quorum, len(after)), (partition, before, after, acked)
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(2, 6), factor=st.integers(2, 4), seed=st.integers(0, 2**32 - 1))
+def test_after_a_removal_every_quorum_write_keeps_w_copies_among_its_new_replicas(
+    size: int, factor: int, seed: int
+) -> None:
+    rng = random.Random(seed)
+    members = [f"n{i}" for i in range(size)]
+    removed = members[rng.randrange(size)]
+    old = Ring(members, factor, PARTITIONS)
+    new = Ring([m for m in members if m != removed], factor, PARTITIONS)
+    down = {removed}
+    copies: dict[int, list[tuple[tuple[str, ...], str]]] = {}
+    for t in removal_transfers(
+        removed, PARTITIONS, old.partition_owners, new.partition_owners, down.__contains__
+    ):
+        assert removed not in t.sources
+        copies.setdefault(t.partition, []).append((t.sources, t.target))
+    for partition in range(PARTITIONS):
+        before, after = old.partition_owners(partition), new.partition_owners(partition)
+        # A QUORUM write (W >= 2) acknowledged by W of the old replicas.
+        quorum = factor // 2 + 1
+        acked = set(rng.sample(before, min(quorum, len(before))))
+        held = acked & set(after)
+        for sources, target in copies.get(partition, []):
+            if acked & set(sources):
+                held.add(target)
         assert len(held) >= min(quorum, len(after)), (partition, before, after, acked)
 
 
