@@ -38,7 +38,9 @@ The rules, in the order a member's life follows them:
 7. Once every partition is in, the member switches (`joined`, or
    `departing`); once that is acknowledged and drained, it becomes `normal`
    (or announces `left` and stops). Only then does a former owner hand off
-   and drop what it no longer owns (a3redis.core.ownership).
+   and drop what it no longer owns (a3redis.core.ownership). A `departing`
+   member that is dead counts as gone: its data is handed over already, and
+   its `left` may have been lost on the way.
 8. Removal. An operator removes a member that is dead for good (its
    disk is lost, or it crashed in its decommission): before it is
    announced `left`, each partition it owned is copied to the member that
@@ -99,9 +101,11 @@ def configurations(members: Iterable[MemberState]) -> Configurations:
     active = 0
     switched = 0
     for member in members:
-        if member.status is Status.LEFT:
-            continue
         role = member.role
+        if member.status is Status.LEFT or (
+            role is Role.DEPARTING and member.status is Status.DEAD
+        ):
+            continue
         if role in _IN_OLD:
             old.add(member.node_id)
         if role in _IN_NEW:

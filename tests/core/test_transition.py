@@ -428,3 +428,12 @@ def test_every_role_round_trips_through_json() -> None:
     legacy = member("n").to_json()
     del legacy["role"]
     assert MemberState.from_json(legacy).role is Role.NORMAL
+
+
+def test_a_departing_member_that_is_dead_is_gone_even_if_its_left_was_lost() -> None:
+    configs = configurations([member("a"), member("b"), member("l", Role.DEPARTING, Status.DEAD)])
+    assert configs.old == configs.new == configs.read == {"a", "b"}
+    assert not configs.changing
+    # Dead while it still copies (leaving): it keeps its place until it resumes or is removed.
+    leaving = configurations([member("a"), member("l", Role.LEAVING, Status.DEAD)])
+    assert leaving.old == {"a", "l"} and leaving.changing
