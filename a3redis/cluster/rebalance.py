@@ -39,6 +39,7 @@ import trio
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.cluster.peers import PeerUnavailableError
 from a3redis.cluster.topology import Topology
+from a3redis.core.consistency import Consistency
 from a3redis.core.membership import Membership, Role, Status
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.ownership import batches, durably_held
@@ -320,6 +321,7 @@ class Rebalancer:
                 old_ring.partition_owners,
                 new_ring.partition_owners,
                 topology.is_down,
+                Consistency.QUORUM.required(topology.replication_factor),
             )
         return leave_transfers(
             me, old_ring.partitions, old_ring.partition_owners, new_ring.partition_owners

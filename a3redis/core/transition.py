@@ -30,8 +30,9 @@ The rules, in the order a member's life follows them:
 6. Streaming: in a join, the joining member copies each partition it gains
    from the owner it displaces, which holds every write acknowledged there
    that the new configuration does not otherwise count; if that owner is
-   down, from every live old owner (and from every old owner when it
-   displaces none: the ring was smaller than the replication factor). In a
+   down (or it displaces none: the ring was smaller than the replication
+   factor), from every live old owner, provided enough are live that every
+   QUORUM write is among them (else the partition waits). In a
    decommission the leaving member copies each of its partitions to the
    member that gains it (to every remaining owner when none does). Records merge
    by last-write-wins, so a copy never undoes a newer write.
@@ -200,21 +201,30 @@ def join_transfers(
     old_owners: Callable[[int], Sequence[str]],
     new_owners: Callable[[int], Sequence[str]],
     is_down: Callable[[str], bool],
+    write_quorum: int,
 ) -> list[Transfer]:
     """The partitions a joining member gains, each with where to copy it from.
 
-    Sources: the old owners it displaces that are up; if none is, every live old
-    owner (a partition with no live old owner has nowhere to come from: its
-    sources are empty and it waits).
+    Sources: the old owner it displaces, when that one is up. Otherwise (it is
+    down, or the ring was smaller than the replication factor and nobody is
+    displaced) every live old owner, and at least `len(old) - W + 1` of them
+    (W: `write_quorum`, the W of QUORUM), so that every write that W old
+    owners acknowledged is among them; with fewer live, the sources are empty
+    and the partition waits.
     """
     transfers: list[Transfer] = []
     for partition in range(partitions):
         gained = new_owners(partition)
         if me not in gained:
             continue
-        old = old_owners(partition)
-        displaced = [o for o in old if o not in gained and o != me and not is_down(o)]
-        sources = displaced or [o for o in old if o != me and not is_down(o)]
+        old = [o for o in old_owners(partition) if o != me]
+        displaced = [o for o in old if o not in gained]
+        if displaced and not any(is_down(o) for o in displaced):
+            sources = displaced
+        else:
+            live = [o for o in old if not is_down(o)]
+            needed = len(old) - min(write_quorum, len(old)) + 1
+            sources = live if len(live) >= needed else []
         transfers.append(Transfer(partition, tuple(sources), me))
     return transfers
 
