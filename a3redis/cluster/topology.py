@@ -69,8 +69,9 @@ class Topology:
 
     @property
     def joining(self) -> bool:
+        """Whether this node coordinates nothing now (core.transition.Readiness)."""
         readiness = self.readiness
-        if readiness is None or readiness.ready:
+        if readiness is None:
             return False
         return not readiness.check(self.membership, trio.current_time())
 

@@ -275,6 +275,9 @@ class GossipMessage:
     protocol: int = PROTOCOL_VERSION
     # The sender's (MAX_KEY_BYTES, MAX_VALUE_BYTES); None from a release that does not say.
     limits: tuple[int, int] | None = None
+    # Whether the sender coordinates requests (it knows its ring now); a release that
+    # does not say is taken to.
+    ready: bool = True
 
     def to_json(self) -> dict[str, Any]:
         members = []
@@ -293,6 +296,7 @@ class GossipMessage:
         }
         if self.limits is not None:
             body["max_key_bytes"], body["max_value_bytes"] = self.limits
+        body["ready"] = self.ready
         return body
 
     @classmethod
@@ -345,7 +349,10 @@ class GossipMessage:
             ages[state.node_id] = float(age)
         if sender not in seen:
             raise MessageError("members: the sender must list itself among the members")
-        return cls(cluster, factor, sender, tuple(states), ages, limits=limits)
+        ready = raw.get("ready", True)
+        if not isinstance(ready, bool):
+            raise MessageError("ready: must be true or false")
+        return cls(cluster, factor, sender, tuple(states), ages, limits=limits, ready=ready)
 
 
 def decode_message(body: bytes) -> GossipMessage:
@@ -456,6 +463,16 @@ class Membership:
     _newly_forgotten: list[MemberState] = field(default_factory=list)
     _joined: bool = False
     _heard: bool = False
+    # Members whose messages we merged since we started, and whether one of them said
+    # it coordinates requests (a3redis.core.transition.Readiness).
+    _heard_from: set[str] = field(default_factory=set)
+    _heard_ready: bool = False
+    # Whether we coordinate requests (set by the shell's Readiness; told to peers).
+    coordinating: bool = False
+    # When `tick` last ran, and whether it found it had not run for FAILURE_TIMEOUT
+    # (we were paused or starved: the others may have moved on without us).
+    _last_tick: float | None = None
+    _stale: bool = False
     # Per member: the highest incarnation of ours its messages listed (what it has seen of us).
     _seen_me: dict[str, int] = field(default_factory=dict)
     # The incarnation at which we took our current role.
@@ -531,6 +548,32 @@ class Membership:
         """
         return self._joined
 
+    def out_of_touch(self, now: float) -> bool:
+        """Whether we may have been away (paused, starved) long enough for the others to
+        declare us dead and move on: then we coordinate nothing until a peer's table
+        reaches us. A node alone in its table is never out of touch."""
+        away = self._stale or (
+            self._last_tick is not None and now - self._last_tick > self.settings.failure_timeout
+        )
+        return away and any(
+            m.node_id != self.node_id and m.status is not Status.LEFT
+            for m in self._members.values()
+        )
+
+    @property
+    def heard_ready(self) -> bool:
+        """Whether a peer that coordinates requests sent us its table since we started."""
+        return self._heard_ready
+
+    def heard_from_every_live_member(self) -> bool:
+        """Whether every member we believe alive (or suspect) has sent us its table since
+        we started: then no newer table than theirs and ours exists."""
+        return all(
+            m.node_id in self._heard_from
+            for m in self._members.values()
+            if m.node_id != self.node_id and m.status in (Status.ALIVE, Status.SUSPECT)
+        )
+
     @property
     def heard(self) -> bool:
         """Whether we merged a peer's table since we started (a saved table does not count)."""
@@ -549,6 +592,7 @@ class Membership:
             tuple(self._members.values()),
             ages,
             limits=self.limits,
+            ready=self.coordinating,
         )
 
     # ----- configuration ----------------------------------------------------------------------
@@ -626,6 +670,9 @@ class Membership:
 
     def tick(self, now: float, rng: random.Random) -> list[Probe]:
         """Advance timers (failure detection, forgetting); return this round's probes."""
+        if self._last_tick is not None and now - self._last_tick > self.settings.failure_timeout:
+            self._stale = True
+        self._last_tick = now
         for node_id, local in self._local.items():
             member = self._members[node_id]
             silent = now - local.alive_at >= self.settings.failure_timeout
@@ -673,6 +720,7 @@ class Membership:
             del self._local[node_id]
             self._answered.discard(node_id)
             self._seen_me.pop(node_id, None)
+            self._heard_from.discard(node_id)
             self._forgotten.pop(node_id, None)
             self._forgotten[node_id] = Forgotten(state, now)
             self._newly_forgotten.append(state)
@@ -857,6 +905,8 @@ class Membership:
 
     def _merge(self, message: GossipMessage, now: float) -> None:
         self._joined = self._heard = True
+        self._stale = False
+        self._heard_ready = self._heard_ready or message.ready
         for state in message.members:
             if state.node_id == self.node_id:
                 self._seen_by(message.sender, state.incarnation)
@@ -873,6 +923,8 @@ class Membership:
                 self._set(state, now, first_seen=now - message.ages.get(state.node_id, 0.0))
         # Evidence of life: the sender itself (we just heard from it), then the
         # sender's own evidence about the others, aged on the way.
+        if message.sender in self._members:
+            self._heard_from.add(message.sender)
         if message.sender in self._local:
             self._evidence(message.sender, now)
         for node_id, age in message.ages.items():

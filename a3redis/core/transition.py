@@ -26,7 +26,10 @@ The rules, in the order a member's life follows them:
    acknowledged it (membership.unacknowledged) and `drain` seconds have
    passed since, so that every request coordinated under the previous
    configuration has finished. Dead members are not waited for: a node
-   that comes back coordinates nothing before it has merged a peer's table.
+   that comes back (a restart, or a pause or starvation longer than
+   FAILURE_TIMEOUT) coordinates nothing before a peer's table has reached
+   it (Readiness). A member that sees every other member down waits: it is
+   more likely cut off than alone.
 6. Streaming: in a join, the joining member copies each partition it gains
    from the owner it displaces, which holds every write acknowledged there
    that the new configuration does not otherwise count; if that owner is
@@ -314,6 +317,10 @@ def next_step(
         return Step()
     if must_step_back(me, members):
         return Step(role=Role.WAITING if role is Role.JOINING else Role.RETIRING)
+    if _cut_off(me, members):
+        # Every other member seems down: more likely we are cut off than they all died,
+        # and a step nobody saw would leave them behind.
+        return Step(waiting="a live member to see this step (every other member seems down)")
     if not announcement.settled(role, me.incarnation, unacknowledged, now):
         return Step(waiting=announcement.waiting_for(unacknowledged, now))
     if role in (Role.JOINING, Role.LEAVING):
@@ -323,6 +330,11 @@ def next_step(
     if role is Role.JOINED:
         return Step(role=Role.NORMAL)
     return Step(leave=True)
+
+
+def _cut_off(me: MemberState, members: Sequence[MemberState]) -> bool:
+    others = [m for m in members if m.node_id != me.node_id and m.status is not Status.LEFT]
+    return bool(others) and not any(m.status in _LIVE for m in others)
 
 
 # ----- rule 9: cold start -------------------------------------------------------------------
@@ -366,12 +378,16 @@ def starting_peers(me: MemberState, members: Iterable[MemberState]) -> frozenset
 
 
 class Readiness:
-    """When this node may coordinate requests (rules 5 and 9); once ready, it stays so.
+    """When this node may coordinate requests (rules 5 and 9).
 
     A node at its gate or still founding is not. A node that knows other
-    members (configured peers, or a saved table) waits until it has merged a
-    peer's table, or `join_timeout` has passed since it started with a saved
-    table to go on.
+    members (configured peers, or a saved table) waits until a peer that
+    coordinates requests has sent it its table, or every member it believes
+    alive has (they restarted together: no newer table exists), or, with a
+    saved table to go on, `join_timeout` after it started. Once ready it stays
+    so, except while `out_of_touch` (it was paused or starved for
+    FAILURE_TIMEOUT: the others may have moved on without it) until a peer's
+    table reaches it again.
     """
 
     def __init__(self, started_at: float, join_timeout: float) -> None:
@@ -380,14 +396,18 @@ class Readiness:
         self.ready = False
 
     def check(self, membership: Membership, now: float) -> bool:
-        if self.ready:
-            return True
+        if not self.ready:
+            self.ready = self._first_time(membership, now)
+            membership.coordinating = self.ready
+        return self.ready and not membership.out_of_touch(now)
+
+    def _first_time(self, membership: Membership, now: float) -> bool:
         if membership.role in (Role.STARTING, Role.FOUNDING):
             return False
         others = any(m.node_id != membership.node_id for m in membership.states())
-        if others and not membership.heard:
-            restored = membership.joined
-            if not restored or now - self.started_at < self.join_timeout:
-                return False
-        self.ready = True
-        return True
+        if not others or membership.heard_ready:
+            return True
+        if membership.heard and membership.heard_from_every_live_member():
+            return True
+        restored = membership.joined
+        return restored and now - self.started_at >= self.join_timeout

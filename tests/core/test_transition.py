@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from a3redis.core.membership import Membership, MemberState, Role, Status
+from a3redis.core.membership import (
+    GossipMessage,
+    Membership,
+    MemberState,
+    MessageError,
+    Role,
+    Status,
+)
 from a3redis.core.quorum import JointWriteQuorum
 from a3redis.core.ring import Ring
 from a3redis.core.transition import (
@@ -462,3 +469,72 @@ def test_a_departing_member_that_is_dead_is_gone_even_if_its_left_was_lost() -> 
     # Dead while it still copies (leaving): it keeps its place until it resumes or is removed.
     leaving = configurations([member("a"), member("l", Role.LEAVING, Status.DEAD)])
     assert leaving.old == {"a", "l"} and leaving.changing
+
+
+def _peer_message(node_id: str, *, ready: bool, role: Role = Role.NORMAL) -> GossipMessage:
+    return GossipMessage("c", 3, node_id, (member(node_id, role),), ready=ready)
+
+
+def test_a_restarted_node_is_ready_on_a_serving_peers_table_not_on_a_restarted_one() -> None:
+    readiness = Readiness(started_at=0.0, join_timeout=30.0)
+    membership = _membership("a", Role.NORMAL)
+    membership.restore([member("b"), member("c")], 0.0)
+    # b restarted too: its table may be as old as ours.
+    membership.on_exchange(_peer_message("b", ready=False), 1.0)
+    assert not readiness.check(membership, 1.0)
+    # c serves: its table is the cluster's.
+    membership.on_exchange(_peer_message("c", ready=True), 2.0)
+    assert readiness.check(membership, 2.0) and membership.coordinating
+    assert membership.message(2.0).ready
+
+
+def test_members_restarted_together_are_ready_once_each_heard_every_live_one() -> None:
+    readiness = Readiness(started_at=0.0, join_timeout=30.0)
+    membership = _membership("a", Role.NORMAL)
+    membership.restore([member("b"), member("c")], 0.0)
+    membership.on_exchange(_peer_message("b", ready=False), 1.0)
+    assert not readiness.check(membership, 1.0)
+    membership.on_exchange(_peer_message("c", ready=False), 1.5)
+    assert readiness.check(membership, 1.5)
+
+
+def test_a_node_paused_longer_than_the_failure_timeout_waits_for_a_peers_table() -> None:
+    readiness = Readiness(started_at=0.0, join_timeout=30.0)
+    membership = Membership(member("a"), "c", 3)  # failure_timeout 10 s
+    membership.restore([member("b")], 0.0)
+    membership.on_exchange(_peer_message("b", ready=True), 0.5)
+    rng = random.Random(0)
+    membership.tick(1.0, rng)
+    assert readiness.check(membership, 1.5)
+    # SIGSTOP for a minute: the first request after it, before any tick, is refused...
+    assert not readiness.check(membership, 61.0)
+    membership.tick(61.2, rng)  # ...and so is every one until a peer's table arrives
+    assert not readiness.check(membership, 61.5)
+    membership.on_exchange(_peer_message("b", ready=True), 62.0)
+    assert readiness.check(membership, 62.0)
+    # Alone in its table, a node is never out of touch.
+    solo = Membership(member("s"), "c", 1)
+    solo.tick(0.0, rng)
+    solo.tick(100.0, rng)
+    assert not solo.out_of_touch(100.0)
+
+
+def test_a_member_that_sees_every_other_member_down_takes_no_step() -> None:
+    announcement = Announcement(drain=0.0)
+    departing = MemberState("l", "l:1", "l:2", Status.ALIVE, 3, Role.DEPARTING)
+    others = [member("a", status=Status.DEAD), member("b", status=Status.DEAD)]
+    step = next_step(departing, [departing, *others], [], announcement, True, 5.0)
+    assert not step.leave and "every other member seems down" in step.waiting
+    alive = [member("a"), member("b", status=Status.DEAD)]
+    assert next_step(departing, [departing, *alive], [], announcement, True, 5.0).leave
+
+
+def test_the_ready_flag_travels_in_gossip_and_an_older_release_counts_as_ready() -> None:
+    message = _peer_message("b", ready=False)
+    assert GossipMessage.from_json(message.to_json()).ready is False
+    legacy = message.to_json()
+    del legacy["ready"]
+    assert GossipMessage.from_json(legacy).ready is True
+    legacy["ready"] = "yes"
+    with pytest.raises(MessageError, match="ready: must be true or false"):
+        GossipMessage.from_json(legacy)
