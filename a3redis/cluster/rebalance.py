@@ -44,7 +44,7 @@ from a3redis.core.membership import Membership, Role, Status
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.ownership import batches, durably_held
 from a3redis.core.record import Record
-from a3redis.core.streaming import StreamRequest, next_request
+from a3redis.core.streaming import StreamRequest, answer_stream, next_request
 from a3redis.core.transition import (
     Announcement,
     Readiness,
@@ -480,10 +480,13 @@ class Rebalancer:
         log.info("removed %s (%s) after copying its partitions", node_id, removed.status.name)
 
     async def _relay(self, source: str, target: str, partitions: tuple[int, ...]) -> bool:
-        """Copy `partitions` from `source` to `target` through this node."""
+        """Copy `partitions` from `source` to `target` through this node (either may be
+        this node itself: then its own store answers)."""
         topology = self._topology
-        from_link, to_link = topology.link(source), topology.link(target)
-        if from_link is None or to_link is None:
+        me = self._membership.node_id
+        from_link = None if source == me else topology.link(source)
+        to_link = None if target == me else topology.link(target)
+        if (from_link is None and source != me) or (to_link is None and target != me):
             return False
         keyspace = self._keyspace
         request: StreamRequest | None = StreamRequest(
@@ -491,12 +494,22 @@ class Rebalancer:
         )
         while request is not None:
             try:
-                page = await from_link.stream(request, keyspace.limits, keyspace.wall_ms)
+                if from_link is None:
+                    index = await self._index()
+                    page = answer_stream(request, index.partition_keys, keyspace.read_local)
+                else:
+                    page = await from_link.stream(request, keyspace.limits, keyspace.wall_ms)
                 if page.building:
                     await trio.sleep(TICK)
-                elif page.records and not durably_held(await to_link.apply(page.records)):
-                    self.removal.waiting = f"{target} refused records; retrying"
-                    return False
+                elif page.records:
+                    outcomes = (
+                        await keyspace.apply_replicated(page.records, "Stream", source)
+                        if to_link is None
+                        else await to_link.apply(page.records)
+                    )
+                    if not durably_held(outcomes):
+                        self.removal.waiting = f"{target} refused records; retrying"
+                        return False
             except PeerUnavailableError as error:
                 self.removal.stream_failures += 1
                 self.removal.waiting = f"{error}; retrying"

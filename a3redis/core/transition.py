@@ -237,7 +237,7 @@ def _departure_transfers(
     partitions: int,
     old_owners: Callable[[int], Sequence[str]],
     new_owners: Callable[[int], Sequence[str]],
-    sources_of: Callable[[Sequence[str]], tuple[str, ...]],
+    sources_of: Callable[[Sequence[str], str], tuple[str, ...]],
 ) -> list[Transfer]:
     """The partitions `member` owned, each to the member(s) gaining it, from `sources_of`
     its old owners. When none gains it (the ring shrinks below the replication factor),
@@ -250,8 +250,11 @@ def _departure_transfers(
             continue
         new = new_owners(partition)
         gainers = [target for target in new if target not in old] or list(new)
-        sources = sources_of(old)
-        transfers.extend(Transfer(partition, sources, target) for target in gainers)
+        for target in gainers:
+            sources = sources_of(old, target)
+            if sources or target not in old:
+                transfers.append(Transfer(partition, sources, target))
+            # else: the target is the only other old owner left, and holds its own copy
     return transfers
 
 
@@ -263,7 +266,7 @@ def leave_transfers(
 ) -> list[Transfer]:
     """Rule 6: the partitions a leaving member holds, each from it to the member(s) that
     gain it."""
-    return _departure_transfers(me, partitions, old_owners, new_owners, lambda _: (me,))
+    return _departure_transfers(me, partitions, old_owners, new_owners, lambda _, __: (me,))
 
 
 def removal_transfers(
@@ -276,8 +279,8 @@ def removal_transfers(
     """Rule 8: the partitions a removed member owned, each copied to the member(s)
     gaining it from every live old owner."""
 
-    def live_others(old: Sequence[str]) -> tuple[str, ...]:
-        return tuple(o for o in old if o != removed and not is_down(o))
+    def live_others(old: Sequence[str], target: str) -> tuple[str, ...]:
+        return tuple(o for o in old if o not in (removed, target) and not is_down(o))
 
     return _departure_transfers(removed, partitions, old_owners, new_owners, live_others)
 

@@ -240,7 +240,7 @@ def test_after_a_removal_every_quorum_write_keeps_w_copies_among_its_new_replica
     for t in removal_transfers(
         removed, PARTITIONS, old.partition_owners, new.partition_owners, down.__contains__
     ):
-        assert removed not in t.sources
+        assert removed not in t.sources and t.target not in t.sources
         copies.setdefault(t.partition, []).append((t.sources, t.target))
     for partition in range(PARTITIONS):
         before, after = old.partition_owners(partition), new.partition_owners(partition)
