@@ -99,6 +99,13 @@ class Configurations:
         return self.old != self.new
 
 
+def _gone(member: MemberState) -> bool:
+    """Out of every configuration: it left, or it is dead while `departing` (rule 7)."""
+    return member.status is Status.LEFT or (
+        member.role is Role.DEPARTING and member.status is Status.DEAD
+    )
+
+
 def configurations(members: Iterable[MemberState]) -> Configurations:
     old: set[str] = set()
     new: set[str] = set()
@@ -126,8 +133,7 @@ def configurations(members: Iterable[MemberState]) -> Configurations:
 def in_transition(members: Iterable[MemberState]) -> list[MemberState]:
     """Members in transition, by node id (more than one only for a moment, rule 4)."""
     return sorted(
-        (m for m in members if m.role in ACTIVE and m.status is not Status.LEFT),
-        key=lambda m: m.node_id,
+        (m for m in members if m.role in ACTIVE and not _gone(m)), key=lambda m: m.node_id
     )
 
 
