@@ -1150,6 +1150,8 @@ class SimCluster:
         self.clients = [SimClient(f"c{i}") for i in range(clients)]
         self.history: list[Op] = []
         self._request_ids = itertools.count()
+        self._transition_state: list[tuple[int, int]] = []
+        self._transition = False
         self.invariants = TransitionInvariants(self)
         self.loop.after_each = self.invariants.check
 
@@ -1190,15 +1192,19 @@ class SimCluster:
         return node.rebalancer.decommission()
 
     def in_transition(self) -> bool:
-        """Whether a member is joining or leaving: in its own role, or in a live view."""
-        for node in self.nodes:
-            if not node.started or node.exited:
-                continue
-            if node.own_role() in ACTIVE:
-                return True
-            if node.running and node.configurations().changing:
-                return True
-        return False
+        """Whether a member is joining or leaving: in its own role, or in a live view.
+
+        Asked after every event: worked out again only when a process started or ended,
+        or a member table changed."""
+        state = [(n.generation, n.membership.version) for n in self.nodes]
+        if state != self._transition_state:
+            self._transition_state = state
+            self._transition = any(
+                n.own_role() in ACTIVE or (n.running and n.configurations().changing)
+                for n in self.nodes
+                if n.started and not n.exited
+            )
+        return self._transition
 
     # ----- the network ----------------------------------------------------------------------
 
