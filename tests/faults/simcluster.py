@@ -1029,9 +1029,14 @@ class SimNode:
         return Observed(None if record.value is None else record.value.decode(), record.version)
 
 
+# Where a view may show a `normal` member: as it is, as it was founding (the cold start),
+# or one step behind, `joined` (its `normal` waits for `joined` to be acknowledged).
+_SERVING = frozenset({Role.NORMAL, Role.FOUNDING, Role.JOINED})
+
+
 class TransitionInvariants:
     """What must hold at every moment of a join or a decommission, checked after every
-    event while a member is in transition (SimCluster.in_transition).
+    event while a member is in transition or a view is behind (SimCluster.in_transition).
 
     Rules:
     - Durable copies: for every write acknowledged to its client at QUORUM or ALL,
@@ -1041,7 +1046,9 @@ class TransitionInvariants:
       paused, and ready to coordinate (core.transition.Readiness).
     - Switched roles: no member is `joined` or `departing` (or has left at the end
       of its decommission) while a live node's view shows it in a role before its
-      transition (`waiting`, `retiring`, `normal`, ...) or not at all.
+      transition (`waiting`, `retiring`, `normal`, ...) or not at all; and no member
+      is `normal` while a live node's view shows it further behind than `joined`
+      (`joining`, `waiting`, `starting`) or not at all.
     The first violations are kept (`violations`), each with the time it was found.
     """
 
@@ -1101,10 +1108,13 @@ class TransitionInvariants:
         for mover in self.cluster.nodes:
             if not mover.started:
                 continue
+            role = mover.own_role()
             if mover.exited:
                 allowed = frozenset({Role.DEPARTING})
-            elif mover.own_role() in SWITCHED:
+            elif role in SWITCHED:
                 allowed = ACTIVE
+            elif role is Role.NORMAL:
+                allowed = _SERVING
             else:
                 continue
             for viewer in live:
@@ -1113,7 +1123,7 @@ class TransitionInvariants:
                 seen = viewer.membership.get(mover.node_id)
                 if seen is None or (seen.status is not Status.LEFT and seen.role not in allowed):
                     shown = "unknown" if seen is None else seen.role.value
-                    state = "left" if mover.exited else mover.own_role().value
+                    state = "left" if mover.exited else role.value
                     self._violation(
                         now, f"{mover.node_id} is {state} but {viewer.node_id} shows it {shown}"
                     )
@@ -1192,19 +1202,32 @@ class SimCluster:
         return node.rebalancer.decommission()
 
     def in_transition(self) -> bool:
-        """Whether a member is joining or leaving: in its own role, or in a live view.
+        """Whether a member is joining or leaving (in its own role, or in a running node's
+        view), or a running node's view does not show a member's role yet.
 
         Asked after every event: worked out again only when a process started or ended,
         or a member table changed."""
         state = [(n.generation, n.membership.version) for n in self.nodes]
         if state != self._transition_state:
             self._transition_state = state
-            self._transition = any(
-                n.own_role() in ACTIVE or (n.running and n.configurations().changing)
-                for n in self.nodes
-                if n.started and not n.exited
+            members = [n for n in self.nodes if n.started]
+            running = [n for n in members if n.running]
+            self._transition = any(n.own_role() in ACTIVE for n in members if not n.exited) or any(
+                viewer.configurations().changing or self._behind(viewer, members)
+                for viewer in running
             )
         return self._transition
+
+    @staticmethod
+    def _behind(viewer: SimNode, members: list[SimNode]) -> bool:
+        for member in members:
+            seen = viewer.membership.get(member.node_id)
+            if member.exited:
+                if seen is not None and seen.status is not Status.LEFT:
+                    return True
+            elif seen is None or seen.role is not member.own_role():
+                return True
+        return False
 
     # ----- the network ----------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from a3redis.core.batcher import Call, CallQueue
 from a3redis.core.consistency import Consistency
 from a3redis.core.membership import Role
 from a3redis.core.quorum import ReadQuorum, WriteQuorum
-from tests.faults.simcluster import SimCluster, SimConfig
+from tests.faults.simcluster import SimCluster, SimConfig, SimNode
 from tests.support.history import (
     DELETE,
     GET,
@@ -216,21 +216,50 @@ def apply_fault(cluster: SimCluster, step: Step) -> None:
 # of the ring goes stale while it still coordinates): core.transition does not wait for
 # members it sees dead (rule 5), see test_sim_transitions.py.
 OUT_OF_TOUCH = ("halves", "isolate", "bridge", "majority-ring", "pause")
+TRANSITIONS = ("join", "decommission", "crash-mover")
 
 
 def ring_changing(cluster: SimCluster) -> bool:
-    """Whether a member joins or leaves, waits to, or a live view still shows one that did."""
+    """Whether a member joins or leaves, waits to, or a view still shows one that did."""
     moving = any(n.own_role() is not Role.NORMAL for n in cluster.members())
     return moving or cluster.in_transition()
 
 
-def apply_transition(cluster: SimCluster, step: Step, in_touch: bool = False) -> None:
-    """A join, decommission or crash of a node in transition. `in_touch`: a join or a
-    decommission starts once every node is back in touch (cuts healed, processes resumed)."""
+def all_up_but(cluster: SimCluster, node: SimNode) -> bool:
+    """Whether every member but `node` runs and coordinates (core.transition.Readiness)."""
+    now = cluster.loop.now
+    return all(
+        n.running and n.readiness.check(n.membership, now)
+        for n in cluster.members()
+        if n is not node
+    )
+
+
+def gently(cluster: SimCluster, step: Step) -> bool:
+    """Whether `step` may happen in a schedule whose ring changes gently: while the ring
+    changes, no node is cut off or paused, and a node crashes only when every other one
+    is up (two members that restart together may hear each other's saved table first,
+    test_sim_transitions.py)."""
+    if not ring_changing(cluster):
+        return True
+    if step[0] in OUT_OF_TOUCH:
+        return False
+    if step[0] == "crash":
+        return all_up_but(cluster, cluster.nodes[step[1] % len(cluster.nodes)])
+    return True
+
+
+def apply_transition(cluster: SimCluster, step: Step, gentle: bool = False) -> None:
+    """A join, decommission or crash of a node in transition. `gentle`: a join or a
+    decommission starts once every member is up and in touch (cuts healed, processes
+    resumed and restarted), and a node in transition crashes only when every other
+    member is up."""
     kind = step[0]
-    if in_touch and kind in ("join", "decommission"):
+    if gentle and kind in ("join", "decommission"):
         cluster.heal()
         for node in cluster.members():
+            if not node.running:
+                node.start()
             node.resume()
     if kind == "join":
         cluster.join()
@@ -242,6 +271,8 @@ def apply_transition(cluster: SimCluster, step: Step, in_touch: bool = False) ->
         moving = [n for n in cluster.members() if n.running and n.own_role() is not Role.NORMAL]
         if moving:
             node = moving[step[1] % len(moving)]
+            if gentle and not all_up_but(cluster, node):
+                return
             node.crash()
 
             def restart() -> None:
@@ -252,11 +283,10 @@ def apply_transition(cluster: SimCluster, step: Step, in_touch: bool = False) ->
 
 
 def run(
-    schedule: Schedule, *, out_of_touch_in_transitions: bool = True, **config: Any
+    schedule: Schedule, *, gentle_transitions: bool = False, **config: Any
 ) -> tuple[SimCluster, list[Anomaly]]:
-    """Run `schedule` and check it. Without `out_of_touch_in_transitions`, the faults
-    OUT_OF_TOUCH are left out while the ring changes (ring_changing), and a join or a
-    decommission starts with every node in touch."""
+    """Run `schedule` and check it; with `gentle_transitions`, the ring changes gently
+    (apply_transition, gently)."""
     cluster = SimCluster(
         SimConfig(nodes=schedule.nodes, offsets_ms=schedule.offsets, **config),
         schedule.seed,
@@ -272,11 +302,9 @@ def run(
             cluster.loop.run_until(cluster.loop.now + pause)
         elif step[0] == "wait":
             cluster.loop.run_until(cluster.loop.now + step[1])
-        elif step[0] in ("join", "decommission", "crash-mover"):
-            apply_transition(cluster, step, in_touch=not out_of_touch_in_transitions)
-        elif (
-            out_of_touch_in_transitions or step[0] not in OUT_OF_TOUCH or not ring_changing(cluster)
-        ):
+        elif step[0] in TRANSITIONS:
+            apply_transition(cluster, step, gentle_transitions)
+        elif not gentle_transitions or gently(cluster, step):
             apply_fault(cluster, step)
     return cluster, finish(cluster)
 
