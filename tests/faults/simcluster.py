@@ -498,6 +498,7 @@ class SimRebalancer:
                 old_ring.partition_owners,
                 new_ring.partition_owners,
                 node.is_down,
+                Consistency.QUORUM.required(node.config.replication_factor),
             )
         return leave_transfers(
             me, old_ring.partitions, old_ring.partition_owners, new_ring.partition_owners
@@ -667,10 +668,11 @@ class SimNode:
         return core
 
     def _start_role(self, has_peers: bool) -> Role:
-        """As a3redis.node._start_role: the role saved, or the cold-start gate for a fresh node."""
+        """As a3redis.node._start_role: the role saved, or the cold-start gate for a fresh
+        node (a node that left is never started again here: it exited for good)."""
         mine = next((m for m in self.saved_members if m.node_id == self.node_id), None)
         if mine is None or mine.status is Status.LEFT:
-            return Role.STARTING if has_peers else Role.NORMAL
+            return Role.STARTING if has_peers or mine is not None else Role.NORMAL
         return mine.role
 
     def _coordinator(self) -> Coordinator:
@@ -790,6 +792,16 @@ class SimNode:
         """The rings before and after the transition in progress (Topology.transition_rings)."""
         configs = self.configurations()
         return self._ring_of(configs.old), self._ring_of(configs.new)
+
+    def coordinates(self, now: float) -> bool:
+        """Whether this process coordinates requests now, as its Readiness last found
+        (asking it again would tell peers it is ready: only the node's own calls may)."""
+        return (
+            self.running
+            and not self.paused
+            and self.readiness.ready
+            and not self.membership.out_of_touch(now)
+        )
 
     def own_role(self) -> Role:
         """Our role: the process's, or the one saved when it is down."""
@@ -1013,6 +1025,9 @@ class SimNode:
         self.timer(self.config.hint_interval, self._deliver_hints)
 
     def _sync(self) -> None:
+        # The node's handoff pass after each anti-entropy round asks whether it coordinates
+        # (Topology.joining), which Readiness then tells peers: once a round here too.
+        self.readiness.check(self.membership, self.cluster.loop.now)
         for peer in self.ring().members:
             member = self.membership.get(peer)
             if peer != self.node_id and member is not None and member.status is Status.ALIVE:
@@ -1043,19 +1058,22 @@ class TransitionInvariants:
       at least W (QUORUM's) replicas of its key in the read configuration of every
       live node's view hold that version or a newer one in their store (a crashed
       node's store counts; one that left the ring does not). Live: running, not
-      paused, and ready to coordinate (core.transition.Readiness).
+      paused, and coordinating (core.transition.Readiness, SimNode.coordinates).
     - Switched roles: no member is `joined` or `departing` (or has left at the end
       of its decommission) while a live node's view shows it in a role before its
       transition (`waiting`, `retiring`, `normal`, ...) or not at all; and no member
       is `normal` while a live node's view shows it further behind than `joined`
       (`joining`, `waiting`, `starting`) or not at all.
     The first violations are kept (`violations`), each with the time it was found.
+    `roles` False leaves the second rule out: core.transition does not wait for a
+    member it sees dead (rule 5), so a member only cut off keeps a view behind.
     """
 
     LIMIT = 10
 
     def __init__(self, cluster: SimCluster) -> None:
         self.cluster = cluster
+        self.roles = True
         self.required = Consistency.QUORUM.required(cluster.config.replication_factor)
         # The newest acknowledged version of each key: holding it holds every older one.
         self.newest: dict[bytes, Version] = {}
@@ -1075,13 +1093,10 @@ class TransitionInvariants:
             return
         self.checks += 1
         now = cluster.loop.now
-        live = [
-            n
-            for n in cluster.nodes
-            if n.running and not n.paused and n.readiness.check(n.membership, now)
-        ]
+        live = [n for n in cluster.nodes if n.coordinates(now)]
         self._check_copies(live, now)
-        self._check_roles(live, now)
+        if self.roles:
+            self._check_roles(live, now)
 
     def _check_copies(self, live: list[SimNode], now: float) -> None:
         cluster = self.cluster
