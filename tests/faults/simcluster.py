@@ -40,6 +40,18 @@ Rules:
 - Clients are never cut from coordinators; a client runs one operation at a
   time, carries the newest version it saw (as a3redis.client does) and
   records every operation for the history checker.
+- Each process runs SimRebalancer, a3redis.cluster.rebalance.Rebalancer on
+  fake time: the cold start (the cluster's first nodes found the ring,
+  others wait to join it), joins and decommissions, every decision taken
+  by core.transition (next_step, Announcement, join_transfers,
+  leave_transfers) and streaming.next_request; partitions are pulled with
+  SimLink.stream and pushed with the link's apply. A node coordinates
+  nothing until core.transition.Readiness says so, as the node's Topology.
+  Its durable state adds the role it saved (its member table) and the
+  partitions done of its transition (the Rebalancer's transition.json); a
+  node whose decommission ended announces that it left and exits for good.
+- While the ring changes, TransitionInvariants is checked after every event
+  (see its rules).
 """
 
 from __future__ import annotations
@@ -49,12 +61,13 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any
 
 from a3redis.api.grpc_services import STATUS_CODE_OF_KIND
+from a3redis.cluster.rebalance import STREAM_PAGE, STREAM_PARTITIONS, TICK
 from a3redis.config import SETTINGS_BY_ENV
 from a3redis.core.anti_entropy import (
     TRANSFER_BATCH,
@@ -82,9 +95,11 @@ from a3redis.core.membership import (
     MembershipSettings,
     MemberState,
     Probe,
+    Role,
     Status,
 )
 from a3redis.core.merkle import MerkleIndex, diff
+from a3redis.core.ownership import batches, durably_held
 from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.ring import Ring
 from a3redis.core.streaming import (
@@ -93,9 +108,24 @@ from a3redis.core.streaming import (
     answer_stream,
     check_page,
     check_request,
+    next_request,
 )
 from a3redis.core.table import RecordTable
-from a3redis.core.transition import configurations
+from a3redis.core.transition import (
+    ACTIVE,
+    SWITCHED,
+    Announcement,
+    Configurations,
+    Readiness,
+    Transfer,
+    configurations,
+    founded,
+    gate_passed,
+    join_transfers,
+    leave_transfers,
+    next_step,
+    role_after_gate,
+)
 from a3redis.core.validation import InvalidRequestError, Limits
 from tests.support.history import (
     DELETE,
@@ -126,9 +156,18 @@ class SimConfig:
     sync_interval: float = 2.0
     hint_interval: float = 1.0
     client_timeout: float = 3.0
+    join_timeout: float = 5.0
+    stream_max_keys_per_second: float = float(
+        SETTINGS_BY_ENV["STREAM_MAX_KEYS_PER_SECOND"].default or 0
+    )
     offsets_ms: tuple[int, ...] = ()
     hints: bool = True
     read_repair: bool = True
+
+    @property
+    def transition_drain(self) -> float:
+        """As a3redis.config.Config.transition_drain."""
+        return self.request_timeout + self.peer_timeout
 
 
 @cache
@@ -144,6 +183,8 @@ class Loop:
         self.rng = random.Random(seed)
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
+        # Called after every event (the invariants).
+        self.after_each: Callable[[], None] | None = None
 
     def at(self, moment: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._heap, (max(moment, self.now), next(self._seq), action))
@@ -156,6 +197,8 @@ class Loop:
             when, _, action = heapq.heappop(self._heap)
             self.now = when
             action()
+            if self.after_each is not None:
+                self.after_each()
         self.now = max(self.now, moment)
 
 
@@ -176,7 +219,8 @@ class _Topology:
 
     @property
     def joining(self) -> bool:
-        return not self._node.membership.joined
+        node = self._node
+        return not node.readiness.check(node.membership, node.cluster.loop.now)
 
     @property
     def ring(self) -> Ring:
@@ -306,6 +350,263 @@ class SimLink:
             self._wake(self.node.cluster.loop.now)
 
 
+Wait = Callable[[Callable[[Any], None]], None]
+"""What a process task waits for: started with the callback its result goes to."""
+
+Task = Generator[Wait, Any, Any]
+"""A process task: trio code on fake time, each `await` a `yield` of a Wait."""
+
+
+def spawn(node: SimNode, task: Task) -> None:
+    """Run `task` in `node`'s current process: each result it waits for resumes it there
+    (later if the process is paused, never once it died)."""
+    generation = node.generation
+
+    def advance(value: Any) -> None:
+        try:
+            wait = task.send(value)
+        except StopIteration:
+            return
+        wait(resume)
+
+    def resume(value: Any) -> None:
+        node.run(generation, partial(advance, value))
+
+    advance(None)
+
+
+@dataclass
+class Progress:
+    """The Rebalancer's transition.json: the partitions done of a transition (durable)."""
+
+    role: Role
+    target: frozenset[str]
+    done: frozenset[int]
+
+
+class SimRebalancer:
+    """a3redis.cluster.rebalance.Rebalancer on fake time, statement for statement: its
+    decisions are core.transition's; this class ticks, announces roles, copies
+    partitions and leaves. One per process: a crash loses it and what it had in
+    flight, the node's durable `progress` and saved role survive."""
+
+    def __init__(self, node: SimNode) -> None:
+        self.node = node
+        self.announcement = Announcement(node.config.transition_drain)
+        self.done: set[int] = set()
+        self.target: frozenset[str] | None = None
+        self.streamed = False
+        self.founding_since: float | None = None
+        self.waiting = ""
+        self.keys_streamed = 0
+        self.stream_failures = 0
+
+    def run(self) -> Task:
+        while True:
+            yield from self._tick()
+            yield self._sleep(TICK)
+
+    def decommission(self) -> bool:
+        """Start leaving the ring with our data (the operator's call)."""
+        role = self.node.membership.role
+        if role is Role.NORMAL:
+            self._announce(Role.RETIRING)
+            return True
+        return role in (Role.RETIRING, Role.LEAVING, Role.DEPARTING)
+
+    def _sleep(self, seconds: float) -> Wait:
+        return lambda resume: self.node.timer(seconds, partial(resume, None))
+
+    def _tick(self) -> Task:
+        node = self.node
+        membership = node.membership
+        now = node.cluster.loop.now
+        me = membership.me
+        if me.status is Status.LEFT:
+            return
+        if me.role is Role.STARTING:
+            self._cold_start(now)
+            return
+        if me.role is Role.FOUNDING:
+            if self.founding_since is None:
+                self.founding_since = now  # restarted while founding
+            if founded(me, membership.states(), self.founding_since, now, node.config.join_timeout):
+                self._announce(Role.NORMAL)
+            else:
+                self.waiting = "founders still at their gate"
+            return
+        members = list(membership.states())
+        step = next_step(
+            me, members, membership.unacknowledged(), self.announcement, self.streamed, now
+        )
+        self.waiting = step.waiting
+        if step.role is not None:
+            self._announce(step.role)
+        elif step.stream:
+            yield from self._stream()
+        elif step.leave:
+            membership.leave(now)
+            node.progress = None
+            node.exit()
+
+    def _cold_start(self, now: float) -> None:
+        node = self.node
+        membership = node.membership
+        # The node's peers_unheard: configured peers that have not answered (no DNS here).
+        if not gate_passed(
+            len(membership.seeds_pending()),
+            membership.heard,
+            node.readiness.started_at,
+            now,
+            node.config.join_timeout,
+        ):
+            self.waiting = "configured peers to answer"
+            return
+        role = role_after_gate(membership.me, membership.states())
+        if role is Role.FOUNDING:
+            self.founding_since = now
+        self._announce(role)
+
+    def _announce(self, role: Role) -> None:
+        membership = self.node.membership
+        previous = membership.role
+        membership.set_role(role)
+        if role in (Role.JOINING, Role.LEAVING):
+            self._start_transition(role)
+        elif role in (Role.NORMAL, Role.WAITING, Role.RETIRING):
+            self.streamed = False
+            self.target = None
+            if role is Role.NORMAL and previous is Role.JOINED:
+                self.node.progress = None
+
+    def _start_transition(self, role: Role) -> None:
+        target = self.node.configurations().new
+        self.target = target
+        self.done = self.node.load_progress(role, target)
+        self.streamed = False
+
+    # ----- copying partitions -----------------------------------------------------------------
+
+    def _transfers(self) -> list[Transfer]:
+        node = self.node
+        me = node.node_id
+        old_ring, new_ring = node.transition_rings()
+        if node.membership.role is Role.JOINING:
+            return join_transfers(
+                me,
+                old_ring.partitions,
+                old_ring.partition_owners,
+                new_ring.partition_owners,
+                node.is_down,
+                Consistency.QUORUM.required(node.config.replication_factor),
+            )
+        return leave_transfers(
+            me, old_ring.partitions, old_ring.partition_owners, new_ring.partition_owners
+        )
+
+    def _stream(self) -> Task:
+        node = self.node
+        role = node.membership.role
+        target = node.configurations().new
+        if self.target != target:
+            # The configuration we move towards changed (a member was removed): start over.
+            self.target = target
+            self.done = node.load_progress(role, target)
+        pending = [t for t in self._transfers() if t.partition not in self.done]
+        if not pending:
+            self.streamed = True
+            return
+        if role is Role.JOINING:
+            yield from self._pull(pending)
+        else:
+            yield from self._push(pending)
+
+    def _pull(self, pending: list[Transfer]) -> Task:
+        """Copy partitions to us from their sources, up to STREAM_PARTITIONS per call."""
+        by_sources: dict[tuple[str, ...], list[int]] = {}
+        for transfer in pending:
+            by_sources.setdefault(transfer.sources, []).append(transfer.partition)
+        for sources, partitions in sorted(by_sources.items()):
+            if not sources:
+                self.waiting = f"no live owner to copy partition {partitions[0]} from"
+                continue
+            for start in range(0, len(partitions), STREAM_PARTITIONS):
+                group = partitions[start : start + STREAM_PARTITIONS]
+                for source in sources:
+                    pulled = yield from self._pull_from(source, tuple(group))
+                    if not pulled:
+                        return
+                self.done.update(group)
+                self._save_progress()
+
+    def _pull_from(self, source: str, partitions: tuple[int, ...]) -> Task:
+        node = self.node
+        if node.membership.get(source) is None:
+            return False  # Topology.link: we do not know where it listens
+        link = node.link(source)
+        request: StreamRequest | None = StreamRequest(
+            partitions, b"", STREAM_PAGE, node.config.partitions
+        )
+        while request is not None:
+            page: StreamPage | None = yield partial(link.stream, request)
+            if page is None:
+                self.stream_failures += 1
+                return False
+            if page.building:
+                yield self._sleep(TICK)
+            elif page.records:
+                node.apply_replicated(page.records)
+                self.keys_streamed += len(page.records)
+                yield from self._pace(len(page.records))
+            request = next_request(request, page)
+        return True
+
+    def _push(self, pending: list[Transfer]) -> Task:
+        """Hand our partitions to the members gaining them."""
+        by_partition: dict[int, list[str]] = {}
+        for transfer in pending:
+            by_partition.setdefault(transfer.partition, []).append(transfer.target)
+        for partition, targets in sorted(by_partition.items()):
+            for target in targets:
+                pushed = yield from self._push_to(target, partition)
+                if not pushed:
+                    return
+            self.done.add(partition)
+            if len(self.done) % STREAM_PARTITIONS == 0:
+                self._save_progress()
+        self._save_progress()
+
+    def _push_to(self, target: str, partition: int) -> Task:
+        node = self.node
+        if node.membership.get(target) is None or node.is_down(target):
+            return False
+        link = node.link(target)
+        for keys in batches(node.index.partition_keys(partition)):
+            batch = [r for r in node.read_local(keys) if r is not None]
+            if not batch:
+                continue
+            outcomes: list[ApplyOutcome] | None = yield partial(link.submit_apply, batch)
+            if outcomes is None:
+                self.stream_failures += 1
+                return False
+            if not durably_held(outcomes):
+                return False
+            self.keys_streamed += len(batch)
+            yield from self._pace(len(batch))
+        return True
+
+    def _save_progress(self) -> None:
+        if self.target is not None:
+            self.node.progress = Progress(
+                self.node.membership.role, self.target, frozenset(self.done)
+            )
+
+    def _pace(self, keys: int) -> Task:
+        rate = self.node.config.stream_max_keys_per_second
+        if rate > 0:
+            yield self._sleep(keys / rate)
+
+
 class SimNode:
     def __init__(self, cluster: SimCluster, number: int) -> None:
         self.cluster = cluster
@@ -313,6 +614,9 @@ class SimNode:
         self.number = number
         self.node_id = f"node-{number}"
         self.gossip_addr = f"sim-{number}:8000"
+        # The cluster's first nodes, each configured with the others as PEERS; a node
+        # added later (a spare) names them as its PEERS.
+        self.founder = number <= cluster.config.nodes
         self.offset_ms = (
             cluster.config.offsets_ms[number - 1]
             if number - 1 < len(cluster.config.offsets_ms)
@@ -327,6 +631,10 @@ class SimNode:
         self.hints = Hints(window_ms=10_800_000)  # HINT_WINDOW's default
         self.saved_members: list[MemberState] = []
         self.incarnation = 0
+        self.progress: Progress | None = None
+        # Ever started (a spare is not, until it joins); exited for good (it left the ring).
+        self.started = False
+        self.exited = False
         # Process state.
         self.running = False
         self.paused = False
@@ -337,24 +645,42 @@ class SimNode:
         self.clock = HybridLogicalClock(self.node_id)
         self.membership = self._membership()
         self.coordinator = self._coordinator()
+        self.readiness = Readiness(0.0, self.config.join_timeout)
+        self.rebalancer = SimRebalancer(self)
+        self._configurations: tuple[Membership, int, Configurations] | None = None
 
     # ----- process life ---------------------------------------------------------------------
 
     def _membership(self) -> Membership:
+        seeds = [n.gossip_addr for n in self.cluster.nodes if n.founder and n is not self]
         me = MemberState(
-            self.node_id, f"grpc-{self.number}", self.gossip_addr, Status.ALIVE, self.incarnation
+            self.node_id,
+            f"grpc-{self.number}",
+            self.gossip_addr,
+            Status.ALIVE,
+            self.incarnation,
+            self._start_role(bool(seeds)),
         )
         settings = MembershipSettings(failure_timeout=self.config.failure_timeout)
         core = Membership(me, "sim", self.config.replication_factor, settings)
-        core.add_seeds(n.gossip_addr for n in self.cluster.nodes if n is not self)
+        core.add_seeds(seeds)
         core.restore(self.saved_members, self.cluster.loop.now)
         return core
+
+    def _start_role(self, has_peers: bool) -> Role:
+        """As a3redis.node._start_role: the role saved, or the cold-start gate for a fresh
+        node (a node that left is never started again here: it exited for good)."""
+        mine = next((m for m in self.saved_members if m.node_id == self.node_id), None)
+        if mine is None or mine.status is Status.LEFT:
+            return Role.STARTING if has_peers or mine is not None else Role.NORMAL
+        return mine.role
 
     def _coordinator(self) -> Coordinator:
         return Coordinator(self.clock, LIMITS, _Topology(self), self.cluster.loop.rng)
 
     def start(self) -> None:
-        assert not self.running
+        assert not self.running and not self.exited
+        self.started = True
         self.running, self.paused = True, False
         self.generation += 1
         self.incarnation += 1
@@ -365,23 +691,36 @@ class SimNode:
             # After a restart, never issue a version below one already stored (keyspace.py).
             self.clock.observe(self.table.max_version, self.wall_ms())
         self.membership = self._membership()
+        self.readiness = Readiness(self.cluster.loop.now, self.config.join_timeout)
+        self.rebalancer = SimRebalancer(self)
         rng = self.cluster.loop.rng
         self.timer(rng.uniform(0, self.config.gossip_interval), self._gossip)
         self.timer(self.config.sync_interval * rng.uniform(0.8, 1.2), self._sync)
         self.timer(rng.uniform(0, self.config.hint_interval), self._deliver_hints)
+        self.timer(rng.uniform(0, TICK), partial(spawn, self, self.rebalancer.run()))
 
     def crash(self) -> None:
         if not self.running:
             return
         self.running, self.paused = False, False
         self.generation += 1
-        # The real node saves its table on every change: the file is the table as it was.
+        # The real node saves its table and its incarnation on every change: the files
+        # are as they were.
         self.saved_members = self.membership.members()
+        self.incarnation = self.membership.me.incarnation
         self.deferred.clear()
         self.links = {}  # their queues and the calls they had out die with the process
         lost, self.requests = self.requests, {}
         for notify in lost.values():
             notify()  # the clients' connections break
+
+    def exit(self) -> None:
+        """The end of a decommission: tell every live member that we left (gossip's
+        departure; the answers are not waited for), then the process ends for good."""
+        for probe in self.membership.leave(self.cluster.loop.now):
+            self._probe(probe)
+        self.crash()
+        self.exited = True
 
     def pause(self) -> None:
         if self.running:
@@ -422,20 +761,61 @@ class SimNode:
 
     # ----- views ----------------------------------------------------------------------------
 
+    def configurations(self) -> Configurations:
+        """The member sets of the moment (a3redis.core.transition), looked at again only
+        when the member table changed, as the node's Topology."""
+        membership = self.membership
+        held = self._configurations
+        if held is None or held[0] is not membership or held[1] != membership.version:
+            held = self._configurations = (
+                membership,
+                membership.version,
+                configurations(membership.states()),
+            )
+        return held[2]
+
+    def _ring_of(self, members: frozenset[str]) -> Ring:
+        return _ring(tuple(sorted(members)), self.config.replication_factor, self.config.partitions)
+
     def ring(self) -> Ring:
         """The ring reads use (a3redis.core.transition, as the node's Topology)."""
-        configs = configurations(self.membership.states())
-        return _ring(
-            tuple(sorted(configs.read)), self.config.replication_factor, self.config.partitions
-        )
+        return self._ring_of(self.configurations().read)
 
     def other_ring(self) -> Ring | None:
         """While a member joins or leaves, the other configuration writes also need."""
-        configs = configurations(self.membership.states())
+        configs = self.configurations()
         if not configs.changing:
             return None
-        other = configs.old if configs.switched else configs.new
-        return _ring(tuple(sorted(other)), self.config.replication_factor, self.config.partitions)
+        return self._ring_of(configs.old if configs.switched else configs.new)
+
+    def transition_rings(self) -> tuple[Ring, Ring]:
+        """The rings before and after the transition in progress (Topology.transition_rings)."""
+        configs = self.configurations()
+        return self._ring_of(configs.old), self._ring_of(configs.new)
+
+    def coordinates(self, now: float) -> bool:
+        """Whether this process coordinates requests now, as its Readiness last found
+        (asking it again would tell peers it is ready: only the node's own calls may)."""
+        return (
+            self.running
+            and not self.paused
+            and self.readiness.ready
+            and not self.membership.out_of_touch(now)
+        )
+
+    def own_role(self) -> Role:
+        """Our role: the process's, or the one saved when it is down."""
+        if self.running:
+            return self.membership.role
+        mine = next((m for m in self.saved_members if m.node_id == self.node_id), None)
+        return self.membership.role if mine is None else mine.role
+
+    def load_progress(self, role: Role, target: frozenset[str]) -> set[int]:
+        """The partitions done of the transition to `target` in `role` (ProgressFile.load)."""
+        progress = self.progress
+        if progress is None or (progress.role, progress.target) != (role, target):
+            return set()
+        return set(progress.done)
 
     def is_down(self, node_id: str) -> bool:
         member = self.membership.get(node_id)
@@ -645,6 +1025,9 @@ class SimNode:
         self.timer(self.config.hint_interval, self._deliver_hints)
 
     def _sync(self) -> None:
+        # The node's handoff pass after each anti-entropy round asks whether it coordinates
+        # (Topology.joining), which Readiness then tells peers: once a round here too.
+        self.readiness.check(self.membership, self.cluster.loop.now)
         for peer in self.ring().members:
             member = self.membership.get(peer)
             if peer != self.node_id and member is not None and member.status is Status.ALIVE:
@@ -661,6 +1044,110 @@ class SimNode:
         return Observed(None if record.value is None else record.value.decode(), record.version)
 
 
+# Where a view may show a `normal` member: as it is, as it was founding (the cold start),
+# or one step behind, `joined` (its `normal` waits for `joined` to be acknowledged).
+_SERVING = frozenset({Role.NORMAL, Role.FOUNDING, Role.JOINED})
+
+
+class TransitionInvariants:
+    """What must hold at every moment of a join or a decommission, checked after every
+    event while a member is in transition or a view is behind (SimCluster.in_transition).
+
+    Rules:
+    - Durable copies: for every write acknowledged to its client at QUORUM or ALL,
+      at least W (QUORUM's) replicas of its key in the read configuration of every
+      live node's view hold that version or a newer one in their store (a crashed
+      node's store counts; one that left the ring does not). Live: running, not
+      paused, and coordinating (core.transition.Readiness, SimNode.coordinates).
+    - Switched roles: no member is `joined` or `departing` (or has left at the end
+      of its decommission) while a live node's view shows it in a role before its
+      transition (`waiting`, `retiring`, `normal`, ...) or not at all; and no member
+      is `normal` while a live node's view shows it further behind than `joined`
+      (`joining`, `waiting`, `starting`) or not at all.
+    The first violations are kept (`violations`), each with the time it was found.
+    `roles` False leaves the second rule out: core.transition does not wait for a
+    member it sees dead (rule 5), so a member only cut off keeps a view behind.
+    """
+
+    LIMIT = 10
+
+    def __init__(self, cluster: SimCluster) -> None:
+        self.cluster = cluster
+        self.roles = True
+        self.required = Consistency.QUORUM.required(cluster.config.replication_factor)
+        # The newest acknowledged version of each key: holding it holds every older one.
+        self.newest: dict[bytes, Version] = {}
+        self.violations: list[str] = []
+        self.checks = 0
+
+    def acknowledged(self, key: bytes, version: Version, level: Consistency) -> None:
+        if level not in (Consistency.QUORUM, Consistency.ALL):
+            return
+        newest = self.newest.get(key)
+        if newest is None or version > newest:
+            self.newest[key] = version
+
+    def check(self) -> None:
+        cluster = self.cluster
+        if len(self.violations) >= self.LIMIT or not cluster.in_transition():
+            return
+        self.checks += 1
+        now = cluster.loop.now
+        live = [n for n in cluster.nodes if n.coordinates(now)]
+        self._check_copies(live, now)
+        if self.roles:
+            self._check_roles(live, now)
+
+    def _check_copies(self, live: list[SimNode], now: float) -> None:
+        cluster = self.cluster
+        rings = {n.configurations().read: n for n in live}
+        for members, viewer in rings.items():
+            ring = viewer.ring()
+            for key, version in self.newest.items():
+                replicas = ring.preference_list(key)
+                holding = [r for r in replicas if self._holds(cluster.node(r), key, version)]
+                if len(holding) < self.required:
+                    self._violation(
+                        now,
+                        f"{key.decode()} @ {version}: {len(holding)} of "
+                        f"{', '.join(replicas)} hold it in the read configuration "
+                        f"{sorted(members)} of {viewer.node_id}",
+                    )
+
+    @staticmethod
+    def _holds(node: SimNode, key: bytes, version: Version) -> bool:
+        record = node.table.get(key)
+        return not node.exited and record is not None and record.version >= version
+
+    def _check_roles(self, live: list[SimNode], now: float) -> None:
+        for mover in self.cluster.nodes:
+            if not mover.started:
+                continue
+            role = mover.own_role()
+            if mover.exited:
+                allowed = frozenset({Role.DEPARTING})
+            elif role in SWITCHED:
+                allowed = ACTIVE
+            elif role is Role.NORMAL:
+                allowed = _SERVING
+            else:
+                continue
+            for viewer in live:
+                if viewer is mover:
+                    continue
+                seen = viewer.membership.get(mover.node_id)
+                if seen is None or (seen.status is not Status.LEFT and seen.role not in allowed):
+                    shown = "unknown" if seen is None else seen.role.value
+                    state = "left" if mover.exited else role.value
+                    self._violation(
+                        now, f"{mover.node_id} is {state} but {viewer.node_id} shows it {shown}"
+                    )
+
+    def _violation(self, now: float, text: str) -> None:
+        if len(self.violations) < self.LIMIT:
+            self.violations.append(f"t={now:.3f}: {text}")
+
+
 @dataclass
 class SimClient:
     name: str
@@ -671,11 +1158,13 @@ class SimClient:
 
 
 class SimCluster:
-    def __init__(self, config: SimConfig, seed: int, clients: int) -> None:
+    """`config.nodes` founders, started together, and `spares` nodes that may join later."""
+
+    def __init__(self, config: SimConfig, seed: int, clients: int, spares: int = 0) -> None:
         self.config = config
         self.loop = Loop(seed)
         self.nodes: list[SimNode] = []
-        for number in range(1, config.nodes + 1):
+        for number in range(1, config.nodes + spares + 1):
             self.nodes.append(SimNode(self, number))
         # Seeds need every node's address, so memberships are made once all exist.
         for node in self.nodes:
@@ -685,17 +1174,75 @@ class SimCluster:
         self.cut: set[frozenset[str]] = set()
         self.clients = [SimClient(f"c{i}") for i in range(clients)]
         self.history: list[Op] = []
-        self.full_ring = Ring(
-            [n.node_id for n in self.nodes], config.replication_factor, config.partitions
-        )
         self._request_ids = itertools.count()
+        self._transition_state: list[tuple[int, int]] = []
+        self._transition = False
+        self.invariants = TransitionInvariants(self)
+        self.loop.after_each = self.invariants.check
 
     def node(self, node_id: str) -> SimNode:
         return self.by_id[node_id]
 
     def start(self) -> None:
         for node in self.nodes:
-            node.start()
+            if node.founder:
+                node.start()
+
+    def members(self) -> list[SimNode]:
+        """The nodes of the ring once every transition ends: started, and not left."""
+        return [n for n in self.nodes if n.started and not n.exited]
+
+    @property
+    def full_ring(self) -> Ring:
+        """The ring every member serves once every transition has ended."""
+        return _ring(
+            tuple(sorted(n.node_id for n in self.members())),
+            self.config.replication_factor,
+            self.config.partitions,
+        )
+
+    # ----- joins and decommissions ----------------------------------------------------------
+
+    def join(self) -> SimNode | None:
+        """Start the next spare: a fresh node that passes its gate and joins the ring."""
+        spare = next((n for n in self.nodes if not n.started), None)
+        if spare is not None:
+            spare.start()
+        return spare
+
+    def decommission(self, node: SimNode) -> bool:
+        """The operator's decommission call to `node` (refused if its process does not answer)."""
+        if not node.running or node.paused:
+            return False
+        return node.rebalancer.decommission()
+
+    def in_transition(self) -> bool:
+        """Whether a member is joining or leaving (in its own role, or in a running node's
+        view), or a running node's view does not show a member's role yet.
+
+        Asked after every event: worked out again only when a process started or ended,
+        or a member table changed."""
+        state = [(n.generation, n.membership.version) for n in self.nodes]
+        if state != self._transition_state:
+            self._transition_state = state
+            members = [n for n in self.nodes if n.started]
+            running = [n for n in members if n.running]
+            self._transition = any(n.own_role() in ACTIVE for n in members if not n.exited) or any(
+                viewer.configurations().changing or self._behind(viewer, members)
+                for viewer in running
+            )
+        return self._transition
+
+    @staticmethod
+    def _behind(viewer: SimNode, members: list[SimNode]) -> bool:
+        for member in members:
+            seen = viewer.membership.get(member.node_id)
+            if member.exited:
+                if seen is not None and seen.status is not Status.LEFT:
+                    return True
+            elif seen is None or seen.role is not member.own_role():
+                return True
+        return False
 
     # ----- the network ----------------------------------------------------------------------
 
@@ -869,13 +1416,15 @@ class SimCluster:
         step()
 
     def repair_pass(self) -> int:
-        """Every node's round with every other (no membership needed); what still differed."""
+        """Every member's round with every other (no membership needed); what still differed."""
         differing = 0
-        for me in self.nodes:
-            for peer in self.nodes:
+        members = self.members()
+        full_ring = self.full_ring
+        for me in members:
+            for peer in members:
                 if me is peer:
                     continue
-                shared = self.full_ring.shared_partitions(me.node_id, peer.node_id)
+                shared = full_ring.shared_partitions(me.node_id, peer.node_id)
                 if shared:
                     differing += len(diff(me.index, peer.index, shared))
                 ended: list[bool] = []
@@ -893,7 +1442,9 @@ class SimCluster:
         self, client: int, kind: str, key: bytes, coordinator: int, level: Consistency
     ) -> None:
         sim_client = self.clients[client % len(self.clients)]
-        sim_client.queue.append((kind, key, coordinator % len(self.nodes), level))
+        # Clients know the nodes that were ever started and have not left.
+        known = self.members()
+        sim_client.queue.append((kind, key, known[coordinator % len(known)].number - 1, level))
         if not sim_client.busy:
             self._next(sim_client)
 
@@ -923,6 +1474,8 @@ class SimCluster:
                 and (client.seen is None or version > client.seen)
             ):
                 client.seen = version
+            if result == OK and version is not None and kind != GET:
+                self.invariants.acknowledged(key, version, level)
             self.history.append(
                 Op(
                     client=client.name,
@@ -973,14 +1526,33 @@ class SimCluster:
 
     # ----- the end --------------------------------------------------------------------------
 
-    def settle(self, seconds: float) -> None:
-        """Stop every fault, then let gossip, hints, repair and clients finish."""
+    def settle(self, seconds: float, transitions_within: float = 120.0) -> bool:
+        """Stop every fault, then let gossip, hints, repair and clients finish, and every
+        join and decommission end (within `transitions_within` more seconds: whether
+        they did)."""
         self.heal()
-        for node in self.nodes:
+        for node in self.members():
             if not node.running:
                 node.start()
             node.resume()
         self.loop.run_until(self.loop.now + seconds)
+        deadline = self.loop.now + transitions_within
+        while not self.transitions_ended():
+            if self.loop.now >= deadline:
+                return False
+            self.loop.run_until(self.loop.now + 1.0)
+        return True
+
+    def transitions_ended(self) -> bool:
+        """Every member is `normal` and every member's view is the one ring."""
+        ring = frozenset(n.node_id for n in self.members())
+        for node in self.members():
+            if node.membership.role is not Role.NORMAL:
+                return False
+            configs = node.configurations()
+            if configs.changing or configs.read != ring:
+                return False
+        return True
 
     def final_state(self, keys: Sequence[bytes]) -> dict[str, dict[str, Observed | None]]:
         return {n.node_id: {k.decode(): n.observed(k) for k in keys} for n in self.nodes}

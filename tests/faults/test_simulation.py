@@ -7,6 +7,11 @@ tests/faults/simcluster.py runs it with fake time, then every fault stops,
 the cluster settles, anti-entropy converges and the history checker
 (tests/support/history.py) judges what the clients saw and what every
 replica holds. A failing schedule shrinks to a minimal one.
+
+`transition_schedules` adds spare nodes that join, decommissions and crashes
+of the nodes in transition (tests/faults/test_sim_transitions.py); every
+schedule is also checked against simcluster.TransitionInvariants and must
+end with every join and decommission done.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from hypothesis import strategies as st
 from a3redis.core import coordinator
 from a3redis.core.batcher import Call, CallQueue
 from a3redis.core.consistency import Consistency
+from a3redis.core.membership import Role
 from a3redis.core.quorum import ReadQuorum, WriteQuorum
 from tests.faults.simcluster import SimCluster, SimConfig
 from tests.support.history import (
@@ -50,11 +56,13 @@ class Schedule:
     clients: int
     seed: int
     steps: tuple[Step, ...]
+    # Nodes that may join (each "join" step starts the next one).
+    spares: int = 0
 
     def describe(self) -> str:
         lines = [
-            f"{self.nodes} nodes, clock offsets {list(self.offsets)} ms, {self.clients} client(s), "
-            f"seed {self.seed}:"
+            f"{self.nodes} nodes, {self.spares} spare(s), clock offsets {list(self.offsets)} ms, "
+            f"{self.clients} client(s), seed {self.seed}:"
         ]
         lines += [f"  {step}" for step in self.steps]
         return "\n".join(lines)
@@ -112,6 +120,54 @@ def schedules(draw: st.DrawFn, max_steps: int = 60) -> Schedule:
     )
 
 
+# Joins and decommissions: a spare starts and joins; a normal member is decommissioned
+# (when at least three normal members would remain); a node in transition (or waiting
+# for its turn) crashes and restarts with its saved role after a while.
+transitions = st.one_of(
+    st.tuples(st.just("join")),
+    st.tuples(st.just("decommission"), node_index),
+    st.tuples(st.just("crash-mover"), node_index, st.sampled_from([0.3, 1.0, 2.5, 6.0])),
+)
+
+
+@st.composite
+def transition_steps(draw: st.DrawFn) -> Step:
+    kind = draw(st.sampled_from(["op"] * 6 + ["wait"] * 3 + ["fault"] * 2 + ["transition"] * 2))
+    strategy = {
+        "op": operations,
+        "wait": waits,
+        "fault": faults,
+        "transition": transitions,
+    }[kind]
+    step: Step = draw(strategy)
+    return step
+
+
+@st.composite
+def transition_schedules(draw: st.DrawFn, max_steps: int = 50) -> Schedule:
+    """Schedules with spare nodes that join and members that are decommissioned."""
+    nodes = draw(st.integers(3, 5))
+    spares = draw(st.integers(1, 2))
+    count = draw(st.integers(1, max_steps))
+    offsets = tuple(
+        draw(
+            st.lists(
+                st.sampled_from([0, 0, 0, -5000, 30000]),
+                min_size=nodes + spares,
+                max_size=nodes + spares,
+            )
+        )
+    )
+    return Schedule(
+        nodes,
+        offsets,
+        draw(st.integers(1, 4)),
+        draw(st.integers(0, 2**16)),
+        tuple(draw(st.lists(transition_steps(), min_size=count, max_size=count))),
+        spares,
+    )
+
+
 # ----- running a schedule -------------------------------------------------------------------------
 
 
@@ -148,7 +204,7 @@ def apply_fault(cluster: SimCluster, step: Step) -> None:
         node = cluster.nodes[step[1] % n]
         if kind == "crash":
             node.crash()
-        elif kind == "restart" and not node.running:
+        elif kind == "restart" and not node.running and node.started and not node.exited:
             node.start()
         elif kind == "pause":
             node.pause()
@@ -156,12 +212,65 @@ def apply_fault(cluster: SimCluster, step: Step) -> None:
             node.resume()
 
 
-def run(schedule: Schedule, **config: Any) -> tuple[SimCluster, list[Anomaly]]:
+# Faults that leave a running node out of touch (it looks dead to the others, and its view
+# of the ring goes stale while it still coordinates): core.transition does not wait for
+# members it sees dead (rule 5), see test_sim_transitions.py.
+OUT_OF_TOUCH = ("halves", "isolate", "bridge", "majority-ring", "pause")
+TRANSITIONS = ("join", "decommission", "crash-mover")
+
+
+def ring_changing(cluster: SimCluster) -> bool:
+    """Whether a member joins or leaves, waits to, or a view still shows one that did."""
+    moving = any(n.own_role() is not Role.NORMAL for n in cluster.members())
+    return moving or cluster.in_transition()
+
+
+def gently(cluster: SimCluster, step: Step) -> bool:
+    """Whether `step` may happen in a schedule whose ring changes gently: no node is cut
+    off or paused while the ring changes."""
+    return step[0] not in OUT_OF_TOUCH or not ring_changing(cluster)
+
+
+def apply_transition(cluster: SimCluster, step: Step, gentle: bool = False) -> None:
+    """A join, decommission or crash of a node in transition. `gentle`: a join or a
+    decommission starts once every node is in touch (cuts healed, processes resumed)."""
+    kind = step[0]
+    if gentle and kind in ("join", "decommission"):
+        cluster.heal()
+        for node in cluster.members():
+            node.resume()
+    if kind == "join":
+        cluster.join()
+    elif kind == "decommission":
+        normal = [n for n in cluster.members() if n.own_role() is Role.NORMAL]
+        if len(normal) > 3:  # QUORUM stays possible
+            cluster.decommission(normal[step[1] % len(normal)])
+    elif kind == "crash-mover":
+        moving = [n for n in cluster.members() if n.running and n.own_role() is not Role.NORMAL]
+        if moving:
+            node = moving[step[1] % len(moving)]
+            node.crash()
+
+            def restart() -> None:
+                if not node.running and not node.exited:
+                    node.start()
+
+            cluster.loop.after(step[2], restart)
+
+
+def run(
+    schedule: Schedule, *, gentle_transitions: bool = False, roles: bool = True, **config: Any
+) -> tuple[SimCluster, list[Anomaly]]:
+    """Run `schedule` and check it; with `gentle_transitions`, the ring changes gently
+    (apply_transition, gently); `roles` False leaves TransitionInvariants' rule on roles
+    out."""
     cluster = SimCluster(
         SimConfig(nodes=schedule.nodes, offsets_ms=schedule.offsets, **config),
         schedule.seed,
         schedule.clients,
+        schedule.spares,
     )
+    cluster.invariants.roles = roles
     cluster.start()
     cluster.loop.run_until(5.0)  # members find each other
     for step in schedule.steps:
@@ -171,10 +280,26 @@ def run(schedule: Schedule, **config: Any) -> tuple[SimCluster, list[Anomaly]]:
             cluster.loop.run_until(cluster.loop.now + pause)
         elif step[0] == "wait":
             cluster.loop.run_until(cluster.loop.now + step[1])
-        else:
+        elif step[0] in TRANSITIONS:
+            apply_transition(cluster, step, gentle_transitions)
+        elif not gentle_transitions or gently(cluster, step):
             apply_fault(cluster, step)
-    cluster.settle(20.0)
+    return cluster, finish(cluster)
+
+
+def finish(cluster: SimCluster) -> list[Anomaly]:
+    """Stop every fault, let every join and decommission end, converge, and check."""
     anomalies: list[Anomaly] = []
+    if not cluster.settle(20.0):
+        waiting = [
+            f"{n.node_id} {n.membership.role.value}: {n.rebalancer.waiting or '-'}"
+            for n in cluster.members()
+        ]
+        anomalies.append(Anomaly("transition-stuck", "*", "; ".join(waiting)))
+    anomalies += [
+        Anomaly("transition-invariant", "*", violation)
+        for violation in cluster.invariants.violations
+    ]
     for _ in range(6):
         if cluster.repair_pass() == 0:
             break
@@ -182,7 +307,7 @@ def run(schedule: Schedule, **config: Any) -> tuple[SimCluster, list[Anomaly]]:
         anomalies.append(Anomaly("repair-not-converged", "*", "replicas still differ"))
     history = merge_histories([cluster.history])
     anomalies += check(history, cluster.final_state(KEYS), cluster.owners)
-    return cluster, anomalies
+    return anomalies
 
 
 def explain(schedule: Schedule, cluster: SimCluster, anomalies: list[Anomaly]) -> str:

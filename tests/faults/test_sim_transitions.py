@@ -1,0 +1,369 @@
+"""Joins and decommissions in the simulated cluster, checked by the history checker and by
+simcluster.TransitionInvariants after every event while the ring changes.
+
+The fuzzed property draws spares that join, decommissions, crashes of the nodes in
+transition and every fault of test_simulation, with the ring changing gently
+(test_simulation.run's `gentle_transitions`): a join or a decommission starts with
+every node in touch, and no node is cut off or paused while the ring changes (nodes
+crash and restart at any time). With every fault at any time: core.transition by
+design does not wait for a member it sees dead (rule 5), so a member only cut off
+keeps a view behind, and TransitionInvariants' rule on roles fails in about one
+schedule in a hundred (none of them lost a write or read a stale one);
+`run(schedule, roles=False)` leaves that rule out, and is the property to add once
+the last gap below is closed.
+
+The schedules by hand at the end are the gaps this simulator found in core.transition:
+fixed there since, kept as regressions, but for one (xfail, strict).
+
+The facts the schedules by hand rely on (64 partitions, N=3): k0 lives on node-2,
+node-3 and node-4 in the ring of node-1..4, on node-2, node-3 and node-5 once node-5
+has joined (it displaces node-4), and on node-1, node-2 and node-3 once node-4 has left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+
+from a3redis.core.consistency import Consistency
+from a3redis.core.membership import Role, Status
+from a3redis.core.ring import partition_of
+from a3redis.core.transition import Announcement, Transfer
+from tests.faults import simcluster
+from tests.faults.simcluster import SimCluster, SimConfig, SimNode
+from tests.faults.test_simulation import (
+    Schedule,
+    explain,
+    finish,
+    run,
+    transition_schedules,
+)
+from tests.support.history import GET, PUT, Anomaly, render, summarize
+
+QUORUM = Consistency.QUORUM
+K0 = b"k0"
+K0_PARTITION = partition_of(K0, SimConfig().partitions)
+
+
+# ----- the fuzzed property ------------------------------------------------------------------------
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+)
+@given(transition_schedules())
+def test_joins_and_decommissions_among_crashes_and_faults_lose_no_write_and_keep_the_invariants(
+    schedule: Schedule,
+) -> None:
+    """Spares join, members are decommissioned, nodes in transition crash and restart,
+    among every other fault, while the ring changes gently."""
+    cluster, anomalies = run(schedule, gentle_transitions=True)
+    assert not anomalies, explain(schedule, cluster, anomalies)
+
+
+# ----- by hand ------------------------------------------------------------------------------------
+
+
+def started(config: SimConfig, spares: int = 1, seed: int = 1) -> SimCluster:
+    cluster = SimCluster(config, seed, 2, spares)
+    cluster.start()
+    cluster.loop.run_until(5.0)
+    return cluster
+
+
+def run_until(cluster: SimCluster, condition: Callable[[], bool], within: float) -> None:
+    deadline = cluster.loop.now + within
+    while not condition():
+        assert cluster.loop.now < deadline, "the condition never came"
+        cluster.loop.run_until(cluster.loop.now + 0.01)
+
+
+def role_of(node: SimNode, role: Role) -> Callable[[], bool]:
+    return lambda: node.running and node.own_role() is role
+
+
+def op(cluster: SimCluster, kind: str, coordinator: str, client: int = 0) -> None:
+    """One operation on k0 through `coordinator`, given time to end."""
+    number = [n.node_id for n in cluster.members()].index(coordinator)
+    cluster.submit(client, kind, K0, number, QUORUM)
+    cluster.loop.run_until(cluster.loop.now + 0.5)
+
+
+def report(cluster: SimCluster, anomalies: list[Anomaly]) -> str:
+    return f"{render(anomalies)}\n{summarize(cluster.history)}"
+
+
+def test_a_join_and_a_decommission_under_load_stream_their_partitions_and_keep_the_invariants() -> (
+    None
+):
+    cluster = started(SimConfig(nodes=4))
+    for number in range(20):
+        cluster.submit(number % 2, PUT, f"k{number % 5}".encode(), number, QUORUM)
+        cluster.loop.run_until(cluster.loop.now + 0.1)
+    node1, node2, _, _, node5 = cluster.nodes
+    assert cluster.join() is node5
+    for number in range(40):  # through the join
+        cluster.submit(
+            number % 2, (PUT, GET)[number % 2], f"k{number % 5}".encode(), number, QUORUM
+        )
+        cluster.loop.run_until(cluster.loop.now + 0.5)
+    assert node5.own_role() is Role.NORMAL
+    assert node5.observed(K0) == node2.observed(K0) is not None
+    assert cluster.decommission(node1)
+    run_until(cluster, lambda: node1.exited, 30.0)
+    anomalies = finish(cluster)
+    assert not anomalies, report(cluster, anomalies)
+    assert node5.rebalancer.keys_streamed > 0 and node1.rebalancer.keys_streamed > 0
+    assert cluster.full_ring.members == ("node-2", "node-3", "node-4", "node-5")
+    assert cluster.invariants.checks > 0 and cluster.invariants.newest
+
+
+def test_a_joiner_and_a_leaver_that_crash_come_back_in_their_saved_role_and_finish() -> None:
+    cluster = started(SimConfig(nodes=4))
+    node1, _, _, _, node5 = cluster.nodes
+    op(cluster, PUT, "node-1")
+    cluster.join()
+    # In the middle of its copying: some partitions are done (and saved), others not.
+    run_until(cluster, lambda: node5.progress is not None, 15.0)
+    done = node5.progress.done  # type: ignore[union-attr]
+    assert node5.own_role() is Role.JOINING and done
+    node5.crash()
+    cluster.loop.run_until(cluster.loop.now + 2.0)
+    node5.start()
+    assert node5.membership.role is Role.JOINING
+    assert node5.load_progress(Role.JOINING, node5.configurations().new) == done
+    run_until(cluster, role_of(node5, Role.NORMAL), 30.0)
+    assert cluster.decommission(node1)
+    run_until(cluster, role_of(node1, Role.LEAVING), 5.0)
+    node1.crash()
+    cluster.loop.run_until(cluster.loop.now + 2.0)
+    node1.start()
+    assert node1.membership.role is Role.LEAVING
+    run_until(cluster, lambda: node1.exited, 30.0)
+    op(cluster, GET, "node-2")
+    anomalies = finish(cluster)
+    assert not anomalies, report(cluster, anomalies)
+    assert cluster.history[-1].value == cluster.history[0].value
+
+
+# ----- the invariants can fail --------------------------------------------------------------------
+
+
+def _skips_k0(transfers: Callable[..., list[Transfer]]) -> Callable[..., list[Transfer]]:
+    def skipping(*args: object) -> list[Transfer]:
+        return [t for t in transfers(*args) if t.partition != K0_PARTITION]
+
+    return skipping
+
+
+# No hints and no anti-entropy: a replica that missed a write stays without it.
+ALONE = SimConfig(nodes=4, hints=False, sync_interval=1e6)
+
+
+def _k0_on_node3_and_node4_only_then(move: Callable[[SimCluster], None]) -> list[Anomaly]:
+    """node-2 is down while k0 is written: only node-3 and node-4 hold it. Then `move`."""
+    cluster = started(ALONE)
+    node2 = cluster.nodes[1]
+    node2.crash()
+    op(cluster, PUT, "node-1")
+    node2.start()
+    move(cluster)
+    assert cluster.history[0].outcome == "ok"
+    return finish(cluster)
+
+
+def _node5_joins(cluster: SimCluster) -> None:
+    """node-5 displaces node-4 on k0: it must copy k0 from node-4."""
+    cluster.join()
+    run_until(cluster, role_of(cluster.nodes[4], Role.NORMAL), 30.0)
+
+
+def _node4_leaves(cluster: SimCluster) -> None:
+    """node-1 takes node-4's place on k0: node-4 must copy k0 to node-1."""
+    assert cluster.decommission(cluster.nodes[3])
+    run_until(cluster, lambda: cluster.nodes[3].exited, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("move", "broken", "caught"),
+    [
+        (_node5_joins, "join_transfers", "1 of node-2, node-3, node-5 hold it"),
+        (_node4_leaves, "leave_transfers", "1 of node-2, node-3, node-1 hold it"),
+    ],
+    ids=["join", "decommission"],
+)
+def test_the_invariants_catch_a_transition_that_does_not_copy_a_partition(
+    monkeypatch: pytest.MonkeyPatch, move: Callable[[SimCluster], None], broken: str, caught: str
+) -> None:
+    assert not _k0_on_node3_and_node4_only_then(move)
+    monkeypatch.setattr(simcluster, broken, _skips_k0(getattr(simcluster, broken)))
+    anomalies = _k0_on_node3_and_node4_only_then(move)
+    found = [a.message for a in anomalies if a.kind == "transition-invariant"]
+    assert found and "k0 @" in found[0] and caught in found[0], render(anomalies)
+
+
+_settled = Announcement.settled
+
+
+def _settled_without_acknowledgements(
+    announcement: Announcement,
+    role: Role,
+    incarnation: int,
+    unacknowledged: object,
+    now: float,
+) -> bool:
+    return _settled(announcement, role, incarnation, (), now)
+
+
+def _node5_cut_off_while_node1_leaves() -> list[Anomaly]:
+    """node-1 is decommissioned; node-5 starts meanwhile and waits to join behind it.
+    Then node-5 is cut off for 20 s, suspect but never dead (FAILURE_TIMEOUT 60 s):
+    node-1 must wait for its acknowledgement before it acts on its next role."""
+    cluster = started(SimConfig(nodes=4, failure_timeout=60.0))
+    node1, node5 = cluster.nodes[0], cluster.nodes[4]
+    op(cluster, PUT, "node-2")
+    assert cluster.decommission(node1)
+    cluster.join()
+    run_until(cluster, role_of(node5, Role.WAITING), 10.0)
+    assert node1.own_role() is Role.LEAVING
+    cluster.partition([[4], [0, 1, 2, 3]])
+    cluster.loop.run_until(cluster.loop.now + 20.0)
+    cluster.heal()
+    op(cluster, GET, "node-2")
+    return finish(cluster)
+
+
+def test_the_invariants_catch_a_member_that_acts_before_every_live_member_saw_its_role(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert not _node5_cut_off_while_node1_leaves()
+    monkeypatch.setattr(Announcement, "settled", _settled_without_acknowledgements)
+    anomalies = _node5_cut_off_while_node1_leaves()
+    caught = [a.message for a in anomalies if a.kind == "transition-invariant"]
+    assert caught and "node-1 is left but node-5 shows it leaving" in caught[0], render(anomalies)
+
+
+# ----- gaps this simulator found in core.transition (fixed there; kept as regressions) ----------
+
+
+def test_a_join_waits_while_its_displaced_owner_and_another_old_owner_are_cut_off() -> None:
+    """node-3 and node-4 are cut off from the others. They hold k0 acknowledged through
+    node-4 (W=2 of node-2, node-3, node-4). node-5 joins on the other side and displaces
+    node-4, which is down: node-2, the one live old owner, lacks the write, so k0's
+    partition has too few sources and the join waits for the cut to heal. (It used to
+    copy from node-2 alone and switch: a QUORUM read through node-1 then asked node-2
+    and node-5 and answered the older value.)"""
+    cluster = started(SimConfig(nodes=4))
+    node5 = cluster.nodes[4]
+    op(cluster, PUT, "node-2")
+    cluster.partition([[2, 3], [0, 1, 4]])
+    cluster.loop.run_until(cluster.loop.now + 5.0)
+    op(cluster, PUT, "node-4")  # acknowledged by node-4 and node-3
+    cluster.join()
+    cluster.loop.run_until(cluster.loop.now + 30.0)
+    assert node5.own_role() is Role.JOINING, node5.rebalancer.waiting
+    assert node5.rebalancer.waiting.startswith("no live owner to copy partition")
+    cluster.heal()
+    run_until(cluster, role_of(node5, Role.NORMAL), 30.0)
+    op(cluster, GET, "node-1")
+    anomalies = finish(cluster)
+    assert not anomalies, report(cluster, anomalies)
+    assert cluster.history[-1].value == cluster.history[1].value == "c0-2"
+
+
+def test_a_member_paused_during_a_join_does_not_coordinate_on_the_old_ring_when_it_resumes() -> (
+    None
+):
+    """node-1 is paused (SIGSTOP) with a write of k0 in its socket, from a client that
+    waits up to 30 s; node-5 joins meanwhile without waiting for node-1 (it is dead).
+    node-1 resumes: it must not serve the write on the old ring (node-2, node-3,
+    node-4; node-2 is down, so node-3 and node-4 would acknowledge) before a peer's
+    table reached it. (It used to: the new ring reads k0 from node-2, node-3 and
+    node-5, and with node-3 down a QUORUM read answered from node-2 and node-5, which
+    lacked it.)"""
+    cluster = started(replace(ALONE, client_timeout=30.0))
+    node1, node2, node3, _, node5 = cluster.nodes
+    op(cluster, PUT, "node-2")
+    node1.pause()
+    cluster.submit(1, PUT, K0, 0, QUORUM)  # to node-1
+    cluster.join()
+    run_until(cluster, role_of(node5, Role.NORMAL), 40.0)
+    node2.crash()
+    node1.resume()
+    cluster.loop.run_until(cluster.loop.now + 1.0)
+    node2.start()
+    node3.crash()
+    cluster.loop.run_until(cluster.loop.now + 4.0)  # node-3 is dead
+    op(cluster, GET, "node-4")
+    anomalies = finish(cluster)
+    assert not anomalies, report(cluster, anomalies)
+
+
+def test_a_leaving_member_cut_off_from_everyone_does_not_leave_alone() -> None:
+    """node-4 is decommissioned and cut off the moment it announces `departing`. Once it
+    sees every other member dead it must wait, not take a step nobody sees. (It used
+    to drain, leave and exit, while every other member still showed it `leaving`, in
+    the old configuration, forever.)"""
+    cluster = started(SimConfig(nodes=4), spares=0)
+    node4 = cluster.nodes[3]
+    op(cluster, PUT, "node-1")
+    assert cluster.decommission(node4)
+    run_until(cluster, role_of(node4, Role.DEPARTING), 20.0)
+    cluster.partition([[3], [0, 1, 2]])
+    cluster.loop.run_until(cluster.loop.now + 15.0)
+    assert not node4.exited
+    anomalies = finish(cluster)
+    assert not anomalies, report(cluster, anomalies)
+    assert node4.exited
+
+
+def test_a_decommission_ends_even_if_its_left_announcement_is_lost() -> None:
+    """node-4's `departing` is acknowledged by every member; it is cut off while it drains,
+    so the `left` it announces before it exits reaches nobody. The others keep it
+    `departing`, then dead: the transition must end all the same. (It used to last
+    forever.)"""
+    cluster = started(SimConfig(nodes=4), spares=0)
+    node4 = cluster.nodes[3]
+    op(cluster, PUT, "node-1")
+    assert cluster.decommission(node4)
+    run_until(
+        cluster,
+        lambda: node4.own_role() is Role.DEPARTING and not node4.membership.unacknowledged(),
+        20.0,
+    )
+    cluster.partition([[3], [0, 1, 2]])
+    run_until(cluster, lambda: node4.exited, 10.0)
+    anomalies = finish(cluster)
+    assert not anomalies, report(cluster, anomalies)
+    shown = {n.membership.get("node-4") for n in cluster.members()}
+    assert {(m.role, m.status) for m in shown if m is not None} == {(Role.DEPARTING, Status.DEAD)}
+
+
+@pytest.mark.xfail(strict=True, reason="core.transition.in_transition: a dead departing member")
+def test_a_join_starts_after_a_decommission_whose_left_announcement_was_lost() -> None:
+    """As above, then node-5 starts and waits to join: the departed node-4, `departing`
+    and dead in every table, no longer counts in the configurations, but my_turn still
+    sees it in transition (in_transition counts every `departing` member that did not
+    leave), so node-5 waits for it forever. Found by the property with every fault."""
+    cluster = started(SimConfig(nodes=4))
+    node4, node5 = cluster.nodes[3:]
+    op(cluster, PUT, "node-1")
+    assert cluster.decommission(node4)
+    run_until(
+        cluster,
+        lambda: node4.own_role() is Role.DEPARTING and not node4.membership.unacknowledged(),
+        20.0,
+    )
+    cluster.partition([[3], [0, 1, 2, 4]])
+    run_until(cluster, lambda: node4.exited, 10.0)
+    cluster.heal()
+    cluster.join()
+    anomalies = finish(cluster)
+    assert not anomalies, report(cluster, anomalies)
+    assert node5.own_role() is Role.NORMAL
