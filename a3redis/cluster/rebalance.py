@@ -67,6 +67,8 @@ LEFT_MARKER = "left"
 # Partitions asked in one Stream call, and records per page.
 STREAM_PARTITIONS = 64
 STREAM_PAGE = 4096
+# Sets of sources a join copies from at the same time.
+STREAM_SOURCES_AT_ONCE = 4
 
 
 @dataclass
@@ -139,6 +141,8 @@ class Rebalancer:
         self._progress = ProgressFile(data_dir)
         self._announcement = Announcement(drain)
         self._rate = max_keys_per_second
+        # When the keys copied so far are due at the paced rate (trio time).
+        self._paced_until = 0.0
         self._on_change = on_change
         self._on_left = on_left
         # This node left the ring (its decommission ended) in an earlier run: it does not
@@ -347,16 +351,28 @@ class Rebalancer:
             await self._pull(pending)
         else:
             await self._push(pending)
+        # Done now: switch at the next tick rather than finding nothing left a tick later.
+        self._streamed = all(t.partition in self._done for t in transfers)
 
     async def _pull(self, pending: list[Transfer]) -> None:
-        """Copy partitions to us from their sources, up to STREAM_PARTITIONS per call."""
+        """Copy partitions to us from their sources, up to STREAM_PARTITIONS per call,
+        from up to STREAM_SOURCES_AT_ONCE sets of sources at the same time (each source
+        builds its index and answers while we apply another's pages)."""
         by_sources: dict[tuple[str, ...], list[int]] = {}
         for transfer in pending:
             by_sources.setdefault(transfer.sources, []).append(transfer.partition)
-        for sources, partitions in sorted(by_sources.items()):
-            if not sources:
-                self.stats.waiting = f"no live owner to copy partition {partitions[0]} from"
-                continue
+        slots = trio.Semaphore(STREAM_SOURCES_AT_ONCE)
+        async with trio.open_nursery() as nursery:
+            for sources, partitions in sorted(by_sources.items()):
+                if not sources:
+                    self.stats.waiting = f"no live owner to copy partition {partitions[0]} from"
+                    continue
+                nursery.start_soon(self._pull_partitions, sources, partitions, slots)
+
+    async def _pull_partitions(
+        self, sources: tuple[str, ...], partitions: list[int], slots: trio.Semaphore
+    ) -> None:
+        async with slots:
             for start in range(0, len(partitions), STREAM_PARTITIONS):
                 group = partitions[start : start + STREAM_PARTITIONS]
                 for source in sources:
@@ -375,6 +391,7 @@ class Rebalancer:
             partitions, b"", STREAM_PAGE, self._topology.ring.partitions
         )
         while request is not None:
+            asked_at = trio.current_time()
             try:
                 page = await link.stream(request, keyspace.limits, keyspace.wall_ms)
             except PeerUnavailableError as error:
@@ -384,17 +401,17 @@ class Rebalancer:
             if page.building:
                 await trio.sleep(TICK)
             elif page.records:
-                await self._apply(page.records, source)
+                await self._apply(page.records, source, asked_at)
             request = next_request(request, page)
         return True
 
-    async def _apply(self, records: Sequence[Record], source: str) -> None:
+    async def _apply(self, records: Sequence[Record], source: str, asked_at: float) -> None:
         await self._keyspace.apply_replicated(records, "Stream", source)
         self.stats.keys_streamed += len(records)
         self.stats.bytes_streamed += sum(
             len(r.key) + (len(r.value) if r.value is not None else 0) for r in records
         )
-        await self._pace(len(records))
+        await self._pace(len(records), asked_at)
 
     async def _push(self, pending: list[Transfer]) -> None:
         """Hand our partitions to the members gaining them."""
@@ -417,6 +434,7 @@ class Rebalancer:
         if link is None or self._topology.is_down(target):
             return False
         for keys in batches(index.partition_keys(partition)):
+            started = trio.current_time()
             batch = [r for r in self._keyspace.read_local(keys) if r is not None]
             if not batch:
                 continue
@@ -432,7 +450,7 @@ class Rebalancer:
                 )
                 return False
             self.stats.keys_streamed += len(batch)
-            await self._pace(len(batch))
+            await self._pace(len(batch), started)
         return True
 
     async def _remove_step(self, node_id: str) -> None:
@@ -523,6 +541,10 @@ class Rebalancer:
         if self._target is not None:
             self._progress.save(self._membership.role, self._target, self._done)
 
-    async def _pace(self, keys: int) -> None:
+    async def _pace(self, keys: int, started: float) -> None:
+        """Hold on until `keys` more keys, whose copy began at `started`, are due at the
+        paced rate: the time the copy took counts, so the rate is the limit, not a
+        pause added to every page."""
         if self._rate > 0:
-            await trio.sleep(keys / self._rate)
+            self._paced_until = max(self._paced_until, started) + keys / self._rate
+            await trio.sleep_until(self._paced_until)
