@@ -10,7 +10,10 @@ where); this shell ticks, announces roles, copies partitions and reports.
 - A decommission hands each of its partitions to the member that gains it
   with `Apply`, batch after batch; a partition counts as handed over only
   once the gainer answered for every batch without a refusal.
-- Both are paced by STREAM_MAX_KEYS_PER_SECOND, and remember the partitions
+- A join copies from up to STREAM_SOURCES_AT_ONCE sets of sources at a time
+  (one source builds its index or answers while another's page is applied).
+- Both are paced by STREAM_MAX_KEYS_PER_SECOND (a limit on the rate: the time
+  the copying itself took counts), and remember the partitions
   done in DATA_DIR (`transition.json`, replaced atomically), so a restart in
   the middle resumes where it stopped as long as the target configuration
   is the same; a source or target that fails is retried at the next tick.
@@ -511,6 +514,7 @@ class Rebalancer:
             partitions, b"", STREAM_PAGE, topology.ring.partitions
         )
         while request is not None:
+            asked_at = trio.current_time()
             try:
                 if from_link is None:
                     index = await self._index()
@@ -533,7 +537,7 @@ class Rebalancer:
                 self.removal.waiting = f"{error}; retrying"
                 return False
             self.removal.keys_streamed += len(page.records)
-            await self._pace(len(page.records))
+            await self._pace(len(page.records), asked_at)
             request = next_request(request, page)
         return True
 
