@@ -89,15 +89,16 @@ async def test_five_nodes_started_two_seconds_apart_form_one_ring_and_reads_neve
         local_host="127.0.0.1",
         endpoints=[nodes[0].endpoint],
         keys=[f"k{i}" for i in range(50)],
-        duration=16.0,
+        duration=120.0,
         max_ops=20_000,
         workers=2,
         pause=0.01,
     )
     histories: list[Any] = []
+    stop = trio.Event()
 
     async def load() -> None:
-        histories.append(await run_workload(spec))
+        histories.append(await run_workload(spec, stop))
 
     async with trio.open_nursery() as nursery:
         nodes[0].start()
@@ -106,8 +107,10 @@ async def test_five_nodes_started_two_seconds_apart_form_one_ring_and_reads_neve
         for node in nodes[1:]:
             await trio.sleep(2.0)
             node.start(wait=False)
-        await trio.to_thread.run_sync(wait_all_alive_and_ready, nodes, 20)
+        await trio.to_thread.run_sync(wait_all_alive_and_ready, nodes, 30)
         formed_at = time.monotonic()
+        await trio.sleep(3.0)  # and served for a while
+        stop.set()
     history = merge_histories(histories)
     refused = [op for op in history if op.code == "UNAVAILABLE" and op.invoked < formed_at]
     served = [op for op in history if op.outcome == "ok"]

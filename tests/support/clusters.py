@@ -11,7 +11,7 @@ from __future__ import annotations
 from a3redis.client import Client
 from a3redis.core.consistency import Consistency
 from tests.conftest import NodeFactory
-from tests.support.node_http import ready, statuses
+from tests.support.node_http import membership, ready
 from tests.support.processes import NodeProcess
 from tests.support.waiting import wait_for
 
@@ -35,11 +35,20 @@ def start_peered(nodes: list[NodeProcess], alive_within: float = 10) -> list[Nod
 
 
 def wait_all_alive_and_ready(nodes: list[NodeProcess], within: float = 10) -> None:
-    everyone = {f"node-{i}": "alive" for i in range(1, len(nodes) + 1)}
+    """Wait until every node sees every node alive and `normal` (the ring formed, as
+    every node knows), and every node coordinates requests."""
+    everyone = {f"node-{i}": ("alive", "normal") for i in range(1, len(nodes) + 1)}
+
+    def formed(node: NodeProcess) -> bool:
+        return {
+            node_id: (entry["status"], entry.get("role"))
+            for node_id, entry in membership(node).items()
+        } == everyone
+
     wait_for(
-        lambda: all(statuses(n) == everyone for n in nodes) and all(ready(n) for n in nodes),
+        lambda: all(formed(n) for n in nodes) and all(ready(n) for n in nodes),
         within,
-        "all alive and ready",
+        "all alive, normal and ready",
     )
 
 

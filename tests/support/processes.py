@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,11 +24,40 @@ from typing import Any
 HOST = "127.0.0.1"
 
 
+# Ports handed out in this process: a node that is down keeps its port free for its restart.
+_HANDED_OUT: set[int] = set()
+LOWEST_PORT = 20000
+
+
+def _ephemeral_floor() -> int:
+    """The first port the kernel gives outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
+    """A free port below the kernel's ephemeral range, never handed out twice here.
+
+    A port the kernel picked (bind to 0) may be taken as the source port of an
+    outgoing connection while its node is down, and the restart then fails with
+    "address already in use"; ports below the ephemeral range are only ever bound.
+    """
+    rng = random.Random()
+    high = max(LOWEST_PORT + 1000, _ephemeral_floor()) - 1
+    for _ in range(10_000):
+        port = rng.randint(LOWEST_PORT, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise RuntimeError(f"no free port from {LOWEST_PORT} to {high}")
 
 
 NODE_COMMAND = ("-m", "a3redis.node")
