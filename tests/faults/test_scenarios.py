@@ -453,7 +453,11 @@ def test_quorum_operations_succeed_through_every_coordinator_soon_after_a_heal(
     short, long_ = 2.0, 8.0
     begin = time.monotonic() + 2
     heals: list[float] = []
-    duration = 1 + short + 5 + long_ + 5
+    # After each heal: 2 s to settle, then 3 s in which no operation may fail, then 1 s
+    # before the next cut, so no checked operation is still in flight when it falls.
+    settle, checked, before_next_cut = 2.0, 3.0, 1.0
+    after_heal = settle + checked + before_next_cut
+    duration = 1 + short + after_heal + long_ + after_heal
     for node in cluster.nodes:
         cluster.workload(
             client=f"via{node.number}",
@@ -473,29 +477,30 @@ def test_quorum_operations_succeed_through_every_coordinator_soon_after_a_heal(
         time.sleep(seconds)
         cluster.heal()
         heals.append(time.monotonic())
-        time.sleep(5)
+        time.sleep(after_heal)
     history = cluster.histories()
     problems = []
     for heal in heals:
         for node in cluster.nodes:
             name = f"via{node.number}"
             first = first_success_after(history, name, heal)
-            if first is None or first.completed > heal + 2.0:
+            if first is None or first.completed > heal + settle:
                 problems.append(
-                    f"{node.node_id}: no QUORUM operation succeeded within 2 s of the heal at "
+                    f"{node.node_id}: no QUORUM operation succeeded within {settle:.0f} s of "
+                    f"the heal at "
                     f"+{heal - begin:.1f}s (first: {first.describe(heal) if first else 'none'})"
                 )
             stuck = [
                 op
                 for op in history
                 if op.client.startswith(name)
-                and heal + 2.0 <= op.invoked < heal + 5
+                and heal + settle <= op.invoked < heal + settle + checked
                 and not answered(op)
             ]
             if stuck:
                 problems.append(
-                    f"{node.node_id}: {len(stuck)} operations failed after heal + 2 s: "
-                    + "; ".join(op.describe(heal) for op in stuck[:3])
+                    f"{node.node_id}: {len(stuck)} operations failed after heal + "
+                    f"{settle:.0f} s: " + "; ".join(op.describe(heal) for op in stuck[:3])
                 )
     assert not problems, "\n".join(problems) + "\n" + cluster.logs(60)
     finish(cluster, history, keys)
