@@ -455,7 +455,15 @@ SETTINGS: tuple[Setting, ...] = (
         "200000",
         Number(0.0, 1e9, "keys per second, 0 for no limit"),
         "Pace at which a joining node copies its partitions (and a leaving node hands its "
-        "partitions over)",
+        "partitions over) while the node is idle",
+    ),
+    Setting(
+        "STREAM_BUSY_KEYS_PER_SECOND",
+        "stream_busy_keys_per_second",
+        "15000",
+        Number(0.0, 1e9, "keys per second, 0 for no limit"),
+        "The same pace while the node serves client or replica requests (more than 20 a "
+        "second): copying yields to them",
     ),
     Setting(
         "TOMBSTONE_GRACE",
@@ -545,6 +553,7 @@ class Config:
     merkle_fanout: int
     repair_max_keys_per_second: float
     stream_max_keys_per_second: float
+    stream_busy_keys_per_second: float
     tombstone_grace: float
     clock_offset_ms: int
     debug_log: bool

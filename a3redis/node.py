@@ -43,7 +43,7 @@ from a3redis.cluster.gossip import (
 )
 from a3redis.cluster.hinted_handoff import HintStore
 from a3redis.cluster.keyspace import Keyspace
-from a3redis.cluster.rebalance import LEFT_MARKER, Rebalancer
+from a3redis.cluster.rebalance import LEFT_MARKER, Rebalancer, StreamPacer
 from a3redis.cluster.topology import Topology
 from a3redis.config import Config, ConfigError
 from a3redis.core.hlc import HybridLogicalClock
@@ -170,6 +170,11 @@ async def run_node(
                         config.merkle_fanout,
                     ),
                 )
+                pacer = StreamPacer(
+                    config.stream_max_keys_per_second,
+                    config.stream_busy_keys_per_second,
+                    lambda: gate.foreground_served,
+                )
                 rebalancer = Rebalancer(
                     membership,
                     cluster,
@@ -179,7 +184,7 @@ async def run_node(
                     repair.index,
                     config.data_dir,
                     drain=config.transition_drain,
-                    max_keys_per_second=config.stream_max_keys_per_second,
+                    pacer=pacer,
                     on_change=saver,
                     on_left=stop.set,
                     parked=parked,
@@ -192,7 +197,7 @@ async def run_node(
                 )
                 services = [
                     KeyValueService(keyspace, config, gate, repair, metrics).service,
-                    ReplicaService(keyspace, gate, repair, metrics).service,
+                    ReplicaService(keyspace, gate, repair, metrics, pacer).service,
                 ]
                 async with trio.open_nursery() as nursery:
                     connections = await nursery.start(

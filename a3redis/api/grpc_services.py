@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import purerpc
+import trio
 from google.protobuf.message import DecodeError
 from purerpc.grpclib.status import Status, StatusCode
 
@@ -25,6 +26,7 @@ from a3redis.api import wire
 from a3redis.api.metrics import NodeMetrics
 from a3redis.cluster.anti_entropy import AntiEntropy
 from a3redis.cluster.keyspace import Keyspace
+from a3redis.cluster.rebalance import StreamPacer
 from a3redis.config import Config
 from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.hlc import Version
@@ -127,10 +129,16 @@ def _decoded_by_methods(service: purerpc.Service) -> purerpc.Service:
     return service
 
 
+# Calls that copy or compare data in the background: they do not make a node busy (the
+# pace of background copying yields to every other call).
+BACKGROUND_CALLS = frozenset({"Stream", "Tree", "Chunks", "Entries"})
+
+
 def _unary(
     method: Callable[[Any, Req], Awaitable[Resp]],
 ) -> Callable[[Any, _Undecoded], Awaitable[Resp]]:
     rpc = method.__name__
+    foreground = rpc not in BACKGROUND_CALLS
 
     @functools.wraps(method)
     async def guarded(self: Any, request: _Undecoded) -> Resp:
@@ -138,6 +146,8 @@ def _unary(
         code = "OK"
         try:
             with self.gate:
+                if foreground:
+                    self.gate.foreground_served += 1
                 return await method(self, request.decode())
         except purerpc.RpcFailedError as error:
             code = error.status.status_code.name
@@ -257,6 +267,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
         started, code = time.perf_counter(), "OK"
         try:
             with self.gate:
+                self.gate.foreground_served += 1
                 request: pb.ScanRequest = undecoded.decode()
                 level = wire.consistency_from_pb(request.consistency)
                 if request.end and request.start and request.end <= request.start:
@@ -289,12 +300,18 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
     SERVICE = "Replica"
 
     def __init__(
-        self, keyspace: Keyspace, gate: RequestGate, repair: AntiEntropy, metrics: NodeMetrics
+        self,
+        keyspace: Keyspace,
+        gate: RequestGate,
+        repair: AntiEntropy,
+        metrics: NodeMetrics,
+        pacer: StreamPacer,
     ) -> None:
         self.keyspace = keyspace
         self.gate = gate
         self.repair = repair
         self.metrics = metrics
+        self.pacer = pacer
 
     @property
     def service(self) -> purerpc.Service:
@@ -323,10 +340,14 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
         index = self.repair.built_index()
         if index is None:
             return wire.stream_page_to_pb(BUILDING)
+        # A source's pages are paced too: copying yields to the requests it serves.
+        await self.pacer.wait_turn()
+        started = trio.current_time()
         # Records as reads see them: one beyond the clock-skew bound is not sent.
         page = answer_stream(
             stream, index.partition_keys, keyspace.read_local, MAX_PEER_RESPONSE_BYTES
         )
+        self.pacer.book(len(page.records), started)
         return wire.stream_page_to_pb(page)
 
     @_unary

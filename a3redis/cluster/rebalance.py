@@ -12,9 +12,13 @@ where); this shell ticks, announces roles, copies partitions and reports.
   once the gainer answered for every batch without a refusal.
 - A join copies from up to STREAM_SOURCES_AT_ONCE sets of sources at a time
   (one source builds its index or answers while another's page is applied).
-- Both are paced by STREAM_MAX_KEYS_PER_SECOND (a limit on the rate: the time
-  the copying itself took counts), and remember the partitions
-  done in DATA_DIR (`transition.json`, replaced atomically), so a restart in
+- Copying is background work and yields to the requests the node serves
+  (`StreamPacer`, one per node, shared by its own copying and the Stream
+  pages it answers as a source): at most STREAM_MAX_KEYS_PER_SECOND while
+  the node is idle, STREAM_BUSY_KEYS_PER_SECOND while it serves more than
+  BUSY_ABOVE client or replica requests a second (a limit on the rate: the
+  time the copying itself took counts). Joins and decommissions remember
+  the partitions done in DATA_DIR (`transition.json`, replaced atomically), so a restart in
   the middle resumes where it stopped as long as the target configuration
   is the same; a source or target that fails is retried at the next tick.
 - When the decommission is over the node announces `left` and stops itself
@@ -48,6 +52,7 @@ from a3redis.core.merkle import MerkleIndex
 from a3redis.core.ownership import batches, durably_held
 from a3redis.core.record import Record
 from a3redis.core.streaming import StreamRequest, answer_stream, next_request
+from a3redis.core.throttle import BackgroundPace
 from a3redis.core.transition import (
     Announcement,
     Readiness,
@@ -118,6 +123,31 @@ class ProgressFile:
         self.path.unlink(missing_ok=True)
 
 
+# A node serving more client or replica requests a second than this is busy: copying
+# partitions then runs at STREAM_BUSY_KEYS_PER_SECOND.
+BUSY_ABOVE = 20.0
+
+
+class StreamPacer:
+    """This node's pace for copying partitions: its own pulls and pushes, and the Stream
+    pages it answers, all in one schedule (a3redis.core.throttle.BackgroundPace)."""
+
+    def __init__(self, idle_rate: float, busy_rate: float, served: Callable[[], int]) -> None:
+        self._served = served
+        self.pace = BackgroundPace(idle_rate, busy_rate, BUSY_ABOVE, trio.current_time(), served())
+
+    async def wait_turn(self) -> None:
+        """Until the keys copied so far are due."""
+        await trio.sleep_until(self.pace.next_start(trio.current_time(), self._served()))
+
+    def book(self, keys: int, started: float) -> float:
+        """Count `keys` keys copied from `started` (trio time) on; when the next may start."""
+        return self.pace.book(keys, started, trio.current_time(), self._served())
+
+    async def book_and_wait(self, keys: int, started: float) -> None:
+        await trio.sleep_until(self.book(keys, started))
+
+
 class Rebalancer:
     def __init__(
         self,
@@ -130,7 +160,7 @@ class Rebalancer:
         data_dir: Path,
         *,
         drain: float,
-        max_keys_per_second: float,
+        pacer: StreamPacer,
         on_change: Callable[[], None],
         on_left: Callable[[], None],
         parked: bool = False,
@@ -143,9 +173,7 @@ class Rebalancer:
         self._index = index
         self._progress = ProgressFile(data_dir)
         self._announcement = Announcement(drain)
-        self._rate = max_keys_per_second
-        # When the keys copied so far are due at the paced rate (trio time).
-        self._paced_until = 0.0
+        self._pacer = pacer
         self._on_change = on_change
         self._on_left = on_left
         # This node left the ring (its decommission ended) in an earlier run: it does not
@@ -546,9 +574,5 @@ class Rebalancer:
             self._progress.save(self._membership.role, self._target, self._done)
 
     async def _pace(self, keys: int, started: float) -> None:
-        """Hold on until `keys` more keys, whose copy began at `started`, are due at the
-        paced rate: the time the copy took counts, so the rate is the limit, not a
-        pause added to every page."""
-        if self._rate > 0:
-            self._paced_until = max(self._paced_until, started) + keys / self._rate
-            await trio.sleep_until(self._paced_until)
+        """Hold on until `keys` more keys, whose copy began at `started`, are due."""
+        await self._pacer.book_and_wait(keys, started)

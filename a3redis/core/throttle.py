@@ -9,6 +9,12 @@ Rules:
 - `TokenBuckets.allow` is the whole admission decision for one request;
   `LogThrottle.should_log` says whether a line about a key may be written now
   (at most once per key per interval) and how many were held back since.
+- `BackgroundPace` paces the copying of a join, decommission or removal on a
+  node: copying yields to the requests the node serves. While the node has
+  served more than `busy_above` requests per second over the last
+  measurement window, copying runs at `busy_rate`; otherwise at
+  `idle_rate`. Counting a request is one addition: the node counts every
+  client and replica request it serves.
 """
 
 from __future__ import annotations
@@ -102,3 +108,64 @@ class Tally:
 
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+class BackgroundPace:
+    """When the next batch of background copying may start, from how busy the node is.
+
+    `served` is the node's running count of the requests it has served (a
+    counter the shell keeps). A rate of 0 means no limit. The rate is a limit,
+    not a pause per batch: `book` adds a batch's keys to a schedule, and the
+    time the batch itself took counts toward it.
+    """
+
+    # The foreground rate is measured over windows at least this long (seconds).
+    WINDOW = 0.5
+
+    def __init__(
+        self, idle_rate: float, busy_rate: float, busy_above: float, now: float, served: int = 0
+    ) -> None:
+        if idle_rate < 0 or busy_rate < 0 or busy_above < 0:
+            raise ValueError("rates and busy_above must not be negative")
+        self.idle_rate = idle_rate
+        self.busy_rate = busy_rate
+        self.busy_above = busy_above
+        self.foreground_rate = 0.0
+        self._window = (now, served)
+        self._due = now
+
+    @property
+    def busy(self) -> bool:
+        return self.foreground_rate > self.busy_above
+
+    @property
+    def rate(self) -> float:
+        """Keys per second copying may take now (0: no limit)."""
+        return self.busy_rate if self.busy else self.idle_rate
+
+    def measure(self, now: float, served: int) -> None:
+        """Close the measurement window if it is long enough."""
+        started, served_then = self._window
+        elapsed = now - started
+        if elapsed >= self.WINDOW:
+            self.foreground_rate = max(0, served - served_then) / elapsed
+            self._window = (now, served)
+        elif elapsed < 0:  # a clock that went back: start the window again
+            self._window = (now, served)
+
+    def next_start(self, now: float, served: int) -> float:
+        """When the next batch may start (`now` or later)."""
+        self.measure(now, served)
+        return max(now, self._due)
+
+    def book(self, keys: int, started: float, now: float, served: int) -> float:
+        """Add `keys` keys, copied from `started` until `now`, to the schedule; when the
+        next batch may start."""
+        self.measure(now, served)
+        rate = self.rate
+        if rate <= 0:
+            self._due = now
+            return now
+        # Idle time before `started` earns no credit: a pause is not saved up for a burst.
+        self._due = max(self._due, started) + keys / rate
+        return max(now, self._due)

@@ -76,6 +76,9 @@ class RequestGate:
     def __init__(self) -> None:
         self.in_flight = 0
         self.closed = False
+        # Client and replica requests served so far (not background copying or repair):
+        # how busy the node is, for the pace of background copying.
+        self.foreground_served = 0
         # Only close_and_wait needs to hear that the last call finished: no
         # Event is made and set on every call that finds the node idle.
         self._idle: trio.Event | None = None
