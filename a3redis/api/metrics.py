@@ -209,6 +209,12 @@ def rebalance_source(rebalancer: Any) -> Callable[[], Iterator[Metric]]:
         yield counter(
             "a3redis_stream_keys", "Records copied by joins and decommissions", stats.keys_streamed
         )
+        pace = rebalancer.pacer.status_json()
+        yield gauge(
+            "a3redis_stream_pace_keys_per_second",
+            "The pace copying may take now (0: no limit): lower while the node is busy",
+            pace["max_keys_per_second"] or 0,
+        )
         yield counter(
             "a3redis_stream_bytes",
             "Key and value bytes copied by joins and decommissions",

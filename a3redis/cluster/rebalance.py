@@ -147,6 +147,15 @@ class StreamPacer:
     async def book_and_wait(self, keys: int, started: float) -> None:
         await trio.sleep_until(self.book(keys, started))
 
+    def status_json(self) -> dict[str, Any]:
+        pace = self.pace
+        pace.measure(trio.current_time(), self._served())
+        return {
+            "busy": pace.busy,
+            "requests_per_second": round(pace.foreground_rate, 1),
+            "max_keys_per_second": pace.rate or None,
+        }
+
 
 class Rebalancer:
     def __init__(
@@ -173,7 +182,7 @@ class Rebalancer:
         self._index = index
         self._progress = ProgressFile(data_dir)
         self._announcement = Announcement(drain)
-        self._pacer = pacer
+        self.pacer = pacer
         self._on_change = on_change
         self._on_left = on_left
         # This node left the ring (its decommission ended) in an earlier run: it does not
@@ -227,6 +236,7 @@ class Rebalancer:
             "stream_failures": stats.stream_failures,
             "started_at": stats.started_at,
             "finished_at": stats.finished_at,
+            "pace": self.pacer.status_json(),
             "removing": None
             if self._removing is None
             else {
@@ -575,4 +585,4 @@ class Rebalancer:
 
     async def _pace(self, keys: int, started: float) -> None:
         """Hold on until `keys` more keys, whose copy began at `started`, are due."""
-        await self._pacer.book_and_wait(keys, started)
+        await self.pacer.book_and_wait(keys, started)

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import trio
 
+from a3redis.client import Client
 from a3redis.v1 import kv_pb2 as pb
 from tests.node.conftest import RunningNode
 
@@ -85,3 +86,28 @@ async def test_health_and_membership_in_the_seed_format(running_node: RunningNod
 
     status, _ = await trio.to_thread.run_sync(_http_get, f"{base}/no-such-page")
     assert status == 404
+
+
+async def test_copying_is_paced_lower_while_the_node_serves_clients(
+    running_node: RunningNode, client: Client
+) -> None:
+    base = f"http://127.0.0.1:{running_node.ports.http}"
+
+    async def pace() -> dict[str, Any]:
+        status, body = await trio.to_thread.run_sync(_http_get, f"{base}/api/transition")
+        assert status == 200
+        return body["pace"]  # type: ignore[no-any-return]
+
+    config = running_node.config
+    await trio.sleep(0.6)  # a whole measurement window with no client
+    idle = await pace()
+    assert idle["busy"] is False
+    assert idle["max_keys_per_second"] == config.stream_max_keys_per_second
+    with trio.move_on_after(1.5):
+        for n in range(2000):  # bounded: far more than 20 requests a second for 1.5 s
+            await client.get(f"k{n}".encode())
+    busy = await pace()
+    assert busy["busy"] is True and busy["requests_per_second"] > 20
+    assert busy["max_keys_per_second"] == config.stream_busy_keys_per_second
+    await trio.sleep(1.2)  # a whole window with no client again
+    assert (await pace())["busy"] is False
