@@ -316,6 +316,7 @@ def test_read_replies_from_records_and_tombstones() -> None:
         (5, 2, b""),
         (-100, 2, b"Thi"),
         (-100, -100, b"T"),  # both clamp to 0
+        (-100, -200, b""),  # both negative and start after end, though both clamp to 0
         (16, 20, b""),
         (3, -100, b""),
     ],
