@@ -20,6 +20,34 @@ Rules:
   commands it lacks.
 - Every RequestError becomes a RESP error through ONE table,
   `RESP_ERROR_CODE_OF_KIND`.
+
+The layer's other modules: `redis_command_table` (what COMMAND reports, read
+from Redis), `redis_session` (a connection's state and the commands answered
+from it), `redis_pipeline` (planning a pipeline into steps and building the
+replies).
+
+How a shell drives this (one connection; names from `redis_session` and
+`redis_pipeline`):
+
+    settings = ServerSettings(a3redis_version, read_default, write_default,
+                              limits, allow_flush)                  # once per node
+    session = Session(settings, client_id, peer, wall_ms, local_address)
+    for each read from the socket:
+        pipeline = plan(session, requests, wall_ms)   # parses, runs session commands
+        results = []
+        for step in pipeline.steps:                   # in order, one at a time
+            try:
+                ReadStep   -> records of step.keys at step.consistency (None: default)
+                WriteStep  -> write step.writes (value None: a tombstone) -> versions
+                ServerStep -> the Reply for step.command (SCAN, KEYS, INFO, CLUSTER,
+                              CONFIG GET, DBSIZE, RANDOMKEY, FLUSH*, LASTSAVE,
+                              CLIENT LIST via client_list_reply)
+            except RequestError as failure:
+                result = failure
+            results.append(result)
+        send(encode_all(pipeline.replies(results), session.protocol))
+        if session.closing: close the connection              # QUIT
+    metrics: pipeline.names is the full name of each request run, in order.
 """
 
 from __future__ import annotations
@@ -257,7 +285,7 @@ class Scan:
     cursor: int  # 0 to 2^64-1; whether the node knows it is the cursor table's business
     match: bytes | None
     count: int  # Redis's default is 10
-    type: bytes | None  # as given; only `string` ever matches here
+    type: bytes | None  # as given; only `string` (any case, as Redis compares) matches here
 
 
 @dataclass(frozen=True, slots=True)
