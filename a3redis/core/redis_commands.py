@@ -1,0 +1,938 @@
+"""Redis commands: the table, the typed commands, and parsing a request into one.
+
+Rules:
+- A request is the list of words a client sent (`list[bytes]`, binary-safe).
+  `parse` turns it into one typed command (a frozen dataclass below) or the
+  `ErrorReply` Redis would answer; it reads nothing but the request and
+  changes nothing. Names and options are case-insensitive, as in Redis.
+- The checks run in Redis's order: unknown command, then unknown subcommand
+  of a container (CLIENT, COMMAND, CONFIG, CLUSTER, FUNCTION, SCRIPT), then
+  arity (from the table, Redis's convention), then the command's own
+  arguments. The error texts are Redis 7.2's, word for word, where Redis has
+  the case; a3redis's own refusals say why and what to use instead.
+- Read-modify-write commands (INCR, APPEND, SETNX, SET NX|XX|GET|KEEPTTL,
+  GETSET, GETDEL, MSETNX, WATCH/MULTI/EXEC, ...) are refused: last-write-wins
+  replication cannot make them atomic until the store has compare-and-set.
+  Expiry (EX/PX options, EXPIRE, TTL, SETEX, ...) is refused naming issue 18.
+  They stay in the table (COMMAND lists them) so a cluster client sends them
+  and shows our reason instead of refusing them on its own side. Commands
+  of other types (lists, hashes, ...) are unknown, as Redis answers for
+  commands it lacks.
+- Every RequestError becomes a RESP error through ONE table,
+  `RESP_ERROR_CODE_OF_KIND`.
+
+The layer's other modules: `redis_command_table` (what COMMAND reports, read
+from Redis), `redis_session` (a connection's state and the commands answered
+from it), `redis_pipeline` (planning a pipeline into steps and building the
+replies).
+
+How a shell drives this (one connection; names from `redis_session` and
+`redis_pipeline`):
+
+    settings = ServerSettings(a3redis_version, read_default, write_default,
+                              limits, allow_flush)                  # once per node
+    session = Session(settings, client_id, peer, wall_ms, local_address)
+    for each read from the socket:
+        pipeline = plan(session, requests, wall_ms)   # parses, runs session commands
+        results = []
+        for step in pipeline.steps:                   # in order, one at a time
+            try:
+                ReadStep   -> records of step.keys at step.consistency (None: default)
+                WriteStep  -> write step.writes (value None: a tombstone) -> versions
+                ServerStep -> the Reply for step.command (SCAN, KEYS, INFO, CLUSTER,
+                              CONFIG GET, DBSIZE, RANDOMKEY, FLUSH*, LASTSAVE,
+                              CLIENT LIST via client_list_reply)
+            except RequestError as failure:
+                result = failure
+            results.append(result)
+        send(encode_all(pipeline.replies(results), session.protocol))
+        if session.closing: close the connection              # QUIT
+    metrics: pipeline.names is the full name of each request run, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from a3redis.core.consistency import Consistency
+from a3redis.core.errors import ErrorKind, RequestError
+from a3redis.core.redis_command_table import COMMAND_SPECS, CommandSpec
+from a3redis.core.resp_values import ErrorReply
+from a3redis.core.validation import InvalidRequestError
+
+# ----- the table -----------------------------------------------------------------------------
+
+TOP_LEVEL: dict[bytes, CommandSpec] = {spec.name.encode(): spec for spec in COMMAND_SPECS}
+SUBCOMMANDS: dict[bytes, dict[bytes, CommandSpec]] = {
+    spec.name.encode(): {sub.name.split("|", 1)[1].encode(): sub for sub in spec.subcommands}
+    for spec in COMMAND_SPECS
+    if spec.subcommands
+}
+
+
+def spec_named(name: bytes) -> CommandSpec | None:
+    """The spec for a name as COMMAND INFO takes it: `get`, `CLIENT|SETNAME` (any case)."""
+    container, bar, sub = name.lower().partition(b"|")
+    if not bar:
+        return TOP_LEVEL.get(container)
+    return SUBCOMMANDS.get(container, {}).get(sub)
+
+
+# ----- error texts ---------------------------------------------------------------------------
+
+SYNTAX_ERROR = ErrorReply("ERR syntax error")
+NOT_AN_INTEGER = ErrorReply("ERR value is not an integer or out of range")
+
+# What each kind of RequestError is called on the wire. The code decides what
+# a client does next, so each is chosen for the client's reaction:
+# - UNAVAILABLE (too few replicas now) and TIMEOUT (no answer in time; the
+#   outcome is unknown): TRYAGAIN. redis-py's RedisCluster retries it after a
+#   pause without refreshing its slot map, which would not help: every node
+#   coordinates every key with the same replicas. CLUSTERDOWN would make
+#   cluster clients rebuild their topology on every failed quorum. A retried
+#   SET or DEL is safe under last-write-wins (a DEL's count may differ).
+# - NODE_UNAVAILABLE (this node is draining or its store failed: another node
+#   can serve): LOADING. redis-py raises BusyLoadingError, a ConnectionError,
+#   so the plain client's retry reconnects and RedisCluster moves to another
+#   node, which is what the caller should do.
+# - INVALID, TOO_LARGE, CONFLICT, UNSATISFIABLE: ERR; retrying the same
+#   request cannot help.
+RESP_ERROR_CODE_OF_KIND: dict[ErrorKind, str] = {
+    ErrorKind.INVALID: "ERR",
+    ErrorKind.TOO_LARGE: "ERR",
+    ErrorKind.CONFLICT: "ERR",
+    ErrorKind.UNSATISFIABLE: "ERR",
+    ErrorKind.UNAVAILABLE: "TRYAGAIN",
+    ErrorKind.TIMEOUT: "TRYAGAIN",
+    ErrorKind.NODE_UNAVAILABLE: "LOADING",
+}
+
+
+def err(text: str) -> ErrorReply:
+    """An `ERR` error; the text may start with an upper-case word (`SELECT is not ...`)."""
+    return ErrorReply(one_line(f"ERR {text}"))
+
+
+def one_line(text: str) -> str:
+    """Error and status texts are single lines: CR and LF become spaces, as Redis does."""
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def error_reply(failure: RequestError) -> ErrorReply:
+    """The RESP error for a request that failed below the front end."""
+    return ErrorReply(one_line(f"{RESP_ERROR_CODE_OF_KIND[failure.kind]} {failure}"))
+
+
+def shown(word: bytes) -> str:
+    """A client's bytes inside an error text (Redis copies them raw; ours must be text)."""
+    return word.decode("utf-8", "backslashreplace")
+
+
+def unknown_command(request: Sequence[bytes]) -> ErrorReply:
+    """Redis's text: the name (128 bytes at most) and the first arguments, quoted."""
+    args = b""
+    for word in request[1:]:
+        if len(args) >= 128:
+            break
+        args += b"'" + word[: 128 - len(args)] + b"' "
+    text = f"ERR unknown command '{shown(request[0][:128])}', with args beginning with: "
+    return ErrorReply(one_line(text + shown(args)))
+
+
+def unknown_subcommand(request: Sequence[bytes]) -> ErrorReply:
+    container = shown(request[0]).upper()
+    return ErrorReply(
+        one_line(f"ERR unknown subcommand '{shown(request[1][:128])}'. Try {container} HELP.")
+    )
+
+
+def wrong_arity(spec: CommandSpec) -> ErrorReply:
+    return ErrorReply(f"ERR wrong number of arguments for '{spec.name}' command")
+
+
+def arity_fits(arity: int, words: int) -> bool:
+    return words == arity if arity > 0 else words >= -arity
+
+
+def resolve(request: Sequence[bytes]) -> tuple[CommandSpec | None, ErrorReply | None]:
+    """The command a request names (None if unknown), and Redis's error if any.
+
+    A known command with the wrong number of words comes with its spec and
+    the arity error, so it can still be counted under its name.
+    """
+    name = request[0].lower()
+    spec = TOP_LEVEL.get(name)
+    if spec is None:
+        return None, unknown_command(request)
+    if spec.subcommands and len(request) >= 2:
+        sub = SUBCOMMANDS[name].get(request[1].lower())
+        if sub is None:
+            return None, unknown_subcommand(request)
+        spec = sub
+    if not arity_fits(spec.arity, len(request)):
+        return spec, wrong_arity(spec)
+    return spec, None
+
+
+# ----- numbers as Redis reads them -----------------------------------------------------------
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+
+
+def parse_int64(word: bytes) -> int | None:
+    """Redis's string2ll: an optional '-', digits without leading zeros, in int64; else None."""
+    if not word or len(word) > 20:
+        return None
+    digits = word[1:] if word[:1] == b"-" else word
+    if not digits.isdigit() or (digits[:1] == b"0" and word != b"0"):
+        return None
+    value = int(word)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+def parse_scan_cursor(word: bytes) -> int | None:
+    """Redis's parseScanCursorOrReply (strtoul): sign allowed, a negative wraps; else None.
+
+    Like strtoul, an empty cursor reads as 0 and `-1` as 2^64-1; leading
+    white space, trailing bytes and values past 2^64-1 are refused.
+    """
+    if word[:1].isspace():
+        return None
+    sign, digits = (word[:1], word[1:]) if word[:1] in (b"+", b"-") else (b"", word)
+    if not digits:
+        return 0 if not word else None
+    if not digits.isdigit() or len(digits) > 40:
+        return None
+    value = int(digits)
+    if value > UINT64_MAX:
+        return None
+    return (-value) % 2**64 if sign == b"-" else value
+
+
+# ----- the typed commands --------------------------------------------------------------------
+# Key reads: batched into one read of the distinct keys.
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MGet:
+    keys: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Exists:
+    keys: tuple[bytes, ...]  # a key named twice counts twice, as in Redis
+
+
+@dataclass(frozen=True, slots=True)
+class Type:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Strlen:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GetRange:
+    key: bytes
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    keys: tuple[bytes, ...]  # answers how many exist; nothing is touched (no LRU here)
+
+
+# Key writes: batched into one write; the last write of a key wins.
+
+
+@dataclass(frozen=True, slots=True)
+class Set:
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MSet:
+    pairs: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Del:
+    keys: tuple[bytes, ...]  # DEL and UNLINK alike: tombstones
+
+
+# Answered by the shell, which has the node: a step of its own.
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    pattern: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    cursor: int  # 0 to 2^64-1; whether the node knows it is the cursor table's business
+    match: bytes | None
+    count: int  # Redis's default is 10
+    type: bytes | None  # as given; only `string` (any case, as Redis compares) matches here
+
+
+@dataclass(frozen=True, slots=True)
+class RandomKey:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DbSize:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """FLUSHALL or FLUSHDB (one keyspace: the same); planned only when ALLOW_FLUSH is set."""
+
+    command: str  # "flushall" or "flushdb"
+    asynchronous: bool | None  # ASYNC, SYNC, or neither
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    sections: tuple[bytes, ...]  # as given; empty for the default sections
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigGet:
+    parameters: tuple[bytes, ...]  # glob patterns
+
+
+@dataclass(frozen=True, slots=True)
+class LastSave:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    subcommand: str  # lower case, one of the table's: info, slots, shards, nodes, myid, ...
+    args: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientList:
+    type: bytes | None  # CLIENT LIST TYPE t: normal, master, replica, pubsub (lower case)
+    ids: tuple[int, ...] | None  # CLIENT LIST ID id...
+
+
+# Answered from the session and the table alone, while planning.
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    message: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    protocol: int | None
+    username: bytes | None
+    password: bytes | None
+    name: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    username: bytes | None  # None: the one-argument form
+    password: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSetName:
+    name: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClientGetName:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClientId:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSetInfo:
+    attribute: str  # "lib-name" or "lib-ver"
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClientNoEvict:
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClientNoTouch:
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    mode: str  # "on", "off" or "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    container: str  # lower case: client, command, config, cluster, function, script
+
+
+@dataclass(frozen=True, slots=True)
+class CommandTable:
+    """COMMAND with no subcommand: every command's info."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCount:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInfo:
+    names: tuple[bytes, ...]  # empty: every command
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDocs:
+    names: tuple[bytes, ...]  # empty: every command
+
+
+@dataclass(frozen=True, slots=True)
+class CommandList:
+    filter_by: str | None  # "module", "aclcat" or "pattern"
+    filter_value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Time:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NothingToFlush:
+    """FUNCTION FLUSH and SCRIPT FLUSH: a3redis has no functions or scripts; `OK`."""
+
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnly:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReadWrite:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SetConsistency:
+    """A3.CONSISTENCY [READ level] [WRITE level]; neither: report the levels."""
+
+    read: Consistency | None
+    write: Consistency | None
+
+
+ReadCommand = Get | MGet | Exists | Type | Strlen | GetRange | Touch
+WriteCommand = Set | MSet | Del
+ServerCommand = (
+    Keys | Scan | RandomKey | DbSize | Flush | Info | ConfigGet | LastSave | Cluster | ClientList
+)
+SessionCommand = (
+    Ping
+    | Echo
+    | Quit
+    | Reset
+    | Hello
+    | Auth
+    | Select
+    | ClientSetName
+    | ClientGetName
+    | ClientId
+    | ClientSetInfo
+    | ClientInfo
+    | ClientNoEvict
+    | ClientNoTouch
+    | ClientReply
+    | Help
+    | CommandTable
+    | CommandCount
+    | CommandInfo
+    | CommandDocs
+    | CommandList
+    | Time
+    | NothingToFlush
+    | ReadOnly
+    | ReadWrite
+    | SetConsistency
+)
+Command = ReadCommand | WriteCommand | ServerCommand | SessionCommand
+
+READ_COMMANDS = (Get, MGet, Exists, Type, Strlen, GetRange, Touch)
+WRITE_COMMANDS = (Set, MSet, Del)
+SERVER_COMMANDS = (
+    Keys,
+    Scan,
+    RandomKey,
+    DbSize,
+    Flush,
+    Info,
+    ConfigGet,
+    LastSave,
+    Cluster,
+    ClientList,
+)
+
+
+# ----- refusals ------------------------------------------------------------------------------
+
+_LWW = (
+    "a3redis replicates with last-write-wins and cannot make a read-modify-write atomic "
+    "across replicas (no compare-and-set yet)"
+)
+_INSTEAD = {
+    "incr": "GET the value and SET the new one",
+    "incrby": "GET the value and SET the new one",
+    "incrbyfloat": "GET the value and SET the new one",
+    "decr": "GET the value and SET the new one",
+    "decrby": "GET the value and SET the new one",
+    "append": "GET the value and SET the longer one",
+    "setrange": "GET the value and SET the changed one",
+    "setnx": "SET without the condition",
+    "msetnx": "MSET without the condition",
+    "getset": "GET, then SET",
+    "getdel": "GET, then DEL",
+}
+_TRANSACTIONS = ("watch", "unwatch", "multi", "exec", "discard")
+_EXPIRY = (
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "persist",
+    "setex",
+    "psetex",
+    "getex",
+)
+EXPIRY_ISSUE = "issue 18, keys that expire"
+
+
+def refusal(name: str) -> ErrorReply | None:
+    """The honest error for a command a3redis lists but does not run, or None."""
+    upper = name.upper()
+    if name in _INSTEAD:
+        return err(
+            f"{upper} is not supported: {_LWW}; {_INSTEAD[name]} "
+            "(a concurrent writer may win between the two)"
+        )
+    if name in _TRANSACTIONS:
+        return err(
+            f"{upper} is not supported: {_LWW}, so there are no transactions; send the "
+            "commands without MULTI/EXEC (redis-py: pipeline(transaction=False)), "
+            "which still pipelines them"
+        )
+    if name in _EXPIRY:
+        return err(
+            f"{upper} is not supported yet: keys do not expire in a3redis until {EXPIRY_ISSUE} "
+            "is done; store without a time to live"
+        )
+    return None
+
+
+def set_option_refusal(option: str) -> ErrorReply:
+    upper = option.upper()
+    if option in ("ex", "px", "exat", "pxat"):
+        return err(
+            f"SET {upper} is not supported yet: keys do not expire in a3redis until "
+            f"{EXPIRY_ISSUE} is done; use a plain SET"
+        )
+    return err(f"SET {upper} is not supported: {_LWW}; use a plain SET")
+
+
+# ----- parsing -------------------------------------------------------------------------------
+
+
+UNKNOWN = "unknown"  # the name `parse_named` gives a command that is not in the table
+
+
+def parse(request: Sequence[bytes]) -> Command | ErrorReply:
+    """The typed command a request asks for, or the error Redis would answer."""
+    return parse_named(request)[1]
+
+
+def parse_named(request: Sequence[bytes]) -> tuple[str, Command | ErrorReply]:
+    """`parse`, with the command's full name (`get`, `client|setname`) or UNKNOWN.
+
+    The name is the table's, for metrics and CLIENT LIST's `cmd=`; a known
+    command with bad arguments still has its name.
+    """
+    if not request:
+        return UNKNOWN, unknown_command([b""])
+    spec, failure = resolve(request)
+    if spec is None or failure is not None:
+        return (UNKNOWN if spec is None else spec.name), failure or unknown_command(request)
+    parser = _PARSERS.get(spec.name)
+    if parser is not None:
+        return spec.name, parser(request)
+    refused = refusal(spec.name)
+    if refused is not None:
+        return spec.name, refused
+    if spec.name == "debug":
+        return spec.name, err(
+            "DEBUG is not supported: a3redis has no single process holding the data to "
+            "inspect or crash; see INFO, /metrics and /membership on the node's HTTP port"
+        )
+    raise AssertionError(f"no parser for {spec.name}")  # every table entry has one
+
+
+def _keys(request: Sequence[bytes]) -> tuple[bytes, ...]:
+    return tuple(request[1:])
+
+
+def _set(request: Sequence[bytes]) -> Command | ErrorReply:
+    refused: ErrorReply | None = None
+    index = 3
+    while index < len(request):
+        option = request[index].lower().decode("latin-1")
+        if option in ("nx", "xx", "get", "keepttl"):
+            index += 1
+        elif option in ("ex", "px", "exat", "pxat") and index + 1 < len(request):
+            index += 2
+        else:
+            return SYNTAX_ERROR
+        refused = refused or set_option_refusal(option)
+    return refused or Set(request[1], request[2])
+
+
+def _mset(request: Sequence[bytes]) -> Command | ErrorReply:
+    if len(request) % 2 == 0:
+        return wrong_arity(TOP_LEVEL[b"mset"])
+    return MSet(tuple(zip(request[1::2], request[2::2], strict=True)))
+
+
+def _getrange(request: Sequence[bytes]) -> Command | ErrorReply:
+    start, end = parse_int64(request[2]), parse_int64(request[3])
+    if start is None or end is None:
+        return NOT_AN_INTEGER
+    return GetRange(request[1], start, end)
+
+
+def _scan(request: Sequence[bytes]) -> Command | ErrorReply:
+    cursor = parse_scan_cursor(request[1])
+    if cursor is None:
+        return err("invalid cursor")
+    match: bytes | None = None
+    count = 10
+    kind: bytes | None = None
+    index = 2
+    while index < len(request):
+        option = request[index].lower()
+        if index + 1 >= len(request) or option not in (b"count", b"match", b"type"):
+            return SYNTAX_ERROR
+        value = request[index + 1]
+        if option == b"count":
+            number = parse_int64(value)
+            if number is None:
+                return NOT_AN_INTEGER
+            if number < 1:
+                return SYNTAX_ERROR
+            count = number
+        elif option == b"match":
+            match = value
+        else:
+            kind = value
+        index += 2
+    return Scan(cursor, match, count, kind)
+
+
+def _flush(request: Sequence[bytes]) -> Command | ErrorReply:
+    name = request[0].lower().decode("latin-1")
+    if len(request) == 1:
+        return Flush(name, None)
+    option = request[1].lower()
+    if len(request) == 2 and option in (b"sync", b"async"):
+        return Flush(name, option == b"async")
+    return SYNTAX_ERROR
+
+
+def _ping(request: Sequence[bytes]) -> Command | ErrorReply:
+    if len(request) > 2:
+        return wrong_arity(TOP_LEVEL[b"ping"])
+    return Ping(request[1] if len(request) == 2 else None)
+
+
+def _hello(request: Sequence[bytes]) -> Command | ErrorReply:
+    protocol: int | None = None
+    if len(request) >= 2:
+        number = parse_int64(request[1])
+        if number is None:
+            return err("Protocol version is not an integer or out of range")
+        if number not in (2, 3):
+            return ErrorReply("NOPROTO unsupported protocol version")
+        protocol = number
+    username = password = name = None
+    index = 2
+    while index < len(request):
+        option = request[index].lower()
+        more = len(request) - 1 - index
+        if option == b"auth" and more >= 2:
+            username, password = request[index + 1], request[index + 2]
+            index += 3
+        elif option == b"setname" and more >= 1:
+            name = request[index + 1]
+            if not valid_client_name(name):
+                return CLIENT_NAME_ERROR
+            index += 2
+        else:
+            return err(f"Syntax error in HELLO option '{shown(request[index])}'")
+    return Hello(protocol, username, password, name)
+
+
+def _auth(request: Sequence[bytes]) -> Command | ErrorReply:
+    if len(request) > 3:
+        return SYNTAX_ERROR
+    if len(request) == 2:
+        return Auth(None, request[1])
+    return Auth(request[1], request[2])
+
+
+def _select(request: Sequence[bytes]) -> Command | ErrorReply:
+    index = parse_int64(request[1])
+    if index is None:
+        return NOT_AN_INTEGER
+    if not -(2**31) <= index < 2**31:
+        return err("value is out of range")
+    return Select(index)
+
+
+CLIENT_NAME_ERROR = err("Client names cannot contain spaces, newlines or special characters.")
+
+
+def valid_client_attribute(value: bytes) -> bool:
+    """Redis's validateClientAttr: printable ASCII without spaces, so CLIENT LIST splits."""
+    return all(33 <= byte <= 126 for byte in value)
+
+
+def valid_client_name(name: bytes) -> bool:
+    return valid_client_attribute(name)
+
+
+def _on_off(
+    request: Sequence[bytes], make: type[ClientNoEvict | ClientNoTouch]
+) -> Command | ErrorReply:
+    option = request[2].lower()
+    if option not in (b"on", b"off"):
+        return SYNTAX_ERROR
+    return make(option == b"on")
+
+
+def _client(request: Sequence[bytes]) -> Command | ErrorReply:
+    sub = request[1].lower()
+    if sub == b"setname":
+        return ClientSetName(request[2]) if valid_client_name(request[2]) else CLIENT_NAME_ERROR
+    if sub == b"getname":
+        return ClientGetName()
+    if sub == b"id":
+        return ClientId()
+    if sub == b"info":
+        return ClientInfo()
+    if sub == b"setinfo":
+        attribute = request[2].lower()
+        if attribute not in (b"lib-name", b"lib-ver"):
+            return err(f"Unrecognized option '{shown(request[2])}'")
+        if not valid_client_attribute(request[3]):
+            return err(
+                f"{shown(request[2])} cannot contain spaces, newlines or special characters."
+            )
+        return ClientSetInfo(attribute.decode(), request[3])
+    if sub == b"no-evict":
+        return _on_off(request, ClientNoEvict)
+    if sub == b"no-touch":
+        return _on_off(request, ClientNoTouch)
+    if sub == b"reply":
+        mode = request[2].lower()
+        if mode not in (b"on", b"off", b"skip"):
+            return SYNTAX_ERROR
+        return ClientReply(mode.decode())
+    if sub == b"list":
+        return _client_list(request)
+    return Help("client")
+
+
+def _client_list(request: Sequence[bytes]) -> Command | ErrorReply:
+    if len(request) == 2:
+        return ClientList(None, None)
+    option = request[2].lower()
+    if len(request) == 4 and option == b"type":
+        kind = request[3].lower()
+        if kind not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+            return err(f"Unknown client type '{shown(request[3])}'")
+        return ClientList(b"replica" if kind == b"slave" else kind, None)
+    if len(request) > 3 and option == b"id":
+        ids: list[int] = []
+        for word in request[3:]:
+            number = parse_int64(word)
+            if number is None:
+                return err("Invalid client ID")
+            ids.append(number)
+        return ClientList(None, tuple(ids))
+    return SYNTAX_ERROR
+
+
+def _command(request: Sequence[bytes]) -> Command | ErrorReply:
+    if len(request) == 1:
+        return CommandTable()
+    sub = request[1].lower()
+    if sub == b"count":
+        return CommandCount()
+    if sub == b"info":
+        return CommandInfo(tuple(request[2:]))
+    if sub == b"docs":
+        return CommandDocs(tuple(request[2:]))
+    if sub == b"list":
+        if len(request) == 2:
+            return CommandList(None, b"")
+        kind = request[3].lower() if len(request) == 5 else b""
+        if request[2].lower() != b"filterby" or kind not in (b"module", b"aclcat", b"pattern"):
+            return SYNTAX_ERROR
+        return CommandList(kind.decode(), request[4])
+    return Help("command")
+
+
+def _config(request: Sequence[bytes]) -> Command | ErrorReply:
+    if request[1].lower() == b"get":
+        return ConfigGet(tuple(request[2:]))
+    return Help("config")
+
+
+def _cluster(request: Sequence[bytes]) -> Command | ErrorReply:
+    sub = request[1].lower().decode("latin-1")
+    if sub == "help":
+        return Help("cluster")
+    return Cluster(sub, tuple(request[2:]))
+
+
+def _nothing_to_flush(request: Sequence[bytes]) -> Command | ErrorReply:
+    container = request[0].lower().decode("latin-1")
+    if request[1].lower() == b"help":
+        return Help(container)
+    if len(request) == 2 or (len(request) == 3 and request[2].lower() in (b"sync", b"async")):
+        return NothingToFlush(container)
+    if container == "function" and len(request) > 3:
+        return err(
+            f"unknown subcommand or wrong number of arguments for '{shown(request[1][:128])}'. "
+            "Try FUNCTION HELP."
+        )
+    verb = "supports" if container == "function" else "support"  # Redis's two texts differ so
+    return err(f"{container.upper()} FLUSH only {verb} SYNC|ASYNC option")
+
+
+def _consistency(request: Sequence[bytes]) -> Command | ErrorReply:
+    levels: dict[bytes, Consistency] = {}
+    index = 1
+    while index < len(request):
+        option = request[index].lower()
+        if option not in (b"read", b"write") or index + 1 >= len(request):
+            return err(
+                "syntax error; expected A3.CONSISTENCY [READ level] [WRITE level] "
+                "with levels one, quorum, all or local"
+            )
+        try:
+            levels[option] = Consistency.parse(request[index + 1].decode("utf-8", "replace"))
+        except InvalidRequestError as failure:
+            return err(one_line(str(failure)))
+        index += 2
+    return SetConsistency(levels.get(b"read"), levels.get(b"write"))
+
+
+_PARSERS: dict[str, Callable[[Sequence[bytes]], Command | ErrorReply]] = {
+    "get": lambda request: Get(request[1]),
+    "set": _set,
+    "mget": lambda request: MGet(_keys(request)),
+    "mset": _mset,
+    "del": lambda request: Del(_keys(request)),
+    "unlink": lambda request: Del(_keys(request)),
+    "exists": lambda request: Exists(_keys(request)),
+    "type": lambda request: Type(request[1]),
+    "strlen": lambda request: Strlen(request[1]),
+    "getrange": _getrange,
+    "keys": lambda request: Keys(request[1]),
+    "scan": _scan,
+    "randomkey": lambda request: RandomKey(),
+    "touch": lambda request: Touch(_keys(request)),
+    "flushall": _flush,
+    "flushdb": _flush,
+    "dbsize": lambda request: DbSize(),
+    "ping": _ping,
+    "echo": lambda request: Echo(request[1]),
+    "quit": lambda request: Quit(),
+    "reset": lambda request: Reset(),
+    "hello": _hello,
+    "auth": _auth,
+    "select": _select,
+    "readonly": lambda request: ReadOnly(),
+    "readwrite": lambda request: ReadWrite(),
+    "info": lambda request: Info(tuple(request[1:])),
+    "time": lambda request: Time(),
+    "lastsave": lambda request: LastSave(),
+    "a3.consistency": _consistency,
+}
+for _container, _parse_container in (
+    ("client", _client),
+    ("command", _command),
+    ("config", _config),
+    ("cluster", _cluster),
+    ("function", _nothing_to_flush),
+    ("script", _nothing_to_flush),
+):
+    _PARSERS[_container] = _parse_container
+    for _sub in TOP_LEVEL[_container.encode()].subcommands:
+        _PARSERS[_sub.name] = _parse_container
