@@ -42,7 +42,7 @@ from a3redis.core.errors import (
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.rejections import Rejections
-from a3redis.core.validation import InvalidRequestError, Limits
+from a3redis.core.validation import MAX_RESPONSE_BYTES, InvalidRequestError, Limits
 from a3redis.storage.store import Store
 
 __all__ = [
@@ -164,21 +164,35 @@ class Keyspace:
         self.limits.check_pairs(pairs)
         return await self._write(list(pairs), consistency, after)
 
+    async def batch_write(
+        self, writes: Sequence[tuple[bytes, bytes | None]], consistency: Consistency | None
+    ) -> list[Version]:
+        """Puts and deletes (value None) in one batch; a key written twice keeps its last."""
+        self.limits.check_batch(len(writes))
+        self.limits.check_pairs(writes)
+        return await self._write(list(writes), consistency, None)
+
     async def get(self, key: bytes, consistency: Consistency | None) -> Record | None:
         """The newest record for `key`, or None; a tombstone means "deleted"."""
         self.limits.check_key(key)
         return (await self._read([key], consistency))[0]
 
     async def batch_get(
-        self, keys: Sequence[bytes], consistency: Consistency | None
+        self,
+        keys: Sequence[bytes],
+        consistency: Consistency | None,
+        response_limit: int | None = MAX_RESPONSE_BYTES,
     ) -> list[Record | None]:
+        """The newest record of each key; `response_limit` bounds the answer's keys and
+        values (None: the front end bounds what it sends itself)."""
         self.limits.check_batch(len(keys))
         self.limits.check_keys(keys)
         # Each distinct key is read once, however often it is asked for.
         distinct = list(dict.fromkeys(keys))
         found = dict(zip(distinct, await self._read(distinct, consistency), strict=True))
         results = [found[key] for key in keys]
-        self.limits.check_response(results, "BatchGet")
+        if response_limit is not None:
+            self.limits.check_response(results, "BatchGet", response_limit)
         return results
 
     async def scan_page(

@@ -156,11 +156,13 @@ class Limits:
                 Reason.BATCH,
             )
 
-    def check_pairs(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+    def check_pairs(self, pairs: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Each (key, value) of a batched write; a value of None is a delete."""
         for index, (key, value) in enumerate(pairs):
             try:
                 self.check_key(key)
-                self.check_value(value)
+                if value is not None:
+                    self.check_value(value)
             except InvalidRequestError as error:
                 raise InvalidRequestError(f"pair {index}: {error}", error.reason) from None
 
