@@ -36,7 +36,10 @@ Rules:
   the null bulk string `$-1`. Doubles are formatted as Redis formats them
   (`d2string`: `inf`, `-inf`, `nan`, integers without a point, otherwise the
   shortest digits that read back as the same double, in Redis's layout).
-- A status or error text holding CR or LF is a bug in the caller: `ValueError`.
+- Status and error texts are written in UTF-8; bytes a client sent that the
+  caller decoded with `surrogateescape` (a command name in an error) go back
+  as those bytes, as Redis echoes them. A text holding CR or LF, or another
+  lone surrogate, is a bug in the caller: `ValueError`.
 """
 
 from __future__ import annotations
@@ -475,7 +478,7 @@ def _bulk_head(size: int) -> bytes:
 def _single_line(text: str) -> bytes:
     if "\r" in text or "\n" in text:
         raise ValueError(f"a status or error text holds CR or LF: {text!r}")
-    return text.encode()
+    return text.encode("utf-8", "surrogateescape")
 
 
 def format_double(value: float) -> bytes:

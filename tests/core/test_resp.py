@@ -89,6 +89,24 @@ def test_binary_keys_with_crlf_and_nul_are_read_exactly() -> None:
     assert read_pieces(byte_by_byte(request(b"SET", key, value))) == ([[b"SET", key, value]], None)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"GET", b"k\r\n"],
+        [b"GET\r\n", b"k"],
+        [b"SET", b"k", b"\r\nv"],
+        [b"SET", b"k\r\n", b"v"],
+        [b"MSET", b"a", b"1", b"b\r\n", b"2"],
+        [b"\r\n"],
+    ],
+)
+def test_an_argument_holding_crlf_is_read_exactly_wherever_it_is(args: list[bytes]) -> None:
+    expected = [[b"PING"], args, args, [b"PING"]]
+    data = request(b"PING") + request(*args) + request(*args) + request(b"PING")
+    assert read(request(*args) + request(b"PING")) == ([args, [b"PING"]], None)
+    assert read(data) == (expected, None)
+
+
 def test_an_empty_bulk_string_is_an_empty_argument() -> None:
     assert read(request(b"SET", b"", b"")) == ([[b"SET", b"", b""]], None)
 
@@ -264,6 +282,8 @@ FRAGMENTS = st.sampled_from(
         b":",
         request(b"GET", b"k"),
         request(b"SET", b"k\r\n", b"v"),
+        request(b"GET", b"\r\n"),
+        request(b"SET", b"k", b"v\r\n"),
         request(b"a", b"b", b"c", b"d"),
         request(b"123456789"),
         b"PING\r\n",
@@ -375,7 +395,9 @@ def as_resp2(reply: Reply) -> object:
     return reply
 
 
-ONE_LINE = st.text(st.characters(blacklist_characters="\r\n"), max_size=20)
+ONE_LINE = st.text(
+    st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]), max_size=20
+)
 SCALARS = st.one_of(
     st.binary(max_size=40),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -500,6 +522,15 @@ def test_a_status_or_error_with_cr_or_lf_is_refused(reply: Reply) -> None:
         encode(reply, 2)
     with pytest.raises(ValueError, match="CR or LF"):
         encode_all([b"ok", [reply]], 3)
+
+
+def test_bytes_a_client_sent_go_back_raw_in_an_error_text() -> None:
+    name = b"G\xffT".decode("utf-8", "surrogateescape")
+    assert encode(ErrorReply(f"ERR unknown command '{name}'"), 2) == (
+        b"-ERR unknown command 'G\xffT'\r\n"
+    )
+    with pytest.raises(ValueError, match="surrogate"):
+        encode(Status("\ud800"), 3)
 
 
 def test_only_protocols_2_and_3_exist() -> None:
