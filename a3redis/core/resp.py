@@ -569,7 +569,7 @@ def _write(reply: Reply, protocol: int, out: list[bytes]) -> None:
 
 def _write_items(items: list[Reply], protocol: int, out: list[bytes], marker: bytes) -> None:
     count = len(items)
-    if marker == b"*" and count < 1024:
+    if count < 1024 and marker == b"*":
         out.append(_ARRAY_HEADS[count])
     else:
         out.append(b"%b%d\r\n" % (marker, count))
@@ -599,8 +599,13 @@ def encode(reply: Reply, protocol: int) -> bytes:
         return _STATUS_OK
     if reply is PONG:
         return _STATUS_PONG
+    if type(reply) is int:
+        return b":%d\r\n" % reply
     out: list[bytes] = []
-    _write(reply, protocol, out)
+    if type(reply) is list:
+        _write_items(reply, protocol, out, b"*")
+    else:
+        _write(reply, protocol, out)
     return b"".join(out)
 
 
@@ -616,6 +621,8 @@ def encode_all(replies: Iterable[Reply], protocol: int) -> bytes:
             out.append(null)
         elif reply is OK:
             out.append(_STATUS_OK)
+        elif type(reply) is int:
+            out.append(b":%d\r\n" % reply)
         else:
             _write(reply, protocol, out)
     return b"".join(out)
