@@ -57,6 +57,8 @@ __all__ = [
     "RespLimits",
     "encode",
     "encode_all",
+    "format_double",
+    "split_inline",
 ]
 
 
