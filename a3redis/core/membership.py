@@ -185,6 +185,8 @@ class MemberState:
     status: Status
     incarnation: int
     role: Role = Role.NORMAL
+    # Where the member's Redis-protocol port listens ("" from a release without one).
+    resp_addr: str = ""
 
     def rank(self) -> tuple[int, int]:
         order = int(self.status)
@@ -193,7 +195,7 @@ class MemberState:
         return (self.incarnation, order)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "id": self.node_id,
             "grpc": self.grpc_addr,
             "gossip": self.gossip_addr,
@@ -201,6 +203,9 @@ class MemberState:
             "inc": self.incarnation,
             "role": self.role.value,
         }
+        if self.resp_addr:
+            body["resp"] = self.resp_addr
+        return body
 
     @classmethod
     def from_json(cls, raw: Any, where: str = "member") -> MemberState:
@@ -222,7 +227,12 @@ class MemberState:
         role = raw.get("role", Role.NORMAL.value)
         if not isinstance(role, str) or role not in _ROLE_NAMES:
             raise MessageError(f"{where}.role: must be {_ROLE_RULE}")
-        return cls(node_id, grpc, gossip, _STATUS_NAMES[status], incarnation, _ROLE_NAMES[role])
+        resp = raw.get("resp", "")
+        if resp != "" and not is_address(resp):
+            raise MessageError(f"{where}.resp: must be {ADDRESS_RULE}")
+        return cls(
+            node_id, grpc, gossip, _STATUS_NAMES[status], incarnation, _ROLE_NAMES[role], resp
+        )
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -257,9 +267,10 @@ def supersedes(new: MemberState, old: MemberState | None, *, own_word: bool = Fa
     # Same incarnation and status: the same news, unless the addresses or the role
     # differ. A node that moves or changes its role announces a higher incarnation,
     # so such a claim at the same incarnation is a forgery unless the member says it.
-    return own_word and (new.grpc_addr, new.gossip_addr, new.role) != (
+    return own_word and (new.grpc_addr, new.gossip_addr, new.resp_addr, new.role) != (
         old.grpc_addr,
         old.gossip_addr,
+        old.resp_addr,
         old.role,
     )
 
@@ -946,10 +957,11 @@ class Membership:
         if self.me.status in _GONE:
             return  # we are stopping or have left: nothing to refute
         me = self.me
-        disputed = state.status is not Status.ALIVE or (state.grpc_addr, state.gossip_addr) != (
-            me.grpc_addr,
-            me.gossip_addr,
-        )
+        disputed = state.status is not Status.ALIVE or (
+            state.grpc_addr,
+            state.gossip_addr,
+            state.resp_addr,
+        ) != (me.grpc_addr, me.gossip_addr, me.resp_addr)
         if state.incarnation > me.incarnation or (disputed and state.incarnation >= me.incarnation):
             # Refute: only we may speak for ourselves, with a fresh incarnation,
             # never past the cap (where alive outranks every other status).
