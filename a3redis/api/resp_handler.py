@@ -1,0 +1,344 @@
+"""The Redis commands of a node: the core's plans, run on the node's keyspace.
+
+Rules: every decision is the core's. `a3redis.core.redis_pipeline.plan`
+parses one read's requests and answers the session commands; this shell
+runs the steps it returns, in order, on the `Keyspace` (the same
+coordinator, validation and error type as the gRPC front end) and hands the
+results back for the replies. Server steps are answered from the node:
+- KEYS and SCAN page through the keyspace in key order at the session's
+  read level (`Keyspace.scan_page`: every live member's copy merged, as a
+  gRPC Scan), starting at the pattern's literal prefix; SCAN's numeric
+  cursors live in this node's bounded table (core.scan_cursors). KEYS
+  answers at most KEYS_MAX_BYTES of keys, else an error pointing at SCAN.
+- DBSIZE is an estimate for the whole cluster: this node's live keys times
+  the ring members over the replication factor (exact when every node holds
+  its share).
+- FLUSHALL / FLUSHDB (only with ALLOW_FLUSH=1, the planner checks) delete
+  every key through the coordinator, page by page, as tombstones.
+- CLUSTER is emulated from the live ring members that announce a RESP
+  address (core.redis_cluster); INFO and CONFIG GET from the node's facts.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import time
+import weakref
+from collections.abc import Callable
+
+from a3redis import __version__
+from a3redis.cluster.keyspace import Keyspace
+from a3redis.config import SETTINGS, Config
+from a3redis.core.errors import RequestError
+from a3redis.core.membership import Status
+from a3redis.core.redis_cluster import ClusterMember, ClusterView
+from a3redis.core.redis_commands import (
+    ClientList,
+    Cluster,
+    ConfigGet,
+    DbSize,
+    Flush,
+    Info,
+    Keys,
+    LastSave,
+    RandomKey,
+    Scan,
+    ServerCommand,
+)
+from a3redis.core.redis_glob import Glob, PatternTooLongError, literal_prefix
+from a3redis.core.redis_info import config_get, keyspace_fields, render_info
+from a3redis.core.redis_pipeline import ReadStep, ServerStep, StepResult, WriteStep, plan
+from a3redis.core.redis_session import ServerSettings, Session, client_list_reply
+from a3redis.core.resp_values import OK, ErrorReply, Reply, error
+from a3redis.core.scan_cursors import INVALID_CURSOR, ScanCursors, scan_reply
+from a3redis.net.address import Address
+from a3redis.storage.policy import FsyncPolicy
+from a3redis.storage.store import Store
+
+# SCAN cursors this node remembers (the least recently used is forgotten first).
+SCAN_CURSORS = 100_000
+# KEYS answers at most this many bytes of keys; SCAN pages through any keyspace.
+KEYS_MAX_BYTES = 64 * 1024 * 1024
+# Keys asked of the keyspace per page by KEYS and FLUSHALL.
+PAGE = 1000
+
+
+class RedisCommands:
+    """The handler the RESP listener calls: one `Session` per connection."""
+
+    def __init__(
+        self,
+        keyspace: Keyspace,
+        store: Store,
+        config: Config,
+        resp_address: Address,
+        connections: Callable[[], dict[str, int]],
+    ) -> None:
+        self.keyspace = keyspace
+        self.store = store
+        self.config = config
+        self.resp_address = resp_address
+        self.settings = ServerSettings(
+            a3redis_version=__version__,
+            read_default=config.read_consistency,
+            write_default=config.write_consistency,
+            limits=config.limits,
+            allow_flush=config.allow_flush,
+        )
+        self.cursors = ScanCursors(SCAN_CURSORS, random.Random())
+        self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        self.started = time.time()
+        self.run_id = random.Random().randbytes(20).hex()
+        self.commands_processed = 0
+        self._connections = connections
+
+    def new_session(self, client_id: int, peer: str) -> Session:
+        session = Session(
+            self.settings, client_id, peer, self.keyspace.wall_ms(), str(self.resp_address)
+        )
+        self.sessions.add(session)
+        return session
+
+    async def run(self, session: Session, requests: list[list[bytes]]) -> list[Reply]:
+        pipeline = plan(session, requests, self.keyspace.wall_ms())
+        self.commands_processed += len(pipeline.names)
+        results: list[StepResult] = []
+        keyspace = self.keyspace
+        for step in pipeline.steps:
+            try:
+                if isinstance(step, ReadStep):
+                    results.append(
+                        await keyspace.batch_get(step.keys, step.consistency, response_limit=None)
+                    )
+                elif isinstance(step, WriteStep):
+                    results.append(await keyspace.batch_write(step.writes, step.consistency))
+                else:
+                    results.append(await self._serve(session, step))
+            except RequestError as failure:
+                results.append(failure)
+        return pipeline.replies(results)
+
+    # ----- server steps ---------------------------------------------------------------------
+
+    async def _serve(self, session: Session, step: ServerStep) -> Reply:
+        command: ServerCommand = step.command
+        if isinstance(command, Scan):
+            return await self._scan(command, step)
+        if isinstance(command, Keys):
+            return await self._keys(command, step)
+        if isinstance(command, RandomKey):
+            return await self._random_key(step)
+        if isinstance(command, DbSize):
+            return self._db_size()
+        if isinstance(command, Flush):
+            return await self._flush(step)
+        if isinstance(command, Info):
+            return render_info(self._facts(), command.sections)
+        if isinstance(command, ConfigGet):
+            return config_get(self._config_settings(), command.parameters)
+        if isinstance(command, LastSave):
+            # With FSYNC=always every acknowledged write is on disk: the last save is now.
+            always = self.config.fsync is FsyncPolicy.ALWAYS
+            return int(time.time()) if always else int(self.started)
+        if isinstance(command, Cluster):
+            return self._cluster_view().command([command.subcommand.encode(), *command.args])
+        if isinstance(command, ClientList):
+            return client_list_reply(command, list(self.sessions), self.keyspace.wall_ms())
+        raise AssertionError(f"no server step for {command!r}")
+
+    async def _scan(self, command: Scan, step: ServerStep) -> Reply:
+        start = self.cursors.start_of(command.cursor)
+        if start is None:
+            return INVALID_CURSOR
+        matcher = self._matcher(command.match)
+        if isinstance(matcher, ErrorReply):
+            return matcher
+        glob, prefix = matcher
+        page, following = await self.keyspace.scan_page(
+            max(start, prefix), b"", prefix, max(1, command.count), step.read_consistency
+        )
+        keys: list[bytes] = []
+        # Only strings are stored: SCAN ... TYPE of any other type finds nothing.
+        if command.type is None or command.type.lower() == b"string":
+            keys = [record.key for record in page if glob is None or glob.match_key(record.key)]
+        return scan_reply(self.cursors.cursor_for(following), keys)
+
+    @staticmethod
+    def _matcher(pattern: bytes | None) -> tuple[Glob | None, bytes] | ErrorReply:
+        """The compiled pattern (None: every key) and its literal prefix, or the error."""
+        if pattern is None:
+            return None, b""
+        try:
+            glob = Glob(pattern)
+        except PatternTooLongError as failure:
+            return error(str(failure))
+        return (None if glob.matches_every_key else glob), literal_prefix(pattern)
+
+    async def _keys(self, command: Keys, step: ServerStep) -> Reply:
+        matcher = self._matcher(command.pattern)
+        if isinstance(matcher, ErrorReply):
+            return matcher
+        glob, prefix = matcher
+        keys: list[Reply] = []
+        size = 0
+        start: bytes | None = prefix
+        while start is not None:
+            page, start = await self.keyspace.scan_page(
+                start, b"", prefix, PAGE, step.read_consistency
+            )
+            for record in page:
+                if glob is None or glob.match_key(record.key):
+                    keys.append(record.key)
+                    size += len(record.key)
+            if size > KEYS_MAX_BYTES:
+                return error(
+                    f"KEYS would answer more than {KEYS_MAX_BYTES} bytes of keys; "
+                    "use SCAN to page through them"
+                )
+        return keys
+
+    async def _random_key(self, step: ServerStep) -> Reply:
+        for start in (random.randbytes(4), b""):
+            page, _ = await self.keyspace.scan_page(start, b"", b"", 1, step.read_consistency)
+            if page:
+                return page[0].key
+        return None
+
+    def _db_size(self) -> int:
+        cluster = self.keyspace.cluster
+        members = max(1, len(cluster.ring.members))
+        copies = max(1, min(cluster.replication_factor, members))
+        return round(self.store.stats().live_keys * members / copies)
+
+    async def _flush(self, step: ServerStep) -> Reply:
+        start: bytes | None = b""
+        while start is not None:
+            page, start = await self.keyspace.scan_page(
+                start, b"", b"", PAGE, step.read_consistency
+            )
+            if page:
+                await self.keyspace.batch_write(
+                    [(record.key, None) for record in page], step.write_consistency
+                )
+        return OK
+
+    # ----- what the node tells ----------------------------------------------------------------
+
+    def _cluster_view(self) -> ClusterView:
+        membership = self.keyspace.cluster.membership
+        ring = set(self.keyspace.cluster.ring.members)
+        members = []
+        for member in membership.members():
+            address = self.resp_address if member.node_id == membership.node_id else None
+            if address is None:
+                if member.status is not Status.ALIVE or not member.resp_addr:
+                    continue
+                if member.node_id not in ring:
+                    continue
+                address = Address.parse(member.resp_addr)
+            members.append(ClusterMember(member.node_id, address.host, address.port))
+        return ClusterView(members, membership.node_id)
+
+    def _config_settings(self) -> dict[str, str]:
+        config = self.config
+        settings = {
+            "save": "",
+            "appendonly": "yes",
+            "appendfsync": config.fsync.value,
+            "maxmemory": "0",
+            "maxmemory-policy": "noeviction",
+            "databases": "1",
+            "port": str(self.resp_address.port),
+            "bind": self.resp_address.host,
+            "timeout": str(int(config.resp_idle_timeout)),
+            "maxclients": str(config.resp_max_connections),
+            "cluster-enabled": "yes",
+        }
+        for setting in SETTINGS:
+            # Nothing that proves who someone is leaves the node.
+            if setting.internal or "SECRET" in setting.env or "TOKEN" in setting.env:
+                continue
+            value = getattr(config, setting.attribute, None)
+            if value is None:
+                value = getattr(config.limits, setting.attribute, None)
+            if value is not None:
+                settings[setting.env.lower()] = str(getattr(value, "value", value))
+        return settings
+
+    def _facts(self) -> dict[str, dict[str, str | int]]:
+        config = self.config
+        cluster = self.keyspace.cluster
+        stats = self.store.stats()
+        uptime = int(time.time() - self.started)
+        usage = os.times()
+        connections = self._connections()
+        return {
+            "server": {
+                "redis_version": self.settings.redis_version,
+                "redis_mode": "cluster",
+                "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+                "arch_bits": 64 if sys.maxsize > 2**32 else 32,
+                "multiplexing_api": "trio",
+                "process_id": os.getpid(),
+                "run_id": self.run_id,
+                "tcp_port": self.resp_address.port,
+                "server_time_usec": time.time_ns() // 1000,
+                "uptime_in_seconds": uptime,
+                "uptime_in_days": uptime // 86400,
+                "executable": sys.executable,
+                "config_file": "",
+                "a3redis_version": __version__,
+                "python_version": platform.python_version(),
+            },
+            "clients": {
+                "connected_clients": len(self.sessions),
+                "maxclients": config.resp_max_connections,
+                "blocked_clients": 0,
+                "tracking_clients": 0,
+            },
+            "persistence": {
+                "loading": 0,
+                "async_loading": 0,
+                "rdb_changes_since_last_save": 0,
+                "rdb_bgsave_in_progress": 0,
+                "rdb_last_save_time": int(self.started),
+                "rdb_last_bgsave_status": "ok",
+                "aof_enabled": 1,
+                "aof_rewrite_in_progress": 0,
+                "aof_last_write_status": "ok",
+            },
+            "stats": {
+                "total_connections_received": connections.get("total", 0),
+                "total_commands_processed": self.commands_processed,
+                "rejected_connections": connections.get("refused", 0),
+                "expired_keys": 0,
+                "evicted_keys": 0,
+            },
+            "replication": {
+                "role": "master",
+                "connected_slaves": 0,
+                "replication_factor": cluster.replication_factor,
+                "ring_members": len(cluster.ring.members),
+                "live_members": sum(1 for m in cluster.ring.members if not cluster.is_down(m)),
+            },
+            "cpu": {
+                "used_cpu_sys": f"{usage.system:.6f}",
+                "used_cpu_user": f"{usage.user:.6f}",
+                "used_cpu_sys_children": f"{usage.children_system:.6f}",
+                "used_cpu_user_children": f"{usage.children_user:.6f}",
+            },
+            "cluster": {"cluster_enabled": 1},
+            "keyspace": dict(keyspace_fields(stats.live_keys)),
+            "a3redis": {
+                "node_id": config.node_id,
+                "cluster_name": config.cluster_name,
+                "read_consistency": config.read_consistency.name,
+                "write_consistency": config.write_consistency.name,
+                "fsync": config.fsync.value,
+                "grpc_port": config.grpc_port,
+                "gossip_port": config.gossip_port,
+            },
+        }
