@@ -1,0 +1,320 @@
+"""The Redis-protocol port of an in-process node, with the real tools: redis-cli,
+redis-benchmark, redis-py (sync and asyncio), raw sockets; its limits and its drain.
+
+Blocking clients run in a thread (`trio.to_thread`): the node serves in this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+import trio
+
+from a3redis.client import Client
+from a3redis.config import Config
+from a3redis.node import run_node
+from tests.node.conftest import RunningNode
+from tests.support.system_tools import system_command
+
+Start = Callable[..., Awaitable[RunningNode]]
+
+
+@pytest.fixture
+async def start(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Start]:
+    """Start a single node (RF 1) with extra settings; every node is stopped at the end."""
+    stops: list[trio.Event] = []
+
+    async def start_node(**settings: str) -> RunningNode:
+        env = {
+            "GRPC_PORT": "0",
+            "GOSSIP_PORT": "0",
+            "RESP_PORT": "0",
+            "DATA_DIR": str(tmp_path / f"data{len(stops)}"),
+            "MAX_KEY_BYTES": "64",
+            "MAX_VALUE_BYTES": "1000",
+            "REPLICATION_FACTOR": "1",
+            "FSYNC": "no",
+            **settings,
+        }
+        config = Config.from_env(env)
+        stop = trio.Event()
+        stops.append(stop)
+        ports = await nursery.start(run_node, config, stop)
+        return RunningNode(config, ports, stop)
+
+    yield start_node
+    for stop in stops:
+        stop.set()
+
+
+@pytest.fixture
+async def node(start: Start) -> RunningNode:
+    return await start()
+
+
+async def cli(node: RunningNode, *args: str, stdin: bytes | None = None) -> str:
+    command = [system_command("redis-cli"), "-p", str(node.ports.resp), *args]
+    done = await trio.run_process(command, stdin=stdin, capture_stdout=True, capture_stderr=True)
+    return done.stdout.decode()
+
+
+def connect(node: RunningNode) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", node.ports.resp), timeout=10)
+    return raw
+
+
+def read_until_closed(raw: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = bytearray()
+    while chunk := raw.recv(65536):
+        received += chunk
+    return bytes(received)
+
+
+async def metrics(node: RunningNode) -> str:
+    def fetch() -> str:
+        url = f"http://127.0.0.1:{node.ports.http}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text: str = response.read().decode()
+            return text
+
+    return await trio.to_thread.run_sync(fetch)
+
+
+# ----- the tools ----------------------------------------------------------------------------
+
+
+async def test_redis_cli_one_shot_commands(node: RunningNode) -> None:
+    assert await cli(node, "SET", "greeting", "hello world") == "OK\n"
+    assert await cli(node, "GET", "greeting") == "hello world\n"
+    assert await cli(node, "GET", "never-set") == "\n"
+    assert await cli(node, "MSET", "a", "1", "b", "2") == "OK\n"
+    assert await cli(node, "MGET", "a", "nope", "b") == "1\n\n2\n"
+    assert await cli(node, "DEL", "a", "nope") == "1\n"
+    assert (await cli(node, "EXISTS-NOT-A-COMMAND", "x")).strip() == (
+        "ERR unknown command 'EXISTS-NOT-A-COMMAND', with args beginning with: 'x'"
+    )
+    assert await cli(node, "-3", "GET", "greeting") == "hello world\n"  # HELLO 3 first
+
+
+async def test_redis_cli_reads_commands_from_stdin(node: RunningNode) -> None:
+    out = await cli(node, stdin=b"SET k1 v1\nPING\nGET k1\nECHO hi\nQUIT\n")
+    assert out.split("\n")[:4] == ["OK", "PONG", "v1", "hi"]
+
+
+async def test_redis_benchmark_smoke(node: RunningNode) -> None:
+    command = [system_command("redis-benchmark"), "-p", str(node.ports.resp)]
+    done = await trio.run_process(
+        [*command, "-t", "set,get,ping", "-n", "2000", "-q"], capture_stdout=True
+    )
+    lines = done.stdout.decode().replace("\r", "\n")
+    for test in ("PING_INLINE", "PING_MBULK", "SET", "GET"):
+        assert f"{test}: " in lines and "requests per second" in lines, lines
+    assert "Error from server" not in lines
+
+
+# ----- redis-py ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_redis_py_sync(node: RunningNode, protocol: int) -> None:
+    def talk() -> list[Any]:
+        with redis.Redis(port=node.ports.resp, protocol=protocol) as r:
+            r.set("key", b"\x00binary\r\nvalue")
+            r.mset({"k1": "1", "k2": "2"})
+            return [r.ping(), r.get("key"), r.mget("k1", "missing", "k2"), r.delete("k1", "k2")]
+
+    assert await trio.to_thread.run_sync(talk) == [
+        True,
+        b"\x00binary\r\nvalue",
+        [b"1", None, b"2"],
+        2,
+    ]
+
+
+async def test_redis_py_asyncio(node: RunningNode) -> None:
+    async def talk() -> list[Any]:
+        r = redis.asyncio.Redis(port=node.ports.resp)  # RESP3 by default in redis-py 8
+        try:
+            await r.set("async", "yes")
+            return [await r.get("async"), await r.echo("hi")]
+        finally:
+            await r.aclose()
+
+    result = await trio.to_thread.run_sync(lambda: asyncio.run(talk()))
+    assert result == [b"yes", b"hi"]
+
+
+async def test_a_pipeline_of_10000_commands(node: RunningNode) -> None:
+    def talk() -> list[Any]:
+        with redis.Redis(port=node.ports.resp) as r:
+            pipe = r.pipeline(transaction=False)
+            for i in range(5000):
+                pipe.set(f"p:{i}", str(i))
+            for i in range(5000):
+                pipe.get(f"p:{i}")
+            replies: list[Any] = pipe.execute()
+            return replies
+
+    replies = await trio.to_thread.run_sync(talk)
+    assert replies[:5000] == [True] * 5000
+    assert replies[5000:] == [str(i).encode() for i in range(5000)]
+
+
+async def test_a_key_set_over_resp_is_read_over_grpc_and_back(node: RunningNode) -> None:
+    assert await cli(node, "SET", "from-resp", "r") == "OK\n"
+    async with Client.connect(node.endpoint) as client:
+        assert (await client.get(b"from-resp")).value == b"r"
+        await client.put(b"from-grpc", b"g")
+        await client.delete(b"from-resp")
+    assert await cli(node, "MGET", "from-grpc", "from-resp") == "g\n\n"
+
+
+# ----- raw bytes ---------------------------------------------------------------------------
+
+
+async def test_inline_commands_over_a_raw_socket(node: RunningNode) -> None:
+    def talk() -> bytes:
+        with connect(node) as raw:
+            raw.sendall(b"PING\r\nSET inline yes\r\nGET inline\r\nQUIT\r\n")
+            return read_until_closed(raw)
+
+    assert await trio.to_thread.run_sync(talk) == b"+PONG\r\n+OK\r\n$3\r\nyes\r\n+OK\r\n"
+
+
+async def test_a_protocol_error_answers_the_requests_before_it_then_closes(
+    node: RunningNode,
+) -> None:
+    def talk() -> bytes:
+        with connect(node) as raw:
+            raw.sendall(b"*1\r\n$4\r\nPING\r\nECHO one\r\n*1\r\n$x\r\nPING\r\n*1\r\n$4\r\nPING\r\n")
+            return read_until_closed(raw)
+
+    received = await trio.to_thread.run_sync(talk)
+    assert received.startswith(b"+PONG\r\n$3\r\none\r\n-ERR Protocol error: "), received
+    assert received.endswith(b"\r\n") and received.count(b"\r\n") == 4  # nothing after it
+    closed = 'a3redis_resp_connections_closed_total{reason="protocol_error"} 1.0'
+    assert closed in await metrics(node)
+
+
+async def test_a_bulk_longer_than_any_key_or_value_is_a_protocol_error(node: RunningNode) -> None:
+    def talk() -> bytes:
+        with connect(node) as raw:
+            raw.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1001\r\n")
+            return read_until_closed(raw)
+
+    assert (await trio.to_thread.run_sync(talk)).startswith(b"-ERR Protocol error: ")
+
+
+# ----- limits ------------------------------------------------------------------------------
+
+
+async def test_connections_over_the_limit_are_told_and_closed(start: Start) -> None:
+    node = await start(RESP_MAX_CONNECTIONS="2")
+
+    def talk() -> tuple[bytes, bytes]:
+        with connect(node) as first, connect(node) as second:
+            for held in (first, second):
+                held.sendall(b"PING\r\n")
+                assert held.recv(100) == b"+PONG\r\n"
+            with connect(node) as third:
+                refused = read_until_closed(third)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # once the node has seen the two close: room again
+            with connect(node) as again:
+                again.sendall(b"PING\r\n")
+                answer = again.recv(100)
+            if answer == b"+PONG\r\n":
+                break
+            time.sleep(0.05)
+        return refused, answer
+
+    refused, answer = await trio.to_thread.run_sync(talk)
+    assert refused == b"-ERR max number of clients reached\r\n"
+    assert answer == b"+PONG\r\n"
+    assert 'a3redis_resp_connections_refused_total{reason="over_limit"}' in await metrics(node)
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(start: Start) -> None:
+    node = await start(RESP_IDLE_TIMEOUT="0.5")
+
+    def talk() -> tuple[bytes, float, bytes]:
+        with connect(node) as idle, connect(node) as busy:
+            began = time.monotonic()
+            idle.sendall(b"PING\r\n")
+            for _ in range(8):  # the busy one talks every 0.2 s: never idle for 0.5 s
+                busy.sendall(b"PING\r\n")
+                assert busy.recv(100) == b"+PONG\r\n"
+                time.sleep(0.2)
+            closed = read_until_closed(idle)
+            waited = time.monotonic() - began
+            busy.sendall(b"PING\r\n")
+            return closed, waited, busy.recv(100)
+
+    closed, waited, still = await trio.to_thread.run_sync(talk)
+    assert closed == b"+PONG\r\n"  # then closed by the server (read_until_closed returned)
+    assert waited >= 0.5
+    assert still == b"+PONG\r\n"
+    assert 'a3redis_resp_connections_closed_total{reason="idle"} 1.0' in await metrics(node)
+
+
+async def test_a_client_that_never_reads_is_closed_and_the_node_lives(start: Start) -> None:
+    node = await start(RESP_MAX_REPLY_BUFFER=str(1024 * 1024))
+    assert await cli(node, "SET", "big", "x" * 1000) == "OK\n"
+
+    def flood() -> int:
+        """Pipeline GETs of a 1000-byte value and never read; how many bytes went out."""
+        request = b"GET big\r\n" * 1000
+        sent = 0
+        with connect(node) as raw:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            raw.settimeout(5)
+            try:
+                for _ in range(100_000):  # 100 M of replies at most: far past the buffer
+                    raw.sendall(request)
+                    sent += len(request)
+            except OSError:  # reset or timed out: the server closed or stopped reading
+                pass
+        return sent
+
+    sent = await trio.to_thread.run_sync(flood)
+    assert sent < 100_000 * 9000
+    text = await metrics(node)
+    assert 'a3redis_resp_connections_closed_total{reason="reply_buffer"} 1.0' in text
+    assert "a3redis_resp_reply_buffered_bytes 0.0" in text
+    assert await cli(node, "GET", "big") == "x" * 1000 + "\n"
+
+
+async def test_commands_are_counted_in_metrics(node: RunningNode) -> None:
+    await cli(node, "SET", "m", "1")
+    await cli(node, "GET", "m")
+    await cli(node, "GET")  # wrong number of arguments: an error
+    await cli(node, "NOPE")
+    text = await metrics(node)
+    assert 'a3redis_resp_commands_total{command="SET",result="ok"} 1.0' in text
+    assert 'a3redis_resp_commands_total{command="GET",result="ok"} 1.0' in text
+    assert 'a3redis_resp_commands_total{command="GET",result="error"} 1.0' in text
+    assert 'a3redis_resp_commands_total{command="unknown",result="error"} 1.0' in text
+    assert 'a3redis_resp_command_seconds_count{command="GET"} 2.0' in text
+    assert "a3redis_resp_connections_accepted_total 4.0" in text
+
+
+async def test_an_idle_connection_is_closed_when_the_node_stops(start: Start) -> None:
+    node = await start()
+    raw = connect(node)
+    raw.sendall(b"PING\r\n")
+    assert await trio.to_thread.run_sync(raw.recv, 100) == b"+PONG\r\n"
+    began = trio.current_time()
+    node.stop.set()
+    with raw:
+        assert await trio.to_thread.run_sync(read_until_closed, raw) == b""
+    assert trio.current_time() - began < node.config.shutdown_grace
