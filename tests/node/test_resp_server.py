@@ -12,16 +12,23 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 import redis.asyncio
 import trio
 
+from a3redis.api.resp_commands_interim import InterimHandler, InterimSession
+from a3redis.api.resp_server import RespSettings, serve_resp
 from a3redis.client import Client
+from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import Config
-from a3redis.node import run_node
+from a3redis.core.hlc import Version
+from a3redis.core.record import Record
+from a3redis.core.resp_values import OK, PONG, ErrorReply, Reply
+from a3redis.core.validation import Limits
+from a3redis.node import bind_listener, run_node
 from tests.node.conftest import RunningNode
 from tests.support.system_tools import system_command
 
@@ -154,20 +161,25 @@ async def test_redis_py_asyncio(node: RunningNode) -> None:
     assert result == [b"yes", b"hi"]
 
 
-async def test_a_pipeline_of_10000_commands(node: RunningNode) -> None:
+async def test_a_pipeline_of_10000_commands(start: Start) -> None:
+    """redis-py writes the whole pipeline before it reads: more replies than the socket
+    buffers hold wait meanwhile, and the node must go on reading or both sides would wait
+    for ever."""
+    node = await start(MAX_VALUE_BYTES="10000")
+    value = b"v" * 8000
+
     def talk() -> list[Any]:
-        with redis.Redis(port=node.ports.resp) as r:
+        with redis.Redis(port=node.ports.resp, socket_timeout=30) as r:
             pipe = r.pipeline(transaction=False)
             for i in range(5000):
-                pipe.set(f"p:{i}", str(i))
-            for i in range(5000):
+                pipe.set(f"p:{i}", value + str(i).encode())
                 pipe.get(f"p:{i}")
             replies: list[Any] = pipe.execute()
             return replies
 
     replies = await trio.to_thread.run_sync(talk)
-    assert replies[:5000] == [True] * 5000
-    assert replies[5000:] == [str(i).encode() for i in range(5000)]
+    assert replies[0::2] == [True] * 5000
+    assert replies[1::2] == [value + str(i).encode() for i in range(5000)]
 
 
 async def test_a_key_set_over_resp_is_read_over_grpc_and_back(node: RunningNode) -> None:
@@ -318,3 +330,118 @@ async def test_an_idle_connection_is_closed_when_the_node_stops(start: Start) ->
     with raw:
         assert await trio.to_thread.run_sync(read_until_closed, raw) == b""
     assert trio.current_time() - began < node.config.shutdown_grace
+
+
+# ----- the listener with a recording handler, and the interim handler's batches --------------
+
+
+class Recorder:
+    """A handler that answers each request with its first argument and records each run."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[list[bytes]]] = []
+
+    def new_session(self, client_id: int, peer: str) -> InterimSession:
+        return InterimSession(client_id, peer)
+
+    async def run(self, session: InterimSession, requests: list[list[bytes]]) -> list[Reply]:
+        self.runs.append(requests)
+        if requests[0][0] == b"CRASH":
+            raise RuntimeError("a bug in the command layer")
+        return [request[-1] for request in requests]
+
+
+@pytest.fixture
+async def recorded(nursery: trio.Nursery) -> AsyncIterator[tuple[Recorder, int]]:
+    listener = bind_listener("127.0.0.1", 0, "RESP_PORT")
+    recorder = Recorder()
+    settings = RespSettings(10, 0.0, 1024 * 1024, 1.0)
+    stop = trio.Event()
+    await nursery.start(serve_resp, listener, recorder, settings, stop)
+    yield recorder, listener.getsockname()[1]
+    stop.set()
+
+
+async def test_requests_that_arrive_together_are_one_run_answered_in_order(
+    recorded: tuple[Recorder, int],
+) -> None:
+    recorder, port = recorded
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"ECHO a\r\n*2\r\n$4\r\nECHO\r\n$1\r\nb\r\nECHO c\r\n")
+            received = b""
+            while len(received) < 21:
+                received += raw.recv(100)
+            return received
+
+    assert await trio.to_thread.run_sync(talk) == b"$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+    assert recorder.runs == [[[b"ECHO", b"a"], [b"ECHO", b"b"], [b"ECHO", b"c"]]]
+
+
+async def test_a_failing_handler_answers_an_error_and_closes(
+    recorded: tuple[Recorder, int],
+) -> None:
+    _, port = recorded
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"CRASH\r\n")
+            return read_until_closed(raw)
+
+    assert await trio.to_thread.run_sync(talk) == b"-ERR internal error; closing the connection\r\n"
+
+
+class CountingKeyspace:
+    """The part of Keyspace the interim handler uses, counting batches."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.data: dict[bytes, bytes] = {}
+        self.calls: list[tuple[str, list[Any]]] = []
+
+    async def batch_get(self, keys: list[bytes], consistency: None) -> list[Record | None]:
+        self.calls.append(("get", list(keys)))
+        version = Version(1, 0, "node-1")
+        return [
+            None if key not in self.data else Record(key, self.data[key], version) for key in keys
+        ]
+
+    async def batch_put(self, pairs: list[tuple[bytes, bytes]], consistency: None) -> list[Any]:
+        self.calls.append(("put", list(pairs)))
+        self.data.update(pairs)
+        return [None] * len(pairs)
+
+
+async def test_consecutive_reads_and_writes_become_one_batch_each() -> None:
+    keyspace = CountingKeyspace(Limits(max_key_bytes=8))
+    handler = InterimHandler(cast(Keyspace, keyspace))
+    session = handler.new_session(1, "test")
+    replies = await handler.run(
+        session,
+        [
+            [b"SET", b"a", b"1"],
+            [b"mset", b"b", b"2", b"c", b"3"],
+            [b"GET", b"a"],
+            [b"GET", b"much-too-long"],  # its own error, left out of the batch
+            [b"MGET", b"b", b"x", b"c"],
+            [b"PING"],
+            [b"GET", b"c"],
+        ],
+    )
+    assert replies[:3] == [OK, OK, b"1"]
+    assert isinstance(replies[3], ErrorReply) and "MAX_KEY_BYTES=8" in replies[3].text
+    assert replies[4:] == [[b"2", None, b"3"], PONG, b"3"]
+    assert keyspace.calls == [
+        ("put", [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]),
+        ("get", [b"a", b"b", b"x", b"c"]),
+        ("get", [b"c"]),
+    ]
+
+
+async def test_batches_are_cut_at_the_batch_limit() -> None:
+    keyspace = CountingKeyspace(Limits(max_batch_keys=3))
+    handler = InterimHandler(cast(Keyspace, keyspace))
+    requests = [[b"GET", b"k%d" % i] for i in range(5)]
+    assert await handler.run(handler.new_session(1, "test"), requests) == [None] * 5
+    assert keyspace.calls == [("get", [b"k0", b"k1", b"k2"]), ("get", [b"k3", b"k4"])]
