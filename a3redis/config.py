@@ -619,6 +619,10 @@ class Config:
         return Address(self.advertise_host, self.gossip_port)
 
     @property
+    def resp_address(self) -> Address:
+        return Address(self.advertise_host, self.resp_port)
+
+    @property
     def hints_kept_for(self) -> float:
         """Seconds a hint is kept: HINT_WINDOW, but never longer than TOMBSTONE_GRACE.
 

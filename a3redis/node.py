@@ -38,7 +38,7 @@ from a3redis.api.metrics import (
 )
 from a3redis.api.replica_calls import ReplicaCalls
 from a3redis.api.resp_commands_interim import InterimHandler
-from a3redis.api.resp_server import RespSettings, codec_limits, serve_resp
+from a3redis.api.resp_server import RespSettings, RespStats, codec_limits, serve_resp
 from a3redis.cluster.anti_entropy import AntiEntropy, RepairSettings
 from a3redis.cluster.gossip import (
     PROBE_TIMEOUT,
@@ -189,10 +189,11 @@ async def run_node(
                         config.merkle_fanout,
                     ),
                 )
+                resp_stats = RespStats(config.resp_max_connections)
                 pacer = StreamPacer(
                     config.stream_max_keys_per_second,
                     config.stream_busy_keys_per_second,
-                    lambda: gate.foreground_served,
+                    lambda: gate.foreground_served + resp_stats.commands_served,
                 )
                 rebalancer = Rebalancer(
                     membership,
@@ -239,13 +240,16 @@ async def run_node(
                         config.shutdown_grace,
                         codec_limits(config.limits.max_key_bytes, config.limits.max_value_bytes),
                     )
-                    resp_stats = await nursery.start(
-                        serve_resp,
-                        resp_sock,
-                        InterimHandler(keyspace),
-                        resp_settings,
-                        stop,
-                        metrics.observe_commands,
+                    await nursery.start(
+                        partial(
+                            serve_resp,
+                            resp_sock,
+                            InterimHandler(keyspace),
+                            resp_settings,
+                            stop,
+                            metrics.observe_commands,
+                            stats=resp_stats,
+                        )
                     )
                     metrics.add_source(resp_source(resp_stats))
                     await nursery.start(gossip.run, stop)
@@ -292,6 +296,7 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> tuple[M
         Status.ALIVE,
         incarnation,
         _start_role(config, saved),
+        resp_addr=str(config.resp_address),
     )
     settings = MembershipSettings(
         failure_timeout=config.failure_timeout, dead_member_reap=config.dead_member_reap

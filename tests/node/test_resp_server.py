@@ -7,6 +7,7 @@ Blocking clients run in a thread (`trio.to_thread`): the node serves in this one
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 import urllib.request
@@ -445,3 +446,23 @@ async def test_batches_are_cut_at_the_batch_limit() -> None:
     requests = [[b"GET", b"k%d" % i] for i in range(5)]
     assert await handler.run(handler.new_session(1, "test"), requests) == [None] * 5
     assert keyspace.calls == [("get", [b"k0", b"k1", b"k2"]), ("get", [b"k3", b"k4"])]
+
+
+async def test_redis_commands_count_as_traffic_for_the_pace_of_copying(node: RunningNode) -> None:
+    url = f"http://127.0.0.1:{node.ports.http}/api/transition"
+
+    def pace() -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: dict[str, Any] = json.load(response)
+            return body["pace"]  # type: ignore[no-any-return]
+
+    def talk_for(seconds: float) -> None:
+        with connect(node) as raw:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                raw.sendall(b"GET k\r\n")
+                assert raw.recv(100) == b"$-1\r\n"
+
+    await trio.to_thread.run_sync(talk_for, 1.5)
+    busy = await trio.to_thread.run_sync(pace)
+    assert busy["busy"] is True and busy["requests_per_second"] > 20
