@@ -114,6 +114,8 @@ class RespStats:
     closed_query_buffer: int = 0
     protocol_errors: int = 0
     reply_bytes_queued: int = 0  # over all connections, now
+    # Commands run so far: with the gRPC calls, how busy the node is (the pace of copying).
+    commands_served: int = 0
     _log: LogThrottle = field(default_factory=lambda: LogThrottle(LOG_INTERVAL))
 
     def log_throttled(self, what: str, message: str, *args: object) -> None:
@@ -136,10 +138,12 @@ async def serve_resp(
     stop: trio.Event,
     observe: Observer | None = None,
     *,
+    stats: RespStats | None = None,
     task_status: trio.TaskStatus[RespStats] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve Redis clients on the bound, listening `sock` until `stop`; report the stats."""
-    server = _Server(sock, handler, settings, observe)
+    """Serve Redis clients on the bound, listening `sock` until `stop`; report the stats
+    (`stats`, when the caller made them)."""
+    server = _Server(sock, handler, settings, observe, stats)
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as acceptor:
             acceptor.start_soon(server.accept, connections)
@@ -160,12 +164,13 @@ class _Server:
         handler: RespHandler[Any],
         settings: RespSettings,
         observe: Observer | None,
+        stats: RespStats | None,
     ) -> None:
         self.sock = sock
         self.handler = handler
         self.settings = settings
         self.observe = observe
-        self.stats = RespStats(settings.max_connections)
+        self.stats = RespStats(settings.max_connections) if stats is None else stats
         self.gate = RequestGate()
         self.live: set[_Connection] = set()
         self.draining = False
@@ -321,6 +326,7 @@ class _Connection:
                         len(answered),
                         len(requests),
                     )
+        server.stats.commands_served += len(requests)
         if replies is None:
             # The client can no longer tell which reply is whose: say so and close.
             self._send(encode(error("internal error; closing the connection"), 2))
