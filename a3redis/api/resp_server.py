@@ -246,7 +246,11 @@ class _Connection:
         self.writing = False
         self.written: trio.Event | None = None  # set when the writer task has ended
         self.broken = False  # the socket failed or the reply buffer overflowed: no more sends
-        self._waiting: trio.CancelScope | None = None
+        # Cancelled (by the node's drain, a broken writer or the idle deadline) only while
+        # the connection waits for input: one scope for the connection's life, since a
+        # scope per wait would cost as much as the rest of a small request's handling.
+        self._input = trio.CancelScope()
+        self._waiting_input = False
         self._tasks: trio.Nursery | None = None
 
     async def serve(self) -> None:
@@ -255,7 +259,11 @@ class _Connection:
         try:
             async with trio.open_nursery() as tasks:
                 self._tasks = tasks
-                polite = await self._converse()
+                polite = False
+                with self._input:
+                    polite = await self._converse()
+                if self._input.cancelled_caught and not (server.draining or self.broken):
+                    server.stats.closed_idle += 1
                 if polite and not self.broken:
                     await self._close_politely()
                 tasks.cancel_scope.cancel()
@@ -268,9 +276,9 @@ class _Connection:
             server.closed(self)
 
     def wake(self) -> None:
-        """Stop waiting for input (the node is draining)."""
-        if self._waiting is not None:
-            self._waiting.cancel()
+        """Stop waiting for input, if the connection is (the node drains, or the writer broke)."""
+        if self._waiting_input:
+            self._input.cancel()
 
     async def _converse(self) -> bool:
         """Serve requests until the connection should close; True to flush and close politely."""
@@ -354,13 +362,15 @@ class _Connection:
                 return data
             if server.draining or self.broken:
                 return b""
-            deadline = self.last_heard + idle if idle > 0 else math.inf
-            with trio.CancelScope(deadline=deadline) as self._waiting:
+            if idle > 0:
+                self._input.deadline = self.last_heard + idle
+            self._waiting_input = True
+            try:
                 await trio.lowlevel.wait_readable(sock)
-            self._waiting = None
-            if trio.current_time() >= deadline:
-                server.stats.closed_idle += 1
-                return b""
+            finally:
+                self._waiting_input = False
+            if idle > 0:
+                self._input.deadline = math.inf
 
     def _send(self, data: bytes) -> None:
         """Send now what the kernel takes; queue the rest for the writer task."""
