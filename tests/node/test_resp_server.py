@@ -349,24 +349,26 @@ class Recorder:
         self.runs.append(requests)
         if requests[0][0] == b"CRASH":
             raise RuntimeError("a bug in the command layer")
+        if requests[0][0] == b"SLOW":
+            await trio.sleep(0.5)
         return [request[-1] for request in requests]
 
 
 @pytest.fixture
-async def recorded(nursery: trio.Nursery) -> AsyncIterator[tuple[Recorder, int]]:
+async def recorded(nursery: trio.Nursery) -> AsyncIterator[tuple[Recorder, int, trio.Event]]:
     listener = bind_listener("127.0.0.1", 0, "RESP_PORT")
     recorder = Recorder()
     settings = RespSettings(10, 0.0, 1024 * 1024, 1.0)
     stop = trio.Event()
     await nursery.start(serve_resp, listener, recorder, settings, stop)
-    yield recorder, listener.getsockname()[1]
+    yield recorder, listener.getsockname()[1], stop
     stop.set()
 
 
 async def test_requests_that_arrive_together_are_one_run_answered_in_order(
-    recorded: tuple[Recorder, int],
+    recorded: tuple[Recorder, int, trio.Event],
 ) -> None:
-    recorder, port = recorded
+    recorder, port, _ = recorded
 
     def talk() -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
@@ -381,9 +383,9 @@ async def test_requests_that_arrive_together_are_one_run_answered_in_order(
 
 
 async def test_a_failing_handler_answers_an_error_and_closes(
-    recorded: tuple[Recorder, int],
+    recorded: tuple[Recorder, int, trio.Event],
 ) -> None:
-    _, port = recorded
+    _, port, _ = recorded
 
     def talk() -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
@@ -391,6 +393,20 @@ async def test_a_failing_handler_answers_an_error_and_closes(
             return read_until_closed(raw)
 
     assert await trio.to_thread.run_sync(talk) == b"-ERR internal error; closing the connection\r\n"
+
+
+async def test_a_run_in_flight_when_the_node_stops_is_answered_then_closed(
+    recorded: tuple[Recorder, int, trio.Event],
+) -> None:
+    recorder, port, stop = recorded
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with raw:
+        raw.sendall(b"SLOW done\r\n")
+        while not recorder.runs:
+            await trio.sleep(0.01)
+        stop.set()
+        received = await trio.to_thread.run_sync(read_until_closed, raw)
+    assert received == b"$4\r\ndone\r\n"
 
 
 class CountingKeyspace:
