@@ -320,6 +320,15 @@ async def test_commands_are_counted_in_metrics(node: RunningNode) -> None:
     assert 'a3redis_resp_command_seconds_count{command="GET"} 2.0' in text
     assert "a3redis_resp_connections_accepted_total 4.0" in text
 
+    def summary() -> dict[str, Any]:
+        url = f"http://127.0.0.1:{node.ports.http}/api/metrics/summary"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: dict[str, Any] = json.load(response)
+            return body
+
+    operations = (await trio.to_thread.run_sync(summary))["operations"]  # the status page's
+    assert operations["RESP GET"]["count"] == 2 and operations["RESP SET"]["count"] == 1
+
 
 async def test_an_idle_connection_is_closed_when_the_node_stops(start: Start) -> None:
     node = await start()
