@@ -243,6 +243,15 @@ SETTINGS: tuple[Setting, ...] = (
         seed=True,
     ),
     Setting(
+        "RESP_PORT",
+        "resp_port",
+        None,
+        PORT,
+        "Redis-protocol (RESP2/RESP3) port for `redis-cli`, redis-py and other Redis clients "
+        "(`0`: any free port; 6379 is left to a real Redis)",
+        shown_default="`6379+N`",
+    ),
+    Setting(
         "BIND_HOST",
         "bind_host",
         "127.0.0.1",
@@ -342,6 +351,40 @@ SETTINGS: tuple[Setting, ...] = (
         "gRPC connections served at once; more are closed as they arrive (counted in "
         "`a3redis_grpc_connections_refused_total`). The node raises its open-file limit to "
         "fit them when it can",
+    ),
+    Setting(
+        "RESP_MAX_CONNECTIONS",
+        "resp_max_connections",
+        "10000",
+        Integer(1, 1_000_000),
+        "Redis-protocol connections served at once (Redis's `maxclients` default); more are "
+        "answered `-ERR max number of clients reached` and closed (counted in "
+        "`a3redis_resp_connections_refused_total`)",
+    ),
+    Setting(
+        "RESP_IDLE_TIMEOUT",
+        "resp_idle_timeout",
+        "0",
+        Number(0.0, 30 * 86400.0, "seconds, from {low} to {high}; 0 for never"),
+        "Seconds a Redis-protocol connection may send nothing before it is closed (Redis's "
+        "`timeout`; `0`: never)",
+    ),
+    Setting(
+        "RESP_MAX_REPLY_BUFFER",
+        "resp_max_reply_buffer",
+        str(64 * 1024 * 1024),
+        Integer(1024 * 1024, 2**40, "a byte count from {low} to {high}"),
+        "Bytes of replies a Redis-protocol client may leave unread (it pipelines without "
+        "reading); over it the connection is closed (Redis's client-output-buffer-limit). Keep "
+        "it above the largest reply a client asks for",
+    ),
+    Setting(
+        "ALLOW_FLUSH",
+        "allow_flush",
+        "0",
+        BOOLEAN,
+        "`1` lets `FLUSHALL` / `FLUSHDB` delete every key of the cluster; otherwise they answer "
+        "an error naming this setting",
     ),
     Setting(
         "MAX_CLOCK_SKEW",
@@ -513,6 +556,7 @@ def derived_defaults(node_num: int, bind_host: str) -> dict[str, str]:
         "NODE_ID": f"node-{node_num}",
         "GRPC_PORT": str(50050 + node_num),
         "GOSSIP_PORT": str(8000 + node_num),
+        "RESP_PORT": str(6379 + node_num),
         # Listening on every interface: the host name is what others can most likely reach.
         "ADVERTISE_HOST": socket.gethostname() if wildcard else bind_host,
         "DATA_DIR": f"./data/node{node_num}",
@@ -528,6 +572,7 @@ class Config:
     node_id: str
     grpc_port: int
     gossip_port: int
+    resp_port: int
     bind_host: str
     advertise_host: str
     peers: tuple[Address, ...]
@@ -559,6 +604,10 @@ class Config:
     debug_log: bool
     debug_endpoints: bool
     max_connections: int
+    resp_max_connections: int
+    resp_idle_timeout: float
+    resp_max_reply_buffer: int
+    allow_flush: bool
     log_format: LogFormat
 
     @property
@@ -568,6 +617,10 @@ class Config:
     @property
     def gossip_address(self) -> Address:
         return Address(self.advertise_host, self.gossip_port)
+
+    @property
+    def resp_address(self) -> Address:
+        return Address(self.advertise_host, self.resp_port)
 
     @property
     def hints_kept_for(self) -> float:

@@ -1,6 +1,6 @@
 """The node process: `python -m a3redis.node`, configured by environment variables.
 
-Rules: this module is the supervisor. It reads the Config, binds both
+Rules: this module is the supervisor. It reads the Config, binds its
 listening sockets (so a taken port fails before anything starts), opens the
 store, and runs every service under one nursery. SIGINT/SIGTERM set one
 `stop` event that every service watches; the store closes last, after the
@@ -29,8 +29,16 @@ import trio
 from a3redis.api.describe import Describer
 from a3redis.api.grpc_services import KeyValueService, ReplicaService
 from a3redis.api.http import NodeView, serve_http
-from a3redis.api.metrics import NodeMetrics, connection_source, node_source, rebalance_source
+from a3redis.api.metrics import (
+    NodeMetrics,
+    connection_source,
+    node_source,
+    rebalance_source,
+    resp_source,
+)
 from a3redis.api.replica_calls import ReplicaCalls
+from a3redis.api.resp_commands_interim import InterimHandler
+from a3redis.api.resp_server import RespSettings, RespStats, codec_limits, serve_resp
 from a3redis.cluster.anti_entropy import AntiEntropy, RepairSettings
 from a3redis.cluster.gossip import (
     PROBE_TIMEOUT,
@@ -71,6 +79,7 @@ class StartupError(Exception):
 class BoundPorts:
     grpc: int
     http: int
+    resp: int
 
 
 def bind_listener(host: str, port: int, variable: str) -> socket.socket:
@@ -106,9 +115,19 @@ async def run_node(
     """Run one node until `stop` is set; report the bound ports when serving."""
     grpc_sock = bind_listener(config.bind_host, config.grpc_port, "GRPC_PORT")
     http_sock = bind_listener(config.bind_host, config.gossip_port, "GOSSIP_PORT")
-    ports = BoundPorts(grpc_sock.getsockname()[1], http_sock.getsockname()[1])
+    try:
+        resp_sock = bind_listener(config.bind_host, config.resp_port, "RESP_PORT")
+    except StartupError:
+        grpc_sock.close()
+        http_sock.close()
+        raise
+    ports = BoundPorts(
+        grpc_sock.getsockname()[1], http_sock.getsockname()[1], resp_sock.getsockname()[1]
+    )
     # Port 0 asks the kernel for a free port; from here on the node tells the truth.
-    config = dataclasses.replace(config, grpc_port=ports.grpc, gossip_port=ports.http)
+    config = dataclasses.replace(
+        config, grpc_port=ports.grpc, gossip_port=ports.http, resp_port=ports.resp
+    )
     wall_ms = wall_clock(config.clock_offset_ms)
     try:
         store_cm = Store.open(
@@ -170,10 +189,11 @@ async def run_node(
                         config.merkle_fanout,
                     ),
                 )
+                resp_stats = RespStats(config.resp_max_connections)
                 pacer = StreamPacer(
                     config.stream_max_keys_per_second,
                     config.stream_busy_keys_per_second,
-                    lambda: gate.foreground_served,
+                    lambda: gate.foreground_served + resp_stats.commands_served,
                 )
                 rebalancer = Rebalancer(
                     membership,
@@ -213,16 +233,38 @@ async def run_node(
                     )
                     metrics.add_source(connection_source(connections))
                     await nursery.start(serve_http, http_sock, view, stop)
+                    resp_settings = RespSettings(
+                        config.resp_max_connections,
+                        config.resp_idle_timeout,
+                        config.resp_max_reply_buffer,
+                        config.shutdown_grace,
+                        codec_limits(config.limits.max_key_bytes, config.limits.max_value_bytes),
+                    )
+                    await nursery.start(
+                        partial(
+                            serve_resp,
+                            resp_sock,
+                            InterimHandler(keyspace),
+                            resp_settings,
+                            stop,
+                            metrics.observe_commands,
+                            stats=resp_stats,
+                        )
+                    )
+                    metrics.add_source(resp_source(resp_stats))
                     await nursery.start(gossip.run, stop)
                     await nursery.start(repair.run, stop)
                     await nursery.start(rebalancer.run, stop)
                     log.info(
-                        "%s serving gRPC on %s:%d and HTTP on %s:%d (data in %s, fsync=%s)",
+                        "%s serving gRPC on %s:%d, HTTP on %s:%d and Redis on %s:%d "
+                        "(data in %s, fsync=%s)",
                         config.node_id,
                         config.bind_host,
                         ports.grpc,
                         config.bind_host,
                         ports.http,
+                        config.bind_host,
+                        ports.resp,
                         config.data_dir,
                         config.fsync.value,
                     )
@@ -237,6 +279,7 @@ async def run_node(
         raise StartupError(str(error)) from None
     finally:
         grpc_sock.close()
+        resp_sock.close()
         if http_sock.fileno() >= 0:
             http_sock.close()
 
@@ -253,6 +296,7 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> tuple[M
         Status.ALIVE,
         incarnation,
         _start_role(config, saved),
+        resp_addr=str(config.resp_address),
     )
     settings = MembershipSettings(
         failure_timeout=config.failure_timeout, dead_member_reap=config.dead_member_reap
@@ -382,7 +426,7 @@ def main(env: dict[str, str] | None = None) -> int:
         print(f"a3redis: invalid configuration: {error}", file=sys.stderr)
         return 2
     logs.configure(config.node_id, config.debug_log, config.log_format)
-    _raise_open_file_limit(config.max_connections)
+    _raise_open_file_limit(config.max_connections + config.resp_max_connections)
     try:
         trio.run(_main, config)
     except StartupError as error:

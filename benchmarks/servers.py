@@ -193,6 +193,7 @@ class ServerSet:
         env.update(
             GRPC_PORT=str(grpc_port),
             GOSSIP_PORT=str(http_port),
+            RESP_PORT=str(free_port()),
             DATA_DIR=str(data_dir),
             BIND_HOST=HOST,
             PYTHONUNBUFFERED="1",

@@ -14,7 +14,8 @@ never a skip.
   bash -n, shellcheck  every *.sh
   consistency          what the schemas cannot see: every environment variable set for a
                        node is one of a3redis.config.SETTINGS, ports agree between env,
-                       container ports, published ports and scrape targets, PEERS and
+                       container ports, published ports and scrape targets (the Redis
+                       port too, and the client Service names it `resp`), PEERS and
                        ADVERTISE_HOST name the nodes that exist
 """
 
@@ -150,7 +151,7 @@ def _compose_problems(path: Path, prometheus: Path, known: set[str]) -> Iterator
             for key in sorted(set(env) - known)
         )
         published = {str(port) for port in service.get("ports") or []}
-        for variable in ("GRPC_PORT", "GOSSIP_PORT"):
+        for variable in ("GRPC_PORT", "GOSSIP_PORT", "RESP_PORT"):
             port = env.get(variable)
             if port is None:
                 yield f"{where}: sets no {variable}"
@@ -209,6 +210,18 @@ def _kubernetes_problems(directory: Path, known: set[str]) -> Iterator[str]:
         yield f"{path}: GOSSIP_PORT, containerPort 'http' and prometheus.io/port must agree"
     if env.get("GRPC_PORT") != ports.get("grpc"):
         yield f"{path}: GRPC_PORT and containerPort 'grpc' must agree"
+    if env.get("RESP_PORT") != ports.get("resp"):
+        yield f"{path}: RESP_PORT and containerPort 'resp' must agree"
+    client_services = [
+        (source, d)
+        for source, d in documents
+        if d.get("kind") == "Service" and d["metadata"].get("name") != service_name
+    ]
+    for source, service in client_services:
+        named = {p.get("name"): p for p in (service.get("spec") or {}).get("ports") or []}
+        if (named.get("resp") or {}).get("targetPort") != "resp":
+            name = service["metadata"].get("name")
+            yield f"{source}: Service {name} needs a port named 'resp' with targetPort: resp"
     headless = [
         (source, d)
         for source, d in documents

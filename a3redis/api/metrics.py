@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -30,11 +31,17 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from a3redis.core.membership import Membership, Role, summary
+from a3redis.core.resp_values import ErrorReply, Reply
 from a3redis.core.window import RollingStats
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 # The "le" labels, as prometheus_client writes them ("1.0", "+Inf").
 _BUCKET_LABELS = (*(repr(float(bound)) for bound in LATENCY_BUCKETS), "+Inf")
+# Redis command names get their own label up to this many; clients choose the
+# names, so the rest share one ("other"), and unknown commands share "unknown".
+MAX_COMMAND_LABELS = 256
+_UNKNOWN_COMMAND = "ERR unknown command"
+_COMMAND_NAME = re.compile(rb"[A-Z0-9][A-Z0-9._|-]{0,31}")
 
 
 class NodeMetrics:
@@ -49,6 +56,14 @@ class NodeMetrics:
         # Per rpc: a count per bucket (not cumulative; the last is +Inf) and the sum.
         self._latency: dict[str, tuple[list[int], list[float]]] = {}
         self.registry.register(_Source(self._requests))
+        # Redis-protocol commands, kept the same way: (command, "ok" | "error") -> count,
+        # and per command a count per latency bucket and the sum.
+        self._command_counts: dict[tuple[str, str], int] = {}
+        self._command_created: dict[tuple[str, str], float] = {}
+        self._command_latency: dict[str, tuple[list[int], list[float]]] = {}
+        # Upper-cased name -> (its label, its operation on the status page).
+        self._command_labels: dict[bytes, tuple[str, str]] = {}
+        self.registry.register(_Source(self._commands))
         # process_resident_memory_bytes, process_open_fds, CPU seconds...: an
         # operator sees memory or descriptors grow before the kernel does.
         ProcessCollector(registry=self.registry)
@@ -90,6 +105,70 @@ class NodeMetrics:
                 for label, count in zip(_BUCKET_LABELS, cumulative, strict=True)
             ]
             latency.add_metric([rpc], buckets, total[0])
+        yield latency
+
+    def observe_commands(
+        self, requests: Sequence[list[bytes]], replies: Sequence[Reply], seconds: float
+    ) -> None:
+        """Count one run of Redis commands; each took the run's `seconds` (its replies
+        leave together)."""
+        bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        counts = self._command_counts
+        now = time.monotonic()
+        for request, reply in zip(requests, replies, strict=True):
+            command, operation = self._command_label(request, reply)
+            key = (command, "error" if isinstance(reply, ErrorReply) else "ok")
+            count = counts.get(key)
+            if count is None:
+                counts[key] = 1
+                self._command_created[key] = time.time()
+            else:
+                counts[key] = count + 1
+            latency = self._command_latency.get(command)
+            if latency is None:
+                latency = self._command_latency[command] = (
+                    [0] * (len(LATENCY_BUCKETS) + 1),
+                    [0.0],
+                )
+            latency[0][bucket] += 1
+            latency[1][0] += seconds
+            self.rolling.record(operation, seconds, now)
+
+    def _command_label(self, request: list[bytes], reply: Reply) -> tuple[str, str]:
+        name = request[0].upper() if request else b""
+        known = self._command_labels.get(name)
+        if known is not None:
+            return known
+        if isinstance(reply, ErrorReply) and reply.text.startswith(_UNKNOWN_COMMAND):
+            return ("unknown", "RESP unknown")
+        if len(self._command_labels) >= MAX_COMMAND_LABELS or not _COMMAND_NAME.fullmatch(name):
+            return ("other", "RESP other")
+        label = name.decode("ascii")
+        known = self._command_labels[name] = (label, f"RESP {label}")
+        return known
+
+    def _commands(self) -> Iterator[Metric]:
+        commands = CounterMetricFamily(
+            "a3redis_resp_commands",
+            "Redis-protocol commands served, by command and result (ok or error)",
+            labels=["command", "result"],
+        )
+        for key, count in list(self._command_counts.items()):
+            commands.add_metric(list(key), count, created=self._command_created[key])
+        yield commands
+        latency = HistogramMetricFamily(
+            "a3redis_resp_command_seconds",
+            "Redis-protocol command latency, by command (from the start of the run of "
+            "pipelined commands it came in to its replies)",
+            labels=["command"],
+        )
+        for command, (counts, total) in list(self._command_latency.items()):
+            cumulative = list(accumulate(counts))
+            buckets = [
+                (label, float(count))
+                for label, count in zip(_BUCKET_LABELS, cumulative, strict=True)
+            ]
+            latency.add_metric([command], buckets, total[0])
         yield latency
 
     def add_source(self, source: Callable[[], Iterator[Metric]]) -> None:
@@ -178,6 +257,50 @@ def connection_source(connections: Any) -> Callable[[], Iterator[Metric]]:
             "a3redis_grpc_streams_over_budget",
             "gRPC streams reset because incomplete requests held more than the inbound budget",
             connections.budget.streams_reset,
+        )
+
+    return produce
+
+
+def resp_source(stats: Any) -> Callable[[], Iterator[Metric]]:
+    """The Redis-protocol listener's connections (a3redis.api.resp_server.RespStats)."""
+
+    def produce() -> Iterator[Metric]:
+        yield gauge("a3redis_resp_connections", "Redis-protocol connections open now", stats.open)
+        yield gauge(
+            "a3redis_resp_connection_limit",
+            "RESP_MAX_CONNECTIONS on the Redis-protocol port",
+            stats.limit,
+        )
+        yield counter(
+            "a3redis_resp_connections_accepted",
+            "Redis-protocol connections accepted and served",
+            stats.accepted,
+        )
+        refused = CounterMetricFamily(
+            "a3redis_resp_connections_refused",
+            "Redis-protocol connections closed unserved, by reason",
+            labels=["reason"],
+        )
+        refused.add_metric(["over_limit"], stats.refused_over_limit)
+        refused.add_metric(["accept_error"], stats.accept_errors)
+        yield refused
+        closed = CounterMetricFamily(
+            "a3redis_resp_connections_closed",
+            "Redis-protocol connections the node closed, by reason (idle: RESP_IDLE_TIMEOUT; "
+            "reply_buffer: RESP_MAX_REPLY_BUFFER; query_buffer: a request too large; "
+            "protocol_error: bytes that are not RESP)",
+            labels=["reason"],
+        )
+        closed.add_metric(["idle"], stats.closed_idle)
+        closed.add_metric(["reply_buffer"], stats.closed_reply_buffer)
+        closed.add_metric(["query_buffer"], stats.closed_query_buffer)
+        closed.add_metric(["protocol_error"], stats.protocol_errors)
+        yield closed
+        yield gauge(
+            "a3redis_resp_reply_buffered_bytes",
+            "Bytes of replies waiting for Redis-protocol clients to read them",
+            stats.reply_bytes_queued,
         )
 
     return produce

@@ -2,9 +2,10 @@
 
 Rules: the launcher supervises its children: it starts N `python -m
 a3redis.node` processes on this host at the standard ports (gRPC 50050+N,
-HTTP 8000+N), waits until every node sees every other as alive and serves, prints the
-endpoints, and on Ctrl-C or SIGTERM stops them all with SIGTERM (then kill
-after a grace period), exiting 0 with no orphan left. A child that dies on
+HTTP 8000+N, Redis protocol 6379+N), waits until every node sees every other
+as alive and serves, prints the endpoints (and redis-cli lines), and on
+Ctrl-C or SIGTERM stops them all with SIGTERM (then kill after a grace
+period), exiting 0 with no orphan left. A child that dies on
 its own stops the whole cluster with its log's tail and exit code 1.
 """
 
@@ -37,6 +38,10 @@ class Child:
     @property
     def http(self) -> str:
         return f"127.0.0.1:{8000 + self.number}"
+
+    @property
+    def resp_port(self) -> int:
+        return 6379 + self.number
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -132,16 +137,21 @@ def _wait_until_formed(children: list[Child], nodes: int, timeout: float = 30.0)
 
 
 def _print_summary(children: list[Child], base_dir: Path, out: TextIO) -> None:
-    print("\nNODE    GRPC               HTTP              LOG", file=out)
+    print("\nNODE    GRPC               HTTP              REDIS  LOG", file=out)
     for child in children:
         print(
-            f"node-{child.number:<3} {child.grpc:<18} {child.http:<17} {child.log_path}", file=out
+            f"node-{child.number:<3} {child.grpc:<18} {child.http:<17} {child.resp_port:<6} "
+            f"{child.log_path}",
+            file=out,
         )
     endpoints = ",".join(child.grpc for child in children)
+    first, last = children[0].resp_port, children[-1].resp_port
     print(
         f"\nall {len(children)} nodes are alive. Try:\n"
         f"  a3redis put hello world --endpoint {endpoints}\n"
         f"  a3redis get hello --endpoint {endpoints}\n"
+        f"  redis-cli -p {first} SET greeting hello\n"
+        f"  redis-cli -p {last} GET greeting\n"
         f"  a3redis cluster status\n"
         f"  curl http://{children[0].http}/membership\n"
         f"data in {base_dir}; Ctrl-C stops the cluster.",

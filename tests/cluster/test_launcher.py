@@ -25,6 +25,13 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def resp(port: int, command: bytes) -> bytes:
+    """One inline Redis command's reply (a small one: it arrives in one read)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(command)
+        return connection.recv(4096)
+
+
 def process_stat(pid: int) -> tuple[int, str, int] | None:
     """(parent pid, state, start time in clock ticks) of a live process, from /proc."""
     try:
@@ -55,7 +62,7 @@ def still_running(pid: int, started: int) -> bool:
 
 @pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
 def test_cluster_up_serves_and_ctrl_c_stops_every_node(tmp_path: Path, presses: int) -> None:
-    ports = [50051, 50052, 50053, 8001, 8002, 8003]
+    ports = [50051, 50052, 50053, 8001, 8002, 8003, 6380, 6381, 6382]
     assert all(port_is_free(p) for p in ports), "the standard ports are taken on this machine"
     launcher = subprocess.Popen(
         [sys.executable, "-m", "a3redis.tools.cli", "cluster", "up", "--base-dir", str(tmp_path)],
@@ -83,6 +90,11 @@ def test_cluster_up_serves_and_ctrl_c_stops_every_node(tmp_path: Path, presses: 
         assert run_cli("put", "hello", "world", "--endpoint", endpoints).returncode == 0
         got = run_cli("get", "hello", "--endpoint", "127.0.0.1:50053")
         assert got.stdout == "world\n", got.stderr
+        while "Ctrl-C stops the cluster" not in (line := launcher.stdout.readline()) and line:
+            seen.append(line)
+        assert "redis-cli -p 6380 SET greeting hello" in "".join(seen)
+        assert resp(6380, b"SET greeting hello\r\n") == b"+OK\r\n"
+        assert resp(6382, b"GET greeting\r\n") == b"$5\r\nhello\r\n"
 
         launcher.send_signal(signal.SIGINT)
         if presses == 2:

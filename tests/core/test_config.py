@@ -25,6 +25,7 @@ def test_defaults_for_node_3() -> None:
         node_id="node-3",
         grpc_port=50053,
         gossip_port=8003,
+        resp_port=6382,
         bind_host="127.0.0.1",
         advertise_host="127.0.0.1",
         peers=(),
@@ -56,6 +57,10 @@ def test_defaults_for_node_3() -> None:
         debug_log=False,
         debug_endpoints=False,
         max_connections=1024,
+        resp_max_connections=10_000,
+        resp_idle_timeout=0.0,
+        resp_max_reply_buffer=64 * 1024 * 1024,
+        allow_flush=False,
         log_format=LogFormat.TEXT,
     )
     assert str(config.grpc_address) == "127.0.0.1:50053"
@@ -112,6 +117,11 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("DEBUG_LOG", "true", "debug_log", True),
     ("DEBUG_ENDPOINTS", "1", "debug_endpoints", True),
     ("MAX_CONNECTIONS", "10", "max_connections", 10),
+    ("RESP_PORT", "0", "resp_port", 0),
+    ("RESP_MAX_CONNECTIONS", "10", "resp_max_connections", 10),
+    ("RESP_IDLE_TIMEOUT", "2.5", "resp_idle_timeout", 2.5),
+    ("RESP_MAX_REPLY_BUFFER", "1048576", "resp_max_reply_buffer", 1048576),
+    ("ALLOW_FLUSH", "1", "allow_flush", True),
     ("LOG_FORMAT", "JSON", "log_format", LogFormat.JSON),
 ]
 
@@ -168,6 +178,12 @@ BAD_VALUES = [
     ("DEBUG_LOG", "maybe", "one of 1, 0, true, false"),
     ("DEBUG_ENDPOINTS", "yes please", "one of 1, 0, true, false"),
     ("MAX_CONNECTIONS", "0", "an integer from 1 to 1000000"),
+    ("RESP_PORT", "65536", PORT),
+    ("RESP_PORT", "-1", PORT),
+    ("RESP_MAX_CONNECTIONS", "0", "an integer from 1 to 1000000"),
+    ("RESP_IDLE_TIMEOUT", "-1", "seconds, from 0 to 2592000; 0 for never"),
+    ("RESP_MAX_REPLY_BUFFER", "1000", "a byte count from 1048576 to 1099511627776"),
+    ("ALLOW_FLUSH", "sure", "one of 1, 0, true, false"),
     ("LOG_FORMAT", "yaml", "one of text, json"),
     ("NODE_ID", "bad id", "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"),
     ("NODE_ID", "-lead", "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"),

@@ -86,6 +86,21 @@ BROKEN = [
         "consistency",
         id="compose-unknown-variable",
     ),
+    # The Redis port is set but not published on the host.
+    pytest.param(
+        "compose.yaml",
+        '      - "6381:6381"\n',
+        "",
+        "consistency",
+        id="compose-resp-port-unpublished",
+    ),
+    pytest.param(
+        "k8s/service.yaml",
+        "      targetPort: resp\n",
+        "      targetPort: 6379\n",
+        "consistency",
+        id="k8s-service-resp-port",
+    ),
     pytest.param(
         "Dockerfile",
         "pip install --no-cache-dir .",

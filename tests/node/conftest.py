@@ -30,6 +30,7 @@ async def running_node(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[R
     env = {
         "GRPC_PORT": "0",
         "GOSSIP_PORT": "0",
+        "RESP_PORT": "0",
         "DATA_DIR": str(tmp_path / "data"),
         "MAX_KEY_BYTES": "64",
         "MAX_VALUE_BYTES": "1000",

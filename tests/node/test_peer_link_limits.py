@@ -29,7 +29,13 @@ async def test_one_submission_larger_than_a_message_is_split_into_calls_that_fit
     count = 2 * MAX_CALL_BYTES // len(value) + 1
     records = [Record(b"big-%d" % i, value, Version(1_000 + i, 0, "node-9")) for i in range(count)]
     # The default key and value limits, unlike the `running_node` fixture's.
-    env = {"GRPC_PORT": "0", "GOSSIP_PORT": "0", "DATA_DIR": str(tmp_path), "FSYNC": "no"}
+    env = {
+        "GRPC_PORT": "0",
+        "GOSSIP_PORT": "0",
+        "RESP_PORT": "0",
+        "DATA_DIR": str(tmp_path),
+        "FSYNC": "no",
+    }
     async with ChannelPool.open() as channels, trio.open_nursery() as nursery:
         ports = await nursery.start(run_node, Config.from_env(env), trio.Event())
         link = PeerLink(

@@ -121,11 +121,12 @@ def test_bad_env_var_exits_2_naming_it(tmp_path: Path, variable: str, value: str
     assert not (tmp_path / "d").exists()
 
 
-@pytest.mark.parametrize("taken", ["GRPC_PORT", "GOSSIP_PORT"])
+@pytest.mark.parametrize("taken", ["GRPC_PORT", "GOSSIP_PORT", "RESP_PORT"])
 def test_taken_port_fails_at_start(node_factory: NodeFactory, taken: str) -> None:
     node = node_factory()
+    port = {"GRPC_PORT": node.grpc_port, "GOSSIP_PORT": node.http_port, "RESP_PORT": node.resp_port}
     with socket.socket() as squatter:
-        squatter.bind((HOST, node.grpc_port if taken == "GRPC_PORT" else node.http_port))
+        squatter.bind((HOST, port[taken]))
         squatter.listen()
         node.start(wait=False)
         code = node.wait_exit(timeout=20)

@@ -44,6 +44,7 @@ def node_config(data_dir: Path, **env: str) -> Config:
         {
             "GRPC_PORT": "0",
             "GOSSIP_PORT": "0",
+            "RESP_PORT": "0",
             "DATA_DIR": str(data_dir),
             "REPLICATION_FACTOR": "1",
             "FSYNC": "no",

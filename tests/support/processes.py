@@ -80,16 +80,19 @@ class NodeProcess:
         host: str = HOST,
         grpc_port: int | None = None,
         http_port: int | None = None,
+        resp_port: int | None = None,
     ):
         self.data_dir = data_dir
         self.log_path = log_path
         self.host = host
         self.grpc_port = free_port() if grpc_port is None else grpc_port
         self.http_port = free_port() if http_port is None else http_port
+        self.resp_port = free_port() if resp_port is None else resp_port
         # What the node is told about itself; `extra_env` (the test's) comes after it.
         self.own_env = {
             "GRPC_PORT": str(self.grpc_port),
             "GOSSIP_PORT": str(self.http_port),
+            "RESP_PORT": str(self.resp_port),
             "DATA_DIR": str(self.data_dir),
             "BIND_HOST": host,
             "PYTHONUNBUFFERED": "1",

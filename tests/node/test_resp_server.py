@@ -1,0 +1,493 @@
+"""The Redis-protocol port of an in-process node, with the real tools: redis-cli,
+redis-benchmark, redis-py (sync and asyncio), raw sockets; its limits and its drain.
+
+Blocking clients run in a thread (`trio.to_thread`): the node serves in this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import redis
+import redis.asyncio
+import trio
+
+from a3redis.api.resp_commands_interim import InterimHandler, InterimSession
+from a3redis.api.resp_server import RespSettings, serve_resp
+from a3redis.client import Client
+from a3redis.cluster.keyspace import Keyspace
+from a3redis.config import Config
+from a3redis.core.hlc import Version
+from a3redis.core.record import Record
+from a3redis.core.resp_values import OK, PONG, ErrorReply, Reply
+from a3redis.core.validation import Limits
+from a3redis.node import bind_listener, run_node
+from tests.node.conftest import RunningNode
+from tests.support.system_tools import system_command
+
+Start = Callable[..., Awaitable[RunningNode]]
+
+
+@pytest.fixture
+async def start(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Start]:
+    """Start a single node (RF 1) with extra settings; every node is stopped at the end."""
+    stops: list[trio.Event] = []
+
+    async def start_node(**settings: str) -> RunningNode:
+        env = {
+            "GRPC_PORT": "0",
+            "GOSSIP_PORT": "0",
+            "RESP_PORT": "0",
+            "DATA_DIR": str(tmp_path / f"data{len(stops)}"),
+            "MAX_KEY_BYTES": "64",
+            "MAX_VALUE_BYTES": "1000",
+            "REPLICATION_FACTOR": "1",
+            "FSYNC": "no",
+            **settings,
+        }
+        config = Config.from_env(env)
+        stop = trio.Event()
+        stops.append(stop)
+        ports = await nursery.start(run_node, config, stop)
+        return RunningNode(config, ports, stop)
+
+    yield start_node
+    for stop in stops:
+        stop.set()
+
+
+@pytest.fixture
+async def node(start: Start) -> RunningNode:
+    return await start()
+
+
+async def cli(node: RunningNode, *args: str, stdin: bytes | None = None) -> str:
+    command = [system_command("redis-cli"), "-p", str(node.ports.resp), *args]
+    done = await trio.run_process(command, stdin=stdin, capture_stdout=True, capture_stderr=True)
+    return done.stdout.decode()
+
+
+def connect(node: RunningNode) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", node.ports.resp), timeout=10)
+    return raw
+
+
+def read_until_closed(raw: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = bytearray()
+    while chunk := raw.recv(65536):
+        received += chunk
+    return bytes(received)
+
+
+async def metrics(node: RunningNode) -> str:
+    def fetch() -> str:
+        url = f"http://127.0.0.1:{node.ports.http}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text: str = response.read().decode()
+            return text
+
+    return await trio.to_thread.run_sync(fetch)
+
+
+# ----- the tools ----------------------------------------------------------------------------
+
+
+async def test_redis_cli_one_shot_commands(node: RunningNode) -> None:
+    assert await cli(node, "SET", "greeting", "hello world") == "OK\n"
+    assert await cli(node, "GET", "greeting") == "hello world\n"
+    assert await cli(node, "GET", "never-set") == "\n"
+    assert await cli(node, "MSET", "a", "1", "b", "2") == "OK\n"
+    assert await cli(node, "MGET", "a", "nope", "b") == "1\n\n2\n"
+    assert await cli(node, "DEL", "a", "nope") == "1\n"
+    assert (await cli(node, "EXISTS-NOT-A-COMMAND", "x")).strip() == (
+        "ERR unknown command 'EXISTS-NOT-A-COMMAND', with args beginning with: 'x'"
+    )
+    assert await cli(node, "-3", "GET", "greeting") == "hello world\n"  # HELLO 3 first
+
+
+async def test_redis_cli_reads_commands_from_stdin(node: RunningNode) -> None:
+    out = await cli(node, stdin=b"SET k1 v1\nPING\nGET k1\nECHO hi\nQUIT\n")
+    assert out.split("\n")[:4] == ["OK", "PONG", "v1", "hi"]
+
+
+async def test_redis_benchmark_smoke(node: RunningNode) -> None:
+    command = [system_command("redis-benchmark"), "-p", str(node.ports.resp)]
+    done = await trio.run_process(
+        [*command, "-t", "set,get,ping", "-n", "2000", "-q"], capture_stdout=True
+    )
+    lines = done.stdout.decode().replace("\r", "\n")
+    for test in ("PING_INLINE", "PING_MBULK", "SET", "GET"):
+        assert f"{test}: " in lines and "requests per second" in lines, lines
+    assert "Error from server" not in lines
+
+
+# ----- redis-py ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_redis_py_sync(node: RunningNode, protocol: int) -> None:
+    def talk() -> list[Any]:
+        with redis.Redis(port=node.ports.resp, protocol=protocol) as r:
+            r.set("key", b"\x00binary\r\nvalue")
+            r.mset({"k1": "1", "k2": "2"})
+            return [r.ping(), r.get("key"), r.mget("k1", "missing", "k2"), r.delete("k1", "k2")]
+
+    assert await trio.to_thread.run_sync(talk) == [
+        True,
+        b"\x00binary\r\nvalue",
+        [b"1", None, b"2"],
+        2,
+    ]
+
+
+async def test_redis_py_asyncio(node: RunningNode) -> None:
+    async def talk() -> list[Any]:
+        r = redis.asyncio.Redis(port=node.ports.resp)  # RESP3 by default in redis-py 8
+        try:
+            await r.set("async", "yes")
+            return [await r.get("async"), await r.echo("hi")]
+        finally:
+            await r.aclose()
+
+    result = await trio.to_thread.run_sync(lambda: asyncio.run(talk()))
+    assert result == [b"yes", b"hi"]
+
+
+async def test_a_pipeline_of_10000_commands(start: Start) -> None:
+    """redis-py writes the whole pipeline before it reads: more replies than the socket
+    buffers hold wait meanwhile, and the node must go on reading or both sides would wait
+    for ever."""
+    node = await start(MAX_VALUE_BYTES="10000")
+    value = b"v" * 8000
+
+    def talk() -> list[Any]:
+        with redis.Redis(port=node.ports.resp, socket_timeout=30) as r:
+            pipe = r.pipeline(transaction=False)
+            for i in range(5000):
+                pipe.set(f"p:{i}", value + str(i).encode())
+                pipe.get(f"p:{i}")
+            replies: list[Any] = pipe.execute()
+            return replies
+
+    replies = await trio.to_thread.run_sync(talk)
+    assert replies[0::2] == [True] * 5000
+    assert replies[1::2] == [value + str(i).encode() for i in range(5000)]
+
+
+async def test_a_key_set_over_resp_is_read_over_grpc_and_back(node: RunningNode) -> None:
+    assert await cli(node, "SET", "from-resp", "r") == "OK\n"
+    async with Client.connect(node.endpoint) as client:
+        assert (await client.get(b"from-resp")).value == b"r"
+        await client.put(b"from-grpc", b"g")
+        await client.delete(b"from-resp")
+    assert await cli(node, "MGET", "from-grpc", "from-resp") == "g\n\n"
+
+
+# ----- raw bytes ---------------------------------------------------------------------------
+
+
+async def test_inline_commands_over_a_raw_socket(node: RunningNode) -> None:
+    def talk() -> bytes:
+        with connect(node) as raw:
+            raw.sendall(b"PING\r\nSET inline yes\r\nGET inline\r\nQUIT\r\n")
+            return read_until_closed(raw)
+
+    assert await trio.to_thread.run_sync(talk) == b"+PONG\r\n+OK\r\n$3\r\nyes\r\n+OK\r\n"
+
+
+async def test_a_protocol_error_answers_the_requests_before_it_then_closes(
+    node: RunningNode,
+) -> None:
+    def talk() -> bytes:
+        with connect(node) as raw:
+            raw.sendall(b"*1\r\n$4\r\nPING\r\nECHO one\r\n*1\r\n$x\r\nPING\r\n*1\r\n$4\r\nPING\r\n")
+            return read_until_closed(raw)
+
+    received = await trio.to_thread.run_sync(talk)
+    assert received.startswith(b"+PONG\r\n$3\r\none\r\n-ERR Protocol error: "), received
+    assert received.endswith(b"\r\n") and received.count(b"\r\n") == 4  # nothing after it
+    closed = 'a3redis_resp_connections_closed_total{reason="protocol_error"} 1.0'
+    assert closed in await metrics(node)
+
+
+async def test_a_bulk_longer_than_any_key_or_value_is_a_protocol_error(node: RunningNode) -> None:
+    def talk() -> bytes:
+        with connect(node) as raw:
+            raw.sendall(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1001\r\n")
+            return read_until_closed(raw)
+
+    assert (await trio.to_thread.run_sync(talk)).startswith(b"-ERR Protocol error: ")
+
+
+# ----- limits ------------------------------------------------------------------------------
+
+
+async def test_connections_over_the_limit_are_told_and_closed(start: Start) -> None:
+    node = await start(RESP_MAX_CONNECTIONS="2")
+
+    def talk() -> tuple[bytes, bytes]:
+        with connect(node) as first, connect(node) as second:
+            for held in (first, second):
+                held.sendall(b"PING\r\n")
+                assert held.recv(100) == b"+PONG\r\n"
+            with connect(node) as third:
+                refused = read_until_closed(third)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # once the node has seen the two close: room again
+            with connect(node) as again:
+                again.sendall(b"PING\r\n")
+                answer = again.recv(100)
+            if answer == b"+PONG\r\n":
+                break
+            time.sleep(0.05)
+        return refused, answer
+
+    refused, answer = await trio.to_thread.run_sync(talk)
+    assert refused == b"-ERR max number of clients reached\r\n"
+    assert answer == b"+PONG\r\n"
+    assert 'a3redis_resp_connections_refused_total{reason="over_limit"}' in await metrics(node)
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(start: Start) -> None:
+    node = await start(RESP_IDLE_TIMEOUT="0.5")
+
+    def talk() -> tuple[bytes, float, bytes]:
+        with connect(node) as idle, connect(node) as busy:
+            began = time.monotonic()
+            idle.sendall(b"PING\r\n")
+            for _ in range(8):  # the busy one talks every 0.2 s: never idle for 0.5 s
+                busy.sendall(b"PING\r\n")
+                assert busy.recv(100) == b"+PONG\r\n"
+                time.sleep(0.2)
+            closed = read_until_closed(idle)
+            waited = time.monotonic() - began
+            busy.sendall(b"PING\r\n")
+            return closed, waited, busy.recv(100)
+
+    closed, waited, still = await trio.to_thread.run_sync(talk)
+    assert closed == b"+PONG\r\n"  # then closed by the server (read_until_closed returned)
+    assert waited >= 0.5
+    assert still == b"+PONG\r\n"
+    assert 'a3redis_resp_connections_closed_total{reason="idle"} 1.0' in await metrics(node)
+
+
+async def test_a_client_that_never_reads_is_closed_and_the_node_lives(start: Start) -> None:
+    node = await start(RESP_MAX_REPLY_BUFFER=str(1024 * 1024))
+    assert await cli(node, "SET", "big", "x" * 1000) == "OK\n"
+
+    def flood() -> int:
+        """Pipeline GETs of a 1000-byte value and never read; how many bytes went out."""
+        request = b"GET big\r\n" * 1000
+        sent = 0
+        with connect(node) as raw:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            raw.settimeout(5)
+            try:
+                for _ in range(100_000):  # 100 M of replies at most: far past the buffer
+                    raw.sendall(request)
+                    sent += len(request)
+            except OSError:  # reset or timed out: the server closed or stopped reading
+                pass
+        return sent
+
+    sent = await trio.to_thread.run_sync(flood)
+    assert sent < 100_000 * 9000
+    text = await metrics(node)
+    assert 'a3redis_resp_connections_closed_total{reason="reply_buffer"} 1.0' in text
+    assert "a3redis_resp_reply_buffered_bytes 0.0" in text
+    assert await cli(node, "GET", "big") == "x" * 1000 + "\n"
+
+
+async def test_commands_are_counted_in_metrics(node: RunningNode) -> None:
+    await cli(node, "SET", "m", "1")
+    await cli(node, "GET", "m")
+    await cli(node, "GET")  # wrong number of arguments: an error
+    await cli(node, "NOPE")
+    text = await metrics(node)
+    assert 'a3redis_resp_commands_total{command="SET",result="ok"} 1.0' in text
+    assert 'a3redis_resp_commands_total{command="GET",result="ok"} 1.0' in text
+    assert 'a3redis_resp_commands_total{command="GET",result="error"} 1.0' in text
+    assert 'a3redis_resp_commands_total{command="unknown",result="error"} 1.0' in text
+    assert 'a3redis_resp_command_seconds_count{command="GET"} 2.0' in text
+    assert "a3redis_resp_connections_accepted_total 4.0" in text
+
+    def summary() -> dict[str, Any]:
+        url = f"http://127.0.0.1:{node.ports.http}/api/metrics/summary"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: dict[str, Any] = json.load(response)
+            return body
+
+    operations = (await trio.to_thread.run_sync(summary))["operations"]  # the status page's
+    assert operations["RESP GET"]["count"] == 2 and operations["RESP SET"]["count"] == 1
+
+
+async def test_an_idle_connection_is_closed_when_the_node_stops(start: Start) -> None:
+    node = await start()
+    raw = connect(node)
+    raw.sendall(b"PING\r\n")
+    assert await trio.to_thread.run_sync(raw.recv, 100) == b"+PONG\r\n"
+    began = trio.current_time()
+    node.stop.set()
+    with raw:
+        assert await trio.to_thread.run_sync(read_until_closed, raw) == b""
+    assert trio.current_time() - began < node.config.shutdown_grace
+
+
+# ----- the listener with a recording handler, and the interim handler's batches --------------
+
+
+class Recorder:
+    """A handler that answers each request with its first argument and records each run."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[list[bytes]]] = []
+
+    def new_session(self, client_id: int, peer: str) -> InterimSession:
+        return InterimSession(client_id, peer)
+
+    async def run(self, session: InterimSession, requests: list[list[bytes]]) -> list[Reply]:
+        self.runs.append(requests)
+        if requests[0][0] == b"CRASH":
+            raise RuntimeError("a bug in the command layer")
+        if requests[0][0] == b"SLOW":
+            await trio.sleep(0.5)
+        return [request[-1] for request in requests]
+
+
+@pytest.fixture
+async def recorded(nursery: trio.Nursery) -> AsyncIterator[tuple[Recorder, int, trio.Event]]:
+    listener = bind_listener("127.0.0.1", 0, "RESP_PORT")
+    recorder = Recorder()
+    settings = RespSettings(10, 0.0, 1024 * 1024, 1.0)
+    stop = trio.Event()
+    await nursery.start(serve_resp, listener, recorder, settings, stop)
+    yield recorder, listener.getsockname()[1], stop
+    stop.set()
+
+
+async def test_requests_that_arrive_together_are_one_run_answered_in_order(
+    recorded: tuple[Recorder, int, trio.Event],
+) -> None:
+    recorder, port, _ = recorded
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"ECHO a\r\n*2\r\n$4\r\nECHO\r\n$1\r\nb\r\nECHO c\r\n")
+            received = b""
+            while len(received) < 21:
+                received += raw.recv(100)
+            return received
+
+    assert await trio.to_thread.run_sync(talk) == b"$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+    assert recorder.runs == [[[b"ECHO", b"a"], [b"ECHO", b"b"], [b"ECHO", b"c"]]]
+
+
+async def test_a_failing_handler_answers_an_error_and_closes(
+    recorded: tuple[Recorder, int, trio.Event],
+) -> None:
+    _, port, _ = recorded
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"CRASH\r\n")
+            return read_until_closed(raw)
+
+    assert await trio.to_thread.run_sync(talk) == b"-ERR internal error; closing the connection\r\n"
+
+
+async def test_a_run_in_flight_when_the_node_stops_is_answered_then_closed(
+    recorded: tuple[Recorder, int, trio.Event],
+) -> None:
+    recorder, port, stop = recorded
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with raw:
+        raw.sendall(b"SLOW done\r\n")
+        while not recorder.runs:
+            await trio.sleep(0.01)
+        stop.set()
+        received = await trio.to_thread.run_sync(read_until_closed, raw)
+    assert received == b"$4\r\ndone\r\n"
+
+
+class CountingKeyspace:
+    """The part of Keyspace the interim handler uses, counting batches."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.data: dict[bytes, bytes] = {}
+        self.calls: list[tuple[str, list[Any]]] = []
+
+    async def batch_get(self, keys: list[bytes], consistency: None) -> list[Record | None]:
+        self.calls.append(("get", list(keys)))
+        version = Version(1, 0, "node-1")
+        return [
+            None if key not in self.data else Record(key, self.data[key], version) for key in keys
+        ]
+
+    async def batch_put(self, pairs: list[tuple[bytes, bytes]], consistency: None) -> list[Any]:
+        self.calls.append(("put", list(pairs)))
+        self.data.update(pairs)
+        return [None] * len(pairs)
+
+
+async def test_consecutive_reads_and_writes_become_one_batch_each() -> None:
+    keyspace = CountingKeyspace(Limits(max_key_bytes=8))
+    handler = InterimHandler(cast(Keyspace, keyspace))
+    session = handler.new_session(1, "test")
+    replies = await handler.run(
+        session,
+        [
+            [b"SET", b"a", b"1"],
+            [b"mset", b"b", b"2", b"c", b"3"],
+            [b"GET", b"a"],
+            [b"GET", b"much-too-long"],  # its own error, left out of the batch
+            [b"MGET", b"b", b"x", b"c"],
+            [b"PING"],
+            [b"GET", b"c"],
+        ],
+    )
+    assert replies[:3] == [OK, OK, b"1"]
+    assert isinstance(replies[3], ErrorReply) and "MAX_KEY_BYTES=8" in replies[3].text
+    assert replies[4:] == [[b"2", None, b"3"], PONG, b"3"]
+    assert keyspace.calls == [
+        ("put", [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]),
+        ("get", [b"a", b"b", b"x", b"c"]),
+        ("get", [b"c"]),
+    ]
+
+
+async def test_batches_are_cut_at_the_batch_limit() -> None:
+    keyspace = CountingKeyspace(Limits(max_batch_keys=3))
+    handler = InterimHandler(cast(Keyspace, keyspace))
+    requests = [[b"GET", b"k%d" % i] for i in range(5)]
+    assert await handler.run(handler.new_session(1, "test"), requests) == [None] * 5
+    assert keyspace.calls == [("get", [b"k0", b"k1", b"k2"]), ("get", [b"k3", b"k4"])]
+
+
+async def test_redis_commands_count_as_traffic_for_the_pace_of_copying(node: RunningNode) -> None:
+    url = f"http://127.0.0.1:{node.ports.http}/api/transition"
+
+    def pace() -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: dict[str, Any] = json.load(response)
+            return body["pace"]  # type: ignore[no-any-return]
+
+    def talk_for(seconds: float) -> None:
+        with connect(node) as raw:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                raw.sendall(b"GET k\r\n")
+                assert raw.recv(100) == b"$-1\r\n"
+
+    await trio.to_thread.run_sync(talk_for, 1.5)
+    busy = await trio.to_thread.run_sync(pace)
+    assert busy["busy"] is True and busy["requests_per_second"] > 20
