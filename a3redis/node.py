@@ -37,7 +37,7 @@ from a3redis.api.metrics import (
     resp_source,
 )
 from a3redis.api.replica_calls import ReplicaCalls
-from a3redis.api.resp_commands_interim import InterimHandler
+from a3redis.api.resp_handler import RedisCommands
 from a3redis.api.resp_server import RespSettings, RespStats, codec_limits, serve_resp
 from a3redis.cluster.anti_entropy import AntiEntropy, RepairSettings
 from a3redis.cluster.gossip import (
@@ -244,7 +244,16 @@ async def run_node(
                         partial(
                             serve_resp,
                             resp_sock,
-                            InterimHandler(keyspace),
+                            RedisCommands(
+                                keyspace,
+                                store,
+                                config,
+                                config.resp_address,
+                                lambda: {
+                                    "total": resp_stats.accepted,
+                                    "refused": resp_stats.refused_over_limit,
+                                },
+                            ),
                             resp_settings,
                             stop,
                             metrics.observe_commands,

@@ -115,9 +115,17 @@ class NodeMetrics:
         bucket = bisect_left(LATENCY_BUCKETS, seconds)
         counts = self._command_counts
         now = time.monotonic()
-        for request, reply in zip(requests, replies, strict=True):
+        # Replies Redis leaves out (QUIT, CLIENT REPLY OFF|SKIP) leave the requests'
+        # results unknown: they are counted as "unanswered".
+        answered = len(replies) == len(requests)
+        for index, request in enumerate(requests):
+            reply = replies[index] if answered else None
             command, operation = self._command_label(request, reply)
-            key = (command, "error" if isinstance(reply, ErrorReply) else "ok")
+            if not answered:
+                result = "unanswered"
+            else:
+                result = "error" if isinstance(reply, ErrorReply) else "ok"
+            key = (command, result)
             count = counts.get(key)
             if count is None:
                 counts[key] = 1

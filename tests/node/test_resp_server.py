@@ -7,11 +7,13 @@ Blocking clients run in a thread (`trio.to_thread`): the node serves in this one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,7 +22,7 @@ import redis
 import redis.asyncio
 import trio
 
-from a3redis.api.resp_commands_interim import InterimHandler, InterimSession
+from a3redis.api.resp_handler import RedisCommands
 from a3redis.api.resp_server import RespSettings, serve_resp
 from a3redis.client import Client
 from a3redis.cluster.keyspace import Keyspace
@@ -30,6 +32,7 @@ from a3redis.core.record import Record
 from a3redis.core.resp_values import OK, PONG, ErrorReply, Reply
 from a3redis.core.validation import Limits
 from a3redis.node import bind_listener, run_node
+from a3redis.storage.store import Store
 from tests.node.conftest import RunningNode
 from tests.support.system_tools import system_command
 
@@ -345,16 +348,24 @@ async def test_an_idle_connection_is_closed_when_the_node_stops(start: Start) ->
 # ----- the listener with a recording handler, and the interim handler's batches --------------
 
 
+@dataclass
+class RecordedSession:
+    client_id: int
+    peer: str
+    protocol: int = 2
+    closing: bool = False
+
+
 class Recorder:
-    """A handler that answers each request with its first argument and records each run."""
+    """A handler that answers each request with its last argument and records each run."""
 
     def __init__(self) -> None:
         self.runs: list[list[list[bytes]]] = []
 
-    def new_session(self, client_id: int, peer: str) -> InterimSession:
-        return InterimSession(client_id, peer)
+    def new_session(self, client_id: int, peer: str) -> RecordedSession:
+        return RecordedSession(client_id, peer)
 
-    async def run(self, session: InterimSession, requests: list[list[bytes]]) -> list[Reply]:
+    async def run(self, session: RecordedSession, requests: list[list[bytes]]) -> list[Reply]:
         self.runs.append(requests)
         if requests[0][0] == b"CRASH":
             raise RuntimeError("a bug in the command layer")
@@ -419,29 +430,48 @@ async def test_a_run_in_flight_when_the_node_stops_is_answered_then_closed(
 
 
 class CountingKeyspace:
-    """The part of Keyspace the interim handler uses, counting batches."""
+    """The part of Keyspace the command handler uses for GET and SET, counting batches."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.data: dict[bytes, bytes] = {}
         self.calls: list[tuple[str, list[Any]]] = []
 
-    async def batch_get(self, keys: list[bytes], consistency: None) -> list[Record | None]:
+    def wall_ms(self) -> int:
+        return 1_700_000_000_000
+
+    async def batch_get(
+        self, keys: list[bytes], consistency: None, response_limit: int | None = None
+    ) -> list[Record | None]:
         self.calls.append(("get", list(keys)))
         version = Version(1, 0, "node-1")
         return [
             None if key not in self.data else Record(key, self.data[key], version) for key in keys
         ]
 
-    async def batch_put(self, pairs: list[tuple[bytes, bytes]], consistency: None) -> list[Any]:
-        self.calls.append(("put", list(pairs)))
-        self.data.update(pairs)
-        return [None] * len(pairs)
+    async def batch_write(
+        self, writes: list[tuple[bytes, bytes | None]], consistency: None
+    ) -> list[Version]:
+        self.calls.append(("put", list(writes)))
+        for key, value in writes:
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        return [Version(2, 0, "node-1")] * len(writes)
 
 
-async def test_consecutive_reads_and_writes_become_one_batch_each() -> None:
+def commands_on(keyspace: CountingKeyspace, tmp_path: Path) -> RedisCommands:
+    config = Config.from_env({"DATA_DIR": str(tmp_path)})
+    config = dataclasses.replace(config, limits=keyspace.limits)
+    return RedisCommands(
+        cast(Keyspace, keyspace), cast(Store, None), config, config.resp_address, dict
+    )
+
+
+async def test_consecutive_reads_and_writes_become_one_batch_each(tmp_path: Path) -> None:
     keyspace = CountingKeyspace(Limits(max_key_bytes=8))
-    handler = InterimHandler(cast(Keyspace, keyspace))
+    handler = commands_on(keyspace, tmp_path)
     session = handler.new_session(1, "test")
     replies = await handler.run(
         session,
@@ -461,13 +491,12 @@ async def test_consecutive_reads_and_writes_become_one_batch_each() -> None:
     assert keyspace.calls == [
         ("put", [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]),
         ("get", [b"a", b"b", b"x", b"c"]),
-        ("get", [b"c"]),
     ]
 
 
-async def test_batches_are_cut_at_the_batch_limit() -> None:
+async def test_batches_are_cut_at_the_batch_limit(tmp_path: Path) -> None:
     keyspace = CountingKeyspace(Limits(max_batch_keys=3))
-    handler = InterimHandler(cast(Keyspace, keyspace))
+    handler = commands_on(keyspace, tmp_path)
     requests = [[b"GET", b"k%d" % i] for i in range(5)]
     assert await handler.run(handler.new_session(1, "test"), requests) == [None] * 5
     assert keyspace.calls == [("get", [b"k0", b"k1", b"k2"]), ("get", [b"k3", b"k4"])]
