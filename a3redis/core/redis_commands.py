@@ -13,7 +13,7 @@ Rules:
 - Read-modify-write commands (INCR, APPEND, SETNX, SET NX|XX|GET|KEEPTTL,
   GETSET, GETDEL, MSETNX, WATCH/MULTI/EXEC, ...) are refused: last-write-wins
   replication cannot make them atomic until the store has compare-and-set.
-  Expiry (EX/PX options, EXPIRE, TTL, SETEX, ...) is refused naming issue 18.
+  Expiry (EX/PX options, EXPIRE, TTL, SETEX, ...) is refused: keys do not expire yet.
   They stay in the table (COMMAND lists them) so a cluster client sends them
   and shows our reason instead of refusing them on its own side. Commands
   of other types (lists, hashes, ...) are unknown, as Redis answers for
@@ -562,7 +562,6 @@ _EXPIRY = (
     "psetex",
     "getex",
 )
-EXPIRY_ISSUE = "issue 18, keys that expire"
 
 
 def refusal(name: str) -> ErrorReply | None:
@@ -581,8 +580,8 @@ def refusal(name: str) -> ErrorReply | None:
         )
     if name in _EXPIRY:
         return err(
-            f"{upper} is not supported yet: keys do not expire in a3redis until {EXPIRY_ISSUE} "
-            "is done; store without a time to live"
+            f"{upper} is not supported yet: keys do not expire in a3redis yet; store "
+            "without a time to live and delete the key when it is done with"
         )
     return None
 
@@ -591,8 +590,7 @@ def set_option_refusal(option: str) -> ErrorReply:
     upper = option.upper()
     if option in ("ex", "px", "exat", "pxat"):
         return err(
-            f"SET {upper} is not supported yet: keys do not expire in a3redis until "
-            f"{EXPIRY_ISSUE} is done; use a plain SET"
+            f"SET {upper} is not supported yet: keys do not expire in a3redis yet; use a plain SET"
         )
     return err(f"SET {upper} is not supported: {_LWW}; use a plain SET")
 
