@@ -80,7 +80,8 @@ SessionT = TypeVar("SessionT", bound=RespSession)
 
 
 class RespHandler(Protocol[SessionT]):
-    """The command layer: a session per connection, one reply per request, in order."""
+    """The command layer: a session per connection, the replies to send, in order (one per
+    request, except where Redis sends none: after QUIT, under CLIENT REPLY OFF|SKIP)."""
 
     def new_session(self, client_id: int, peer: str) -> SessionT: ...
 
@@ -326,7 +327,9 @@ class _Connection:
             except Exception:
                 log.exception("Redis-protocol command failed (connection from %s)", self.peer)
             else:
-                if len(answered) == len(requests):
+                # Fewer replies than requests is Redis's way after QUIT and under
+                # CLIENT REPLY OFF|SKIP; more is a bug.
+                if len(answered) <= len(requests):
                     replies = answered
                 else:
                     log.error(

@@ -520,3 +520,19 @@ async def test_redis_commands_count_as_traffic_for_the_pace_of_copying(node: Run
     await trio.to_thread.run_sync(talk_for, 1.5)
     busy = await trio.to_thread.run_sync(pace)
     assert busy["busy"] is True and busy["requests_per_second"] > 20
+
+
+async def test_client_reply_off_sends_nothing_until_on_and_quit_answers_ok(
+    node: RunningNode,
+) -> None:
+    port = node.ports.resp
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(
+                b"CLIENT REPLY OFF\r\nSET a 1\r\nGET a\r\nCLIENT REPLY ON\r\nGET a\r\n"
+                b"QUIT\r\nGET a\r\n"
+            )
+            return read_until_closed(raw)
+
+    assert await trio.to_thread.run_sync(talk) == b"+OK\r\n$1\r\n1\r\n+OK\r\n"
