@@ -56,15 +56,12 @@ from a3redis.core.throttle import BackgroundPace
 from a3redis.core.transition import (
     Announcement,
     Readiness,
-    Step,
+    TickView,
     Transfer,
-    founded,
-    gate_passed,
     join_transfers,
     leave_transfers,
-    next_step,
     removal_transfers,
-    role_after_gate,
+    tick,
 )
 
 log = logging.getLogger("a3redis.cluster.rebalance")
@@ -280,23 +277,23 @@ class Rebalancer:
         if self._parked:
             self.stats.waiting = "an operator: this node left the ring (wipe DATA_DIR to join anew)"
             return
-        if me.role is Role.STARTING:
-            self._cold_start(now)
-            return
-        if me.role is Role.FOUNDING:
-            if self._founding_since is None:
-                self._founding_since = now  # restarted while founding
-            if founded(
-                me, membership.states(), self._founding_since, now, self._readiness.join_timeout
-            ):
-                self._announce(Role.NORMAL)
-            else:
-                self.stats.waiting = "founders still at their gate"
-            return
-        members = list(membership.states())
-        step: Step = next_step(
-            me, members, membership.unacknowledged(), self._announcement, self._streamed, now
+        view = TickView(
+            me,
+            list(membership.states()),
+            membership.unacknowledged(),
+            self._streamed,
+            self._founding_since,
+            now,
+            self._readiness.join_timeout,
+            self._peers_unheard() if me.role is Role.STARTING else 0,
+            membership.heard,
+            self._readiness.started_at,
         )
+        decided = tick(view, self._announcement)
+        self._founding_since = decided.founding_since
+        if decided.note:
+            log.info("%s", decided.note)
+        step = decided.step
         self.stats.waiting = step.waiting
         if step.role is not None:
             self._announce(step.role)
@@ -310,26 +307,6 @@ class Rebalancer:
             self._progress.clear()
             self._on_change()
             self._on_left()
-
-    def _cold_start(self, now: float) -> None:
-        membership = self._membership
-        readiness = self._readiness
-        if not gate_passed(
-            self._peers_unheard(),
-            membership.heard,
-            readiness.started_at,
-            now,
-            readiness.join_timeout,
-        ):
-            self.stats.waiting = "configured peers to answer"
-            return
-        role = role_after_gate(membership.me, membership.states())
-        if role is Role.FOUNDING:
-            self._founding_since = now
-            log.info("founding the ring (no member serving a ring is known)")
-        else:
-            log.info("a ring exists: waiting for our turn to join it")
-        self._announce(role)
 
     def _announce(self, role: Role) -> None:
         previous = self._membership.role

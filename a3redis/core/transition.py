@@ -386,6 +386,58 @@ def starting_peers(me: MemberState, members: Iterable[MemberState]) -> frozenset
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TickView:
+    """What a member's shell knows at one tick of its rebalancer."""
+
+    me: MemberState
+    members: Sequence[MemberState]
+    unacknowledged: Sequence[str]
+    streamed: bool
+    # When we became (or, restarted, found ourselves) a founder; None otherwise.
+    founding_since: float | None
+    now: float
+    join_timeout: float
+    # The cold-start gate: configured peers not heard yet, whether any member was
+    # heard, when the node started.
+    peers_unheard: int
+    heard_any: bool
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The one thing a tick does (a `Step`), and what the shell keeps for the next."""
+
+    step: Step
+    founding_since: float | None
+    # A line for the log when the step begins something an operator should see.
+    note: str = ""
+
+
+def tick(view: TickView, announcement: Announcement) -> Tick:
+    """Rules 4-9 for our own role at one tick: the cold-start gate, founding, then
+    `next_step`. (A member that has left, or was parked by an operator, does not tick.)"""
+    me, now = view.me, view.now
+    if me.role is Role.STARTING:
+        if not gate_passed(
+            view.peers_unheard, view.heard_any, view.started_at, now, view.join_timeout
+        ):
+            return Tick(Step(waiting="configured peers to answer"), view.founding_since)
+        role = role_after_gate(me, view.members)
+        if role is Role.FOUNDING:
+            founding = "founding the ring (no member serving a ring is known)"
+            return Tick(Step(role=role), now, founding)
+        return Tick(Step(role=role), None, "a ring exists: waiting for our turn to join it")
+    if me.role is Role.FOUNDING:
+        since = now if view.founding_since is None else view.founding_since  # restarted founding
+        if founded(me, view.members, since, now, view.join_timeout):
+            return Tick(Step(role=Role.NORMAL), None)
+        return Tick(Step(waiting="founders still at their gate"), since)
+    step = next_step(me, view.members, view.unacknowledged, announcement, view.streamed, now)
+    return Tick(step, view.founding_since)
+
+
 class Readiness:
     """When this node may coordinate requests (rules 5 and 9).
 

@@ -24,6 +24,7 @@ from a3redis.core.transition import (
     SWITCHED,
     Announcement,
     Readiness,
+    TickView,
     configurations,
     founded,
     gate_passed,
@@ -34,6 +35,7 @@ from a3redis.core.transition import (
     next_step,
     removal_transfers,
     role_after_gate,
+    tick,
 )
 from tests.sim.membership_net import SimNetwork
 
@@ -538,3 +540,53 @@ def test_the_ready_flag_travels_in_gossip_and_an_older_release_counts_as_ready()
     legacy["ready"] = "yes"
     with pytest.raises(MessageError, match="ready: must be true or false"):
         GossipMessage.from_json(legacy)
+
+
+def _view(me: MemberState, others: list[MemberState], **changes: object) -> TickView:
+    fields: dict[str, object] = {
+        "me": me,
+        "members": [me, *others],
+        "unacknowledged": [],
+        "streamed": False,
+        "founding_since": None,
+        "now": 100.0,
+        "join_timeout": 30.0,
+        "peers_unheard": 0,
+        "heard_any": True,
+        "started_at": 90.0,
+    }
+    fields.update(changes)
+    return TickView(**fields)  # type: ignore[arg-type]
+
+
+def test_a_tick_at_the_gate_waits_for_its_peers_then_founds_or_queues() -> None:
+    me = member("a", Role.STARTING)
+    drain = Announcement(1.0)
+    waiting = tick(_view(me, [], peers_unheard=1), drain)
+    assert waiting.step.role is None and waiting.step.waiting == "configured peers to answer"
+    founding = tick(_view(me, [member("b", Role.STARTING)]), drain)
+    assert founding.step.role is Role.FOUNDING and founding.founding_since == 100.0
+    assert founding.note.startswith("founding the ring")
+    queued = tick(_view(me, [member("b")]), drain)
+    assert queued.step.role is Role.WAITING and queued.founding_since is None
+
+
+def test_a_founder_waits_for_starting_peers_and_a_restarted_one_starts_its_clock() -> None:
+    me = member("a", Role.FOUNDING)
+    drain = Announcement(1.0)
+    restarted = tick(_view(me, [member("b", Role.STARTING)]), drain)
+    assert restarted.step.waiting == "founders still at their gate"
+    assert restarted.founding_since == 100.0
+    still = tick(_view(me, [member("b", Role.STARTING)], founding_since=80.0), drain)
+    assert still.step.role is None and still.founding_since == 80.0
+    timed_out = tick(_view(me, [member("b", Role.STARTING)], founding_since=60.0), drain)
+    assert timed_out.step.role is Role.NORMAL
+    alone = tick(_view(me, [member("b", Role.FOUNDING)], founding_since=99.0), drain)
+    assert alone.step.role is Role.NORMAL
+
+
+def test_a_tick_of_a_normal_member_is_next_step() -> None:
+    me = member("a")
+    drain = Announcement(1.0)
+    view = _view(me, [member("b")])
+    assert tick(view, drain).step == next_step(me, view.members, [], drain, False, 100.0)

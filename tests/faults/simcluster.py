@@ -117,14 +117,12 @@ from a3redis.core.transition import (
     Announcement,
     Configurations,
     Readiness,
+    TickView,
     Transfer,
     configurations,
-    founded,
-    gate_passed,
     join_transfers,
     leave_transfers,
-    next_step,
-    role_after_gate,
+    tick,
 )
 from a3redis.core.validation import InvalidRequestError, Limits
 from tests.support.history import (
@@ -424,21 +422,22 @@ class SimRebalancer:
         me = membership.me
         if me.status is Status.LEFT:
             return
-        if me.role is Role.STARTING:
-            self._cold_start(now)
-            return
-        if me.role is Role.FOUNDING:
-            if self.founding_since is None:
-                self.founding_since = now  # restarted while founding
-            if founded(me, membership.states(), self.founding_since, now, node.config.join_timeout):
-                self._announce(Role.NORMAL)
-            else:
-                self.waiting = "founders still at their gate"
-            return
-        members = list(membership.states())
-        step = next_step(
-            me, members, membership.unacknowledged(), self.announcement, self.streamed, now
+        view = TickView(
+            me,
+            list(membership.states()),
+            membership.unacknowledged(),
+            self.streamed,
+            self.founding_since,
+            now,
+            node.config.join_timeout,
+            # The node's peers_unheard: configured peers that have not answered (no DNS here).
+            len(membership.seeds_pending()) if me.role is Role.STARTING else 0,
+            membership.heard,
+            node.readiness.started_at,
         )
+        decided = tick(view, self.announcement)
+        self.founding_since = decided.founding_since
+        step = decided.step
         self.waiting = step.waiting
         if step.role is not None:
             self._announce(step.role)
@@ -448,24 +447,6 @@ class SimRebalancer:
             membership.leave(now)
             node.progress = None
             node.exit()
-
-    def _cold_start(self, now: float) -> None:
-        node = self.node
-        membership = node.membership
-        # The node's peers_unheard: configured peers that have not answered (no DNS here).
-        if not gate_passed(
-            len(membership.seeds_pending()),
-            membership.heard,
-            node.readiness.started_at,
-            now,
-            node.config.join_timeout,
-        ):
-            self.waiting = "configured peers to answer"
-            return
-        role = role_after_gate(membership.me, membership.states())
-        if role is Role.FOUNDING:
-            self.founding_since = now
-        self._announce(role)
 
     def _announce(self, role: Role) -> None:
         membership = self.node.membership
