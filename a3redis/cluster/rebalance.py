@@ -36,7 +36,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,6 @@ from a3redis.core.consistency import Consistency
 from a3redis.core.membership import Membership, Role, Status
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.ownership import batches, durably_held
-from a3redis.core.record import Record
 from a3redis.core.streaming import StreamRequest, answer_stream, next_request
 from a3redis.core.throttle import BackgroundPace
 from a3redis.core.transition import (
@@ -390,46 +389,16 @@ class Rebalancer:
     async def _pull_partitions(
         self, sources: tuple[str, ...], partitions: list[int], slots: trio.Semaphore
     ) -> None:
+        me = self._membership.node_id
         async with slots:
             for start in range(0, len(partitions), STREAM_PARTITIONS):
                 group = partitions[start : start + STREAM_PARTITIONS]
                 for source in sources:
-                    if not await self._pull_from(source, tuple(group)):
+                    if not await self._copy(source, me, tuple(group), self.stats):
                         return
                 self._done.update(group)
                 self._save_progress()
                 self.stats.partitions_done += len(group)
-
-    async def _pull_from(self, source: str, partitions: tuple[int, ...]) -> bool:
-        link = self._topology.link(source)
-        if link is None:
-            return False
-        keyspace = self._keyspace
-        request: StreamRequest | None = StreamRequest(
-            partitions, b"", STREAM_PAGE, self._topology.ring.partitions
-        )
-        while request is not None:
-            asked_at = trio.current_time()
-            try:
-                page = await link.stream(request, keyspace.limits, keyspace.wall_ms)
-            except PeerUnavailableError as error:
-                self.stats.stream_failures += 1
-                log.info("[stream] partitions from %s: %s; retrying", source, error)
-                return False
-            if page.building:
-                await trio.sleep(TICK)
-            elif page.records:
-                await self._apply(page.records, source, asked_at)
-            request = next_request(request, page)
-        return True
-
-    async def _apply(self, records: Sequence[Record], source: str, asked_at: float) -> None:
-        await self._keyspace.apply_replicated(records, "Stream", source)
-        self.stats.keys_streamed += len(records)
-        self.stats.bytes_streamed += sum(
-            len(r.key) + (len(r.value) if r.value is not None else 0) for r in records
-        )
-        await self._pace(len(records), asked_at)
 
     async def _push(self, pending: list[Transfer]) -> None:
         """Hand our partitions to the members gaining them."""
@@ -505,7 +474,7 @@ class Rebalancer:
             for start in range(0, len(partitions), STREAM_PARTITIONS):
                 group = tuple(partitions[start : start + STREAM_PARTITIONS])
                 for source in sources:
-                    if not await self._relay(source, target, group):
+                    if not await self._copy(source, target, group, self.removal):
                         return
                 self._removed_done.update((partition, target) for partition in group)
         removed = membership.remove(node_id, trio.current_time())
@@ -515,9 +484,12 @@ class Rebalancer:
         self._removing = None
         log.info("removed %s (%s) after copying its partitions", node_id, removed.status.name)
 
-    async def _relay(self, source: str, target: str, partitions: tuple[int, ...]) -> bool:
-        """Copy `partitions` from `source` to `target` through this node (either may be
-        this node itself: then its own store answers)."""
+    async def _copy(
+        self, source: str, target: str, partitions: tuple[int, ...], stats: RebalanceStats
+    ) -> bool:
+        """Copy `partitions` from `source` to `target` through this node, page by page
+        (either may be this node itself: then its own store answers or applies); False
+        if a side failed or refused records (retried at the next tick)."""
         topology = self._topology
         me = self._membership.node_id
         from_link = None if source == me else topology.link(source)
@@ -545,14 +517,20 @@ class Rebalancer:
                         else await to_link.apply(page.records)
                     )
                     if not durably_held(outcomes):
-                        self.removal.waiting = f"{target} refused records; retrying"
+                        stats.waiting = f"{target} refused records from {source}; retrying"
+                        log.warning("[stream] %s", stats.waiting)
                         return False
             except PeerUnavailableError as error:
-                self.removal.stream_failures += 1
-                self.removal.waiting = f"{error}; retrying"
+                stats.stream_failures += 1
+                stats.waiting = f"{error}; retrying"
+                log.info("[stream] partitions from %s to %s: %s", source, target, stats.waiting)
                 return False
-            self.removal.keys_streamed += len(page.records)
-            await self._pace(len(page.records), asked_at)
+            records = page.records
+            stats.keys_streamed += len(records)
+            stats.bytes_streamed += sum(
+                len(r.key) + (len(r.value) if r.value is not None else 0) for r in records
+            )
+            await self._pace(len(records), asked_at)
             request = next_request(request, page)
         return True
 
