@@ -64,6 +64,8 @@ SCAN_CURSORS = 100_000
 KEYS_MAX_BYTES = 64 * 1024 * 1024
 # Keys asked of the keyspace per page by KEYS and FLUSHALL.
 PAGE = 1000
+# Keys asked per page by RANDOMKEY, which needs one live key.
+RANDOM_KEY_PAGE = 16
 
 
 class RedisCommands:
@@ -201,10 +203,20 @@ class RedisCommands:
         return keys
 
     async def _random_key(self, step: ServerStep) -> Reply:
-        for start in (random.randbytes(4), b""):
-            page, _ = await self.keyspace.scan_page(start, b"", b"", 1, step.read_consistency)
-            if page:
-                return page[0].key
+        """The first live key from a random point in key order, wrapping around once.
+
+        A page may hold only tombstones (deleted keys are scanned too), so the
+        walk goes on page by page until it finds a live key or has seen them all.
+        """
+        split = random.randbytes(4)
+        for start, end in ((split, b""), (b"", split)):
+            following: bytes | None = start
+            while following is not None:
+                page, following = await self.keyspace.scan_page(
+                    following, end, b"", RANDOM_KEY_PAGE, step.read_consistency
+                )
+                if page:
+                    return page[0].key
         return None
 
     def _db_size(self) -> int:
