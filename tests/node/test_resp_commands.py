@@ -1,0 +1,594 @@
+"""Every Redis command of a node, end to end, with the real tools (issue #16).
+
+An in-process node (RF 1, every port on 0) is driven by redis-cli, redis-benchmark
+and redis-py 8 (sync and asyncio, RESP2 and RESP3 where the replies differ).
+Blocking clients run in a thread (`trio.to_thread`): the node serves in this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+import redis.asyncio
+import trio
+
+from a3redis.config import Config
+from a3redis.core.redis_command_table import COMMAND_SPECS
+from a3redis.node import run_node
+from tests.node.conftest import RunningNode
+from tests.support.system_tools import system_command
+
+Start = Callable[..., Awaitable[RunningNode]]
+T = TypeVar("T")
+
+# A key and a value that break any client or server that is not binary-safe.
+BINARY_KEY = b"bin:\r\n\x00\xff key"
+BINARY_VALUE = b"\x00\r\n$3\r\nnot a reply\r\n\x00\xfe"
+
+
+@pytest.fixture
+async def start(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Start]:
+    """Start a single node (RF 1) with extra settings; every node is stopped at the end."""
+    stops: list[trio.Event] = []
+
+    async def start_node(**settings: str) -> RunningNode:
+        env = {
+            "GRPC_PORT": "0",
+            "GOSSIP_PORT": "0",
+            "RESP_PORT": "0",
+            "DATA_DIR": str(tmp_path / f"data{len(stops)}"),
+            "REPLICATION_FACTOR": "1",
+            "FSYNC": "no",
+            **settings,
+        }
+        config = Config.from_env(env)
+        stop = trio.Event()
+        stops.append(stop)
+        ports = await nursery.start(run_node, config, stop)
+        return RunningNode(config, ports, stop)
+
+    yield start_node
+    for stop in stops:
+        stop.set()
+
+
+@pytest.fixture
+async def node(start: Start) -> RunningNode:
+    return await start()
+
+
+async def cli(node: RunningNode, *args: str, stdin: bytes | None = None) -> str:
+    """redis-cli's standard output (raw, as when it is not writing to a terminal: an
+    error reply is its text and an empty line)."""
+    command = [system_command("redis-cli"), "-p", str(node.ports.resp), *args]
+    done = await trio.run_process(
+        command, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+    )
+    return done.stdout.decode("utf-8", "backslashreplace")
+
+
+@contextmanager
+def connected(node: RunningNode, protocol: int = 3) -> Iterator[Any]:
+    """A redis-py client (RESP3 is redis-py 8's default).
+
+    Typed Any: redis-py's annotations cover its sync and asyncio clients at once
+    (every reply `Awaitable[...] | ...`), which a test would only cast away.
+    """
+    with redis.Redis(port=node.ports.resp, protocol=protocol, socket_timeout=30) as client:
+        yield client
+
+
+async def in_thread(talk: Callable[[], T]) -> T:
+    return await trio.to_thread.run_sync(talk)
+
+
+def exchange(node: RunningNode, *requests: bytes) -> list[bytes]:
+    """Raw bytes: each request's replies, the next request sent only once they came.
+
+    Each request is followed by `ECHO end` in the same write, so its replies are
+    complete when that bulk string comes back.
+    """
+    answers = []
+    with socket.create_connection(("127.0.0.1", node.ports.resp), timeout=10) as raw:
+        for request in requests:
+            raw.sendall(request + b"ECHO end\r\n")
+            received = b""
+            while not received.endswith(b"$3\r\nend\r\n"):
+                chunk = raw.recv(65536)
+                assert chunk, f"closed after {received!r}"
+                received += chunk
+            answers.append(received.removesuffix(b"$3\r\nend\r\n"))
+    return answers
+
+
+# ----- data commands -------------------------------------------------------------------------
+
+
+async def test_string_commands_through_redis_cli(node: RunningNode) -> None:
+    assert await cli(node, "SET", "greeting", "hello world") == "OK\n"
+    assert await cli(node, "GET", "greeting") == "hello world\n"
+    assert await cli(node, "MSET", "a", "1", "b", "22") == "OK\n"
+    assert await cli(node, "MGET", "a", "missing", "b") == "1\n\n22\n"
+    assert await cli(node, "STRLEN", "greeting") == "11\n"
+    assert await cli(node, "STRLEN", "missing") == "0\n"
+    assert await cli(node, "GETRANGE", "greeting", "0", "4") == "hello\n"
+    assert await cli(node, "GETRANGE", "greeting", "-5", "-1") == "world\n"
+    assert await cli(node, "GETRANGE", "greeting", "20", "30") == "\n"
+    assert await cli(node, "TYPE", "greeting") == "string\n"
+    assert await cli(node, "TYPE", "missing") == "none\n"
+    assert await cli(node, "EXISTS", "a", "a", "missing", "b") == "3\n"  # a key twice: twice
+    assert await cli(node, "TOUCH", "a", "missing") == "1\n"
+    assert await cli(node, "SET", "a", "replaced") == "OK\n"
+    assert await cli(node, "GET", "a") == "replaced\n"
+
+
+async def test_del_and_unlink_answer_how_many_keys_they_removed(node: RunningNode) -> None:
+    def talk() -> list[Any]:
+        with connected(node) as r:
+            r.mset({"d1": "x", "d2": "y", "d3": "z", "d4": "w"})
+            return [
+                r.delete("d1", "d2", "never-set"),
+                r.unlink("d3", "d1", "never-set"),  # d1 is gone already
+                r.delete("d4", "d4"),  # a key named twice is removed once
+                r.unlink("d4"),
+                r.exists("d1", "d2", "d3", "d4"),
+                r.get("d3"),
+            ]
+
+    assert await in_thread(talk) == [2, 1, 1, 0, 0, None]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_binary_keys_and_values_survive_every_command(
+    node: RunningNode, protocol: int
+) -> None:
+    def talk() -> list[Any]:
+        with connected(node, protocol) as r:
+            assert r.set(BINARY_KEY, BINARY_VALUE) is True
+            r.mset({b"bin:\x00other": b"\r\n"})
+            return [
+                r.get(BINARY_KEY),
+                r.mget(BINARY_KEY, b"bin:\x00other", b"bin:\x00missing"),
+                r.exists(BINARY_KEY),
+                r.type(BINARY_KEY),
+                r.strlen(BINARY_KEY),
+                r.getrange(BINARY_KEY, 1, 2),
+                sorted(r.keys(b"bin:*")),
+                sorted(r.scan_iter(match=b"bin:\r*")),
+                r.delete(BINARY_KEY),
+                r.get(BINARY_KEY),
+            ]
+
+    assert await in_thread(talk) == [
+        BINARY_VALUE,
+        [BINARY_VALUE, b"\r\n", None],
+        1,
+        b"string",
+        len(BINARY_VALUE),
+        b"\r\n",
+        sorted([BINARY_KEY, b"bin:\x00other"]),
+        [BINARY_KEY],
+        1,
+        None,
+    ]
+
+
+async def test_keys_answers_every_key_its_pattern_matches(node: RunningNode) -> None:
+    def talk() -> list[list[bytes]]:
+        with connected(node) as r:
+            r.mset({"user:1": 1, "user:2": 2, "user:10": 3, "users": 4, "order:1": 5})
+            r.delete("user:2")
+            return [
+                sorted(r.keys("user:*")),
+                sorted(r.keys("user:?")),
+                sorted(r.keys("*:1*")),
+                sorted(r.keys("[ou]*s")),
+                sorted(r.keys("nothing*")),
+                sorted(r.keys()),
+            ]
+
+    assert await in_thread(talk) == [
+        [b"user:1", b"user:10"],
+        [b"user:1"],
+        [b"order:1", b"user:1", b"user:10"],
+        [b"users"],
+        [],
+        [b"order:1", b"user:1", b"user:10", b"users"],
+    ]
+
+
+async def test_scan_pages_through_every_key_with_match_count_and_type(node: RunningNode) -> None:
+    names = [f"scan:{i:03}".encode() for i in range(250)] + [b"other:1", b"other:2"]
+
+    def talk() -> dict[str, Any]:
+        with connected(node) as r:
+            r.mset(dict.fromkeys(names, b"v"))
+            r.delete(b"scan:100")  # a tombstone inside the range: never returned
+            cursor, first_page = r.scan(0, count=7)
+            pages = 0
+            seen: list[bytes] = []
+            cursor = 0
+            while True:  # by hand, as clients do, counting the pages
+                cursor, keys = r.scan(cursor, match="scan:1*", count=20)
+                seen += keys
+                pages += 1
+                if cursor == 0 or pages > 100:
+                    break
+            return {
+                "first_page": len(first_page),
+                "matched": seen,
+                "pages": pages,
+                "iterated": list(r.scan_iter(count=50)),
+                "strings": list(r.scan_iter(match="other:*", _type="string")),
+                "lists": list(r.scan_iter(_type="list")),
+            }
+
+    found = await in_thread(talk)
+    assert 1 <= found["first_page"] <= 7
+    expected = [f"scan:{i}".encode() for i in range(100, 200) if i != 100]
+    assert found["matched"] == expected  # in key order, each once, the deleted one left out
+    assert 2 <= found["pages"] <= 100
+    assert found["iterated"] == sorted(set(names) - {b"scan:100"})
+    assert found["strings"] == [b"other:1", b"other:2"]
+    assert found["lists"] == []  # only strings are stored
+
+
+async def test_scan_refuses_a_cursor_it_never_gave_out(node: RunningNode) -> None:
+    assert await cli(node, "SCAN", "12345") == "ERR invalid cursor\n\n"
+    assert await cli(node, "SCAN", "0", "COUNT", "0") == "ERR syntax error\n\n"
+
+
+async def test_redis_cli_scan_with_a_pattern_lists_every_matching_key(node: RunningNode) -> None:
+    def fill() -> None:
+        with connected(node) as r:
+            r.mset({f"cli:{i}": i for i in range(120)} | {"elsewhere": 1})
+
+    await in_thread(fill)
+    listed = (await cli(node, "--scan", "--pattern", "cli:1*")).split()
+    assert sorted(listed) == sorted(f"cli:{i}" for i in range(120) if str(i).startswith("1"))
+    assert len(set((await cli(node, "--scan")).split())) == 121
+
+
+async def test_randomkey_answers_a_live_key_or_nil(node: RunningNode) -> None:
+    assert await cli(node, "RANDOMKEY") == "\n"  # nothing stored: nil
+    assert await cli(node, "MSET", "a", "1", "b", "2", "zz", "3") == "OK\n"
+    assert await cli(node, "DEL", "a", "b") == "2\n"
+    # The deleted keys come first in key order (their tombstones are scanned first),
+    # and are never the answer.
+    answers = {await cli(node, "RANDOMKEY") for _ in range(8)}
+    assert answers == {"zz\n"}
+
+
+async def test_dbsize_counts_the_live_keys(node: RunningNode) -> None:
+    assert await cli(node, "DBSIZE") == "0\n"
+    assert await cli(node, "MSET", "k1", "1", "k2", "2", "k3", "3") == "OK\n"
+    assert await cli(node, "DEL", "k2") == "1\n"
+    assert await cli(node, "DBSIZE") == "2\n"
+
+
+async def test_flushall_is_refused_without_allow_flush_and_names_the_setting(
+    node: RunningNode,
+) -> None:
+    assert await cli(node, "SET", "precious", "1") == "OK\n"
+    for command in ("FLUSHALL", "FLUSHDB"):
+        refused = await cli(node, command)
+        assert refused.startswith(f"ERR {command} is disabled"), refused
+        assert "ALLOW_FLUSH=1" in refused
+    assert await cli(node, "GET", "precious") == "1\n"
+
+
+@pytest.mark.parametrize("command", ["FLUSHALL", "FLUSHDB"])
+async def test_flushall_deletes_every_key_with_allow_flush(start: Start, command: str) -> None:
+    node = await start(ALLOW_FLUSH="1")
+
+    def talk() -> list[Any]:
+        with connected(node) as r:
+            for first in range(0, 2500, 500):  # more than one page of the flush
+                r.mset({f"f:{i}": i for i in range(first, first + 500)})
+            before = r.dbsize()
+            flushed = r.execute_command(command)
+            return [before, flushed, r.dbsize(), r.keys(), r.get("f:7")]
+
+    assert await in_thread(talk) == [2500, True, 0, [], None]
+
+
+# ----- connection and tooling ----------------------------------------------------------------
+
+
+async def test_ping_echo_and_hello_in_both_protocols(node: RunningNode) -> None:
+    hello = b"$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.6\r\n$5\r\nproto\r\n"
+    answers = await in_thread(
+        lambda: exchange(
+            node,
+            b"PING\r\nPING hi\r\nECHO x\r\nGET nil\r\n",
+            b"HELLO 3\r\n",
+            b"GET nil\r\nPING\r\n",
+            b"HELLO 2\r\n",
+            b"GET nil\r\n",
+        )
+    )
+    assert answers[0] == b"+PONG\r\n$2\r\nhi\r\n$1\r\nx\r\n$-1\r\n"
+    assert answers[1].startswith(b"%8\r\n" + hello + b":3\r\n")  # a RESP3 map
+    assert b"$4\r\nmode\r\n$7\r\ncluster\r\n" in answers[1]
+    assert answers[2] == b"_\r\n+PONG\r\n"  # RESP3's null
+    assert answers[3].startswith(b"*16\r\n" + hello + b":2\r\n")  # RESP2: an array
+    assert answers[4] == b"$-1\r\n"
+
+
+async def test_auth_and_select_answer_as_redis_without_a_password(node: RunningNode) -> None:
+    assert await cli(node, "AUTH", "secret") == (
+        "ERR AUTH <password> called without any password configured for the default user. "
+        "Are you sure your configuration is correct?\n\n"
+    )
+    assert await cli(node, "AUTH", "default", "anything") == "OK\n"
+    assert await cli(node, "AUTH", "alice", "secret") == (
+        "WRONGPASS invalid username-password pair or user is disabled.\n\n"
+    )
+    assert await cli(node, "SELECT", "0") == "OK\n"
+    assert await cli(node, "SELECT", "1") == "ERR SELECT is not allowed in cluster mode\n\n"
+
+    def connect_with_a_password() -> bytes | None:
+        # redis-py 8 sends HELLO 3 AUTH default <password>: accepted, as by Redis.
+        with redis.Redis(port=node.ports.resp, password="anything") as r:
+            r.set("authed", "yes")
+            value: bytes | None = r.get("authed")
+            return value
+
+    assert await in_thread(connect_with_a_password) == b"yes"
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_client_name_id_list_and_info(node: RunningNode, protocol: int) -> None:
+    def talk() -> dict[str, Any]:
+        with connected(node, protocol) as first, connected(node, protocol) as second:
+            first.client_setname("first-one")
+            second.ping()
+            return {
+                "name": first.client_getname(),
+                "unnamed": second.client_getname(),
+                "ids": (first.client_id(), second.client_id()),
+                "list": first.client_list(),
+                "info": second.client_info(),
+            }
+
+    found = await in_thread(talk)
+    assert found["name"] in ("first-one", b"first-one") and found["unnamed"] is None
+    first_id, second_id = found["ids"]
+    assert first_id != second_id
+    listed = {int(entry["id"]): entry for entry in found["list"]}
+    assert set(listed) == {first_id, second_id}  # every open connection, each once
+    assert listed[first_id]["name"] == "first-one" and listed[second_id]["name"] == ""
+    assert listed[first_id]["lib-name"] == "redis-py"  # from CLIENT SETINFO
+    assert listed[first_id]["cmd"] == "client|list" and listed[first_id]["resp"] == str(protocol)
+    assert int(found["info"]["id"]) == second_id and found["info"]["cmd"] == "client|info"
+
+
+async def test_command_count_info_and_docs(node: RunningNode) -> None:
+    def talk() -> tuple[int, Any]:
+        with connected(node, 2) as r:
+            return r.command_count(), r.execute_command("COMMAND", "INFO", "get", "set")
+
+    count, info = await in_thread(talk)
+    assert count == len(COMMAND_SPECS) and count > 50
+    assert info["get"]["arity"] == 2 and info["get"]["first_key_pos"] == 1
+    assert "readonly" in info["get"]["flags"] and "write" in info["set"]["flags"]
+    assert await cli(node, "COMMAND", "INFO", "nosuch") == "\n"  # nil, as Redis answers
+    docs = (await cli(node, "COMMAND", "DOCS", "get")).split("\n")
+    assert docs[:4] == ["get", "summary", "Returns the string value of a key.", "since"]
+    assert await cli(node, "COMMAND", "DOCS", "nosuch") == "\n"  # an empty map
+
+
+async def test_config_get_answers_what_redis_benchmark_asks(node: RunningNode) -> None:
+    def talk() -> list[dict[str, str]]:
+        with connected(node, 2) as r:
+            return [r.config_get("save"), r.config_get("appendonly"), r.config_get("nosuch*")]
+
+    assert await in_thread(talk) == [{"save": ""}, {"appendonly": "yes"}, {}]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_info_is_parsed_by_redis_py(node: RunningNode, protocol: int) -> None:
+    def talk() -> tuple[dict[str, Any], dict[str, Any]]:
+        with connected(node, protocol) as r:
+            r.mset({"i1": 1, "i2": 2})
+            return r.info(), r.info("keyspace")
+
+    info, keyspace = await in_thread(talk)
+    assert info["redis_version"] == "7.2.6" and info["redis_mode"] == "cluster"
+    assert info["tcp_port"] == node.ports.resp
+    assert info["connected_clients"] >= 1 and info["aof_enabled"] == 1
+    assert info["node_id"] == node.config.node_id and "a3redis_version" in info
+    assert keyspace == {"db0": {"keys": 2, "expires": 0, "avg_ttl": 0}}
+
+
+async def test_time_and_lastsave_are_the_node_s_clock(node: RunningNode) -> None:
+    def talk() -> tuple[tuple[int, int], Any]:
+        with connected(node, 2) as r:
+            return r.time(), r.lastsave()
+
+    before = time.time()
+    (seconds, microseconds), lastsave = await in_thread(talk)
+    after = time.time()
+    assert int(before) <= seconds <= after and 0 <= microseconds < 1_000_000
+    assert int(before) - 60 <= lastsave.timestamp() <= after
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_a_connection_chooses_its_consistency_levels(
+    node: RunningNode, protocol: int
+) -> None:
+    def levels(reply: Any) -> dict[bytes, bytes]:
+        return reply if isinstance(reply, dict) else dict(zip(*[iter(reply)] * 2, strict=True))
+
+    def talk() -> list[Any]:
+        with connected(node, protocol) as r:
+            seen = [levels(r.execute_command("A3.CONSISTENCY"))]
+            seen.append(levels(r.execute_command("A3.CONSISTENCY", "READ", "one", "WRITE", "all")))
+            seen += [r.set("c", "1"), r.get("c")]
+            seen += [r.execute_command("READWRITE"), levels(r.execute_command("A3.CONSISTENCY"))]
+            seen.append(r.execute_command("A3.CONSISTENCY", "READ", "quorum"))
+            seen.append(r.execute_command("READONLY"))
+            seen += [levels(r.execute_command("A3.CONSISTENCY")), r.get("c")]
+            seen.append(r.execute_command("READWRITE"))
+            seen.append(levels(r.execute_command("A3.CONSISTENCY")))
+            with pytest.raises(redis.ResponseError, match="levels one, quorum, all or local"):
+                r.execute_command("A3.CONSISTENCY", "READ")
+            return seen
+
+    seen = await in_thread(talk)
+    quorum_quorum = {b"read": b"quorum", b"write": b"quorum"}
+    one_all = {b"read": b"one", b"write": b"all"}
+    assert seen[0] == quorum_quorum  # the server's defaults
+    assert seen[1:4] == [one_all, True, b"1"]
+    assert seen[4:6] == [True, one_all]  # READWRITE without READONLY changes nothing
+    assert seen[7:10] == [True, {b"read": b"one", b"write": b"all"}, b"1"]  # READONLY: ONE
+    assert seen[10:] == [True, {b"read": b"quorum", b"write": b"all"}]  # back to before
+
+
+# ----- refusals ------------------------------------------------------------------------------
+
+LWW = "a3redis replicates with last-write-wins and cannot make a read-modify-write atomic"
+EXPIRY = "keys do not expire in a3redis until issue 18, keys that expire is done"
+REFUSALS = [
+    (["INCR", "k"], f"ERR INCR is not supported: {LWW}"),
+    (["APPEND", "k", "v"], f"ERR APPEND is not supported: {LWW}"),
+    (["SETNX", "k", "v"], f"ERR SETNX is not supported: {LWW}"),
+    (["SET", "k", "v", "NX"], f"ERR SET NX is not supported: {LWW}"),
+    (["GETSET", "k", "v"], f"ERR GETSET is not supported: {LWW}"),
+    (["MULTI"], f"ERR MULTI is not supported: {LWW}"),
+    (["WATCH", "k"], f"ERR WATCH is not supported: {LWW}"),
+    (["EXPIRE", "k", "10"], f"ERR EXPIRE is not supported yet: {EXPIRY}"),
+    (["TTL", "k"], f"ERR TTL is not supported yet: {EXPIRY}"),
+    (["SETEX", "k", "10", "v"], f"ERR SETEX is not supported yet: {EXPIRY}"),
+    (["SET", "k", "v", "EX", "10"], f"ERR SET EX is not supported yet: {EXPIRY}"),
+    (["LPUSH", "l", "a"], "ERR unknown command 'LPUSH', with args beginning with: 'l' 'a' "),
+]
+
+
+async def test_every_refused_command_answers_its_error_and_changes_nothing(
+    node: RunningNode,
+) -> None:
+    assert await cli(node, "SET", "k", "original") == "OK\n"
+    pipeline = b"".join(" ".join(words).encode() + b"\r\n" for words, _ in REFUSALS)
+    answers = (await in_thread(lambda: exchange(node, pipeline)))[0].split(b"\r\n")
+    assert len(answers) == len(REFUSALS) + 1  # one line each, and the last CRLF
+    for (words, expected), answer in zip(REFUSALS, answers, strict=False):
+        assert answer.decode().startswith(f"-{expected}"), (words, answer)
+    assert await cli(node, "MGET", "k", "l") == "original\n\n"
+    transactions = b"there are no transactions; send the commands without MULTI/EXEC"
+    assert transactions in answers[5] and b"pipeline(transaction=False)" in answers[5]
+    assert b"GET the value and SET the new one" in answers[0]
+
+
+async def test_transaction_pipelines_fail_with_the_reason_and_plain_pipelines_work(
+    node: RunningNode,
+) -> None:
+    def talk() -> list[Any]:
+        with connected(node) as r:
+            transaction = r.pipeline(transaction=True)
+            transaction.set("tx", "1").get("tx")
+            with pytest.raises(redis.ResponseError) as refused:
+                transaction.execute()
+            assert "there are no transactions" in str(refused.value)
+            assert "pipeline(transaction=False)" in str(refused.value)
+            plain = r.pipeline(transaction=False)
+            plain.set("p", "1").mset({"q": "2"}).get("p").mget("p", "q").delete("p", "q")
+            replies: list[Any] = plain.execute()
+            return replies
+
+    assert await in_thread(talk) == [True, True, b"1", [b"1", b"2"], 2]
+
+
+async def test_redis_py_asyncio_in_both_protocols(node: RunningNode) -> None:
+    async def talk(protocol: int) -> list[Any]:
+        r: Any = redis.asyncio.Redis(port=node.ports.resp, protocol=protocol)
+        try:
+            await r.mset({f"a{protocol}:1": "x", f"a{protocol}:2": BINARY_VALUE})
+            pipe = r.pipeline(transaction=False)
+            pipe.get(f"a{protocol}:2").exists(f"a{protocol}:1", "nope").strlen(f"a{protocol}:1")
+            keys = [key async for key in r.scan_iter(match=f"a{protocol}:*", count=1)]
+            return [*(await pipe.execute()), sorted(keys), (await r.info())["redis_mode"]]
+        finally:
+            await r.aclose()
+
+    for protocol in (2, 3):
+        replies = await in_thread(lambda: asyncio.run(talk(protocol)))  # noqa: B023
+        keys = [f"a{protocol}:1".encode(), f"a{protocol}:2".encode()]
+        assert replies == [BINARY_VALUE, 1, 1, keys, "cluster"], protocol
+
+
+# ----- redis-cli and redis-benchmark ---------------------------------------------------------
+
+
+async def test_redis_cli_reads_a_session_from_stdin_with_quoting(node: RunningNode) -> None:
+    session = (
+        b'SET "two words" "line\\r\\nbreak\\x00nul"\n'
+        b"GET missing\n"
+        b"INCR counter\n"
+        b'ECHO "still here"\n'
+        b'STRLEN "two words"\n'
+    )
+    answers = (await cli(node, stdin=session)).split("\n")
+    assert answers[:2] == ["OK", ""] and answers[2].startswith("ERR INCR is not supported")
+    assert answers[3:] == ["", "still here", "15", ""]
+
+    def read() -> bytes | None:
+        with connected(node) as r:
+            value: bytes | None = r.get("two words")
+            return value
+
+    assert await in_thread(read) == b"line\r\nbreak\x00nul"
+
+
+async def test_redis_cli_sends_a_binary_value_from_stdin(node: RunningNode) -> None:
+    assert await cli(node, "-x", "SET", "blob", stdin=BINARY_VALUE) == "OK\n"
+
+    def read() -> bytes | None:
+        with connected(node) as r:
+            value: bytes | None = r.get("blob")
+            return value
+
+    assert await in_thread(read) == BINARY_VALUE
+
+
+async def test_redis_cli_pipe_inserts_10000_keys(node: RunningNode, tmp_path: Path) -> None:
+    mass = bytearray()
+    for i in range(10_000):
+        key, value = b"mass:%d" % i, b"value-%d" % i
+        mass += b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n" % (len(key), key)
+        mass += b"$%d\r\n%s\r\n" % (len(value), value)
+    (tmp_path / "mass.resp").write_bytes(mass)
+    command = [system_command("redis-cli"), "-p", str(node.ports.resp), "--pipe"]
+    with (tmp_path / "mass.resp").open("rb") as stdin:
+        done = await trio.run_process(command, stdin=stdin, capture_stdout=True)
+    assert "errors: 0, replies: 10000" in done.stdout.decode()
+    assert await cli(node, "DBSIZE") == "10000\n"
+    sample = [0, 1, 4999, 9998, 9999]
+    got = await cli(node, "MGET", *(f"mass:{i}" for i in sample))
+    assert got.split() == [f"value-{i}" for i in sample]
+
+
+async def test_redis_benchmark_runs_set_get_mset_and_ping_without_an_error(
+    node: RunningNode,
+) -> None:
+    command = [system_command("redis-benchmark"), "-p", str(node.ports.resp)]
+    done = await trio.run_process(
+        [*command, "-t", "set,get,mset,ping", "-n", "2000", "-q"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    output = (done.stdout + done.stderr).decode().replace("\r", "\n")
+    assert done.returncode == 0, output
+    assert "Error" not in output
+    for test in ("PING_INLINE", "PING_MBULK", "SET", "GET", "MSET (10 keys)"):
+        assert f"{test}: " in output, output
+    assert await cli(node, "EXISTS", "key:__rand_int__") == "1\n"  # it did write
