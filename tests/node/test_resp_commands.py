@@ -228,6 +228,8 @@ async def test_scan_pages_through_every_key_with_match_count_and_type(node: Runn
                 "pages": pages,
                 "iterated": list(r.scan_iter(count=50)),
                 "strings": list(r.scan_iter(match="other:*", _type="string")),
+                "ending_in_5": list(r.scan_iter(match="*5", count=30)),
+                "tenth": list(r.scan_iter(match="scan:?1?", count=30)),
                 "lists": list(r.scan_iter(_type="list")),
             }
 
@@ -238,6 +240,8 @@ async def test_scan_pages_through_every_key_with_match_count_and_type(node: Runn
     assert 2 <= found["pages"] <= 100
     assert found["iterated"] == sorted(set(names) - {b"scan:100"})
     assert found["strings"] == [b"other:1", b"other:2"]
+    assert found["ending_in_5"] == [f"scan:{i:03}".encode() for i in range(5, 250, 10)]
+    assert found["tenth"] == [f"scan:{h}1{u}".encode() for h in range(3) for u in range(10)]
     assert found["lists"] == []  # only strings are stored
 
 
