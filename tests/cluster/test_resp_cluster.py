@@ -92,6 +92,20 @@ async def test_a_key_set_through_one_node_is_read_through_another_and_over_grpc(
         assert not (await client.get(b"written:resp")).found
 
 
+def test_keys_written_through_one_node_are_listed_through_every_node(
+    nodes: list[NodeProcess],
+) -> None:
+    with connected(nodes[0]) as r:
+        r.mset({f"listed:{i}": i for i in range(300)})
+        r.delete("listed:7")
+    expected = sorted(f"listed:{i}" for i in range(300) if i != 7)
+    for node in nodes:
+        assert sorted(cli(node, "--scan", "--pattern", "listed:*").split()) == expected
+        assert sorted(cli(node, "KEYS", "listed:*").split()) == expected
+        with connected(node, 2) as r:
+            assert len(list(r.scan_iter(match="listed:?", count=3))) == 9
+
+
 async def test_cluster_slots_shards_and_nodes_list_all_three_nodes(
     nodes: list[NodeProcess],
 ) -> None:
