@@ -460,7 +460,7 @@ async def test_a_connection_chooses_its_consistency_levels(
 # ----- refusals ------------------------------------------------------------------------------
 
 LWW = "a3redis replicates with last-write-wins and cannot make a read-modify-write atomic"
-EXPIRY = "keys do not expire in a3redis until issue 18, keys that expire is done"
+EXPIRY = "keys do not expire in a3redis yet"
 REFUSALS = [
     (["INCR", "k"], f"ERR INCR is not supported: {LWW}"),
     (["APPEND", "k", "v"], f"ERR APPEND is not supported: {LWW}"),
@@ -596,3 +596,30 @@ async def test_redis_benchmark_runs_set_get_mset_and_ping_without_an_error(
     for test in ("PING_INLINE", "PING_MBULK", "SET", "GET", "MSET (10 keys)"):
         assert f"{test}: " in output, output
     assert await cli(node, "EXISTS", "key:__rand_int__") == "1\n"  # it did write
+
+
+async def test_client_reply_off_skip_and_on_across_reads(node: RunningNode) -> None:
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", node.ports.resp), timeout=10) as raw:
+            raw.sendall(b"CLIENT REPLY OFF\r\nSET quiet 1\r\nGET quiet\r\n")
+            raw.sendall(b"CLIENT REPLY ON\r\nGET quiet\r\n")  # maybe in a read of its own
+            raw.sendall(b"CLIENT REPLY SKIP\r\nPING\r\nPING again\r\nQUIT\r\n")
+            received = b""
+            while chunk := raw.recv(65536):
+                received += chunk
+            return received
+
+    assert await in_thread(talk) == b"+OK\r\n$1\r\n1\r\n$5\r\nagain\r\n+OK\r\n"
+
+
+async def test_nothing_after_quit_in_a_pipeline_is_run(node: RunningNode) -> None:
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", node.ports.resp), timeout=10) as raw:
+            raw.sendall(b"PING\r\nQUIT\r\nSET after-quit 1\r\n")
+            received = b""
+            while chunk := raw.recv(65536):
+                received += chunk
+            return received
+
+    assert await in_thread(talk) == b"+PONG\r\n+OK\r\n"
+    assert await cli(node, "EXISTS", "after-quit") == "0\n"
