@@ -42,6 +42,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
+from a3redis.core.redis_pipeline import protocol_runs
 from a3redis.core.resp import ProtocolError, RequestReader, RespLimits, encode, encode_all
 from a3redis.core.resp_values import Reply, error
 from a3redis.core.throttle import LogThrottle
@@ -296,12 +297,13 @@ class _Connection:
             if requests:
                 if server.draining:
                     return False  # requests not started when the node stops are not run
-                replies = await self._run(session, requests)
-                if replies is None:
-                    return True
-                self._send(encode_all(replies, session.protocol))
-                if session.closing or self.broken:
-                    return not self.broken
+                for run in protocol_runs(requests):
+                    replies = await self._run(session, run)
+                    if replies is None:
+                        return True
+                    self._send(encode_all(replies, session.protocol))
+                    if session.closing or self.broken:
+                        return not self.broken
                 continue
             if reader.buffered > MAX_QUERY_BYTES:
                 server.stats.closed_query_buffer += 1

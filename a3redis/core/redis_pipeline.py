@@ -276,6 +276,52 @@ def substring(value: bytes, start: int, end: int) -> bytes:
 # ----- planning ------------------------------------------------------------------------------
 
 
+# Commands after which the connection may speak another protocol (HELLO 2|3, RESET).
+_PROTOCOL_SWITCHES = (b"HELLO", b"RESET")
+
+
+def protocol_runs(requests: list[list[bytes]]) -> list[list[list[bytes]]]:
+    """`requests` cut so that each HELLO or RESET is a run of its own: every reply is
+    written in the protocol in force when it was made, as Redis does (the listener
+    encodes a run's replies together)."""
+    switches = [
+        index
+        for index, request in enumerate(requests)
+        if request and len(request[0]) == 5 and request[0].upper() in _PROTOCOL_SWITCHES
+    ]
+    if not switches:
+        return [requests]
+    runs = []
+    start = 0
+    for index in switches:
+        if start < index:
+            runs.append(requests[start:index])
+        runs.append(requests[index : index + 1])
+        start = index + 1
+    if start < len(requests):
+        runs.append(requests[start:])
+    return runs
+
+
+NOT_IN_A_TRANSACTION = (
+    "not run: the MULTI before it was refused (a3redis has no transactions); "
+    "EXEC or DISCARD ends what was meant as one"
+)
+
+
+def _in_refused_multi(name: str) -> Reply:
+    """The answer to a command sent after a refused MULTI (Redis's EXECABORT rule)."""
+    if name == "exec":
+        return ErrorReply(
+            "EXECABORT Transaction discarded because of previous errors: MULTI is not "
+            "supported (a3redis has no transactions), so none of its commands ran; send "
+            "them without MULTI/EXEC (redis-py: pipeline(transaction=False))"
+        )
+    if name == "discard":
+        return OK
+    return err(f"{name.upper()} {NOT_IN_A_TRANSACTION}")
+
+
 def plan(session: Session, requests: Sequence[Sequence[bytes]], wall_ms: int) -> Plan:
     """Plan one pipeline: session commands answered now, the rest as steps, in order."""
     return _Planner(session, wall_ms).run(requests)
@@ -301,7 +347,14 @@ class _Planner:
             session.last_command_ms = self.wall_ms
             skipped = session.skip_next_reply
             session.skip_next_reply = False
-            reply = self._add(command)
+            if session.refused_multi and name not in ("quit", "reset"):
+                reply: Reply | _Pending | NoReply = _in_refused_multi(name)
+            else:
+                reply = self._add(command)
+            if name == "multi":
+                session.refused_multi = True
+            elif name in ("exec", "discard", "reset"):
+                session.refused_multi = False
             if isinstance(reply, NoReply):
                 self.plan._answers.append(None)
                 self.plan._sent.append(False)

@@ -139,6 +139,10 @@ class Session:
         self.no_touch = False
         self.replies_off = False  # CLIENT REPLY OFF
         self.skip_next_reply = False  # CLIENT REPLY SKIP: the next command's reply is dropped
+        # A MULTI was refused: the commands meant for the transaction are not run either,
+        # until EXEC (answered EXECABORT) or DISCARD, so a client never sees its
+        # transaction fail while some of its writes were applied.
+        self.refused_multi = False
 
     # ----- consistency -----------------------------------------------------------------------
 

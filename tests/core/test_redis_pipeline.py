@@ -20,6 +20,7 @@ from a3redis.core.redis_pipeline import (
     StepResult,
     WriteStep,
     plan,
+    protocol_runs,
     substring,
 )
 from a3redis.core.redis_session import ServerSettings, Session
@@ -482,3 +483,42 @@ def test_a_failed_step_still_gives_one_reply_per_request(
         pipeline.steps, fail={index: UnavailableError("x") for index in failed}
     )
     assert len(pipeline.replies(results)) == len(texts)
+
+
+# ----- a refused MULTI ------------------------------------------------------------------------
+
+
+def test_commands_after_a_refused_multi_are_not_run_and_exec_aborts() -> None:
+    session, store = new_session(), FakeStore({b"a": b"old"})
+    replies = answered(session, store, "MULTI", "SET a new", "GET a", "EXEC", "GET a")
+    assert [r.code for r in replies[:4] if isinstance(r, ErrorReply)] == [
+        "ERR",
+        "ERR",
+        "ERR",
+        "EXECABORT",
+    ]
+    assert "not run: the MULTI before it was refused" in replies[1].text  # type: ignore[union-attr]
+    assert replies[4] == b"old" and store.value(b"a") == b"old"
+    assert not session.refused_multi
+
+
+def test_discard_or_reset_ends_a_refused_multi_and_quit_still_closes() -> None:
+    session, store = new_session(), FakeStore()
+    assert answered(session, store, "MULTI", "DISCARD", "SET a 1")[1:] == [OK, OK]
+    assert store.value(b"a") == b"1"
+    assert answered(session, store, "MULTI", "RESET", "SET b 2")[1:] == [Status("RESET"), OK]
+    answered(session, store, "MULTI", "QUIT")
+    assert session.closing
+
+
+def test_each_hello_or_reset_is_a_run_of_its_own() -> None:
+    pipeline = requests("GET a", "hello 3", "GET b", "GET c", "RESET", "HELLO 2")
+    assert protocol_runs(pipeline) == [
+        [[b"GET", b"a"]],
+        [[b"hello", b"3"]],
+        [[b"GET", b"b"], [b"GET", b"c"]],
+        [[b"RESET"]],
+        [[b"HELLO", b"2"]],
+    ]
+    plain = requests("GET a", "HELLOX", "SET b 1")
+    assert protocol_runs(plain) == [plain]

@@ -467,13 +467,14 @@ REFUSALS = [
     (["SETNX", "k", "v"], f"ERR SETNX is not supported: {LWW}"),
     (["SET", "k", "v", "NX"], f"ERR SET NX is not supported: {LWW}"),
     (["GETSET", "k", "v"], f"ERR GETSET is not supported: {LWW}"),
-    (["MULTI"], f"ERR MULTI is not supported: {LWW}"),
     (["WATCH", "k"], f"ERR WATCH is not supported: {LWW}"),
     (["EXPIRE", "k", "10"], f"ERR EXPIRE is not supported yet: {EXPIRY}"),
     (["TTL", "k"], f"ERR TTL is not supported yet: {EXPIRY}"),
     (["SETEX", "k", "10", "v"], f"ERR SETEX is not supported yet: {EXPIRY}"),
     (["SET", "k", "v", "EX", "10"], f"ERR SET EX is not supported yet: {EXPIRY}"),
     (["LPUSH", "l", "a"], "ERR unknown command 'LPUSH', with args beginning with: 'l' 'a' "),
+    # Last: after a refused MULTI nothing runs until EXEC or DISCARD.
+    (["MULTI"], f"ERR MULTI is not supported: {LWW}"),
 ]
 
 
@@ -482,13 +483,17 @@ async def test_every_refused_command_answers_its_error_and_changes_nothing(
 ) -> None:
     assert await cli(node, "SET", "k", "original") == "OK\n"
     pipeline = b"".join(" ".join(words).encode() + b"\r\n" for words, _ in REFUSALS)
-    answers = (await in_thread(lambda: exchange(node, pipeline)))[0].split(b"\r\n")
-    assert len(answers) == len(REFUSALS) + 1  # one line each, and the last CRLF
+    # DISCARD ends the refused MULTI (until then nothing runs, not even exchange's ECHO).
+    raw = (await in_thread(lambda: exchange(node, pipeline + b"DISCARD\r\n")))[0]
+    answers = raw.split(b"\r\n")
+    assert len(answers) == len(REFUSALS) + 2  # one line each, DISCARD's, and the last CRLF
+    assert answers[-2] == b"+OK"
     for (words, expected), answer in zip(REFUSALS, answers, strict=False):
         assert answer.decode().startswith(f"-{expected}"), (words, answer)
     assert await cli(node, "MGET", "k", "l") == "original\n\n"
     transactions = b"there are no transactions; send the commands without MULTI/EXEC"
-    assert transactions in answers[5] and b"pipeline(transaction=False)" in answers[5]
+    multi = answers[len(REFUSALS) - 1]
+    assert transactions in multi and b"pipeline(transaction=False)" in multi
     assert b"GET the value and SET the new one" in answers[0]
 
 
@@ -501,8 +506,10 @@ async def test_transaction_pipelines_fail_with_the_reason_and_plain_pipelines_wo
             transaction.set("tx", "1").get("tx")
             with pytest.raises(redis.ResponseError) as refused:
                 transaction.execute()
-            assert "there are no transactions" in str(refused.value)
+            assert "no transactions" in str(refused.value)
             assert "pipeline(transaction=False)" in str(refused.value)
+            # The transaction failed as a whole: its write was not applied.
+            assert r.get("tx") is None
             plain = r.pipeline(transaction=False)
             plain.set("p", "1").mset({"q": "2"}).get("p").mget("p", "q").delete("p", "q")
             replies: list[Any] = plain.execute()

@@ -536,3 +536,20 @@ async def test_client_reply_off_sends_nothing_until_on_and_quit_answers_ok(
             return read_until_closed(raw)
 
     assert await trio.to_thread.run_sync(talk) == b"+OK\r\n$1\r\n1\r\n+OK\r\n"
+
+
+async def test_each_reply_is_written_in_the_protocol_in_force_when_it_was_made(
+    node: RunningNode,
+) -> None:
+    port = node.ports.resp
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"GET nil\r\nHELLO 3\r\nGET nil\r\nHELLO 2\r\nGET nil\r\nQUIT\r\n")
+            return read_until_closed(raw)
+
+    received = await trio.to_thread.run_sync(talk)
+    assert received.startswith(b"$-1\r\n%")  # RESP2 null, then HELLO 3's RESP3 map
+    after_hello3 = received.index(b"_\r\n")  # the RESP3 null of the second GET
+    assert received[after_hello3 + 3 :].startswith(b"*")  # HELLO 2 answers a RESP2 array
+    assert received.endswith(b"$-1\r\n+OK\r\n")
