@@ -10,7 +10,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "redis-clients"]
 nox.options.reuse_existing_virtualenvs = True
 
 # Every session installs the exact versions in constraints.txt (`nox -s lock` refreshes it
@@ -37,6 +37,33 @@ def tests(session: nox.Session) -> None:
     """The whole test suite: core properties, storage, real node processes."""
     session.install(*DEV)
     session.run("pytest", *session.posargs)
+
+
+# The Redis-protocol tests run again with these redis-py installs (the `tests` session has
+# the pinned 8.x and its pure-Python parser): the oldest major we support, and 8.x on
+# hiredis's parser. The tests check they got what the session asked for.
+REDIS_CLIENTS = {
+    "redis5": (("redis>=5,<6",), {"A3REDIS_REDIS_PY_MAJOR": "5"}),
+    "redis8-hiredis": (
+        ("redis>=8,<9", "hiredis>=3,<4"),
+        {"A3REDIS_REDIS_PY_MAJOR": "8", "A3REDIS_REDIS_PY_PARSER": "hiredis"},
+    ),
+}
+RESP_TESTS = (
+    "tests/node/test_resp_commands.py",
+    "tests/node/test_resp_server.py",
+    "tests/cluster/test_resp_cluster.py",
+)
+
+
+@nox.session(name="redis-clients")
+@nox.parametrize("client", list(REDIS_CLIENTS))
+def redis_clients(session: nox.Session, client: str) -> None:
+    """The Redis-protocol tests with redis-py 5.x, and with 8.x on hiredis's parser."""
+    packages, env = REDIS_CLIENTS[client]
+    session.install(*DEV)
+    session.install(*packages)
+    session.run("pytest", *RESP_TESTS, *session.posargs, env=env)
 
 
 @nox.session

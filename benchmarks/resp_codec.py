@@ -14,16 +14,20 @@ Not part of the published benchmark (`benchmarks.run`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import timeit
 from collections.abc import Callable
+from typing import Any
 
 from a3redis.core.resp import RequestReader, encode, encode_all
 from a3redis.core.resp_values import OK, Reply
 
+# Optional, untyped, and not a dependency: only the reference figures need it.
+hiredis: Any
 try:
-    import hiredis
-except ImportError:  # optional: only the reference figures need it
-    hiredis = None  # type: ignore[assignment]
+    hiredis = importlib.import_module("hiredis")
+except ImportError:
+    hiredis = None
 
 
 def request(*args: bytes) -> bytes:

@@ -8,6 +8,7 @@ Blocking clients run in a thread (`trio.to_thread`): the node serves in this one
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -107,6 +108,21 @@ def exchange(node: RunningNode, *requests: bytes) -> list[bytes]:
                 received += chunk
             answers.append(received.removesuffix(b"$3\r\nend\r\n"))
     return answers
+
+
+# ----- which client -------------------------------------------------------------------------
+
+
+def test_redis_py_is_the_version_and_parser_this_run_asked_for() -> None:
+    """`nox -s redis-clients` runs these tests with other redis-py installs: make sure they
+    are the ones in use (the `tests` session: the pinned 8.x, pure-Python parser)."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    major = os.environ.get("A3REDIS_REDIS_PY_MAJOR", "8")
+    parser = os.environ.get("A3REDIS_REDIS_PY_PARSER", "python")
+    assert redis.__version__.split(".")[0] == major
+    uses_hiredis: bool = HIREDIS_AVAILABLE
+    assert uses_hiredis is (parser == "hiredis")
 
 
 # ----- data commands -------------------------------------------------------------------------
@@ -339,14 +355,17 @@ async def test_auth_and_select_answer_as_redis_without_a_password(node: RunningN
     assert await cli(node, "SELECT", "0") == "OK\n"
     assert await cli(node, "SELECT", "1") == "ERR SELECT is not allowed in cluster mode\n\n"
 
-    def connect_with_a_password() -> bytes | None:
-        # redis-py 8 sends HELLO 3 AUTH default <password>: accepted, as by Redis.
-        with redis.Redis(port=node.ports.resp, password="anything") as r:
+    def connect_with_a_password(protocol: int) -> bytes | None:
+        with redis.Redis(port=node.ports.resp, password="anything", protocol=protocol) as r:
             r.set("authed", "yes")
             value: bytes | None = r.get("authed")
             return value
 
-    assert await in_thread(connect_with_a_password) == b"yes"
+    # RESP3: redis-py sends HELLO 3 AUTH default <password>, accepted, as by Redis.
+    assert await in_thread(lambda: connect_with_a_password(3)) == b"yes"
+    # RESP2: it sends AUTH <password>, which Redis without a password refuses too.
+    with pytest.raises(redis.AuthenticationError, match="without any password configured"):
+        await in_thread(lambda: connect_with_a_password(2))
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
