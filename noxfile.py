@@ -1,4 +1,4 @@
-"""Developer tasks. `nox` runs the default sessions (lint, tests); `./scripts/test`, the test
+"""Developer tasks. `nox` runs the default sessions (lint, tests, redis-clients); `./scripts/test`, the test
 command that CI runs, installs the system packages the tests use and then runs `nox`.
 """
 
