@@ -1,5 +1,6 @@
-"""Developer tasks. `nox` runs the default sessions (lint, tests, redis-clients); `./scripts/test`, the test
-command that CI runs, installs the system packages the tests use and then runs `nox`.
+"""Developer tasks. `nox` runs the default sessions (lint, tests, redis-clients);
+`./scripts/test`, the test command that CI runs, installs the system packages the tests
+use and then runs `nox`.
 """
 
 from __future__ import annotations
