@@ -193,6 +193,9 @@ class Run:
     server_cpu_s: float
     client_cpu_s: float
     machine_cpu_s: float
+    # Each server process's share of server_cpu_s (a cluster's nodes, the one it is driven
+    # through first): which one is the bottleneck.
+    each_cpu_s: list[float] = field(default_factory=list)
 
     @property
     def server_cpu_us_per_op(self) -> float:
@@ -233,7 +236,7 @@ def redis_benchmark(
         *("-r", str(KEY_SPACE), "-t", test, "-P", str(pipeline), "--csv"),
     ]
     timeout = 30.0 + requests / SLOWEST_RATE
-    server_before = sum(cpu_seconds(pid) for pid in pids)
+    server_before = [cpu_seconds(pid) for pid in pids]
     client_before, machine_before = _children_cpu_seconds(), machine_busy_seconds()
     started = time.perf_counter()
     try:
@@ -243,7 +246,7 @@ def redis_benchmark(
             f"{server}: {' '.join(command)} took over {timeout:.0f} s"
         ) from expired
     wall = time.perf_counter() - started
-    server_cpu = sum(cpu_seconds(pid) for pid in pids) - server_before
+    each_cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, server_before, strict=True)]
     client_cpu = _children_cpu_seconds() - client_before
     machine_cpu = machine_busy_seconds() - machine_before
     output = done.stdout + done.stderr
@@ -263,9 +266,10 @@ def redis_benchmark(
         figures.p99_ms,
         requests,
         wall,
-        server_cpu,
+        sum(each_cpu),
         client_cpu,
         machine_cpu,
+        each_cpu,
     )
 
 
@@ -549,12 +553,20 @@ def _key(run: Run) -> tuple[str, str, int]:
     return run.server, run.test, run.pipeline
 
 
+def _cores(run: Run) -> str:
+    """Server cores, and each process's when there are several (node 1 first)."""
+    text = f"{run.server_cores:.2f}"
+    if len(run.each_cpu_s) > 1:
+        text += " (" + " + ".join(f"{cpu / run.wall_s:.2f}" for cpu in run.each_cpu_s) + ")"
+    return text
+
+
 def _run_line(run: Run) -> str:
     shape = f"c{run.pipeline}" if run.server == GRPC_LABEL else f"P{run.pipeline}"
     return (
         f"{run.server} {run.test.upper()} {shape}: {run.rps:,.0f}/s p50 {run.p50_ms:.3f} "
         f"p99 {run.p99_ms:.3f} ms; server {run.server_cpu_us_per_op:.1f} µs/op "
-        f"{run.server_cores:.2f} cores; other {run.other_cores:.2f}"
+        f"{_cores(run)} cores; other {run.other_cores:.2f}"
     )
 
 
@@ -629,7 +641,7 @@ def table(table_rows: list[Row]) -> str:
         lines.append(
             f"| {run.server} | {run.test.upper()} | {shape} | {rate} | {100 * row.spread:.0f}% "
             f"| {run.p50_ms:.3f} | {run.p99_ms:.3f} | {run.server_cpu_us_per_op:.1f} "
-            f"| {run.server_cores:.2f} | {run.client_cores:.2f} | {run.other_cores:.2f} |"
+            f"| {_cores(run)} | {run.client_cores:.2f} | {run.other_cores:.2f} |"
         )
     return "\n".join(lines)
 
