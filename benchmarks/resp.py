@@ -618,7 +618,7 @@ def floors(runs: list[Run]) -> list[Floor]:
         cpu = _median([b.server_cpu_us_per_op / a.server_cpu_us_per_op for a, b in counted])
         left_out = len(pairs) - len(quiet) if quiet else 0
         detail = (
-            f"{_median(ratios):.3f}x; per round "
+            f"ratio {_median(ratios):.3f}; per round "
             + ", ".join(f"{a.rps / b.rps:.3f}" for a, b in pairs)
             + (f" ({left_out} contended left out)" if left_out else "")
             + f"; {_median([a.rps for a, _ in counted]):,.0f} vs "
