@@ -6,14 +6,16 @@ load-generator process per round. Within a round each case runs on every
 server back to back (alternating which goes first), so a node-to-echo ratio
 compares measurements taken seconds apart. Each round gets fresh nodes; the
 table shows the median round, the floors the median of per-round ratios.
-Then the restart case runs on its own node. It prints the tables and the
-floors and, when asked, writes every figure as JSON. Every server and
+Then the restart case runs on its own node, and then the Redis-protocol part
+(`benchmarks.resp`: redis-benchmark against redis-server and nodes). It prints
+the tables and the floors and, when asked, writes every figure as JSON. Every server and
 temporary directory it creates is gone when it returns, whatever happened.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from a3redis.v1 import kv_pb2 as pb
-from benchmarks import report
+from benchmarks import report, resp
 from benchmarks.load import Case, CaseResult, Fill, LoadPlan, Step, Target, plan_timeout, run_load
 from benchmarks.procfs import background_cores
 from benchmarks.report import ECHO, ECHO_STOCK, NODE_ALWAYS, NODE_NO, Measured
@@ -68,6 +70,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-restart", action="store_true", help="leave out the restart case")
     parser.add_argument(
         "--skip-requests", action="store_true", help="leave out the Put/Get/BatchPut cases"
+    )
+    parser.add_argument(
+        "--skip-resp", action="store_true", help="leave out the Redis-protocol part (resp.py)"
     )
     parser.add_argument(
         "--consistency",
@@ -200,6 +205,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"restart case with {args.restart_keys:,} keys", file=sys.stderr, flush=True)
             restart = measure_restart(servers, root / "data-restart", args.restart_keys)
 
+    resp_results: resp.Results | None = None
+    resp_args = _resp_args(args)
+    if not args.skip_resp and not resp.missing_tools():
+        resp_results = resp.measure(resp_args)
+
     judged = report.floors(measured, max(args.concurrency), max(args.batch_concurrency), restart)
     info = report.machine()
     print(
@@ -220,15 +230,35 @@ def run(args: argparse.Namespace) -> int:
     contended = report.contention_note(measured)
     if contended:
         print(contended)
+    if not args.skip_resp:
+        print()
+        if resp_results is None:
+            print(f"RESP part not run: {', '.join(resp.missing_tools())} missing")
+        else:
+            print(resp.report(resp_args, resp_results))
     if args.json is not None:
         settings: dict[str, Any] = {
             key: (str(value) if isinstance(value, Path) else value)
             for key, value in vars(args).items()
         }
         settings["background_cores_before_each_part"] = background
-        args.json.write_text(report.to_json(settings, measured, restart, judged))
+        figures = json.loads(report.to_json(settings, measured, restart, judged))
+        if resp_results is not None:
+            figures["resp"] = resp.to_json(resp_args, resp_results)
+        args.json.write_text(json.dumps(figures, indent=2))
         print(f"\nJSON written to {args.json}")
     return 0
+
+
+def _resp_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The RESP part's settings: its own defaults, with this run's --quick, --wait-quiet
+    and --data-root."""
+    forwarded = ["--wait-quiet", str(args.wait_quiet)]
+    if args.quick:
+        forwarded.append("--quick")
+    if args.data_root is not None:
+        forwarded += ["--data-root", str(args.data_root)]
+    return resp.parse_args(forwarded)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -118,11 +118,11 @@ def test_a_malformed_entry_is_refused_naming_the_file_and_the_entry(tmp_path: Pa
 
 
 def test_nothing_missing_runs_nothing() -> None:
-    machine = FakeMachine({"chromium", "iproute2", "nftables", "redis-tools"})
+    machine = FakeMachine({"chromium", "iproute2", "nftables", "redis-tools", "redis-server"})
     assert machine.ensure() == []
     assert machine.runs == []
     assert machine.said == [
-        "system packages: all present (chromium, iproute2, nftables, redis-tools)"
+        "system packages: all present (chromium, iproute2, nftables, redis-server, redis-tools)"
     ]
 
 
@@ -132,9 +132,9 @@ def test_as_root_with_apt_the_missing_packages_are_installed_after_one_update() 
     options = ["-y", "-qq", "--no-install-recommends"]
     assert machine.runs == [
         ["apt-get", "update", "-qq"],
-        ["apt-get", "install", *options, "chromium", "nftables", "redis-tools"],
+        ["apt-get", "install", *options, "chromium", "nftables", "redis-tools", "redis-server"],
     ]
-    assert machine.installed == {"chromium", "iproute2", "nftables", "redis-tools"}
+    assert machine.installed == {"chromium", "iproute2", "nftables", "redis-tools", "redis-server"}
 
 
 def test_a_package_the_archive_lacks_does_not_keep_the_others_out() -> None:
@@ -143,7 +143,7 @@ def test_a_package_the_archive_lacks_does_not_keep_the_others_out() -> None:
     assert missing_names(still) == ["chromium"]
     assert still[0].why_not_installed == "`apt-get install` failed"
     assert [run[1] for run in machine.runs].count("update") == 1
-    assert machine.installed == {"iproute2", "nftables", "redis-tools"}
+    assert machine.installed == {"iproute2", "nftables", "redis-tools", "redis-server"}
 
 
 @pytest.mark.parametrize(
@@ -157,7 +157,7 @@ def test_where_it_cannot_install_it_names_each_missing_command_and_its_fix(
     machine = FakeMachine({"iproute2", "nftables"})
     still = machine.ensure(as_root=as_root, apt_get=apt_get)
     assert machine.runs == []
-    assert missing_names(still) == ["chromium", "redis-cli", "redis-benchmark"]
+    assert missing_names(still) == ["chromium", "redis-cli", "redis-benchmark", "redis-server"]
     lines = [report_line(missing, as_root, under_ci=False) for missing in still]
     sudo = "" if as_root else "sudo "
     assert lines[0] == (
@@ -165,7 +165,8 @@ def test_where_it_cannot_install_it_names_each_missing_command_and_its_fix(
         "(tests/node/test_status_page.py); install it with: "
         f"{sudo}apt-get install chromium (not installed: {why}; those tests will be skipped)"
     )
-    assert all(f"{sudo}apt-get install redis-tools" in line for line in lines[1:])
+    assert all(f"{sudo}apt-get install redis-tools" in line for line in lines[1:3])
+    assert f"{sudo}apt-get install redis-server" in lines[3]
     assert "under CI this fails the run" in report_line(still[0], as_root, under_ci=True)
 
 
