@@ -503,7 +503,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "STREAM_BUSY_KEYS_PER_SECOND",
         "stream_busy_keys_per_second",
-        "15000",
+        "10000",
         Number(0.0, 1e9, "keys per second, 0 for no limit"),
         "The same pace while the node serves client or replica requests (more than 20 a "
         "second): copying yields to them",

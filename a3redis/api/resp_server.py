@@ -353,6 +353,7 @@ class _Connection:
         sock = self.sock
         server = self.server
         idle = server.settings.idle_timeout
+        waited = False
         while True:
             try:
                 data = sock.recv(READ_SIZE)
@@ -362,8 +363,10 @@ class _Connection:
                 return b""
             else:
                 self.last_heard = trio.current_time()
-                # Bytes were waiting: give the other tasks their turn first.
-                await trio.lowlevel.checkpoint()
+                if not waited:
+                    # Bytes were waiting without a wait: give the other tasks their turn
+                    # first (after a wait they have had it).
+                    await trio.lowlevel.checkpoint()
                 return data
             if server.draining or self.broken:
                 return b""
@@ -374,6 +377,7 @@ class _Connection:
                 await trio.lowlevel.wait_readable(sock)
             finally:
                 self._waiting_input = False
+            waited = True
             if idle > 0:
                 self._input.deadline = math.inf
 

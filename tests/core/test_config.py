@@ -51,7 +51,7 @@ def test_defaults_for_node_3() -> None:
         merkle_fanout=16,
         repair_max_keys_per_second=5000.0,
         stream_max_keys_per_second=200000.0,
-        stream_busy_keys_per_second=15000.0,
+        stream_busy_keys_per_second=10000.0,
         tombstone_grace=86400.0,
         clock_offset_ms=0,
         debug_log=False,
