@@ -11,7 +11,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,13 +21,10 @@ import redis
 import redis.asyncio
 import trio
 
-from a3redis.config import Config
 from a3redis.core.redis_command_table import COMMAND_SPECS
-from a3redis.node import run_node
-from tests.node.conftest import RunningNode
+from tests.node.conftest import RunningNode, Start
 from tests.support.system_tools import system_command
 
-Start = Callable[..., Awaitable[RunningNode]]
 T = TypeVar("T")
 
 # A key and a value that break any client or server that is not binary-safe.
@@ -36,34 +33,8 @@ BINARY_VALUE = b"\x00\r\n$3\r\nnot a reply\r\n\x00\xfe"
 
 
 @pytest.fixture
-async def start(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Start]:
-    """Start a single node (RF 1) with extra settings; every node is stopped at the end."""
-    stops: list[trio.Event] = []
-
-    async def start_node(**settings: str) -> RunningNode:
-        env = {
-            "GRPC_PORT": "0",
-            "GOSSIP_PORT": "0",
-            "RESP_PORT": "0",
-            "DATA_DIR": str(tmp_path / f"data{len(stops)}"),
-            "REPLICATION_FACTOR": "1",
-            "FSYNC": "no",
-            **settings,
-        }
-        config = Config.from_env(env)
-        stop = trio.Event()
-        stops.append(stop)
-        ports = await nursery.start(run_node, config, stop)
-        return RunningNode(config, ports, stop)
-
-    yield start_node
-    for stop in stops:
-        stop.set()
-
-
-@pytest.fixture
-async def node(start: Start) -> RunningNode:
-    return await start()
+async def node(start_node: Start) -> RunningNode:
+    return await start_node()
 
 
 async def cli(node: RunningNode, *args: str, stdin: bytes | None = None) -> str:
@@ -306,8 +277,8 @@ async def test_flushall_is_refused_without_allow_flush_and_names_the_setting(
 
 
 @pytest.mark.parametrize("command", ["FLUSHALL", "FLUSHDB"])
-async def test_flushall_deletes_every_key_with_allow_flush(start: Start, command: str) -> None:
-    node = await start(ALLOW_FLUSH="1")
+async def test_flushall_deletes_every_key_with_allow_flush(start_node: Start, command: str) -> None:
+    node = await start_node(ALLOW_FLUSH="1")
 
     def talk() -> list[Any]:
         with connected(node) as r:

@@ -12,7 +12,7 @@ import json
 import socket
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,40 +31,20 @@ from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.resp_values import OK, PONG, ErrorReply, Reply
 from a3redis.core.validation import Limits
-from a3redis.node import bind_listener, run_node
+from a3redis.node import bind_listener
 from a3redis.storage.store import Store
-from tests.node.conftest import RunningNode
+from tests.node.conftest import RunningNode, Start
 from tests.support.system_tools import system_command
-
-Start = Callable[..., Awaitable[RunningNode]]
 
 
 @pytest.fixture
-async def start(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Start]:
-    """Start a single node (RF 1) with extra settings; every node is stopped at the end."""
-    stops: list[trio.Event] = []
+def start(start_node: Start) -> Start:
+    """Nodes with small limits (MAX_KEY_BYTES=64, MAX_VALUE_BYTES=1000) unless told."""
 
-    async def start_node(**settings: str) -> RunningNode:
-        env = {
-            "GRPC_PORT": "0",
-            "GOSSIP_PORT": "0",
-            "RESP_PORT": "0",
-            "DATA_DIR": str(tmp_path / f"data{len(stops)}"),
-            "MAX_KEY_BYTES": "64",
-            "MAX_VALUE_BYTES": "1000",
-            "REPLICATION_FACTOR": "1",
-            "FSYNC": "no",
-            **settings,
-        }
-        config = Config.from_env(env)
-        stop = trio.Event()
-        stops.append(stop)
-        ports = await nursery.start(run_node, config, stop)
-        return RunningNode(config, ports, stop)
+    async def limited(**settings: str) -> RunningNode:
+        return await start_node(**{"MAX_KEY_BYTES": "64", "MAX_VALUE_BYTES": "1000", **settings})
 
-    yield start_node
-    for stop in stops:
-        stop.set()
+    return limited
 
 
 @pytest.fixture
