@@ -194,6 +194,8 @@ async def run_node(
                     config.stream_max_keys_per_second,
                     config.stream_busy_keys_per_second,
                     lambda: gate.foreground_served + resp_stats.commands_served,
+                    # A Stream answer held back longer would risk the caller's timeout.
+                    max_answer_wait=config.peer_timeout / 4,
                 )
                 rebalancer = Rebalancer(
                     membership,

@@ -17,10 +17,11 @@ where); this shell ticks, announces roles, copies partitions and reports.
   pages it answers as a source): at most STREAM_MAX_KEYS_PER_SECOND while
   the node is idle, STREAM_BUSY_KEYS_PER_SECOND while it serves more than
   BUSY_ABOVE client or replica requests a second (a limit on the rate: the
-  time the copying itself took counts). Joins and decommissions remember
-  the partitions done in DATA_DIR (`transition.json`, replaced atomically), so a restart in
-  the middle resumes where it stopped as long as the target configuration
-  is the same; a source or target that fails is retried at the next tick.
+  time the copying itself took counts).
+- Joins and decommissions remember the partitions done in DATA_DIR
+  (`transition.json`, replaced atomically), so a restart in the middle
+  resumes where it stopped as long as the target configuration is the
+  same; a source or target that fails is retried at the next tick.
 - When the decommission is over the node announces `left` and stops itself
   (the node exits 0).
 - A removal (an operator's, of a dead member) copies the member's partitions
@@ -128,13 +129,24 @@ class StreamPacer:
     """This node's pace for copying partitions: its own pulls and pushes, and the Stream
     pages it answers, all in one schedule (a3redis.core.throttle.BackgroundPace)."""
 
-    def __init__(self, idle_rate: float, busy_rate: float, served: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        idle_rate: float,
+        busy_rate: float,
+        served: Callable[[], int],
+        max_answer_wait: float,
+    ) -> None:
         self._served = served
         self.pace = BackgroundPace(idle_rate, busy_rate, BUSY_ABOVE, trio.current_time(), served())
+        self._max_answer_wait = max_answer_wait
 
     async def wait_turn(self) -> None:
-        """Until the keys copied so far are due."""
-        await trio.sleep_until(self.pace.next_start(trio.current_time(), self._served()))
+        """Until the keys copied so far are due, but at most `max_answer_wait`: a source
+        holds a Stream answer back no longer than a fraction of the caller's timeout
+        (the caller's own pace limits it too)."""
+        now = trio.current_time()
+        due = self.pace.next_start(now, self._served())
+        await trio.sleep_until(min(due, now + self._max_answer_wait))
 
     def book(self, keys: int, started: float) -> float:
         """Count `keys` keys copied from `started` (trio time) on; when the next may start."""

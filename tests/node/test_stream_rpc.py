@@ -245,3 +245,29 @@ async def test_hostile_requests_are_invalid_argument_naming_the_bound(tmp_path: 
     for (code, details), message in zip(answers, cases, strict=True):
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (message, details)
         assert message in details
+
+
+async def test_a_busy_source_paces_its_pages_but_never_near_the_callers_timeout(
+    tmp_path: Path,
+) -> None:
+    partition = 31
+    keys = keys_of_partition(partition, 40)
+    # One key a second while busy: each page of 20 keys would be due 20 s after the last.
+    config = node_config(tmp_path, STREAM_BUSY_KEYS_PER_SECOND="1", PEER_TIMEOUT="2")
+    async with serving(config) as (endpoint, link), Client.connect(endpoint) as client:
+        for key in keys:
+            await client.put(key, b"v")
+        records, _ = await stream(link, StreamRequest((partition,), b"", 20))
+        assert len(records) == 40
+        # Busy: more than 20 client requests a second over a whole window.
+        with trio.move_on_after(1.2):
+            for n in range(1000):  # bounded
+                await client.get(b"k%d" % n)
+        request = StreamRequest((partition,), b"", 20)
+        started = trio.current_time()
+        first = await link.stream(request, LIMITS, wall_ms)
+        second = await link.stream(next_request(request, first) or request, LIMITS, wall_ms)
+        waited = trio.current_time() - started
+    assert len(first.records) == len(second.records) == 20
+    # The second page was held back (paced) but not beyond PEER_TIMEOUT / 4 = 0.5 s.
+    assert 0.4 <= waited < 1.5
