@@ -62,7 +62,7 @@ from a3redis.storage.store import Store
 SCAN_CURSORS = 100_000
 # KEYS answers at most this many bytes of keys; SCAN pages through any keyspace.
 KEYS_MAX_BYTES = 64 * 1024 * 1024
-# Keys asked of the keyspace per page by KEYS and FLUSHALL.
+# Keys asked of the keyspace per page by KEYS, FLUSHALL and SCAN (at most).
 PAGE = 1000
 # Keys asked per page by RANDOMKEY, which needs one live key.
 RANDOM_KEY_PAGE = 16
@@ -159,8 +159,10 @@ class RedisCommands:
         if isinstance(matcher, ErrorReply):
             return matcher
         glob, prefix = matcher
+        # COUNT is a hint, as in Redis: a page never asks for more than PAGE keys.
+        count = min(max(1, command.count), PAGE)
         page, following = await self.keyspace.scan_page(
-            max(start, prefix), b"", prefix, max(1, command.count), step.read_consistency
+            max(start, prefix), b"", prefix, count, step.read_consistency
         )
         keys: list[bytes] = []
         # Only strings are stored: SCAN ... TYPE of any other type finds nothing.

@@ -232,6 +232,18 @@ async def test_scan_pages_through_every_key_with_match_count_and_type(node: Runn
     assert found["lists"] == []  # only strings are stored
 
 
+async def test_a_huge_scan_count_is_a_hint_bounded_by_a_page(node: RunningNode) -> None:
+    def talk() -> tuple[int, int, int]:
+        with connected(node) as r:
+            r.mset({f"many:{i:05}": b"v" for i in range(1500)})
+            cursor, keys = r.scan(0, match="many:*", count=2**62)
+            return cursor, len(keys), len(list(r.scan_iter(match="many:*", count=2**62)))
+
+    cursor, first_page, every = await in_thread(talk)
+    assert cursor != 0 and first_page == 1000  # one page of at most 1,000 keys
+    assert every == 1500
+
+
 async def test_scan_refuses_a_cursor_it_never_gave_out(node: RunningNode) -> None:
     assert await cli(node, "SCAN", "12345") == "ERR invalid cursor\n\n"
     assert await cli(node, "SCAN", "0", "COUNT", "0") == "ERR syntax error\n\n"
