@@ -44,6 +44,47 @@ _UNKNOWN_COMMAND = "ERR unknown command"
 _COMMAND_NAME = re.compile(rb"[A-Z0-9][A-Z0-9._|-]{0,31}")
 
 
+class _Calls:
+    """Counts by a tuple of labels (with when each was first seen) and latencies by one
+    label: a count per bucket (not cumulative; the last is +Inf) and the sum."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+        self.latency: dict[str, tuple[list[int], list[float]]] = {}
+
+    def count(self, key: tuple[str, ...]) -> None:
+        count = self.counts.get(key)
+        if count is None:
+            self.counts[key] = 1
+            self.created[key] = time.time()
+        else:
+            self.counts[key] = count + 1
+
+    def time(self, label: str, bucket: int, seconds: float) -> None:
+        latency = self.latency.get(label)
+        if latency is None:
+            latency = self.latency[label] = ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
+        latency[0][bucket] += 1
+        latency[1][0] += seconds
+
+    def counter(self, name: str, documentation: str, labels: list[str]) -> Metric:
+        family = CounterMetricFamily(name, documentation, labels=labels)
+        for key, count in list(self.counts.items()):
+            family.add_metric(list(key), count, created=self.created[key])
+        return family
+
+    def histogram(self, name: str, documentation: str, label: str) -> Metric:
+        family = HistogramMetricFamily(name, documentation, labels=[label])
+        for value, (counts, total) in list(self.latency.items()):
+            buckets = [
+                (bound, float(count))
+                for bound, count in zip(_BUCKET_LABELS, accumulate(counts), strict=True)
+            ]
+            family.add_metric([value], buckets, total[0])
+        return family
+
+
 class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -51,16 +92,12 @@ class NodeMetrics:
         # Prometheus only when it scrapes: prometheus_client's labels() lookup,
         # locks and bucket search, per request, would be a visible share of a
         # request's whole CPU budget (benchmarks/README.md has the figure).
-        self._counts: dict[tuple[str, str, str], int] = {}
-        self._created: dict[tuple[str, str, str], float] = {}
-        # Per rpc: a count per bucket (not cumulative; the last is +Inf) and the sum.
-        self._latency: dict[str, tuple[list[int], list[float]]] = {}
+        # gRPC: (service, rpc, code) -> count, latency per rpc.
+        self._calls = _Calls()
         self.registry.register(_Source(self._requests))
-        # Redis-protocol commands, kept the same way: (command, "ok" | "error") -> count,
-        # and per command a count per latency bucket and the sum.
-        self._command_counts: dict[tuple[str, str], int] = {}
-        self._command_created: dict[tuple[str, str], float] = {}
-        self._command_latency: dict[str, tuple[list[int], list[float]]] = {}
+        # Redis-protocol commands, kept the same way: (command, result) -> count,
+        # latency per command.
+        self._commands_seen = _Calls()
         # Upper-cased name -> (its label, its operation on the status page).
         self._command_labels: dict[bytes, tuple[str, str]] = {}
         self.registry.register(_Source(self._commands))
@@ -70,42 +107,21 @@ class NodeMetrics:
         self.rolling = RollingStats(window_s=60, rng=random.Random())
 
     def observe(self, service: str, rpc: str, code: str, seconds: float) -> None:
-        key = (service, rpc, code)
-        count = self._counts.get(key)
-        if count is None:
-            self._counts[key] = 1
-            self._created[key] = time.time()
-        else:
-            self._counts[key] = count + 1
-        latency = self._latency.get(rpc)
-        if latency is None:
-            latency = self._latency[rpc] = ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
+        self._calls.count((service, rpc, code))
         # bisect_left: the first bucket whose upper bound is >= seconds (Prometheus' "le").
-        latency[0][bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        latency[1][0] += seconds
+        self._calls.time(rpc, bisect_left(LATENCY_BUCKETS, seconds), seconds)
         if service == "KeyValue":
             self.rolling.record(rpc, seconds, time.monotonic())
 
     def _requests(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
+        yield self._calls.counter(
             "a3redis_requests",
             "gRPC requests served, by service, method and status code",
-            labels=["service", "rpc", "code"],
+            ["service", "rpc", "code"],
         )
-        for key, count in list(self._counts.items()):
-            requests.add_metric(list(key), count, created=self._created[key])
-        yield requests
-        latency = HistogramMetricFamily(
-            "a3redis_request_seconds", "gRPC request latency, by method", labels=["rpc"]
+        yield self._calls.histogram(
+            "a3redis_request_seconds", "gRPC request latency, by method", "rpc"
         )
-        for rpc, (counts, total) in list(self._latency.items()):
-            cumulative = list(accumulate(counts))
-            buckets = [
-                (label, float(count))
-                for label, count in zip(_BUCKET_LABELS, cumulative, strict=True)
-            ]
-            latency.add_metric([rpc], buckets, total[0])
-        yield latency
 
     def observe_commands(
         self, requests: Sequence[list[bytes]], replies: Sequence[Reply], seconds: float
@@ -113,7 +129,7 @@ class NodeMetrics:
         """Count one run of Redis commands; each took the run's `seconds` (its replies
         leave together)."""
         bucket = bisect_left(LATENCY_BUCKETS, seconds)
-        counts = self._command_counts
+        seen = self._commands_seen
         now = time.monotonic()
         # Replies Redis leaves out (QUIT, CLIENT REPLY OFF|SKIP) leave the requests'
         # results unknown: they are counted as "unanswered".
@@ -125,21 +141,8 @@ class NodeMetrics:
                 result = "unanswered"
             else:
                 result = "error" if isinstance(reply, ErrorReply) else "ok"
-            key = (command, result)
-            count = counts.get(key)
-            if count is None:
-                counts[key] = 1
-                self._command_created[key] = time.time()
-            else:
-                counts[key] = count + 1
-            latency = self._command_latency.get(command)
-            if latency is None:
-                latency = self._command_latency[command] = (
-                    [0] * (len(LATENCY_BUCKETS) + 1),
-                    [0.0],
-                )
-            latency[0][bucket] += 1
-            latency[1][0] += seconds
+            seen.count((command, result))
+            seen.time(command, bucket, seconds)
             self.rolling.record(operation, seconds, now)
 
     def _command_label(self, request: list[bytes], reply: Reply) -> tuple[str, str]:
@@ -156,28 +159,18 @@ class NodeMetrics:
         return known
 
     def _commands(self) -> Iterator[Metric]:
-        commands = CounterMetricFamily(
+        yield self._commands_seen.counter(
             "a3redis_resp_commands",
-            "Redis-protocol commands served, by command and result (ok or error)",
-            labels=["command", "result"],
+            "Redis-protocol commands served, by command and result (ok, error, or "
+            "unanswered: after QUIT or under CLIENT REPLY OFF|SKIP)",
+            ["command", "result"],
         )
-        for key, count in list(self._command_counts.items()):
-            commands.add_metric(list(key), count, created=self._command_created[key])
-        yield commands
-        latency = HistogramMetricFamily(
+        yield self._commands_seen.histogram(
             "a3redis_resp_command_seconds",
             "Redis-protocol command latency, by command (from the start of the run of "
             "pipelined commands it came in to its replies)",
-            labels=["command"],
+            "command",
         )
-        for command, (counts, total) in list(self._command_latency.items()):
-            cumulative = list(accumulate(counts))
-            buckets = [
-                (label, float(count))
-                for label, count in zip(_BUCKET_LABELS, cumulative, strict=True)
-            ]
-            latency.add_metric([command], buckets, total[0])
-        yield latency
 
     def add_source(self, source: Callable[[], Iterator[Metric]]) -> None:
         self.registry.register(_Source(source))
