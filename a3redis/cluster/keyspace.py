@@ -160,17 +160,18 @@ class Keyspace:
         consistency: Consistency | None,
         after: Version | None = None,
     ) -> list[Version]:
-        self.limits.check_batch(len(pairs))
-        self.limits.check_pairs(pairs)
-        return await self._write(list(pairs), consistency, after)
+        return await self.batch_write(pairs, consistency, after)
 
     async def batch_write(
-        self, writes: Sequence[tuple[bytes, bytes | None]], consistency: Consistency | None
+        self,
+        writes: Sequence[tuple[bytes, bytes | None]],
+        consistency: Consistency | None,
+        after: Version | None = None,
     ) -> list[Version]:
         """Puts and deletes (value None) in one batch; a key written twice keeps its last."""
         self.limits.check_batch(len(writes))
         self.limits.check_pairs(writes)
-        return await self._write(list(writes), consistency, None)
+        return await self._write(list(writes), consistency, after)
 
     async def get(self, key: bytes, consistency: Consistency | None) -> Record | None:
         """The newest record for `key`, or None; a tombstone means "deleted"."""
