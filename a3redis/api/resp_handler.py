@@ -21,6 +21,7 @@ results back for the replies. Server steps are answered from the node:
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import random
@@ -28,11 +29,14 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
+from functools import partial
 
 from a3redis import __version__
+from a3redis.api.resp_server import Answer, Remainder
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import SETTINGS, Config
 from a3redis.core.errors import RequestError
+from a3redis.core.hlc import Version
 from a3redis.core.membership import Status
 from a3redis.core.redis_cluster import ClusterMember, ClusterView
 from a3redis.core.redis_commands import (
@@ -50,13 +54,15 @@ from a3redis.core.redis_commands import (
 )
 from a3redis.core.redis_glob import Glob, PatternTooLongError, literal_prefix
 from a3redis.core.redis_info import config_get, keyspace_fields, render_info
-from a3redis.core.redis_pipeline import ReadStep, ServerStep, StepResult, WriteStep, plan
+from a3redis.core.redis_pipeline import Plan, ReadStep, ServerStep, StepResult, WriteStep, plan
 from a3redis.core.redis_session import ServerSettings, Session, client_list_reply
 from a3redis.core.resp_values import OK, ErrorReply, Reply, error
 from a3redis.core.scan_cursors import INVALID_CURSOR, ScanCursors, scan_reply
 from a3redis.net.address import Address
 from a3redis.storage.policy import FsyncPolicy
 from a3redis.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 # SCAN cursors this node remembers (the least recently used is forgotten first).
 SCAN_CURSORS = 100_000
@@ -104,12 +110,53 @@ class RedisCommands:
         self.sessions.add(session)
         return session
 
-    async def run(self, session: Session, requests: list[list[bytes]]) -> list[Reply]:
+    def start(
+        self, session: Session, requests: list[list[bytes]], answer: Answer
+    ) -> list[Reply] | Remainder | None:
+        """Plan a run and take its steps as far as they go without waiting.
+
+        Reads of keys only this node holds are answered at once; a last write
+        that only this node holds is queued for the store's group commit and
+        `answer` is called once it is durable; the first step that needs a peer
+        or the node (a quorum, SCAN, INFO...) and all after it are the remainder.
+        """
         pipeline = plan(session, requests, self.keyspace.wall_ms())
         self.commands_processed += len(pipeline.names)
         results: list[StepResult] = []
         keyspace = self.keyspace
-        for step in pipeline.steps:
+        steps = pipeline.steps
+        for index, step in enumerate(steps):
+            try:
+                if isinstance(step, ReadStep):
+                    found = keyspace.batch_get_now(step.keys, step.consistency)
+                    if found is not None:
+                        results.append(found)
+                        continue
+                elif isinstance(step, WriteStep) and index == len(steps) - 1:
+                    staged = keyspace.batch_write_now(step.writes, step.consistency)
+                    if staged is not None:
+                        staged.when_done(
+                            lambda written: answer(_replies(pipeline, results, written))
+                        )
+                        return None
+            except RequestError as failure:
+                results.append(failure)
+                continue
+            return partial(self._finish, session, pipeline, results, index)
+        return pipeline.replies(results)
+
+    async def run(self, session: Session, requests: list[list[bytes]]) -> list[Reply]:
+        """A run's replies, every step awaited in turn."""
+        pipeline = plan(session, requests, self.keyspace.wall_ms())
+        self.commands_processed += len(pipeline.names)
+        return await self._finish(session, pipeline, [], 0)
+
+    async def _finish(
+        self, session: Session, pipeline: Plan, results: list[StepResult], first: int
+    ) -> list[Reply]:
+        """Run the steps from `first` on (`results` holds those before) and reply."""
+        keyspace = self.keyspace
+        for step in pipeline.steps[first:]:
             try:
                 if isinstance(step, ReadStep):
                     results.append(
@@ -356,3 +403,14 @@ class RedisCommands:
                 "gossip_port": config.gossip_port,
             },
         }
+
+
+def _replies(
+    pipeline: Plan, results: list[StepResult], last: list[Version] | RequestError
+) -> list[Reply] | None:
+    """The replies once the last step's result is in; None if that fails (a bug)."""
+    try:
+        return pipeline.replies([*results, last])
+    except Exception:
+        log.exception("could not reply to a Redis-protocol run")
+        return None

@@ -34,6 +34,7 @@ from a3redis.cluster.topology import Topology
 from a3redis.core.consistency import Consistency
 from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, next_start, timed_out
 from a3redis.core.errors import (
+    RequestError,
     TimedOutError,
     UnavailableError,
     UnsatisfiableError,
@@ -43,7 +44,7 @@ from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.rejections import Rejections
 from a3redis.core.validation import MAX_RESPONSE_BYTES, InvalidRequestError, Limits
-from a3redis.storage.store import Store
+from a3redis.storage.store import Staged, Store
 
 __all__ = [
     "Keyspace",
@@ -66,6 +67,31 @@ class KeyspaceStats:
     replica_write_failures: int = 0
     replica_read_failures: int = 0
     hinted: int = 0
+
+
+class StagedWrite:
+    """A write only this node holds, queued for the store's commit: `when_done` calls
+    back with the versions written, or the error, once it is durable."""
+
+    __slots__ = ("_plan", "_staged")
+
+    def __init__(self, plan: WritePlan, staged: Staged) -> None:
+        self._plan = plan
+        self._staged = staged
+
+    def when_done(self, callback: Callable[[list[Version] | RequestError], None]) -> None:
+        def durable(failure: RequestError | None) -> None:
+            if failure is not None:
+                callback(failure)
+                return
+            try:
+                versions = self._plan.stored_here(self._staged.accepted)
+            except RequestError as error:
+                callback(error)
+            else:
+                callback(versions)
+
+        self._staged.when_durable(durable)
 
 
 class Keyspace:
@@ -195,6 +221,39 @@ class Keyspace:
         if response_limit is not None:
             self.limits.check_response(results, "BatchGet", response_limit)
         return results
+
+    # ----- without waiting (a front end serving many connections from one task) ---------
+
+    def batch_get_now(
+        self, keys: Sequence[bytes], consistency: Consistency | None
+    ) -> list[Record | None] | None:
+        """`batch_get`'s answer (no response limit) when this node alone holds every key
+        (LOCAL, or this node is each key's only replica); None when a peer must be asked."""
+        self.limits.check_batch(len(keys))
+        self.limits.check_keys(keys)
+        distinct = list(dict.fromkeys(keys))
+        plan = self.coordinator.plan_read(distinct, consistency or self.read_consistency)
+        if not plan.only_here:
+            return None
+        if len(distinct) == len(keys):
+            return self.read_local(keys)
+        found = dict(zip(distinct, self.read_local(distinct), strict=True))
+        return [found[key] for key in keys]
+
+    def batch_write_now(
+        self, writes: Sequence[tuple[bytes, bytes | None]], consistency: Consistency | None
+    ) -> StagedWrite | None:
+        """`batch_write` queued for the store's next commit when this node alone holds
+        every key; None (and nothing written) when peers must take part."""
+        self.limits.check_batch(len(writes))
+        self.limits.check_pairs(writes)
+        wall = self._wall_ms()
+        plan = self.coordinator.plan_write(
+            list(writes), consistency or self.write_consistency, None, wall
+        )
+        if not plan.only_here:
+            return None
+        return StagedWrite(plan, self.store.stage_many(plan.records, self.limits.clock_bound(wall)))
 
     async def scan_page(
         self, start: bytes, end: bytes, prefix: bytes, limit: int, consistency: Consistency | None
