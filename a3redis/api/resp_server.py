@@ -70,6 +70,9 @@ READ_SIZE = 64 * 1024
 # still arriving). Redis's client-query-buffer-limit is 1 GiB; this is a
 # node's budget for all of gRPC's incomplete messages (INBOUND_BUFFER_LIMIT).
 MAX_QUERY_BYTES = 128 * 1024 * 1024
+# Input read while a run of the same connection is in flight, at most (then
+# the connection leaves the selector until the run is answered).
+MAX_READ_AHEAD = 1024 * 1024
 # A closing connection (QUIT, protocol error) has this long to read its last
 # replies and hang up, so the kernel does not reset it while they are unread.
 CLOSE_LINGER = 2.0
@@ -278,7 +281,7 @@ class _Server:
             await trio.sleep(min(1.0, idle / 4))
             silent_since = trio.current_time() - idle
             for connection in list(self.live):
-                if connection.listening and connection.last_heard < silent_since:
+                if connection.waiting_for_input and connection.last_heard < silent_since:
                     self.stats.closed_idle += 1
                     connection.close()
 
@@ -290,7 +293,7 @@ class _Server:
         """Close idle connections, let runs in flight finish, until `deadline`."""
         self.draining = True
         for connection in list(self.live):
-            if connection.listening:
+            if connection.waiting_for_input:
                 connection.close()
         await self.gate.close_and_wait(max(0.0, deadline - trio.current_time()))
         if self.live:
@@ -315,7 +318,8 @@ _UNANSWERED = _Unanswered()
 class _Connection:
     """One client: read, run, reply, until it hangs up, QUITs, breaks a limit or the node stops.
 
-    It listens (is in the selector) while no run of its is in flight.
+    It listens (is in the selector) unless it is closing, or a run of its is in flight
+    and it has read MAX_READ_AHEAD bytes ahead.
     """
 
     def __init__(self, server: _Server, sock: socket.socket, client_id: int, peer: str) -> None:
@@ -345,6 +349,11 @@ class _Connection:
 
     # ----- reading and running ---------------------------------------------------------------
 
+    @property
+    def waiting_for_input(self) -> bool:
+        """Listening with no run in flight (nor queued): the client is to speak next."""
+        return self.listening and self.running is None and not self.runs
+
     def listen(self) -> None:
         if not (self.listening or self.closing or self.closed):
             self.server.selector.register(self.sock, selectors.EVENT_READ, self)
@@ -368,7 +377,12 @@ class _Connection:
             return
         self.last_heard = trio.current_time()
         self.reader.feed(data)
-        self._run_next()
+        if self.running is None:
+            self._run_next()
+        elif self.reader.buffered > MAX_READ_AHEAD:
+            # A run is in flight and the client keeps writing: hold its input in
+            # the kernel until the run is answered.
+            self._stop_listening()
 
     def _run_next(self) -> None:
         """Run what was read, in order, until a run must wait or none is left."""
@@ -384,7 +398,9 @@ class _Connection:
             run = self.runs.popleft()
             replies = self._start(run)
             if isinstance(replies, _Unanswered):
-                self._stop_listening()
+                # It stays in the selector: what the client sends meanwhile is read
+                # ahead (up to MAX_READ_AHEAD), and a run of a client that waits
+                # for its replies costs no selector change.
                 return
             if not self._answer(run, replies):
                 return
