@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import logging
 import os
 import random
@@ -438,6 +439,7 @@ def main(env: dict[str, str] | None = None) -> int:
         return 2
     logs.configure(config.node_id, config.debug_log, config.log_format)
     _raise_open_file_limit(config.max_connections + config.resp_max_connections)
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         trio.run(_main, config)
     except StartupError as error:
@@ -445,6 +447,12 @@ def main(env: dict[str, str] | None = None) -> int:
         return 1
     return 0
 
+
+# The cyclic collector's thresholds. Python's default (700 allocations) runs a
+# young-generation pass every few requests, each walking what the requests
+# left alive; the node's garbage is freed by reference counting almost all, so
+# passes are made rarer (benchmarks/README.md, "Figures behind choices").
+GC_THRESHOLDS = (50_000, 20, 10)
 
 # Descriptors a node needs besides its client connections: the log and
 # snapshot files, peer links, gossip and HTTP connections, hint files.

@@ -503,8 +503,11 @@ class _Planner:
         return None
 
 
+_MANY_KEYS = (MGet, Exists, Touch)
+
+
 def _keys_of(command: ReadCommand) -> Sequence[bytes]:
-    if isinstance(command, MGet | Exists | Touch):
+    if isinstance(command, _MANY_KEYS):
         return command.keys
     return (command.key,)
 

@@ -169,6 +169,11 @@ class Ring:
         # A ring of one node places every key there: no key needs hashing.
         self._sole = self.members if len(self.members) == 1 else None
 
+    @property
+    def sole_owners(self) -> tuple[str, ...] | None:
+        """Every key's preference list when the ring has one member (else None)."""
+        return self._sole
+
     def preference_list(self, key: bytes) -> tuple[str, ...]:
         """The nodes that hold `key`, most preferred first."""
         if self._sole is not None:
