@@ -5,7 +5,9 @@ calls the Keyspace, and converts the answer back; `_status` is the one
 place where an exception becomes a gRPC status code. Requests are decoded
 inside each method's guard, not by purerpc (see `_Undecoded`), so bytes
 that are not a valid message are INVALID_ARGUMENT "malformed request" and
-never a Python repr.
+never a Python repr. With CLIENT_TOKENS_FILE, each KeyValue call's
+`authorization: Bearer <token>` metadata is checked before its method runs
+(`_requiring_tokens`, ACTION_OF_CALL); the Replica service is not a client's.
 """
 
 from __future__ import annotations
@@ -168,14 +170,17 @@ def _unary(
 # ----- client tokens (CLIENT_TOKENS_FILE) ------------------------------------------------------
 
 # What each KeyValue call needs a client token to allow; Repair is an operator action.
-ACTION_OF_CALL: dict[str, Action] = {
+# Describe needs none: it is how a node finds the gossip address of a PEERS entry
+# (a3redis.api.describe), and nodes hold no client token. It tells who a node is,
+# as GET /health does.
+ACTION_OF_CALL: dict[str, Action | None] = {
     "Put": Action.WRITE,
     "Delete": Action.WRITE,
     "BatchPut": Action.WRITE,
     "Get": Action.READ,
     "BatchGet": Action.READ,
     "Scan": Action.READ,
-    "Describe": Action.READ,
+    "Describe": None,
     "Topology": Action.READ,
     "Repair": Action.ADMIN,
 }
@@ -188,6 +193,8 @@ def _requiring_tokens(
     its method runs: UNAUTHENTICATED without a valid token, PERMISSION_DENIED when the
     token's role does not allow the call (ACTION_OF_CALL)."""
     for name, bound in list(service.methods.items()):
+        if ACTION_OF_CALL[name] is None:
+            continue
         service.methods[name] = bound._replace(
             method_fn=_checked(bound.method_fn, service.name, name, holder, metrics)
         )
@@ -202,6 +209,7 @@ def _checked(
     metrics: NodeMetrics,
 ) -> Callable[..., Any]:
     action = ACTION_OF_CALL[rpc]
+    assert action is not None
     short_name = service_name.rpartition(".")[2]
 
     def checked(message: Any, request: Any) -> Any:

@@ -8,6 +8,11 @@ malformed message, 409 incompatible, 429 over the sender's rate, 503 when the
 member table is full), with a JSON `error` that names the field and the limit;
 a body that does not arrive within BODY_TIMEOUT is refused (408), and a
 connection silent for READ_TIMEOUT is closed.
+With CLIENT_TOKENS_FILE, the operator endpoints (remove, decommission,
+/debug/objects) need an admin token (`token_refusal`: 401 or 403 with a
+JSON `error`); /metrics and the status page need a token of any role when
+METRICS_REQUIRE_TOKEN / STATUS_REQUIRE_TOKEN say so; /health and /ready stay
+open.
 `serve_http` runs Hypercorn on a socket the node bound itself and stops it
 through Hypercorn's shutdown_trigger (cancelling Hypercorn directly logs a
 lifespan error and takes seconds).

@@ -75,7 +75,8 @@ async def test_grpc_calls_need_a_token_whose_role_allows_them(node: RunningNode)
     cases = [
         ("Get", get, None, "UNAUTHENTICATED"),
         ("Put", put, None, "UNAUTHENTICATED"),
-        ("Describe", pb.DescribeRequest(), None, "UNAUTHENTICATED"),
+        ("Topology", pb.TopologyRequest(), None, "UNAUTHENTICATED"),
+        ("Describe", pb.DescribeRequest(), None, "OK"),  # how nodes find each other
         ("Get", get, "not-a-token-at-all-0000", "UNAUTHENTICATED"),
         ("Put", put, READER, "PERMISSION_DENIED"),
         ("Delete", pb.DeleteRequest(key=b"k"), READER, "PERMISSION_DENIED"),
@@ -123,6 +124,25 @@ async def test_a_node_without_tokens_serves_clients_with_or_without_one(
     async with Client.connect(plain.endpoint, token=READER) as client:
         await client.put(b"k", b"v")  # a token a node does not check is no role at all
         assert (await client.get(b"k")).value == b"v"
+
+
+async def test_nodes_with_tokens_find_each_other_without_one(
+    start_node: Start, tmp_path: Path
+) -> None:
+    # Gossip resolves a PEERS entry (a gRPC address) with KeyValue.Describe.
+    path = str(tokens_file(tmp_path))
+    first = await start_node(NODE_ID="n1", CLIENT_TOKENS_FILE=path, GOSSIP_INTERVAL="0.05")
+    second = await start_node(
+        NODE_ID="n2", CLIENT_TOKENS_FILE=path, GOSSIP_INTERVAL="0.05", PEERS=first.endpoint
+    )
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        with trio.fail_after(10):
+            while True:
+                members = await http.get(f"http://127.0.0.1:{first.ports.http}/membership")
+                if members.json().get("n2", {}).get("status") == "alive":
+                    break
+                await trio.sleep(0.05)
+    assert second.config.node_id == "n2"
 
 
 # ----- HTTP ------------------------------------------------------------------------------------
