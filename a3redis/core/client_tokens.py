@@ -85,9 +85,10 @@ class TokensFileError(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ClientTokens:
-    """The configured tokens, each kept as its keyed digest, with its role."""
+    """The configured tokens, each kept as its keyed digest, with its role. Equal only to
+    itself (two reads of one file have different keys), so a Config holding it hashes."""
 
     _key: bytes
     _roles: Mapping[bytes, Role]
