@@ -54,7 +54,9 @@ from a3redis.cluster.hinted_handoff import HintStore
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.cluster.rebalance import LEFT_MARKER, Rebalancer, StreamPacer
 from a3redis.cluster.topology import Topology
-from a3redis.config import Config, ConfigError
+from a3redis.config import Config, ConfigError, TokensFile
+from a3redis.core.client_tokens import Role as TokenRole
+from a3redis.core.client_tokens import TokenHolder
 from a3redis.core.hlc import HybridLogicalClock
 from a3redis.core.membership import Membership, MembershipSettings, MemberState, Role, Status
 from a3redis.core.transition import Readiness
@@ -111,9 +113,16 @@ async def run_node(
     config: Config,
     stop: trio.Event,
     *,
+    tokens: TokenHolder | None = None,
     task_status: trio.TaskStatus[BoundPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one node until `stop` is set; report the bound ports when serving."""
+    """Run one node until `stop` is set; report the bound ports when serving.
+
+    `tokens`: the client tokens to check (the caller may replace them, on SIGHUP); by
+    default those of CLIENT_TOKENS_FILE as read into `config`, if it is set.
+    """
+    if tokens is None and config.client_tokens is not None:
+        tokens = TokenHolder(config.client_tokens.tokens)
     grpc_sock = bind_listener(config.bind_host, config.grpc_port, "GRPC_PORT")
     http_sock = bind_listener(config.bind_host, config.gossip_port, "GOSSIP_PORT")
     try:
@@ -218,8 +227,9 @@ async def run_node(
                 view = NodeView(
                     config, store, gossip, repair, metrics, time.monotonic(), rebalancer
                 )
+                view.tokens = tokens
                 services = [
-                    KeyValueService(keyspace, config, gate, repair, metrics).service,
+                    KeyValueService(keyspace, config, gate, repair, metrics, tokens).service,
                     ReplicaService(keyspace, gate, repair, metrics, pacer).service,
                 ]
                 async with trio.open_nursery() as nursery:
@@ -256,6 +266,7 @@ async def run_node(
                                     "total": resp_stats.accepted,
                                     "refused": resp_stats.refused_over_limit,
                                 },
+                                tokens=tokens,
                             ),
                             resp_settings,
                             stop,
@@ -427,8 +438,32 @@ async def _main(config: Config) -> None:
                     stop.set()
 
             nursery.start_soon(watch_signals)
-            await run_node(config, stop)
+            tokens = None
+            if config.client_tokens is not None:
+                tokens = TokenHolder(config.client_tokens.tokens)
+                _log_tokens(config.client_tokens)
+                nursery.start_soon(_reload_tokens_on_hangup, config.client_tokens.path, tokens)
+            await run_node(config, stop, tokens=tokens)
             nursery.cancel_scope.cancel()
+
+
+def _log_tokens(tokens_file: TokensFile) -> None:
+    tokens = tokens_file.tokens
+    counts = ", ".join(f"{tokens.count(role)} {role.value}" for role in TokenRole)
+    log.info("client tokens required: %s (%s)", counts, tokens_file.path)
+
+
+async def _reload_tokens_on_hangup(path: Path, holder: TokenHolder) -> None:
+    """SIGHUP: read CLIENT_TOKENS_FILE again; a file that is now wrong keeps the old tokens."""
+    with trio.open_signal_receiver(signal.SIGHUP) as hangups:
+        async for _ in hangups:
+            try:
+                tokens_file = await trio.to_thread.run_sync(TokensFile.read, path)
+            except ValueError as error:
+                log.error("SIGHUP: CLIENT_TOKENS_FILE=%s kept unchanged: %s", path, error)
+                continue
+            holder.tokens = tokens_file.tokens
+            _log_tokens(tokens_file)
 
 
 def main(env: dict[str, str] | None = None) -> int:

@@ -35,6 +35,7 @@ from a3redis import __version__
 from a3redis.api.resp_server import Answer, Remainder
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import SETTINGS, Config
+from a3redis.core.client_tokens import TokenHolder
 from a3redis.core.errors import RequestError
 from a3redis.core.hlc import Version
 from a3redis.core.membership import Status
@@ -84,6 +85,8 @@ class RedisCommands:
         config: Config,
         resp_address: Address,
         connections: Callable[[], dict[str, int]],
+        *,
+        tokens: TokenHolder | None = None,
     ) -> None:
         self.keyspace = keyspace
         self.store = store
@@ -95,6 +98,7 @@ class RedisCommands:
             write_default=config.write_consistency,
             limits=config.limits,
             allow_flush=config.allow_flush,
+            tokens=tokens,
         )
         self.cursors = ScanCursors(SCAN_CURSORS, random.Random())
         self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()

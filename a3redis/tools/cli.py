@@ -23,7 +23,7 @@ import httpx
 import trio
 
 from a3redis import __version__
-from a3redis.client import Client, ClientError, Entry, GetResult
+from a3redis.client import Client, ClientError, Entry, GetResult, authorization_metadata
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.validation import InvalidRequestError
@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one, quorum, all or local (default: the server's)",
     )
     common.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    common.add_argument(
+        "--token",
+        default=None,
+        help="client token for a cluster with CLIENT_TOKENS_FILE (default: $A3REDIS_TOKEN); "
+        "sent with every call, and to the HTTP endpoints for cluster commands",
+    )
 
     parser = argparse.ArgumentParser(
         prog="a3redis", description="a3redis: a leaderless replicated key-value store"
@@ -196,7 +202,7 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 async def _run(args: argparse.Namespace) -> int:
     endpoints = args.endpoint or [Address("127.0.0.1", 50051)]
     json_out = args.output == "json"
-    async with Client.connect(endpoints, request_timeout=args.timeout) as client:
+    async with Client.connect(endpoints, request_timeout=args.timeout, token=args.token) as client:
         if args.command == "put":
             version = await client.put(args.key.encode(), args.value.encode(), args.consistency)
             _print(
@@ -285,7 +291,7 @@ async def _decommission(client: Client, endpoint: Address, args: argparse.Namesp
     json_out = args.output == "json"
     base = await _member_gossip_url(client, endpoint, args.node_id, args.timeout)
     answer = await _request_json(
-        "POST", f"{base}/api/members/{args.node_id}/decommission", args.timeout
+        "POST", f"{base}/api/members/{args.node_id}/decommission", args.timeout, args.token
     )
     if args.no_wait:
         _print(answer if json_out else f"{args.node_id} is decommissioning", json_out)
@@ -312,7 +318,9 @@ async def _decommission(client: Client, endpoint: Address, args: argparse.Namesp
             )
             return 1
         try:
-            progress = await _request_json("GET", f"{base}/api/transition", args.timeout)
+            progress = await _request_json(
+                "GET", f"{base}/api/transition", args.timeout, args.token
+            )
         except ClientError:
             progress = None
         line = _progress_line(progress) if isinstance(progress, dict) else "leaving"
@@ -373,18 +381,20 @@ async def _admin_json(
     at the host we reached it on (an advertised name may not resolve from here)."""
     gossip = Address.parse((await client.describe()).gossip_address)
     try:
-        return await _request_json(method, f"http://{gossip}{path}", seconds)
+        return await _request_json(method, f"http://{gossip}{path}", seconds, client.token)
     except ClientError as error:
         if error.code != "UNAVAILABLE" or gossip.host == endpoint.host:
             raise
         fallback = Address(endpoint.host, gossip.port)
-        return await _request_json(method, f"http://{fallback}{path}", seconds)
+        return await _request_json(method, f"http://{fallback}{path}", seconds, client.token)
 
 
 async def _cluster_view(client: Client, endpoint: Address, args: argparse.Namespace) -> None:
     json_out = args.output == "json"
     info = await client.describe()
-    async with httpx.AsyncClient(timeout=args.timeout, trust_env=False) as http_client:
+    async with httpx.AsyncClient(
+        timeout=args.timeout, trust_env=False, headers=_authorization(args.token)
+    ) as http_client:
         http = cluster_view.NodeHttp(http_client, endpoint.host)
         entry = Address.parse(info.gossip_address)
         if args.cluster_command == "status":
@@ -413,7 +423,9 @@ async def _repair(client: Client, endpoint: Address, args: argparse.Namespace) -
         reports: list[Any] = []
         with unwrap_single_group():
             async with (
-                httpx.AsyncClient(timeout=1.0, trust_env=False) as http_client,
+                httpx.AsyncClient(
+                    timeout=1.0, trust_env=False, headers=_authorization(args.token)
+                ) as http_client,
                 trio.open_nursery() as nursery,
             ):
                 http = cluster_view.NodeHttp(http_client, endpoint.host)
@@ -444,15 +456,30 @@ async def _show_repair_progress(
         await trio.sleep(0.5)
 
 
-async def _request_json(method: str, url: str, seconds: float) -> Any:
+def _authorization(token: str | None) -> dict[str, str]:
+    """The HTTP header that presents a client token (none without one)."""
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+# HTTP answers named as gRPC statuses, like every other failure of the CLI.
+_CODE_OF_HTTP_STATUS = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    409: "FAILED_PRECONDITION",
+}
+
+
+async def _request_json(method: str, url: str, seconds: float, token: str | None) -> Any:
     try:
-        async with httpx.AsyncClient(timeout=seconds, trust_env=False) as http:
+        async with httpx.AsyncClient(
+            timeout=seconds, trust_env=False, headers=_authorization(token)
+        ) as http:
             response = await http.request(method, url)
             body = response.json()
     except (httpx.HTTPError, ValueError) as error:
         raise ClientError("UNAVAILABLE", f"{url}: {error}") from None
     if response.status_code >= 400:
-        code = "FAILED_PRECONDITION" if response.status_code == 409 else "NOT_FOUND"
+        code = _CODE_OF_HTTP_STATUS.get(response.status_code, "NOT_FOUND")
         raise ClientError(code, str(body.get("error", body)))
     return body
 
@@ -495,6 +522,14 @@ def _print(body: Any, json_out: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "token"):
+        if args.token is None:
+            args.token = os.environ.get("A3REDIS_TOKEN") or None
+        try:
+            authorization_metadata(args.token)
+        except ValueError as error:
+            print(f"a3redis: error: --token / A3REDIS_TOKEN: {error}", file=sys.stderr)
+            return EXIT_USAGE
     if getattr(args, "timeout", 0) is None:
         waits = args.command == "repair" and args.wait
         args.timeout = REPAIR_WAIT_TIMEOUT if waits else REQUEST_TIMEOUT
