@@ -28,7 +28,7 @@ import random
 import sys
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from a3redis import __version__
@@ -39,6 +39,7 @@ from a3redis.core.client_tokens import TokenHolder
 from a3redis.core.errors import RequestError
 from a3redis.core.hlc import Version
 from a3redis.core.membership import Status
+from a3redis.core.record import Record
 from a3redis.core.redis_cluster import ClusterMember, ClusterView
 from a3redis.core.redis_commands import (
     ClientList,
@@ -117,37 +118,18 @@ class RedisCommands:
     def start(
         self, session: Session, requests: list[list[bytes]], answer: Answer
     ) -> list[Reply] | Remainder | None:
-        """Plan a run and take its steps as far as they go without waiting.
+        """Plan a run and carry it out without a task where its steps allow.
 
-        Reads of keys only this node holds are answered at once; a last write
-        that only this node holds is queued for the store's group commit and
-        `answer` is called once it is durable; the first step that needs a peer
-        or the node (a quorum, SCAN, INFO...) and all after it are the remainder.
+        A run of key reads and writes only (GET, SET, MGET, DEL...) goes step
+        by step through the keyspace's callbacks (`_KeySteps`): its replies
+        now, when nothing had to wait, else through `answer`. A run with a
+        step the node answers (SCAN, INFO, CLUSTER...) is awaited in a task.
         """
         pipeline = plan(session, requests, self.keyspace.wall_ms())
         self.commands_processed += len(pipeline.names)
-        results: list[StepResult] = []
-        keyspace = self.keyspace
-        steps = pipeline.steps
-        for index, step in enumerate(steps):
-            try:
-                if isinstance(step, ReadStep):
-                    found = keyspace.batch_get_now(step.keys, step.consistency)
-                    if found is not None:
-                        results.append(found)
-                        continue
-                elif isinstance(step, WriteStep) and index == len(steps) - 1:
-                    staged = keyspace.batch_write_now(step.writes, step.consistency)
-                    if staged is not None:
-                        staged.when_done(
-                            lambda written: answer(_replies(pipeline, results, written))
-                        )
-                        return None
-            except RequestError as failure:
-                results.append(failure)
-                continue
-            return partial(self._finish, session, pipeline, results, index)
-        return pipeline.replies(results)
+        if any(isinstance(step, ServerStep) for step in pipeline.steps):
+            return partial(self._finish, session, pipeline, [], 0)
+        return _KeySteps(self.keyspace, pipeline, answer).begin()
 
     async def run(self, session: Session, requests: list[list[bytes]]) -> list[Reply]:
         """A run's replies, every step awaited in turn."""
@@ -409,12 +391,69 @@ class RedisCommands:
         }
 
 
-def _replies(
-    pipeline: Plan, results: list[StepResult], last: list[Version] | RequestError
-) -> list[Reply] | None:
-    """The replies once the last step's result is in; None if that fails (a bug)."""
-    try:
-        return pipeline.replies([*results, last])
-    except Exception:
-        log.exception("could not reply to a Redis-protocol run")
+class _KeySteps:
+    """A run of key reads and writes, each step started when the one before is decided.
+
+    The keyspace calls back at once for what only this node holds, later for
+    what needs the disk or the replicas; one loop (`_take`) handles both, so
+    a run that never waits is answered without a callback at all.
+    """
+
+    __slots__ = ("answer", "keyspace", "launching", "pending", "pipeline", "results")
+
+    def __init__(self, keyspace: Keyspace, pipeline: Plan, answer: Answer) -> None:
+        self.keyspace = keyspace
+        self.pipeline = pipeline
+        self.answer = answer
+        self.results: list[StepResult] = []
+        self.launching = False  # inside a keyspace call: its callback only records
+        self.pending = False  # a step was started and has not called back
+
+    def begin(self) -> list[Reply] | None:
+        """The replies if no step had to wait; else None, and `answer` gets them."""
+        if self._take():
+            return self._replies()
         return None
+
+    def _take(self) -> bool:
+        """Start steps until one must wait (False) or none is left (True)."""
+        steps = self.pipeline.steps
+        keyspace = self.keyspace
+        while len(self.results) < len(steps):
+            step = steps[len(self.results)]
+            self.pending = True
+            self.launching = True
+            try:
+                if isinstance(step, ReadStep):
+                    keyspace.batch_get_then(step.keys, step.consistency, self._step_done)
+                else:
+                    assert isinstance(step, WriteStep)
+                    keyspace.batch_write_then(step.writes, step.consistency, self._step_done)
+            except RequestError as failure:
+                self._step_done(failure)
+            finally:
+                self.launching = False
+            if self.pending:
+                return False
+        return True
+
+    def _step_done(
+        self, result: Sequence[Record | None] | Sequence[Version] | RequestError
+    ) -> None:
+        self.results.append(result)
+        self.pending = False
+        if self.launching:
+            return  # `_take` goes on with the next step
+        try:
+            if self._take():
+                self.answer(self._replies())
+        except Exception:  # a bug of ours: the connection is told and closed
+            log.exception("a Redis-protocol run failed")
+            self.answer(None)
+
+    def _replies(self) -> list[Reply] | None:
+        try:
+            return self.pipeline.replies(self.results)
+        except Exception:
+            log.exception("could not reply to a Redis-protocol run")
+            return None
