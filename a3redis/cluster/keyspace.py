@@ -11,6 +11,14 @@ outlives a request (the rest of the replicas, hints, read repair) runs in
 the node's background nursery, bounded by the peer timeout. `LOCAL` touches
 only this node's store.
 
+A request is carried out without a task of its own: its own copy goes to
+the store's group commit, the peers' answers arrive on their links, and each
+calls back into the plan; once the plan is decided the request's `done`
+callback gets the answer (`*_then`, what the Redis front end's one reactor
+task uses). The request timeout is kept by one queue of waiters in deadline
+order (every request has the same timeout) and one task that expires them.
+The awaitable API (`get`, `batch_write`...) waits for the same callback.
+
 Nothing another node sends reaches the store or the clock unchecked
 (core.validation): a record that fails is answered REJECTED, a read answer
 that fails counts as "not there", and both are counted and logged at a
@@ -26,7 +34,8 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -56,6 +65,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class HintSink(Protocol):
@@ -224,12 +235,9 @@ class Keyspace:
     ) -> list[Record | None]:
         """The newest record of each key; `response_limit` bounds the answer's keys and
         values (None: the front end bounds what it sends itself)."""
-        self.limits.check_batch(len(keys))
-        self.limits.check_keys(keys)
-        # Each distinct key is read once, however often it is asked for.
-        distinct = list(dict.fromkeys(keys))
-        found = dict(zip(distinct, await self._read(distinct, consistency), strict=True))
-        results = [found[key] for key in keys]
+        results: list[Record | None] = await _settled(
+            partial(self.batch_get_then, keys, consistency)
+        )
         if response_limit is not None:
             self.limits.check_response(results, "BatchGet", response_limit)
         return results
@@ -247,37 +255,20 @@ class Keyspace:
         out. A request that fails the limits raises here, and `done` is not called."""
         self.limits.check_batch(len(keys))
         self.limits.check_keys(keys)
+        # Each distinct key is read once, however often it is asked for.
         distinct = list(dict.fromkeys(keys))
-
-        def in_order(records: list[Record | None]) -> list[Record | None]:
-            if len(distinct) == len(keys):
-                return records
-            found = dict(zip(distinct, records, strict=True))
-            return [found[key] for key in keys]
-
-        plan = self.coordinator.plan_read(distinct, consistency or self.read_consistency)
-        if plan.only_here:
-            done(in_order(self.read_local(distinct)))
+        if len(distinct) == len(keys):
+            self._read_then(distinct, consistency, done)
             return
 
-        def finish(failure: RequestError | None) -> None:
-            if failure is None:
-                try:
-                    records = plan.result(self._wall_ms())
-                except RequestError as error:
-                    failure = error
-                else:
-                    done(in_order(records))
-                    return
-            done(failure)
+        def in_order(records: list[Record | None] | RequestError) -> None:
+            if isinstance(records, RequestError):
+                done(records)
+                return
+            found = dict(zip(distinct, records, strict=True))
+            done([found[key] for key in keys])
 
-        waiter = self._waiter(finish, "read")
-        asks = plan.asks
-        local = asks.pop(self.node_id, None)
-        for replica, indexes in asks.items():
-            self._ask(replica, indexes, plan, waiter)
-        if local is not None:
-            self._ask(self.node_id, local, plan, waiter)
+        self._read_then(distinct, consistency, in_order)
 
     def batch_write_then(
         self,
@@ -285,69 +276,11 @@ class Keyspace:
         consistency: Consistency | None,
         done: Callable[[list[Version] | RequestError], None],
     ) -> None:
-        """`batch_write` answered through `done` once it is decided: durable here when
-        this node alone holds every key, else acknowledged by W replicas (or failed, or
-        timed out). A request that fails the limits raises here, and `done` is not called."""
+        """`batch_write` answered through `done` once it is decided. A request that
+        fails the limits raises here, and `done` is not called."""
         self.limits.check_batch(len(writes))
         self.limits.check_pairs(writes)
-        wall = self._wall_ms()
-        plan = self.coordinator.plan_write(
-            list(writes), consistency or self.write_consistency, None, wall
-        )
-        bound = self.limits.clock_bound(wall)
-        if plan.only_here:
-            staged = self.store.stage_many(plan.records, bound)
-
-            def durable_here(failure: RequestError | None) -> None:
-                if failure is None:
-                    try:
-                        versions = plan.stored_here(staged.accepted)
-                    except RequestError as error:
-                        failure = error
-                    else:
-                        done(versions)
-                        return
-                done(failure)
-
-            staged.when_durable(durable_here)
-            return
-
-        def finish(failure: RequestError | None) -> None:
-            if failure is None:
-                try:
-                    versions = plan.result()
-                except RequestError as error:
-                    failure = error
-                else:
-                    done(versions)
-                    return
-            done(failure)
-
-        waiter = self._waiter(finish, "write")
-        for replica, records in plan.unreachable.items():
-            self._hint(replica, records)
-        for replica, indexes in plan.peers.items():
-            self._replicate_to_peer(replica, indexes, plan, waiter)
-        if plan.local is not None:
-            local = plan.local
-            own = plan.records_of(local)
-            try:
-                staged_own = self.store.stage_many(own, bound)
-            except RequestError as error:
-                waiter.abort(error)
-                return
-
-            def durable(failure: RequestError | None) -> None:
-                if failure is not None:
-                    waiter.abort(failure)
-                    return
-                plan.acknowledged(self.node_id, local, self._outcomes(own, staged_own.accepted))
-                if plan.decided:
-                    waiter.set()
-
-            staged_own.when_durable(durable)
-        elif plan.decided:
-            waiter.set()
+        self._write_then(list(writes), consistency, None, done)
 
     def _waiter(self, finish: Callable[[RequestError | None], None], what: str) -> _Waiter:
         """A waiter that fails with a timeout once the request timeout has passed."""
@@ -508,29 +441,80 @@ class Keyspace:
         consistency: Consistency | None,
         after: Version | None,
     ) -> list[Version]:
+        versions: list[Version] = await _settled(
+            partial(self._write_then, pairs, consistency, after)
+        )
+        return versions
+
+    def _write_then(
+        self,
+        pairs: list[tuple[bytes, bytes | None]],
+        consistency: Consistency | None,
+        after: Version | None,
+        done: Callable[[list[Version] | RequestError], None],
+    ) -> None:
+        """Write `pairs`; `done` gets the versions once W replicas acknowledged (durable
+        here alone when this node is the only replica), or the error, or the timeout."""
         wall = self._wall_ms()
         plan = self.coordinator.plan_write(
             pairs, consistency or self.write_consistency, after, wall
         )
+        bound = self.limits.clock_bound(wall)
         if plan.only_here:
             # No quorum to count: the store's answer is the write's.
-            bound = self.limits.clock_bound(wall)
-            return plan.stored_here(await self.store.apply_many(plan.records, bound))
-        # Without peers the plan is decided once our own copy is written.
-        decided = trio.Event() if plan.peers else None
+            staged = self.store.stage_many(plan.records, bound)
+
+            def durable_here(failure: RequestError | None) -> None:
+                if failure is None:
+                    try:
+                        versions = plan.stored_here(staged.accepted)
+                    except RequestError as error:
+                        failure = error
+                    else:
+                        done(versions)
+                        return
+                done(failure)
+
+            staged.when_durable(durable_here)
+            return
+
+        def finish(failure: RequestError | None) -> None:
+            if failure is None:
+                try:
+                    versions = plan.result()
+                except RequestError as error:
+                    failure = error
+                else:
+                    done(versions)
+                    return
+            done(failure)
+
+        waiter = self._waiter(finish, "write")
         for replica, records in plan.unreachable.items():
             self._hint(replica, records)
         for replica, indexes in plan.peers.items():
-            self._replicate_to_peer(replica, indexes, plan, decided)
+            self._replicate_to_peer(replica, indexes, plan, waiter)
         if plan.local is not None:
-            # Our own copy is written in the request's task while the peers' calls
-            # are out: no task and no hand-over for it.
-            outcomes = await self._apply_own(plan.records_of(plan.local), wall)
-            plan.acknowledged(self.node_id, plan.local, outcomes)
-        if not plan.decided:
-            assert decided is not None
-            await self._await(decided, "write")
-        return plan.result()
+            # Our own copy goes to the store's next commit while the peers' calls are out.
+            local = plan.local
+            own = plan.records_of(local)
+            try:
+                staged_own = self.store.stage_many(own, bound)
+            except RequestError as error:
+                waiter.abort(error)
+                return
+
+            def durable(failure: RequestError | None) -> None:
+                if failure is not None:
+                    waiter.abort(failure)
+                    return
+                plan.acknowledged(self.node_id, local, self._outcomes(own, staged_own.accepted))
+                if plan.decided:
+                    waiter.set()
+
+            staged_own.when_durable(durable)
+        elif plan.decided:
+            waiter.set()
 
     async def _apply_own(self, records: Sequence[Record], wall: int) -> list[ApplyOutcome]:
         """Apply records whose versions this node's clock has already passed."""
@@ -586,19 +570,40 @@ class Keyspace:
     async def _read(
         self, keys: list[bytes], consistency: Consistency | None
     ) -> list[Record | None]:
+        records: list[Record | None] = await _settled(partial(self._read_then, keys, consistency))
+        return records
+
+    def _read_then(
+        self,
+        keys: list[bytes],
+        consistency: Consistency | None,
+        done: Callable[[list[Record | None] | RequestError], None],
+    ) -> None:
+        """Read `keys` (distinct); `done` gets the newest records once the replicas
+        decide (at once when only this node holds them), or the error, or the timeout."""
         plan = self.coordinator.plan_read(keys, consistency or self.read_consistency)
         if plan.only_here:
-            return self.read_local(keys)  # nobody else holds a copy to compare or repair
-        decided = trio.Event()
+            done(self.read_local(keys))  # nobody else holds a copy to compare or repair
+            return
+
+        def finish(failure: RequestError | None) -> None:
+            if failure is None:
+                try:
+                    records = plan.result(self._wall_ms())
+                except RequestError as error:
+                    failure = error
+                else:
+                    done(records)
+                    return
+            done(failure)
+
+        waiter = self._waiter(finish, "read")
         asks = plan.asks
         local = asks.pop(self.node_id, None)
         for replica, indexes in asks.items():
-            self._ask(replica, indexes, plan, decided)
+            self._ask(replica, indexes, plan, waiter)
         if local is not None:
-            self._ask(self.node_id, local, plan, decided)
-        if not plan.decided:
-            await self._await(decided, "read")
-        return plan.result(self._wall_ms())
+            self._ask(self.node_id, local, plan, waiter)
 
     def _ask(self, replica: str, indexes: list[int], plan: ReadPlan, decided: _Decided) -> None:
         """Ask one replica for the keys of `indexes`; its answer (now, for our own
@@ -657,11 +662,20 @@ class Keyspace:
             except PeerUnavailableError:
                 pass  # anti-entropy will catch up
 
-    # ----- shared -------------------------------------------------------------------------
 
-    async def _await(self, decided: trio.Event, what: str) -> None:
-        try:
-            with trio.fail_after(self._timeout):
-                await decided.wait()
-        except trio.TooSlowError:
-            raise timed_out(what, self._timeout) from None
+async def _settled(start: Callable[[Callable[[T | RequestError], None]], None]) -> T:
+    """Start a request that answers through a callback, and wait for its answer."""
+    answers: list[T | RequestError] = []
+    answered = trio.Event()
+
+    def done(answer: T | RequestError) -> None:
+        answers.append(answer)
+        answered.set()
+
+    start(done)
+    if not answers:
+        await answered.wait()
+    answer = answers[0]
+    if isinstance(answer, RequestError):
+        raise answer
+    return answer

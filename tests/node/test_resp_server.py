@@ -440,6 +440,10 @@ async def test_input_sent_while_a_run_is_in_flight_is_read_ahead_and_run_in_orde
     def talk() -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             raw.sendall(b"SLOW a\r\n")
+            for _ in range(1000):  # until the SLOW run is in flight (at most 10 s)
+                if recorder.runs:
+                    break
+                time.sleep(0.01)
             sender = threading.Thread(target=raw.sendall, args=(count * b"ECHO 1234567\r\n",))
             sender.start()
             received = bytearray()
