@@ -53,7 +53,7 @@ from a3redis.cluster.hinted_handoff import HintStore
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.cluster.rebalance import LEFT_MARKER, Rebalancer, StreamPacer
 from a3redis.cluster.topology import Topology
-from a3redis.config import Config, ConfigError
+from a3redis.config import Config, ConfigError, check_protected_mode, is_loopback
 from a3redis.core.hlc import HybridLogicalClock
 from a3redis.core.membership import Membership, MembershipSettings, MemberState, Role, Status
 from a3redis.core.transition import Readiness
@@ -433,10 +433,17 @@ async def _main(config: Config) -> None:
 def main(env: dict[str, str] | None = None) -> int:
     try:
         config = Config.from_env(os.environ if env is None else env)
+        check_protected_mode(config)
     except ConfigError as error:
         print(f"a3redis: invalid configuration: {error}", file=sys.stderr)
         return 2
     logs.configure(config.node_id, config.debug_log, config.log_format)
+    if config.cluster_secrets is None and not is_loopback(config.bind_host):
+        log.warning(
+            "INSECURE=1: listening on %s without a cluster secret; anyone who reaches these "
+            "ports can join the cluster, replicate and remove members",
+            config.bind_host,
+        )
     _raise_open_file_limit(config.max_connections + config.resp_max_connections)
     try:
         trio.run(_main, config)
