@@ -33,6 +33,7 @@ from a3redis.api.metrics import (
     NodeMetrics,
     connection_source,
     node_source,
+    peer_auth_source,
     rebalance_source,
     resp_source,
 )
@@ -51,6 +52,7 @@ from a3redis.cluster.gossip import (
 )
 from a3redis.cluster.hinted_handoff import HintStore
 from a3redis.cluster.keyspace import Keyspace
+from a3redis.cluster.peer_auth import PeerGuard
 from a3redis.cluster.rebalance import LEFT_MARKER, Rebalancer, StreamPacer
 from a3redis.cluster.topology import Topology
 from a3redis.config import Config, ConfigError, check_protected_mode, is_loopback
@@ -140,6 +142,7 @@ async def run_node(
             gate = RequestGate()
             member_file = MemberFile(config.data_dir, config.cluster_name)
             membership, parked = _membership(config, wall_ms(), member_file)
+            guard = PeerGuard.from_config(config, wall_ms)  # None without a cluster secret
             async with (
                 make_http_client(config) as http,
                 ChannelPool.open(PROBE_TIMEOUT, _local_host(config)) as channels,
@@ -150,7 +153,9 @@ async def run_node(
                 cluster = Topology(
                     membership,
                     config.replication_factor,
-                    functools.partial(ReplicaCalls, channels, coordinator=config.node_id),
+                    functools.partial(
+                        ReplicaCalls, channels, coordinator=config.node_id, guard=guard
+                    ),
                     background,
                     config.peer_timeout,
                     readiness=readiness,
@@ -177,6 +182,7 @@ async def run_node(
                     Describer(channels, PROBE_TIMEOUT).gossip_address,
                     random.Random(),
                     saver,
+                    guard,
                 )
                 repair = AntiEntropy(
                     keyspace,
@@ -214,12 +220,14 @@ async def run_node(
                 metrics = NodeMetrics()
                 metrics.add_source(node_source(store, keyspace, hints, repair, gossip))
                 metrics.add_source(rebalance_source(rebalancer))
+                if guard is not None:
+                    metrics.add_source(peer_auth_source(guard))
                 view = NodeView(
                     config, store, gossip, repair, metrics, time.monotonic(), rebalancer
                 )
                 services = [
                     KeyValueService(keyspace, config, gate, repair, metrics).service,
-                    ReplicaService(keyspace, gate, repair, metrics, pacer).service,
+                    ReplicaService(keyspace, gate, repair, metrics, pacer, guard).service,
                 ]
                 async with trio.open_nursery() as nursery:
                     connections = await nursery.start(

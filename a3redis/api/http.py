@@ -33,7 +33,7 @@ from a3redis import __version__
 from a3redis.api import heap
 from a3redis.api.metrics import NodeMetrics, process_usage
 from a3redis.cluster.anti_entropy import AntiEntropy
-from a3redis.cluster.gossip import GossipLoop
+from a3redis.cluster.gossip import GossipLoop, refusal_status
 from a3redis.cluster.rebalance import Rebalancer
 from a3redis.config import Config
 from a3redis.core.membership import MAX_MESSAGE_BYTES, Status, summary
@@ -203,16 +203,21 @@ def create_app(view: NodeView) -> QuartTrio:
             return heap.census()
 
     @app.post("/gossip")
-    async def gossip() -> tuple[dict[str, object], int]:
+    async def gossip() -> Response:
         raw = await request.get_data(cache=False, as_text=False)
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
-        status, body = view.gossip.serve_exchange(data, request.remote_addr)
-        return body, status
+        status, body = view.gossip.serve_exchange(data, request.remote_addr, request.headers)
+        # Sent as the bytes a cluster secret signs (the signature covers them exactly).
+        answer, signed = view.gossip.encode_answer(body)
+        return Response(answer, status=status, headers=signed, content_type="application/json")
 
     @app.post("/api/members/<node_id>/remove")
     async def remove_member(node_id: str) -> tuple[dict[str, Any], int]:
         # The member's partitions are copied to the members gaining them first; it is
         # announced `left` once they hold them (GET /membership, /api/transition).
+        refused = await _unsigned_operator_request(view, f"remove:{node_id}")
+        if refused is not None:
+            return refused
         try:
             view.rebalancer.remove(node_id)
         except KeyError as error:
@@ -227,6 +232,9 @@ def create_app(view: NodeView) -> QuartTrio:
 
     @app.post("/api/members/<node_id>/decommission")
     async def decommission(node_id: str) -> tuple[dict[str, Any], int]:
+        refused = await _unsigned_operator_request(view, f"decommission:{node_id}")
+        if refused is not None:
+            return refused
         membership = view.gossip.membership
         if node_id != membership.node_id:
             member = membership.get(node_id)
@@ -257,6 +265,24 @@ def create_app(view: NodeView) -> QuartTrio:
         return Response('{"error": "not found"}', status=404, content_type="application/json")
 
     return app
+
+
+async def _unsigned_operator_request(
+    view: NodeView, channel: str
+) -> tuple[dict[str, Any], int] | None:
+    """With a cluster secret, the refusal of an operator request not signed with it (a
+    member's or the CLI's signature, a3redis.cluster.peer_auth); None if it may go on."""
+    guard = view.gossip.guard
+    if guard is None:
+        return None
+    raw = await request.get_data(cache=False, as_text=False)
+    body = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    refusal = guard.check(channel, request.headers, body, request.remote_addr or "unknown")
+    if refusal is None:
+        return None
+    return {"error": f"needs the cluster secret's signature: {refusal.value}"}, refusal_status(
+        refusal
+    )
 
 
 async def serve_http(

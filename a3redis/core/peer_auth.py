@@ -259,6 +259,8 @@ class PeerAuth:
         remembered); otherwise why it is refused."""
         if isinstance(credentials, Refusal):
             return credentials
+        if _LABEL.fullmatch(channel) is None:
+            return Refusal.MALFORMED  # a label made from input (a path) that we never sign
         timestamp = int(credentials.timestamp_ms)
         if abs(timestamp - now_ms) > self.guard.window_ms:
             return Refusal.OUT_OF_WINDOW

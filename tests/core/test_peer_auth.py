@@ -76,6 +76,12 @@ def test_fields_cannot_be_shifted_from_one_into_another() -> None:
         PeerAuth(Keyring(NEW), "node\n1")
 
 
+@pytest.mark.parametrize("channel", ["remove:a b", "remove:\u00e9", "", "x" * 201])
+def test_a_label_we_never_sign_is_malformed(channel: str) -> None:
+    signed = node().sign("gossip", b"", NOW, nonce(1))
+    assert node(name="node-2").verify(channel, signed, b"", NOW) is Refusal.MALFORMED
+
+
 def test_another_secret_is_a_bad_signature() -> None:
     signed = node(OLD).sign("gossip", b"b", NOW, nonce(1))
     assert node(NEW).verify("gossip", signed, b"b", NOW) is Refusal.BAD_SIGNATURE
