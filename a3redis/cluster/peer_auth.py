@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
@@ -138,7 +139,7 @@ class PeerGuard:
                 "refused %s from %s%s: %s (not signed with this cluster's secret, or stale "
                 "or replayed)%s",
                 channel,
-                ascii(source[:100]),
+                _printable(source),
                 f" claiming to be {sender}" if sender else "",
                 refusal.value,
                 more,
@@ -164,3 +165,8 @@ def operator_headers(env: Mapping[str, str], channel: str) -> dict[str, str]:
         raise ValueError(f"{variable}: cannot use its secret ({reason})") from None
     guard = PeerGuard(PeerAuth(Keyring(secret), OPERATOR), lambda: time.time_ns() // 1_000_000)
     return guard.headers(channel, b"")
+
+
+def _printable(text: str) -> str:
+    """`text` for a log line: at most 100 characters, each printable ASCII or `?`."""
+    return re.sub(r"[^!-~]", "?", text[:100])
