@@ -208,7 +208,7 @@ def create_app(view: NodeView) -> QuartTrio:
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
         status, body = view.gossip.serve_exchange(data, request.remote_addr, request.headers)
         # Sent as the bytes a cluster secret signs (the signature covers them exactly).
-        answer, signed = view.gossip.encode_answer(body)
+        answer, signed = view.gossip.encode_answer(status, body)
         return Response(answer, status=status, headers=signed, content_type="application/json")
 
     @app.post("/api/members/<node_id>/remove")

@@ -406,12 +406,14 @@ class GossipLoop:
         self._on_change()
         return 200, reply.to_json()
 
-    def encode_answer(self, answer: dict[str, object]) -> tuple[bytes, dict[str, str]]:
+    def encode_answer(self, status: int, answer: dict[str, object]) -> tuple[bytes, dict[str, str]]:
         """An answer of `serve_exchange` as the bytes to send and the headers that sign
-        them (none without a cluster secret)."""
+        them: only an exchange answered 200 is signed (a refusal gets no signature, so
+        a sender without the secret never obtains one), and nothing without a secret."""
         data = _encode(answer)
-        signed = {} if self.guard is None else self.guard.headers("gossip-reply", data)
-        return data, signed
+        if self.guard is None or status != 200:
+            return data, {}
+        return data, self.guard.headers("gossip-reply", data)
 
     # ----- seeds --------------------------------------------------------------------------
 
