@@ -11,6 +11,8 @@ its secret by a rolling restart under load, with no failed request.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -146,6 +148,19 @@ async def test_members_serve_and_outsiders_change_nothing(node_factory: NodeFact
     signed = operator_headers({"CLUSTER_SECRET": SECRET}, "remove:node-3")
     assert post(nodes[0], path, b"", signed)[0] == 409
     assert post(nodes[0], path, b"", signed)[0] == 403  # a replay
+    # The CLI signs when the secret is in its environment.
+    for env, expected in (({}, "UNAUTHENTICATED"), ({"CLUSTER_SECRET": SECRET}, "no member")):
+        cli = [sys.executable, "-m", "a3redis.tools.cli", "cluster", "remove", "node-77"]
+        with trio.fail_after(30):
+            result = await trio.run_process(
+                [*cli, "--endpoint", nodes[0].endpoint, "--no-wait"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env={**os.environ, **env},
+            )
+        stderr = result.stderr.decode()
+        assert result.returncode == 3 and expected in stderr, stderr
     assert all(statuses(node) == EVERYONE for node in nodes)
 
     # A captured gossip message: taken once, refused when replayed within the window or
