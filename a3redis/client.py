@@ -7,6 +7,9 @@ and a call that timed out or lost its connection mid-flight is reported as
 the next endpoint when one is unreachable; writes move on only when the
 first endpoint could not have received them (connection refused).
 
+With `token=` (a client token of the cluster's CLIENT_TOKENS_FILE) every
+call carries the metadata `authorization: Bearer <token>`.
+
 The client is cluster-aware: it learns the members and the ring's
 parameters from any endpoint (`Topology`, refreshed every few seconds) and
 sends a single-key request to one of the key's replicas, which saves the
@@ -15,6 +18,7 @@ coordinator a hop; the given endpoints remain the fallback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -100,6 +104,28 @@ class _Topology:
     fetched_at: float
 
 
+class _WithMetadata:
+    """A stub whose every call sends `metadata` (purerpc takes it per call)."""
+
+    __slots__ = ("_metadata", "_stub")
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        return functools.partial(getattr(self._stub, name), metadata=self._metadata)
+
+
+def authorization_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The gRPC metadata that presents `token`; None for no token."""
+    if token is None:
+        return None
+    if not token or not all("!" <= character <= "~" for character in token):
+        raise ValueError("a client token is printable ASCII without spaces")
+    return (("authorization", f"Bearer {token}"),)
+
+
 class Client:
     def __init__(
         self,
@@ -107,9 +133,12 @@ class Client:
         endpoints: Sequence[Address],
         timeout: float,
         route_by_key: bool = True,
+        token: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
+        self.token = token
+        self._metadata = authorization_metadata(token)
         self._pool = pool
         self._endpoints = list(endpoints)
         self.timeout = timeout
@@ -136,15 +165,17 @@ class Client:
         request_timeout: float = 5.0,
         route_by_key: bool = True,
         local_host: str | None = None,
+        token: str | None = None,
     ) -> AsyncIterator[Client]:
-        """A client of `endpoints`; `local_host` is the address its connections come from."""
+        """A client of `endpoints`; `local_host` is the address its connections come from;
+        `token` is sent with every call (`authorization: Bearer <token>`)."""
         if isinstance(endpoints, str):
             endpoints = [part for part in endpoints.split(",") if part.strip()]
         addresses = [e if isinstance(e, Address) else Address.parse(e) for e in endpoints]
         async with ChannelPool.open(
             connect_timeout=min(request_timeout, 3.0), local_host=local_host
         ) as pool:
-            yield cls(pool, addresses, request_timeout, route_by_key)
+            yield cls(pool, addresses, request_timeout, route_by_key, token)
 
     # ----- the API --------------------------------------------------------------------------
 
@@ -338,6 +369,8 @@ class Client:
                 # Not connected: the request was never sent, any endpoint may take it.
                 last_error = ClientError("UNAVAILABLE", f"{address}: {error}")
                 continue
+            if self._metadata is not None:
+                stub = _WithMetadata(stub, self._metadata)
             try:
                 with trio.fail_after(self.timeout):
                     return await invoke(stub)

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import secrets
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from a3redis.core import client_tokens
 from a3redis.core.consistency import Consistency
 from a3redis.core.names import NODE_ID_RULE, is_host, is_node_id
 from a3redis.core.peer_auth import (
@@ -193,6 +195,32 @@ def _secret_file(text: str) -> Secret:
     except OSError as error:
         raise ValueError(f"cannot read it: {error.strerror}") from None
     return secret_from_file(data)
+
+
+# ----- client tokens (CLIENT_TOKENS_FILE) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokensFile:
+    """A tokens file and the tokens it held when read (a3redis.core.client_tokens)."""
+
+    path: Path
+    tokens: client_tokens.ClientTokens
+
+    @classmethod
+    def read(cls, path: Path) -> TokensFile:
+        """Read and check the file; ValueError says what is wrong (with the line number)."""
+        try:
+            with path.open("rb") as file:
+                text = file.read(client_tokens.MAX_FILE_BYTES + 1)
+        except OSError as error:
+            raise ValueError(f"cannot read it: {error.strerror}") from None
+        # A fresh key per process: a token's digest means nothing outside it.
+        return cls(path, client_tokens.parse(text, secrets.token_bytes(client_tokens.KEY_BYTES)))
+
+
+def _tokens_file(text: str) -> TokensFile:
+    return TokensFile.read(_path(text))
 
 
 PORT = Integer(0, 65535, "a port number from {low} to {high}")
@@ -551,6 +579,33 @@ SETTINGS: tuple[Setting, ...] = (
         "Shifts this node's wall clock, so that tests can skew one node",
         internal=True,
     ),
+    Setting(
+        "CLIENT_TOKENS_FILE",
+        "client_tokens",
+        "",
+        OrUnset(Rule("a readable tokens file: `<token> <role>` lines", _tokens_file)),
+        "File of client and operator tokens, one `<token> <role>` per line (role `readonly`, "
+        "`readwrite` or `admin`): when set, every client call needs a token (see "
+        "[Client and operator tokens](#client-and-operator-tokens)). Read at start and on "
+        "SIGHUP",
+        shown_default="(unset)",
+    ),
+    Setting(
+        "METRICS_REQUIRE_TOKEN",
+        "metrics_require_token",
+        "0",
+        BOOLEAN,
+        "`1`: with `CLIENT_TOKENS_FILE`, `/metrics` and `/api/metrics/summary` need a token "
+        "(any role)",
+    ),
+    Setting(
+        "STATUS_REQUIRE_TOKEN",
+        "status_require_token",
+        "0",
+        BOOLEAN,
+        "`1`: with `CLIENT_TOKENS_FILE`, the status page (`/`) and the JSON it reads "
+        "(`/membership`, `/api/ring`, `/api/transition`) need a token (any role)",
+    ),
     Setting("DEBUG_LOG", "debug_log", "0", BOOLEAN, "`1` for debug logging"),
     Setting(
         "DEBUG_ENDPOINTS",
@@ -682,6 +737,10 @@ class Config:
     resp_max_reply_buffer: int
     allow_flush: bool
     log_format: LogFormat
+    client_tokens: TokensFile | None
+    metrics_require_token: bool
+    status_require_token: bool
+
     cluster_secret_file: Secret | None
     cluster_secret: Secret | None
     cluster_secret_previous_file: Secret | None

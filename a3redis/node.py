@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import logging
 import os
 import random
@@ -55,7 +56,15 @@ from a3redis.cluster.keyspace import Keyspace
 from a3redis.cluster.peer_auth import PeerGuard
 from a3redis.cluster.rebalance import LEFT_MARKER, Rebalancer, StreamPacer
 from a3redis.cluster.topology import Topology
-from a3redis.config import Config, ConfigError, check_protected_mode, is_loopback
+from a3redis.config import (
+    Config,
+    ConfigError,
+    TokensFile,
+    check_protected_mode,
+    is_loopback,
+)
+from a3redis.core.client_tokens import Role as TokenRole
+from a3redis.core.client_tokens import TokenHolder
 from a3redis.core.hlc import HybridLogicalClock
 from a3redis.core.membership import Membership, MembershipSettings, MemberState, Role, Status
 from a3redis.core.transition import Readiness
@@ -112,9 +121,16 @@ async def run_node(
     config: Config,
     stop: trio.Event,
     *,
+    tokens: TokenHolder | None = None,
     task_status: trio.TaskStatus[BoundPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one node until `stop` is set; report the bound ports when serving."""
+    """Run one node until `stop` is set; report the bound ports when serving.
+
+    `tokens`: the client tokens to check (the caller may replace them, on SIGHUP); by
+    default those of CLIENT_TOKENS_FILE as read into `config`, if it is set.
+    """
+    if tokens is None and config.client_tokens is not None:
+        tokens = TokenHolder(config.client_tokens.tokens)
     grpc_sock = bind_listener(config.bind_host, config.grpc_port, "GRPC_PORT")
     http_sock = bind_listener(config.bind_host, config.gossip_port, "GOSSIP_PORT")
     try:
@@ -225,8 +241,9 @@ async def run_node(
                 view = NodeView(
                     config, store, gossip, repair, metrics, time.monotonic(), rebalancer
                 )
+                view.tokens = tokens
                 services = [
-                    KeyValueService(keyspace, config, gate, repair, metrics).service,
+                    KeyValueService(keyspace, config, gate, repair, metrics, tokens).service,
                     ReplicaService(keyspace, gate, repair, metrics, pacer, guard).service,
                 ]
                 async with trio.open_nursery() as nursery:
@@ -263,6 +280,7 @@ async def run_node(
                                     "total": resp_stats.accepted,
                                     "refused": resp_stats.refused_over_limit,
                                 },
+                                tokens=tokens,
                             ),
                             resp_settings,
                             stop,
@@ -434,8 +452,32 @@ async def _main(config: Config) -> None:
                     stop.set()
 
             nursery.start_soon(watch_signals)
-            await run_node(config, stop)
+            tokens = None
+            if config.client_tokens is not None:
+                tokens = TokenHolder(config.client_tokens.tokens)
+                _log_tokens(config.client_tokens)
+                nursery.start_soon(_reload_tokens_on_hangup, config.client_tokens.path, tokens)
+            await run_node(config, stop, tokens=tokens)
             nursery.cancel_scope.cancel()
+
+
+def _log_tokens(tokens_file: TokensFile) -> None:
+    tokens = tokens_file.tokens
+    counts = ", ".join(f"{tokens.count(role)} {role.value}" for role in TokenRole)
+    log.info("client tokens required: %s (%s)", counts, tokens_file.path)
+
+
+async def _reload_tokens_on_hangup(path: Path, holder: TokenHolder) -> None:
+    """SIGHUP: read CLIENT_TOKENS_FILE again; a file that is now wrong keeps the old tokens."""
+    with trio.open_signal_receiver(signal.SIGHUP) as hangups:
+        async for _ in hangups:
+            try:
+                tokens_file = await trio.to_thread.run_sync(TokensFile.read, path)
+            except ValueError as error:
+                log.error("SIGHUP: CLIENT_TOKENS_FILE=%s kept unchanged: %s", path, error)
+                continue
+            holder.tokens = tokens_file.tokens
+            _log_tokens(tokens_file)
 
 
 def main(env: dict[str, str] | None = None) -> int:
@@ -453,6 +495,7 @@ def main(env: dict[str, str] | None = None) -> int:
             config.bind_host,
         )
     _raise_open_file_limit(config.max_connections + config.resp_max_connections)
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         trio.run(_main, config)
     except StartupError as error:
@@ -460,6 +503,12 @@ def main(env: dict[str, str] | None = None) -> int:
         return 1
     return 0
 
+
+# The cyclic collector's thresholds. Python's default (700 allocations) runs a
+# young-generation pass every few requests, each walking what the requests
+# left alive; the node's garbage is freed by reference counting almost all, so
+# passes are made rarer (benchmarks/README.md, "Figures behind choices").
+GC_THRESHOLDS = (50_000, 20, 10)
 
 # Descriptors a node needs besides its client connections: the log and
 # snapshot files, peer links, gossip and HTTP connections, hint files.

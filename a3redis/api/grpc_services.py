@@ -5,7 +5,9 @@ calls the Keyspace, and converts the answer back; `_status` is the one
 place where an exception becomes a gRPC status code. Requests are decoded
 inside each method's guard, not by purerpc (see `_Undecoded`), so bytes
 that are not a valid message are INVALID_ARGUMENT "malformed request" and
-never a Python repr.
+never a Python repr. With CLIENT_TOKENS_FILE, each KeyValue call's
+`authorization: Bearer <token>` metadata is checked before its method runs
+(`_requiring_tokens`, ACTION_OF_CALL); the Replica service is not a client's.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from a3redis.cluster.keyspace import Keyspace
 from a3redis.cluster.peer_auth import PeerGuard
 from a3redis.cluster.rebalance import StreamPacer
 from a3redis.config import Config
+from a3redis.core.client_tokens import Action, TokenHolder, bearer_token
 from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.hlc import Version
 from a3redis.core.peer_auth import Refusal
@@ -65,6 +68,8 @@ STATUS_CODE_OF_KIND: dict[ErrorKind, StatusCode] = {
     ErrorKind.UNAVAILABLE: StatusCode.UNAVAILABLE,
     ErrorKind.TIMEOUT: StatusCode.DEADLINE_EXCEEDED,
     ErrorKind.NODE_UNAVAILABLE: StatusCode.UNAVAILABLE,
+    ErrorKind.UNAUTHENTICATED: StatusCode.UNAUTHENTICATED,
+    ErrorKind.PERMISSION_DENIED: StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -191,6 +196,67 @@ def _unary(
     return guarded
 
 
+# ----- client tokens (CLIENT_TOKENS_FILE) ------------------------------------------------------
+
+# What each KeyValue call needs a client token to allow; Repair is an operator action.
+# Describe needs none: it is how a node finds the gossip address of a PEERS entry
+# (a3redis.api.describe), and nodes hold no client token. It tells who a node is,
+# as GET /health does.
+ACTION_OF_CALL: dict[str, Action | None] = {
+    "Put": Action.WRITE,
+    "Delete": Action.WRITE,
+    "BatchPut": Action.WRITE,
+    "Get": Action.READ,
+    "BatchGet": Action.READ,
+    "Scan": Action.READ,
+    "Describe": None,
+    "Topology": Action.READ,
+    "Repair": Action.ADMIN,
+}
+
+
+def _requiring_tokens(
+    service: purerpc.Service, holder: TokenHolder, metrics: NodeMetrics
+) -> purerpc.Service:
+    """`service` with each call's `authorization: Bearer <token>` metadata checked before
+    its method runs: UNAUTHENTICATED without a valid token, PERMISSION_DENIED when the
+    token's role does not allow the call (ACTION_OF_CALL)."""
+    for name, bound in list(service.methods.items()):
+        if ACTION_OF_CALL[name] is None:
+            continue
+        service.methods[name] = bound._replace(
+            method_fn=_checked(bound.method_fn, service.name, name, holder, metrics)
+        )
+    return service
+
+
+def _checked(
+    method_fn: Callable[..., Any],
+    service_name: str,
+    rpc: str,
+    holder: TokenHolder,
+    metrics: NodeMetrics,
+) -> Callable[..., Any]:
+    action = ACTION_OF_CALL[rpc]
+    assert action is not None
+    short_name = service_name.rpartition(".")[2]
+
+    def checked(message: Any, request: Any) -> Any:
+        # `request` is purerpc's RequestReceived event: its headers, name by name.
+        header = next(
+            (value for name, value in request.custom_metadata if name == "authorization"), None
+        )
+        try:
+            holder.tokens.check(bearer_token(header), action)
+        except RequestError as error:
+            failure = _status(error)
+            metrics.observe(short_name, rpc, failure.status.status_code.name, 0.0)
+            raise failure from None
+        return method_fn(message, request)
+
+    return checked
+
+
 class KeyValueService(KeyValueServicer):  # type: ignore[misc]
     SERVICE = "KeyValue"
 
@@ -201,16 +267,21 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
         gate: RequestGate,
         repair: AntiEntropy,
         metrics: NodeMetrics,
+        tokens: TokenHolder | None = None,
     ) -> None:
         self.keyspace = keyspace
         self.config = config
         self.gate = gate
         self.repair = repair
         self.metrics = metrics
+        self.tokens = tokens  # None: no CLIENT_TOKENS_FILE, every client is served
 
     @property
     def service(self) -> purerpc.Service:
-        return _decoded_by_methods(super().service)
+        service = _decoded_by_methods(super().service)
+        if self.tokens is None:
+            return service
+        return _requiring_tokens(service, self.tokens, self.metrics)
 
     @_unary
     async def Put(self, request: pb.PutRequest) -> pb.PutResponse:

@@ -8,6 +8,13 @@ malformed message, 409 incompatible, 429 over the sender's rate, 503 when the
 member table is full), with a JSON `error` that names the field and the limit;
 a body that does not arrive within BODY_TIMEOUT is refused (408), and a
 connection silent for READ_TIMEOUT is closed.
+With CLIENT_TOKENS_FILE, the operator endpoints (remove, decommission,
+/debug/objects) need an admin token (`token_refusal`: 401 or 403 with a
+JSON `error`); /metrics and the status page need a token of any role when
+METRICS_REQUIRE_TOKEN / STATUS_REQUIRE_TOKEN say so; /health and /ready stay
+open. With a cluster secret, gossip must be signed with it (the gossip shell
+checks), and remove and decommission take its signature
+(`cluster_secret_refusal`) as well as an admin token.
 `serve_http` runs Hypercorn on a socket the node bound itself and stops it
 through Hypercorn's shutdown_trigger (cancelling Hypercorn directly logs a
 lifespan error and takes seconds).
@@ -36,6 +43,8 @@ from a3redis.cluster.anti_entropy import AntiEntropy
 from a3redis.cluster.gossip import GossipLoop, refusal_status
 from a3redis.cluster.rebalance import Rebalancer
 from a3redis.config import Config
+from a3redis.core.client_tokens import Action, TokenHolder, bearer_token
+from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.membership import MAX_MESSAGE_BYTES, Status, summary
 from a3redis.storage.store import Store
 
@@ -60,6 +69,7 @@ class NodeView:
     started_at: float
     rebalancer: Rebalancer
     draining: bool = False
+    tokens: TokenHolder | None = None  # CLIENT_TOKENS_FILE's tokens; None: not set
 
     def ready(self) -> bool:
         """Whether this node coordinates requests: it knows its ring and is not draining."""
@@ -145,12 +155,52 @@ class NodeView:
         return body
 
 
+# ----- client tokens (CLIENT_TOKENS_FILE) ------------------------------------------------------
+
+HTTP_STATUS_OF_KIND = {ErrorKind.UNAUTHENTICATED: 401, ErrorKind.PERMISSION_DENIED: 403}
+
+
+def token_refusal(
+    tokens: TokenHolder | None, authorization: str | None, action: Action
+) -> tuple[dict[str, Any], int, dict[str, str]] | None:
+    """None when a request may go on as far as client tokens go: none are configured, or
+    its `Authorization: Bearer <token>` has a role that allows `action`. Otherwise the
+    answer: 401 (no valid token) or 403 (a token whose role does not allow it)."""
+    if tokens is None:
+        return None
+    try:
+        tokens.tokens.check(bearer_token(authorization), action)
+    except RequestError as error:
+        status = HTTP_STATUS_OF_KIND[error.kind]
+        headers = {"WWW-Authenticate": 'Bearer realm="a3redis"'} if status == 401 else {}
+        return {"error": str(error)}, status, headers
+    return None
+
+
 def create_app(view: NodeView) -> QuartTrio:
     app = QuartTrio("a3redis")
     app.config["MAX_CONTENT_LENGTH"] = MAX_GOSSIP_BYTES
     # A body that trickles in (1 byte every few seconds) is cut: 408.
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     config = view.config
+
+    def refused(action: Action) -> tuple[dict[str, Any], int, dict[str, str]] | None:
+        return token_refusal(view.tokens, request.headers.get("Authorization"), action)
+
+    # With CLIENT_TOKENS_FILE, METRICS_REQUIRE_TOKEN / STATUS_REQUIRE_TOKEN put these
+    # behind a token of any role; /health and /ready always stay open.
+    metrics_paths = ("/metrics", "/api/metrics/summary")
+    status_paths = ("/", "/membership", "/api/ring", "/api/transition")
+    guarded = (metrics_paths if config.metrics_require_token else ()) + (
+        status_paths if config.status_require_token else ()
+    )
+    if guarded:
+
+        @app.before_request
+        async def require_read_token() -> Any:
+            if request.method == "GET" and request.path in guarded:
+                return refused(Action.READ)
+            return None
 
     @app.get("/health")
     async def health() -> tuple[dict[str, Any], int]:
@@ -199,7 +249,9 @@ def create_app(view: NodeView) -> QuartTrio:
     if config.debug_endpoints:
 
         @app.get("/debug/objects")
-        async def debug_objects() -> dict[str, Any]:
+        async def debug_objects() -> Any:
+            if (refusal := refused(Action.ADMIN)) is not None:
+                return refusal  # it walks the whole heap: not for anyone who can connect
             return heap.census()
 
     @app.post("/gossip")
@@ -211,13 +263,28 @@ def create_app(view: NodeView) -> QuartTrio:
         answer, signed = view.gossip.encode_answer(status, body)
         return Response(answer, status=status, headers=signed, content_type="application/json")
 
+    async def operator_refusal(channel: str) -> Any:
+        """None when an operator request may go on: an admin token (CLIENT_TOKENS_FILE)
+        or the cluster secret's signature (`cluster_secret_refusal`) is enough, and
+        with neither configured it is open. Otherwise the refusal."""
+        token = refused(Action.ADMIN)
+        if token is None and view.tokens is not None:
+            return None  # an admin token
+        if view.gossip.guard is None:
+            return token  # None when neither is configured
+        signature = await cluster_secret_refusal(view, channel)
+        if signature is None:
+            return None
+        # Both configured, neither given: the token's answer names the token it wanted.
+        asked_with_token = request.headers.get("Authorization") is not None
+        return token if token is not None and asked_with_token else signature
+
     @app.post("/api/members/<node_id>/remove")
-    async def remove_member(node_id: str) -> tuple[dict[str, Any], int]:
+    async def remove_member(node_id: str) -> Any:
+        if (refusal := await operator_refusal(f"remove:{node_id}")) is not None:
+            return refusal
         # The member's partitions are copied to the members gaining them first; it is
         # announced `left` once they hold them (GET /membership, /api/transition).
-        refused = await _unsigned_operator_request(view, f"remove:{node_id}")
-        if refused is not None:
-            return refused
         try:
             view.rebalancer.remove(node_id)
         except KeyError as error:
@@ -231,10 +298,9 @@ def create_app(view: NodeView) -> QuartTrio:
         return view.rebalancer.status_json()
 
     @app.post("/api/members/<node_id>/decommission")
-    async def decommission(node_id: str) -> tuple[dict[str, Any], int]:
-        refused = await _unsigned_operator_request(view, f"decommission:{node_id}")
-        if refused is not None:
-            return refused
+    async def decommission(node_id: str) -> Any:
+        if (refusal := await operator_refusal(f"decommission:{node_id}")) is not None:
+            return refusal
         membership = view.gossip.membership
         if node_id != membership.node_id:
             member = membership.get(node_id)
@@ -267,11 +333,10 @@ def create_app(view: NodeView) -> QuartTrio:
     return app
 
 
-async def _unsigned_operator_request(
-    view: NodeView, channel: str
-) -> tuple[dict[str, Any], int] | None:
+async def cluster_secret_refusal(view: NodeView, channel: str) -> tuple[dict[str, Any], int] | None:
     """With a cluster secret, the refusal of an operator request not signed with it (a
-    member's or the CLI's signature, a3redis.cluster.peer_auth); None if it may go on."""
+    member's or the CLI's signature, a3redis.cluster.peer_auth); None if it is signed,
+    or no secret is set."""
     guard = view.gossip.guard
     if guard is None:
         return None

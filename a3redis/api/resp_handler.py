@@ -21,19 +21,25 @@ results back for the replies. Server steps are answered from the node:
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import random
 import sys
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from a3redis import __version__
+from a3redis.api.resp_server import Answer, Remainder
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import SETTINGS, Config
+from a3redis.core.client_tokens import TokenHolder
 from a3redis.core.errors import RequestError
+from a3redis.core.hlc import Version
 from a3redis.core.membership import Status
+from a3redis.core.record import Record
 from a3redis.core.redis_cluster import ClusterMember, ClusterView
 from a3redis.core.redis_commands import (
     ClientList,
@@ -50,13 +56,15 @@ from a3redis.core.redis_commands import (
 )
 from a3redis.core.redis_glob import Glob, PatternTooLongError, literal_prefix
 from a3redis.core.redis_info import config_get, keyspace_fields, render_info
-from a3redis.core.redis_pipeline import ReadStep, ServerStep, StepResult, WriteStep, plan
+from a3redis.core.redis_pipeline import Plan, ReadStep, ServerStep, StepResult, WriteStep, plan
 from a3redis.core.redis_session import ServerSettings, Session, client_list_reply
 from a3redis.core.resp_values import OK, ErrorReply, Reply, error
 from a3redis.core.scan_cursors import INVALID_CURSOR, ScanCursors, scan_reply
 from a3redis.net.address import Address
 from a3redis.storage.policy import FsyncPolicy
 from a3redis.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 # SCAN cursors this node remembers (the least recently used is forgotten first).
 SCAN_CURSORS = 100_000
@@ -78,6 +86,8 @@ class RedisCommands:
         config: Config,
         resp_address: Address,
         connections: Callable[[], dict[str, int]],
+        *,
+        tokens: TokenHolder | None = None,
     ) -> None:
         self.keyspace = keyspace
         self.store = store
@@ -89,6 +99,7 @@ class RedisCommands:
             write_default=config.write_consistency,
             limits=config.limits,
             allow_flush=config.allow_flush,
+            tokens=tokens,
         )
         self.cursors = ScanCursors(SCAN_CURSORS, random.Random())
         self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
@@ -104,12 +115,34 @@ class RedisCommands:
         self.sessions.add(session)
         return session
 
-    async def run(self, session: Session, requests: list[list[bytes]]) -> list[Reply]:
+    def start(
+        self, session: Session, requests: list[list[bytes]], answer: Answer
+    ) -> list[Reply] | Remainder | None:
+        """Plan a run and carry it out without a task where its steps allow.
+
+        A run of key reads and writes only (GET, SET, MGET, DEL...) goes step
+        by step through the keyspace's callbacks (`_KeySteps`): its replies
+        now, when nothing had to wait, else through `answer`. A run with a
+        step the node answers (SCAN, INFO, CLUSTER...) is awaited in a task.
+        """
         pipeline = plan(session, requests, self.keyspace.wall_ms())
         self.commands_processed += len(pipeline.names)
-        results: list[StepResult] = []
+        if any(isinstance(step, ServerStep) for step in pipeline.steps):
+            return partial(self._finish, session, pipeline, [], 0)
+        return _KeySteps(self.keyspace, pipeline, answer).begin()
+
+    async def run(self, session: Session, requests: list[list[bytes]]) -> list[Reply]:
+        """A run's replies, every step awaited in turn."""
+        pipeline = plan(session, requests, self.keyspace.wall_ms())
+        self.commands_processed += len(pipeline.names)
+        return await self._finish(session, pipeline, [], 0)
+
+    async def _finish(
+        self, session: Session, pipeline: Plan, results: list[StepResult], first: int
+    ) -> list[Reply]:
+        """Run the steps from `first` on (`results` holds those before) and reply."""
         keyspace = self.keyspace
-        for step in pipeline.steps:
+        for step in pipeline.steps[first:]:
             try:
                 if isinstance(step, ReadStep):
                     results.append(
@@ -356,3 +389,71 @@ class RedisCommands:
                 "gossip_port": config.gossip_port,
             },
         }
+
+
+class _KeySteps:
+    """A run of key reads and writes, each step started when the one before is decided.
+
+    The keyspace calls back at once for what only this node holds, later for
+    what needs the disk or the replicas; one loop (`_take`) handles both, so
+    a run that never waits is answered without a callback at all.
+    """
+
+    __slots__ = ("answer", "keyspace", "launching", "pending", "pipeline", "results")
+
+    def __init__(self, keyspace: Keyspace, pipeline: Plan, answer: Answer) -> None:
+        self.keyspace = keyspace
+        self.pipeline = pipeline
+        self.answer = answer
+        self.results: list[StepResult] = []
+        self.launching = False  # inside a keyspace call: its callback only records
+        self.pending = False  # a step was started and has not called back
+
+    def begin(self) -> list[Reply] | None:
+        """The replies if no step had to wait; else None, and `answer` gets them."""
+        if self._take():
+            return self._replies()
+        return None
+
+    def _take(self) -> bool:
+        """Start steps until one must wait (False) or none is left (True)."""
+        steps = self.pipeline.steps
+        keyspace = self.keyspace
+        while len(self.results) < len(steps):
+            step = steps[len(self.results)]
+            self.pending = True
+            self.launching = True
+            try:
+                if isinstance(step, ReadStep):
+                    keyspace.batch_get_then(step.keys, step.consistency, self._step_done)
+                else:
+                    assert isinstance(step, WriteStep)
+                    keyspace.batch_write_then(step.writes, step.consistency, self._step_done)
+            except RequestError as failure:
+                self._step_done(failure)
+            finally:
+                self.launching = False
+            if self.pending:
+                return False
+        return True
+
+    def _step_done(
+        self, result: Sequence[Record | None] | Sequence[Version] | RequestError
+    ) -> None:
+        self.results.append(result)
+        self.pending = False
+        if self.launching:
+            return  # `_take` goes on with the next step
+        try:
+            if self._take():
+                self.answer(self._replies())
+        except Exception:  # a bug of ours: the connection is told and closed
+            log.exception("a Redis-protocol run failed")
+            self.answer(None)
+
+    def _replies(self) -> list[Reply] | None:
+        try:
+            return self.pipeline.replies(self.results)
+        except Exception:
+            log.exception("could not reply to a Redis-protocol run")
+            return None

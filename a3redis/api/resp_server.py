@@ -15,15 +15,28 @@ codec's limits and MAX_QUERY_BYTES; replies a client leaves unread are
 bounded by RESP_MAX_REPLY_BUFFER. Running out of file descriptors pauses
 accepting (logged), it never ends the node.
 
-Each connection is one task on a non-blocking socket, waiting with trio's
-`wait_readable`. Replies are written straight to the socket; what the kernel
-does not take is queued for a writer task started only then, while the
-connection goes on reading: a client that writes a long pipeline before it
-reads (redis-py's pipeline does) is never deadlocked against us, and one that
-never reads is found by the size of its queue, without a timer or a thread.
+One task, the reactor, serves every connection: it waits on one selector
+(epoll) holding the connections that wait for input, and on each wake-up
+reads, runs and answers every ready connection in turn. A task per
+connection would cost a trip through trio's scheduler per request, more than
+the rest of a small request's handling. A run the handler can answer at once
+(reads of keys only this node holds) is answered in the same pass; one that
+waits for the disk (a write's group commit) is answered by the store's
+callback; only a run that waits for peers or for the node (a quorum, SCAN)
+gets a task. While its run is in flight a connection is out of the selector,
+so its requests are run in order and a client's pipeline never overtakes
+itself.
+
+Replies are written straight to the socket; what the kernel does not take
+is queued for a writer task started only then, while the connection goes on
+reading: a client that writes a long pipeline before it reads (redis-py's
+pipeline does) is never deadlocked against us, and one that never reads is
+found by the size of its queue, without a timer or a thread. Idle
+connections are found by a sweep (RESP_IDLE_TIMEOUT, checked a few times per
+timeout).
 
 Shutdown: stop accepting; connections waiting for input close at once; a
-`run` in flight finishes (up to SHUTDOWN_GRACE), its replies are sent, and
+run in flight finishes (up to SHUTDOWN_GRACE), its replies are sent, and
 its connection closes; requests not started by then are not run.
 """
 
@@ -32,11 +45,11 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import math
+import selectors
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -57,9 +70,14 @@ READ_SIZE = 64 * 1024
 # still arriving). Redis's client-query-buffer-limit is 1 GiB; this is a
 # node's budget for all of gRPC's incomplete messages (INBOUND_BUFFER_LIMIT).
 MAX_QUERY_BYTES = 128 * 1024 * 1024
+# Input read while a run of the same connection is in flight, at most (then
+# the connection leaves the selector until the run is answered).
+MAX_READ_AHEAD = 1024 * 1024
 # A closing connection (QUIT, protocol error) has this long to read its last
 # replies and hang up, so the kernel does not reset it while they are unread.
 CLOSE_LINGER = 2.0
+# The reactor lets the node's other tasks run after serving this many connections.
+FAIR_SHARE = 64
 # Out of descriptors or memory: wait this long before accepting again.
 ACCEPT_RETRY_DELAY = 0.1
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -79,14 +97,24 @@ class RespSession(Protocol):
 
 SessionT = TypeVar("SessionT", bound=RespSession)
 
+# A run's replies, in order (one per request, except where Redis sends none:
+# after QUIT, under CLIENT REPLY OFF|SKIP); None when the handler failed.
+Answer = Callable[[list[Reply] | None], None]
+# What must still be awaited to answer a run (the listener awaits it in a task).
+Remainder = Callable[[], Awaitable[list[Reply]]]
+
 
 class RespHandler(Protocol[SessionT]):
-    """The command layer: a session per connection, the replies to send, in order (one per
-    request, except where Redis sends none: after QUIT, under CLIENT REPLY OFF|SKIP)."""
+    """The command layer: a session per connection, and the replies to each run."""
 
     def new_session(self, client_id: int, peer: str) -> SessionT: ...
 
-    async def run(self, session: SessionT, requests: list[list[bytes]]) -> list[Reply]: ...
+    def start(
+        self, session: SessionT, requests: list[list[bytes]], answer: Answer
+    ) -> list[Reply] | Remainder | None:
+        """Begin a run: its replies now, a remainder to await, or None when `answer`
+        will be called with them (once, possibly before `start` returns)."""
+        ...
 
 
 # Called after each run with its requests, their replies and the run's seconds.
@@ -145,30 +173,41 @@ async def serve_resp(
 ) -> None:
     """Serve Redis clients on the bound, listening `sock` until `stop`; report the stats
     (`stats`, when the caller made them)."""
-    server = _Server(sock, handler, settings, observe, stats)
-    async with trio.open_nursery() as connections:
-        async with trio.open_nursery() as acceptor:
-            acceptor.start_soon(server.accept, connections)
-            task_status.started(server.stats)
-            await stop.wait()
-            acceptor.cancel_scope.cancel()
-        trio.lowlevel.notify_closing(sock)
-        sock.close()
-        deadline = trio.current_time() + settings.grace
-        await server.drain(deadline)
-        connections.cancel_scope.cancel()
+    with _pollable_selector() as selector:
+        server = _Server(sock, selector, handler, settings, observe, stats)
+        try:
+            async with trio.open_nursery() as connections:
+                server.tasks = connections
+                connections.start_soon(server.react)
+                if settings.idle_timeout > 0:
+                    connections.start_soon(server.sweep_idle)
+                async with trio.open_nursery() as acceptor:
+                    acceptor.start_soon(server.accept)
+                    task_status.started(server.stats)
+                    await stop.wait()
+                    acceptor.cancel_scope.cancel()
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
+                deadline = trio.current_time() + settings.grace
+                await server.drain(deadline)
+                connections.cancel_scope.cancel()
+        finally:
+            for connection in list(server.live):
+                connection.close()
 
 
 class _Server:
     def __init__(
         self,
         sock: socket.socket,
+        selector: selectors.BaseSelector,
         handler: RespHandler[Any],
         settings: RespSettings,
         observe: Observer | None,
         stats: RespStats | None,
     ) -> None:
         self.sock = sock
+        self.selector = selector
         self.handler = handler
         self.settings = settings
         self.observe = observe
@@ -176,10 +215,11 @@ class _Server:
         self.gate = RequestGate()
         self.live: set[_Connection] = set()
         self.draining = False
+        self.tasks: trio.Nursery | None = None
         self._ids = itertools.count(1)
         self._all_closed: trio.Event | None = None
 
-    async def accept(self, connections: trio.Nursery) -> None:
+    async def accept(self) -> None:
         stats = self.stats
         while True:
             try:
@@ -212,14 +252,49 @@ class _Server:
                 stats.open += 1
                 stats.accepted += 1
                 connection = _Connection(self, conn, next(self._ids), _peer(address))
-                connections.start_soon(connection.serve)
+                self.live.add(connection)
+                connection.listen()
             await trio.lowlevel.checkpoint()
+
+    async def react(self) -> None:
+        """Serve every connection that has input, each time the selector says some have."""
+        selector = self.selector
+        selector_fd: int = getattr(selector, "fileno")()  # noqa: B009 (see _pollable_selector)
+        while True:
+            await trio.lowlevel.wait_readable(selector_fd)
+            for served, (key, _) in enumerate(selector.select(0), 1):
+                connection: _Connection = key.data
+                if not connection.listening:
+                    continue  # closed (or busy) since the selector answered
+                try:
+                    connection.readable()
+                except Exception:  # a bug of ours: this connection ends, the node lives
+                    log.exception("Redis-protocol connection from %s failed", connection.peer)
+                    connection.close()
+                if served % FAIR_SHARE == 0:
+                    await trio.lowlevel.checkpoint()  # let the node's other tasks run too
+
+    async def sweep_idle(self) -> None:
+        """Close connections silent for RESP_IDLE_TIMEOUT while waiting for input."""
+        idle = self.settings.idle_timeout
+        while True:
+            await trio.sleep(min(1.0, idle / 4))
+            silent_since = trio.current_time() - idle
+            for connection in list(self.live):
+                if connection.waiting_for_input and connection.last_heard < silent_since:
+                    self.stats.closed_idle += 1
+                    connection.close()
+
+    def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        assert self.tasks is not None
+        self.tasks.start_soon(task)
 
     async def drain(self, deadline: float) -> None:
         """Close idle connections, let runs in flight finish, until `deadline`."""
         self.draining = True
         for connection in list(self.live):
-            connection.wake()
+            if connection.waiting_for_input:
+                connection.close()
         await self.gate.close_and_wait(max(0.0, deadline - trio.current_time()))
         if self.live:
             self._all_closed = trio.Event()
@@ -233,8 +308,19 @@ class _Server:
             self._all_closed.set()
 
 
+class _Unanswered:
+    """Not answered yet: the handler calls back, or a task awaits the rest."""
+
+
+_UNANSWERED = _Unanswered()
+
+
 class _Connection:
-    """One client: read, run, reply, until it hangs up, QUITs, breaks a limit or the node stops."""
+    """One client: read, run, reply, until it hangs up, QUITs, breaks a limit or the node stops.
+
+    It listens (is in the selector) unless it is closing, or a run of its is in flight
+    and it has read MAX_READ_AHEAD bytes ahead.
+    """
 
     def __init__(self, server: _Server, sock: socket.socket, client_id: int, peer: str) -> None:
         self.server = server
@@ -242,148 +328,192 @@ class _Connection:
         self.client_id = client_id
         self.peer = peer
         self.last_heard = trio.current_time()
+        self.reader = RequestReader(server.settings.codec)
+        self.session = server.handler.new_session(client_id, peer)
+        # Runs read but not started yet, and the one in flight (with its start time).
+        self.runs: deque[list[list[bytes]]] = deque()
+        self.running: list[list[bytes]] | None = None
+        self.run_began = 0.0
+        # Replies the handler gave before `start` returned (see RespHandler.start).
+        self._early: list[Reply] | _Unanswered | None = _UNANSWERED
+        self._starting = False
         # Replies the kernel did not take yet, oldest first, and their size.
         self.outbox: deque[bytes | memoryview] = deque()
         self.queued = 0
         self.writing = False
         self.written: trio.Event | None = None  # set when the writer task has ended
         self.broken = False  # the socket failed or the reply buffer overflowed: no more sends
-        # Cancelled (by the node's drain, a broken writer or the idle deadline) only while
-        # the connection waits for input: one scope for the connection's life, since a
-        # scope per wait would cost as much as the rest of a small request's handling.
-        self._input = trio.CancelScope()
-        self._waiting_input = False
-        self._tasks: trio.Nursery | None = None
+        self.listening = False
+        self.closing = False  # closing politely: nothing more is read or run
+        self.closed = False
 
-    async def serve(self) -> None:
-        server = self.server
-        server.live.add(self)
+    # ----- reading and running ---------------------------------------------------------------
+
+    @property
+    def waiting_for_input(self) -> bool:
+        """Listening with no run in flight (nor queued): the client is to speak next."""
+        return self.listening and self.running is None and not self.runs
+
+    def listen(self) -> None:
+        if not (self.listening or self.closing or self.closed):
+            self.server.selector.register(self.sock, selectors.EVENT_READ, self)
+            self.listening = True
+
+    def _stop_listening(self) -> None:
+        if self.listening:
+            self.server.selector.unregister(self.sock)
+            self.listening = False
+
+    def readable(self) -> None:
         try:
-            async with trio.open_nursery() as tasks:
-                self._tasks = tasks
-                polite = False
-                with self._input:
-                    polite = await self._converse()
-                if self._input.cancelled_caught and not (server.draining or self.broken):
-                    server.stats.closed_idle += 1
-                if polite and not self.broken:
-                    await self._close_politely()
-                tasks.cancel_scope.cancel()
-        except Exception:  # a bug of ours: this connection ends, the node lives
-            log.exception("Redis-protocol connection from %s failed", self.peer)
-        finally:
-            server.stats.reply_bytes_queued -= self.queued
-            trio.lowlevel.notify_closing(self.sock)
-            self.sock.close()
-            server.closed(self)
+            data = self.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
+        self.last_heard = trio.current_time()
+        self.reader.feed(data)
+        if self.running is None:
+            self._run_next()
+        elif self.reader.buffered > MAX_READ_AHEAD:
+            # A run is in flight and the client keeps writing: hold its input in
+            # the kernel until the run is answered.
+            self._stop_listening()
 
-    def wake(self) -> None:
-        """Stop waiting for input, if the connection is (the node drains, or the writer broke)."""
-        if self._waiting_input:
-            self._input.cancel()
-
-    async def _converse(self) -> bool:
-        """Serve requests until the connection should close; True to flush and close politely."""
+    def _run_next(self) -> None:
+        """Run what was read, in order, until a run must wait or none is left."""
         server = self.server
-        reader = RequestReader(server.settings.codec)
-        session = server.handler.new_session(self.client_id, self.peer)
         while True:
-            try:
-                requests = reader.requests()
-            except ProtocolError as failure:
-                server.stats.protocol_errors += 1
-                self._send(encode(error(failure.text), session.protocol))
-                return True
-            if requests:
-                if server.draining:
-                    return False  # requests not started when the node stops are not run
-                for run in protocol_runs(requests):
-                    replies = await self._run(session, run)
-                    if replies is None:
-                        return True
-                    self._send(encode_all(replies, session.protocol))
-                    if session.closing or self.broken:
-                        return not self.broken
-                continue
-            if reader.buffered > MAX_QUERY_BYTES:
-                server.stats.closed_query_buffer += 1
-                server.stats.log_throttled(
-                    "query",
-                    "closing Redis-protocol connection from %s: a request over %d bytes",
-                    self.peer,
-                    MAX_QUERY_BYTES,
-                )
-                return False
-            data = await self._receive()
-            if not data:
-                return False
-            reader.feed(data)
+            if not self.runs and not self._take_requests():
+                break
+            if self.closing or self.closed:
+                return
+            if server.draining:
+                self.close()  # requests not started when the node stops are not run
+                return
+            run = self.runs.popleft()
+            replies = self._start(run)
+            if isinstance(replies, _Unanswered):
+                # It stays in the selector: what the client sends meanwhile is read
+                # ahead (up to MAX_READ_AHEAD), and a run of a client that waits
+                # for its replies costs no selector change.
+                return
+            if not self._answer(run, replies):
+                return
+        self.listen()
 
-    async def _run(self, session: RespSession, requests: list[list[bytes]]) -> list[Reply] | None:
+    def _take_requests(self) -> bool:
+        """Queue the complete requests read so far as runs; False when there are none."""
         server = self.server
-        started = time.perf_counter()
-        replies: list[Reply] | None = None
-        with server.gate:
-            try:
-                answered = await server.handler.run(session, requests)
-            except Exception:
-                log.exception("Redis-protocol command failed (connection from %s)", self.peer)
-            else:
-                # Fewer replies than requests is Redis's way after QUIT and under
-                # CLIENT REPLY OFF|SKIP; more is a bug.
-                if len(answered) <= len(requests):
-                    replies = answered
-                else:
-                    log.error(
-                        "the command handler answered %d replies to %d requests",
-                        len(answered),
-                        len(requests),
-                    )
-        server.stats.commands_served += len(requests)
+        try:
+            requests = self.reader.requests()
+        except ProtocolError as failure:
+            # The requests before the bad bytes have been answered: now the error.
+            server.stats.protocol_errors += 1
+            self._send(encode(error(failure.text), self.session.protocol))
+            self.close_politely()
+            return False
+        if requests:
+            self.runs.extend(protocol_runs(requests))
+            return True
+        if self.reader.buffered > MAX_QUERY_BYTES:
+            server.stats.closed_query_buffer += 1
+            server.stats.log_throttled(
+                "query",
+                "closing Redis-protocol connection from %s: a request over %d bytes",
+                self.peer,
+                MAX_QUERY_BYTES,
+            )
+            self.close()
+        return False
+
+    def _start(self, run: list[list[bytes]]) -> list[Reply] | _Unanswered | None:
+        """The run's replies if they are ready (None: the handler failed), else _UNANSWERED."""
+        server = self.server
+        server.gate.enter()
+        self.running = run
+        self.run_began = time.perf_counter()
+        self._early = _UNANSWERED
+        self._starting = True
+        try:
+            started = server.handler.start(self.session, run, self._answered_later)
+        except Exception:
+            log.exception("Redis-protocol command failed (connection from %s)", self.peer)
+            started = None
+            self._early = None
+        finally:
+            self._starting = False
+        if started is None:
+            if isinstance(self._early, _Unanswered):
+                return _UNANSWERED  # the handler calls back
+            started = self._early
+        elif not isinstance(started, list):
+            remainder = started
+
+            async def finish() -> None:
+                try:
+                    replies: list[Reply] | None = await remainder()
+                except Exception:
+                    log.exception("Redis-protocol command failed (connection from %s)", self.peer)
+                    replies = None
+                self._answered_later(replies)
+
+            server.spawn(finish)
+            return _UNANSWERED
+        self.running = None
+        server.gate.leave()
+        return started
+
+    def _answered_later(self, replies: list[Reply] | None) -> None:
+        if self._starting:
+            self._early = replies
+            return
+        run = self.running
+        assert run is not None, "a run answered twice"
+        self.running = None
+        self.server.gate.leave()
+        if not self.closed and self._answer(run, replies):
+            self._run_next()
+
+    def _answer(self, run: list[list[bytes]], replies: list[Reply] | None) -> bool:
+        """Send a run's replies; False once the connection is closing."""
+        server = self.server
+        server.stats.commands_served += len(run)
+        # Fewer replies than requests is Redis's way after QUIT and under
+        # CLIENT REPLY OFF|SKIP; more is a bug.
+        if replies is not None and len(replies) > len(run):
+            log.error(
+                "the command handler answered %d replies to %d requests", len(replies), len(run)
+            )
+            replies = None
         if replies is None:
             # The client can no longer tell which reply is whose: say so and close.
             self._send(encode(error("internal error; closing the connection"), 2))
-            return None
+            self.close_politely()
+            return False
         if server.observe is not None:
-            server.observe(requests, replies, time.perf_counter() - started)
-        return replies
+            server.observe(run, replies, time.perf_counter() - self.run_began)
+        self._send(encode_all(replies, self.session.protocol))
+        if self.broken:
+            self.close()
+            return False
+        if self.session.closing:
+            self.close_politely()
+            return False
+        if server.draining:
+            self.close()
+            return False
+        return True
 
-    async def _receive(self) -> bytes:
-        """The next bytes from the client; b"" once it hung up, went idle or the node drains."""
-        sock = self.sock
-        server = self.server
-        idle = server.settings.idle_timeout
-        waited = False
-        while True:
-            try:
-                data = sock.recv(READ_SIZE)
-            except BlockingIOError:
-                pass
-            except OSError:
-                return b""
-            else:
-                self.last_heard = trio.current_time()
-                if not waited:
-                    # Bytes were waiting without a wait: give the other tasks their turn
-                    # first (after a wait they have had it).
-                    await trio.lowlevel.checkpoint()
-                return data
-            if server.draining or self.broken:
-                return b""
-            if idle > 0:
-                self._input.deadline = self.last_heard + idle
-            self._waiting_input = True
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            finally:
-                self._waiting_input = False
-            waited = True
-            if idle > 0:
-                self._input.deadline = math.inf
+    # ----- writing -----------------------------------------------------------------------------
 
     def _send(self, data: bytes) -> None:
         """Send now what the kernel takes; queue the rest for the writer task."""
-        if self.broken or not data:
+        if self.broken or self.closed or not data:
             return
         if not self.outbox:
             try:
@@ -417,10 +547,10 @@ class _Connection:
             )
             self.broken = True
             return
-        if not self.writing and self._tasks is not None:
+        if not self.writing:
             self.writing = True
             self.written = trio.Event()
-            self._tasks.start_soon(self._write)
+            self.server.spawn(self._write)
 
     async def _write(self) -> None:
         """Send the queued replies as the client reads them."""
@@ -428,7 +558,7 @@ class _Connection:
         outbox = self.outbox
         stats = self.server.stats
         try:
-            while outbox and not self.broken:
+            while outbox and not (self.broken or self.closed):
                 await trio.lowlevel.wait_writable(sock)
                 if len(outbox) > 1:
                     joined = b"".join(outbox)
@@ -447,37 +577,77 @@ class _Connection:
                     outbox.popleft()
                 else:
                     outbox[0] = memoryview(outbox[0])[sent:]
+        except trio.ClosedResourceError:
+            pass  # closed meanwhile
         finally:
             self.writing = False
             if self.written is not None:
                 self.written.set()
-        if self.broken:
-            self.wake()  # the reader has nobody left to serve
+        if self.broken and not self.closing:
+            self.close()  # nobody is left to serve
 
-    async def _close_politely(self) -> None:
+    # ----- closing -----------------------------------------------------------------------------
+
+    def close_politely(self) -> None:
+        """Send what is queued, then close (see `_linger`); nothing more is read or run."""
+        if self.closing or self.closed:
+            return
+        self.closing = True
+        self._stop_listening()
+        self.runs.clear()
+        if self.broken:
+            self.close()
+        else:
+            self.server.spawn(self._linger)
+
+    async def _linger(self) -> None:
         """Send what is queued, end our side, and read until the client hangs up (bounded).
 
         Closing with unread input makes the kernel reset the connection, and
         a reset can reach the client before it has read our last replies.
         """
         sock = self.sock
-        with trio.move_on_after(CLOSE_LINGER):
-            if self.writing and self.written is not None:
-                await self.written.wait()
-            if self.broken or self.server.draining:
-                return
-            try:
-                sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                return
-            for _ in range(64):  # at most 64 reads of READ_SIZE before we give up on it
-                try:
-                    if not sock.recv(READ_SIZE):
-                        return
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(sock)
-                except OSError:
+        try:
+            with trio.move_on_after(CLOSE_LINGER):
+                if self.writing and self.written is not None:
+                    await self.written.wait()
+                if self.broken or self.server.draining:
                     return
+                sock.shutdown(socket.SHUT_WR)
+                for _ in range(64):  # at most 64 reads of READ_SIZE before we give up on it
+                    try:
+                        if not sock.recv(READ_SIZE):
+                            return
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_readable(sock)
+        except (OSError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close at once (a run still in flight finds the connection closed)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop_listening()
+        self.runs.clear()
+        stats = self.server.stats
+        stats.reply_bytes_queued -= self.queued
+        self.queued = 0
+        self.outbox.clear()
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+        self.server.closed(self)
+
+
+def _pollable_selector() -> selectors.BaseSelector:
+    """The platform's selector, if trio can wait on it as on a socket (epoll, kqueue)."""
+    selector = selectors.DefaultSelector()
+    if not hasattr(selector, "fileno"):
+        selector.close()
+        raise RuntimeError("the Redis-protocol listener needs epoll or kqueue")
+    return selector
 
 
 def _refuse(conn: socket.socket) -> None:

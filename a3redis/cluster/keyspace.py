@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +35,7 @@ from a3redis.cluster.topology import Topology
 from a3redis.core.consistency import Consistency
 from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, next_start, timed_out
 from a3redis.core.errors import (
+    RequestError,
     TimedOutError,
     UnavailableError,
     UnsatisfiableError,
@@ -68,6 +70,39 @@ class KeyspaceStats:
     hinted: int = 0
 
 
+class _Waiter:
+    """A request decided by callbacks instead of a waiting task.
+
+    `set` (its plan decided), `abort` (its own copy failed) or the request
+    timeout (Keyspace._expire_waiters) calls `finish` once: with None when
+    decided, else the error.
+    """
+
+    __slots__ = ("deadline", "finish", "fired", "what")
+
+    def __init__(
+        self, finish: Callable[[RequestError | None], None], deadline: float, what: str
+    ) -> None:
+        self.finish: Callable[[RequestError | None], None] | None = finish
+        self.deadline = deadline
+        self.what = what  # "read" or "write", for the timeout's message
+        self.fired = False
+
+    def set(self) -> None:
+        self.abort(None)
+
+    def abort(self, error: RequestError | None) -> None:
+        finish = self.finish
+        if finish is not None:
+            self.finish = None  # what the request holds is freed now, not at its deadline
+            self.fired = True
+            finish(error)
+
+
+class _Decided(Protocol):
+    def set(self) -> None: ...
+
+
 class Keyspace:
     def __init__(
         self,
@@ -97,6 +132,9 @@ class Keyspace:
         self._timeout = request_timeout
         self._hints = hints
         self.rejections = Rejections()
+        # Requests decided by callbacks, in deadline order (see _expire_waiters).
+        self._waiters: deque[_Waiter] = deque()
+        self._expiring = False
         self._reseed_clock()
 
     @property
@@ -195,6 +233,159 @@ class Keyspace:
         if response_limit is not None:
             self.limits.check_response(results, "BatchGet", response_limit)
         return results
+
+    # ----- without a task (a front end serving many connections from one task) ----------
+
+    def batch_get_then(
+        self,
+        keys: Sequence[bytes],
+        consistency: Consistency | None,
+        done: Callable[[list[Record | None] | RequestError], None],
+    ) -> None:
+        """`batch_get` (no response limit) answered through `done`: at once when this
+        node alone holds every key, else once the replicas decide or the request times
+        out. A request that fails the limits raises here, and `done` is not called."""
+        self.limits.check_batch(len(keys))
+        self.limits.check_keys(keys)
+        distinct = list(dict.fromkeys(keys))
+
+        def in_order(records: list[Record | None]) -> list[Record | None]:
+            if len(distinct) == len(keys):
+                return records
+            found = dict(zip(distinct, records, strict=True))
+            return [found[key] for key in keys]
+
+        plan = self.coordinator.plan_read(distinct, consistency or self.read_consistency)
+        if plan.only_here:
+            done(in_order(self.read_local(distinct)))
+            return
+
+        def finish(failure: RequestError | None) -> None:
+            if failure is None:
+                try:
+                    records = plan.result(self._wall_ms())
+                except RequestError as error:
+                    failure = error
+                else:
+                    done(in_order(records))
+                    return
+            done(failure)
+
+        waiter = self._waiter(finish, "read")
+        asks = plan.asks
+        local = asks.pop(self.node_id, None)
+        for replica, indexes in asks.items():
+            self._ask(replica, indexes, plan, waiter)
+        if local is not None:
+            self._ask(self.node_id, local, plan, waiter)
+
+    def batch_write_then(
+        self,
+        writes: Sequence[tuple[bytes, bytes | None]],
+        consistency: Consistency | None,
+        done: Callable[[list[Version] | RequestError], None],
+    ) -> None:
+        """`batch_write` answered through `done` once it is decided: durable here when
+        this node alone holds every key, else acknowledged by W replicas (or failed, or
+        timed out). A request that fails the limits raises here, and `done` is not called."""
+        self.limits.check_batch(len(writes))
+        self.limits.check_pairs(writes)
+        wall = self._wall_ms()
+        plan = self.coordinator.plan_write(
+            list(writes), consistency or self.write_consistency, None, wall
+        )
+        bound = self.limits.clock_bound(wall)
+        if plan.only_here:
+            staged = self.store.stage_many(plan.records, bound)
+
+            def durable_here(failure: RequestError | None) -> None:
+                if failure is None:
+                    try:
+                        versions = plan.stored_here(staged.accepted)
+                    except RequestError as error:
+                        failure = error
+                    else:
+                        done(versions)
+                        return
+                done(failure)
+
+            staged.when_durable(durable_here)
+            return
+
+        def finish(failure: RequestError | None) -> None:
+            if failure is None:
+                try:
+                    versions = plan.result()
+                except RequestError as error:
+                    failure = error
+                else:
+                    done(versions)
+                    return
+            done(failure)
+
+        waiter = self._waiter(finish, "write")
+        for replica, records in plan.unreachable.items():
+            self._hint(replica, records)
+        for replica, indexes in plan.peers.items():
+            self._replicate_to_peer(replica, indexes, plan, waiter)
+        if plan.local is not None:
+            local = plan.local
+            own = plan.records_of(local)
+            try:
+                staged_own = self.store.stage_many(own, bound)
+            except RequestError as error:
+                waiter.abort(error)
+                return
+
+            def durable(failure: RequestError | None) -> None:
+                if failure is not None:
+                    waiter.abort(failure)
+                    return
+                plan.acknowledged(self.node_id, local, self._outcomes(own, staged_own.accepted))
+                if plan.decided:
+                    waiter.set()
+
+            staged_own.when_durable(durable)
+        elif plan.decided:
+            waiter.set()
+
+    def _waiter(self, finish: Callable[[RequestError | None], None], what: str) -> _Waiter:
+        """A waiter that fails with a timeout once the request timeout has passed."""
+
+        def finish_and_forget(failure: RequestError | None) -> None:
+            waiters = self._waiters
+            while waiters and waiters[0].fired:
+                waiters.popleft()
+            finish(failure)
+
+        waiter = _Waiter(finish_and_forget, trio.current_time() + self._timeout, what)
+        self._waiters.append(waiter)
+        if not self._expiring:
+            self._expiring = True
+            self._background.start_soon(self._expire_waiters)
+        return waiter
+
+    async def _expire_waiters(self) -> None:
+        """Time out the waiters whose deadline passed, oldest first, while there are any.
+
+        Every waiter gets the same timeout, so the queue is in deadline order;
+        decided waiters leave it from the front as they fire.
+        """
+        waiters = self._waiters
+        try:
+            while waiters:
+                head = waiters[0]
+                if head.fired:
+                    waiters.popleft()
+                    continue
+                await trio.sleep_until(head.deadline)
+                now = trio.current_time()
+                while waiters and (waiters[0].fired or waiters[0].deadline <= now):
+                    expired = waiters.popleft()
+                    if not expired.fired:
+                        expired.abort(timed_out(expired.what, self._timeout))
+        finally:
+            self._expiring = False
 
     async def scan_page(
         self, start: bytes, end: bytes, prefix: bytes, limit: int, consistency: Consistency | None
@@ -344,6 +535,10 @@ class Keyspace:
     async def _apply_own(self, records: Sequence[Record], wall: int) -> list[ApplyOutcome]:
         """Apply records whose versions this node's clock has already passed."""
         stored = await self.store.apply_many(records, self.limits.clock_bound(wall))
+        return self._outcomes(records, stored)
+
+    def _outcomes(self, records: Sequence[Record], stored: Sequence[bool]) -> list[ApplyOutcome]:
+        """What applying `records` did, given which of them the store kept."""
         latest = self.store.latest
         return [
             ApplyOutcome.STORED if was_stored else outcome(record, False, latest(record.key))
@@ -351,7 +546,7 @@ class Keyspace:
         ]
 
     def _replicate_to_peer(
-        self, replica: str, indexes: list[int], plan: WritePlan, decided: trio.Event | None
+        self, replica: str, indexes: list[int], plan: WritePlan, decided: _Decided | None
     ) -> None:
         """Queue a peer's records on its link; the link's answer settles the plan.
 
@@ -405,7 +600,7 @@ class Keyspace:
             await self._await(decided, "read")
         return plan.result(self._wall_ms())
 
-    def _ask(self, replica: str, indexes: list[int], plan: ReadPlan, decided: trio.Event) -> None:
+    def _ask(self, replica: str, indexes: list[int], plan: ReadPlan, decided: _Decided) -> None:
         """Ask one replica for the keys of `indexes`; its answer (now, for our own
         copy, or when its link settles) goes to the plan. No task per replica."""
         keys = plan.keys
@@ -428,7 +623,7 @@ class Keyspace:
         replica: str,
         indexes: list[int],
         plan: ReadPlan,
-        decided: trio.Event,
+        decided: _Decided,
         answers: list[Record | None] | None,
         error: Exception | None,
     ) -> None:

@@ -137,6 +137,10 @@ class Coordinator:
         ring = topology.ring
         factor = topology.replication_factor
         required = consistency.required(factor)
+        sole = ring.sole_owners
+        if sole is not None:  # one member: every key has the same replicas
+            self._check_placement(sole, consistency, factor, required)
+            return [(sole, required)] * len(keys)
         checked: set[tuple[str, ...]] = set()
         placements: list[Placement] = []
         for key in keys:

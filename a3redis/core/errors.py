@@ -28,6 +28,10 @@ class ErrorKind(enum.Enum):
     TIMEOUT = "timeout"
     # This node is draining or its store has failed: retry on another node.
     NODE_UNAVAILABLE = "node_unavailable"
+    # The caller did not prove who it is (no credential, or not a valid one).
+    UNAUTHENTICATED = "unauthenticated"
+    # The caller's credential does not allow this request.
+    PERMISSION_DENIED = "permission_denied"
 
 
 class RequestError(Exception):
@@ -76,3 +80,17 @@ class NodeUnavailableError(RequestError):
 
     kind = ErrorKind.NODE_UNAVAILABLE
     reason = "NODE_UNAVAILABLE"
+
+
+class UnauthenticatedError(RequestError):
+    """The request carries no valid client token and this node requires one."""
+
+    kind = ErrorKind.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(RequestError):
+    """The request's client token does not allow it (e.g. a write with a readonly token)."""
+
+    kind = ErrorKind.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"

@@ -98,6 +98,8 @@ NOT_AN_INTEGER = ErrorReply("ERR value is not an integer or out of range")
 #   node, which is what the caller should do.
 # - INVALID, TOO_LARGE, CONFLICT, UNSATISFIABLE: ERR; retrying the same
 #   request cannot help.
+# - UNAUTHENTICATED, PERMISSION_DENIED: Redis's own codes (NOAUTH, NOPERM),
+#   which redis-py raises as AuthenticationError and NoPermissionError.
 RESP_ERROR_CODE_OF_KIND: dict[ErrorKind, str] = {
     ErrorKind.INVALID: "ERR",
     ErrorKind.TOO_LARGE: "ERR",
@@ -106,6 +108,8 @@ RESP_ERROR_CODE_OF_KIND: dict[ErrorKind, str] = {
     ErrorKind.UNAVAILABLE: "TRYAGAIN",
     ErrorKind.TIMEOUT: "TRYAGAIN",
     ErrorKind.NODE_UNAVAILABLE: "LOADING",
+    ErrorKind.UNAUTHENTICATED: "NOAUTH",
+    ErrorKind.PERMISSION_DENIED: "NOPERM",
 }
 
 

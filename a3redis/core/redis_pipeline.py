@@ -28,6 +28,9 @@ Rules:
   `keys` order; the versions written; the `Reply` of a server step; or the
   `RequestError` a step failed with) and returns the replies, in request
   order. A failed step answers every command that needed it with the error.
+- With client tokens, a command the connection may not run (not
+  authenticated, or its token's role does not allow it) is answered with
+  the error of `redis_session.access_refusal` and never planned.
 - Replies Redis would not send are left out: after QUIT nothing more is
   run or answered; CLIENT REPLY OFF and SKIP silence replies as in Redis.
   Otherwise there is exactly one reply per request.
@@ -66,7 +69,7 @@ from a3redis.core.redis_commands import (
     error_reply,
     parse_named,
 )
-from a3redis.core.redis_session import NoReply, Session, answer
+from a3redis.core.redis_session import NoReply, Session, access_refusal, answer
 from a3redis.core.resp_values import OK, ErrorReply, Reply, Status
 from a3redis.core.validation import InvalidRequestError
 
@@ -338,6 +341,7 @@ class _Planner:
 
     def run(self, requests: Sequence[Sequence[bytes]]) -> Plan:
         session = self.session
+        tokens_required = session.settings.tokens is not None
         for request in requests:
             if session.closing:
                 break  # after QUIT Redis runs nothing more of what it read
@@ -347,8 +351,11 @@ class _Planner:
             session.last_command_ms = self.wall_ms
             skipped = session.skip_next_reply
             session.skip_next_reply = False
-            if session.refused_multi and name not in ("quit", "reset"):
-                reply: Reply | _Pending | NoReply = _in_refused_multi(name)
+            refused = access_refusal(session, name) if tokens_required else None
+            if refused is not None:
+                reply: Reply | _Pending | NoReply = refused
+            elif session.refused_multi and name not in ("quit", "reset"):
+                reply = _in_refused_multi(name)
             else:
                 reply = self._add(command)
             if name == "multi":
@@ -503,8 +510,11 @@ class _Planner:
         return None
 
 
+_MANY_KEYS = (MGet, Exists, Touch)
+
+
 def _keys_of(command: ReadCommand) -> Sequence[bytes]:
-    if isinstance(command, MGet | Exists | Touch):
+    if isinstance(command, _MANY_KEYS):
         return command.keys
     return (command.key,)
 

@@ -19,9 +19,20 @@ Rules:
   one keyspace, every node serving every key. So SELECT answers Redis's
   cluster-mode error for any database but 0, rather than "DB index is out of
   range": it names the reason, and clients know it.
-- No credentials exist yet: AUTH and HELLO AUTH answer as Redis does without
-  `requirepass` (the default user accepts any password; the one-argument
-  AUTH is an error; other users do not exist).
+- Without client tokens (CLIENT_TOKENS_FILE unset) AUTH and HELLO AUTH
+  answer as Redis does without `requirepass` (the default user accepts any
+  password; the one-argument AUTH is an error; other users do not exist).
+- With client tokens, a connection behaves as Redis's with `requirepass`:
+  it starts unauthenticated and may run only the commands Redis flags
+  `no_auth` (AUTH, HELLO with AUTH, QUIT, RESET); anything else is answered
+  `-NOAUTH Authentication required.` (an unknown command is still unknown,
+  as in Redis). `AUTH <token>`, `AUTH default <token>` and `HELLO <v> AUTH
+  default <token>` authenticate the connection with the token's role; the
+  only user is `default`, as in Redis, so another name is a wrong pair
+  (`-WRONGPASS`). A failed AUTH leaves the connection as it was; RESET makes
+  it unauthenticated again. An authenticated connection runs what its role
+  allows (`access_refusal`: writes need readwrite, FLUSHALL/FLUSHDB admin),
+  others get Redis's ACL error `-NOPERM`.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from a3redis.core.client_tokens import Action, Role, TokenHolder, allows
 from a3redis.core.consistency import Consistency
 from a3redis.core.redis_command_table import COMMAND_SPECS, Arg, CommandSpec, KeySpec
 from a3redis.core.redis_commands import (
@@ -91,6 +103,7 @@ class ServerSettings:
     write_default: Consistency = Consistency.QUORUM
     limits: Limits = field(default_factory=Limits)
     allow_flush: bool = False  # ALLOW_FLUSH=1: FLUSHALL/FLUSHDB delete every key
+    tokens: TokenHolder | None = None  # CLIENT_TOKENS_FILE's tokens; None: not set
     redis_version: str = REDIS_VERSION
 
 
@@ -128,6 +141,8 @@ class Session:
     def reset(self) -> None:
         """Back to a new connection's state (RESET), keeping id, addresses and times."""
         self.protocol = 2
+        # The role of the token this connection authenticated with (None: none yet).
+        self.role: Role | None = None
         self.name: bytes | None = None
         self.lib_name: bytes | None = None
         self.lib_ver: bytes | None = None
@@ -229,6 +244,53 @@ AUTH_WITHOUT_PASSWORD = err(
     "Are you sure your configuration is correct?"
 )
 WRONG_PASSWORD = ErrorReply("WRONGPASS invalid username-password pair or user is disabled.")
+NO_AUTH = ErrorReply("NOAUTH Authentication required.")
+HELLO_NO_AUTH = ErrorReply(
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+    "select the RESP protocol version at the same time"
+)
+
+
+def _every_spec_of_table() -> Iterable[CommandSpec]:
+    for spec in COMMAND_SPECS:
+        yield spec
+        yield from spec.subcommands
+
+
+# Commands a connection may run before it authenticates (Redis's `no_auth` flag).
+RUN_BEFORE_AUTH = frozenset(
+    spec.name for spec in _every_spec_of_table() if "no_auth" in spec.flags
+) | {"unknown"}
+# What a token's role must allow for each command: Redis's `write` flag marks writes;
+# FLUSHALL and FLUSHDB delete every key of the cluster, an operator action.
+ACTION_OF_COMMAND: dict[str, Action] = {
+    spec.name: Action.WRITE if "write" in spec.flags else Action.READ
+    for spec in _every_spec_of_table()
+} | {"flushall": Action.ADMIN, "flushdb": Action.ADMIN}
+
+
+def access_refusal(session: Session, name: str) -> ErrorReply | None:
+    """With client tokens: the error for running command `name` (its full name, as
+    `parse_named` gives it) on this connection now, or None if it may run."""
+    role = session.role
+    if role is None:
+        return None if name in RUN_BEFORE_AUTH else NO_AUTH
+    if allows(role, ACTION_OF_COMMAND.get(name, Action.READ)):
+        return None
+    return ErrorReply(f"NOPERM User default has no permissions to run the '{name}' command")
+
+
+def _authenticate(session: Session, username: bytes | None, password: bytes) -> bool:
+    """AUTH with client tokens: True, and the connection takes the token's role, if the
+    user is `default` (or not given) and the password a configured token."""
+    tokens = session.settings.tokens
+    assert tokens is not None
+    role = tokens.tokens.role_of(password)
+    if role is None or username not in (None, b"default"):
+        return False
+    session.role = role
+    return True
 
 
 def answer(session: Session, command: SessionCommand, wall_ms: int) -> Reply | NoReply:
@@ -246,6 +308,8 @@ def answer(session: Session, command: SessionCommand, wall_ms: int) -> Reply | N
             return Status("RESET")
         case Hello():
             return _hello(session, command)
+        case Auth(username=username, password=password) if session.settings.tokens is not None:
+            return OK if _authenticate(session, username, password) else WRONG_PASSWORD
         case Auth(username=None):
             return AUTH_WITHOUT_PASSWORD
         case Auth(username=username):
@@ -314,7 +378,16 @@ def answer(session: Session, command: SessionCommand, wall_ms: int) -> Reply | N
 
 
 def _hello(session: Session, command: Hello) -> Reply:
-    if command.username is not None and command.username != b"default":
+    if session.settings.tokens is not None:
+        if (
+            command.username is not None
+            and command.password is not None
+            and not _authenticate(session, command.username, command.password)
+        ):
+            return WRONG_PASSWORD
+        if session.role is None:
+            return HELLO_NO_AUTH
+    elif command.username is not None and command.username != b"default":
         return WRONG_PASSWORD
     if command.name is not None:
         session.name = command.name or None

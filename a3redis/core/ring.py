@@ -126,7 +126,7 @@ class Ring:
         self.replication_factor = replication_factor
         self.partitions = partitions
         self._top = self._build()
-        self._lists = [tuple(node for _, node in top) for top in self._top]
+        self._set_lists()
 
     @property
     def _take(self) -> int:
@@ -164,8 +164,20 @@ class Ring:
         scored = sorted(((_mix(_seed(node) ^ salt), node) for node in self.members), reverse=True)
         return scored[: self._take]
 
+    def _set_lists(self) -> None:
+        self._lists = [tuple(node for _, node in top) for top in self._top]
+        # A ring of one node places every key there: no key needs hashing.
+        self._sole = self.members if len(self.members) == 1 else None
+
+    @property
+    def sole_owners(self) -> tuple[str, ...] | None:
+        """Every key's preference list when the ring has one member (else None)."""
+        return self._sole
+
     def preference_list(self, key: bytes) -> tuple[str, ...]:
         """The nodes that hold `key`, most preferred first."""
+        if self._sole is not None:
+            return self._sole
         return self._lists[partition_of(key, self.partitions)]
 
     def partition_owners(self, partition: int) -> tuple[str, ...]:
@@ -217,7 +229,7 @@ class Ring:
                 top[partition] = ring._rescore(partition)
             ring._insert(top, added, dirty)
             ring._top = top
-        ring._lists = [tuple(node for _, node in owners) for owners in ring._top]
+        ring._set_lists()
         return ring
 
     def change_cost(self, members: Iterable[str]) -> int:

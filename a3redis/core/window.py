@@ -41,7 +41,8 @@ class RollingStats:
         if len(bucket.samples) < SAMPLES_PER_BUCKET:
             bucket.samples.append(seconds)
         else:
-            slot = self._rng.randrange(bucket.count)
+            # random() rather than randrange(): the same uniform slot at a fraction of the cost.
+            slot = int(self._rng.random() * bucket.count)
             if slot < SAMPLES_PER_BUCKET:
                 bucket.samples[slot] = seconds
 

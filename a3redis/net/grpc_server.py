@@ -84,12 +84,19 @@ class RequestGate:
         self._idle: trio.Event | None = None
 
     def __enter__(self) -> RequestGate:
-        if self.closed:
-            raise ShuttingDownError("the node is shutting down; retry on another node")
-        self.in_flight += 1
+        self.enter()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.leave()
+
+    def enter(self) -> None:
+        """A call begins (for calls that end in a callback, not in this block)."""
+        if self.closed:
+            raise ShuttingDownError("the node is shutting down; retry on another node")
+        self.in_flight += 1
+
+    def leave(self) -> None:
         self.in_flight -= 1
         if self.in_flight == 0 and self._idle is not None:
             self._idle.set()

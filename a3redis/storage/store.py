@@ -81,17 +81,57 @@ class StoreFailedError(NodeUnavailableError):
 class _Batch:
     records: list[Record] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)  # framed at commit, at their offset
-    callers: int = 0  # _commit calls (writes or purges) served by this batch
+    callers: int = 0  # _queue calls (writes or purges) served by this batch
     done: trio.Event = field(default_factory=trio.Event)
     error: BaseException | None = None
     # Writers waiting in _commit, woken by finish() (see _wait_uncancellable).
     writers: list[trio.lowlevel.Task] = field(default_factory=list)
+    # Staged writes' callbacks (see Staged.when_durable), called by finish().
+    callbacks: list[Callable[[BaseException | None], None]] = field(default_factory=list)
 
     def finish(self) -> None:
         self.done.set()
         for task in self.writers:
             trio.lowlevel.reschedule(task)
         self.writers.clear()
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self.error)
+            except Exception:  # the caller's bug must not stop the committer
+                log.exception("a staged write's completion callback failed")
+
+
+class Staged:
+    """Records queued for a group commit without a task waiting for it.
+
+    `accepted` says, per record, whether it superseded what the store held;
+    `when_durable(callback)` calls back once the commit is done (None) or
+    failed (the StoreFailedError), at once if nothing needed committing. A
+    front end that serves many connections from one task uses this instead
+    of `apply_many`, which parks the calling task.
+    """
+
+    __slots__ = ("_batch", "accepted")
+
+    def __init__(self, accepted: list[bool], batch: _Batch | None) -> None:
+        self.accepted = accepted
+        self._batch = batch
+
+    def when_durable(self, callback: Callable[[StoreFailedError | None], None]) -> None:
+        batch = self._batch
+        if batch is None:
+            callback(None)
+            return
+
+        def done(error: BaseException | None) -> None:
+            failure = None if error is None else StoreFailedError(f"write failed: {error}")
+            callback(failure)
+
+        if batch.done.is_set():
+            done(batch.error)
+        else:
+            batch.callbacks.append(done)
 
 
 @dataclass(slots=True)
@@ -328,7 +368,18 @@ class Store:
     async def apply_many(
         self, records: Iterable[Record], void_above_wall_ms: int | None = None
     ) -> list[bool]:
-        """Apply records atomically with respect to other tasks; one commit for all.
+        """Apply records atomically with respect to other tasks; one commit for all;
+        say which superseded what the store held. Returns once they are durable."""
+        staged = self.stage_many(records, void_above_wall_ms)
+        batch = staged._batch
+        if batch is not None:
+            await _wait_durable(batch)
+        return staged.accepted
+
+    def stage_many(
+        self, records: Iterable[Record], void_above_wall_ms: int | None = None
+    ) -> Staged:
+        """Queue records for the next group commit, atomically (no checkpoint).
 
         A current record whose version's wall time exceeds `void_above_wall_ms`
         (a version no clock within the skew bound could have issued: one an
@@ -362,9 +413,9 @@ class Store:
             new_records.append(record)
             staged[key] = record
             accepted.append(True)
-        if new_records:
-            await self._commit(new_records, new_payloads, staged)
-        return accepted
+        if not new_records:
+            return Staged(accepted, None)
+        return Staged(accepted, self._queue(new_records, new_payloads, staged))
 
     async def purge(self, records: Iterable[Record]) -> int:
         """Remove records for good, durably; any whose version is no longer current stay.
@@ -385,7 +436,9 @@ class Store:
                 purges[record.key] = Purge(current.key, None, current.version)
         if purges:
             chosen = list(purges.values())
-            await self._commit(chosen, [codec.encode_payload(p) for p in chosen], purges)
+            await _wait_durable(
+                self._queue(chosen, [codec.encode_payload(p) for p in chosen], purges)
+            )
         return len(purges)
 
     def tombstones(self) -> list[Record]:
@@ -399,22 +452,22 @@ class Store:
         if self._closing:
             raise StoreClosedError("the store is closing; retry on another node")
 
-    async def _commit(
+    def _queue(
         self, records: Sequence[Record], payloads: list[bytes], staged: Mapping[bytes, Record]
-    ) -> None:
-        """Queue records for the next group commit and wait until they are durable."""
+    ) -> _Batch:
+        """Queue records for the next group commit; the batch says when they are durable.
+
+        Waiting for it cannot be cancelled: once queued, the write is committed
+        whether or not the caller is still interested, and the caller must not
+        report success before that.
+        """
         batch = self._batch
         batch.callers += 1
         self._unsynced.update(staged)
         batch.records.extend(records)
         batch.payloads.extend(payloads)
         self._wake.set()
-        # Waiting cannot be cancelled: once queued, the write is committed whether
-        # or not the caller is still interested, and the caller must not report
-        # success before that.
-        await _wait_uncancellable(batch)
-        if batch.error is not None:
-            raise StoreFailedError(f"write failed: {batch.error}") from batch.error
+        return batch
 
     async def _commit_loop(self) -> None:
         try:
@@ -601,6 +654,13 @@ class _SyncThread:
         if self._thread is not None:
             self._jobs.put(None)
             self._thread = None
+
+
+async def _wait_durable(batch: _Batch) -> None:
+    """Wait until `batch` is committed (uncancellably); raise if the commit failed."""
+    await _wait_uncancellable(batch)
+    if batch.error is not None:
+        raise StoreFailedError(f"write failed: {batch.error}") from batch.error
 
 
 async def _wait_uncancellable(batch: _Batch) -> None:

@@ -23,7 +23,7 @@ import httpx
 import trio
 
 from a3redis import __version__
-from a3redis.client import Client, ClientError, Entry, GetResult
+from a3redis.client import Client, ClientError, Entry, GetResult, authorization_metadata
 from a3redis.cluster.peer_auth import operator_headers
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one, quorum, all or local (default: the server's)",
     )
     common.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    common.add_argument(
+        "--token",
+        default=None,
+        help="client token for a cluster with CLIENT_TOKENS_FILE (default: $A3REDIS_TOKEN); "
+        "sent with every call, and to the HTTP endpoints for cluster commands",
+    )
 
     parser = argparse.ArgumentParser(
         prog="a3redis", description="a3redis: a leaderless replicated key-value store"
@@ -197,7 +203,7 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 async def _run(args: argparse.Namespace) -> int:
     endpoints = args.endpoint or [Address("127.0.0.1", 50051)]
     json_out = args.output == "json"
-    async with Client.connect(endpoints, request_timeout=args.timeout) as client:
+    async with Client.connect(endpoints, request_timeout=args.timeout, token=args.token) as client:
         if args.command == "put":
             version = await client.put(args.key.encode(), args.value.encode(), args.consistency)
             _print(
@@ -290,6 +296,7 @@ async def _decommission(client: Client, endpoint: Address, args: argparse.Namesp
         "POST",
         f"{base}/api/members/{args.node_id}/decommission",
         args.timeout,
+        args.token,
         _signed_by_cluster_secret(f"decommission:{args.node_id}"),
     )
     if args.no_wait:
@@ -317,7 +324,9 @@ async def _decommission(client: Client, endpoint: Address, args: argparse.Namesp
             )
             return 1
         try:
-            progress = await _request_json("GET", f"{base}/api/transition", args.timeout)
+            progress = await _request_json(
+                "GET", f"{base}/api/transition", args.timeout, args.token
+            )
         except ClientError:
             progress = None
         line = _progress_line(progress) if isinstance(progress, dict) else "leaving"
@@ -383,12 +392,14 @@ async def _admin_json(
     at the host we reached it on (an advertised name may not resolve from here)."""
     gossip = Address.parse((await client.describe()).gossip_address)
     try:
-        return await _request_json(method, f"http://{gossip}{path}", seconds, headers)
+        return await _request_json(method, f"http://{gossip}{path}", seconds, client.token, headers)
     except ClientError as error:
         if error.code != "UNAVAILABLE" or gossip.host == endpoint.host:
             raise
         fallback = Address(endpoint.host, gossip.port)
-        return await _request_json(method, f"http://{fallback}{path}", seconds, headers)
+        return await _request_json(
+            method, f"http://{fallback}{path}", seconds, client.token, headers
+        )
 
 
 def _signed_by_cluster_secret(channel: str) -> dict[str, str]:
@@ -403,7 +414,9 @@ def _signed_by_cluster_secret(channel: str) -> dict[str, str]:
 async def _cluster_view(client: Client, endpoint: Address, args: argparse.Namespace) -> None:
     json_out = args.output == "json"
     info = await client.describe()
-    async with httpx.AsyncClient(timeout=args.timeout, trust_env=False) as http_client:
+    async with httpx.AsyncClient(
+        timeout=args.timeout, trust_env=False, headers=_authorization(args.token)
+    ) as http_client:
         http = cluster_view.NodeHttp(http_client, endpoint.host)
         entry = Address.parse(info.gossip_address)
         if args.cluster_command == "status":
@@ -432,7 +445,9 @@ async def _repair(client: Client, endpoint: Address, args: argparse.Namespace) -
         reports: list[Any] = []
         with unwrap_single_group():
             async with (
-                httpx.AsyncClient(timeout=1.0, trust_env=False) as http_client,
+                httpx.AsyncClient(
+                    timeout=1.0, trust_env=False, headers=_authorization(args.token)
+                ) as http_client,
                 trio.open_nursery() as nursery,
             ):
                 http = cluster_view.NodeHttp(http_client, endpoint.host)
@@ -463,19 +478,33 @@ async def _show_repair_progress(
         await trio.sleep(0.5)
 
 
+def _authorization(token: str | None) -> dict[str, str]:
+    """The HTTP header that presents a client token (none without one)."""
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+# HTTP answers named as gRPC statuses, like every other failure of the CLI.
+_CODE_OF_HTTP_STATUS = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    409: "FAILED_PRECONDITION",
+}
+
+
 async def _request_json(
-    method: str, url: str, seconds: float, headers: dict[str, str] | None = None
+    method: str, url: str, seconds: float, token: str | None, signed: dict[str, str] | None = None
 ) -> Any:
+    """`signed`: the cluster secret's signature headers of an operator request, if any."""
     try:
-        async with httpx.AsyncClient(timeout=seconds, trust_env=False) as http:
-            response = await http.request(method, url, headers=headers)
+        async with httpx.AsyncClient(
+            timeout=seconds, trust_env=False, headers=_authorization(token)
+        ) as http:
+            response = await http.request(method, url, headers=signed)
             body = response.json()
     except (httpx.HTTPError, ValueError) as error:
         raise ClientError("UNAVAILABLE", f"{url}: {error}") from None
     if response.status_code >= 400:
-        code = {409: "FAILED_PRECONDITION", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}.get(
-            response.status_code, "NOT_FOUND"
-        )
+        code = _CODE_OF_HTTP_STATUS.get(response.status_code, "NOT_FOUND")
         raise ClientError(code, str(body.get("error", body)))
     return body
 
@@ -518,6 +547,14 @@ def _print(body: Any, json_out: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "token"):
+        if args.token is None:
+            args.token = os.environ.get("A3REDIS_TOKEN") or None
+        try:
+            authorization_metadata(args.token)
+        except ValueError as error:
+            print(f"a3redis: error: --token / A3REDIS_TOKEN: {error}", file=sys.stderr)
+            return EXIT_USAGE
     if getattr(args, "timeout", 0) is None:
         waits = args.command == "repair" and args.wait
         args.timeout = REPAIR_WAIT_TIMEOUT if waits else REQUEST_TIMEOUT

@@ -6,7 +6,9 @@ One cluster for the module (RF 3, QUORUM): the tests only add keys of their own.
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ from redis.cluster import RedisCluster
 
 from a3redis.client import Client
 from a3redis.core.redis_cluster import CLUSTER_SLOTS, key_slot
-from tests.support.clusters import start_peered
+from tests.conftest import NodeFactory
+from tests.support.clusters import start_cluster, start_peered
 from tests.support.node_http import metrics_text, parse_samples
 from tests.support.processes import NodeProcess
 from tests.support.system_tools import system_command
@@ -216,3 +219,33 @@ def test_the_nodes_logged_no_error(nodes: list[NodeProcess]) -> None:
     for node in nodes:
         logged = Path(node.log_path).read_text(errors="replace")
         assert " ERROR " not in logged and "Traceback" not in logged, logged[-3000:]
+
+
+def test_a_quorum_that_cannot_answer_times_out_on_its_connection_which_then_serves_again(
+    node_factory: NodeFactory,
+) -> None:
+    """Runs that wait for replicas are decided by callbacks, not a task: with both peers
+    frozen (not yet suspected), a GET and a SET at QUORUM answer the request timeout's
+    error in order on their connection, and once the peers resume it serves again."""
+    frozen = start_cluster(node_factory, 3, FAILURE_TIMEOUT="30", REQUEST_TIMEOUT="1")
+    with connected(frozen[0], 2) as r:
+        r.set("frozen-key", "before")  # node-1 has links to both peers now
+        for node in frozen[1:]:
+            node.signal(signal.SIGSTOP)
+        try:
+            pipe = r.pipeline(transaction=False)
+            pipe.get("frozen-key").set("frozen-key", "during").ping()
+            began = time.monotonic()
+            got, written, pong = pipe.execute(raise_on_error=False)
+            waited = time.monotonic() - began
+        finally:
+            for node in frozen[1:]:
+                node.signal(signal.SIGCONT)
+        assert isinstance(got, redis.ResponseError)
+        assert "did not answer the read within 1s" in str(got)
+        assert isinstance(written, redis.ResponseError)
+        assert "did not answer the write within 1s" in str(written)
+        assert pong is True
+        assert 1.5 <= waited < 6  # one request timeout for each of the two steps
+        wait_for(lambda: r.set("frozen-key", "after") is True, 15, "a quorum again")
+        assert r.get("frozen-key") == b"after"

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from a3redis.config import Config, ConfigError, check_protected_mode
+from a3redis.config import Config, ConfigError, TokensFile, check_protected_mode
+from a3redis.core.client_tokens import Role
 from a3redis.core.consistency import Consistency
 from a3redis.core.peer_auth import Secret
 from a3redis.core.validation import Limits
@@ -68,6 +69,9 @@ def test_defaults_for_node_3() -> None:
         resp_max_reply_buffer=64 * 1024 * 1024,
         allow_flush=False,
         log_format=LogFormat.TEXT,
+        client_tokens=None,
+        metrics_require_token=False,
+        status_require_token=False,
         cluster_secret_file=None,
         cluster_secret=None,
         cluster_secret_previous_file=None,
@@ -90,6 +94,24 @@ def test_empty_environment_is_node_1() -> None:
 
 
 # (variable, value, the Config attribute it sets, the expected value)
+TOKENS_FILE = Path(__file__).parent / "client_tokens.example"
+
+
+class ReadFrom:
+    """Equal to a TokensFile read from `path` (its digests' key is random per read)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TokensFile)
+            and other.path == self.path
+            and other.tokens.role_of("readonly-token-0001") is Role.READONLY
+            and other.tokens.role_of("admin-token-000001") is Role.ADMIN
+        )
+
+
 SETTINGS: list[tuple[str, str, str, Any]] = [
     ("NODE_NUM", "7", "node_num", 7),
     ("NODE_ID", "alpha.1_b-2", "node_id", "alpha.1_b-2"),
@@ -134,6 +156,9 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("RESP_MAX_REPLY_BUFFER", "1048576", "resp_max_reply_buffer", 1048576),
     ("ALLOW_FLUSH", "1", "allow_flush", True),
     ("LOG_FORMAT", "JSON", "log_format", LogFormat.JSON),
+    ("CLIENT_TOKENS_FILE", str(TOKENS_FILE), "client_tokens", ReadFrom(TOKENS_FILE)),
+    ("METRICS_REQUIRE_TOKEN", "1", "metrics_require_token", True),
+    ("STATUS_REQUIRE_TOKEN", "true", "status_require_token", True),
     ("CLUSTER_SECRET_FILE", str(SECRET_FILE), "cluster_secret_file", FILE_SECRET),
     ("CLUSTER_SECRET", TEXT_SECRET, "cluster_secret", Secret(TEXT_SECRET.encode())),
     ("CLUSTER_SECRET_PREVIOUS_FILE", str(SECRET_FILE), "cluster_secret_previous_file", FILE_SECRET),
@@ -162,6 +187,7 @@ def test_every_field_has_a_variable() -> None:
 
 
 PORT = "a port number from 0 to 65535"
+TOKENS_FORM = "a readable tokens file: `<token> <role>` lines"
 BAD_VALUES = [
     ("GRPC_PORT", "abc", PORT),
     ("GRPC_PORT", "70000", PORT),
@@ -246,6 +272,10 @@ BAD_VALUES = [
     ("NODE_ID", "\ud800", "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"),
     ("PEERS", "h\u00f6st:1", "comma-separated HOST:PORT addresses"),
     ("DATA_DIR", "", "a directory path"),
+    ("CLIENT_TOKENS_FILE", "/nonexistent/tokens", TOKENS_FORM),
+    ("CLIENT_TOKENS_FILE", str(Path(__file__).parent), TOKENS_FORM),
+    ("METRICS_REQUIRE_TOKEN", "2", "one of 1, 0, true, false"),
+    ("STATUS_REQUIRE_TOKEN", "maybe", "one of 1, 0, true, false"),
     ("INSECURE", "please", "one of 1, 0, true, false"),
     (
         "CLUSTER_SECRET_FILE",
@@ -360,6 +390,22 @@ def test_hints_are_never_kept_longer_than_a_tombstone_may_live() -> None:
     short_grace = Config.from_env({"HINT_WINDOW": "10800", "TOMBSTONE_GRACE": "60"})
     assert short_grace.hints_kept_for == 60
     assert Config.from_env({"HINT_WINDOW": "5"}).hints_kept_for == 5
+
+
+def test_a_bad_tokens_file_is_named_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("# ops\nreadonly-token-0001 readonly\nshort admin\n")
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"CLIENT_TOKENS_FILE": str(path)})
+    assert str(caught.value) == (
+        f"CLIENT_TOKENS_FILE={str(path)!r} is invalid: expected {TOKENS_FORM} "
+        "(line 3: the token has 5 characters; a token has 16 to 256)"
+    )
+
+
+def test_an_unreadable_tokens_file_says_why() -> None:
+    with pytest.raises(ConfigError, match=r"\(cannot read it: No such file or directory\)"):
+        Config.from_env({"CLIENT_TOKENS_FILE": "/nonexistent/tokens"})
 
 
 @pytest.mark.parametrize("name", ["CLUSTER_SECRET", "CLUSTER_SECRET_PREVIOUS"])

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -23,7 +24,13 @@ import redis.asyncio
 import trio
 
 from a3redis.api.resp_handler import RedisCommands
-from a3redis.api.resp_server import RespSettings, serve_resp
+from a3redis.api.resp_server import (
+    MAX_READ_AHEAD,
+    Answer,
+    Remainder,
+    RespSettings,
+    serve_resp,
+)
 from a3redis.client import Client
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import Config
@@ -345,13 +352,25 @@ class Recorder:
     def new_session(self, client_id: int, peer: str) -> RecordedSession:
         return RecordedSession(client_id, peer)
 
-    async def run(self, session: RecordedSession, requests: list[list[bytes]]) -> list[Reply]:
+    def start(
+        self, session: RecordedSession, requests: list[list[bytes]], answer: Answer
+    ) -> list[Reply] | Remainder | None:
+        """Answers at once, through `answer` (LATER), or after a wait in a task (SLOW)."""
         self.runs.append(requests)
+        replies: list[Reply] = [request[-1] for request in requests]
         if requests[0][0] == b"CRASH":
             raise RuntimeError("a bug in the command layer")
+        if requests[0][0] == b"LATER":
+            answer(replies)  # before `start` returns: the listener must cope
+            return None
         if requests[0][0] == b"SLOW":
-            await trio.sleep(0.5)
-        return [request[-1] for request in requests]
+
+            async def slowly() -> list[Reply]:
+                await trio.sleep(0.5)
+                return replies
+
+            return slowly
+        return replies
 
 
 @pytest.fixture
@@ -380,6 +399,61 @@ async def test_requests_that_arrive_together_are_one_run_answered_in_order(
 
     assert await trio.to_thread.run_sync(talk) == b"$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
     assert recorder.runs == [[[b"ECHO", b"a"], [b"ECHO", b"b"], [b"ECHO", b"c"]]]
+
+
+async def test_runs_answered_at_once_later_and_in_a_task_keep_a_connections_order(
+    recorded: tuple[Recorder, int, trio.Event],
+) -> None:
+    """Each way a handler can answer a run (its replies, the callback, even before `start`
+    returns, and an awaited remainder), then the next run of the same connection."""
+    recorder, port, _ = recorded
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            received = b""
+            for request, reply in (
+                (b"LATER a\r\n", b"$1\r\na\r\n"),
+                (b"SLOW b\r\n", b"$1\r\nb\r\n"),
+                (b"ECHO c\r\n", b"$1\r\nc\r\n"),
+                (b"LATER d\r\nSLOW e\r\n", b"$1\r\nd\r\n$1\r\ne\r\n"),
+            ):
+                raw.sendall(request)
+                expected = len(received) + len(reply)
+                while len(received) < expected:
+                    received += raw.recv(100)
+            return received
+
+    received = await trio.to_thread.run_sync(talk)
+    assert received == b"$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n$1\r\ne\r\n"
+    assert len(recorder.runs) == 4
+
+
+async def test_input_sent_while_a_run_is_in_flight_is_read_ahead_and_run_in_order(
+    recorded: tuple[Recorder, int, trio.Event],
+) -> None:
+    """A client that keeps writing while its run waits: the listener reads ahead (past
+    MAX_READ_AHEAD it stops reading until the run is answered), then runs it all in order."""
+    recorder, port, _ = recorded
+    count = 3 * MAX_READ_AHEAD // len(b"ECHO 1234567\r\n")
+    expected = b"$1\r\na\r\n" + count * b"$7\r\n1234567\r\n"
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"SLOW a\r\n")
+            sender = threading.Thread(target=raw.sendall, args=(count * b"ECHO 1234567\r\n",))
+            sender.start()
+            received = bytearray()
+            while len(received) < len(expected):
+                chunk = raw.recv(1 << 16)
+                if not chunk:
+                    break
+                received += chunk
+            sender.join(10)
+            return bytes(received)
+
+    assert await trio.to_thread.run_sync(talk) == expected
+    assert recorder.runs[0] == [[b"SLOW", b"a"]]
+    assert sum(len(run) for run in recorder.runs) == 1 + count
 
 
 async def test_a_failing_handler_answers_an_error_and_closes(
