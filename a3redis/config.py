@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import socket
@@ -27,6 +28,13 @@ from typing import Any, Generic, Protocol, TypeVar
 from a3redis.core import client_tokens
 from a3redis.core.consistency import Consistency
 from a3redis.core.names import NODE_ID_RULE, is_host, is_node_id
+from a3redis.core.peer_auth import (
+    MAX_SECRET_BYTES,
+    MIN_SECRET_BYTES,
+    Secret,
+    secret_from_file,
+    secret_from_text,
+)
 from a3redis.core.validation import Limits
 from a3redis.net.address import Address
 from a3redis.runtime.logs import LogFormat
@@ -180,6 +188,15 @@ def _consistency(text: str) -> Consistency:
         raise ValueError("") from None
 
 
+def _secret_file(text: str) -> Secret:
+    try:
+        with open(text, "rb") as file:
+            data = file.read(MAX_SECRET_BYTES + 3)
+    except OSError as error:
+        raise ValueError(f"cannot read it: {error.strerror}") from None
+    return secret_from_file(data)
+
+
 # ----- client tokens (CLIENT_TOKENS_FILE) ------------------------------------------------------
 
 
@@ -211,6 +228,16 @@ NODES = Integer(1, 10_000)
 HOST = Rule("an IP address or host name", _host)
 NAME = Rule(NODE_ID_RULE, _node_id)
 BOOLEAN = OneOf(("1", "0", "true", "false"), _bool)
+SECRET_TEXT = OrUnset(
+    Rule(f"a secret of {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes", secret_from_text)
+)
+SECRET_FILE = OrUnset(
+    Rule(
+        f"a readable file holding a secret of {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes "
+        "(one trailing newline is ignored)",
+        _secret_file,
+    )
+)
 CONSISTENCY = OneOf(tuple(level.name.lower() for level in Consistency), _consistency)
 
 
@@ -233,6 +260,7 @@ class Setting:
     shown_default: str = ""  # README's Default column, when not the `default` text itself
     seed: bool = False  # kept from the older project, with the same name and meaning
     internal: bool = False  # for tests only: left out of README's table
+    hidden: bool = False  # a secret: an error message never repeats the value
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -596,6 +624,51 @@ SETTINGS: tuple[Setting, ...] = (
         "`json`: one JSON object per line (`timestamp`, `level`, `node_id`, `logger`, "
         "`event`), Hypercorn's and purerpc's lines and crash tracebacks included",
     ),
+    # The cluster secret (a3redis.core.peer_auth; README's "Security"). Each secret is
+    # given in one of two forms; the Config field holds the secret, read and checked.
+    Setting(
+        "CLUSTER_SECRET_FILE",
+        "cluster_secret_file",
+        "",
+        SECRET_FILE,
+        "File holding the cluster secret (a Docker or Kubernetes secret): with it, gossip, "
+        "replica traffic and operator endpoints take only messages signed with it",
+        shown_default="(unset)",
+    ),
+    Setting(
+        "CLUSTER_SECRET",
+        "cluster_secret",
+        "",
+        SECRET_TEXT,
+        "The cluster secret itself, for local use (not both this and `CLUSTER_SECRET_FILE`)",
+        shown_default="(unset)",
+        hidden=True,
+    ),
+    Setting(
+        "CLUSTER_SECRET_PREVIOUS_FILE",
+        "cluster_secret_previous_file",
+        "",
+        SECRET_FILE,
+        "File holding the previous cluster secret, still accepted (never sent) during a rotation",
+        shown_default="(unset)",
+    ),
+    Setting(
+        "CLUSTER_SECRET_PREVIOUS",
+        "cluster_secret_previous",
+        "",
+        SECRET_TEXT,
+        "The previous cluster secret itself (not both this and `CLUSTER_SECRET_PREVIOUS_FILE`)",
+        shown_default="(unset)",
+        hidden=True,
+    ),
+    Setting(
+        "INSECURE",
+        "insecure",
+        "0",
+        BOOLEAN,
+        "`1` lets a node listen beyond loopback without a cluster secret (protected mode off: "
+        "anyone who reaches its ports can join, replicate and remove members)",
+    ),
 )
 
 SETTINGS_BY_ENV: Mapping[str, Setting] = {setting.env: setting for setting in SETTINGS}
@@ -668,6 +741,12 @@ class Config:
     metrics_require_token: bool
     status_require_token: bool
 
+    cluster_secret_file: Secret | None
+    cluster_secret: Secret | None
+    cluster_secret_previous_file: Secret | None
+    cluster_secret_previous: Secret | None
+    insecure: bool
+
     @property
     def grpc_address(self) -> Address:
         return Address(self.advertise_host, self.grpc_port)
@@ -692,6 +771,15 @@ class Config:
         return min(self.hint_window, self.tombstone_grace)
 
     @property
+    def cluster_secrets(self) -> tuple[Secret, Secret | None] | None:
+        """The cluster secret and the previous one (or None), in whichever form each was
+        given; None without a cluster secret."""
+        current = self.cluster_secret_file or self.cluster_secret
+        if current is None:
+            return None
+        return current, self.cluster_secret_previous_file or self.cluster_secret_previous
+
+    @property
     def transition_drain(self) -> float:
         """Seconds a joining or leaving node waits after every member acknowledged a new
         role: every request coordinated under the previous configuration has ended by then."""
@@ -710,7 +798,43 @@ class Config:
             max_value_bytes=values.pop("max_value_bytes"),
             max_clock_skew_ms=round(1000 * values.pop("max_clock_skew")),
         )
+        _check_secret_forms(values)
         return cls(limits=limits, **values)
+
+
+def _check_secret_forms(values: Mapping[str, Any]) -> None:
+    """One form per secret, and no previous secret without a current one."""
+    for name in ("CLUSTER_SECRET", "CLUSTER_SECRET_PREVIOUS"):
+        if values[name.lower()] is not None and values[name.lower() + "_file"] is not None:
+            raise ConfigError(f"{name}_FILE and {name} are both set: set only one of them")
+    current = values["cluster_secret"] or values["cluster_secret_file"]
+    previous = values["cluster_secret_previous"] or values["cluster_secret_previous_file"]
+    if previous is not None and current is None:
+        raise ConfigError(
+            "CLUSTER_SECRET_PREVIOUS[_FILE] is set without CLUSTER_SECRET[_FILE]: the previous "
+            "secret is only accepted beside a current one"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is only reachable from this machine: 127.0.0.0/8, ::1 or localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to anything
+
+
+def check_protected_mode(config: Config) -> None:
+    """Protected mode: ConfigError for a node that listens beyond loopback with no cluster
+    secret, unless INSECURE=1 says that is meant."""
+    if config.cluster_secrets is None and not config.insecure and not is_loopback(config.bind_host):
+        raise ConfigError(
+            f"BIND_HOST={config.bind_host} is reachable from other machines and no cluster "
+            "secret is set: set CLUSTER_SECRET_FILE (or CLUSTER_SECRET), or INSECURE=1 to run "
+            "unprotected"
+        )
 
 
 def _read(env: Mapping[str, str], setting: Setting, derived: Mapping[str, str]) -> Any:
@@ -721,4 +845,5 @@ def _read(env: Mapping[str, str], setting: Setting, derived: Mapping[str, str]) 
     except ValueError as error:
         detail = f" ({error})" if str(error) and "invalid literal" not in str(error) else ""
         form = setting.parse.form
-        raise ConfigError(f"{setting.env}={raw!r} is invalid: expected {form}{detail}") from None
+        shown = f"<{len(raw)} characters, hidden>" if setting.hidden else repr(raw)
+        raise ConfigError(f"{setting.env}={shown} is invalid: expected {form}{detail}") from None

@@ -34,6 +34,7 @@ from a3redis.api.metrics import (
     NodeMetrics,
     connection_source,
     node_source,
+    peer_auth_source,
     rebalance_source,
     resp_source,
 )
@@ -52,9 +53,16 @@ from a3redis.cluster.gossip import (
 )
 from a3redis.cluster.hinted_handoff import HintStore
 from a3redis.cluster.keyspace import Keyspace
+from a3redis.cluster.peer_auth import PeerGuard
 from a3redis.cluster.rebalance import LEFT_MARKER, Rebalancer, StreamPacer
 from a3redis.cluster.topology import Topology
-from a3redis.config import Config, ConfigError, TokensFile
+from a3redis.config import (
+    Config,
+    ConfigError,
+    TokensFile,
+    check_protected_mode,
+    is_loopback,
+)
 from a3redis.core.client_tokens import Role as TokenRole
 from a3redis.core.client_tokens import TokenHolder
 from a3redis.core.hlc import HybridLogicalClock
@@ -150,6 +158,7 @@ async def run_node(
             gate = RequestGate()
             member_file = MemberFile(config.data_dir, config.cluster_name)
             membership, parked = _membership(config, wall_ms(), member_file)
+            guard = PeerGuard.from_config(config, wall_ms)  # None without a cluster secret
             async with (
                 make_http_client(config) as http,
                 ChannelPool.open(PROBE_TIMEOUT, _local_host(config)) as channels,
@@ -160,7 +169,9 @@ async def run_node(
                 cluster = Topology(
                     membership,
                     config.replication_factor,
-                    functools.partial(ReplicaCalls, channels, coordinator=config.node_id),
+                    functools.partial(
+                        ReplicaCalls, channels, coordinator=config.node_id, guard=guard
+                    ),
                     background,
                     config.peer_timeout,
                     readiness=readiness,
@@ -187,6 +198,7 @@ async def run_node(
                     Describer(channels, PROBE_TIMEOUT).gossip_address,
                     random.Random(),
                     saver,
+                    guard,
                 )
                 repair = AntiEntropy(
                     keyspace,
@@ -224,13 +236,15 @@ async def run_node(
                 metrics = NodeMetrics()
                 metrics.add_source(node_source(store, keyspace, hints, repair, gossip))
                 metrics.add_source(rebalance_source(rebalancer))
+                if guard is not None:
+                    metrics.add_source(peer_auth_source(guard))
                 view = NodeView(
                     config, store, gossip, repair, metrics, time.monotonic(), rebalancer
                 )
                 view.tokens = tokens
                 services = [
                     KeyValueService(keyspace, config, gate, repair, metrics, tokens).service,
-                    ReplicaService(keyspace, gate, repair, metrics, pacer).service,
+                    ReplicaService(keyspace, gate, repair, metrics, pacer, guard).service,
                 ]
                 async with trio.open_nursery() as nursery:
                     connections = await nursery.start(
@@ -469,10 +483,17 @@ async def _reload_tokens_on_hangup(path: Path, holder: TokenHolder) -> None:
 def main(env: dict[str, str] | None = None) -> int:
     try:
         config = Config.from_env(os.environ if env is None else env)
+        check_protected_mode(config)
     except ConfigError as error:
         print(f"a3redis: invalid configuration: {error}", file=sys.stderr)
         return 2
     logs.configure(config.node_id, config.debug_log, config.log_format)
+    if config.cluster_secrets is None and not is_loopback(config.bind_host):
+        log.warning(
+            "INSECURE=1: listening on %s without a cluster secret; anyone who reaches these "
+            "ports can join the cluster, replicate and remove members",
+            config.bind_host,
+        )
     _raise_open_file_limit(config.max_connections + config.resp_max_connections)
     gc.set_threshold(*GC_THRESHOLDS)
     try:

@@ -16,7 +16,10 @@ never a skip.
                        node is one of a3redis.config.SETTINGS, ports agree between env,
                        container ports, published ports and scrape targets (the Redis
                        port too, and the client Service names it `resp`), PEERS and
-                       ADVERTISE_HOST name the nodes that exist
+                       ADVERTISE_HOST name the nodes that exist, and every node reads a
+                       cluster secret from a mounted file (a Compose file secret that
+                       compose.sh generates and git ignores; a Kubernetes Secret volume),
+                       never from a value in the files, and none runs with INSECURE
 """
 
 from __future__ import annotations
@@ -120,7 +123,10 @@ def check_consistency(deploy: Path, _scratch: Path) -> str:
     ]
     if problems:
         raise Failure("\n".join(problems))
-    return f"env names (of {len(known)} in a3redis.config.SETTINGS), ports, peers, scrape targets"
+    return (
+        f"env names (of {len(known)} in a3redis.config.SETTINGS), ports, peers, scrape targets, "
+        "cluster secrets"
+    )
 
 
 # ----- consistency ----------------------------------------------------------------------------
@@ -137,7 +143,75 @@ def _config_variables() -> set[str]:
     return {setting.env for setting in SETTINGS}
 
 
+# Settings that would put a secret in a deployment file, or turn protection off.
+_INLINE_SECRETS = ("CLUSTER_SECRET", "CLUSTER_SECRET_PREVIOUS")
+
+
+def _compose_secret_problems(path: Path, compose: dict[str, Any]) -> Iterator[str]:
+    """Every node reads the cluster secret from a Compose file secret that compose.sh
+    generates and git ignores."""
+    declared: dict[str, Any] = compose.get("secrets") or {}
+    for name, service in (compose.get("services") or {}).items():
+        where = f"{path}: services.{name}"
+        env = {key: str(value) for key, value in (service.get("environment") or {}).items()}
+        mounted = [
+            s if isinstance(s, str) else s.get("source") for s in service.get("secrets") or []
+        ]
+        wanted = env.get("CLUSTER_SECRET_FILE", "")
+        secret = wanted.removeprefix("/run/secrets/")
+        if not wanted.startswith("/run/secrets/") or secret not in mounted:
+            yield f"{where}: CLUSTER_SECRET_FILE must name a secret it mounts (/run/secrets/NAME)"
+        elif not (declared.get(secret) or {}).get("file"):
+            yield f"{where}: secret {secret!r} must be declared at the top level with a file"
+        yield from (
+            f"{where}: {key} puts the secret in compose.yaml: use CLUSTER_SECRET_FILE"
+            for key in _INLINE_SECRETS
+            if key in env
+        )
+        if env.get("INSECURE", "0").lower() not in ("0", "false", "no", "off", ""):
+            yield f"{where}: INSECURE turns protected mode off"
+    files = {Path(str((s or {}).get("file", ""))).name for s in declared.values()}
+    script = path.parent / "compose.sh"
+    ignored = path.parent / ".gitignore"
+    for name in sorted(files - {""}):
+        if name not in script.read_text():
+            yield f"{script}: does not generate the secret file {name}"
+        if not ignored.exists() or f"/{name}" not in ignored.read_text().split():
+            yield f"{ignored}: must ignore /{name} (a generated secret is never committed)"
+
+
+def _kubernetes_secret_problems(
+    path: Path, pod: dict[str, Any], env: dict[str, Any]
+) -> Iterator[str]:
+    """The node reads the cluster secret from a file of a mounted Secret volume."""
+    container = (pod.get("containers") or [{}])[0]
+    wanted = str(env.get("CLUSTER_SECRET_FILE") or "")
+    secret_volumes = {
+        volume.get("name")
+        for volume in pod.get("volumes") or []
+        if (volume.get("secret") or {}).get("secretName")
+    }
+    mounts = [
+        m
+        for m in container.get("volumeMounts") or []
+        if m.get("name") in secret_volumes and wanted.startswith(str(m.get("mountPath")) + "/")
+    ]
+    if not mounts:
+        yield f"{path}: CLUSTER_SECRET_FILE must be a file in a mounted Secret volume"
+    elif not all(m.get("readOnly") for m in mounts):
+        yield f"{path}: the cluster secret's volume must be mounted readOnly"
+    names = {e.get("name") for e in container.get("env") or []}
+    yield from (
+        f"{path}: env {key} puts the secret in the environment: use CLUSTER_SECRET_FILE"
+        for key in _INLINE_SECRETS
+        if key in names
+    )
+    if str(env.get("INSECURE") or "0").lower() not in ("0", "false", "no", "off", ""):
+        yield f"{path}: INSECURE turns protected mode off"
+
+
 def _compose_problems(path: Path, prometheus: Path, known: set[str]) -> Iterator[str]:
+    yield from _compose_secret_problems(path, _load(path))
     services: dict[str, Any] = _load(path).get("services") or {}
     grpc: dict[str, str] = {}
     peers: dict[str, set[str]] = {}
@@ -241,6 +315,7 @@ def _kubernetes_problems(directory: Path, known: set[str]) -> Iterator[str]:
     factor = env.get("REPLICATION_FACTOR") or "3"
     if not (factor.isdigit() and int(factor) <= replicas):
         yield f"{path}: REPLICATION_FACTOR={factor} exceeds replicas={replicas}"
+    yield from _kubernetes_secret_problems(path, pod, env)
 
 
 def _split(peers: str) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 import purerpc
 import trio
 from google.protobuf.message import DecodeError
+from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.status import Status, StatusCode
 
 from a3redis import __version__
@@ -28,11 +29,13 @@ from a3redis.api import wire
 from a3redis.api.metrics import NodeMetrics
 from a3redis.cluster.anti_entropy import AntiEntropy
 from a3redis.cluster.keyspace import Keyspace
+from a3redis.cluster.peer_auth import PeerGuard
 from a3redis.cluster.rebalance import StreamPacer
 from a3redis.config import Config
 from a3redis.core.client_tokens import Action, TokenHolder, bearer_token
 from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.hlc import Version
+from a3redis.core.peer_auth import Refusal
 from a3redis.core.streaming import BUILDING, answer_stream, check_request
 from a3redis.core.validation import (
     MAX_PEER_RESPONSE_BYTES,
@@ -132,6 +135,32 @@ def _decoded_by_methods(service: purerpc.Service) -> purerpc.Service:
             )
         )
     return service
+
+
+def _members_only(service: purerpc.Service, guard: PeerGuard) -> purerpc.Service:
+    """`service` with every call checked against the cluster secret before it is handled:
+    the metadata must sign the method's name and the request's bytes as received."""
+    for name, bound in list(service.methods.items()):
+        service.methods[name] = bound._replace(
+            method_fn=_signed_calls(name, bound.method_fn, guard)
+        )
+    return service
+
+
+def _signed_calls(
+    method: str, handle: Callable[..., Awaitable[Any]], guard: PeerGuard
+) -> Callable[[_Undecoded, RequestReceived], Awaitable[Any]]:
+    async def checked(undecoded: _Undecoded, request: RequestReceived) -> Any:
+        refusal = guard.check_metadata(method, request.custom_metadata, undecoded.data)
+        if refusal is not None:
+            # A full replay cache is our limit, not the caller's fault: it may retry.
+            code = StatusCode.UNAVAILABLE if refusal is Refusal.BUSY else StatusCode.UNAUTHENTICATED
+            raise purerpc.RpcFailedError(
+                Status(code, f"not a cluster member's call (cluster secret): {refusal.value}")
+            )
+        return await handle(undecoded, request=request)
+
+    return checked
 
 
 # Calls that copy or compare data in the background: they do not make a node busy (the
@@ -377,16 +406,19 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
         repair: AntiEntropy,
         metrics: NodeMetrics,
         pacer: StreamPacer,
+        guard: PeerGuard | None = None,
     ) -> None:
         self.keyspace = keyspace
         self.gate = gate
         self.repair = repair
         self.metrics = metrics
         self.pacer = pacer
+        self.guard = guard
 
     @property
     def service(self) -> purerpc.Service:
-        return _decoded_by_methods(super().service)
+        service = _decoded_by_methods(super().service)
+        return service if self.guard is None else _members_only(service, self.guard)
 
     @_unary
     async def Tree(self, request: rpb.TreeRequest) -> rpb.TreeResponse:

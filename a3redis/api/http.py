@@ -12,7 +12,9 @@ With CLIENT_TOKENS_FILE, the operator endpoints (remove, decommission,
 /debug/objects) need an admin token (`token_refusal`: 401 or 403 with a
 JSON `error`); /metrics and the status page need a token of any role when
 METRICS_REQUIRE_TOKEN / STATUS_REQUIRE_TOKEN say so; /health and /ready stay
-open.
+open. With a cluster secret, gossip must be signed with it (the gossip shell
+checks), and remove and decommission take its signature
+(`cluster_secret_refusal`) as well as an admin token.
 `serve_http` runs Hypercorn on a socket the node bound itself and stops it
 through Hypercorn's shutdown_trigger (cancelling Hypercorn directly logs a
 lifespan error and takes seconds).
@@ -38,7 +40,7 @@ from a3redis import __version__
 from a3redis.api import heap
 from a3redis.api.metrics import NodeMetrics, process_usage
 from a3redis.cluster.anti_entropy import AntiEntropy
-from a3redis.cluster.gossip import GossipLoop
+from a3redis.cluster.gossip import GossipLoop, refusal_status
 from a3redis.cluster.rebalance import Rebalancer
 from a3redis.config import Config
 from a3redis.core.client_tokens import Action, TokenHolder, bearer_token
@@ -253,15 +255,33 @@ def create_app(view: NodeView) -> QuartTrio:
             return heap.census()
 
     @app.post("/gossip")
-    async def gossip() -> tuple[dict[str, object], int]:
+    async def gossip() -> Response:
         raw = await request.get_data(cache=False, as_text=False)
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
-        status, body = view.gossip.serve_exchange(data, request.remote_addr)
-        return body, status
+        status, body = view.gossip.serve_exchange(data, request.remote_addr, request.headers)
+        # Sent as the bytes a cluster secret signs (the signature covers them exactly).
+        answer, signed = view.gossip.encode_answer(status, body)
+        return Response(answer, status=status, headers=signed, content_type="application/json")
+
+    async def operator_refusal(channel: str) -> Any:
+        """None when an operator request may go on: an admin token (CLIENT_TOKENS_FILE)
+        or the cluster secret's signature (`cluster_secret_refusal`) is enough, and
+        with neither configured it is open. Otherwise the refusal."""
+        token = refused(Action.ADMIN)
+        if token is None and view.tokens is not None:
+            return None  # an admin token
+        if view.gossip.guard is None:
+            return token  # None when neither is configured
+        signature = await cluster_secret_refusal(view, channel)
+        if signature is None:
+            return None
+        # Both configured, neither given: the token's answer names the token it wanted.
+        asked_with_token = request.headers.get("Authorization") is not None
+        return token if token is not None and asked_with_token else signature
 
     @app.post("/api/members/<node_id>/remove")
     async def remove_member(node_id: str) -> Any:
-        if (refusal := refused(Action.ADMIN)) is not None:
+        if (refusal := await operator_refusal(f"remove:{node_id}")) is not None:
             return refusal
         # The member's partitions are copied to the members gaining them first; it is
         # announced `left` once they hold them (GET /membership, /api/transition).
@@ -279,7 +299,7 @@ def create_app(view: NodeView) -> QuartTrio:
 
     @app.post("/api/members/<node_id>/decommission")
     async def decommission(node_id: str) -> Any:
-        if (refusal := refused(Action.ADMIN)) is not None:
+        if (refusal := await operator_refusal(f"decommission:{node_id}")) is not None:
             return refusal
         membership = view.gossip.membership
         if node_id != membership.node_id:
@@ -311,6 +331,23 @@ def create_app(view: NodeView) -> QuartTrio:
         return Response('{"error": "not found"}', status=404, content_type="application/json")
 
     return app
+
+
+async def cluster_secret_refusal(view: NodeView, channel: str) -> tuple[dict[str, Any], int] | None:
+    """With a cluster secret, the refusal of an operator request not signed with it (a
+    member's or the CLI's signature, a3redis.cluster.peer_auth); None if it is signed,
+    or no secret is set."""
+    guard = view.gossip.guard
+    if guard is None:
+        return None
+    raw = await request.get_data(cache=False, as_text=False)
+    body = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    refusal = guard.check(channel, request.headers, body, request.remote_addr or "unknown")
+    if refusal is None:
+        return None
+    return {"error": f"needs the cluster secret's signature: {refusal.value}"}, refusal_status(
+        refusal
+    )
 
 
 async def serve_http(

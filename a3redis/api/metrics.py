@@ -307,6 +307,21 @@ def resp_source(stats: Any) -> Callable[[], Iterator[Metric]]:
     return produce
 
 
+def peer_auth_source(guard: Any) -> Callable[[], Iterator[Metric]]:
+    """Messages the cluster secret refused (a3redis.cluster.peer_auth.PeerGuard)."""
+
+    def collect() -> Iterator[Metric]:
+        yield labelled_counter(
+            "a3redis_peer_auth_refused",
+            "Gossip messages, replica calls and operator requests refused for want of a "
+            "valid cluster-secret signature (nothing changed), by channel and reason",
+            ["channel", "reason"],
+            dict(guard.refused.counts),
+        )
+
+    return collect
+
+
 def rebalance_source(rebalancer: Any) -> Callable[[], Iterator[Metric]]:
     """This node's join or decommission: role, partitions copied, keys streamed."""
 

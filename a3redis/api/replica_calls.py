@@ -5,7 +5,9 @@ method converts its arguments with a3redis.api.wire, makes one call on the
 peer's channel from the node's ChannelPool, checks the answer's shape and
 converts it back. It neither retries nor times out (the peer link does
 both) and decides nothing. `discard` drops the channel, so the next call
-reconnects.
+reconnects. With a cluster secret (`guard`), each request is serialized
+once, signed over the method's name and those bytes, and those very bytes
+are sent (`_Serialized`) with the signature as metadata.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from a3redis.api import wire
+from a3redis.cluster.peer_auth import PeerGuard
 from a3redis.cluster.peers import Meter
 from a3redis.core.anti_entropy import (
     ChunksAnswer,
@@ -31,6 +34,18 @@ from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.replica_grpc import ReplicaStub
 
 
+class _Serialized:
+    """A request already serialized: purerpc sends `SerializeToString()`, these bytes."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+
 class MalformedAnswerError(Exception):
     """A peer's answer does not fit its request (another count of results)."""
 
@@ -38,30 +53,41 @@ class MalformedAnswerError(Exception):
 class ReplicaCalls:
     """The Replica service of the node at `address`, asked on behalf of `coordinator`."""
 
-    def __init__(self, channels: ChannelPool, address: Address, coordinator: str) -> None:
+    def __init__(
+        self,
+        channels: ChannelPool,
+        address: Address,
+        coordinator: str,
+        guard: PeerGuard | None = None,
+    ) -> None:
         self.address = address
         self._channels = channels
         self._coordinator = coordinator
+        self._guard = guard
 
     def discard(self) -> None:
         """Drop the channel: the connection is not to be trusted any more."""
         self._channels.discard(self.address)
 
-    async def _stub(self) -> Any:
-        return await self._channels.stub(self.address, ReplicaStub)
+    async def _call(self, method: str, request: Any) -> Any:
+        """One call of `method`, signed when the cluster has a secret."""
+        stub = await self._channels.stub(self.address, ReplicaStub)
+        if self._guard is None:
+            return await getattr(stub, method)(request)
+        data = request.SerializeToString(deterministic=True)
+        metadata = self._guard.metadata(method, data)
+        return await getattr(stub, method)(_Serialized(data), metadata=metadata)
 
     # ----- the coordinator's batched calls ------------------------------------------------
 
     async def apply(self, records: Sequence[Record]) -> list[ApplyOutcome]:
-        stub = await self._stub()
-        response = await stub.Apply(self._apply_request(records))
+        response = await self._call("Apply", self._apply_request(records))
         if len(response.outcomes) != len(records):
             raise MalformedAnswerError("a malformed Apply answer")
         return [ApplyOutcome(value) for value in response.outcomes]
 
     async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
-        stub = await self._stub()
-        response = await stub.Read(rpb.ReadRequest(keys=keys))
+        response = await self._call("Read", rpb.ReadRequest(keys=keys))
         if len(response.results) != len(keys):
             raise MalformedAnswerError("a malformed Read answer")
         from_pb = wire.record_from_pb
@@ -69,8 +95,7 @@ class ReplicaCalls:
 
     async def ping(self) -> None:
         """An empty Read: the cheapest call that proves the connection."""
-        stub = await self._stub()
-        await stub.Read(rpb.ReadRequest())
+        await self._call("Read", rpb.ReadRequest())
 
     def _apply_request(self, records: Sequence[Record]) -> rpb.ApplyRequest:
         to_pb = wire.record_to_pb
@@ -81,15 +106,13 @@ class ReplicaCalls:
     async def local_scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int
     ) -> tuple[list[Record], bool]:
-        stub = await self._stub()
         request = rpb.LocalScanRequest(start=start, end=end, prefix=prefix, limit=limit)
-        response = await stub.LocalScan(request)
+        response = await self._call("LocalScan", request)
         return [wire.record_from_pb(r) for r in response.records], response.more
 
     async def stream(self, request: StreamRequest) -> StreamPage:
         """One page of whole partitions (core.streaming); the caller checks its records."""
-        stub = await self._stub()
-        response = await stub.Stream(wire.stream_request_to_pb(request))
+        response = await self._call("Stream", wire.stream_request_to_pb(request))
         # Counted before any record is converted: a message may hold millions of tiny ones.
         if len(response.records) > request.page_size:
             raise MalformedAnswerError("a Stream answer with more records than asked for")
@@ -121,7 +144,6 @@ class ReplicaCalls:
     async def _metered(self, method: str, request: Any, meter: Meter) -> Any:
         meter.bytes_sent += request.ByteSize()
         meter.calls += 1
-        stub = await self._stub()
-        response = await getattr(stub, method)(request)
+        response = await self._call(method, request)
         meter.bytes_received += response.ByteSize()
         return response

@@ -17,6 +17,11 @@ once per source per LOG_INTERVAL; a probe's failure is the failure
 detector's business. Leaving announces itself to every live member and
 ends whatever they answer. Exceptions of any other kind are our own bugs
 and still stop the node.
+
+With a cluster secret (`guard`, a3redis.cluster.peer_auth), every message
+and every answer is signed over its exact JSON bytes (channels "gossip" and
+"gossip-reply"); one that is not is refused (401 or 403, or a probe that
+failed) before it is parsed, counted in the guard, and changes nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 import httpx
 import trio
 
+from a3redis.cluster.peer_auth import Headers, PeerGuard
 from a3redis.config import Config
 from a3redis.core.membership import (
     MAX_INCARNATION,
@@ -48,6 +54,7 @@ from a3redis.core.membership import (
     Status,
     decode_message,
 )
+from a3redis.core.peer_auth import Refusal
 from a3redis.core.throttle import LogThrottle, Tally, TokenBuckets
 from a3redis.net.address import Address
 
@@ -204,8 +211,10 @@ class GossipLoop:
         describe: Callable[[Address], Awaitable[str | None]],
         rng: random.Random,
         on_change: Callable[[], None],
+        guard: PeerGuard | None = None,
     ) -> None:
         self.config = config
+        self.guard = guard
         self.membership = membership
         self._http = http
         # Asks a node's gRPC port for its gossip address (a3redis.api.describe).
@@ -308,12 +317,18 @@ class GossipLoop:
         """
         body: bytes | None = None
         status = 0
+        sent = _encode(probe.message.to_json())
+        headers = {"content-type": "application/json"}
+        if self.guard is not None:
+            headers.update(self.guard.headers("gossip", sent))
+        answer_headers: Headers = {}
         with trio.move_on_after(2 * PROBE_TIMEOUT) as deadline:
             try:
                 async with self._http.stream(
-                    "POST", f"http://{probe.gossip_addr}/gossip", json=probe.message.to_json()
+                    "POST", f"http://{probe.gossip_addr}/gossip", content=sent, headers=headers
                 ) as response:
                     status = response.status_code
+                    answer_headers = response.headers
                     body = await _read_at_most(response, MAX_MESSAGE_BYTES)
             except (httpx.HTTPError, httpx.InvalidURL) as error:
                 log.debug("gossip to %s: %s", probe.gossip_addr, type(error).__name__)
@@ -331,6 +346,10 @@ class GossipLoop:
             raise IncompatiblePeerError(_error_text(body))
         if status != 200:
             log.debug("gossip to %s: HTTP %d", probe.gossip_addr, status)
+            return None
+        if self.guard is not None and self.guard.check(
+            "gossip-reply", answer_headers, body, probe.gossip_addr
+        ):
             return None
         try:
             return decode_message(body)
@@ -350,9 +369,10 @@ class GossipLoop:
     # ----- serving ------------------------------------------------------------------------
 
     def serve_exchange(
-        self, body: bytes, remote: str | None = None
+        self, body: bytes, remote: str | None = None, headers: Headers | None = None
     ) -> tuple[int, dict[str, object]]:
-        """Handle a POST /gossip body from host `remote`; returns (HTTP status, JSON body)."""
+        """Handle a POST /gossip body from host `remote` (with its HTTP `headers`, where a
+        member's signature is); returns (HTTP status, JSON body)."""
         now = trio.current_time()
         source = remote or "unknown"
         if not self._buckets.allow(source, now):
@@ -362,6 +382,12 @@ class GossipLoop:
             )
             self._refused("gossip", source, error, "refused gossip")
             return 429, {"error": str(error)}
+        if self.guard is not None:
+            refusal = self.guard.check("gossip", headers or {}, body, source)
+            if refusal is not None:
+                return refusal_status(refusal), {
+                    "error": f"not a member's message: {refusal.value}"
+                }
         try:
             message = decode_message(body)
         except MessageError as error:
@@ -379,6 +405,15 @@ class GossipLoop:
         self.stats["exchanges_served"] += 1
         self._on_change()
         return 200, reply.to_json()
+
+    def encode_answer(self, status: int, answer: dict[str, object]) -> tuple[bytes, dict[str, str]]:
+        """An answer of `serve_exchange` as the bytes to send and the headers that sign
+        them: only an exchange answered 200 is signed (a refusal gets no signature, so
+        a sender without the secret never obtains one), and nothing without a secret."""
+        data = _encode(answer)
+        if self.guard is None or status != 200:
+            return data, {}
+        return data, self.guard.headers("gossip-reply", data)
 
     # ----- seeds --------------------------------------------------------------------------
 
@@ -411,6 +446,18 @@ class GossipLoop:
         except (httpx.HTTPError, ValueError):
             pass
         return await self._describe(address)
+
+
+def refusal_status(refusal: Refusal) -> int:
+    """The HTTP status of a message the cluster secret refuses: 401 when the sender did
+    not prove it holds the secret, 503 when our replay cache is full, 403 otherwise."""
+    if refusal.forged_or_missing:
+        return 401
+    return 503 if refusal is Refusal.BUSY else 403
+
+
+def _encode(message: dict[str, object]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:

@@ -14,12 +14,23 @@ large share of the CPU per request (benchmarks/README.md has the figures):
   merely imports the client keeps hpack as shipped.
 - h2 normalises and validates every header block it sends. The blocks sent
   on a3redis's connections are purerpc's own fixed gRPC headers (lower-case
-  names, no surrounding whitespace, no connection-specific or credential
-  headers) plus no custom metadata at all, so `trust_outbound_headers`
-  turns both passes off for one connection. Headers that arrive are still
-  validated in full: that is where bad input comes from. If a3redis ever
-  sends credentials as metadata, normalisation must come back (it marks
-  them never-indexed).
+  names, no surrounding whitespace, no connection-specific headers) plus, as
+  custom metadata, only what a3redis itself makes: the cluster secret's
+  signature fields (a3redis.cluster.peer_auth: lower-case names, values of
+  a node id, digits or hex) and a client's `authorization` token. Neither
+  pass would change a byte of those, so `trust_outbound_headers` turns both
+  off for one connection. Headers that arrive are still validated in full:
+  that is where bad input comes from.
+- The one thing h2's normalisation did that matters for metadata is to send
+  `authorization` (and `proxy-authorization`) as a never-indexed literal
+  (RFC 7541 §6.2.3), so a credential never enters HPACK's compression
+  tables. `trust_outbound_headers` keeps that with a per-connection hook on
+  the encoder (NEVER_INDEXED), and gives the same treatment to the
+  signature's per-call fields (timestamp, nonce, signature): a new value on
+  every call, indexed they would only push purerpc's fixed headers out of
+  the 4 KiB table. This is the one deliberate change of bytes: those three
+  fields, which the stock code would index, go as never-indexed literals;
+  everything else is sent exactly as before.
 """
 
 from __future__ import annotations
@@ -75,8 +86,36 @@ def stock_search(
     return result
 
 
+# Header fields always sent as never-indexed literals: credentials (as h2's normalisation
+# does) and the cluster-secret signature's per-call fields (a3redis.cluster.peer_auth).
+NEVER_INDEXED = frozenset(
+    {b"authorization", b"proxy-authorization", b"x-a3-timestamp", b"x-a3-nonce", b"x-a3-signature"}
+)
+
+
 def trust_outbound_headers(grpc_socket: Any) -> None:
-    """Turn off h2's normalisation and validation of what this purerpc socket sends."""
-    config = grpc_socket._grpc_connection.h2_connection.config
+    """Turn off h2's normalisation and validation of what this purerpc socket sends,
+    keeping credentials out of HPACK's tables (`never_index_credentials`)."""
+    h2_connection = grpc_socket._grpc_connection.h2_connection
+    config = h2_connection.config
     config.normalize_outbound_headers = False
     config.validate_outbound_headers = False
+    never_index_credentials(h2_connection)
+
+
+def never_index_credentials(h2_connection: Any) -> None:
+    """Make this connection's HPACK encoder send NEVER_INDEXED fields as never-indexed
+    literals (idempotent)."""
+    encoder = h2_connection.encoder
+    if getattr(encoder, "_a3_never_indexing", False):
+        return
+    add = encoder.add
+
+    def add_never_indexing(
+        to_add: tuple[bytes, bytes], sensitive: bool, huffman: bool = False
+    ) -> bytes:
+        encoded: bytes = add(to_add, sensitive or to_add[0] in NEVER_INDEXED, huffman)
+        return encoded
+
+    encoder.add = add_never_indexing
+    encoder._a3_never_indexing = True

@@ -24,6 +24,7 @@ import trio
 
 from a3redis import __version__
 from a3redis.client import Client, ClientError, Entry, GetResult, authorization_metadata
+from a3redis.cluster.peer_auth import operator_headers
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.validation import InvalidRequestError
@@ -252,7 +253,8 @@ async def _run(args: argparse.Namespace) -> int:
                     print(f"{r['peer']}: {_repair_line(r)}")
         elif args.command == "cluster" and args.cluster_command == "remove":
             path = f"/api/members/{args.node_id}/remove"
-            answer = await _admin_json(client, endpoints[0], "POST", path, args.timeout)
+            signed = _signed_by_cluster_secret(f"remove:{args.node_id}")
+            answer = await _admin_json(client, endpoints[0], "POST", path, args.timeout, signed)
             if args.no_wait:
                 _print(answer if json_out else f"removing {args.node_id}", json_out)
                 return 0
@@ -291,7 +293,11 @@ async def _decommission(client: Client, endpoint: Address, args: argparse.Namesp
     json_out = args.output == "json"
     base = await _member_gossip_url(client, endpoint, args.node_id, args.timeout)
     answer = await _request_json(
-        "POST", f"{base}/api/members/{args.node_id}/decommission", args.timeout, args.token
+        "POST",
+        f"{base}/api/members/{args.node_id}/decommission",
+        args.timeout,
+        args.token,
+        _signed_by_cluster_secret(f"decommission:{args.node_id}"),
     )
     if args.no_wait:
         _print(answer if json_out else f"{args.node_id} is decommissioning", json_out)
@@ -375,18 +381,34 @@ async def _wait_until_left(client: Client, endpoint: Address, args: argparse.Nam
 
 
 async def _admin_json(
-    client: Client, endpoint: Address, method: str, path: str, seconds: float
+    client: Client,
+    endpoint: Address,
+    method: str,
+    path: str,
+    seconds: float,
+    headers: dict[str, str] | None = None,
 ) -> Any:
     """Call the node's HTTP endpoint, at its advertised address or, failing that,
     at the host we reached it on (an advertised name may not resolve from here)."""
     gossip = Address.parse((await client.describe()).gossip_address)
     try:
-        return await _request_json(method, f"http://{gossip}{path}", seconds, client.token)
+        return await _request_json(method, f"http://{gossip}{path}", seconds, client.token, headers)
     except ClientError as error:
         if error.code != "UNAVAILABLE" or gossip.host == endpoint.host:
             raise
         fallback = Address(endpoint.host, gossip.port)
-        return await _request_json(method, f"http://{fallback}{path}", seconds, client.token)
+        return await _request_json(
+            method, f"http://{fallback}{path}", seconds, client.token, headers
+        )
+
+
+def _signed_by_cluster_secret(channel: str) -> dict[str, str]:
+    """Headers signing an operator request with the cluster secret in our environment
+    (CLUSTER_SECRET_FILE or CLUSTER_SECRET), as nodes with a secret require; none without."""
+    try:
+        return operator_headers(os.environ, channel)
+    except ValueError as error:
+        raise ClientError("INVALID_ARGUMENT", str(error)) from None
 
 
 async def _cluster_view(client: Client, endpoint: Address, args: argparse.Namespace) -> None:
@@ -469,12 +491,15 @@ _CODE_OF_HTTP_STATUS = {
 }
 
 
-async def _request_json(method: str, url: str, seconds: float, token: str | None) -> Any:
+async def _request_json(
+    method: str, url: str, seconds: float, token: str | None, signed: dict[str, str] | None = None
+) -> Any:
+    """`signed`: the cluster secret's signature headers of an operator request, if any."""
     try:
         async with httpx.AsyncClient(
             timeout=seconds, trust_env=False, headers=_authorization(token)
         ) as http:
-            response = await http.request(method, url)
+            response = await http.request(method, url, headers=signed)
             body = response.json()
     except (httpx.HTTPError, ValueError) as error:
         raise ClientError("UNAVAILABLE", f"{url}: {error}") from None

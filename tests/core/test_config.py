@@ -10,13 +10,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from a3redis.config import Config, ConfigError, TokensFile
+from a3redis.config import Config, ConfigError, TokensFile, check_protected_mode
 from a3redis.core.client_tokens import Role
 from a3redis.core.consistency import Consistency
+from a3redis.core.peer_auth import Secret
 from a3redis.core.validation import Limits
 from a3redis.net.address import Address
 from a3redis.runtime.logs import LogFormat
 from a3redis.storage.policy import FsyncPolicy
+
+# A secret file for the tables below: 40 bytes and a newline.
+SECRET_FILE = Path(__file__).resolve().parent / "data" / "cluster-secret"
+FILE_SECRET = Secret(b"a3redis-test-cluster-secret-of-40-bytes!")
+TEXT_SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret"
 
 
 def test_defaults_for_node_3() -> None:
@@ -66,6 +72,11 @@ def test_defaults_for_node_3() -> None:
         client_tokens=None,
         metrics_require_token=False,
         status_require_token=False,
+        cluster_secret_file=None,
+        cluster_secret=None,
+        cluster_secret_previous_file=None,
+        cluster_secret_previous=None,
+        insecure=False,
     )
     assert str(config.grpc_address) == "127.0.0.1:50053"
     assert str(config.gossip_address) == "127.0.0.1:8003"
@@ -148,12 +159,24 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
     ("CLIENT_TOKENS_FILE", str(TOKENS_FILE), "client_tokens", ReadFrom(TOKENS_FILE)),
     ("METRICS_REQUIRE_TOKEN", "1", "metrics_require_token", True),
     ("STATUS_REQUIRE_TOKEN", "true", "status_require_token", True),
+    ("CLUSTER_SECRET_FILE", str(SECRET_FILE), "cluster_secret_file", FILE_SECRET),
+    ("CLUSTER_SECRET", TEXT_SECRET, "cluster_secret", Secret(TEXT_SECRET.encode())),
+    ("CLUSTER_SECRET_PREVIOUS_FILE", str(SECRET_FILE), "cluster_secret_previous_file", FILE_SECRET),
+    (
+        "CLUSTER_SECRET_PREVIOUS",
+        TEXT_SECRET,
+        "cluster_secret_previous",
+        Secret(TEXT_SECRET.encode()),
+    ),
+    ("INSECURE", "1", "insecure", True),
 ]
 
 
 @pytest.mark.parametrize(("name", "value", "attribute", "expected"), SETTINGS)
 def test_each_variable_sets_its_field(name: str, value: str, attribute: str, expected: Any) -> None:
-    config = Config.from_env({name: value})
+    # A previous secret is taken only beside a current one.
+    beside = {"CLUSTER_SECRET": TEXT_SECRET} if "PREVIOUS" in name else {}
+    config = Config.from_env({name: value, **beside})
     assert getattr(config, attribute) == expected
     assert getattr(Config.from_env({}), attribute) != expected
 
@@ -253,6 +276,24 @@ BAD_VALUES = [
     ("CLIENT_TOKENS_FILE", str(Path(__file__).parent), TOKENS_FORM),
     ("METRICS_REQUIRE_TOKEN", "2", "one of 1, 0, true, false"),
     ("STATUS_REQUIRE_TOKEN", "maybe", "one of 1, 0, true, false"),
+    ("INSECURE", "please", "one of 1, 0, true, false"),
+    (
+        "CLUSTER_SECRET_FILE",
+        "/nonexistent/secret",
+        "a readable file holding a secret of 32 to 4096 bytes (one trailing newline is "
+        "ignored) (cannot read it: No such file or directory)",
+    ),
+    (
+        "CLUSTER_SECRET_PREVIOUS_FILE",
+        str(Path(__file__).resolve().parent),
+        "a readable file holding a secret of 32 to 4096 bytes",
+    ),
+]
+
+# Secrets given in the environment: the message names the variable, never the value.
+HIDDEN_BAD_VALUES = [
+    ("CLUSTER_SECRET", "s" * 31, "a secret of 32 to 4096 bytes (31 bytes, fewer than 32)"),
+    ("CLUSTER_SECRET_PREVIOUS", "\ud800" * 40, "a secret of 32 to 4096 bytes (not valid UTF-8)"),
 ]
 
 
@@ -267,8 +308,19 @@ def test_bad_value_names_the_variable_and_the_accepted_form(
     assert isinstance(caught.value, ValueError)
 
 
+@pytest.mark.parametrize(("name", "value", "form"), HIDDEN_BAD_VALUES, ids=lambda v: ascii(v)[:30])
+def test_a_bad_secret_names_the_variable_and_never_shows_the_value(
+    name: str, value: str, form: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"CLUSTER_SECRET": TEXT_SECRET, name: value})
+    message = str(caught.value)
+    assert message == f"{name}=<{len(value)} characters, hidden> is invalid: expected {form}"
+    assert value[:8] not in message
+
+
 def test_every_variable_has_a_bad_value_case() -> None:
-    checked = {name for name, _, _ in BAD_VALUES}
+    checked = {name for name, _, _ in BAD_VALUES + HIDDEN_BAD_VALUES}
     assert checked >= {name for name, _, _, _ in SETTINGS}
 
 
@@ -354,3 +406,57 @@ def test_a_bad_tokens_file_is_named_with_its_line(tmp_path: Path) -> None:
 def test_an_unreadable_tokens_file_says_why() -> None:
     with pytest.raises(ConfigError, match=r"\(cannot read it: No such file or directory\)"):
         Config.from_env({"CLIENT_TOKENS_FILE": "/nonexistent/tokens"})
+
+
+@pytest.mark.parametrize("name", ["CLUSTER_SECRET", "CLUSTER_SECRET_PREVIOUS"])
+def test_both_forms_of_one_secret_are_refused(name: str) -> None:
+    env = {"CLUSTER_SECRET": TEXT_SECRET, name: TEXT_SECRET, f"{name}_FILE": str(SECRET_FILE)}
+    with pytest.raises(ConfigError, match=f"{name}_FILE and {name} are both set"):
+        Config.from_env(env)
+
+
+def test_a_previous_secret_needs_a_current_one() -> None:
+    with pytest.raises(ConfigError, match="without CLUSTER_SECRET"):
+        Config.from_env({"CLUSTER_SECRET_PREVIOUS_FILE": str(SECRET_FILE)})
+
+
+def test_cluster_secrets_come_from_either_form() -> None:
+    assert Config.from_env({}).cluster_secrets is None
+    from_file = Config.from_env(
+        {"CLUSTER_SECRET_FILE": str(SECRET_FILE), "CLUSTER_SECRET_PREVIOUS": TEXT_SECRET}
+    )
+    assert from_file.cluster_secrets == (FILE_SECRET, Secret(TEXT_SECRET.encode()))
+    from_text = Config.from_env({"CLUSTER_SECRET": f"  {TEXT_SECRET}  "})
+    assert from_text.cluster_secrets == (Secret(TEXT_SECRET.encode()), None)
+    assert TEXT_SECRET not in repr(from_text)
+
+
+@pytest.mark.parametrize(
+    ("env", "refused"),
+    [
+        ({}, False),
+        ({"BIND_HOST": "127.0.0.1"}, False),
+        ({"BIND_HOST": "127.3.4.5"}, False),
+        ({"BIND_HOST": "::1"}, False),
+        ({"BIND_HOST": "localhost"}, False),
+        ({"BIND_HOST": "0.0.0.0"}, True),
+        ({"BIND_HOST": "::"}, True),
+        ({"BIND_HOST": "10.0.0.5"}, True),
+        ({"BIND_HOST": "db1.example"}, True),
+        ({"BIND_HOST": "0.0.0.0", "INSECURE": "1"}, False),
+        ({"BIND_HOST": "0.0.0.0", "CLUSTER_SECRET": TEXT_SECRET}, False),
+        ({"BIND_HOST": "0.0.0.0", "CLUSTER_SECRET_FILE": str(SECRET_FILE)}, False),
+    ],
+)
+def test_protected_mode_refuses_a_reachable_node_without_a_secret(
+    env: dict[str, str], refused: bool
+) -> None:
+    config = Config.from_env(env)
+    if not refused:
+        check_protected_mode(config)
+        return
+    with pytest.raises(ConfigError) as caught:
+        check_protected_mode(config)
+    assert "CLUSTER_SECRET_FILE" in str(caught.value)
+    assert "INSECURE=1" in str(caught.value)
+    assert "\n" not in str(caught.value)

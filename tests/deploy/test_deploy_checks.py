@@ -101,6 +101,35 @@ BROKEN = [
         "consistency",
         id="k8s-service-resp-port",
     ),
+    # Every node reads a cluster secret from a mounted file, never from a value in the files.
+    pytest.param(
+        "compose.yaml",
+        "  CLUSTER_SECRET_FILE: /run/secrets/cluster_secret\n",
+        "",
+        "consistency",
+        id="compose-no-cluster-secret",
+    ),
+    pytest.param(
+        "compose.yaml",
+        "  CLUSTER_SECRET_FILE: /run/secrets/cluster_secret\n",
+        "  CLUSTER_SECRET_FILE: /run/secrets/cluster_secret\n  CLUSTER_SECRET: in-the-file\n",
+        "consistency",
+        id="compose-inline-secret",
+    ),
+    pytest.param(
+        ".gitignore",
+        "/cluster-secret\n",
+        "",
+        "consistency",
+        id="compose-secret-not-ignored",
+    ),
+    pytest.param(
+        "k8s/statefulset.yaml",
+        "              mountPath: /etc/a3redis/secret\n",
+        "              mountPath: /etc/a3redis/other\n",
+        "consistency",
+        id="k8s-secret-not-mounted",
+    ),
     pytest.param(
         "Dockerfile",
         "pip install --no-cache-dir .",
