@@ -585,7 +585,8 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         OrUnset(Rule("a readable tokens file: `<token> <role>` lines", _tokens_file)),
         "File of client and operator tokens, one `<token> <role>` per line (role `readonly`, "
-        "`readwrite` or `admin`): when set, every client call needs a token (see "
+        "`readwrite` or `admin`; optionally `read=<level>` `write=<level>`, the token's Redis "
+        "connections' levels): when set, every client call needs a token (see "
         "[Client and operator tokens](#client-and-operator-tokens)). Read at start and on "
         "SIGHUP",
         shown_default="(unset)",

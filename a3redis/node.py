@@ -507,7 +507,7 @@ def main(env: dict[str, str] | None = None) -> int:
 # The cyclic collector's thresholds. Python's default (700 allocations) runs a
 # young-generation pass every few requests, each walking what the requests
 # left alive; the node's garbage is freed by reference counting almost all, so
-# passes are made rarer (benchmarks/README.md, "Figures behind choices").
+# passes are made rarer (benchmarks/README.md, "The collector's thresholds").
 GC_THRESHOLDS = (50_000, 20, 10)
 
 # Descriptors a node needs besides its client connections: the log and

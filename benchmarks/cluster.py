@@ -10,6 +10,10 @@ per call, concurrency 8), and the cluster/single ratios: the round with the
 median cluster figure of `--rounds` (the host's speed drifts between
 minutes, so one round proves little), every round's cluster figure, and a
 verdict on each floor of the replication issue.
+
+`--secret` measures the cost of the cluster secret instead (issue #17): the
+3-node cluster with a CLUSTER_SECRET against the same without, alternately
+in each round, and the median of the per-round ratios against its floor.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import json
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -143,13 +148,14 @@ def run_load(endpoints: list[str], method: str, concurrency: int, seconds: float
 # ----- the servers --------------------------------------------------------------------------
 
 
-def measure(count: int, factor: int, seconds: float) -> dict[str, dict[str, Any]]:
+def measure(
+    count: int, factor: int, seconds: float, extra: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
     base = Path(tempfile.mkdtemp(prefix="a3r-cluster-"))
+    settings = {"REPLICATION_FACTOR": str(factor), "FSYNC": "always", **(extra or {})}
     try:
         with ServerSet(base) as servers:
-            nodes = servers.start_cluster(
-                f"c{count}-", count, {"REPLICATION_FACTOR": str(factor), "FSYNC": "always"}
-            )
+            nodes = servers.start_cluster(f"c{count}-", count, settings)
             time.sleep(1)
             endpoints = [node.target for node in nodes]
             results = {
@@ -184,7 +190,16 @@ def main(argv: list[str] | None = None) -> None:
         default=3,
         help="single node and cluster, alternately, this many times; the median round is reported",
     )
+    parser.add_argument(
+        "--secret",
+        action="store_true",
+        help="instead: the 3-node cluster with a CLUSTER_SECRET against the same without, "
+        f"alternately (issue #17's floor: >= {SECRET_FLOOR}x)",
+    )
     args = parser.parse_args(argv)
+    if args.secret:
+        compare_secret(args.rounds, args.seconds)
+        return
     singles, clusters = [], []
     for round_number in range(args.rounds):
         print(f"round {round_number + 1} of {args.rounds}", file=sys.stderr, flush=True)
@@ -237,6 +252,41 @@ def report(singles: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> Non
         (batch >= BATCH_FLOOR, f"cluster BatchPut {batch:,.0f} keys/s (>= {BATCH_FLOOR:,})"),
     ):
         print(f"[{'met' if verdict else 'MISSED'}] {text}")
+
+
+# Issue #17: Put and Get with the cluster secret on, against the same cluster without.
+SECRET_FLOOR = 0.9
+
+
+def compare_secret(rounds: int, seconds: float) -> None:
+    """Each round runs the cluster without and with a secret (which goes first alternates);
+    the verdict takes the median of the per-round ratios."""
+    secret = {"CLUSTER_SECRET": secrets.token_hex(32)}
+    plain: list[dict[str, Any]] = []
+    signed: list[dict[str, Any]] = []
+    for round_number in range(rounds):
+        print(f"round {round_number + 1} of {rounds}", file=sys.stderr, flush=True)
+        if round_number % 2:
+            signed.append(measure(3, 3, seconds, secret))
+            plain.append(measure(3, 3, seconds))
+        else:
+            plain.append(measure(3, 3, seconds))
+            signed.append(measure(3, 3, seconds, secret))
+    print(f"{'case':<28} {'no secret':>10} {'secret':>10} {'ratio':>6}   per round")
+    for name, key, unit in CASES:
+        ratios = sorted(s[key][unit] / p[key][unit] for p, s in zip(plain, signed, strict=True))
+        ratio = ratios[len(ratios) // 2]
+        each = ", ".join(f"{r:.2f}" for r in ratios)
+        middle = sorted(zip(plain, signed, strict=True), key=lambda pair: pair[1][key][unit])
+        base, with_secret = middle[len(middle) // 2]
+        print(
+            f"{name + ' ' + unit + '/s':<28} {base[key][unit]:>10,.0f} "
+            f"{with_secret[key][unit]:>10,.0f} {ratio:>6.2f}   {each}  "
+            f"errors {with_secret[key]['errors']}"
+        )
+        if key in ("put", "get"):
+            verdict = "met" if ratio >= SECRET_FLOOR else "MISSED"
+            print(f"[{verdict}] {name} with the cluster secret {ratio:.2f}x (>= {SECRET_FLOOR}x)")
 
 
 if __name__ == "__main__":

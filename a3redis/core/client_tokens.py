@@ -2,14 +2,18 @@
 
 Rules:
 - A tokens file (CLIENT_TOKENS_FILE) holds one token per line, then
-  whitespace, then its role: `readonly`, `readwrite` or `admin`. Blank lines
+  whitespace, then its role: `readonly`, `readwrite` or `admin`, then
+  optionally the consistency levels the token's Redis connections default
+  to, `read=<level>` and `write=<level>` (one, quorum, all, local; without
+  them, the node's READ_/WRITE_CONSISTENCY). Blank lines
   and lines whose first non-blank character is `#` are ignored; nothing else
   is. A token is MIN_TOKEN_LENGTH to MAX_TOKEN_LENGTH printable ASCII
   characters without spaces (what fits an `Authorization: Bearer` header and
   a Redis AUTH argument unchanged), not starting with `#` (that line would
   be a comment). The file is at most MAX_FILE_BYTES.
 - `parse` accepts a whole file or raises TokensFileError naming the line and
-  what is wrong with it: a line that is not `<token> <role>`, a token too
+  what is wrong with it: a line that is not `<token> <role> [read=<level>]
+  [write=<level>]`, an unknown or repeated level, a token too
   short, too long or with other characters, an unknown role, the same
   token twice, a file with no token at all (every client would be refused).
   Errors never repeat a token: they end up in logs.
@@ -40,7 +44,9 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from a3redis.core.consistency import Consistency
 from a3redis.core.errors import PermissionDeniedError, UnauthenticatedError
+from a3redis.core.validation import InvalidRequestError
 
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_LENGTH = 256
@@ -76,6 +82,16 @@ def allows(role: Role, action: Action) -> bool:
     return action in ALLOWED[role]
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a token gives: its role, and the levels its Redis connections default to
+    (None: the node's)."""
+
+    role: Role
+    read: Consistency | None = None
+    write: Consistency | None = None
+
+
 class TokensFileError(ValueError):
     """A tokens file the node cannot use; `line` is 1-based (0: the file as a whole)."""
 
@@ -91,17 +107,22 @@ class ClientTokens:
     itself (two reads of one file have different keys), so a Config holding it hashes."""
 
     _key: bytes
-    _roles: Mapping[bytes, Role]
+    _grants: Mapping[bytes, Grant]
 
     def __len__(self) -> int:
-        return len(self._roles)
+        return len(self._grants)
 
     def count(self, role: Role) -> int:
         """How many tokens have `role` (for the node's start-up log line)."""
-        return sum(1 for each in self._roles.values() if each is role)
+        return sum(1 for each in self._grants.values() if each.role is role)
 
     def role_of(self, presented: bytes | str | None) -> Role | None:
         """The role of the token a client presented; None for no token or an unknown one."""
+        grant = self.grant_of(presented)
+        return None if grant is None else grant.role
+
+    def grant_of(self, presented: bytes | str | None) -> Grant | None:
+        """What the token a client presented gives; None for no token or an unknown one."""
         if presented is None:
             return None
         if isinstance(presented, str):
@@ -111,7 +132,7 @@ class ClientTokens:
                 return None  # no configured token has other characters
         if len(presented) > MAX_TOKEN_LENGTH:
             return None
-        return self._roles.get(_digest(self._key, presented))
+        return self._grants.get(_digest(self._key, presented))
 
     def check(self, presented: bytes | str | None, action: Action) -> Role:
         """The presented token's role if it may do `action`; otherwise the front-end-neutral
@@ -164,32 +185,32 @@ def parse(text: bytes, key: bytes) -> ClientTokens:
         raise TokensFileError(
             0, f"the file is {len(text)} bytes; a tokens file may be {MAX_FILE_BYTES} at most"
         )
-    roles: dict[bytes, Role] = {}
+    grants: dict[bytes, Grant] = {}
     first_line: dict[bytes, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith(b"#"):
             continue
-        token, role = _parse_line(number, line)
+        token, grant = _parse_line(number, line)
         digest = _digest(key, token)
-        if digest in roles:
+        if digest in grants:
             raise TokensFileError(number, f"the same token as line {first_line[digest]}")
-        roles[digest] = role
+        grants[digest] = grant
         first_line[digest] = number
-    if not roles:
+    if not grants:
         raise TokensFileError(0, "the file holds no token, so every client would be refused")
-    return ClientTokens(key, roles)
+    return ClientTokens(key, grants)
 
 
-def _parse_line(number: int, line: bytes) -> tuple[bytes, Role]:
+def _parse_line(number: int, line: bytes) -> tuple[bytes, Grant]:
     fields = line.split()
-    if len(fields) != 2:
+    if not 2 <= len(fields) <= 4:
         raise TokensFileError(
             number,
-            f"expected `<token> <role>` ({len(fields)} words; a role is one of {ROLE_NAMES}, "
-            "and a token has no spaces)",
+            f"expected `<token> <role> [read=<level>] [write=<level>]` ({len(fields)} words; "
+            f"a role is one of {ROLE_NAMES}, and a token has no spaces)",
         )
-    token, role_word = fields
+    token, role_word = fields[:2]
     if not all(byte in _TOKEN_CHARACTERS for byte in token):
         raise TokensFileError(number, "a token may hold printable ASCII characters only")
     if not MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
@@ -199,7 +220,7 @@ def _parse_line(number: int, line: bytes) -> tuple[bytes, Role]:
             f"{MAX_TOKEN_LENGTH}",
         )
     try:
-        return token, Role(role_word.decode("ascii").lower())
+        role = Role(role_word.decode("ascii").lower())
     except (UnicodeDecodeError, ValueError):
         # A long second word may be a token written after its role: never repeated.
         shown = (
@@ -210,6 +231,20 @@ def _parse_line(number: int, line: bytes) -> tuple[bytes, Role]:
         raise TokensFileError(
             number, f"unknown role{shown}: a role is one of {ROLE_NAMES}"
         ) from None
+    levels: dict[str, Consistency] = {}
+    for field in fields[2:]:
+        name, equals, value = field.decode("ascii", "replace").partition("=")
+        if not equals or name not in ("read", "write"):
+            raise TokensFileError(
+                number, "after the role, only `read=<level>` and `write=<level>` may follow"
+            )
+        if name in levels:
+            raise TokensFileError(number, f"`{name}=` is given twice")
+        try:
+            levels[name] = Consistency.parse(value)
+        except InvalidRequestError as error:
+            raise TokensFileError(number, str(error)) from None
+    return token, Grant(role, levels.get("read"), levels.get("write"))
 
 
 def bearer_token(header: str | None) -> str | None:

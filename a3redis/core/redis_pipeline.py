@@ -393,7 +393,7 @@ class _Planner:
         if refused is not None:
             return refused
         self._close_writes()
-        level = self.session.read_level
+        level = self.session.requested_read
         batch = self.reads
         if batch is not None and (
             batch.consistency is not level
@@ -427,7 +427,7 @@ class _Planner:
         if refused is not None:
             return refused
         self._close_reads()
-        level = self.session.write_level
+        level = self.session.requested_write
         batch = self.writes
         if batch is not None and (
             batch.consistency is not level
@@ -482,7 +482,7 @@ class _Planner:
         self._close_writes()
         waiting = _Served()
         waiting.step = self._add_step(
-            ServerStep(command, self.session.read_level, self.session.write_level)
+            ServerStep(command, self.session.requested_read, self.session.requested_write)
         )
         return waiting
 

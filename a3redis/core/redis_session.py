@@ -33,6 +33,9 @@ Rules:
   it unauthenticated again. An authenticated connection runs what its role
   allows (`access_refusal`: writes need readwrite, FLUSHALL/FLUSHDB admin),
   others get Redis's ACL error `-NOPERM`.
+- Consistency levels: a connection's reads and writes ask for the level the
+  connection chose (A3.CONSISTENCY, READONLY), else the level its token
+  gives (`read=` / `write=` in the tokens file), else the node's default.
 """
 
 from __future__ import annotations
@@ -148,6 +151,9 @@ class Session:
         self.lib_ver: bytes | None = None
         self.read_level: Consistency | None = None
         self.write_level: Consistency | None = None
+        # The levels of the token this connection authenticated with (None: the node's).
+        self.token_read: Consistency | None = None
+        self.token_write: Consistency | None = None
         self.readonly = False
         self._read_level_before_readonly: Consistency | None = None
         self.no_evict = False
@@ -183,12 +189,22 @@ class Session:
             self.read_level = self._read_level_before_readonly
 
     @property
+    def requested_read(self) -> Consistency | None:
+        """The level this connection's reads ask for (None: the node's default)."""
+        return self.read_level or self.token_read
+
+    @property
+    def requested_write(self) -> Consistency | None:
+        """The level this connection's writes ask for (None: the node's default)."""
+        return self.write_level or self.token_write
+
+    @property
     def effective_read(self) -> Consistency:
-        return self.read_level or self.settings.read_default
+        return self.requested_read or self.settings.read_default
 
     @property
     def effective_write(self) -> Consistency:
-        return self.write_level or self.settings.write_default
+        return self.requested_write or self.settings.write_default
 
     def client_flags(self) -> str:
         flags = "".join(
@@ -286,10 +302,12 @@ def _authenticate(session: Session, username: bytes | None, password: bytes) -> 
     user is `default` (or not given) and the password a configured token."""
     tokens = session.settings.tokens
     assert tokens is not None
-    role = tokens.tokens.role_of(password)
-    if role is None or username not in (None, b"default"):
+    grant = tokens.tokens.grant_of(password)
+    if grant is None or username not in (None, b"default"):
         return False
-    session.role = role
+    session.role = grant.role
+    session.token_read = grant.read
+    session.token_write = grant.write
     return True
 
 

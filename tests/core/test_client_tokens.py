@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from a3redis.core import client_tokens as ct
 from a3redis.core.client_tokens import Action, Role, TokensFileError, allows, bearer_token
+from a3redis.core.consistency import Consistency
 from a3redis.core.errors import ErrorKind, PermissionDeniedError, UnauthenticatedError
 
 KEY = bytes(range(32))
@@ -41,23 +42,36 @@ def test_anything_else_has_no_role(presented: str | bytes | None) -> None:
     assert ct.parse(FILE, KEY).role_of(presented) is None
 
 
+def test_a_token_may_carry_the_levels_its_connections_default_to() -> None:
+    text = f"{READER} readonly read=one\n{WRITER} readwrite WRITE=x write=ALL\n"
+    with pytest.raises(TokensFileError, match="line 2: after the role"):
+        ct.parse(text.encode(), KEY)
+    tokens = ct.parse(f"{READER} readonly read=one\n{WRITER} readwrite write=ALL\n".encode(), KEY)
+    assert tokens.grant_of(READER) == ct.Grant(Role.READONLY, Consistency.ONE, None)
+    assert tokens.grant_of(WRITER) == ct.Grant(Role.READWRITE, None, Consistency.ALL)
+    assert tokens.grant_of(ADMIN) is None
+
+
 def test_tokens_are_kept_only_as_digests() -> None:
     tokens = ct.parse(FILE, KEY)
     assert READER.encode() not in repr(tokens).encode()
-    assert all(READER.encode() not in digest for digest in tokens._roles)
+    assert all(READER.encode() not in digest for digest in tokens._grants)
 
 
 def test_another_key_gives_the_same_roles() -> None:
     other = ct.parse(FILE, bytes(32))
     assert other.role_of(ADMIN) is Role.ADMIN
-    assert other._roles.keys().isdisjoint(ct.parse(FILE, KEY)._roles.keys())
+    assert other._grants.keys().isdisjoint(ct.parse(FILE, KEY)._grants.keys())
 
 
 @pytest.mark.parametrize(
     ("text", "line", "words"),
     [
-        (f"{READER}\n", 1, "expected `<token> <role>` (1 words"),
-        (f"# c\n\n{READER} readonly extra\n", 3, "(3 words"),
+        (f"{READER}\n", 1, "expected `<token> <role> [read=<level>] [write=<level>]` (1 words"),
+        (f"# c\n\n{READER} readonly extra\n", 3, "only `read=<level>` and `write=<level>`"),
+        (f"{READER} readonly read=one write=all x=1\n", 1, "(5 words"),
+        (f"{READER} readonly read=some\n", 1, "unknown consistency level 'some'"),
+        (f"{READER} readonly read=one read=all\n", 1, "`read=` is given twice"),
         (f"{READER} readonly\n{'s' * 15} admin\n", 2, "15 characters; a token has 16 to 256"),
         (f"{'l' * 257} admin\n", 1, "257 characters"),
         (f"{READER} superuser\n", 1, "unknown role 'superuser': a role is one of readonly"),

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from a3redis.core import client_tokens
+from a3redis.core.consistency import Consistency
 from a3redis.core.redis_pipeline import ReadStep, WriteStep, plan
 from a3redis.core.redis_session import (
     AUTH_WITHOUT_PASSWORD,
@@ -132,3 +133,26 @@ def test_without_tokens_auth_answers_as_redis_without_a_password() -> None:
         PONG,
     ]
     assert session.role is None
+
+
+def test_a_tokens_levels_are_its_connections_defaults_until_the_connection_chooses() -> None:
+    eventual = "eventual-token-0001"
+    tokens = client_tokens.parse(
+        f"{WRITER} readwrite\n{eventual} readwrite read=one write=all\n".encode(), bytes(32)
+    )
+    settings = ServerSettings(a3redis_version="0.1.0", tokens=client_tokens.TokenHolder(tokens))
+    session = new_session(settings)
+
+    def levels(*texts: str) -> list[Consistency | None]:
+        steps = plan(session, [text.encode().split() for text in texts], 0).steps
+        return [step.consistency for step in steps if isinstance(step, ReadStep | WriteStep)]
+
+    assert answers(session, f"AUTH {WRITER}") == [OK]
+    assert levels("GET k", "SET k v") == [None, None]  # the node's defaults
+    assert answers(session, f"AUTH {eventual}") == [OK]
+    assert levels("GET k", "SET k v") == [Consistency.ONE, Consistency.ALL]
+    answers(session, "A3.CONSISTENCY READ quorum")
+    assert levels("GET k", "SET k v") == [Consistency.QUORUM, Consistency.ALL]
+    answers(session, "RESET")
+    answers(session, f"AUTH {WRITER}")
+    assert levels("GET k", "SET k v") == [None, None]
