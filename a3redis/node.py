@@ -317,6 +317,14 @@ async def run_node(
                         config.data_dir,
                         config.fsync.value,
                     )
+                    if tls is not None:
+                        log.info(
+                            "TLS on the gRPC and HTTP ports and to peers (%s; %s)",
+                            tls.files.cert,
+                            "peers need a certificate from TLS_CA_FILE"
+                            if tls.peers_need_certificates
+                            else "no TLS_CA_FILE: peers verified against the system's CAs",
+                        )
                     task_status.started(ports)
                     await stop.wait()
                     view.draining = True
