@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from a3redis import node as node_module
 from a3redis.client import Client, ClientError
 from a3redis.config import Config
 from a3redis.core.consistency import Consistency
+from a3redis.net import grpc_server
 from a3redis.net.tls import NodeTls, make_client_context
 from a3redis.tools import cli
 from a3redis.v1 import kv_pb2 as pb
@@ -122,7 +124,31 @@ async def test_plain_text_to_the_tls_ports_fails_cleanly_and_the_node_lives(
     https = make_client_context(ca.file)
     async with httpx.AsyncClient(trust_env=False, timeout=5, verify=https) as http:
         health = await http.get(f"https://127.0.0.1:{node.ports.http}/health")
+        metrics = (await http.get(f"https://127.0.0.1:{node.ports.http}/metrics")).text
     assert health.status_code == 200 and health.json()["node_id"] == "node-1"
+    # The raw exchange and grpcio's plain-text call: two failed handshakes (or more: grpcio
+    # may retry), counted.
+    refused = 'a3redis_grpc_connections_refused_total{reason="tls_handshake"} '
+    count = next(line for line in metrics.splitlines() if line.startswith(refused))
+    assert float(count.removeprefix(refused)) >= 2
+
+
+def _silent_client(port: int) -> float:
+    """Connect, send half a TLS record, say nothing more: seconds until the server hangs up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+        started = time.monotonic()
+        silent.sendall(b"\x16\x03\x01\x02\x00")  # a handshake record's header, no body
+        assert silent.recv(4096) == b""
+        return time.monotonic() - started
+
+
+async def test_a_client_that_stalls_mid_handshake_is_dropped_in_bounded_time(
+    start_node: Start, ca: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grpc_server, "TLS_HANDSHAKE_TIMEOUT", 0.3)
+    node = await start_tls_node(start_node, ca, "node-1")
+    waited = await trio.to_thread.run_sync(_silent_client, node.ports.grpc)
+    assert 0.2 < waited < 3
 
 
 def _grpcio_put_get_insecure(endpoint: str) -> Any:
