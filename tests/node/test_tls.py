@@ -321,3 +321,6 @@ async def test_the_cli_talks_tls_with_tls_ca(
         cli.main, ["get", "greeting", "--endpoint", node.endpoint, "--timeout", "1"]
     )
     assert without != 0
+    half = await trio.to_thread.run_sync(cli.main, ["get", "k", "--tls-cert", str(ca.file)])
+    assert half == cli.EXIT_USAGE
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
