@@ -8,7 +8,10 @@ the next endpoint when one is unreachable; writes move on only when the
 first endpoint could not have received them (connection refused).
 
 With `token=` (a client token of the cluster's CLIENT_TOKENS_FILE) every
-call carries the metadata `authorization: Bearer <token>`.
+call carries the metadata `authorization: Bearer <token>`. With `tls_ca=`
+(the CA that signed the nodes' certificates) every connection is TLS and
+the node's certificate and name are verified; `tls_cert=` / `tls_key=`
+present a client certificate (for nodes with TLS_REQUIRE_CLIENT_CERT=1).
 
 The client is cluster-aware: it learns the members and the ring's
 parameters from any endpoint (`Topology`, refreshed every few seconds) and
@@ -21,9 +24,11 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -37,6 +42,7 @@ from a3redis.core.hlc import Version
 from a3redis.core.ring import Ring
 from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
+from a3redis.net.tls import GRPC_ALPN, make_client_context
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1.kv_grpc import KeyValueStub
 
@@ -134,10 +140,15 @@ class Client:
         timeout: float,
         route_by_key: bool = True,
         token: str | None = None,
+        http_tls: ssl.SSLContext | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
         self.token = token
+        # For the nodes' HTTP endpoints (the CLI's cluster commands): https with this
+        # context when the gRPC connections are TLS.
+        self.http_tls = http_tls
+        self.http_scheme = "http" if http_tls is None else "https"
         self._metadata = authorization_metadata(token)
         self._pool = pool
         self._endpoints = list(endpoints)
@@ -166,16 +177,28 @@ class Client:
         route_by_key: bool = True,
         local_host: str | None = None,
         token: str | None = None,
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
     ) -> AsyncIterator[Client]:
         """A client of `endpoints`; `local_host` is the address its connections come from;
-        `token` is sent with every call (`authorization: Bearer <token>`)."""
+        `token` is sent with every call (`authorization: Bearer <token>`). With `tls_ca`
+        (a PEM file of the CA that signed the nodes' certificates) or a client certificate,
+        connections are TLS; `tls_cert` and `tls_key` (PEM files) present a certificate."""
         if isinstance(endpoints, str):
             endpoints = [part for part in endpoints.split(",") if part.strip()]
         addresses = [e if isinstance(e, Address) else Address.parse(e) for e in endpoints]
+        grpc_tls = http_tls = None
+        if tls_ca is not None or tls_cert is not None:
+            if (tls_cert is None) != (tls_key is None):
+                raise ValueError("a client certificate needs both tls_cert and tls_key")
+            ca, cert, key = (None if f is None else Path(f) for f in (tls_ca, tls_cert, tls_key))
+            grpc_tls = make_client_context(ca, cert, key, GRPC_ALPN)
+            http_tls = make_client_context(ca, cert, key)
         async with ChannelPool.open(
-            connect_timeout=min(request_timeout, 3.0), local_host=local_host
+            connect_timeout=min(request_timeout, 3.0), local_host=local_host, ssl_context=grpc_tls
         ) as pool:
-            yield cls(pool, addresses, request_timeout, route_by_key, token)
+            yield cls(pool, addresses, request_timeout, route_by_key, token, http_tls)
 
     # ----- the API --------------------------------------------------------------------------
 

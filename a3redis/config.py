@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from a3redis.core import client_tokens
+from a3redis.core import tls as tls_rules
 from a3redis.core.consistency import Consistency
 from a3redis.core.names import NODE_ID_RULE, is_host, is_node_id
 from a3redis.core.peer_auth import (
@@ -37,6 +38,7 @@ from a3redis.core.peer_auth import (
 )
 from a3redis.core.validation import Limits
 from a3redis.net.address import Address
+from a3redis.net.tls import NodeTls, TlsFileError, TlsFiles
 from a3redis.runtime.logs import LogFormat
 from a3redis.storage.policy import FsyncPolicy
 
@@ -223,6 +225,25 @@ def _tokens_file(text: str) -> TokensFile:
     return TokensFile.read(_path(text))
 
 
+def _pem_file(problem: Callable[[bytes], str | None]) -> Callable[[str], Path]:
+    """A parser of a PEM file's path: the file must be readable and hold what `problem`
+    (a3redis.core.tls) asks for."""
+
+    def parse(text: str) -> Path:
+        path = _path(text)
+        try:
+            with path.open("rb") as file:
+                data = file.read(tls_rules.MAX_PEM_BYTES + 1)
+        except OSError as error:
+            raise ValueError(f"cannot read it: {error.strerror}") from None
+        reason = problem(data)
+        if reason is not None:
+            raise ValueError(reason)
+        return path
+
+    return parse
+
+
 PORT = Integer(0, 65535, "a port number from {low} to {high}")
 NODES = Integer(1, 10_000)
 HOST = Rule("an IP address or host name", _host)
@@ -238,6 +259,10 @@ SECRET_FILE = OrUnset(
         _secret_file,
     )
 )
+CERTIFICATES = OrUnset(
+    Rule("a readable PEM file of certificates", _pem_file(tls_rules.certificate_problem))
+)
+PRIVATE_KEY = OrUnset(Rule("a readable PEM private key file", _pem_file(tls_rules.key_problem)))
 CONSISTENCY = OneOf(tuple(level.name.lower() for level in Consistency), _consistency)
 
 
@@ -662,6 +687,43 @@ SETTINGS: tuple[Setting, ...] = (
         shown_default="(unset)",
         hidden=True,
     ),
+    # TLS (a3redis.core.tls, a3redis.net.tls; README's "TLS").
+    Setting(
+        "TLS_CERT_FILE",
+        "tls_cert_file",
+        "",
+        CERTIFICATES,
+        "PEM certificate (chain) of this node; with `TLS_KEY_FILE`, the gRPC and HTTP ports "
+        "speak only TLS and peers are dialled with TLS. Its SANs must name every address "
+        "clients and peers dial (see [TLS](#tls)). Read at start and on SIGHUP",
+        shown_default="(unset)",
+    ),
+    Setting(
+        "TLS_KEY_FILE",
+        "tls_key_file",
+        "",
+        PRIVATE_KEY,
+        "PEM private key of `TLS_CERT_FILE` (both or neither)",
+        shown_default="(unset)",
+    ),
+    Setting(
+        "TLS_CA_FILE",
+        "tls_ca_file",
+        "",
+        CERTIFICATES,
+        "PEM bundle of the CA(s) that sign the cluster's certificates: peers are verified "
+        "against it (not the system's CAs), and node-to-node traffic is mutual TLS (replica "
+        "calls need a certificate it signed)",
+        shown_default="(unset)",
+    ),
+    Setting(
+        "TLS_REQUIRE_CLIENT_CERT",
+        "tls_require_client_cert",
+        "0",
+        BOOLEAN,
+        "`1`: every connection to the gRPC and HTTP ports must present a certificate signed "
+        "by `TLS_CA_FILE` (clients too: `--tls-cert` / `--tls-key`)",
+    ),
     Setting(
         "INSECURE",
         "insecure",
@@ -747,6 +809,19 @@ class Config:
     cluster_secret_previous_file: Secret | None
     cluster_secret_previous: Secret | None
     insecure: bool
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    tls_ca_file: Path | None
+    tls_require_client_cert: bool
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The node's TLS files; None when TLS is off."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return TlsFiles(
+            self.tls_cert_file, self.tls_key_file, self.tls_ca_file, self.tls_require_client_cert
+        )
 
     @property
     def grpc_address(self) -> Address:
@@ -800,7 +875,9 @@ class Config:
             max_clock_skew_ms=round(1000 * values.pop("max_clock_skew")),
         )
         _check_secret_forms(values)
-        return cls(limits=limits, **values)
+        config = cls(limits=limits, **values)
+        _check_tls(config)
+        return config
 
 
 def _check_secret_forms(values: Mapping[str, Any]) -> None:
@@ -815,6 +892,23 @@ def _check_secret_forms(values: Mapping[str, Any]) -> None:
             "CLUSTER_SECRET_PREVIOUS[_FILE] is set without CLUSTER_SECRET[_FILE]: the previous "
             "secret is only accepted beside a current one"
         )
+
+
+def _check_tls(config: Config) -> None:
+    """The TLS settings go together (a3redis.core.tls) and the ssl library takes the files."""
+    problem = tls_rules.settings_problem(
+        config.tls_cert_file is not None,
+        config.tls_key_file is not None,
+        config.tls_ca_file is not None,
+        config.tls_require_client_cert,
+    )
+    if problem is not None:
+        raise ConfigError(problem)
+    if config.tls is not None:
+        try:
+            NodeTls(config.tls)
+        except TlsFileError as error:
+            raise ConfigError(str(error)) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -6,7 +6,8 @@ store, and runs every service under one nursery. SIGINT/SIGTERM set one
 `stop` event that every service watches; the store closes last, after the
 services have drained, so every acknowledged write is flushed. Exit codes:
 0 after a clean stop, 1 for a startup failure (port taken, DATA_DIR locked
-or corrupt), 2 for invalid configuration.
+or corrupt), 2 for invalid configuration. SIGHUP reads CLIENT_TOKENS_FILE and
+the TLS files again (one receiver for both: a second would replace the first).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from a3redis.core.membership import Membership, MembershipSettings, MemberState,
 from a3redis.core.transition import Readiness
 from a3redis.net.channels import ChannelPool
 from a3redis.net.grpc_server import RequestGate, serve_grpc
+from a3redis.net.tls import NodeTls, TlsFileError
 from a3redis.runtime import logs
 from a3redis.runtime.supervision import unwrap_single_group
 from a3redis.runtime.wall_clock import wall_clock
@@ -122,15 +124,20 @@ async def run_node(
     stop: trio.Event,
     *,
     tokens: TokenHolder | None = None,
+    tls: NodeTls | None = None,
     task_status: trio.TaskStatus[BoundPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one node until `stop` is set; report the bound ports when serving.
 
     `tokens`: the client tokens to check (the caller may replace them, on SIGHUP); by
-    default those of CLIENT_TOKENS_FILE as read into `config`, if it is set.
+    default those of CLIENT_TOKENS_FILE as read into `config`, if it is set. `tls`: the
+    TLS contexts (the caller may reload them, on SIGHUP); by default built from the
+    TLS_* files of `config`, if they are set.
     """
     if tokens is None and config.client_tokens is not None:
         tokens = TokenHolder(config.client_tokens.tokens)
+    if tls is None and config.tls is not None:
+        tls = _node_tls(config)
     grpc_sock = bind_listener(config.bind_host, config.grpc_port, "GRPC_PORT")
     http_sock = bind_listener(config.bind_host, config.gossip_port, "GOSSIP_PORT")
     try:
@@ -160,8 +167,10 @@ async def run_node(
             membership, parked = _membership(config, wall_ms(), member_file)
             guard = PeerGuard.from_config(config, wall_ms)  # None without a cluster secret
             async with (
-                make_http_client(config) as http,
-                ChannelPool.open(PROBE_TIMEOUT, _local_host(config)) as channels,
+                make_http_client(config, None if tls is None else tls.http_client) as http,
+                ChannelPool.open(
+                    PROBE_TIMEOUT, _local_host(config), None if tls is None else tls.grpc_client
+                ) as channels,
                 trio.open_nursery() as background,
             ):
                 # Replica links, replica work that outlives a request, read repair.
@@ -242,9 +251,10 @@ async def run_node(
                     config, store, gossip, repair, metrics, time.monotonic(), rebalancer
                 )
                 view.tokens = tokens
+                replica_service = ReplicaService(keyspace, gate, repair, metrics, pacer, guard)
                 services = [
                     KeyValueService(keyspace, config, gate, repair, metrics, tokens).service,
-                    ReplicaService(keyspace, gate, repair, metrics, pacer, guard).service,
+                    replica_service.service,
                 ]
                 async with trio.open_nursery() as nursery:
                     connections = await nursery.start(
@@ -256,10 +266,12 @@ async def run_node(
                             stop,
                             config.shutdown_grace,
                             max_connections=config.max_connections,
+                            tls=tls,
+                            members_only=[replica_service.service.name],
                         )
                     )
                     metrics.add_source(connection_source(connections))
-                    await nursery.start(serve_http, http_sock, view, stop)
+                    await nursery.start(partial(serve_http, http_sock, view, stop, tls=tls))
                     resp_settings = RespSettings(
                         config.resp_max_connections,
                         config.resp_idle_timeout,
@@ -305,6 +317,14 @@ async def run_node(
                         config.data_dir,
                         config.fsync.value,
                     )
+                    if tls is not None:
+                        log.info(
+                            "TLS on the gRPC and HTTP ports and to peers (%s; %s)",
+                            tls.files.cert,
+                            "peers need a certificate from TLS_CA_FILE"
+                            if tls.peers_need_certificates
+                            else "no TLS_CA_FILE: peers verified against the system's CAs",
+                        )
                     task_status.started(ports)
                     await stop.wait()
                     view.draining = True
@@ -372,6 +392,17 @@ def _start_role(config: Config, saved: list[MemberState]) -> Role:
 def _left_earlier(config: Config) -> bool:
     """Whether this node's decommission ended in an earlier run."""
     return (config.data_dir / LEFT_MARKER).exists()
+
+
+def _node_tls(config: Config) -> NodeTls | None:
+    """The TLS contexts of config's TLS_* files (checked at start; StartupError if one
+    has changed for the worse since), or None when TLS is off."""
+    if config.tls is None:
+        return None
+    try:
+        return NodeTls(config.tls)
+    except TlsFileError as error:
+        raise StartupError(str(error)) from None
 
 
 def _local_host(config: Config) -> str | None:
@@ -456,8 +487,10 @@ async def _main(config: Config) -> None:
             if config.client_tokens is not None:
                 tokens = TokenHolder(config.client_tokens.tokens)
                 _log_tokens(config.client_tokens)
-                nursery.start_soon(_reload_tokens_on_hangup, config.client_tokens.path, tokens)
-            await run_node(config, stop, tokens=tokens)
+            tls = _node_tls(config)
+            if tokens is not None or tls is not None:
+                nursery.start_soon(_reload_on_hangup, config, tokens, tls)
+            await run_node(config, stop, tokens=tokens, tls=tls)
             nursery.cancel_scope.cancel()
 
 
@@ -467,17 +500,34 @@ def _log_tokens(tokens_file: TokensFile) -> None:
     log.info("client tokens required: %s (%s)", counts, tokens_file.path)
 
 
-async def _reload_tokens_on_hangup(path: Path, holder: TokenHolder) -> None:
-    """SIGHUP: read CLIENT_TOKENS_FILE again; a file that is now wrong keeps the old tokens."""
+async def _reload_on_hangup(
+    config: Config, tokens: TokenHolder | None, tls: NodeTls | None
+) -> None:
+    """SIGHUP: read CLIENT_TOKENS_FILE and the TLS files again; a file that is now wrong
+    keeps what was read before."""
     with trio.open_signal_receiver(signal.SIGHUP) as hangups:
         async for _ in hangups:
-            try:
-                tokens_file = await trio.to_thread.run_sync(TokensFile.read, path)
-            except ValueError as error:
-                log.error("SIGHUP: CLIENT_TOKENS_FILE=%s kept unchanged: %s", path, error)
-                continue
-            holder.tokens = tokens_file.tokens
-            _log_tokens(tokens_file)
+            if tokens is not None and config.client_tokens is not None:
+                await _reload_tokens(config.client_tokens.path, tokens)
+            if tls is not None:
+                # On the trio thread: the contexts are in use by this thread's handshakes.
+                try:
+                    tls.reload()
+                except TlsFileError as error:
+                    log.error("SIGHUP: TLS certificates kept unchanged: %s", error)
+                    continue
+                log.info("SIGHUP: TLS certificate reloaded (%s)", tls.files.cert)
+
+
+async def _reload_tokens(path: Path, holder: TokenHolder) -> None:
+    """Read CLIENT_TOKENS_FILE again; a file that is now wrong keeps the old tokens."""
+    try:
+        tokens_file = await trio.to_thread.run_sync(TokensFile.read, path)
+    except ValueError as error:
+        log.error("SIGHUP: CLIENT_TOKENS_FILE=%s kept unchanged: %s", path, error)
+        return
+    holder.tokens = tokens_file.tokens
+    _log_tokens(tokens_file)
 
 
 def main(env: dict[str, str] | None = None) -> int:

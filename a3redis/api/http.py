@@ -17,7 +17,8 @@ checks), and remove and decommission take its signature
 (`cluster_secret_refusal`) as well as an admin token.
 `serve_http` runs Hypercorn on a socket the node bound itself and stops it
 through Hypercorn's shutdown_trigger (cancelling Hypercorn directly logs a
-lifespan error and takes seconds).
+lifespan error and takes seconds). With TLS it serves only https, on the
+node's context (a3redis.net.tls), which SIGHUP reloads in place.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -46,6 +48,7 @@ from a3redis.config import Config
 from a3redis.core.client_tokens import Action, TokenHolder, bearer_token
 from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.membership import MAX_MESSAGE_BYTES, Status, summary
+from a3redis.net.tls import TLS_HANDSHAKE_TIMEOUT, NodeTls
 from a3redis.storage.store import Store
 
 MAX_GOSSIP_BYTES = MAX_MESSAGE_BYTES
@@ -350,14 +353,32 @@ async def cluster_secret_refusal(view: NodeView, channel: str) -> tuple[dict[str
     )
 
 
+class _HypercornConfig(HypercornConfig):
+    """Hypercorn's settings, serving TLS on the node's own context when it has one
+    (Hypercorn would build a context of its own from file names, once)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+        super().__init__()
+        self._node_ssl_context = ssl_context
+        self.ssl_handshake_timeout = TLS_HANDSHAKE_TIMEOUT
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self._node_ssl_context is not None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self._node_ssl_context
+
+
 async def serve_http(
     sock: socket.socket,
     view: NodeView,
     stop: trio.Event,
     *,
+    tls: NodeTls | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    hypercorn_config = HypercornConfig()
+    hypercorn_config = _HypercornConfig(None if tls is None else tls.http_server)
     # Hypercorn adopts the already-bound socket; detach ours so it is closed once.
     hypercorn_config.bind = [f"fd://{sock.detach()}"]
     hypercorn_config.accesslog = None

@@ -248,6 +248,7 @@ def connection_source(connections: Any) -> Callable[[], Iterator[Metric]]:
         refused.add_metric(["over_limit"], connections.refused_over_limit)
         refused.add_metric(["silent"], connections.dropped_silent)
         refused.add_metric(["accept_error"], connections.accept_errors)
+        refused.add_metric(["tls_handshake"], connections.tls_handshakes_failed)
         yield refused
         yield gauge(
             "a3redis_grpc_inbound_buffered_bytes",

@@ -22,6 +22,11 @@ With a cluster secret (`guard`, a3redis.cluster.peer_auth), every message
 and every answer is signed over its exact JSON bytes (channels "gossip" and
 "gossip-reply"); one that is not is refused (401 or 403, or a probe that
 failed) before it is parsed, counted in the guard, and changes nothing.
+
+With TLS (TLS_CERT_FILE) every peer is reached over https: members' gossip
+addresses carry no scheme, so a cluster's nodes have TLS all on or all off.
+The client verifies each peer's certificate and name and presents the
+node's own certificate (`make_http_client`, a3redis.net.tls).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import json
 import logging
 import math
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -217,6 +223,7 @@ class GossipLoop:
         self.guard = guard
         self.membership = membership
         self._http = http
+        self._scheme = "http" if config.tls is None else "https"
         # Asks a node's gRPC port for its gossip address (a3redis.api.describe).
         self._describe = describe
         self._rng = rng
@@ -325,7 +332,10 @@ class GossipLoop:
         with trio.move_on_after(2 * PROBE_TIMEOUT) as deadline:
             try:
                 async with self._http.stream(
-                    "POST", f"http://{probe.gossip_addr}/gossip", content=sent, headers=headers
+                    "POST",
+                    f"{self._scheme}://{probe.gossip_addr}/gossip",
+                    content=sent,
+                    headers=headers,
                 ) as response:
                     status = response.status_code
                     answer_headers = response.headers
@@ -440,7 +450,7 @@ class GossipLoop:
         if address.port == self.config.gossip_port and address.host == self.config.advertise_host:
             return None
         try:
-            response = await self._http.get(f"http://{address}/health")
+            response = await self._http.get(f"{self._scheme}://{address}/health")
             if response.status_code in (200, 503) and "node_id" in response.json():
                 return str(address)
         except (httpx.HTTPError, ValueError):
@@ -482,10 +492,14 @@ def _error_text(body: bytes) -> str:
     return str(text)[:300].encode("ascii", "replace").decode()
 
 
-def make_http_client(config: Config) -> httpx.AsyncClient:
+def make_http_client(
+    config: Config, ssl_context: ssl.SSLContext | None = None
+) -> httpx.AsyncClient:
+    """The gossip client; `ssl_context` (a3redis.net.tls) verifies peers over https."""
     transport = httpx.AsyncHTTPTransport(
         local_address=config.bind_host if config.bind_host not in ("0.0.0.0", "::") else None,
         retries=0,
+        verify=True if ssl_context is None else ssl_context,
     )
     return httpx.AsyncClient(
         transport=transport,

@@ -5,17 +5,23 @@ closed when the pool closes, so channels never outlive their owner and never
 straddle a caller's cancel scope. Callers reuse the open channel of an
 address; after a transport failure they `discard` it and the next call
 reconnects. A node's pool connects from the node's own address (`local_host`),
-so traffic between nodes can be told apart by source address.
+so traffic between nodes can be told apart by source address. With an
+`ssl_context` every channel is TLS (ALPN `h2`, the peer's certificate and
+name verified by the context); the context is read when a channel opens, so
+certificates loaded into it later (a3redis.net.tls, on SIGHUP) serve every
+channel opened from then on.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.abc
 import trio
 from purerpc.client import _Channel
 from purerpc.grpclib.config import GRPCConfiguration
@@ -33,14 +39,31 @@ class _Held:
 
 
 class _BoundChannel(_Channel):  # type: ignore[misc]
-    """purerpc's insecure channel, connecting from a chosen local address (or any)."""
+    """purerpc's channel, connecting from a chosen local address (or any), over TLS
+    with an `ssl_context`."""
 
-    def __init__(self, host: str, port: int, local_host: str | None) -> None:
-        super().__init__(host, port)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        local_host: str | None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(host, port, ssl_context)
         self._local_host = local_host
 
     async def __aenter__(self) -> _BoundChannel:
-        stream = await anyio.connect_tcp(self._host, self._port, local_host=self._local_host)
+        stream: anyio.abc.ByteStream
+        if self._ssl_context is None:
+            stream = await anyio.connect_tcp(self._host, self._port, local_host=self._local_host)
+        else:
+            stream = await anyio.connect_tcp(
+                self._host,
+                self._port,
+                local_host=self._local_host,
+                ssl_context=self._ssl_context,
+                tls_standard_compatible=False,
+            )
         self._grpc_socket = await self.enter_async_context(
             LeanSocket(GRPCConfiguration(client_side=True), stream)
         )
@@ -49,22 +72,30 @@ class _BoundChannel(_Channel):  # type: ignore[misc]
 
 class ChannelPool:
     def __init__(
-        self, nursery: trio.Nursery, connect_timeout: float, local_host: str | None = None
+        self,
+        nursery: trio.Nursery,
+        connect_timeout: float,
+        local_host: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._nursery = nursery
         self._connect_timeout = connect_timeout
         self._local_host = local_host
+        self._ssl_context = ssl_context
         self._held: dict[Address, _Held] = {}
         self._opening: dict[Address, trio.Event] = {}
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, connect_timeout: float = 3.0, local_host: str | None = None
+        cls,
+        connect_timeout: float = 3.0,
+        local_host: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AsyncIterator[ChannelPool]:
         with unwrap_single_group():
             async with trio.open_nursery() as nursery:
-                pool = cls(nursery, connect_timeout, local_host)
+                pool = cls(nursery, connect_timeout, local_host, ssl_context)
                 try:
                     yield pool
                 finally:
@@ -108,7 +139,9 @@ class ChannelPool:
     ) -> None:
         held: _Held | None = None
         try:
-            async with _BoundChannel(address.host, address.port, self._local_host) as channel:
+            async with _BoundChannel(
+                address.host, address.port, self._local_host, self._ssl_context
+            ) as channel:
                 held = _Held(channel)
                 task_status.started(held)
                 await held.close.wait()

@@ -15,6 +15,14 @@ Each call runs as a plain trio task of its connection's nursery
 (purerpc's handler starts it through an anyio task group instead). A call
 that fails answers a gRPC status whose message says what was wrong, never
 a Python repr; a call the client reset ends quietly.
+
+With TLS (`tls`, a3redis.net.tls) the port speaks only TLS, ALPN `h2`: each
+accepted connection completes its handshake within TLS_HANDSHAKE_TIMEOUT or
+is closed (a client that stalls or speaks plain text costs one connection
+slot for that long at most, and is counted and logged, throttled). The
+services named in `members_only` (the Replica service) then answer
+UNAUTHENTICATED on a connection that presented no certificate signed by
+TLS_CA_FILE: with a CA, replica traffic is mutual TLS.
 """
 
 from __future__ import annotations
@@ -24,13 +32,15 @@ import errno
 import functools
 import logging
 import socket
-from collections.abc import Iterable
+import ssl
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
 import purerpc
 import trio
+from anyio.streams.tls import TLSAttribute, TLSStream
 from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.exceptions import RpcFailedError, StreamClosedError
 from purerpc.grpclib.status import Status, StatusCode
@@ -47,6 +57,7 @@ from a3redis.core.errors import NodeUnavailableError
 from a3redis.core.throttle import LogThrottle
 from a3redis.net import h2_tuning
 from a3redis.net.grpc_socket import InboundBudget, LeanSocket, LeanStream
+from a3redis.net.tls import TLS_HANDSHAKE_TIMEOUT, NodeTls
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +132,21 @@ async def serve_grpc(
     grace: float,
     *,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    tls: NodeTls | None = None,
+    members_only: Collection[str] = (),
     task_status: trio.TaskStatus[ConnectionStats] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until `stop`; report the connection counters once accepting."""
+    """Serve until `stop`; report the connection counters once accepting.
+
+    `tls`: serve TLS only; `members_only`: names of services that, when `tls` has a
+    CA, need a connection whose certificate the CA signed.
+    """
     listener = await anyio.abc.SocketListener.from_socket(sock)
     h2_tuning.install()
     handler = _Connection({service.name: service for service in services}, purerpc.Server())
+    handler.tls = tls
+    if tls is not None and tls.peers_need_certificates:
+        handler.members_only = frozenset(members_only)
     handler.stats.limit = max_connections
     async with anyio.create_task_group() as connections:
         async with trio.open_nursery() as acceptor:
@@ -156,6 +176,7 @@ class ConnectionStats:
     refused_over_limit: int = 0
     dropped_silent: int = 0
     accept_errors: int = 0
+    tls_handshakes_failed: int = 0
     budget: InboundBudget = field(default_factory=lambda: InboundBudget(INBOUND_BUFFER_LIMIT))
     _log: LogThrottle = field(default_factory=lambda: LogThrottle(LOG_INTERVAL))
 
@@ -184,13 +205,25 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
     def __init__(self, services: dict[str, purerpc.Service], server: purerpc.Server) -> None:
         super().__init__(services, server)
         self.stats = ConnectionStats()
+        self.tls: NodeTls | None = None
+        # Services only a connection with a certificate signed by TLS_CA_FILE may call.
+        self.members_only: frozenset[str] = frozenset()
 
-    async def request_received(self, stream: LeanStream) -> None:
+    async def request_received(self, stream: LeanStream, certified: bool = False) -> None:
         try:
             await stream.start_response()
             event = await stream.receive_event()
             if not isinstance(event, RequestReceived):
                 await stream.close(Status(StatusCode.INTERNAL, "expected request headers"))
+                return
+            if not certified and event.service_name in self.members_only:
+                await stream.close(
+                    Status(
+                        StatusCode.UNAUTHENTICATED,
+                        f"{event.service_name} needs a client certificate signed by the "
+                        "cluster's CA (TLS_CA_FILE)",
+                    )
+                )
                 return
             service = self.services.get(event.service_name)
             method = None if service is None else service.methods.get(event.method_name)
@@ -224,22 +257,53 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         # was counted by the acceptor, so a burst cannot overshoot the limit.
         try:
             async with stream:
-                try:
-                    async with (
-                        LeanSocket(self.config, stream, self.stats.budget) as grpc_socket,
-                        trio.open_nursery() as calls,
-                    ):
-                        watch = trio.CancelScope()
-                        calls.start_soon(
-                            self._drop_if_silent, grpc_socket, calls.cancel_scope, watch
-                        )
-                        async for call in grpc_socket.listen():
-                            calls.start_soon(self.request_received, call)
-                        watch.cancel()  # calls still running finish; the watch need not
-                except Exception as error:  # bad frames or a broken socket end this connection
-                    log.debug("gRPC connection ended: %r", error)
+                if self.tls is None:
+                    await self._serve(stream, certified=False)
+                    return
+                secured = await self._handshake(stream, self.tls.grpc_server)
+                if secured is not None:
+                    certificate = secured.extra(TLSAttribute.peer_certificate, None)
+                    await self._serve(secured, certified=bool(certificate))
         finally:
             self.stats.open -= 1
+
+    async def _serve(self, stream: anyio.abc.ByteStream, certified: bool) -> None:
+        try:
+            async with (
+                LeanSocket(self.config, stream, self.stats.budget) as grpc_socket,
+                trio.open_nursery() as calls,
+            ):
+                watch = trio.CancelScope()
+                calls.start_soon(self._drop_if_silent, grpc_socket, calls.cancel_scope, watch)
+                async for call in grpc_socket.listen():
+                    calls.start_soon(self.request_received, call, certified)
+                watch.cancel()  # calls still running finish; the watch need not
+        except Exception as error:  # bad frames or a broken socket end this connection
+            log.debug("gRPC connection ended: %r", error)
+
+    async def _handshake(
+        self, stream: anyio.abc.SocketStream, context: ssl.SSLContext
+    ) -> TLSStream | None:
+        """The connection once its TLS handshake is done; None (counted, logged) if it
+        failed or took longer than TLS_HANDSHAKE_TIMEOUT."""
+        reason = "timed out"
+        with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT):
+            try:
+                return await TLSStream.wrap(
+                    stream, server_side=True, ssl_context=context, standard_compatible=False
+                )
+            except (ssl.SSLError, OSError) as error:
+                reason = getattr(error, "reason", None) or type(error).__name__
+            except (anyio.BrokenResourceError, anyio.EndOfStream):
+                # A TCP health check, or a client that gave up: nothing to warn about.
+                self.stats.tls_handshakes_failed += 1
+                return None
+        self.stats.tls_handshakes_failed += 1
+        peer = stream.extra(anyio.abc.SocketAttribute.remote_address, "unknown")
+        self.stats.log_throttled(
+            "tls", "gRPC TLS handshake with %s failed: %s", _host_of(peer), reason
+        )
+        return None
 
     async def _drop_if_silent(
         self, grpc_socket: LeanSocket, connection: trio.CancelScope, watch: trio.CancelScope
@@ -249,6 +313,10 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         if not watch.cancelled_caught and not grpc_socket.heard_from_peer:
             self.stats.dropped_silent += 1
             connection.cancel()
+
+
+def _host_of(address: object) -> str:
+    return str(address[0]) if isinstance(address, tuple) and address else str(address)
 
 
 async def _accept(

@@ -234,7 +234,7 @@ class _Writer(SocketWrapper):  # type: ignore[misc]
     that produced nothing to send.
     """
 
-    def __init__(self, grpc_connection: Any, stream: anyio.abc.SocketStream) -> None:
+    def __init__(self, grpc_connection: Any, stream: anyio.abc.ByteStream) -> None:
         super().__init__(grpc_connection, stream)
         self._flush_event = trio.Event()
 
@@ -264,7 +264,7 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
     def __init__(
         self,
         config: GRPCConfiguration,
-        sock: anyio.abc.SocketStream,
+        sock: anyio.abc.ByteStream,
         budget: InboundBudget | None = None,
     ) -> None:
         super().__init__(config, sock)

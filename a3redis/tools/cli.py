@@ -85,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="client token for a cluster with CLIENT_TOKENS_FILE (default: $A3REDIS_TOKEN); "
         "sent with every call, and to the HTTP endpoints for cluster commands",
     )
+    common.add_argument(
+        "--tls-ca",
+        default=None,
+        help="PEM file of the CA that signed the nodes' certificates (default: "
+        "$A3REDIS_TLS_CA): talk TLS to nodes with TLS_CERT_FILE, https to their HTTP port",
+    )
+    common.add_argument(
+        "--tls-cert",
+        default=None,
+        help="PEM client certificate, for nodes with TLS_REQUIRE_CLIENT_CERT=1 (default: "
+        "$A3REDIS_TLS_CERT)",
+    )
+    common.add_argument(
+        "--tls-key",
+        default=None,
+        help="PEM private key of --tls-cert (default: $A3REDIS_TLS_KEY)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="a3redis", description="a3redis: a leaderless replicated key-value store"
@@ -203,7 +220,14 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 async def _run(args: argparse.Namespace) -> int:
     endpoints = args.endpoint or [Address("127.0.0.1", 50051)]
     json_out = args.output == "json"
-    async with Client.connect(endpoints, request_timeout=args.timeout, token=args.token) as client:
+    async with Client.connect(
+        endpoints,
+        request_timeout=args.timeout,
+        token=args.token,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    ) as client:
         if args.command == "put":
             version = await client.put(args.key.encode(), args.value.encode(), args.consistency)
             _print(
@@ -286,17 +310,17 @@ async def _member_gossip_url(
     entry = members.get(node_id) if isinstance(members, dict) else None
     if not isinstance(entry, dict) or not entry.get("gossip_addr"):
         raise ClientError("NOT_FOUND", f"no member {node_id!r}")
-    return f"http://{entry['gossip_addr']}"
+    return f"{client.http_scheme}://{entry['gossip_addr']}"
 
 
 async def _decommission(client: Client, endpoint: Address, args: argparse.Namespace) -> int:
     json_out = args.output == "json"
     base = await _member_gossip_url(client, endpoint, args.node_id, args.timeout)
     answer = await _request_json(
+        client,
         "POST",
         f"{base}/api/members/{args.node_id}/decommission",
         args.timeout,
-        args.token,
         _signed_by_cluster_secret(f"decommission:{args.node_id}"),
     )
     if args.no_wait:
@@ -324,9 +348,7 @@ async def _decommission(client: Client, endpoint: Address, args: argparse.Namesp
             )
             return 1
         try:
-            progress = await _request_json(
-                "GET", f"{base}/api/transition", args.timeout, args.token
-            )
+            progress = await _request_json(client, "GET", f"{base}/api/transition", args.timeout)
         except ClientError:
             progress = None
         line = _progress_line(progress) if isinstance(progress, dict) else "leaving"
@@ -392,13 +414,15 @@ async def _admin_json(
     at the host we reached it on (an advertised name may not resolve from here)."""
     gossip = Address.parse((await client.describe()).gossip_address)
     try:
-        return await _request_json(method, f"http://{gossip}{path}", seconds, client.token, headers)
+        return await _request_json(
+            client, method, f"{client.http_scheme}://{gossip}{path}", seconds, headers
+        )
     except ClientError as error:
         if error.code != "UNAVAILABLE" or gossip.host == endpoint.host:
             raise
         fallback = Address(endpoint.host, gossip.port)
         return await _request_json(
-            method, f"http://{fallback}{path}", seconds, client.token, headers
+            client, method, f"{client.http_scheme}://{fallback}{path}", seconds, headers
         )
 
 
@@ -414,10 +438,8 @@ def _signed_by_cluster_secret(channel: str) -> dict[str, str]:
 async def _cluster_view(client: Client, endpoint: Address, args: argparse.Namespace) -> None:
     json_out = args.output == "json"
     info = await client.describe()
-    async with httpx.AsyncClient(
-        timeout=args.timeout, trust_env=False, headers=_authorization(args.token)
-    ) as http_client:
-        http = cluster_view.NodeHttp(http_client, endpoint.host)
+    async with _http_client(client, args.timeout) as http_client:
+        http = cluster_view.NodeHttp(http_client, endpoint.host, client.http_scheme)
         entry = Address.parse(info.gossip_address)
         if args.cluster_command == "status":
             status = await cluster_view.gather_status(http, entry, info.node_id)
@@ -445,12 +467,10 @@ async def _repair(client: Client, endpoint: Address, args: argparse.Namespace) -
         reports: list[Any] = []
         with unwrap_single_group():
             async with (
-                httpx.AsyncClient(
-                    timeout=1.0, trust_env=False, headers=_authorization(args.token)
-                ) as http_client,
+                _http_client(client, 1.0) as http_client,
                 trio.open_nursery() as nursery,
             ):
-                http = cluster_view.NodeHttp(http_client, endpoint.host)
+                http = cluster_view.NodeHttp(http_client, endpoint.host, client.http_scheme)
                 gossip = Address.parse(info.gossip_address)
                 nursery.start_soon(_show_repair_progress, progress, info.node_id, http, gossip)
                 reports = await client.repair(wait=True)
@@ -483,6 +503,16 @@ def _authorization(token: str | None) -> dict[str, str]:
     return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
+def _http_client(client: Client, seconds: float) -> httpx.AsyncClient:
+    """An HTTP client for the nodes' HTTP endpoints, with the client's token and TLS."""
+    return httpx.AsyncClient(
+        timeout=seconds,
+        trust_env=False,
+        headers=_authorization(client.token),
+        verify=True if client.http_tls is None else client.http_tls,
+    )
+
+
 # HTTP answers named as gRPC statuses, like every other failure of the CLI.
 _CODE_OF_HTTP_STATUS = {
     401: "UNAUTHENTICATED",
@@ -492,13 +522,11 @@ _CODE_OF_HTTP_STATUS = {
 
 
 async def _request_json(
-    method: str, url: str, seconds: float, token: str | None, signed: dict[str, str] | None = None
+    client: Client, method: str, url: str, seconds: float, signed: dict[str, str] | None = None
 ) -> Any:
     """`signed`: the cluster secret's signature headers of an operator request, if any."""
     try:
-        async with httpx.AsyncClient(
-            timeout=seconds, trust_env=False, headers=_authorization(token)
-        ) as http:
+        async with _http_client(client, seconds) as http:
             response = await http.request(method, url, headers=signed)
             body = response.json()
     except (httpx.HTTPError, ValueError) as error:
@@ -554,6 +582,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             authorization_metadata(args.token)
         except ValueError as error:
             print(f"a3redis: error: --token / A3REDIS_TOKEN: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    if hasattr(args, "tls_ca"):
+        for option in ("tls_ca", "tls_cert", "tls_key"):
+            if getattr(args, option) is None:
+                setattr(args, option, os.environ.get(f"A3REDIS_{option.upper()}") or None)
+        if (args.tls_cert is None) != (args.tls_key is None):
+            print("a3redis: error: --tls-cert and --tls-key go together", file=sys.stderr)
             return EXIT_USAGE
     if getattr(args, "timeout", 0) is None:
         waits = args.command == "repair" and args.wait

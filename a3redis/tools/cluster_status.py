@@ -39,17 +39,19 @@ class NodeHttp:
     """GETs JSON from nodes' HTTP endpoints, at their advertised address or, failing that,
     at the host we reached the entry node on (an advertised name may not resolve here)."""
 
-    def __init__(self, http: httpx.AsyncClient, fallback_host: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, fallback_host: str, scheme: str = "http") -> None:
         self._http = http
         self._fallback_host = fallback_host
+        self._scheme = scheme  # "https" for nodes with TLS
 
     async def get(self, address: Address, path: str) -> Any:
         try:
-            return await self._get(f"http://{address}{path}")
+            return await self._get(f"{self._scheme}://{address}{path}")
         except Unreachable:
             if address.host == self._fallback_host:
                 raise
-            return await self._get(f"http://{Address(self._fallback_host, address.port)}{path}")
+            fallback = Address(self._fallback_host, address.port)
+            return await self._get(f"{self._scheme}://{fallback}{path}")
 
     async def _get(self, url: str) -> Any:
         try:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +19,23 @@ from a3redis.core.consistency import Consistency
 from a3redis.core.peer_auth import Secret
 from a3redis.core.validation import Limits
 from a3redis.net.address import Address
+from a3redis.net.tls import TlsFiles
 from a3redis.runtime.logs import LogFormat
 from a3redis.storage.policy import FsyncPolicy
+from tests.support.certificates import Authority
 
 # A secret file for the tables below: 40 bytes and a newline.
 SECRET_FILE = Path(__file__).resolve().parent / "data" / "cluster-secret"
 FILE_SECRET = Secret(b"a3redis-test-cluster-secret-of-40-bytes!")
 TEXT_SECRET = "s3cret-s3cret-s3cret-s3cret-s3cret"
+
+# TLS files for the tables below, made when the tests are collected (never kept in the tree).
+TLS_DIR = Path(tempfile.mkdtemp(prefix="a3redis-config-tls-"))
+atexit.register(shutil.rmtree, TLS_DIR, True)
+CA = Authority.create(TLS_DIR)
+NODE = CA.issue(TLS_DIR, "node-1")
+OTHER_NODE = Authority.create(TLS_DIR / "other", "another CA").issue(TLS_DIR / "other", "node-1")
+TLS_ENV = {"TLS_CERT_FILE": str(NODE.cert), "TLS_KEY_FILE": str(NODE.key)}
 
 
 def test_defaults_for_node_3() -> None:
@@ -77,7 +90,12 @@ def test_defaults_for_node_3() -> None:
         cluster_secret_previous_file=None,
         cluster_secret_previous=None,
         insecure=False,
+        tls_cert_file=None,
+        tls_key_file=None,
+        tls_ca_file=None,
+        tls_require_client_cert=False,
     )
+    assert config.tls is None
     assert str(config.grpc_address) == "127.0.0.1:50053"
     assert str(config.gossip_address) == "127.0.0.1:8003"
 
@@ -169,6 +187,10 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
         Secret(TEXT_SECRET.encode()),
     ),
     ("INSECURE", "1", "insecure", True),
+    ("TLS_CERT_FILE", str(NODE.cert), "tls_cert_file", NODE.cert),
+    ("TLS_KEY_FILE", str(NODE.key), "tls_key_file", NODE.key),
+    ("TLS_CA_FILE", str(CA.file), "tls_ca_file", CA.file),
+    ("TLS_REQUIRE_CLIENT_CERT", "1", "tls_require_client_cert", True),
 ]
 
 
@@ -176,6 +198,9 @@ SETTINGS: list[tuple[str, str, str, Any]] = [
 def test_each_variable_sets_its_field(name: str, value: str, attribute: str, expected: Any) -> None:
     # A previous secret is taken only beside a current one.
     beside = {"CLUSTER_SECRET": TEXT_SECRET} if "PREVIOUS" in name else {}
+    # TLS settings are taken only together (a certificate with its key, a CA beside them).
+    if name.startswith("TLS_"):
+        beside = {**TLS_ENV, "TLS_CA_FILE": str(CA.file)}
     config = Config.from_env({name: value, **beside})
     assert getattr(config, attribute) == expected
     assert getattr(Config.from_env({}), attribute) != expected
@@ -277,6 +302,24 @@ BAD_VALUES = [
     ("METRICS_REQUIRE_TOKEN", "2", "one of 1, 0, true, false"),
     ("STATUS_REQUIRE_TOKEN", "maybe", "one of 1, 0, true, false"),
     ("INSECURE", "please", "one of 1, 0, true, false"),
+    (
+        "TLS_CERT_FILE",
+        "/nonexistent/node.pem",
+        "a readable PEM file of certificates (cannot read it: No such file or directory)",
+    ),
+    (
+        "TLS_CERT_FILE",
+        str(NODE.key),
+        "a readable PEM file of certificates (it holds a private key: keep the key in its own "
+        "file (TLS_KEY_FILE))",
+    ),
+    (
+        "TLS_KEY_FILE",
+        str(NODE.cert),
+        "a readable PEM private key file (no PEM private key (-----BEGIN PRIVATE KEY-----) in it)",
+    ),
+    ("TLS_CA_FILE", str(SECRET_FILE), "a readable PEM file of certificates (no PEM certificate"),
+    ("TLS_REQUIRE_CLIENT_CERT", "maybe", "one of 1, 0, true, false"),
     (
         "CLUSTER_SECRET_FILE",
         "/nonexistent/secret",
@@ -460,3 +503,33 @@ def test_protected_mode_refuses_a_reachable_node_without_a_secret(
     assert "CLUSTER_SECRET_FILE" in str(caught.value)
     assert "INSECURE=1" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_tls_settings_make_the_node_s_tls_files() -> None:
+    config = Config.from_env({**TLS_ENV, "TLS_CA_FILE": str(CA.file)})
+    assert config.tls == TlsFiles(NODE.cert, NODE.key, CA.file, require_client_cert=False)
+    assert Config.from_env(TLS_ENV).tls == TlsFiles(NODE.cert, NODE.key)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TLS_CERT_FILE": str(NODE.cert)}, "TLS_CERT_FILE is set without TLS_KEY_FILE"),
+        ({"TLS_KEY_FILE": str(NODE.key)}, "TLS_KEY_FILE is set without TLS_CERT_FILE"),
+        ({"TLS_CA_FILE": str(CA.file)}, "TLS_CA_FILE is set without TLS_CERT_FILE"),
+        (
+            {**TLS_ENV, "TLS_REQUIRE_CLIENT_CERT": "1"},
+            "TLS_REQUIRE_CLIENT_CERT=1 needs TLS_CA_FILE",
+        ),
+        (
+            {"TLS_CERT_FILE": str(NODE.cert), "TLS_KEY_FILE": str(OTHER_NODE.key)},
+            f"TLS_KEY_FILE={str(OTHER_NODE.key)!r} cannot be used: it does not go with "
+            f"TLS_CERT_FILE={str(NODE.cert)!r}",
+        ),
+    ],
+    ids=["cert alone", "key alone", "CA alone", "client certs without a CA", "another key"],
+)
+def test_tls_settings_that_cannot_work_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env(env)
+    assert str(caught.value).startswith(message), caught.value
