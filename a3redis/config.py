@@ -721,7 +721,7 @@ SETTINGS: tuple[Setting, ...] = (
         "tls_require_client_cert",
         "0",
         BOOLEAN,
-        "`1`: every connection to the gRPC and HTTP ports must present a certificate signed "
+        "`1`: every connection to the gRPC, HTTP and Redis ports must present a certificate signed "
         "by `TLS_CA_FILE` (clients too: `--tls-cert` / `--tls-key`)",
     ),
     Setting(

@@ -278,6 +278,7 @@ async def run_node(
                         config.resp_max_reply_buffer,
                         config.shutdown_grace,
                         codec_limits(config.limits.max_key_bytes, config.limits.max_value_bytes),
+                        tls=None if tls is None else tls.resp_server,
                     )
                     await nursery.start(
                         partial(

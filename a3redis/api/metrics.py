@@ -291,13 +291,15 @@ def resp_source(stats: Any) -> Callable[[], Iterator[Metric]]:
             "a3redis_resp_connections_closed",
             "Redis-protocol connections the node closed, by reason (idle: RESP_IDLE_TIMEOUT; "
             "reply_buffer: RESP_MAX_REPLY_BUFFER; query_buffer: a request too large; "
-            "protocol_error: bytes that are not RESP)",
+            "protocol_error: bytes that are not RESP; tls: a TLS handshake failed or stalled, "
+            "or a TLS session broke)",
             labels=["reason"],
         )
         closed.add_metric(["idle"], stats.closed_idle)
         closed.add_metric(["reply_buffer"], stats.closed_reply_buffer)
         closed.add_metric(["query_buffer"], stats.closed_query_buffer)
         closed.add_metric(["protocol_error"], stats.protocol_errors)
+        closed.add_metric(["tls"], stats.tls_failures)
         yield closed
         yield gauge(
             "a3redis_resp_reply_buffered_bytes",

@@ -35,6 +35,12 @@ found by the size of its queue, without a timer or a thread. Idle
 connections are found by a sweep (RESP_IDLE_TIMEOUT, checked a few times per
 timeout).
 
+With TLS (TLS_CERT_FILE) the port speaks only TLS: each connection's TLS
+session runs over memory buffers (ssl.MemoryBIO) that the reactor fills and
+drains with the same recv and send calls, so a TLS connection costs no task
+either; a handshake still unfinished after TLS_HANDSHAKE_TIMEOUT is dropped,
+and a failed one closes the connection (counted, logged at a limited rate).
+
 Shutdown: stop accepting; connections waiting for input close at once; a
 run in flight finishes (up to SHUTDOWN_GRACE), its replies are sent, and
 its connection closes; requests not started by then are not run.
@@ -42,11 +48,13 @@ its connection closes; requests not started by then are not run.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
 import selectors
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -60,6 +68,7 @@ from a3redis.core.resp import ProtocolError, RequestReader, RespLimits, encode, 
 from a3redis.core.resp_values import Reply, error
 from a3redis.core.throttle import LogThrottle
 from a3redis.net.grpc_server import RequestGate
+from a3redis.net.tls import TLS_HANDSHAKE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +137,8 @@ class RespSettings:
     max_reply_buffer: int
     grace: float  # SHUTDOWN_GRACE
     codec: RespLimits = field(default_factory=RespLimits)
+    # TLS_CERT_FILE's server context (None: plain text); reloaded in place on SIGHUP.
+    tls: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -143,6 +154,7 @@ class RespStats:
     closed_reply_buffer: int = 0
     closed_query_buffer: int = 0
     protocol_errors: int = 0
+    tls_failures: int = 0  # handshakes that failed or stalled, TLS sessions that broke
     reply_bytes_queued: int = 0  # over all connections, now
     # Commands run so far: with the gRPC calls, how busy the node is (the pace of copying).
     commands_served: int = 0
@@ -179,8 +191,8 @@ async def serve_resp(
             async with trio.open_nursery() as connections:
                 server.tasks = connections
                 connections.start_soon(server.react)
-                if settings.idle_timeout > 0:
-                    connections.start_soon(server.sweep_idle)
+                if settings.idle_timeout > 0 or settings.tls is not None:
+                    connections.start_soon(server.sweep)
                 async with trio.open_nursery() as acceptor:
                     acceptor.start_soon(server.accept)
                     task_status.started(server.stats)
@@ -247,7 +259,7 @@ class _Server:
                     "refusing Redis-protocol connections: RESP_MAX_CONNECTIONS=%d are open",
                     stats.limit,
                 )
-                _refuse(conn)
+                _refuse(conn, self.settings.tls is None)
             else:
                 stats.open += 1
                 stats.accepted += 1
@@ -274,15 +286,24 @@ class _Server:
                 if served % FAIR_SHARE == 0:
                     await trio.lowlevel.checkpoint()  # let the node's other tasks run too
 
-    async def sweep_idle(self) -> None:
-        """Close connections silent for RESP_IDLE_TIMEOUT while waiting for input."""
+    async def sweep(self) -> None:
+        """Close connections silent for RESP_IDLE_TIMEOUT while waiting for input, and
+        those whose TLS handshake has taken longer than TLS_HANDSHAKE_TIMEOUT."""
         idle = self.settings.idle_timeout
+        interval = min(1.0, TLS_HANDSHAKE_TIMEOUT / 4, *([idle / 4] if idle > 0 else []))
         while True:
-            await trio.sleep(min(1.0, idle / 4))
-            silent_since = trio.current_time() - idle
+            await trio.sleep(interval)
+            now = trio.current_time()
             for connection in list(self.live):
-                if connection.waiting_for_input and connection.last_heard < silent_since:
+                if idle > 0 and connection.waiting_for_input and connection.last_heard < now - idle:
                     self.stats.closed_idle += 1
+                    connection.close()
+                elif (
+                    connection.tls is not None
+                    and not connection.tls.established
+                    and connection.accepted_at < now - TLS_HANDSHAKE_TIMEOUT
+                ):
+                    self.stats.tls_failures += 1
                     connection.close()
 
     def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
@@ -308,6 +329,57 @@ class _Server:
             self._all_closed.set()
 
 
+class _TlsSession:
+    """TLS for one connection over memory buffers: the reactor moves the ciphertext
+    through the socket itself, so a TLS connection is served like a plain one."""
+
+    __slots__ = ("established", "incoming", "outgoing", "session")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.session = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.established = False
+
+    def receive(self, ciphertext: bytes) -> bytes:
+        """The plaintext that `ciphertext` completes (b"" while the handshake goes on);
+        ssl.SSLError when the session fails, EOFError when the client closed it."""
+        self.incoming.write(ciphertext)
+        if not self.established:
+            try:
+                self.session.do_handshake()
+            except ssl.SSLWantReadError:
+                return b""
+            self.established = True
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = self.session.read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                raise EOFError("the client closed the TLS session") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def seal(self, plaintext: bytes) -> bytes:
+        """`plaintext` as TLS records, ready to send."""
+        self.session.write(plaintext)
+        return self.outgoing.read()
+
+    def to_send(self) -> bytes:
+        """What TLS itself has to send (handshake messages, alerts)."""
+        return self.outgoing.read()
+
+    def close_notify(self) -> bytes:
+        """The alert that ends the session, ready to send."""
+        with contextlib.suppress(ssl.SSLError):  # the client's own alert is not awaited
+            self.session.unwrap()
+        return self.outgoing.read()
+
+
 class _Unanswered:
     """Not answered yet: the handler calls back, or a task awaits the rest."""
 
@@ -327,7 +399,9 @@ class _Connection:
         self.sock = sock
         self.client_id = client_id
         self.peer = peer
-        self.last_heard = trio.current_time()
+        self.last_heard = self.accepted_at = trio.current_time()
+        context = server.settings.tls
+        self.tls = None if context is None else _TlsSession(context)
         self.reader = RequestReader(server.settings.codec)
         self.session = server.handler.new_session(client_id, peer)
         # Runs read but not started yet, and the one in flight (with its start time).
@@ -376,6 +450,10 @@ class _Connection:
             self.close()
             return
         self.last_heard = trio.current_time()
+        if self.tls is not None:
+            data = self._decrypt(data)
+            if not data:
+                return  # the handshake goes on, or the session ended
         self.reader.feed(data)
         if self.running is None:
             self._run_next()
@@ -511,8 +589,32 @@ class _Connection:
 
     # ----- writing -----------------------------------------------------------------------------
 
+    def _decrypt(self, data: bytes) -> bytes:
+        """The plaintext in `data` from a TLS client; what TLS itself answers (the
+        handshake) is sent. A failed or ended session closes the connection."""
+        assert self.tls is not None
+        try:
+            plaintext = self.tls.receive(data)
+        except (ssl.SSLError, EOFError) as failure:
+            if not isinstance(failure, EOFError):
+                stats = self.server.stats
+                stats.tls_failures += 1
+                stats.log_throttled(
+                    "tls", "TLS with Redis-protocol client %s failed: %s", self.peer, failure
+                )
+            self._send_raw(self.tls.to_send())
+            self.close()
+            return b""
+        self._send_raw(self.tls.to_send())
+        return plaintext
+
     def _send(self, data: bytes) -> None:
         """Send now what the kernel takes; queue the rest for the writer task."""
+        if self.tls is not None and data and not (self.broken or self.closed):
+            data = self.tls.seal(data)
+        self._send_raw(data)
+
+    def _send_raw(self, data: bytes) -> None:
         if self.broken or self.closed or not data:
             return
         if not self.outbox:
@@ -613,6 +715,8 @@ class _Connection:
                     await self.written.wait()
                 if self.broken or self.server.draining:
                     return
+                if self.tls is not None:
+                    sock.send(self.tls.close_notify())  # best effort: the alert is small
                 sock.shutdown(socket.SHUT_WR)
                 for _ in range(64):  # at most 64 reads of READ_SIZE before we give up on it
                     try:
@@ -650,10 +754,12 @@ def _pollable_selector() -> selectors.BaseSelector:
     return selector
 
 
-def _refuse(conn: socket.socket) -> None:
-    """Tell a client over the connection limit why, and close (as Redis does)."""
+def _refuse(conn: socket.socket, tell: bool) -> None:
+    """Tell a client over the connection limit why (not in plain text to a TLS client),
+    and close (as Redis does)."""
     try:
-        conn.send(TOO_MANY_CLIENTS)
+        if tell:
+            conn.send(TOO_MANY_CLIENTS)
         conn.shutdown(socket.SHUT_WR)
     except OSError:
         pass
