@@ -103,6 +103,19 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def scaling(session: nox.Session) -> None:
+    """Growing and shrinking a cluster under load at RF 2 and 3 (`tests` runs RF 3 only;
+    about 2.5 minutes)."""
+    session.install(*DEV)
+    session.run(
+        "pytest",
+        "tests/cluster/test_scaling.py",
+        *session.posargs,
+        env={"A3REDIS_SCALING_FACTORS": "2,3"},
+    )
+
+
+@nox.session
 def soak(session: nox.Session) -> None:
     """3 nodes under a steady mixed load for 10 minutes: RSS and open files must stay flat."""
     session.install(*DEV)
