@@ -214,7 +214,8 @@ class ServerSet:
     def start_cluster(
         self, name: str, count: int, settings: dict[str, str], timeout: float = 60.0
     ) -> list[ServerProcess]:
-        """`count` nodes, each given the others as PEERS, once the first sees all alive."""
+        """`count` nodes, each given the others as PEERS, once the first sees all alive and
+        every node is ready (coordinates requests: a node that has not joined yet refuses)."""
         ports = [(free_port(), free_port()) for _ in range(count)]
         nodes = []
         for index, node_ports in enumerate(ports):
@@ -238,9 +239,22 @@ class ServerSet:
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:
                     members = json.load(response).values()
-                if sum(member["status"] == "alive" for member in members) == count:
+                if sum(member["status"] == "alive" for member in members) == count and all(
+                    _ready(node) for node in nodes
+                ):
                     return nodes
             except (OSError, ValueError):
                 pass
             time.sleep(0.2)
-        raise ServerError(f"{name}: {count} nodes did not all see each other within {timeout}s")
+        raise ServerError(
+            f"{name}: {count} nodes did not all see each other and get ready within {timeout}s"
+        )
+
+
+def _ready(node: ServerProcess) -> bool:
+    """Whether the node's /ready answers 200 (it coordinates requests)."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{node.http_port}/ready", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:  # HTTPError (503: not ready yet) included
+        return False
