@@ -13,7 +13,9 @@ verdict on each floor of the replication issue.
 
 `--secret` measures the cost of the cluster secret instead (issue #17): the
 3-node cluster with a CLUSTER_SECRET against the same without, alternately
-in each round, and the median of the per-round ratios against its floor.
+in each round, and the median of the per-round ratios against its floor;
+`--tls` the same with TLS on every port and mutual TLS between the nodes
+(certificates made at run time; the load client verifies the node's).
 """
 
 from __future__ import annotations
@@ -40,15 +42,23 @@ VALUE = b"v" * 100
 
 
 async def _load(
-    endpoints: list[str], method: str, concurrency: int, seconds: float
+    endpoints: list[str],
+    method: str,
+    concurrency: int,
+    seconds: float,
+    root_certificates: bytes | None = None,
 ) -> dict[str, Any]:
+    import grpc
     import grpc.aio
 
     from a3redis.v1 import kv_pb2 as pb
 
-    channels = [
-        grpc.aio.insecure_channel(e, options=[("grpc.enable_http_proxy", 0)]) for e in endpoints
-    ]
+    options = [("grpc.enable_http_proxy", 0)]
+    if root_certificates is None:
+        channels = [grpc.aio.insecure_channel(e, options=options) for e in endpoints]
+    else:
+        credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        channels = [grpc.aio.secure_channel(e, credentials, options=options) for e in endpoints]
     calls = {
         "put": [
             c.unary_unary(
@@ -124,7 +134,9 @@ async def _load(
     }
 
 
-def run_load(endpoints: list[str], method: str, concurrency: int, seconds: float) -> dict[str, Any]:
+def run_load(
+    endpoints: list[str], method: str, concurrency: int, seconds: float, ca: Path | None = None
+) -> dict[str, Any]:
     out = subprocess.run(
         [
             sys.executable,
@@ -135,6 +147,7 @@ def run_load(endpoints: list[str], method: str, concurrency: int, seconds: float
             method,
             str(concurrency),
             str(seconds),
+            *([str(ca)] if ca is not None else []),
         ],
         capture_output=True,
         text=True,
@@ -158,10 +171,11 @@ def measure(
             nodes = servers.start_cluster(f"c{count}-", count, settings)
             time.sleep(1)
             endpoints = [node.target for node in nodes]
+            ca = Path(settings["TLS_CA_FILE"]) if "TLS_CA_FILE" in settings else None
             results = {
-                "put": run_load(endpoints, "put", 64, seconds),
-                "get": run_load(endpoints, "get", 64, seconds),
-                "batch_put": run_load(endpoints, "batch_put", 8, seconds),
+                "put": run_load(endpoints, "put", 64, seconds, ca),
+                "get": run_load(endpoints, "get", 64, seconds, ca),
+                "batch_put": run_load(endpoints, "batch_put", 8, seconds, ca),
             }
             results["batch_put"]["keys"] = results["batch_put"]["ops"] * 100
             for node in nodes:
@@ -180,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
             int(argv[3]),
             float(argv[4]),
         )
-        print(json.dumps(asyncio.run(_load(endpoints, method, concurrency, seconds))))
+        roots = Path(argv[5]).read_bytes() if len(argv) > 5 else None
+        print(json.dumps(asyncio.run(_load(endpoints, method, concurrency, seconds, roots))))
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5)
@@ -196,9 +211,20 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: the 3-node cluster with a CLUSTER_SECRET against the same without, "
         f"alternately (issue #17's floor: >= {SECRET_FLOOR}x)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="instead: the 3-node cluster with TLS on every port and mutual TLS between the "
+        f"nodes, against the same without (issue #17's floor: >= {TLS_FLOOR}x)",
+    )
     args = parser.parse_args(argv)
     if args.secret:
-        compare_secret(args.rounds, args.seconds)
+        secret = {"CLUSTER_SECRET": secrets.token_hex(32)}
+        compare("cluster secret", secret, SECRET_FLOOR, args.rounds, args.seconds)
+        return
+    if args.tls:
+        with tempfile.TemporaryDirectory(prefix="a3r-tls-") as directory:
+            compare("TLS", tls_settings(Path(directory)), TLS_FLOOR, args.rounds, args.seconds)
         return
     singles, clusters = [], []
     for round_number in range(args.rounds):
@@ -254,39 +280,53 @@ def report(singles: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> Non
         print(f"[{'met' if verdict else 'MISSED'}] {text}")
 
 
-# Issue #17: Put and Get with the cluster secret on, against the same cluster without.
+# Issue #17: Put and Get with the cluster secret on, and with TLS on every port, against
+# the same cluster without.
 SECRET_FLOOR = 0.9
+TLS_FLOOR = 0.6
 
 
-def compare_secret(rounds: int, seconds: float) -> None:
-    """Each round runs the cluster without and with a secret (which goes first alternates);
+def tls_settings(directory: Path) -> dict[str, str]:
+    """A CA made now and one certificate it signs for 127.0.0.1, shared by the nodes."""
+    from tests.support.certificates import Authority  # a dev dependency (cryptography)
+
+    authority = Authority.create(directory / "ca")
+    pair = authority.issue(directory / "nodes", "node")
+    return {
+        "TLS_CERT_FILE": str(pair.cert),
+        "TLS_KEY_FILE": str(pair.key),
+        "TLS_CA_FILE": str(authority.file),
+    }
+
+
+def compare(what: str, extra: dict[str, str], floor: float, rounds: int, seconds: float) -> None:
+    """Each round runs the cluster without and with `extra` (which goes first alternates);
     the verdict takes the median of the per-round ratios."""
-    secret = {"CLUSTER_SECRET": secrets.token_hex(32)}
     plain: list[dict[str, Any]] = []
-    signed: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     for round_number in range(rounds):
         print(f"round {round_number + 1} of {rounds}", file=sys.stderr, flush=True)
         if round_number % 2:
-            signed.append(measure(3, 3, seconds, secret))
+            changed.append(measure(3, 3, seconds, extra))
             plain.append(measure(3, 3, seconds))
         else:
             plain.append(measure(3, 3, seconds))
-            signed.append(measure(3, 3, seconds, secret))
-    print(f"{'case':<28} {'no secret':>10} {'secret':>10} {'ratio':>6}   per round")
+            changed.append(measure(3, 3, seconds, extra))
+    print(f"{'case':<28} {'without':>10} {'with':>10} {'ratio':>6}   per round ({what})")
     for name, key, unit in CASES:
-        ratios = sorted(s[key][unit] / p[key][unit] for p, s in zip(plain, signed, strict=True))
+        ratios = sorted(c[key][unit] / p[key][unit] for p, c in zip(plain, changed, strict=True))
         ratio = ratios[len(ratios) // 2]
         each = ", ".join(f"{r:.2f}" for r in ratios)
-        middle = sorted(zip(plain, signed, strict=True), key=lambda pair: pair[1][key][unit])
-        base, with_secret = middle[len(middle) // 2]
+        middle = sorted(zip(plain, changed, strict=True), key=lambda pair: pair[1][key][unit])
+        base, with_it = middle[len(middle) // 2]
         print(
             f"{name + ' ' + unit + '/s':<28} {base[key][unit]:>10,.0f} "
-            f"{with_secret[key][unit]:>10,.0f} {ratio:>6.2f}   {each}  "
-            f"errors {with_secret[key]['errors']}"
+            f"{with_it[key][unit]:>10,.0f} {ratio:>6.2f}   {each}  "
+            f"errors {base[key]['errors']} / {with_it[key]['errors']}"
         )
         if key in ("put", "get"):
-            verdict = "met" if ratio >= SECRET_FLOOR else "MISSED"
-            print(f"[{verdict}] {name} with the cluster secret {ratio:.2f}x (>= {SECRET_FLOOR}x)")
+            verdict = "met" if ratio >= floor else "MISSED"
+            print(f"[{verdict}] {name} with the {what} {ratio:.2f}x (>= {floor}x)")
 
 
 if __name__ == "__main__":

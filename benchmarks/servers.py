@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 HOST = "127.0.0.1"
 # A node gets only these from the caller's environment: any a3redis setting
@@ -69,6 +71,16 @@ class ServerProcess:
         self.log_path = log_path
         self.grpc_port = grpc_port
         self.http_port = http_port
+        # The CA that signed the node's certificate when it runs with TLS (https then).
+        self.tls_ca: Path | None = None
+
+    def open_http(self, path: str, timeout: float) -> Any:
+        """urlopen of one of the node's HTTP endpoints (https with the node's CA)."""
+        scheme, context = "http", None
+        if self.tls_ca is not None:
+            scheme, context = "https", ssl.create_default_context(cafile=str(self.tls_ca))
+        url = f"{scheme}://{HOST}:{self.http_port}{path}"
+        return urllib.request.urlopen(url, timeout=timeout, context=context)
 
     @property
     def pid(self) -> int:
@@ -91,9 +103,8 @@ class ServerProcess:
         """The node's /health body if it answers 200, else None."""
         if self.http_port is None:
             raise ValueError(f"{self.name} has no HTTP port")
-        url = f"http://{HOST}:{self.http_port}/health"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            with self.open_http("/health", timeout) as response:
                 body: dict[str, object] = json.load(response)
                 return body
         except (urllib.error.URLError, OSError, ValueError):
@@ -206,6 +217,8 @@ class ServerSet:
                 [sys.executable, "-m", "a3redis.node"], env=env, stdout=log, stderr=log
             )
         server = ServerProcess(name, process, log_path, grpc_port, http_port)
+        if "TLS_CA_FILE" in settings:
+            server.tls_ca = Path(settings["TLS_CA_FILE"])
         self._started.append(server)
         if wait_timeout is not None:
             server.wait_healthy(wait_timeout)
@@ -234,10 +247,9 @@ class ServerSet:
         deadline = time.monotonic() + timeout
         for node in nodes:
             node.wait_healthy(max(0.1, deadline - time.monotonic()))
-        url = f"http://{HOST}:{nodes[0].http_port}/membership"
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:
+                with nodes[0].open_http("/membership", 1) as response:
                     members = json.load(response).values()
                 if sum(member["status"] == "alive" for member in members) == count and all(
                     _ready(node) for node in nodes
@@ -254,7 +266,7 @@ class ServerSet:
 def _ready(node: ServerProcess) -> bool:
     """Whether the node's /ready answers 200 (it coordinates requests)."""
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{node.http_port}/ready", timeout=1) as answer:
+        with node.open_http("/ready", 1) as answer:
             return bool(answer.status == 200)
     except OSError:  # HTTPError (503: not ready yet) included
         return False
