@@ -166,6 +166,13 @@ async def run_node(
             member_file = MemberFile(config.data_dir, config.cluster_name)
             membership, parked = _membership(config, wall_ms(), member_file)
             guard = PeerGuard.from_config(config, wall_ms)  # None without a cluster secret
+            if config.cluster_secrets is not None:
+                _, previous = config.cluster_secrets
+                log.info(
+                    "cluster secret set: gossip, replica calls and operator requests are signed "
+                    "and checked%s",
+                    "" if previous is None else " (signatures with the previous secret accepted)",
+                )
             async with (
                 make_http_client(config, None if tls is None else tls.http_client) as http,
                 ChannelPool.open(
