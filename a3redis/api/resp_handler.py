@@ -411,9 +411,12 @@ class _KeySteps:
 
     def begin(self) -> list[Reply] | None:
         """The replies if no step had to wait; else None, and `answer` gets them."""
-        if self._take():
-            return self._replies()
-        return None
+        if not self._take():
+            return None
+        replies = self._replies()
+        if replies is None:
+            self.answer(None)  # a bug: the listener closes the connection (allowed this early)
+        return replies
 
     def _take(self) -> bool:
         """Start steps until one must wait (False) or none is left (True)."""

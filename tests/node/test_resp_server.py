@@ -34,6 +34,7 @@ from a3redis.api.resp_server import (
 from a3redis.client import Client
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import Config
+from a3redis.core import redis_pipeline
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.resp_values import OK, PONG, ErrorReply, Reply
@@ -611,3 +612,23 @@ async def test_each_reply_is_written_in_the_protocol_in_force_when_it_was_made(
     after_hello3 = received.index(b"_\r\n")  # the RESP3 null of the second GET
     assert received[after_hello3 + 3 :].startswith(b"*")  # HELLO 2 answers a RESP2 array
     assert received.endswith(b"$-1\r\n+OK\r\n")
+
+
+async def test_a_run_whose_replies_cannot_be_made_is_answered_with_an_error_and_closed(
+    node: RunningNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in making a run's replies (here: on the path that answers without waiting)
+    must not leave the client waiting: it is told, and the connection closes."""
+
+    def broken(self: redis_pipeline.Plan, results: object) -> list[Reply]:
+        raise RuntimeError("a bug in the replies")
+
+    monkeypatch.setattr(redis_pipeline.Plan, "replies", broken)
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", node.ports.resp), timeout=10) as raw:
+            raw.sendall(b"GET some-key\r\n")
+            return read_until_closed(raw)
+
+    answer = await trio.to_thread.run_sync(talk)
+    assert answer == b"-ERR internal error; closing the connection\r\n"
