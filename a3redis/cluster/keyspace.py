@@ -463,33 +463,12 @@ class Keyspace:
         if plan.only_here:
             # No quorum to count: the store's answer is the write's.
             staged = self.store.stage_many(plan.records, bound)
-
-            def durable_here(failure: RequestError | None) -> None:
-                if failure is None:
-                    try:
-                        versions = plan.stored_here(staged.accepted)
-                    except RequestError as error:
-                        failure = error
-                    else:
-                        done(versions)
-                        return
-                done(failure)
-
-            staged.when_durable(durable_here)
+            staged.when_durable(
+                lambda failure: _settle(done, failure, lambda: plan.stored_here(staged.accepted))
+            )
             return
 
-        def finish(failure: RequestError | None) -> None:
-            if failure is None:
-                try:
-                    versions = plan.result()
-                except RequestError as error:
-                    failure = error
-                else:
-                    done(versions)
-                    return
-            done(failure)
-
-        waiter = self._waiter(finish, "write")
+        waiter = self._waiter(lambda failure: _settle(done, failure, plan.result), "write")
         for replica, records in plan.unreachable.items():
             self._hint(replica, records)
         for replica, indexes in plan.peers.items():
@@ -586,18 +565,9 @@ class Keyspace:
             done(self.read_local(keys))  # nobody else holds a copy to compare or repair
             return
 
-        def finish(failure: RequestError | None) -> None:
-            if failure is None:
-                try:
-                    records = plan.result(self._wall_ms())
-                except RequestError as error:
-                    failure = error
-                else:
-                    done(records)
-                    return
-            done(failure)
-
-        waiter = self._waiter(finish, "read")
+        waiter = self._waiter(
+            lambda failure: _settle(done, failure, lambda: plan.result(self._wall_ms())), "read"
+        )
         asks = plan.asks
         local = asks.pop(self.node_id, None)
         for replica, indexes in asks.items():
@@ -661,6 +631,23 @@ class Keyspace:
                         await link.apply(records)
             except PeerUnavailableError:
                 pass  # anti-entropy will catch up
+
+
+def _settle(
+    done: Callable[[T | RequestError], None],
+    failure: RequestError | None,
+    result: Callable[[], T],
+) -> None:
+    """Answer a decided request: `failure`, else `result()` (or the error it raises)."""
+    if failure is None:
+        try:
+            answer = result()
+        except RequestError as error:
+            failure = error
+        else:
+            done(answer)
+            return
+    done(failure)
 
 
 async def _settled(start: Callable[[Callable[[T | RequestError], None]], None]) -> T:
