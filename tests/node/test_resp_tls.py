@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import trio
 
 from a3redis.api import resp_server
 from tests.node.conftest import RunningNode, Start
-from tests.support.certificates import Authority
+from tests.support.certificates import Authority, stall_mid_handshake
 from tests.support.node_http import parse_samples
 from tests.support.system_tools import system_command
 
@@ -93,15 +92,6 @@ def plain_text_ping(port: int) -> bytes:
         while chunk := plain.recv(4096):
             answer += chunk
         return answer
-
-
-def stall_mid_handshake(port: int) -> float:
-    """Send half a TLS record and nothing more: seconds until the server hangs up."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
-        started = time.monotonic()
-        silent.sendall(b"\x16\x03\x01\x02\x00")
-        assert silent.recv(4096) == b""
-        return time.monotonic() - started
 
 
 async def test_plain_text_and_stalled_handshakes_are_closed_and_the_node_lives(

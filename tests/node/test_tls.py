@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from a3redis.net.tls import NodeTls, make_client_context
 from a3redis.tools import cli
 from a3redis.v1 import kv_pb2 as pb
 from tests.node.conftest import RunningNode, Start
-from tests.support.certificates import Authority, Pair
+from tests.support.certificates import Authority, Pair, stall_mid_handshake
 
 
 @pytest.fixture
@@ -133,21 +132,12 @@ async def test_plain_text_to_the_tls_ports_fails_cleanly_and_the_node_lives(
     assert float(count.removeprefix(refused)) >= 2
 
 
-def _silent_client(port: int) -> float:
-    """Connect, send half a TLS record, say nothing more: seconds until the server hangs up."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
-        started = time.monotonic()
-        silent.sendall(b"\x16\x03\x01\x02\x00")  # a handshake record's header, no body
-        assert silent.recv(4096) == b""
-        return time.monotonic() - started
-
-
 async def test_a_client_that_stalls_mid_handshake_is_dropped_in_bounded_time(
     start_node: Start, ca: Authority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(grpc_server, "TLS_HANDSHAKE_TIMEOUT", 0.3)
     node = await start_tls_node(start_node, ca, "node-1")
-    waited = await trio.to_thread.run_sync(_silent_client, node.ports.grpc)
+    waited = await trio.to_thread.run_sync(stall_mid_handshake, node.ports.grpc)
     assert 0.2 < waited < 3
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +125,13 @@ class Authority:
         pair.key.write_bytes(_key_pem(key))
         pair.key.chmod(0o600)
         return pair
+
+
+def stall_mid_handshake(port: int) -> float:
+    """Connect to 127.0.0.1:`port`, send half a TLS record and nothing more: seconds
+    until the server hangs up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+        started = time.monotonic()
+        silent.sendall(b"\x16\x03\x01\x02\x00")  # a handshake record's header, no body
+        assert silent.recv(4096) == b""
+        return time.monotonic() - started
