@@ -131,12 +131,6 @@ class RedisCommands:
             return partial(self._finish, session, pipeline, [], 0)
         return _KeySteps(self.keyspace, pipeline, answer).begin()
 
-    async def run(self, session: Session, requests: list[list[bytes]]) -> list[Reply]:
-        """A run's replies, every step awaited in turn."""
-        pipeline = plan(session, requests, self.keyspace.wall_ms())
-        self.commands_processed += len(pipeline.names)
-        return await self._finish(session, pipeline, [], 0)
-
     async def _finish(
         self, session: Session, pipeline: Plan, results: list[StepResult], first: int
     ) -> list[Reply]:

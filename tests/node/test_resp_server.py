@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -499,25 +499,35 @@ class CountingKeyspace:
     def wall_ms(self) -> int:
         return 1_700_000_000_000
 
-    async def batch_get(
-        self, keys: list[bytes], consistency: None, response_limit: int | None = None
-    ) -> list[Record | None]:
+    def batch_get_then(
+        self, keys: list[bytes], consistency: None, done: Callable[[Any], None]
+    ) -> None:
         self.calls.append(("get", list(keys)))
         version = Version(1, 0, "node-1")
-        return [
-            None if key not in self.data else Record(key, self.data[key], version) for key in keys
-        ]
+        done(
+            [None if key not in self.data else Record(key, self.data[key], version) for key in keys]
+        )
 
-    async def batch_write(
-        self, writes: list[tuple[bytes, bytes | None]], consistency: None
-    ) -> list[Version]:
+    def batch_write_then(
+        self,
+        writes: list[tuple[bytes, bytes | None]],
+        consistency: None,
+        done: Callable[[Any], None],
+    ) -> None:
         self.calls.append(("put", list(writes)))
         for key, value in writes:
             if value is None:
                 self.data.pop(key, None)
             else:
                 self.data[key] = value
-        return [Version(2, 0, "node-1")] * len(writes)
+        done([Version(2, 0, "node-1")] * len(writes))
+
+
+def answered_at_once(handler: RedisCommands, requests: list[list[bytes]]) -> list[Reply]:
+    """The replies of a run of key commands on a keyspace that answers at once."""
+    replies = handler.start(handler.new_session(1, "test"), requests, lambda _: None)
+    assert isinstance(replies, list), replies
+    return replies
 
 
 def commands_on(keyspace: CountingKeyspace, tmp_path: Path) -> RedisCommands:
@@ -531,9 +541,8 @@ def commands_on(keyspace: CountingKeyspace, tmp_path: Path) -> RedisCommands:
 async def test_consecutive_reads_and_writes_become_one_batch_each(tmp_path: Path) -> None:
     keyspace = CountingKeyspace(Limits(max_key_bytes=8))
     handler = commands_on(keyspace, tmp_path)
-    session = handler.new_session(1, "test")
-    replies = await handler.run(
-        session,
+    replies = answered_at_once(
+        handler,
         [
             [b"SET", b"a", b"1"],
             [b"mset", b"b", b"2", b"c", b"3"],
@@ -557,7 +566,7 @@ async def test_batches_are_cut_at_the_batch_limit(tmp_path: Path) -> None:
     keyspace = CountingKeyspace(Limits(max_batch_keys=3))
     handler = commands_on(keyspace, tmp_path)
     requests = [[b"GET", b"k%d" % i] for i in range(5)]
-    assert await handler.run(handler.new_session(1, "test"), requests) == [None] * 5
+    assert answered_at_once(handler, requests) == [None] * 5
     assert keyspace.calls == [("get", [b"k0", b"k1", b"k2"]), ("get", [b"k3", b"k4"])]
 
 
