@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +41,7 @@ import trio
 
 from a3redis.api import wire
 from a3redis.core.consistency import Consistency
+from a3redis.core.expiry import Condition
 from a3redis.core.hlc import Version
 from a3redis.core.ring import Ring
 from a3redis.net.address import Address
@@ -76,6 +80,8 @@ class GetResult:
     found: bool
     value: bytes | None
     version: Version | None
+    # When the value expires (wall-clock ms since the epoch); 0: never.
+    expires_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,7 @@ class Entry:
     key: bytes
     value: bytes
     version: Version
+    expires_at_ms: int = 0  # as in GetResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,14 +210,23 @@ class Client:
     # ----- the API --------------------------------------------------------------------------
 
     async def put(
-        self, key: bytes, value: bytes, consistency: Consistency | None = None
+        self,
+        key: bytes,
+        value: bytes,
+        consistency: Consistency | None = None,
+        *,
+        ttl: float | timedelta | None = None,
     ) -> Version:
+        """Write `value`; with `ttl` (seconds or a timedelta) the key expires that long
+        after the write's version."""
         request = pb.PutRequest(
             key=key,
             value=value,
             consistency=wire.consistency_to_pb(consistency),
             after=self._after(),
         )
+        if ttl is not None:
+            request.ttl_ms = ttl_milliseconds(ttl)
         response = await self._call(
             lambda stub: stub.Put(request), idempotent=False, key=_route(key, consistency)
         )
@@ -226,6 +242,45 @@ class Client:
         result = _get_result(key, response)
         self._saw(result.version)
         return result
+
+    async def expire(
+        self,
+        key: bytes,
+        ttl: float | timedelta,
+        condition: Condition = Condition.ALWAYS,
+        consistency: Consistency | None = None,
+    ) -> bool:
+        """Make `key` expire `ttl` from now (Redis's EXPIRE, with NX/XX/GT/LT as
+        `condition`); whether it was set (False: missing key, or condition not met)."""
+        request = pb.ExpireRequest(
+            key=key,
+            ttl_ms=ttl_milliseconds(ttl),
+            condition=wire.condition_to_pb(condition),
+            consistency=wire.consistency_to_pb(consistency),
+        )
+        response = await self._call(
+            lambda stub: stub.Expire(request), idempotent=False, key=_route(key, consistency)
+        )
+        return bool(response.set)
+
+    async def persist(self, key: bytes, consistency: Consistency | None = None) -> bool:
+        """Remove `key`'s expiry; whether it had one (Redis's PERSIST)."""
+        request = pb.PersistRequest(key=key, consistency=wire.consistency_to_pb(consistency))
+        response = await self._call(
+            lambda stub: stub.Persist(request), idempotent=False, key=_route(key, consistency)
+        )
+        return bool(response.removed)
+
+    async def ttl(self, key: bytes, consistency: Consistency | None = None) -> float:
+        """Seconds until `key` expires, as Redis's TTL answers: -2.0 if the key is
+        missing, -1.0 if it has no expiry. Counted on this machine's clock from the
+        expiry the node returns (the node decides whether the key is still there)."""
+        result = await self.get(key, consistency)
+        if not result.found:
+            return -2.0
+        if not result.expires_at_ms:
+            return -1.0
+        return max(result.expires_at_ms - time.time() * 1000, 1.0) / 1000
 
     async def delete(self, key: bytes, consistency: Consistency | None = None) -> Version:
         request = pb.DeleteRequest(
@@ -297,7 +352,7 @@ class Client:
 
         async def collect(stub: Any) -> list[Entry]:
             return [
-                Entry(m.key, m.value, wire.version_from_pb(m.version))
+                Entry(m.key, m.value, wire.version_from_pb(m.version), m.expires_at_ms)
                 async for m in stub.Scan(request)
             ]
 
@@ -430,4 +485,18 @@ def _route(key: bytes, consistency: Consistency | None) -> bytes | None:
 
 def _get_result(key: bytes, response: pb.GetResponse) -> GetResult:
     version = wire.version_from_pb(response.version) if response.HasField("version") else None
-    return GetResult(key, response.found, response.value if response.found else None, version)
+    return GetResult(
+        key,
+        response.found,
+        response.value if response.found else None,
+        version,
+        response.expires_at_ms if response.found else 0,
+    )
+
+
+def ttl_milliseconds(ttl: float | timedelta) -> int:
+    """A TTL given in seconds (or as a timedelta) in whole milliseconds, at least 1."""
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if not (math.isfinite(seconds) and seconds * 1000 >= 1):
+        raise ValueError(f"a TTL must be at least 1 millisecond, not {ttl!r}")
+    return round(seconds * 1000)

@@ -206,6 +206,8 @@ ACTION_OF_CALL: dict[str, Action | None] = {
     "Put": Action.WRITE,
     "Delete": Action.WRITE,
     "BatchPut": Action.WRITE,
+    "Expire": Action.WRITE,
+    "Persist": Action.WRITE,
     "Get": Action.READ,
     "BatchGet": Action.READ,
     "Scan": Action.READ,
@@ -286,7 +288,10 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
     @_unary
     async def Put(self, request: pb.PutRequest) -> pb.PutResponse:
         level = wire.consistency_from_pb(request.consistency)
-        version = await self.keyspace.put(request.key, request.value, level, _after(request))
+        expiry = wire.expiry_from_pb(request)
+        version = await self.keyspace.put(
+            request.key, request.value, level, _after(request), expiry
+        )
         return pb.PutResponse(version=wire.version_to_pb(version))
 
     @_unary
@@ -304,8 +309,28 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
     async def BatchPut(self, request: pb.BatchPutRequest) -> pb.BatchPutResponse:
         level = wire.consistency_from_pb(request.consistency)
         pairs = [(pair.key, pair.value) for pair in request.pairs]
-        versions = await self.keyspace.batch_put(pairs, level, _after(request))
+        expiries = [wire.expiry_from_pb(pair) for pair in request.pairs]
+        if any(expiries):
+            versions = await self.keyspace.batch_write(pairs, level, _after(request), expiries)
+        else:
+            versions = await self.keyspace.batch_put(pairs, level, _after(request))
         return pb.BatchPutResponse(versions=[wire.version_to_pb(v) for v in versions])
+
+    @_unary
+    async def Expire(self, request: pb.ExpireRequest) -> pb.ExpireResponse:
+        level = wire.consistency_from_pb(request.consistency)
+        condition = wire.condition_from_pb(request.condition)
+        expiry = wire.expiry_from_pb(request)
+        if not any(expiry):
+            raise InvalidRequestError("Expire needs ttl_ms or expires_at_ms")
+        changed = await self.keyspace.expire(request.key, expiry, condition, level, level)
+        return pb.ExpireResponse(set=changed)
+
+    @_unary
+    async def Persist(self, request: pb.PersistRequest) -> pb.PersistResponse:
+        level = wire.consistency_from_pb(request.consistency)
+        removed = await self.keyspace.persist(request.key, level, level)
+        return pb.PersistResponse(removed=removed)
 
     @_unary
     async def BatchGet(self, request: pb.BatchGetRequest) -> pb.BatchGetResponse:

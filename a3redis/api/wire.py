@@ -23,6 +23,7 @@ from a3redis.core.anti_entropy import (
     TreeRequest,
 )
 from a3redis.core.consistency import Consistency
+from a3redis.core.expiry import NEVER, Condition, Expiry
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.streaming import StreamPage, StreamRequest
@@ -60,17 +61,66 @@ def version_from_pb(message: pb.Version) -> Version:
 
 
 def get_response(record: Record | None) -> pb.GetResponse:
+    """A read's answer: `record` as Keyspace reads return it (an expired one is a tombstone)."""
     if record is None:
         return pb.GetResponse(found=False)
     if record.value is None:
         return pb.GetResponse(found=False, version=version_to_pb(record.version))
-    return pb.GetResponse(found=True, value=record.value, version=version_to_pb(record.version))
+    return pb.GetResponse(
+        found=True,
+        value=record.value,
+        version=version_to_pb(record.version),
+        expires_at_ms=record.expires_at_ms,
+    )
 
 
 def entry(record: Record) -> pb.Entry:
     return pb.Entry(
-        key=record.key, value=record.value or b"", version=version_to_pb(record.version)
+        key=record.key,
+        value=record.value or b"",
+        version=version_to_pb(record.version),
+        expires_at_ms=record.expires_at_ms,
     )
+
+
+def expiry_from_pb(message: pb.PutRequest | pb.KeyValuePair | pb.ExpireRequest) -> Expiry:
+    """The expiry a message asks for (NEVER if none); its bounds are checked by the
+    keyspace (core.validation), so a zero or negative one that was set stays visible."""
+    which = message.WhichOneof("expiry")
+    if which is None:
+        return NEVER
+    if which == "ttl_ms":
+        if message.ttl_ms <= 0:
+            raise InvalidRequestError(
+                f"invalid expire time: ttl_ms is {message.ttl_ms}; it must be at least 1"
+            )
+        return Expiry(ttl_ms=message.ttl_ms)
+    if message.expires_at_ms <= 0:
+        raise InvalidRequestError(
+            f"invalid expire time: expires_at_ms is {message.expires_at_ms}; it must be at least 1"
+        )
+    return Expiry(at_ms=message.expires_at_ms)
+
+
+_CONDITIONS = {
+    pb.EXPIRE_ALWAYS: Condition.ALWAYS,
+    pb.EXPIRE_NX: Condition.NX,
+    pb.EXPIRE_XX: Condition.XX,
+    pb.EXPIRE_GT: Condition.GT,
+    pb.EXPIRE_LT: Condition.LT,
+}
+
+
+def condition_from_pb(value: int) -> Condition:
+    condition = _CONDITIONS.get(cast(pb.ExpireCondition, value))
+    if condition is None:
+        names = ", ".join(pb.ExpireCondition.keys())
+        raise InvalidRequestError(f"unknown expire condition {value}; expected one of {names}")
+    return condition
+
+
+def condition_to_pb(condition: Condition) -> pb.ExpireCondition:
+    return next(number for number, known in _CONDITIONS.items() if known is condition)
 
 
 def record_to_pb(record: Record) -> rpb.Record:
@@ -79,12 +129,13 @@ def record_to_pb(record: Record) -> rpb.Record:
         value=record.value or b"",
         tombstone=record.value is None,
         version=version_to_pb(record.version),
+        expires_at_ms=record.expires_at_ms,
     )
 
 
 def record_from_pb(message: rpb.Record) -> Record:
     value = None if message.tombstone else message.value
-    return Record(message.key, value, version_from_pb(message.version))
+    return Record(message.key, value, version_from_pb(message.version), message.expires_at_ms)
 
 
 # ----- anti-entropy (core.anti_entropy's messages) ------------------------------------------
@@ -174,8 +225,8 @@ def entries_answer_to_pb(answer: EntriesAnswer) -> rpb.EntriesResponse:
     # Filled in place: a Version message built apart would be copied into each entry.
     message = rpb.EntriesResponse()
     add = message.entries.add
-    for key, (wall_ms, logical, node_id), tombstone in answer.entries:
-        version = add(key=key, tombstone=tombstone).version
+    for key, (wall_ms, logical, node_id), tombstone, expires_at_ms in answer.entries:
+        version = add(key=key, tombstone=tombstone, expires_at_ms=expires_at_ms).version
         version.wall_ms, version.logical, version.node_id = wall_ms, logical, node_id
     return message
 
@@ -183,7 +234,9 @@ def entries_answer_to_pb(answer: EntriesAnswer) -> rpb.EntriesResponse:
 def entries_answer_from_pb(message: rpb.EntriesResponse) -> EntriesAnswer:
     return EntriesAnswer(
         [
-            EntryVersion(entry.key, version_from_pb(entry.version), entry.tombstone)
+            EntryVersion(
+                entry.key, version_from_pb(entry.version), entry.tombstone, entry.expires_at_ms
+            )
             for entry in message.entries
         ]
     )
@@ -213,8 +266,11 @@ def stream_page_to_pb(page: StreamPage) -> rpb.StreamResponse:
     # Filled in place, as entries_answer_to_pb: no Record or Version message built apart.
     message = rpb.StreamResponse(building=page.building)
     add = message.records.add
-    for key, value, (wall_ms, logical, node_id) in page.records:
-        version = add(key=key, value=value or b"", tombstone=value is None).version
+    for key, value, (wall_ms, logical, node_id), expires_at_ms in page.records:
+        record = add(
+            key=key, value=value or b"", tombstone=value is None, expires_at_ms=expires_at_ms
+        )
+        version = record.version
         version.wall_ms, version.logical, version.node_id = wall_ms, logical, node_id
     if page.resume is not None:
         message.resume.SetInParent()  # present even at partition 0 from its first key

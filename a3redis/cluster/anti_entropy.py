@@ -13,8 +13,8 @@ traffic is not starved; an unreachable peer is skipped quietly. The serving
 side answers from the same cached index, and starts building it in the
 background when a Tree request finds none. Records are read as reads see
 them (Keyspace.read_local): one beyond the clock-skew bound is neither
-offered nor pushed. Each round ends with the tombstone purge pass
-(core.purge) and the handoff pass (a3redis.cluster.ownership) for partitions this
+offered nor pushed. Each round ends with the purge pass for tombstones and
+expired records (core.purge) and the handoff pass (a3redis.cluster.ownership) for partitions this
 node holds but does not own.
 """
 
@@ -93,6 +93,7 @@ class RepairStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     purged: int = 0
+    expired_purged: int = 0
     last_round_seconds: float = 0.0
     last_round_at: float = 0.0
     last_reports: list[PeerReport] = field(default_factory=list)
@@ -239,7 +240,8 @@ class AntiEntropy:
         return report
 
     async def _purge(self) -> None:
-        """Drop the tombstones that every replica is known to hold, after the grace period."""
+        """Drop the tombstones and expired records that every replica is known to hold,
+        once they have been dead for the grace period."""
         store = self.keyspace.store
         ring = self.cluster.ring
         me = self.cluster.node_id
@@ -247,21 +249,29 @@ class AntiEntropy:
         members = set(ring.members)
         for forgotten in [key for key in self._confirmed if key[1] not in members]:
             del self._confirmed[forgotten]
-        candidates = store.tombstones()
+        now_ms = self.keyspace.wall_ms()
+        candidates = store.dead(now_ms - self._grace_ms)
         if not candidates:
             return
         chosen = purgeable(
             candidates,
-            self.keyspace.wall_ms(),
+            now_ms,
             self._grace_ms,
             lambda key: partition_of(key, ring.partitions),
             lambda partition: [n for n in ring.partition_owners(partition) if n != me],
             self._confirmed,
         )
         if chosen:
+            expired = sum(record.value is not None for record in chosen)
             purged = await store.purge(chosen)
             self.stats.purged += purged
-            log.info("[anti-entropy] purged %d tombstones older than the grace period", purged)
+            self.stats.expired_purged += min(expired, purged)
+            log.info(
+                "[anti-entropy] purged %d records dead for longer than the grace period "
+                "(%d of them expired values)",
+                purged,
+                min(expired, purged),
+            )
 
     @property
     def _grace_ms(self) -> int:

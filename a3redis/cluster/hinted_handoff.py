@@ -82,6 +82,9 @@ class HintStore:
                 # Cut a torn tail now, or later appends would follow it and read as corruption.
                 log.warning("%s: cutting a torn tail at %d", path, decoded.valid_length)
                 truncate_file(path, decoded.valid_length)
+            if decoded.valid_length and codec.header_format(data) != codec.FORMAT_VERSION:
+                # Appends must not mix layouts: the file is rewritten in the current format.
+                self._rewrite(path, decoded.records)
             self.hints.restore(match.group(1), decoded.records)
         if strays:
             log.warning(

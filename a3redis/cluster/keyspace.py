@@ -25,6 +25,14 @@ that fails counts as "not there", and both are counted and logged at a
 limited rate. A stored record whose version is further ahead of this node's
 clock than MAX_CLOCK_SKEW (only an older release let one in) is no version:
 reads and repair do not see it, and any write of its key replaces it.
+
+Expiry (core.expiry): a write may ask for one (`Expiry`: a TTL counted from
+its version, or an absolute time), checked here. Every read the client API
+answers (get, batch_get, the `*_then` forms, scans) is judged by this node's
+clock after the newest version is chosen: an expired record comes back as a
+tombstone of its version, so every front end reads it as missing.
+`expire` and `persist` read the key, let the core decide, and write the
+same value again with the new expiry under a new version.
 """
 
 from __future__ import annotations
@@ -49,6 +57,16 @@ from a3redis.core.errors import (
     UnavailableError,
     UnsatisfiableError,
     WriteRejectedError,
+)
+from a3redis.core.expiry import (
+    NEVER,
+    Condition,
+    Decision,
+    Expiry,
+    decide_expire,
+    decide_persist,
+    is_live,
+    visible,
 )
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.record import ApplyOutcome, Record, outcome
@@ -79,6 +97,7 @@ class KeyspaceStats:
     replica_write_failures: int = 0
     replica_read_failures: int = 0
     hinted: int = 0
+    expired_reads: int = 0  # keys whose newest record had expired, answered as missing
 
 
 class _Waiter:
@@ -192,10 +211,15 @@ class Keyspace:
         value: bytes,
         consistency: Consistency | None,
         after: Version | None = None,
+        expiry: Expiry = NEVER,
     ) -> Version:
+        """Write `value`; with an `expiry` the key reads as missing once it passes."""
         self.limits.check_key(key)
         self.limits.check_value(value)
-        return (await self._write([(key, value)], consistency, after))[0]
+        if expiry is NEVER:
+            return (await self._write([(key, value)], consistency, after))[0]
+        self.limits.check_expiry(expiry, self._wall_ms(), "put")
+        return (await self._write([(key, value)], consistency, after, [expiry]))[0]
 
     async def delete(
         self, key: bytes, consistency: Consistency | None, after: Version | None = None
@@ -216,11 +240,57 @@ class Keyspace:
         writes: Sequence[tuple[bytes, bytes | None]],
         consistency: Consistency | None,
         after: Version | None = None,
+        expiries: Sequence[Expiry] | None = None,
     ) -> list[Version]:
-        """Puts and deletes (value None) in one batch; a key written twice keeps its last."""
+        """Puts and deletes (value None) in one batch; a key written twice keeps its last.
+        `expiries`, if given, holds one Expiry per write (NEVER for none; deletes take NEVER)."""
         self.limits.check_batch(len(writes))
         self.limits.check_pairs(writes)
-        return await self._write(list(writes), consistency, after)
+        self._check_expiries(writes, expiries)
+        return await self._write(list(writes), consistency, after, expiries)
+
+    def _check_expiries(
+        self, writes: Sequence[tuple[bytes, bytes | None]], expiries: Sequence[Expiry] | None
+    ) -> None:
+        if expiries is None:
+            return
+        if len(expiries) != len(writes):
+            raise InvalidRequestError(
+                f"{len(expiries)} expiries for {len(writes)} writes; give one per write"
+            )
+        wall = self._wall_ms()
+        for (_, value), expiry in zip(writes, expiries, strict=True):
+            if expiry != NEVER:
+                if value is None:
+                    raise InvalidRequestError("a delete cannot carry an expiry")
+                self.limits.check_expiry(expiry, wall)
+
+    async def expire(
+        self,
+        key: bytes,
+        expiry: Expiry,
+        condition: Condition = Condition.ALWAYS,
+        read_consistency: Consistency | None = None,
+        write_consistency: Consistency | None = None,
+    ) -> bool:
+        """EXPIRE (core.expiry.decide_expire): whether the expiry was set (or the key
+        deleted, for an expiry already past)."""
+        changed: bool = await _settled(
+            partial(self.expire_then, key, expiry, condition, read_consistency, write_consistency)
+        )
+        return changed
+
+    async def persist(
+        self,
+        key: bytes,
+        read_consistency: Consistency | None = None,
+        write_consistency: Consistency | None = None,
+    ) -> bool:
+        """PERSIST (core.expiry.decide_persist): whether an expiry was removed."""
+        changed: bool = await _settled(
+            partial(self.persist_then, key, read_consistency, write_consistency)
+        )
+        return changed
 
     async def get(self, key: bytes, consistency: Consistency | None) -> Record | None:
         """The newest record for `key`, or None; a tombstone means "deleted"."""
@@ -275,12 +345,87 @@ class Keyspace:
         writes: Sequence[tuple[bytes, bytes | None]],
         consistency: Consistency | None,
         done: Callable[[list[Version] | RequestError], None],
+        expiries: Sequence[Expiry] | None = None,
     ) -> None:
         """`batch_write` answered through `done` once it is decided. A request that
         fails the limits raises here, and `done` is not called."""
         self.limits.check_batch(len(writes))
         self.limits.check_pairs(writes)
-        self._write_then(list(writes), consistency, None, done)
+        self._check_expiries(writes, expiries)
+        self._write_then(list(writes), consistency, None, done, expiries)
+
+    def expire_then(
+        self,
+        key: bytes,
+        expiry: Expiry,
+        condition: Condition,
+        read_consistency: Consistency | None,
+        write_consistency: Consistency | None,
+        done: Callable[[bool | RequestError], None],
+    ) -> None:
+        """`expire` answered through `done`: read the key at `read_consistency`, decide,
+        write at `write_consistency`. A request that fails the limits raises here."""
+        self.limits.check_key(key)
+        self.limits.check_expiry(expiry, self._wall_ms(), "expire")
+        self._read_modify_write(
+            key,
+            lambda current: decide_expire(current, self._wall_ms(), expiry, condition),
+            read_consistency,
+            write_consistency,
+            done,
+        )
+
+    def persist_then(
+        self,
+        key: bytes,
+        read_consistency: Consistency | None,
+        write_consistency: Consistency | None,
+        done: Callable[[bool | RequestError], None],
+    ) -> None:
+        """`persist` answered through `done`."""
+        self.limits.check_key(key)
+        self._read_modify_write(
+            key,
+            lambda current: decide_persist(current, self._wall_ms()),
+            read_consistency,
+            write_consistency,
+            done,
+        )
+
+    def _read_modify_write(
+        self,
+        key: bytes,
+        decide: Callable[[Record | None], Decision],
+        read_consistency: Consistency | None,
+        write_consistency: Consistency | None,
+        done: Callable[[bool | RequestError], None],
+    ) -> None:
+        """Read `key`, decide on its newest record, write what was decided; a write of
+        the key in between is ordered by last-write-wins (the README's EXPIRE race)."""
+
+        def read(records: list[Record | None] | RequestError) -> None:
+            if isinstance(records, RequestError):
+                done(records)
+                return
+            try:
+                changed, rewrite = decide(records[0])
+                if rewrite is None:
+                    done(changed)
+                    return
+                written = (rewrite.key, rewrite.value)
+                self._write_then(
+                    [written],
+                    write_consistency,
+                    None,
+                    lambda versions: done(
+                        versions if isinstance(versions, RequestError) else changed
+                    ),
+                    [rewrite.expiry],
+                )
+            except RequestError as error:
+                done(error)
+
+        self._read_then([key], read_consistency, read)
 
     def _waiter(self, finish: Callable[[RequestError | None], None], what: str) -> _Waiter:
         """A waiter that fails with a timeout once the request timeout has passed."""
@@ -334,6 +479,9 @@ class Keyspace:
         level = consistency or self.read_consistency
         if level is Consistency.LOCAL:
             records, last = self.local_scan(start, end, prefix, limit, include_tombstones=False)
+            if self.store.expiring_keys:
+                now = self._wall_ms()
+                records = [record for record in records if is_live(record, now)]
             return records, (next_start(last) if last is not None else None)
         members = self.coordinator.scan_members(level)
         pages = await self._collect_scans(members, start, end, prefix, limit)
@@ -440,9 +588,10 @@ class Keyspace:
         pairs: list[tuple[bytes, bytes | None]],
         consistency: Consistency | None,
         after: Version | None,
+        expiries: Sequence[Expiry] | None = None,
     ) -> list[Version]:
         versions: list[Version] = await _settled(
-            partial(self._write_then, pairs, consistency, after)
+            partial(self._write_then, pairs, consistency, after, expiries=expiries)
         )
         return versions
 
@@ -452,12 +601,14 @@ class Keyspace:
         consistency: Consistency | None,
         after: Version | None,
         done: Callable[[list[Version] | RequestError], None],
+        expiries: Sequence[Expiry] | None = None,
     ) -> None:
-        """Write `pairs`; `done` gets the versions once W replicas acknowledged (durable
-        here alone when this node is the only replica), or the error, or the timeout."""
+        """Write `pairs` (with `expiries`, checked); `done` gets the versions once W
+        replicas acknowledged (durable here alone when this node is the only replica),
+        or the error, or the timeout."""
         wall = self._wall_ms()
         plan = self.coordinator.plan_write(
-            pairs, consistency or self.write_consistency, after, wall
+            pairs, consistency or self.write_consistency, after, wall, expiries
         )
         bound = self.limits.clock_bound(wall)
         if plan.only_here:
@@ -562,12 +713,15 @@ class Keyspace:
         decide (at once when only this node holds them), or the error, or the timeout."""
         plan = self.coordinator.plan_read(keys, consistency or self.read_consistency)
         if plan.only_here:
-            done(self.read_local(keys))  # nobody else holds a copy to compare or repair
+            # Nobody else holds a copy to compare or repair.
+            done(self._visible(self.read_local(keys)))
             return
 
-        waiter = self._waiter(
-            lambda failure: _settle(done, failure, lambda: plan.result(self._wall_ms())), "read"
-        )
+        def result() -> list[Record | None]:
+            wall = self._wall_ms()
+            return self._visible(plan.result(wall), wall)
+
+        waiter = self._waiter(lambda failure: _settle(done, failure, result), "read")
         asks = plan.asks
         local = asks.pop(self.node_id, None)
         for replica, indexes in asks.items():
@@ -617,6 +771,21 @@ class Keyspace:
         repairs = plan.take_repairs()
         if repairs:
             self._background.start_soon(self._read_repair, repairs)
+
+    def _visible(self, records: list[Record | None], wall: int = 0) -> list[Record | None]:
+        """The newest records as reads answer them (core.expiry.visible): an expired
+        one as a tombstone of its version, counted."""
+        now = wall or self._wall_ms()
+        answers = records
+        for index, record in enumerate(records):
+            if record is not None and record.expires_at_ms:
+                shown = visible(record, now)
+                if shown is not record:
+                    if answers is records:
+                        answers = list(records)
+                    answers[index] = shown
+                    self.stats.expired_reads += 1
+        return answers
 
     async def _read_repair(self, fixes: dict[str, list[Record]]) -> None:
         """Send the newest record to every replica that answered with an older one."""

@@ -14,7 +14,8 @@ Rules, in the order an exchange follows them:
      same again every BUILDING_RETRY seconds, for INDEX_BUILD_WAIT at most.
   2. Chunks: the CHUNK_COUNT leaf hashes of every partition that differed
      (a hash the peer left out counts as different).
-  3. Entries: the (key, version, tombstone) lists of the leaves that differed.
+  3. Entries: the (key, version, tombstone, expiry) lists of the leaves that
+     differed.
   The walk ends with those leaves and the peer's entries. The same walk,
   with a local index answering, is `merkle.diff`.
 - Bounds, on the serving side: the fan-out is 2..MAX_FANOUT; a request names
@@ -27,10 +28,11 @@ Rules, in the order an exchange follows them:
 - The pull/push rule (`transfers`), per key of the differing leaves:
   newer version wins, in both directions; at the very same version a value
   beats a tombstone. A key only one side holds is copied to the other,
-  except an expired tombstone (older than TOMBSTONE_GRACE): it is about to
-  be purged everywhere (core.purge), and copying it to a replica that has
-  already purged it would only bring it back for a while. A replica holding
-  an older value of that key always gets the tombstone. Records move in
+  except a record dead for longer than TOMBSTONE_GRACE (a tombstone, or an
+  expired record: core.expiry.dead_since): it is about to be purged
+  everywhere (core.purge), and copying it to a replica that has already
+  purged it would only bring it back for a while. A replica holding an
+  older value of that key always gets it. Records move in
   batches of TRANSFER_BATCH keys: pulls read from the peer, pushes applied
   on it.
 - Pure: the shell moves the messages, keeps time (`now` is an argument) and
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from blake3 import blake3
 
+from a3redis.core.expiry import MAX_EXPIRES_AT_MS
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.validation import InvalidRequestError, Limits, Reason
@@ -107,10 +110,11 @@ class EntryVersion(NamedTuple):
     key: bytes
     version: Version
     tombstone: bool
+    expires_at_ms: int = 0
 
     @classmethod
     def of(cls, record: Record) -> EntryVersion:
-        return cls(record.key, record.version, record.value is None)
+        return cls(record.key, record.version, record.value is None, record.expires_at_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,13 @@ class EntriesAnswer:
     @classmethod
     def of(cls, records: Iterable[Record | None]) -> EntriesAnswer:
         entry = EntryVersion  # one per record of the differing leaves: no method call each
-        return cls([entry(r.key, r.version, r.value is None) for r in records if r is not None])
+        return cls(
+            [
+                entry(r.key, r.version, r.value is None, r.expires_at_ms)
+                for r in records
+                if r is not None
+            ]
+        )
 
 
 WalkRequest = TreeRequest | ChunksRequest | EntriesRequest
@@ -298,6 +308,11 @@ def check_entries(
         try:
             limits.check_key(entry.key)
             limits.check_version(entry.version, now_ms, "entry.version")
+            if not 0 <= entry.expires_at_ms <= MAX_EXPIRES_AT_MS:
+                raise InvalidRequestError(
+                    f"entry.expires_at_ms is out of range (0 to {MAX_EXPIRES_AT_MS})",
+                    Reason.EXPIRY,
+                )
         except InvalidRequestError as error:
             refused.append(error)
             continue
@@ -308,8 +323,13 @@ def check_entries(
 # ----- the pull/push rule ---------------------------------------------------------------------
 
 
-def expired_tombstone(version: Version, tombstone: bool, now_ms: int, grace_ms: int) -> bool:
-    return tombstone and version.wall_ms < now_ms - grace_ms
+def long_dead(
+    version: Version, tombstone: bool, expires_at_ms: int, now_ms: int, grace_ms: int
+) -> bool:
+    """Whether a record has been dead (deleted, or expired) for longer than the grace period."""
+    if tombstone:
+        return version.wall_ms < now_ms - grace_ms
+    return bool(expires_at_ms) and expires_at_ms < now_ms - grace_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,10 +350,10 @@ def transfers(
     """
     ours = {record.key: record for record in mine if record is not None}
     pull = []
-    for key, (_, version, tombstone) in theirs.items():
+    for key, (_, version, tombstone, expires_at_ms) in theirs.items():
         held = ours.get(key)
         if held is None:
-            if not expired_tombstone(version, tombstone, now_ms, grace_ms):
+            if not long_dead(version, tombstone, expires_at_ms, now_ms, grace_ms):
                 pull.append(key)
         elif (version, not tombstone) > (held.version, held.value is not None):
             pull.append(key)
@@ -341,7 +361,10 @@ def transfers(
     for key, record in ours.items():
         entry = theirs.get(key)
         if entry is None:
-            if not expired_tombstone(record.version, record.value is None, now_ms, grace_ms):
+            dead = long_dead(
+                record.version, record.value is None, record.expires_at_ms, now_ms, grace_ms
+            )
+            if not dead:
                 push.append(record)
         elif (record.version, record.value is not None) > (entry.version, not entry.tombstone):
             push.append(record)

@@ -14,7 +14,8 @@ decides. The plan never waits and never sends.
    (a3redis.core.transition) reads are placed on the ring of the moment and
    writes on the replicas of both configurations, with W needed in each.
 2. Versions come last: they are stamped only after every check that could
-   still refuse the request. A client that saw a version (`after`) makes
+   still refuse the request. A write asked to expire gets its expiry from
+   its own version (core.expiry.Expiry.resolve). A client that saw a version (`after`) makes
    the clock pass it first, so its next write is later whatever our wall
    clock says; a version too far ahead is refused rather than observed.
 3. A write goes to every replica of each key: our own copy is written by the
@@ -37,8 +38,10 @@ decides. The plan never waits and never sends.
    outcome is unknown (a write may have been applied on some replicas).
 7. A scan is answered by every live ring member, each from its own copy
    with tombstones; pages merge newest-version-per-key, so a newer delete
-   anywhere hides an older value. The merged page is complete only up to
-   the smallest last key of the members that had more to give.
+   anywhere hides an older value, and the newest record of a key is left out
+   if it has expired by the coordinator's clock (core.expiry). The merged
+   page is complete only up to the smallest last key of the members that had
+   more to give.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from a3redis.core.errors import (
     UnsatisfiableError,
     WriteRejectedError,
 )
+from a3redis.core.expiry import MAX_EXPIRES_AT_MS, Expiry, is_live
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.quorum import JointWriteQuorum, ReadQuorum, WriteQuorum
 from a3redis.core.record import ApplyOutcome, Record, supersedes
@@ -197,8 +201,10 @@ class Coordinator:
         consistency: Consistency,
         after: Version | None,
         wall: int,
+        expiries: Sequence[Expiry] | None = None,
     ) -> WritePlan:
-        """The plan of writing `pairs` (a None value deletes) at `consistency`."""
+        """The plan of writing `pairs` (a None value deletes) at `consistency`;
+        `expiries`, if given, holds each pair's (checked) expiry."""
         if after is not None:
             # A version far ahead would drag the clock there and every later version
             # with it, past what the other replicas accept.
@@ -206,7 +212,13 @@ class Coordinator:
             self.clock.observe(after, wall)
         placements = self.place_write([key for key, _ in pairs], consistency)
         now = self.clock.now
-        records = [Record(key, value, now(wall)) for key, value in pairs]
+        if expiries is None:
+            records = [Record(key, value, now(wall)) for key, value in pairs]
+        else:
+            records = []
+            for (key, value), expiry in zip(pairs, expiries, strict=True):
+                version = now(wall)
+                records.append(Record(key, value, version, expiry.resolve(version.wall_ms)))
         return WritePlan(self.node_id, records, placements, self.topology.is_down)
 
     # ----- 4-5. reads ---------------------------------------------------------------------
@@ -276,7 +288,7 @@ class Coordinator:
                 if current is None or supersedes(record, current):
                     newest[record.key] = record
         ordered = [newest[key] for key in sorted(newest)]
-        live = [record for record in ordered if record.value is not None][:limit]
+        live = [record for record in ordered if is_live(record, wall)][:limit]
         if len(live) == limit:
             return live, next_start(live[-1].key), refused
         return live, (next_start(cutoff) if cutoff is not None else None), refused
@@ -498,6 +510,8 @@ class ReadPlan:
                 "a Read answer carries a record of another key", Reason.WRONG_KEY
             )
         self._coordinator.limits.check_version(record.version, wall, "record.version")
+        if not 0 <= record.expires_at_ms <= MAX_EXPIRES_AT_MS:
+            raise InvalidRequestError("a Read answer carries an expiry out of range", Reason.EXPIRY)
 
     def failed(self, replica: str, indexes: list[int]) -> dict[str, list[int]]:
         """A replica failed (or could not be asked); returns the spares to ask instead."""

@@ -5,9 +5,11 @@ Rules:
   (the same as the ring's), the next bits its chunk within the partition.
   Never by position in sorted order: one insert changes exactly one leaf.
 - A leaf's hash is an order-independent combination (XOR) of one 128-bit
-  blake3 digest per entry of (key, version, tombstone flag), as in Riak's
+  blake3 digest per entry of (key, version, tombstone flag, expiry), as in Riak's
   tictac AAE, so a write updates it in O(1): XOR out the old entry's digest,
-  XOR in the new one. Inner hashes are computed lazily and cached per
+  XOR in the new one. The expiry is hashed only when there is one, so a
+  record without one hashes as it did before records could expire (nodes
+  of both releases compare equal). Inner hashes are computed lazily and cached per
   partition until a write in it invalidates them.
 - A RangeTree is built on demand over the partitions two replicas share, from
   the cached partition roots, so equal replicas compare a single root.
@@ -49,14 +51,19 @@ def partition_and_chunk(hashed: int, partitions: int, chunks: int) -> tuple[int,
 
 
 _ENTRY = struct.Struct(">IQIB")
+_EXPIRY = struct.Struct(">Q")
+_FLAG_EXPIRES = 2  # beside the tombstone flag (1): an expiry follows the node id
 
 
 def entry_digest(record: Record) -> int:
-    """A record's contribution to its leaf: 128 bits over (key, version, tombstone)."""
-    key, _, version = record
-    header = _ENTRY.pack(len(key), version.wall_ms, version.logical, record.value is None)
-    data = b"".join((header, key, version.node_id.encode()))
-    return int.from_bytes(blake3(data).digest(DIGEST_BYTES), "big")
+    """A record's contribution to its leaf: 128 bits over (key, version, tombstone, expiry)."""
+    key, value, version, expires = record
+    flags = (value is None) | (_FLAG_EXPIRES if expires else 0)
+    header = _ENTRY.pack(len(key), version.wall_ms, version.logical, flags)
+    parts = [header, key, version.node_id.encode()]
+    if expires:
+        parts.append(_EXPIRY.pack(expires))
+    return int.from_bytes(blake3(b"".join(parts)).digest(DIGEST_BYTES), "big")
 
 
 def combine(hashes: Iterable[bytes]) -> bytes:

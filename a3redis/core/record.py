@@ -1,7 +1,10 @@
 """Records and their last-write-wins merge.
 
-Rules: a record is a key, a value or a tombstone (`value is None`), and a
-version. `merge` keeps the record with the greater version; for the same
+Rules: a record is a key, a value or a tombstone (`value is None`), a
+version, and an expiry (`expires_at_ms`: wall-clock milliseconds since the
+epoch after which the record reads as missing; 0: never; a3redis.core.expiry
+holds the rules). The expiry follows the version: it is never merged on its
+own, a new expiry is a new write. `merge` keeps the record with the greater version; for the same
 version it compares the payload too, so merge is a true semilattice join:
 commutative, associative and idempotent even for malformed input. A record
 replaces another only if it is strictly greater (`supersedes`): a write that
@@ -20,15 +23,17 @@ class Record(NamedTuple):
     key: bytes
     value: bytes | None
     version: Version
+    expires_at_ms: int = 0
 
     @property
     def is_tombstone(self) -> bool:
         return self.value is None
 
-    def order_key(self) -> tuple[Version, bool, bytes]:
-        # A live value sorts above a tombstone of the very same version only to
+    def order_key(self) -> tuple[Version, bool, bytes, int]:
+        # A live value sorts above a tombstone of the very same version, and the
+        # payload and expiry decide between two records of that version, only to
         # make the order total; real versions are unique per write.
-        return (self.version, self.value is not None, self.value or b"")
+        return (self.version, self.value is not None, self.value or b"", self.expires_at_ms)
 
 
 def supersedes(new: Record, old: Record | None) -> bool:

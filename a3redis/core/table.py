@@ -5,7 +5,9 @@ whether it did; tombstones are records too (they stay until purged, so a late
 older write cannot resurrect a deleted key). The table tracks the bytes its
 records would take on disk, so the storage shell can decide when to compact,
 and the greatest version it has ever held (a high-water mark that removal
-does not lower), so a restarted clock can move past it.
+does not lower), so a restarted clock can move past it. It keeps the keys of
+its tombstones and of its values that carry an expiry: what a purge pass
+looks at (core.purge), and the count of keys with a TTL.
 
 A Merkle index for anti-entropy can be attached without stopping writes:
 `begin_index` hands out a copy of the records to index (elsewhere, slowly)
@@ -23,8 +25,10 @@ from a3redis.core.hlc import Version
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import Record, supersedes
 
-# Fixed per-record overhead of the log encoding (frame header plus fields).
+# Fixed per-record overhead of the log encoding (frame header plus fields),
+# and what an expiry adds to it.
 RECORD_OVERHEAD_BYTES = 27
+EXPIRY_BYTES = 8
 
 
 def encoded_size(record: Record) -> int:
@@ -32,7 +36,8 @@ def encoded_size(record: Record) -> int:
     value_len = 0 if record.value is None else len(record.value)
     node_id = record.version.node_id
     node_len = len(node_id) if node_id.isascii() else len(node_id.encode())
-    return RECORD_OVERHEAD_BYTES + node_len + len(record.key) + value_len
+    size = RECORD_OVERHEAD_BYTES + node_len + len(record.key) + value_len
+    return size + EXPIRY_BYTES if record.expires_at_ms else size
 
 
 class RecordTable:
@@ -41,8 +46,10 @@ class RecordTable:
         self.live_count = 0
         self.encoded_bytes = 0
         self.max_version: Version | None = None
-        # Keys whose current record is a tombstone: what a purge pass looks at.
+        # Keys whose current record is a tombstone, or a value with an expiry:
+        # what a purge pass looks at.
         self.tombstones: set[bytes] = set()
+        self.expiring: set[bytes] = set()
         self.index: MerkleIndex | None = None
         self._index_log: list[tuple[Record | None, Record | None]] | None = None
         for record in records:
@@ -152,6 +159,11 @@ class RecordTable:
         self.encoded_bytes += sign * encoded_size(record)
         if record.value is not None:
             self.live_count += sign
+            if record.expires_at_ms:
+                if sign > 0:
+                    self.expiring.add(record.key)
+                else:
+                    self.expiring.discard(record.key)
         elif sign > 0:
             self.tombstones.add(record.key)
         else:

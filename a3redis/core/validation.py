@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from a3redis.core import names
 from a3redis.core.errors import ErrorKind, RequestError
+from a3redis.core.expiry import MAX_EXPIRES_AT_MS, Expiry
 from a3redis.core.hlc import MAX_LOGICAL, Version
 from a3redis.core.names import MAX_NAME_CHARS, NODE_ID_RULE
 from a3redis.core.record import Record
@@ -58,6 +59,7 @@ class Reason(enum.StrEnum):
     CLOCK_SKEW = "clock_skew"
     WRONG_KEY = "wrong_key"
     MALFORMED = "malformed"
+    EXPIRY = "expiry"
     RESPONSE_SIZE = "response_size"
     OTHER = "other"
 
@@ -224,3 +226,45 @@ class Limits:
         if record.value is not None:
             self.check_value(record.value)
         self.check_version(record.version, wall_ms, "record.version")
+        if not 0 <= record.expires_at_ms <= MAX_EXPIRES_AT_MS:
+            raise InvalidRequestError(
+                f"record.expires_at_ms is {_shown(record.expires_at_ms)}; it must be 0 (never) "
+                f"or from 1 to {MAX_EXPIRES_AT_MS}",
+                Reason.EXPIRY,
+            )
+
+    # ----- expiries -----------------------------------------------------------------------
+
+    def check_expiry(self, expiry: Expiry, wall_ms: int, command: str = "write") -> None:
+        """The expiry a client asks a write for: a TTL of at least 1 ms, or an absolute
+        expiry after the epoch, either within MAX_EXPIRES_AT_MS even from a version
+        stamped at the far end of the clock-skew bound."""
+        ttl_ms, at_ms = expiry
+        if ttl_ms and at_ms:
+            raise InvalidRequestError(
+                f"{command}: give ttl_ms or expires_at_ms, not both", Reason.EXPIRY
+            )
+        if ttl_ms:
+            latest = MAX_EXPIRES_AT_MS - self.clock_bound(wall_ms)
+            if not 1 <= ttl_ms <= latest:
+                raise InvalidRequestError(
+                    f"{command}: invalid expire time: ttl_ms is {_shown(ttl_ms)}; it must be "
+                    f"from 1 to {latest}",
+                    Reason.EXPIRY,
+                )
+        elif at_ms and not 1 <= at_ms <= MAX_EXPIRES_AT_MS:
+            raise InvalidRequestError(
+                f"{command}: invalid expire time: expires_at_ms is {_shown(at_ms)}; it must be "
+                f"from 1 to {MAX_EXPIRES_AT_MS}",
+                Reason.EXPIRY,
+            )
+
+
+def _shown(number: int) -> str:
+    """A number from outside, in an error message: never thousands of digits."""
+    text = (
+        str(number)
+        if -(10**30) < number < 10**30
+        else ("a huge negative number" if number < 0 else "a huge number")
+    )
+    return text

@@ -1,8 +1,8 @@
-"""Byte encoding of log, snapshot and hints files (pure, no I/O): format v1.
+"""Byte encoding of log, snapshot and hints files (pure, no I/O): format v2 (reads v1).
 
 Rules: a file is a 24-byte header, then a sequence of frames (little endian).
 
-Header: `[8s magic b"A3REDIS\\0"][u16 format version = 1][u16 file kind]
+Header: `[8s magic b"A3REDIS\\0"][u16 format version = 2][u16 file kind]
 [u64 salt][u32 crc32 of the previous 20 bytes]`. Kind 1 is a log, 2 a
 snapshot, 3 a hints file. The salt is random, chosen when the file is created.
 
@@ -12,6 +12,12 @@ Frame: `[u32 payload length][u32 checksum][payload]`, where the checksum is
 [u64 wall_ms][u32 logical][u16 node id length][u32 key length][node id][key]
 [value]`; kind 1 is a value, kind 2 a tombstone, kind 3 a purge (logs only:
 the record of that key and version is gone for good; decoded as `Purge`).
+Format v2 adds the record's expiry: a kind byte with EXPIRES_FLAG (0x80)
+set is followed by `[u64 expires_at_ms]` right after the fixed fields,
+before the node id. A record without an expiry is encoded exactly as in v1,
+so it costs nothing more. Files of format v1 (which never set the flag)
+are read as they are; the store and the hints never append to one (they
+start a new file in the current format), so a file never mixes layouts.
 
 A frame therefore validates only in the file it was written to and only at
 the offset it was written at: a copy of a frame inside a value, or stale
@@ -34,7 +40,9 @@ from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 
 MAGIC = b"A3REDIS\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Formats this release reads; anything else stops the node, naming the file.
+READABLE_FORMATS = (1, 2)
 _FILE_HEADER = struct.Struct("<8sHHQI")
 HEADER_SIZE = _FILE_HEADER.size  # 24
 _HEADER_CHECKED = HEADER_SIZE - 4  # the header's own crc covers everything before it
@@ -46,11 +54,26 @@ _FRAME_AND_BODY = struct.Struct("<IIBQIHI")  # both in one unpack, for decoding
 KIND_VALUE = 1
 KIND_TOMBSTONE = 2
 KIND_PURGE = 3
+EXPIRES_FLAG = 0x80
+_EXPIRY = struct.Struct("<Q")
+_KINDS_OF_FORMAT = {
+    1: frozenset((KIND_VALUE, KIND_TOMBSTONE, KIND_PURGE)),
+    2: frozenset(
+        (
+            KIND_VALUE,
+            KIND_TOMBSTONE,
+            KIND_PURGE,
+            KIND_VALUE | EXPIRES_FLAG,
+            KIND_TOMBSTONE | EXPIRES_FLAG,
+        )
+    ),
+}
 # A frame longer than this is corruption, not data: values are capped far below.
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 _MASK32 = 0xFFFFFFFF
-# Where a frame may start, its payload's first byte (the kind) is 1, 2 or 3.
-_KIND_BYTE = re.compile(b"[\x01-\x03]")
+# Where a frame may start, its payload's first byte (the kind) is 1, 2 or 3,
+# possibly with EXPIRES_FLAG.
+_KIND_BYTE = re.compile(b"[\x01-\x03\x81\x82]")
 
 
 class Purge(Record):
@@ -101,10 +124,11 @@ def decode_header(data: bytes | bytearray | memoryview, kind: FileKind) -> int:
             "or one written before file format v1)"
         )
     # The version comes before the checksum: a later format may lay out the rest differently.
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         raise HeaderError(
-            f"file format version {version}, but this a3redis reads version {FORMAT_VERSION} "
-            "(written by a newer a3redis, or a damaged header)"
+            f"file format version {version}, but this a3redis reads versions "
+            f"{', '.join(map(str, READABLE_FORMATS))} (written by a newer a3redis, or a "
+            "damaged header)"
         )
     if zlib.crc32(memoryview(data)[:_HEADER_CHECKED]) != checksum:
         raise HeaderError("header checksum mismatch")
@@ -115,6 +139,11 @@ def decode_header(data: bytes | bytearray | memoryview, kind: FileKind) -> int:
             found = f"unknown kind {found_kind}"
         raise HeaderError(f"a {found} file where a {kind.name.lower()} file belongs")
     return int(salt)
+
+
+def header_format(data: bytes | bytearray | memoryview) -> int:
+    """The format version of a file whose header `decode_header` accepted."""
+    return int(_FILE_HEADER.unpack_from(data)[1])
 
 
 def salt_seed(salt: int) -> int:
@@ -135,6 +164,12 @@ def encode_payload(record: Record) -> bytes:
         kind, value = KIND_TOMBSTONE, b""
     else:
         kind, value = KIND_VALUE, record.value
+    expires = record.expires_at_ms
+    if expires and kind != KIND_PURGE:
+        body = _BODY.pack(
+            kind | EXPIRES_FLAG, version.wall_ms, version.logical, len(node), len(record.key)
+        )
+        return b"".join((body, _EXPIRY.pack(expires), node, record.key, value))
     body = _BODY.pack(kind, version.wall_ms, version.logical, len(node), len(record.key))
     return b"".join((body, node, record.key, value))
 
@@ -203,16 +238,22 @@ def decode_file(data: bytes | bytearray | memoryview, kind: FileKind) -> DecodeR
     if size == HEADER_SIZE:
         magic, version, _, _, checksum = _FILE_HEADER.unpack_from(data)
         damaged = magic != MAGIC or (
-            version == FORMAT_VERSION and zlib.crc32(memoryview(data)[:_HEADER_CHECKED]) != checksum
+            version in READABLE_FORMATS
+            and zlib.crc32(memoryview(data)[:_HEADER_CHECKED]) != checksum
         )
         if damaged:
             return DecodeResult([], 0, "damaged file header with nothing after it")
     salt = decode_header(data, kind)
-    return decode_frames(data, salt_seed(salt), HEADER_SIZE)
+    return decode_frames(data, salt_seed(salt), HEADER_SIZE, header_format(data))
 
 
-def decode_frames(data: bytes | bytearray | memoryview, seed: int, start: int) -> DecodeResult:
-    """Decode the frames of `data` (a whole file) from `start` on.
+def decode_frames(
+    data: bytes | bytearray | memoryview,
+    seed: int,
+    start: int,
+    file_format: int = FORMAT_VERSION,
+) -> DecodeResult:
+    """Decode the frames of `data` (a whole file of `file_format`) from `start` on.
 
     A bad frame is a torn tail only if no valid frame starts anywhere after
     it: appends are ordered (a batch is written only after the previous one
@@ -234,6 +275,8 @@ def decode_frames(data: bytes | bytearray | memoryview, seed: int, start: int) -
     body_size = _BODY.size
     crc32 = zlib.crc32
     new = tuple.__new__
+    kinds = _KINDS_OF_FORMAT[file_format]
+    unpack_expiry = _EXPIRY.unpack_from
     offset = start
     tail_reason = None
     while offset + 8 <= size:
@@ -259,10 +302,16 @@ def decode_frames(data: bytes | bytearray | memoryview, seed: int, start: int) -
             _require_torn_tail(data, seed, offset, tail_reason)
             break
         node_start = payload_start + body_size
+        expires = 0
+        if kind & EXPIRES_FLAG:
+            if node_start + 8 <= end:
+                (expires,) = unpack_expiry(buf, node_start)
+            node_start += 8
         key_start = node_start + node_len
         key_end = key_start + key_len
-        if key_end > end or kind not in (KIND_VALUE, KIND_TOMBSTONE, KIND_PURGE):
+        if key_end > end or kind not in kinds:
             raise CorruptLogError(offset, "checksummed frame with an invalid body")
+        kind &= ~EXPIRES_FLAG
         raw_node = buf[node_start:key_start]
         node = node_ids.get(raw_node)
         if node is None:
@@ -272,8 +321,10 @@ def decode_frames(data: bytes | bytearray | memoryview, seed: int, start: int) -
                 raise CorruptLogError(offset, "checksummed frame with an invalid node id") from None
         value = buf[key_end:end] if kind == KIND_VALUE else None
         version = new(Version, (wall_ms, logical, node))
-        entry = Purge if kind == KIND_PURGE else Record
-        append(new(entry, (buf[key_start:key_end], value, version)))
+        if kind == KIND_PURGE:
+            append(new(Purge, (buf[key_start:key_end], None, version, 0)))
+        else:
+            append(new(Record, (buf[key_start:key_end], value, version, expires)))
         offset = end
     if offset < size and tail_reason is None:
         tail_reason = "incomplete frame header"
@@ -292,7 +343,7 @@ def _require_torn_tail(
 def find_frame(data: bytes | bytearray | memoryview, seed: int, start: int) -> int | None:
     """The first offset >= `start` where a valid frame of this file begins, if any.
 
-    Only offsets whose payload kind byte is 1 or 2 can start a frame; a
+    Only offsets whose payload kind byte is a kind can start a frame; a
     regular expression finds those in C, so a long tail of zeros (the usual
     torn tail) costs one pass, not a Python loop per byte.
     """
@@ -312,8 +363,8 @@ def find_frame(data: bytes | bytearray | memoryview, seed: int, start: int) -> i
         end = payload_start + length
         if length < body_size or length > MAX_PAYLOAD_BYTES or end > size:
             continue
-        _, _, _, node_len, key_len = unpack_body(buffer, payload_start)
-        if body_size + node_len + key_len > length:
+        kind, _, _, node_len, key_len = unpack_body(buffer, payload_start)
+        if body_size + (8 if kind & EXPIRES_FLAG else 0) + node_len + key_len > length:
             continue
         if crc32(view[payload_start:end], seed ^ (position & _MASK32)) == checksum:
             return position

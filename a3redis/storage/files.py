@@ -131,11 +131,15 @@ class AppendLog:
                 os.ftruncate(self._fd, 0)
                 self.size = 0
                 self.write_and_sync(codec.encode_header(kind, salt))
+                self.format = codec.FORMAT_VERSION
             else:
+                header = os.pread(self._fd, codec.HEADER_SIZE, 0)
                 try:
-                    salt = codec.decode_header(os.pread(self._fd, codec.HEADER_SIZE, 0), kind)
+                    salt = codec.decode_header(header, kind)
                 except codec.HeaderError as error:
                     raise DataDirError(f"{path}: {error}") from None
+                # An older format is read, never appended to (the caller starts a new file).
+                self.format = codec.header_format(header)
         except BaseException:
             self.close()
             raise

@@ -230,6 +230,15 @@ class Store:
         recovered.records = []  # superseded entries go now, not with the next collection
         data_dir.remove_before(recovered.snapshot_generation)
         log_file = data_dir.open_log(recovered.generation)
+        if log_file.format != codec.FORMAT_VERSION:
+            # Never append records of this format to a log of another: a new
+            # generation begins (recovery replays both, in order).
+            log.info(
+                "%s is of format v%d: new writes go to a new log", log_file.path, log_file.format
+            )
+            log_file.close()
+            recovered.generation += 1
+            log_file = data_dir.open_log(recovered.generation)
         if recovered.torn_bytes_cut:
             log.warning(
                 "cut a torn log tail of %d bytes (an unacknowledged write)",
@@ -442,9 +451,24 @@ class Store:
         return len(purges)
 
     def tombstones(self) -> list[Record]:
-        """Every tombstone currently stored (what a purge pass considers)."""
+        """Every tombstone currently stored."""
         found = (self._table.get(key) for key in self._table.tombstones)
         return [record for record in found if record is not None]
+
+    def dead(self, now_ms: int) -> list[Record]:
+        """Every stored tombstone and value expired at `now_ms` (what a purge pass considers)."""
+        table = self._table
+        found = [table.get(key) for key in table.tombstones]
+        for key in table.expiring:
+            record = table.get(key)
+            if record is not None and record.expires_at_ms <= now_ms:
+                found.append(record)
+        return [record for record in found if record is not None]
+
+    @property
+    def expiring_keys(self) -> int:
+        """How many stored values carry an expiry (expired or not)."""
+        return len(self._table.expiring)
 
     def _check_writable(self) -> None:
         if self._failure is not None:

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from a3redis import __version__
 from a3redis.client import Client, ClientError, Entry, GetResult, authorization_metadata
 from a3redis.cluster.peer_auth import operator_headers
 from a3redis.core.consistency import Consistency
+from a3redis.core.expiry import Condition, format_duration, parse_duration
 from a3redis.core.hlc import Version
 from a3redis.core.validation import InvalidRequestError
 from a3redis.net.address import Address
@@ -44,6 +46,13 @@ REPAIR_WAIT_TIMEOUT = 3600.0
 def _endpoints(text: str) -> list[Address]:
     try:
         return [Address.parse(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _duration_ms(text: str) -> int:
+    try:
+        return parse_duration(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -112,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     put = commands.add_parser("put", parents=[common], help="store VALUE under KEY")
     put.add_argument("key")
     put.add_argument("value")
+    put.add_argument(
+        "--ttl", type=_duration_ms, help="expire after this long (500ms, 30s, 5m, 2h, 1d)"
+    )
+    ttl = commands.add_parser("ttl", parents=[common], help="print how long KEY has left")
+    ttl.add_argument("key")
+    expire = commands.add_parser("expire", parents=[common], help="make KEY expire after TTL")
+    expire.add_argument("key")
+    expire.add_argument("ttl", type=_duration_ms, help="500ms, 30s, 5m, 2h, 1d")
+    expire.add_argument(
+        "--only",
+        choices=[c.value for c in Condition if c is not Condition.ALWAYS],
+        help="nx: only without an expiry; xx: only with one; gt/lt: only if later/earlier",
+    )
+    persist = commands.add_parser("persist", parents=[common], help="remove KEY's expiry")
+    persist.add_argument("key")
     get = commands.add_parser("get", parents=[common], help="print the value of KEY")
     get.add_argument("key")
     delete = commands.add_parser("delete", parents=[common], help="delete KEY")
@@ -206,15 +230,20 @@ def _get_json(result: GetResult) -> dict[str, Any]:
     if result.found and result.value is not None:
         body.update(_value_json(result.value))
         body["version"] = _version_json(result.version)
+        if result.expires_at_ms:
+            body["expires_at_ms"] = result.expires_at_ms
     return body
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "key": _text(entry.key),
         **_value_json(entry.value),
         "version": _version_json(entry.version),
     }
+    if entry.expires_at_ms:
+        body["expires_at_ms"] = entry.expires_at_ms
+    return body
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -229,7 +258,10 @@ async def _run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
     ) as client:
         if args.command == "put":
-            version = await client.put(args.key.encode(), args.value.encode(), args.consistency)
+            ttl = None if args.ttl is None else timedelta(milliseconds=args.ttl)
+            version = await client.put(
+                args.key.encode(), args.value.encode(), args.consistency, ttl=ttl
+            )
             _print(
                 {"key": args.key, "version": _version_json(version)}
                 if json_out
@@ -245,6 +277,8 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 print(f"(not found) {args.key}", file=sys.stderr)
             return 0 if result.found else EXIT_NOT_FOUND
+        elif args.command in ("ttl", "expire", "persist"):
+            return await _expiry_command(client, args, json_out)
         elif args.command == "delete":
             version = await client.delete(args.key.encode(), args.consistency)
             _print(
@@ -300,6 +334,39 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 print(_members_table(members))
     return 0
+
+
+async def _expiry_command(client: Client, args: argparse.Namespace, json_out: bool) -> int:
+    """`ttl`, `expire` and `persist`: exit 0, or EXIT_NOT_FOUND for a missing key
+    (or, for expire and persist, when nothing changed)."""
+    key = args.key.encode()
+    if args.command == "ttl":
+        result = await client.get(key, args.consistency)
+        if not result.found:
+            _print({"key": args.key, "found": False} if json_out else "(not found)", json_out)
+            return EXIT_NOT_FOUND
+        left = result.expires_at_ms - int(time.time() * 1000) if result.expires_at_ms else None
+        if json_out:
+            body = {"key": args.key, "found": True, "expires_at_ms": result.expires_at_ms}
+            _print({**body, "ttl_ms": left}, True)
+        else:
+            _print("(no expiry)" if left is None else format_duration(max(left, 1)), False)
+        return 0
+    if args.command == "expire":
+        condition = Condition(args.only) if args.only else Condition.ALWAYS
+        ttl = timedelta(milliseconds=args.ttl)
+        changed = await client.expire(key, ttl, condition, args.consistency)
+        why = "missing, or the condition was not met"
+    else:
+        changed = await client.persist(key, args.consistency)
+        why = "missing, or it had no expiry"
+    _print(
+        {"key": args.key, "changed": changed}
+        if json_out
+        else ("OK" if changed else f"(unchanged: {why})"),
+        json_out,
+    )
+    return 0 if changed else EXIT_NOT_FOUND
 
 
 async def _member_gossip_url(

@@ -21,6 +21,12 @@ class KeyValueServicer(purerpc.Servicer):
     async def BatchGet(self, input_message):
         raise NotImplementedError()
 
+    async def Expire(self, input_message):
+        raise NotImplementedError()
+
+    async def Persist(self, input_message):
+        raise NotImplementedError()
+
     async def Describe(self, input_message):
         raise NotImplementedError()
 
@@ -87,6 +93,24 @@ class KeyValueServicer(purerpc.Servicer):
                 purerpc.Cardinality.UNARY_UNARY,
                 a3redis_dot_v1_dot_kv__pb2.BatchGetRequest,
                 a3redis_dot_v1_dot_kv__pb2.BatchGetResponse,
+            )
+        )
+        service_obj.add_method(
+            "Expire",
+            self.Expire,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_kv__pb2.ExpireRequest,
+                a3redis_dot_v1_dot_kv__pb2.ExpireResponse,
+            )
+        )
+        service_obj.add_method(
+            "Persist",
+            self.Persist,
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_kv__pb2.PersistRequest,
+                a3redis_dot_v1_dot_kv__pb2.PersistResponse,
             )
         )
         service_obj.add_method(
@@ -171,6 +195,22 @@ class KeyValueStub:
                 purerpc.Cardinality.UNARY_UNARY,
                 a3redis_dot_v1_dot_kv__pb2.BatchGetRequest,
                 a3redis_dot_v1_dot_kv__pb2.BatchGetResponse,
+            )
+        )
+        self.Expire = self._client.get_method_stub(
+            "Expire",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_kv__pb2.ExpireRequest,
+                a3redis_dot_v1_dot_kv__pb2.ExpireResponse,
+            )
+        )
+        self.Persist = self._client.get_method_stub(
+            "Persist",
+            purerpc.RPCSignature(
+                purerpc.Cardinality.UNARY_UNARY,
+                a3redis_dot_v1_dot_kv__pb2.PersistRequest,
+                a3redis_dot_v1_dot_kv__pb2.PersistResponse,
             )
         )
         self.Describe = self._client.get_method_stub(

@@ -14,11 +14,24 @@ class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONSISTENCY_QUORUM: _ClassVar[Consistency]
     CONSISTENCY_ALL: _ClassVar[Consistency]
     CONSISTENCY_LOCAL: _ClassVar[Consistency]
+
+class ExpireCondition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPIRE_ALWAYS: _ClassVar[ExpireCondition]
+    EXPIRE_NX: _ClassVar[ExpireCondition]
+    EXPIRE_XX: _ClassVar[ExpireCondition]
+    EXPIRE_GT: _ClassVar[ExpireCondition]
+    EXPIRE_LT: _ClassVar[ExpireCondition]
 CONSISTENCY_DEFAULT: Consistency
 CONSISTENCY_ONE: Consistency
 CONSISTENCY_QUORUM: Consistency
 CONSISTENCY_ALL: Consistency
 CONSISTENCY_LOCAL: Consistency
+EXPIRE_ALWAYS: ExpireCondition
+EXPIRE_NX: ExpireCondition
+EXPIRE_XX: ExpireCondition
+EXPIRE_GT: ExpireCondition
+EXPIRE_LT: ExpireCondition
 
 class Version(_message.Message):
     __slots__ = ("wall_ms", "logical", "node_id")
@@ -31,16 +44,20 @@ class Version(_message.Message):
     def __init__(self, wall_ms: _Optional[int] = ..., logical: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "consistency", "after")
+    __slots__ = ("key", "value", "consistency", "after", "ttl_ms", "expires_at_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     consistency: Consistency
     after: Version
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., after: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
+    ttl_ms: int
+    expires_at_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., after: _Optional[_Union[Version, _Mapping]] = ..., ttl_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("version",)
@@ -57,14 +74,16 @@ class GetRequest(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("found", "value", "version")
+    __slots__ = ("found", "value", "version", "expires_at_ms")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     found: bool
     value: bytes
     version: Version
-    def __init__(self, found: _Optional[bool] = ..., value: _Optional[bytes] = ..., version: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
+    expires_at_ms: int
+    def __init__(self, found: _Optional[bool] = ..., value: _Optional[bytes] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("key", "consistency", "after")
@@ -97,22 +116,28 @@ class ScanRequest(_message.Message):
     def __init__(self, start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., prefix: _Optional[bytes] = ..., limit: _Optional[int] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("key", "value", "version")
+    __slots__ = ("key", "value", "version", "expires_at_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     version: Version
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., version: _Optional[_Union[Version, _Mapping]] = ...) -> None: ...
+    expires_at_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class KeyValuePair(_message.Message):
-    __slots__ = ("key", "value")
+    __slots__ = ("key", "value", "ttl_ms", "expires_at_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
+    ttl_ms: int
+    expires_at_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class BatchPutRequest(_message.Message):
     __slots__ = ("pairs", "consistency", "after")
@@ -143,6 +168,40 @@ class BatchGetResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[GetResponse]
     def __init__(self, results: _Optional[_Iterable[_Union[GetResponse, _Mapping]]] = ...) -> None: ...
+
+class ExpireRequest(_message.Message):
+    __slots__ = ("key", "ttl_ms", "expires_at_ms", "condition", "consistency")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    ttl_ms: int
+    expires_at_ms: int
+    condition: ExpireCondition
+    consistency: Consistency
+    def __init__(self, key: _Optional[bytes] = ..., ttl_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., condition: _Optional[_Union[ExpireCondition, str]] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+
+class ExpireResponse(_message.Message):
+    __slots__ = ("set",)
+    SET_FIELD_NUMBER: _ClassVar[int]
+    set: bool
+    def __init__(self, set: _Optional[bool] = ...) -> None: ...
+
+class PersistRequest(_message.Message):
+    __slots__ = ("key", "consistency")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    consistency: Consistency
+    def __init__(self, key: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+
+class PersistResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    def __init__(self, removed: _Optional[bool] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ()

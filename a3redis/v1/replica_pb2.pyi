@@ -20,16 +20,18 @@ APPLY_SUPERSEDED: ApplyOutcome
 APPLY_REJECTED: ApplyOutcome
 
 class Record(_message.Message):
-    __slots__ = ("key", "value", "tombstone", "version")
+    __slots__ = ("key", "value", "tombstone", "version", "expires_at_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     tombstone: bool
     version: _kv_pb2.Version
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., version: _Optional[_Union[_kv_pb2.Version, _Mapping]] = ...) -> None: ...
+    expires_at_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., version: _Optional[_Union[_kv_pb2.Version, _Mapping]] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class ApplyRequest(_message.Message):
     __slots__ = ("coordinator", "records")
@@ -138,14 +140,16 @@ class EntriesRequest(_message.Message):
     def __init__(self, leaves: _Optional[_Iterable[_Union[Leaf, _Mapping]]] = ...) -> None: ...
 
 class EntryVersion(_message.Message):
-    __slots__ = ("key", "version", "tombstone")
+    __slots__ = ("key", "version", "tombstone", "expires_at_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     version: _kv_pb2.Version
     tombstone: bool
-    def __init__(self, key: _Optional[bytes] = ..., version: _Optional[_Union[_kv_pb2.Version, _Mapping]] = ..., tombstone: _Optional[bool] = ...) -> None: ...
+    expires_at_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., version: _Optional[_Union[_kv_pb2.Version, _Mapping]] = ..., tombstone: _Optional[bool] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class EntriesResponse(_message.Message):
     __slots__ = ("entries",)

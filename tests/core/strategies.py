@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import Phase
 from hypothesis import strategies as st
 
+from a3redis.core.expiry import MAX_EXPIRES_AT_MS
 from a3redis.core.hlc import MAX_LOGICAL, Version
 from a3redis.core.record import Record
 
@@ -43,17 +44,25 @@ keys = (
 )
 
 
+# Expiries: mostly none, else near the small versions' wall times (so a record
+# expires before, at or after another's version) or anywhere in range.
+expiries = st.just(0) | st.integers(min_value=1, max_value=6) | st.just(MAX_EXPIRES_AT_MS)
+
+
 def records_of(key: bytes) -> st.SearchStrategy[Record]:
-    return st.builds(Record, key=st.just(key), value=payloads, version=versions)
+    return st.builds(
+        Record, key=st.just(key), value=payloads, version=versions, expires_at_ms=expiries
+    )
 
 
-records = st.builds(Record, key=keys, value=payloads, version=versions)
+records = st.builds(Record, key=keys, value=payloads, version=versions, expires_at_ms=expiries)
 
 wide_records = st.builds(
     Record,
     key=st.binary(max_size=64),
     value=st.none() | st.binary(max_size=64),
     version=wide_versions,
+    expires_at_ms=st.just(0) | st.integers(min_value=1, max_value=MAX_EXPIRES_AT_MS),
 )
 
 # For state machines: skip the explain phase (it can take a minute on a failure,

@@ -33,7 +33,9 @@ def test_merge_is_associative(triple: tuple[Record, Record, Record]) -> None:
 def test_merge_is_idempotent(record: Record) -> None:
     assert merge(record, record) == record
     # An equal record that is a different object merges to the same value.
-    copy = Record(bytes(record.key), record.value, Version(*record.version))
+    copy = Record(
+        bytes(record.key), record.value, Version(*record.version), int(record.expires_at_ms)
+    )
     assert merge(record, copy) == record
 
 

@@ -48,3 +48,27 @@ def test_cli_errors_are_one_line_without_traceback(node_factory: NodeFactory) ->
 
     bad_level = run_cli("get", "k", "--consistency", "most", "--endpoint", node.endpoint)
     assert bad_level.returncode == 2 and "unknown consistency level" in bad_level.stderr
+
+
+def test_cli_ttl_expire_and_persist(node_factory: NodeFactory) -> None:
+    node = node_factory().start()
+    endpoint = ["--endpoint", node.endpoint]
+    assert run_cli("put", "session", "s", "--ttl", "30s", *endpoint).returncode == 0
+    left = run_cli("ttl", "session", *endpoint)
+    assert left.returncode == 0 and left.stdout.endswith("s\n") and left.stdout.startswith("2")
+    shown = json.loads(run_cli("ttl", "session", *endpoint, "-o", "json").stdout)
+    assert 20_000 < shown["ttl_ms"] <= 30_000 and shown["expires_at_ms"] > 0
+
+    assert run_cli("persist", "session", *endpoint).stdout == "OK\n"
+    assert run_cli("ttl", "session", *endpoint).stdout == "(no expiry)\n"
+    unchanged = run_cli("persist", "session", *endpoint)
+    assert unchanged.returncode == 1 and "unchanged" in unchanged.stdout
+
+    assert run_cli("expire", "session", "5m", *endpoint).stdout == "OK\n"
+    assert run_cli("ttl", "session", *endpoint).stdout.startswith("4m ")
+    assert run_cli("expire", "session", "1h", "--only", "nx", *endpoint).returncode == 1
+    missing = run_cli("ttl", "nothing", *endpoint)
+    assert (missing.returncode, missing.stdout) == (1, "(not found)\n")
+
+    bad = run_cli("put", "k", "v", "--ttl", "soon", *endpoint)
+    assert bad.returncode == 2 and "not a duration" in bad.stderr

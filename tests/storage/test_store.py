@@ -505,7 +505,7 @@ async def test_a_log_cut_short_while_being_created_is_empty_and_gets_a_header(
     ("header", "reason"),
     [
         ("garbled", "header checksum mismatch"),
-        ("newer-version", "file format version 2, but this a3redis reads version 1"),
+        ("newer-version", "file format version 3, but this a3redis reads versions 1, 2"),
         ("snapshot-kind", "a snapshot file where a log file belongs"),
         ("no-header", "written before file format v1"),
     ],
@@ -520,7 +520,7 @@ async def test_a_log_with_a_bad_header_and_data_after_it_stops_the_open(
     if header == "garbled":
         data[15] ^= 0x01  # in the salt: every frame after it would be misread
     elif header == "newer-version":
-        data[8] = 2
+        data[8] = 3
     elif header == "snapshot-kind":
         salt = file_salt(log_path)
         data[: codec.HEADER_SIZE] = codec.encode_header(codec.FileKind.SNAPSHOT, salt)
