@@ -16,6 +16,10 @@ verdict on each floor of the replication issue.
 in each round, and the median of the per-round ratios against its floor;
 `--tls` the same with TLS on every port and mutual TLS between the nodes
 (certificates made at run time; the load client verifies the node's).
+
+`--ttl` measures the cost of expiry (issue #18): the 3-node cluster with
+every Put carrying a TTL (an hour, so the Gets that follow read keys that
+have one) against the same without, alternately, as `--secret` does.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ async def _load(
     concurrency: int,
     seconds: float,
     root_certificates: bytes | None = None,
+    ttl_ms: int = 0,
 ) -> dict[str, Any]:
     import grpc
     import grpc.aio
@@ -99,6 +104,8 @@ async def _load(
             call = calls[n % len(calls)]
             if method == "put":
                 request: Any = pb.PutRequest(key=b"k%08d" % n, value=VALUE)
+                if ttl_ms:
+                    request.ttl_ms = ttl_ms
             elif method == "get":
                 request = pb.GetRequest(key=b"k%08d" % rng.randrange(1, 5000))
             else:
@@ -135,7 +142,12 @@ async def _load(
 
 
 def run_load(
-    endpoints: list[str], method: str, concurrency: int, seconds: float, ca: Path | None = None
+    endpoints: list[str],
+    method: str,
+    concurrency: int,
+    seconds: float,
+    ca: Path | None = None,
+    ttl_ms: int = 0,
 ) -> dict[str, Any]:
     out = subprocess.run(
         [
@@ -147,6 +159,7 @@ def run_load(
             method,
             str(concurrency),
             str(seconds),
+            *([f"--ttl-ms={ttl_ms}"] if ttl_ms else []),
             *([str(ca)] if ca is not None else []),
         ],
         capture_output=True,
@@ -162,7 +175,11 @@ def run_load(
 
 
 def measure(
-    count: int, factor: int, seconds: float, extra: dict[str, str] | None = None
+    count: int,
+    factor: int,
+    seconds: float,
+    extra: dict[str, str] | None = None,
+    ttl_ms: int = 0,
 ) -> dict[str, dict[str, Any]]:
     base = Path(tempfile.mkdtemp(prefix="a3r-cluster-"))
     settings = {"REPLICATION_FACTOR": str(factor), "FSYNC": "always", **(extra or {})}
@@ -173,7 +190,7 @@ def measure(
             endpoints = [node.target for node in nodes]
             ca = Path(settings["TLS_CA_FILE"]) if "TLS_CA_FILE" in settings else None
             results = {
-                "put": run_load(endpoints, "put", 64, seconds, ca),
+                "put": run_load(endpoints, "put", 64, seconds, ca, ttl_ms),
                 "get": run_load(endpoints, "get", 64, seconds, ca),
                 "batch_put": run_load(endpoints, "batch_put", 8, seconds, ca),
             }
@@ -188,6 +205,9 @@ def measure(
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--load":
+        ttl_ms = 0
+        if len(argv) > 5 and argv[5].startswith("--ttl-ms="):
+            ttl_ms = int(argv.pop(5).removeprefix("--ttl-ms="))
         endpoints, method, concurrency, seconds = (
             argv[1].split(","),
             argv[2],
@@ -195,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
             float(argv[4]),
         )
         roots = Path(argv[5]).read_bytes() if len(argv) > 5 else None
-        print(json.dumps(asyncio.run(_load(endpoints, method, concurrency, seconds, roots))))
+        print(
+            json.dumps(asyncio.run(_load(endpoints, method, concurrency, seconds, roots, ttl_ms)))
+        )
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5)
@@ -217,7 +239,16 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: the 3-node cluster with TLS on every port and mutual TLS between the "
         f"nodes, against the same without (issue #17's floor: >= {TLS_FLOOR}x)",
     )
+    parser.add_argument(
+        "--ttl",
+        action="store_true",
+        help="instead: the 3-node cluster with every Put carrying a TTL against the same "
+        f"without, alternately (issue #18's floor: >= {TTL_FLOOR}x for Put and Get)",
+    )
     args = parser.parse_args(argv)
+    if args.ttl:
+        compare("TTL", {}, TTL_FLOOR, args.rounds, args.seconds, ttl_ms=TTL_MS)
+        return
     if args.secret:
         secret = {"CLUSTER_SECRET": secrets.token_hex(32)}
         compare("cluster secret", secret, SECRET_FLOOR, args.rounds, args.seconds)
@@ -284,6 +315,9 @@ def report(singles: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> Non
 # the same cluster without.
 SECRET_FLOOR = 0.9
 TLS_FLOOR = 0.6
+# Issue #18: Put with a TTL, and Get of keys that have one, against the same without.
+TTL_FLOOR = 0.95
+TTL_MS = 3_600_000
 
 
 def tls_settings(directory: Path) -> dict[str, str]:
@@ -299,19 +333,26 @@ def tls_settings(directory: Path) -> dict[str, str]:
     }
 
 
-def compare(what: str, extra: dict[str, str], floor: float, rounds: int, seconds: float) -> None:
-    """Each round runs the cluster without and with `extra` (which goes first alternates);
-    the verdict takes the median of the per-round ratios."""
+def compare(
+    what: str,
+    extra: dict[str, str],
+    floor: float,
+    rounds: int,
+    seconds: float,
+    ttl_ms: int = 0,
+) -> None:
+    """Each round runs the cluster without and with `extra` (or Puts with `ttl_ms`; which
+    goes first alternates); the verdict takes the median of the per-round ratios."""
     plain: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
     for round_number in range(rounds):
         print(f"round {round_number + 1} of {rounds}", file=sys.stderr, flush=True)
         if round_number % 2:
-            changed.append(measure(3, 3, seconds, extra))
+            changed.append(measure(3, 3, seconds, extra, ttl_ms))
             plain.append(measure(3, 3, seconds))
         else:
             plain.append(measure(3, 3, seconds))
-            changed.append(measure(3, 3, seconds, extra))
+            changed.append(measure(3, 3, seconds, extra, ttl_ms))
     print(f"{'case':<28} {'without':>10} {'with':>10} {'ratio':>6}   per round ({what})")
     for name, key, unit in CASES:
         ratios = sorted(c[key][unit] / p[key][unit] for p, c in zip(plain, changed, strict=True))

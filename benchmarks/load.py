@@ -62,12 +62,15 @@ class Case:
 
 @dataclass(frozen=True, slots=True)
 class Fill:
-    """BatchPut fill_key(0..count-1) with fill_value(round_number, i)."""
+    """BatchPut fill_key(0..count-1) with fill_value(round_number, i); with `ttl_ms`,
+    every `ttl_every`-th key (i % ttl_every == 0) expires that long after its write."""
 
     count: int
     round_number: int
     batch_keys: int = 1000
     concurrency: int = 4
+    ttl_ms: int = 0
+    ttl_every: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +283,10 @@ class _Driver:
                         for i in indexes
                     ]
                 )
+                if fill.ttl_ms:
+                    for i, pair in zip(indexes, request.pairs, strict=True):
+                        if i % fill.ttl_every == 0:
+                            pair.ttl_ms = fill.ttl_ms
                 # A fill call may wait behind a log compaction; allow it time.
                 response = await call(request, timeout=max(60.0, self.call_timeout_s))
                 if len(response.versions) != len(indexes):

@@ -10,6 +10,10 @@ DATA_DIR three times, each with different files on disk:
 3. after a few more writes have triggered compaction: a snapshot plus a
    short log.
 
+With `ttl=True` (`benchmarks/run.py`'s restart case with TTLs, issue #18) half
+the keys of every fill round carry a TTL (a day: none expires during the
+run), so the log and snapshot hold records of both layouts.
+
 Restart time runs from the `Popen` of the new process until /health answers
 "ok" AND a Get of known keys returns the value last written to them. What
 was on disk is reported with each restart, so the figures stay honest if the
@@ -41,6 +45,9 @@ from benchmarks.servers import ServerError, ServerProcess, ServerSet
 
 FILL_BATCH_KEYS = 1000
 FILL_CONCURRENCY = 4
+# Half the keys expire, a day after their write (issue #18's restart floor).
+FILL_TTL_MS = 86_400_000
+FILL_TTL_EVERY = 2
 READY_TIMEOUT_S = 120.0
 COMPACTION_TIMEOUT_S = 120.0
 
@@ -161,7 +168,9 @@ def _wait_for_snapshot(data_dir: Path, node: ServerProcess) -> None:
     raise ServerError(f"no snapshot within {COMPACTION_TIMEOUT_S}s in {data_dir}")
 
 
-def measure_restart(servers: ServerSet, data_dir: Path, keys: int) -> RestartResult:
+def measure_restart(
+    servers: ServerSet, data_dir: Path, keys: int, ttl: bool = False
+) -> RestartResult:
     # The smallest COMPACT_MIN_BYTES allowed: compaction is then decided only by
     # the log-to-live-data ratio, so a snapshot does appear in this run.
     settings = {"FSYNC": "no", "COMPACT_MIN_BYTES": "4096"}
@@ -171,21 +180,47 @@ def measure_restart(servers: ServerSet, data_dir: Path, keys: int) -> RestartRes
     empty_start_s = time.monotonic() - started
     rss_empty = rss_bytes(node.pid)
 
-    round_one = Fill(keys, 1, FILL_BATCH_KEYS, FILL_CONCURRENCY)
+    expiry = {"ttl_ms": FILL_TTL_MS, "ttl_every": FILL_TTL_EVERY} if ttl else {}
+    round_one = Fill(keys, 1, FILL_BATCH_KEYS, FILL_CONCURRENCY, **expiry)
     fill_rate = _fill(node, round_one, expected)
     result = RestartResult(keys, fill_rate, empty_start_s, rss_empty, rss_bytes(node.pid))
 
     node, run = _restart(servers, node, data_dir, settings, expected, "log replay, 1x keys")
     result.runs.append(run)
 
-    _fill(node, Fill(keys, 2, FILL_BATCH_KEYS, FILL_CONCURRENCY), expected)
+    _fill(node, Fill(keys, 2, FILL_BATCH_KEYS, FILL_CONCURRENCY, **expiry), expected)
     node, run = _restart(servers, node, data_dir, settings, expected, "log replay, 2x keys")
     result.runs.append(run)
 
     # A few more writes push the log past twice the live data: compaction starts.
-    _fill(node, Fill(min(keys, FILL_BATCH_KEYS), 3, FILL_BATCH_KEYS, 1), expected)
+    _fill(node, Fill(min(keys, FILL_BATCH_KEYS), 3, FILL_BATCH_KEYS, 1, **expiry), expected)
     _wait_for_snapshot(data_dir, node)
     node, run = _restart(servers, node, data_dir, settings, expected, "snapshot + short log")
     result.runs.append(run)
     node.stop()
     return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m benchmarks.restart [--keys N] [--ttl]`: the restart case on its own."""
+    import argparse
+    import sys
+    import tempfile
+
+    from benchmarks.report import restart_table
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.restart", description=main.__doc__)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--ttl", action="store_true", help="half the keys carry a TTL")
+    args = parser.parse_args(argv)
+    with (
+        tempfile.TemporaryDirectory(prefix="a3redis-restart-") as root_name,
+        ServerSet(Path(root_name)) as servers,
+    ):
+        print(f"restart case, {args.keys:,} keys, ttl={args.ttl}", file=sys.stderr, flush=True)
+        result = measure_restart(servers, Path(root_name) / "data", args.keys, args.ttl)
+    print(restart_table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -86,6 +86,7 @@ class NodeView:
             "node_id": self.config.node_id,
             "operations": self.metrics.summary(),
             "keys": stats.live_keys,
+            "keys_with_ttl": self.store.expiring_keys,
             "log_bytes": stats.log_bytes,
             "process": process_usage(),
             "members": dict(summary(self.gossip.membership.members())),

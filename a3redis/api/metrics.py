@@ -380,6 +380,11 @@ def node_source(
         stats = store.stats()
         yield gauge("a3redis_keys", "Live keys stored on this node", stats.live_keys)
         yield gauge("a3redis_records", "Records on this node, tombstones included", stats.keys)
+        yield gauge(
+            "a3redis_keys_with_ttl",
+            "Values stored on this node that carry an expiry (expired ones until purged)",
+            store.expiring_keys,
+        )
         yield gauge("a3redis_log_bytes", "Bytes in the current log file", stats.log_bytes)
         yield gauge("a3redis_live_bytes", "Encoded bytes of the live records", stats.live_bytes)
         yield counter("a3redis_commits", "Group commits written to the log", stats.commits)
@@ -398,6 +403,11 @@ def node_source(
         )
         yield counter(
             "a3redis_read_repairs", "Stale replica copies fixed by reads", replication.read_repairs
+        )
+        yield counter(
+            "a3redis_expired_reads",
+            "Keys whose newest record had expired, answered as missing",
+            replication.expired_reads,
         )
         yield gauge(
             "a3redis_peer_links", "Links to peer nodes held open", len(keyspace.cluster.links())
@@ -425,6 +435,11 @@ def node_source(
         )
         yield counter(
             "a3redis_tombstones_purged", "Tombstones purged after the grace period", ae.purged
+        )
+        yield counter(
+            "a3redis_expired_purged",
+            "Expired records purged after the grace period",
+            ae.expired_purged,
         )
         handed = repair.handoff.stats
         yield counter(

@@ -92,8 +92,8 @@ class RepairStats:
     keys_pushed: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
-    purged: int = 0
-    expired_purged: int = 0
+    purged: int = 0  # tombstones
+    expired_purged: int = 0  # expired records
     last_round_seconds: float = 0.0
     last_round_at: float = 0.0
     last_reports: list[PeerReport] = field(default_factory=list)
@@ -262,15 +262,17 @@ class AntiEntropy:
             self._confirmed,
         )
         if chosen:
-            expired = sum(record.value is not None for record in chosen)
-            purged = await store.purge(chosen)
-            self.stats.purged += purged
-            self.stats.expired_purged += min(expired, purged)
+            expired = [record for record in chosen if record.value is not None]
+            tombstones = [record for record in chosen if record.value is None]
+            purged_tombstones = await store.purge(tombstones) if tombstones else 0
+            purged_expired = await store.purge(expired) if expired else 0
+            self.stats.purged += purged_tombstones
+            self.stats.expired_purged += purged_expired
             log.info(
-                "[anti-entropy] purged %d records dead for longer than the grace period "
-                "(%d of them expired values)",
-                purged,
-                min(expired, purged),
+                "[anti-entropy] purged %d tombstones and %d expired records dead for longer "
+                "than the grace period",
+                purged_tombstones,
+                purged_expired,
             )
 
     @property

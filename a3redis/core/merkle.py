@@ -58,12 +58,15 @@ _FLAG_EXPIRES = 2  # beside the tombstone flag (1): an expiry follows the node i
 def entry_digest(record: Record) -> int:
     """A record's contribution to its leaf: 128 bits over (key, version, tombstone, expiry)."""
     key, value, version, expires = record
-    flags = (value is None) | (_FLAG_EXPIRES if expires else 0)
-    header = _ENTRY.pack(len(key), version.wall_ms, version.logical, flags)
-    parts = [header, key, version.node_id.encode()]
     if expires:
-        parts.append(_EXPIRY.pack(expires))
-    return int.from_bytes(blake3(b"".join(parts)).digest(DIGEST_BYTES), "big")
+        header = _ENTRY.pack(
+            len(key), version.wall_ms, version.logical, (value is None) | _FLAG_EXPIRES
+        )
+        data = b"".join((header, key, version.node_id.encode(), _EXPIRY.pack(expires)))
+    else:
+        header = _ENTRY.pack(len(key), version.wall_ms, version.logical, value is None)
+        data = b"".join((header, key, version.node_id.encode()))
+    return int.from_bytes(blake3(data).digest(DIGEST_BYTES), "big")
 
 
 def combine(hashes: Iterable[bytes]) -> bytes:

@@ -41,6 +41,9 @@ def assert_matches(
     assert len(table) == len(model)
     assert table.live_count == sum(1 for r in model.values() if r.value is not None)
     assert table.tombstones == {key for key, r in model.items() if r.value is None}
+    assert table.expiring == {
+        key for key, r in model.items() if r.value is not None and r.expires_at_ms
+    }
     assert table.encoded_bytes == sum(encoded_size(r) for r in model.values())
     assert table.encoded_bytes == sum(len(codec.encode(r)) for r in model.values())
     assert table.max_version == high_water

@@ -64,7 +64,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, partial
-from typing import Any
+from typing import Any, Protocol
 
 from a3redis.api.grpc_services import STATUS_CODE_OF_KIND
 from a3redis.cluster.rebalance import STREAM_PAGE, STREAM_PARTITIONS, TICK
@@ -88,6 +88,7 @@ from a3redis.core.batcher import Batcher, Call
 from a3redis.core.consistency import Consistency
 from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, timed_out
 from a3redis.core.errors import RequestError
+from a3redis.core.expiry import NEVER, Expiry, visible
 from a3redis.core.hinted_handoff import Deliver, Hints
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.membership import (
@@ -200,7 +201,22 @@ class Loop:
         self.now = max(self.now, moment)
 
 
-Reply = Callable[[str, str, str, Version | None, str | None], None]
+class Reply(Protocol):
+    """How a coordinator answers a client: outcome, code, message, version, value read,
+    and the expiry of the record written or read (0: none)."""
+
+    def __call__(
+        self,
+        result: str,
+        code: str,
+        message: str,
+        version: Version | None,
+        read: str | None,
+        /,
+        expires_at_ms: int = 0,
+    ) -> None: ...
+
+
 """outcome, code, message, version, value read"""
 
 
@@ -834,9 +850,15 @@ class SimNode:
         level: Consistency,
         after: Version | None,
         reply: Reply,
+        expiry: Expiry = NEVER,
     ) -> None:
+        """As Keyspace.put / delete (a write with an expiry is checked as it checks it)."""
+        wall = self.wall_ms()
         try:
-            plan = self.coordinator.plan_write([(key, value)], level, after, self.wall_ms())
+            if expiry != NEVER:
+                LIMITS.check_expiry(expiry, wall)
+            expiries = None if expiry == NEVER else [expiry]
+            plan = self.coordinator.plan_write([(key, value)], level, after, wall, expiries)
         except RequestError as error:
             reply(FAIL, grpc_code(error), str(error), None, None)  # nothing was sent
             return
@@ -849,7 +871,7 @@ class SimNode:
                 # last-write-wins may show until the newer version reaches them).
                 reply(UNKNOWN, grpc_code(error), str(error), None, None)
             else:
-                reply(OK, "OK", "", versions[0], None)
+                reply(OK, "OK", "", versions[0], None, plan.records[0].expires_at_ms)
 
         if plan.only_here:
             stored = [self.table.apply(record) for record in plan.records]
@@ -903,9 +925,12 @@ class SimNode:
             return
         finished = [False]
 
-        def found(record: Record | None) -> None:
+        def found(newest: Record | None) -> None:
+            # As Keyspace: the newest record is judged by this coordinator's clock.
+            record = visible(newest, self.wall_ms())
             value = None if record is None or record.value is None else record.value.decode()
-            reply(OK, "OK", "", None if record is None else record.version, value)
+            expires = 0 if record is None else record.expires_at_ms
+            reply(OK, "OK", "", None if record is None else record.version, value, expires)
 
         def settle() -> None:
             if not finished[0] and plan.decided:
@@ -1132,7 +1157,8 @@ class TransitionInvariants:
 @dataclass
 class SimClient:
     name: str
-    queue: deque[tuple[str, bytes, int, Consistency]] = field(default_factory=deque)
+    # (kind, key, coordinator number, level, TTL in ms: 0 for none)
+    queue: deque[tuple[str, bytes, int, Consistency, int]] = field(default_factory=deque)
     busy: bool = False
     seen: Version | None = None
     sequence: int = 0
@@ -1420,12 +1446,19 @@ class SimCluster:
     # ----- clients --------------------------------------------------------------------------
 
     def submit(
-        self, client: int, kind: str, key: bytes, coordinator: int, level: Consistency
+        self,
+        client: int,
+        kind: str,
+        key: bytes,
+        coordinator: int,
+        level: Consistency,
+        ttl_ms: int = 0,
     ) -> None:
         sim_client = self.clients[client % len(self.clients)]
         # Clients know the nodes that were ever started and have not left.
         known = self.members()
-        sim_client.queue.append((kind, key, known[coordinator % len(known)].number - 1, level))
+        number = known[coordinator % len(known)].number - 1
+        sim_client.queue.append((kind, key, number, level, ttl_ms))
         if not sim_client.busy:
             self._next(sim_client)
 
@@ -1434,7 +1467,7 @@ class SimCluster:
             client.busy = False
             return
         client.busy = True
-        kind, key, number, level = client.queue.popleft()
+        kind, key, number, level, ttl_ms = client.queue.popleft()
         coordinator = self.nodes[number]
         invoked = self.loop.now
         client.sequence += 1
@@ -1443,7 +1476,12 @@ class SimCluster:
         request_id = next(self._request_ids)
 
         def record(
-            result: str, code: str, message: str, version: Version | None, read: str | None
+            result: str,
+            code: str,
+            message: str,
+            version: Version | None,
+            read: str | None,
+            expires_at_ms: int = 0,
         ) -> None:
             if finished[0]:
                 return
@@ -1471,6 +1509,8 @@ class SimCluster:
                     code=code,
                     message=message,
                     coordinator=coordinator.node_id,
+                    expires_at_ms=expires_at_ms if result == OK else 0,
+                    ttl_ms=ttl_ms,
                 )
             )
             self.loop.after(0.001, lambda: self._next(client))
@@ -1491,17 +1531,25 @@ class SimCluster:
         latency = self.loop.rng.uniform(0.0005, 0.005)
 
         def respond(
-            result: str, code: str, message: str, version: Version | None, read: str | None
+            result: str,
+            code: str,
+            message: str,
+            version: Version | None,
+            read: str | None,
+            expires_at_ms: int = 0,
         ) -> None:
             if coordinator.alive_process(generation):
-                self.loop.after(latency, lambda: record(result, code, message, version, read))
+                self.loop.after(
+                    latency, lambda: record(result, code, message, version, read, expires_at_ms)
+                )
 
         def handle() -> None:
             if kind == GET:
                 coordinator.read(key, level, respond)
             else:
                 data = None if kind == DELETE else (value or "").encode()
-                coordinator.write(key, data, level, after, respond)
+                expiry = Expiry(ttl_ms=ttl_ms) if ttl_ms else NEVER
+                coordinator.write(key, data, level, after, respond, expiry)
 
         self.loop.after(latency, lambda: coordinator.run(generation, handle))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -12,6 +13,9 @@ import trio
 from a3redis.client import Client, ClientError
 from a3redis.core.expiry import MAX_EXPIRES_AT_MS, Condition
 from a3redis.v1 import kv_pb2 as pb
+from tests.node.conftest import Start
+from tests.node.test_metrics import _get
+from tests.support.node_http import parse_samples
 
 SHORT = 0.15  # seconds: long enough to read the key back, short enough to wait out
 
@@ -116,3 +120,36 @@ def test_the_client_refuses_a_ttl_below_a_millisecond() -> None:
     for bad in (0, -1, 0.0001, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="at least 1 millisecond"):
             ttl_milliseconds(bad)
+
+
+async def test_expired_keys_are_purged_after_the_grace_and_memory_and_disk_fall_back(
+    start_node: Start,
+) -> None:
+    node = await start_node(TOMBSTONE_GRACE="2", COMPACT_MIN_BYTES="4096", SYNC_INTERVAL="3600")
+    data_dir = Path(node.config.data_dir)
+    base = f"http://127.0.0.1:{node.ports.http}"
+    async with Client.connect(node.endpoint) as client:
+        pairs = [pb.KeyValuePair(key=b"s%04d" % i, value=b"x" * 64, ttl_ms=100) for i in range(400)]
+        written = (await raw(client, "BatchPut", pb.BatchPutRequest(pairs=pairs))).versions[0]
+        await client.put(b"kept", b"k")
+        metrics = parse_samples((await trio.to_thread.run_sync(_get, f"{base}/metrics"))[1])
+        assert metrics[("a3redis_keys_with_ttl", ())] == 400
+        disk_before = sum(path.stat().st_size for path in data_dir.iterdir())
+        await trio.sleep(0.15)
+        assert not (await client.get(b"s0001")).found
+        await client.repair(wait=True)  # in the grace period still: nothing goes
+        metrics = parse_samples((await trio.to_thread.run_sync(_get, f"{base}/metrics"))[1])
+        if now_ms() < written.wall_ms + 100 + 2000:  # (a slow host may take longer)
+            assert metrics[("a3redis_records", ())] == 401
+        assert metrics[("a3redis_expired_reads_total", ())] == 1
+        await trio.sleep(2.0)
+        await client.repair(wait=True)  # dead for the grace, no other replica: purged
+        metrics = parse_samples((await trio.to_thread.run_sync(_get, f"{base}/metrics"))[1])
+        assert metrics[("a3redis_records", ())] == 1
+        assert metrics[("a3redis_keys_with_ttl", ())] == 0
+        assert metrics[("a3redis_expired_purged_total", ())] == 400
+        assert [e.key for e in await client.scan()] == [b"kept"]
+        # The purge's commit compacts (the log is far over twice the live data).
+        with trio.fail_after(10):
+            while sum(p.stat().st_size for p in data_dir.iterdir()) * 4 > disk_before:
+                await trio.sleep(0.05)

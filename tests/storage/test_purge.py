@@ -69,3 +69,19 @@ async def test_a_handed_off_value_is_purged_for_good_unless_written_again(
     async with Store.open(tmp_path) as store:
         assert store.get(b"gone") is None
         assert store.get(b"kept") == rec(b"kept", b"newer", 3)
+
+
+async def test_expired_values_are_dead_candidates_and_purge_like_tombstones(tmp_path: Path) -> None:
+    expiring = rec(b"e", b"v", 1)._replace(expires_at_ms=100)
+    later = rec(b"f", b"v", 2)._replace(expires_at_ms=500)
+    async with Store.open(tmp_path) as store:
+        await store.apply_many([expiring, later, rec(b"plain", b"v", 3), rec(b"t", None, 4)])
+        assert store.expiring_keys == 2
+        assert {r.key for r in store.dead(99)} == {b"t"}
+        assert {r.key for r in store.dead(100)} == {b"t", b"e"}
+        assert await store.purge([expiring]) == 1
+        assert store.expiring_keys == 1 and store.get(b"e") is None
+    async with Store.open(tmp_path) as store:
+        assert store.get(b"e") is None
+        assert store.get(b"f") == later
+        assert store.expiring_keys == 1

@@ -93,6 +93,10 @@ class Op:
     message: str = ""
     coordinator: str = ""
     index: int = -1
+    # A put's acknowledged expiry, or the expiry of the record a get answered
+    # (also when it had expired: then value is None); 0: none. A put's TTL asked for.
+    expires_at_ms: int = 0
+    ttl_ms: int = 0
 
     @property
     def is_write(self) -> bool:
@@ -112,6 +116,8 @@ class Op:
             "code": self.code,
             "message": self.message,
             "coordinator": self.coordinator,
+            "expires_at_ms": self.expires_at_ms,
+            "ttl_ms": self.ttl_ms,
         }
 
     @classmethod
@@ -129,6 +135,8 @@ class Op:
             code=str(raw.get("code", "OK")),
             message=str(raw.get("message", "")),
             coordinator=str(raw.get("coordinator", "")),
+            expires_at_ms=int(raw.get("expires_at_ms", 0)),
+            ttl_ms=int(raw.get("ttl_ms", 0)),
         )
 
     def describe(self, origin: float = 0.0) -> str:
@@ -219,10 +227,14 @@ class _Writes:
         exact = [op for op in self.deletes if op.version == version]
         if exact:
             return exact[0]
+        # An expired put reads as missing, with its version.
+        expired = [op for op in self.writes if op.ttl_ms and op.version == version]
+        if expired:
+            return expired[0]
         # A delete whose version we never learned (unknown, aborted or failed outcome).
         candidates = [
             op
-            for op in self.deletes
+            for op in self.deletes + [w for w in self.writes if w.ttl_ms]  # or an expired put
             if op.version is None
             and self.node_of.get(op.coordinator, version.node_id) == version.node_id
         ]
@@ -436,6 +448,57 @@ def check(
 ) -> list[Anomaly]:
     """Every check; `node_of` maps coordinator addresses to node ids (see `_Writes`)."""
     return check_reads(history, node_of) + check_final(history, final, owners, node_of)
+
+
+def check_expiry(
+    history: Sequence[Op], wall_at: Callable[[float], int], clock_low_ms: int, clock_high_ms: int
+) -> list[Anomaly]:
+    """(e) no expired key is read back, none reads as missing before it expired, and a
+    read returns a value with the expiry its write was acknowledged with.
+
+    `wall_at(t)` is the true wall-clock ms at history time `t`; every coordinator's
+    clock reads within [true + clock_low_ms, true + clock_high_ms]. A read answers
+    by its coordinator's clock some time between its invocation and completion.
+    """
+    anomalies: list[Anomaly] = []
+    for key, ops in _by_key(history).items():
+        puts = {op.value: op for op in ops if op.kind == PUT}
+        for read in ops:
+            if read.kind != GET or read.outcome != OK or not read.expires_at_ms:
+                continue
+            expires = read.expires_at_ms
+            if read.value is not None and expires <= wall_at(read.invoked) + clock_low_ms:
+                anomalies.append(
+                    Anomaly(
+                        "expired-read",
+                        key,
+                        f"a read returned {read.value!r}, which expired at {expires}, before "
+                        "any coordinator's clock could read that time",
+                        [read],
+                    )
+                )
+            if read.value is None and expires > wall_at(read.completed) + clock_high_ms:
+                anomalies.append(
+                    Anomaly(
+                        "early-expiry",
+                        key,
+                        f"a read found the key expired (at {expires}) before any "
+                        "coordinator's clock could read that time",
+                        [read],
+                    )
+                )
+            written = puts.get(read.value) if read.value is not None else None
+            if written is not None and written.outcome == OK and written.expires_at_ms != expires:
+                anomalies.append(
+                    Anomaly(
+                        "expiry-mismatch",
+                        key,
+                        f"a read returned expiry {expires}; its write was acknowledged with "
+                        f"{written.expires_at_ms}",
+                        [written, read],
+                    )
+                )
+    return anomalies
 
 
 def render(anomalies: Sequence[Anomaly], limit: int = 10) -> str:
