@@ -34,6 +34,7 @@ from a3redis.cluster.rebalance import StreamPacer
 from a3redis.config import Config
 from a3redis.core.client_tokens import Action, TokenHolder, bearer_token
 from a3redis.core.errors import ErrorKind, RequestError
+from a3redis.core.expiry import NEVER
 from a3redis.core.hlc import Version
 from a3redis.core.peer_auth import Refusal
 from a3redis.core.streaming import BUILDING, answer_stream, check_request
@@ -309,8 +310,8 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
     async def BatchPut(self, request: pb.BatchPutRequest) -> pb.BatchPutResponse:
         level = wire.consistency_from_pb(request.consistency)
         pairs = [(pair.key, pair.value) for pair in request.pairs]
-        expiries = [wire.expiry_from_pb(pair) for pair in request.pairs]
-        if any(expiries):
+        if any(pair.WhichOneof("expiry") for pair in request.pairs):
+            expiries = [wire.expiry_from_pb(pair) for pair in request.pairs]
             versions = await self.keyspace.batch_write(pairs, level, _after(request), expiries)
         else:
             versions = await self.keyspace.batch_put(pairs, level, _after(request))
@@ -321,7 +322,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
         level = wire.consistency_from_pb(request.consistency)
         condition = wire.condition_from_pb(request.condition)
         expiry = wire.expiry_from_pb(request)
-        if not any(expiry):
+        if expiry == NEVER:
             raise InvalidRequestError("Expire needs ttl_ms or expires_at_ms")
         changed = await self.keyspace.expire(request.key, expiry, condition, level, level)
         return pb.ExpireResponse(set=changed)
