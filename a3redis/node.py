@@ -30,6 +30,7 @@ import trio
 
 from a3redis.api.describe import Describer
 from a3redis.api.grpc_services import KeyValueService, ReplicaService
+from a3redis.api.health import HealthService
 from a3redis.api.http import NodeView, serve_http
 from a3redis.api.metrics import (
     NodeMetrics,
@@ -259,9 +260,11 @@ async def run_node(
                 )
                 view.tokens = tokens
                 replica_service = ReplicaService(keyspace, gate, repair, metrics, pacer, guard)
+                health = HealthService(view.condition, gate, stop)
                 services = [
                     KeyValueService(keyspace, config, gate, repair, metrics, tokens).service,
                     replica_service.service,
+                    health.service,
                 ]
                 async with trio.open_nursery() as nursery:
                     connections = await nursery.start(
@@ -278,6 +281,7 @@ async def run_node(
                         )
                     )
                     metrics.add_source(connection_source(connections))
+                    await nursery.start(health.watch_changes)
                     await nursery.start(partial(serve_http, http_sock, view, stop, tls=tls))
                     resp_settings = RespSettings(
                         config.resp_max_connections,

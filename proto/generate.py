@@ -13,7 +13,11 @@ from pathlib import Path
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTOS = ["a3redis/v1/kv.proto", "a3redis/v1/replica.proto"]
+PROTOS = [
+    "a3redis/v1/kv.proto",
+    "a3redis/v1/replica.proto",
+    "a3redis/v1/health.proto",
+]
 
 
 def generate(out_dir: Path) -> None:

@@ -28,6 +28,7 @@ TLS_CA_FILE: with a CA, replica traffic is mutual TLS.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import functools
 import logging
@@ -73,6 +74,15 @@ LOG_INTERVAL = 10.0
 # Bytes of incomplete request messages the node holds over all connections:
 # four messages of purerpc's 32 MiB limit.
 INBOUND_BUFFER_LIMIT = 128 * 1024 * 1024
+
+# The stream of the call the current task serves: a call that waits long with
+# nothing to send (a health Watch) looks at it to notice that its client is gone.
+_CURRENT_CALL: contextvars.ContextVar[LeanStream] = contextvars.ContextVar("current_call")
+
+
+def current_call() -> LeanStream | None:
+    """The stream of the call this task serves (None outside a call)."""
+    return _CURRENT_CALL.get(None)
 
 
 class ShuttingDownError(NodeUnavailableError):
@@ -237,6 +247,7 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
                 )
                 return
             stream.expect_message_type(method.signature.request_type)
+            _CURRENT_CALL.set(stream)
             call = _CALLERS[method.signature.cardinality]
             try:
                 await call(functools.partial(method.method_fn, request=event), stream)
@@ -278,6 +289,10 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
                 async for call in grpc_socket.listen():
                     calls.start_soon(self.request_received, call, certified)
                 watch.cancel()  # calls still running finish; the watch need not
+                # The client is gone: the calls still open have nobody to answer.
+                still_open: dict[int, LeanStream] = grpc_socket._streams
+                for stream in list(still_open.values()):
+                    stream.peer_reset()
         except Exception as error:  # bad frames or a broken socket end this connection
             log.debug("gRPC connection ended: %r", error)
 
