@@ -40,6 +40,7 @@ from a3redis.api.metrics import (
     rebalance_source,
     resp_source,
 )
+from a3redis.api.reflection import Reflection
 from a3redis.api.replica_calls import ReplicaCalls
 from a3redis.api.resp_handler import RedisCommands
 from a3redis.api.resp_server import RespSettings, RespStats, codec_limits, serve_resp
@@ -265,6 +266,7 @@ async def run_node(
                     KeyValueService(keyspace, config, gate, repair, metrics, tokens).service,
                     replica_service.service,
                     health.service,
+                    *Reflection(guard).services(),
                 ]
                 async with trio.open_nursery() as nursery:
                     connections = await nursery.start(

@@ -17,6 +17,8 @@ PROTOS = [
     "a3redis/v1/kv.proto",
     "a3redis/v1/replica.proto",
     "a3redis/v1/health.proto",
+    "a3redis/v1/reflection.proto",
+    "a3redis/v1/reflection_v1alpha.proto",
 ]
 
 

@@ -80,9 +80,19 @@ INBOUND_BUFFER_LIMIT = 128 * 1024 * 1024
 _CURRENT_CALL: contextvars.ContextVar[LeanStream] = contextvars.ContextVar("current_call")
 
 
+# Set in a connection's task, so every call of the connection sees it: whether the
+# client presented a certificate signed by TLS_CA_FILE (it is a cluster member).
+_CERTIFIED: contextvars.ContextVar[bool] = contextvars.ContextVar("certified", default=False)
+
+
 def current_call() -> LeanStream | None:
     """The stream of the call this task serves (None outside a call)."""
     return _CURRENT_CALL.get(None)
+
+
+def connection_certified() -> bool:
+    """Whether this call's connection has a client certificate signed by TLS_CA_FILE."""
+    return _CERTIFIED.get()
 
 
 class ShuttingDownError(NodeUnavailableError):
@@ -279,6 +289,8 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
             self.stats.open -= 1
 
     async def _serve(self, stream: anyio.abc.ByteStream, certified: bool) -> None:
+        if certified and self.members_only:
+            _CERTIFIED.set(True)  # the calls' tasks, started below, inherit it
         try:
             async with (
                 LeanSocket(self.config, stream, self.stats.budget) as grpc_socket,
