@@ -28,6 +28,7 @@ from pathlib import Path
 
 import trio
 
+from a3redis.api import status_details
 from a3redis.api.describe import Describer
 from a3redis.api.grpc_services import KeyValueService, ReplicaService
 from a3redis.api.health import HealthService
@@ -280,6 +281,7 @@ async def run_node(
                             max_connections=config.max_connections,
                             tls=tls,
                             members_only=[replica_service.service.name],
+                            explain=status_details.explain,
                         )
                     )
                     metrics.add_source(connection_source(connections))

@@ -19,6 +19,7 @@ PROTOS = [
     "a3redis/v1/health.proto",
     "a3redis/v1/reflection.proto",
     "a3redis/v1/reflection_v1alpha.proto",
+    "a3redis/v1/error_details.proto",
 ]
 
 

@@ -23,10 +23,12 @@ from typing import Any, cast
 
 import purerpc
 import trio
-from purerpc.grpclib.status import Status, StatusCode
+from purerpc.grpclib.status import StatusCode
 
+from a3redis.api import status_details
 from a3redis.api.grpc_services import _decoded_by_methods, _Undecoded
 from a3redis.core import health
+from a3redis.core.error_details import details
 from a3redis.core.health import NodeCondition, ServingStatus, WatchSlots
 from a3redis.net.grpc_server import RequestGate, current_call
 from a3redis.storage.store import Store
@@ -82,19 +84,18 @@ class HealthService(HealthServicer):  # type: ignore[misc]
         request: hpb.HealthCheckRequest = undecoded.decode()
         status = health.status_of(request.service, self.condition())
         if status is None:
-            raise purerpc.RpcFailedError(
-                Status(StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            raise status_details.explain(
+                StatusCode.NOT_FOUND, f"unknown service {request.service!r}", "SERVICE_UNKNOWN"
             )
         return _RESPONSES[status]
 
     async def Watch(self, undecoded: _Undecoded) -> AsyncIterator[hpb.HealthCheckResponse]:
         request: hpb.HealthCheckRequest = undecoded.decode()
         if not self.slots.take():
-            raise purerpc.RpcFailedError(
-                Status(
-                    StatusCode.RESOURCE_EXHAUSTED,
-                    f"this node serves at most {self.slots.limit} health watchers at once",
-                )
+            raise status_details.failure(
+                StatusCode.RESOURCE_EXHAUSTED,
+                f"this node serves at most {self.slots.limit} health watchers at once",
+                details("TOO_MANY_WATCHERS", {"limit": str(self.slots.limit)}),
             )
         try:
             if self.gate.closed:

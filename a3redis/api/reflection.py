@@ -24,10 +24,12 @@ from typing import Any
 import purerpc
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
-from purerpc.grpclib.status import Status, StatusCode
+from purerpc.grpclib.status import StatusCode
 
+from a3redis.api import status_details
 from a3redis.api.grpc_services import _decoded_by_methods, _Undecoded
 from a3redis.cluster.peer_auth import SIGNATURE, PeerGuard
+from a3redis.core.error_details import details
 from a3redis.net.grpc_server import connection_certified
 from a3redis.v1 import reflection_grpc, reflection_v1alpha_grpc
 from a3redis.v1 import reflection_pb2 as rpb
@@ -132,12 +134,11 @@ class Reflection:
         answered = 0
         async for undecoded in requests:
             if answered == MAX_REQUESTS_PER_STREAM:
-                raise purerpc.RpcFailedError(
-                    Status(
-                        StatusCode.RESOURCE_EXHAUSTED,
-                        f"at most {MAX_REQUESTS_PER_STREAM} reflection requests per stream: "
-                        "open another",
-                    )
+                raise status_details.failure(
+                    StatusCode.RESOURCE_EXHAUSTED,
+                    f"at most {MAX_REQUESTS_PER_STREAM} reflection requests per stream: "
+                    "open another",
+                    details("TOO_MANY_REQUESTS", {"limit": str(MAX_REQUESTS_PER_STREAM)}),
                 )
             answered += 1
             yield _answer(catalogue, undecoded.decode())
