@@ -21,6 +21,7 @@ import trio
 from a3redis.api import health as health_shell
 from a3redis.api.grpc_services import _undecoded
 from a3redis.core.health import NodeCondition, WatchSlots
+from a3redis.net import grpc_server
 from a3redis.net.grpc_server import RequestGate
 from a3redis.v1 import health_pb2 as hpb
 from tests.node.conftest import RunningNode, Start
@@ -174,3 +175,30 @@ async def test_a_watcher_sees_each_change_and_the_slot_is_given_back(
         stop.set()
     assert seen == [NOT_SERVING, SERVING, NOT_SERVING, SERVING, NOT_SERVING]
     assert slots.taken == 0
+
+
+class _GoneCall:
+    """A call's stream as the watcher sees it: reset once its client goes away."""
+
+    reset_by_peer = False
+
+
+async def test_a_watcher_whose_client_went_away_gives_its_slot_back(
+    condition: list[NodeCondition], autojump_clock: trio.testing.MockClock
+) -> None:
+    slots = WatchSlots(limit=1)
+    service = health_shell.HealthService(lambda: condition[0], RequestGate(), trio.Event(), slots)
+    call = _GoneCall()
+    seen: list[int] = []
+
+    async def watch() -> None:
+        grpc_server._CURRENT_CALL.set(call)  # type: ignore[arg-type]
+        await _collect(service, seen)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await trio.sleep(5)
+        assert (seen, slots.taken) == ([NOT_SERVING], 1)
+        call.reset_by_peer = True
+        await trio.sleep(health_shell.GONE_POLL_INTERVAL + 0.1)
+        assert slots.taken == 0
