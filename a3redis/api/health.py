@@ -26,9 +26,10 @@ import trio
 from purerpc.grpclib.status import StatusCode
 
 from a3redis.api import status_details
-from a3redis.api.grpc_services import _decoded_by_methods, _Undecoded
+from a3redis.api.grpc_services import _decoded_by_methods, _status, _Undecoded
 from a3redis.core import health
 from a3redis.core.error_details import details
+from a3redis.core.errors import RequestError
 from a3redis.core.health import NodeCondition, ServingStatus, WatchSlots
 from a3redis.net.grpc_server import RequestGate, current_call
 from a3redis.storage.store import Store
@@ -45,6 +46,14 @@ GONE_POLL_INTERVAL = 1.0
 _RESPONSES = {
     status: hpb.HealthCheckResponse(status=cast(Any, int(status))) for status in ServingStatus
 }
+
+
+def decoded(undecoded: _Undecoded) -> Any:
+    """The request message, or INVALID_ARGUMENT (malformed request) if the bytes are not one."""
+    try:
+        return undecoded.decode()
+    except RequestError as error:
+        raise _status(error) from None
 
 
 def store_has_failed(store: Store) -> bool:
@@ -81,7 +90,7 @@ class HealthService(HealthServicer):  # type: ignore[misc]
         return condition
 
     async def Check(self, undecoded: _Undecoded) -> hpb.HealthCheckResponse:
-        request: hpb.HealthCheckRequest = undecoded.decode()
+        request: hpb.HealthCheckRequest = decoded(undecoded)
         status = health.status_of(request.service, self.condition())
         if status is None:
             raise status_details.explain(
@@ -90,7 +99,7 @@ class HealthService(HealthServicer):  # type: ignore[misc]
         return _RESPONSES[status]
 
     async def Watch(self, undecoded: _Undecoded) -> AsyncIterator[hpb.HealthCheckResponse]:
-        request: hpb.HealthCheckRequest = undecoded.decode()
+        request: hpb.HealthCheckRequest = decoded(undecoded)
         if not self.slots.take():
             raise status_details.failure(
                 StatusCode.RESOURCE_EXHAUSTED,

@@ -28,6 +28,7 @@ from purerpc.grpclib.status import StatusCode
 
 from a3redis.api import status_details
 from a3redis.api.grpc_services import _decoded_by_methods, _Undecoded
+from a3redis.api.health import decoded
 from a3redis.cluster.peer_auth import SIGNATURE, PeerGuard
 from a3redis.core.error_details import details
 from a3redis.net.grpc_server import connection_certified
@@ -141,7 +142,7 @@ class Reflection:
                     details("TOO_MANY_REQUESTS", {"limit": str(MAX_REQUESTS_PER_STREAM)}),
                 )
             answered += 1
-            yield _answer(catalogue, undecoded.decode())
+            yield _answer(catalogue, decoded(undecoded))
 
     def services(self) -> list[purerpc.Service]:
         """The v1 and v1alpha services, both answering from this object."""

@@ -80,6 +80,7 @@ async def test_calls_the_server_refuses_itself_carry_details_too(
             "SERVICE_UNKNOWN",
         ),
         ("/a3redis.v1.KeyValue/Get", b"\xff\xff", "INVALID_ARGUMENT", "MALFORMED_REQUEST"),
+        ("/grpc.health.v1.Health/Check", b"\xff\xff", "INVALID_ARGUMENT", "MALFORMED_REQUEST"),
     ]:
         got, found = await trio.to_thread.run_sync(
             _grpcio_failure, running_node.endpoint, method, request

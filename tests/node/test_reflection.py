@@ -50,7 +50,9 @@ def _ask(
     with opened as channel:
         call = channel.stream_stream(
             f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
-            request_serializer=lambda message: message.SerializeToString(),
+            request_serializer=lambda message: (
+                message if isinstance(message, bytes) else message.SerializeToString()
+            ),
             response_deserializer=rpb.ServerReflectionResponse.FromString,
         )
         answers: list[rpb.ServerReflectionResponse] = []
@@ -110,6 +112,14 @@ async def test_files_come_with_what_they_import_and_unknowns_are_not_found(
     extensions = answers[7].all_extension_numbers_response
     assert extensions.base_type_name == "a3redis.v1.PutRequest"
     assert list(extensions.extension_number) == []
+
+
+async def test_a_malformed_request_ends_the_stream_invalid_argument(
+    running_node: RunningNode,
+) -> None:
+    listing = rpb.ServerReflectionRequest(list_services="")
+    answers, code = await ask(running_node, listing, b"\xff\xff", listing)  # type: ignore[arg-type]
+    assert (len(answers), code) == (1, grpc.StatusCode.INVALID_ARGUMENT)
 
 
 async def test_a_stream_answers_a_bounded_number_of_requests(running_node: RunningNode) -> None:
