@@ -25,7 +25,7 @@ import functools
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,7 @@ import h2.exceptions
 import purerpc
 import trio
 
-from a3redis.api import wire
+from a3redis.api import status_details, wire
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.ring import Ring
@@ -62,12 +62,28 @@ _TRANSPORT_ERRORS = (
 
 
 class ClientError(Exception):
-    """A request failed. `code` is the gRPC status name (e.g. "UNAVAILABLE")."""
+    """A request failed. `code` is the gRPC status name (e.g. "UNAVAILABLE").
 
-    def __init__(self, code: str, message: str) -> None:
+    When the node said why (its google.rpc.ErrorInfo): `reason` (e.g.
+    "QUORUM_UNAVAILABLE", listed in kv.proto), `metadata` (e.g. `required` and
+    `alive` replicas) and `retry_delay` (seconds after which the same call may
+    succeed; None when waiting does not help).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.reason = reason
+        self.metadata: Mapping[str, str] = metadata or {}
+        self.retry_delay = retry_delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +113,20 @@ class NodeInfo:
 
 def _status_error(error: purerpc.RpcFailedError) -> ClientError:
     status = error.status
-    return ClientError(status.status_code.name, status.status_message or "")
+    said = status_details.details_of_failure(status)
+    if said is None:
+        return ClientError(status.status_code.name, status.status_message or "")
+    return ClientError(
+        status.status_code.name,
+        status.status_message or "",
+        said.reason,
+        said.metadata,
+        said.retry_delay,
+    )
+
+
+# The node's error details arrive in a trailer purerpc's client would drop.
+status_details.keep_details_in_client_errors()
 
 
 TOPOLOGY_REFRESH = 5.0
