@@ -16,6 +16,21 @@ Each call runs as a plain trio task of its connection's nursery
 that fails answers a gRPC status whose message says what was wrong, never
 a Python repr; a call the client reset ends quietly.
 
+Keepalive, as gRPC clients expect (grpc core's ping-abuse rules with a more
+permissive interval, a3redis.net.grpc_socket.KeepalivePolicy): h2 answers
+every HTTP/2 PING; a client may ping every 10 s or more, with or without
+calls open; pings sooner than PING_MIN_INTERVAL after the previous one, with
+nothing sent by the node in between, are strikes, and the third strike is
+answered GOAWAY ENHANCE_YOUR_CALM "too_many_pings" (as grpc core does) and
+the connection closes. grpc core's own server default (5 min, no pings
+without calls) would send a client configured with keepalive_time_ms=10 s
+away within a minute of idling; a database's clients are idle between
+requests and keep connections warm through load balancers and NATs with
+just such pings, which cost the node one h2 frame each. Every response
+advertises `grpc-accept-encoding: identity,deflate,gzip`: requests
+compressed either way are inflated (up to the message limit, grpc_socket);
+answers go uncompressed.
+
 With TLS (`tls`, a3redis.net.tls) the port speaks only TLS, ALPN `h2`: each
 accepted connection completes its handshake within TLS_HANDSHAKE_TIMEOUT or
 is closed (a client that stalls or speaks plain text costs one connection
@@ -46,6 +61,7 @@ import trio
 from anyio.streams.tls import TLSAttribute, TLSStream
 from hpack import NeverIndexedHeaderTuple
 from purerpc.grpc_socket import GRPCStreamState
+from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.exceptions import RpcFailedError, StreamClosedError
 from purerpc.grpclib.status import Status, StatusCode
@@ -61,7 +77,7 @@ from purerpc.wrappers import (
 from a3redis.core.errors import NodeUnavailableError
 from a3redis.core.throttle import LogThrottle
 from a3redis.net import h2_tuning
-from a3redis.net.grpc_socket import InboundBudget, LeanSocket, LeanStream
+from a3redis.net.grpc_socket import InboundBudget, KeepalivePolicy, LeanSocket, LeanStream
 from a3redis.net.tls import TLS_HANDSHAKE_TIMEOUT, NodeTls
 
 log = logging.getLogger(__name__)
@@ -78,6 +94,14 @@ LOG_INTERVAL = 10.0
 # Bytes of incomplete request messages the node holds over all connections:
 # four messages of purerpc's 32 MiB limit.
 INBOUND_BUFFER_LIMIT = 128 * 1024 * 1024
+# The largest gRPC message either way (purerpc's limit, said here so the README can cite it).
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# Client keepalive: pings every 10 s are welcome; a second of slack for the client's timers.
+PING_MIN_INTERVAL = 9.0
+# Too-soon pings tolerated before GOAWAY (grpc core's GRPC_ARG_HTTP2_MAX_PING_STRIKES default).
+MAX_PING_STRIKES = 2
+# Message encodings a request may use (grpc_socket inflates deflate and gzip, bounded).
+ACCEPTED_ENCODINGS = ("identity", "deflate", "gzip")
 
 # The trailer of a failed call's google.rpc.Status (gRPC's richer error model).
 DETAILS_TRAILER = "grpc-status-details-bin"
@@ -218,6 +242,9 @@ class ConnectionStats:
     accept_errors: int = 0
     tls_handshakes_failed: int = 0
     budget: InboundBudget = field(default_factory=lambda: InboundBudget(INBOUND_BUFFER_LIMIT))
+    keepalive: KeepalivePolicy = field(
+        default_factory=lambda: KeepalivePolicy(PING_MIN_INTERVAL, MAX_PING_STRIKES)
+    )
     _log: LogThrottle = field(default_factory=lambda: LogThrottle(LOG_INTERVAL))
 
     def log_throttled(self, what: str, message: str, *args: object) -> None:
@@ -244,6 +271,11 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
 
     def __init__(self, services: dict[str, purerpc.Service], server: purerpc.Server) -> None:
         super().__init__(services, server)
+        self.config = GRPCConfiguration(
+            client_side=False,
+            message_accept_encoding=ACCEPTED_ENCODINGS,
+            max_message_length=MAX_MESSAGE_BYTES,
+        )
         self.stats = ConnectionStats()
         self.tls: NodeTls | None = None
         # Services only a connection with a certificate signed by TLS_CA_FILE may call.
@@ -316,7 +348,9 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
             _CERTIFIED.set(True)  # the calls' tasks, started below, inherit it
         try:
             async with (
-                LeanSocket(self.config, stream, self.stats.budget) as grpc_socket,
+                LeanSocket(
+                    self.config, stream, self.stats.budget, self.stats.keepalive
+                ) as grpc_socket,
                 trio.open_nursery() as calls,
             ):
                 watch = trio.CancelScope()

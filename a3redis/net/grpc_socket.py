@@ -130,6 +130,32 @@ class KeepalivePolicy:
         self.pings = 0
         self.too_many_pings = 0
 
+    def ping(self, score: PingScore, now: float, sent_since_last: bool) -> bool:
+        """Score a ping received at `now`; True when the connection must be sent away
+        (once per connection)."""
+        self.pings += 1
+        if sent_since_last:
+            score.strikes = 0
+        elif now - score.last_ping < self.min_interval:
+            score.strikes += 1
+        score.last_ping = now
+        if score.strikes <= self.max_strikes or score.sent_away:
+            return False
+        score.sent_away = True
+        self.too_many_pings += 1
+        return True
+
+
+class PingScore:
+    """One connection's record under a KeepalivePolicy."""
+
+    __slots__ = ("last_ping", "sent_away", "strikes")
+
+    def __init__(self) -> None:
+        self.last_ping = -float("inf")
+        self.strikes = 0
+        self.sent_away = False
+
 
 class StreamResetError(StreamClosedError):  # type: ignore[misc]
     """The peer reset this stream (RST_STREAM): nothing more comes or goes on it."""
@@ -370,11 +396,9 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
         self.lost: ConnectionLostError | None = None
         # Called once when the connection is lost (a channel pool forgets it at once).
         self.when_lost: Callable[[], None] | None = None
-        self._keepalive = keepalive
-        self._last_ping = -float("inf")
-        self._ping_strikes = 0
+        self._pings = PingScore()
+        # Set by the streams whenever the server sends headers or data.
         self.sent_since_ping = False
-        self._calmed_down = False
         if keepalive is not None:
             self._watch_pings(keepalive)
 
@@ -428,17 +452,8 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
         h2_connection.receive_data = receive_data
 
     def _ping_received(self, keepalive: KeepalivePolicy, h2_connection: Any) -> None:
-        keepalive.pings += 1
-        now = trio.current_time()
-        if self.sent_since_ping:
-            self._ping_strikes = 0
-            self.sent_since_ping = False
-        elif now - self._last_ping < keepalive.min_interval:
-            self._ping_strikes += 1
-        self._last_ping = now
-        if self._ping_strikes > keepalive.max_strikes and not self._calmed_down:
-            self._calmed_down = True
-            keepalive.too_many_pings += 1
+        sent, self.sent_since_ping = self.sent_since_ping, False
+        if keepalive.ping(self._pings, trio.current_time(), sent):
             h2_connection.close_connection(
                 error_code=ErrorCodes.ENHANCE_YOUR_CALM,
                 additional_data=b"too_many_pings",
@@ -498,7 +513,7 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
                     yield stream
                 elif isinstance(event, ResponseEnded | RequestEnded):
                     stream._close_remote()
-            if self._calmed_down:
+            if self._pings.sent_away:
                 return  # the GOAWAY goes out as the connection closes
 
     def _keep_within_budget(self, budget: InboundBudget) -> None:
