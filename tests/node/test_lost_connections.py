@@ -22,6 +22,7 @@ import h2.events
 import pytest
 import trio
 
+from a3redis.client import Client
 from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
 from a3redis.net.grpc_socket import ConnectionLostError
@@ -132,3 +133,37 @@ async def test_a_goaway_fails_the_calls_it_did_not_process_as_never_sent() -> No
         assert trio.current_time() - started < AT_ONCE
         assert lost.value.unsent
         assert "GOAWAY" in str(lost.value)
+
+
+async def answer_put(stream: trio.SocketStream) -> None:
+    """Answer one Put as a node would: headers, a PutResponse, trailers with status OK."""
+    server = await read_request(stream)
+    response = pb.PutResponse(version=pb.Version(wall_ms=7, logical=0, node_id="node-1"))
+    body = response.SerializeToString()
+    server.send_headers(1, [(":status", "200"), ("content-type", "application/grpc")])
+    server.send_data(1, b"\x00" + len(body).to_bytes(4, "big") + body)
+    server.send_headers(1, [("grpc-status", "0")], end_stream=True)
+    await stream.send_all(server.data_to_send())
+    await trio.sleep(CALL_DEADLINE)
+
+
+async def test_a_write_that_never_reached_the_node_is_sent_again_on_a_fresh_connection() -> None:
+    connections = 0
+
+    async def go_away_once(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            server = await read_request(stream)
+            server.close_connection(last_stream_id=0)  # "I processed none of your calls"
+            await stream.send_all(server.data_to_send())
+            await trio.sleep(CALL_DEADLINE)
+        else:
+            await answer_put(stream)
+
+    async with far_end(go_away_once) as (address, _), ChannelPool.open() as pool:
+        client = Client(pool, [address], CALL_DEADLINE, route_by_key=False)
+        with trio.fail_after(CALL_DEADLINE):
+            version = await client.put(b"k", b"v")
+        assert version.wall_ms == 7
+        assert connections == 2
