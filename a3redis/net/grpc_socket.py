@@ -11,6 +11,17 @@ node's CPU per request under load. Both a3redis's server
 (a3redis.net.grpc_server) and its peer channels (a3redis.net.channels) use
 `LeanSocket`; anything that talks to a node sees the same bytes either way.
 
+A connection that ends fails what waits on it at once: when the reader
+meets the end of the stream or a reset, the writer cannot send, or the
+peer sends GOAWAY (purerpc ignored all three, so a call in flight waited
+for its deadline), every open stream ends with ConnectionLostError (after
+what had already arrived on it is read), a call started afterwards is
+refused before a byte is sent, and `when_lost` tells the owner (a channel
+pool forgets the connection). `unsent` marks the calls that never reached
+the peer: started on a lost connection, or above the last stream a GOAWAY
+says was processed. On the server side h2 answers every PING and the
+KeepalivePolicy scores them (GOAWAY ENHANCE_YOUR_CALM past its strikes).
+
 Bounded per connection, by construction (a connection may live for days and
 carry millions of calls):
 - a stream is in the socket's stream table from its first headers until it
@@ -428,7 +439,7 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
     async def start_request(self, *args: Any, **kwargs: Any) -> Any:
         if self.lost is not None:
             await trio.lowlevel.checkpoint()
-            raise self.lost
+            raise ConnectionLostError(str(self.lost), unsent=True)
         try:
             return await super().start_request(*args, **kwargs)
         except h2.exceptions.ProtocolError as error:  # h2 saw the connection close
