@@ -81,6 +81,14 @@ def faults_long(session: nox.Session) -> None:
     session.run("pytest", "tests/faults", *session.posargs, env={"A3REDIS_FAULTS_LONG": "1"})
 
 
+@nox.session(name="faults-secured")
+def faults_secured(session: nox.Session) -> None:
+    """The fault suite with a cluster secret and TLS (a CA: mutual TLS between nodes) on
+    every node (~7 min)."""
+    session.install(*DEV)
+    session.run("pytest", "tests/faults", *session.posargs, env={"A3REDIS_FAULTS_SECURED": "1"})
+
+
 @nox.session
 def proto(session: nox.Session) -> None:
     """Regenerate the protobuf and purerpc stubs in a3redis/v1 from proto/."""

@@ -5,7 +5,12 @@ deadline; every failure becomes a ClientError carrying the gRPC status name,
 and a call that timed out or lost its connection mid-flight is reported as
 "may or may not have been applied", never retried silently. Reads may try
 the next endpoint when one is unreachable; writes move on only when the
-first endpoint could not have received them (connection refused).
+first endpoint could not have received them (connection refused). A
+connection that closes or is reset fails the calls waiting on it at once
+(UNAVAILABLE, not a timeout: a3redis.net.grpc_socket) and is reconnected by
+the next call; a call that never left because its connection was already
+lost (or a GOAWAY said the node had not processed it) is sent once more on
+a fresh connection to the same node, write or not: it cannot be applied twice.
 
 With `token=` (a client token of the cluster's CLIENT_TOKENS_FILE) every
 call carries the metadata `authorization: Bearer <token>`. With `tls_ca=`
@@ -27,7 +32,7 @@ import math
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,13 +44,14 @@ import h2.exceptions
 import purerpc
 import trio
 
-from a3redis.api import wire
+from a3redis.api import status_details, wire
 from a3redis.core.consistency import Consistency
 from a3redis.core.expiry import Condition
 from a3redis.core.hlc import Version
 from a3redis.core.ring import Ring
 from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
+from a3redis.net.grpc_socket import ConnectionLostError
 from a3redis.net.tls import GRPC_ALPN, make_client_context
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1.kv_grpc import KeyValueStub
@@ -66,12 +72,28 @@ _TRANSPORT_ERRORS = (
 
 
 class ClientError(Exception):
-    """A request failed. `code` is the gRPC status name (e.g. "UNAVAILABLE")."""
+    """A request failed. `code` is the gRPC status name (e.g. "UNAVAILABLE").
 
-    def __init__(self, code: str, message: str) -> None:
+    When the node said why (its google.rpc.ErrorInfo): `reason` (e.g.
+    "QUORUM_UNAVAILABLE", listed in kv.proto), `metadata` (e.g. `required` and
+    `alive` replicas) and `retry_delay` (seconds after which the same call may
+    succeed; None when waiting does not help).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.reason = reason
+        self.metadata: Mapping[str, str] = metadata or {}
+        self.retry_delay = retry_delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +126,20 @@ class NodeInfo:
 
 def _status_error(error: purerpc.RpcFailedError) -> ClientError:
     status = error.status
-    return ClientError(status.status_code.name, status.status_message or "")
+    said = status_details.details_of_failure(status)
+    if said is None:
+        return ClientError(status.status_code.name, status.status_message or "")
+    return ClientError(
+        status.status_code.name,
+        status.status_message or "",
+        said.reason,
+        said.metadata,
+        said.retry_delay,
+    )
+
+
+# The node's error details arrive in a trailer purerpc's client would drop.
+status_details.keep_details_in_client_errors()
 
 
 TOPOLOGY_REFRESH = 5.0
@@ -441,41 +476,84 @@ class Client:
     ) -> T:
         last_error: ClientError | None = None
         for address in await self._candidates(key):
-            try:
-                stub = await self._pool.stub(address, KeyValueStub)
-            except (OSError, ConnectionError) as error:
-                # Not connected: the request was never sent, any endpoint may take it.
-                last_error = ClientError("UNAVAILABLE", f"{address}: {error}")
-                continue
-            if self._metadata is not None:
-                stub = _WithMetadata(stub, self._metadata)
-            try:
-                with trio.fail_after(self.timeout):
-                    return await invoke(stub)
-            except purerpc.RpcFailedError as error:
-                failure = _status_error(error)
-                if failure.code != "UNAVAILABLE" or not idempotent:
-                    raise failure from None
-                last_error = failure
-            except trio.TooSlowError:
-                self._pool.discard(address)
-                raise ClientError(
-                    "DEADLINE_EXCEEDED",
-                    f"no answer from {address} within {self.timeout}s; "
-                    "the request may or may not have been applied",
-                ) from None
-            except _TRANSPORT_ERRORS as error:
-                self._pool.discard(address)
-                failure = ClientError(
-                    "UNAVAILABLE",
-                    f"connection to {address} failed during the request ({type(error).__name__})"
-                    + ("" if idempotent else "; the request may or may not have been applied"),
-                )
-                if not idempotent:
-                    raise failure from None
-                last_error = failure
+            for attempt in range(2):
+                try:
+                    return await self._call_once(invoke, address, idempotent)
+                except _NeverSent as never_sent:
+                    last_error = never_sent.error
+                    if never_sent.reconnect and attempt == 0:
+                        continue  # the same node, on a fresh connection
+                    break
+                except _MaySend as failed:
+                    last_error = failed.error
+                    break
         assert last_error is not None
         raise last_error
+
+    async def _call_once(
+        self, invoke: Callable[[Any], Awaitable[T]], address: Address, idempotent: bool
+    ) -> T:
+        """One try at `address`. Raises _NeverSent (the request did not leave), _MaySend
+        (another node may be tried) or ClientError (the caller's answer)."""
+        try:
+            stub = await self._pool.stub(address, KeyValueStub)
+        except (OSError, ConnectionError) as error:
+            # Not connected: the request was never sent, any endpoint may take it.
+            raise _NeverSent(ClientError("UNAVAILABLE", f"{address}: {error}")) from None
+        if self._metadata is not None:
+            stub = _WithMetadata(stub, self._metadata)
+        try:
+            with trio.fail_after(self.timeout):
+                return await invoke(stub)
+        except purerpc.RpcFailedError as error:
+            failure = _status_error(error)
+            if failure.code != "UNAVAILABLE" or not idempotent:
+                raise failure from None
+            raise _MaySend(failure) from None
+        except trio.TooSlowError:
+            self._pool.discard(address)
+            raise ClientError(
+                "DEADLINE_EXCEEDED",
+                f"no answer from {address} within {self.timeout}s; "
+                "the request may or may not have been applied",
+            ) from None
+        except ConnectionLostError as error:
+            self._pool.discard(address)
+            if error.unsent:
+                unsent = ClientError(
+                    "UNAVAILABLE", f"{address}: {error} (the request was not sent)"
+                )
+                raise _NeverSent(unsent, reconnect=True) from None
+            raise self._lost_during(address, error, idempotent) from None
+        except _TRANSPORT_ERRORS as error:
+            self._pool.discard(address)
+            raise self._lost_during(address, error, idempotent) from None
+
+    @staticmethod
+    def _lost_during(address: Address, error: Exception, idempotent: bool) -> Exception:
+        failure = ClientError(
+            "UNAVAILABLE",
+            f"connection to {address} failed during the request ({type(error).__name__})"
+            + ("" if idempotent else "; the request may or may not have been applied"),
+        )
+        return _MaySend(failure) if idempotent else failure
+
+
+class _NeverSent(Exception):
+    """The request did not leave: another node, or with `reconnect` the same one, may take it."""
+
+    def __init__(self, error: ClientError, reconnect: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.reconnect = reconnect
+
+
+class _MaySend(Exception):
+    """An idempotent request failed on this node: the next one may take it."""
+
+    def __init__(self, error: ClientError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _route(key: bytes, consistency: Consistency | None) -> bytes | None:

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import trio
 
+from a3redis.api import status_details
 from a3redis.api.describe import Describer
 from a3redis.api.grpc_services import KeyValueService, ReplicaService
+from a3redis.api.health import HealthService
 from a3redis.api.http import NodeView, serve_http
 from a3redis.api.metrics import (
     NodeMetrics,
@@ -39,6 +41,7 @@ from a3redis.api.metrics import (
     rebalance_source,
     resp_source,
 )
+from a3redis.api.reflection import Reflection
 from a3redis.api.replica_calls import ReplicaCalls
 from a3redis.api.resp_handler import RedisCommands
 from a3redis.api.resp_server import RespSettings, RespStats, codec_limits, serve_resp
@@ -259,9 +262,12 @@ async def run_node(
                 )
                 view.tokens = tokens
                 replica_service = ReplicaService(keyspace, gate, repair, metrics, pacer, guard)
+                health = HealthService(view.condition, gate, stop)
                 services = [
                     KeyValueService(keyspace, config, gate, repair, metrics, tokens).service,
                     replica_service.service,
+                    health.service,
+                    *Reflection(guard).services(),
                 ]
                 async with trio.open_nursery() as nursery:
                     connections = await nursery.start(
@@ -275,9 +281,11 @@ async def run_node(
                             max_connections=config.max_connections,
                             tls=tls,
                             members_only=[replica_service.service.name],
+                            explain=status_details.explain,
                         )
                     )
                     metrics.add_source(connection_source(connections))
+                    await nursery.start(health.watch_changes)
                     await nursery.start(partial(serve_http, http_sock, view, stop, tls=tls))
                     resp_settings = RespSettings(
                         config.resp_max_connections,

@@ -1,6 +1,7 @@
 """The reference server: the node's gRPC stack serving canned answers, no storage.
 
-`python -m benchmarks.echo_server` serves the same KeyValue service as a node,
+`python -m benchmarks.echo_server` serves the same KeyValue service as a node
+(and a canned Health/Check answering SERVING),
 through the same purerpc stack (a3redis.node.bind_listener and
 a3redis.net.grpc_server.serve_grpc, so it listens on 127.0.0.1 only), but Put,
 Get and BatchPut return fixed responses shaped like a node's. The gap between
@@ -28,7 +29,9 @@ from purerpc.server import ConnectionHandler
 
 from a3redis.net.grpc_server import RequestGate, serve_grpc
 from a3redis.node import bind_listener
+from a3redis.v1 import health_pb2 as hpb
 from a3redis.v1 import kv_pb2 as pb
+from a3redis.v1.health_grpc import HealthServicer
 from a3redis.v1.kv_grpc import KeyValueServicer
 
 HOST = "127.0.0.1"
@@ -59,12 +62,26 @@ class EchoService(KeyValueServicer):  # type: ignore[misc]
         return response
 
 
+class EchoHealth(HealthServicer):  # type: ignore[misc]
+    """Health/Check answering SERVING, canned: the reference for the node's health floor."""
+
+    def __init__(self) -> None:
+        self._serving = hpb.HealthCheckResponse(status=hpb.HealthCheckResponse.SERVING)
+
+    async def Check(self, request: hpb.HealthCheckRequest) -> hpb.HealthCheckResponse:
+        return self._serving
+
+
 async def serve_stock(
-    sock: Any, service: Any, stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    sock: Any,
+    services: list[Any],
+    stop: trio.Event,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """purerpc's own ConnectionHandler on our socket, until `stop` is set."""
     listener = await anyio.abc.SocketListener.from_socket(sock)
-    handler = ConnectionHandler({service.name: service}, purerpc.Server())
+    handler = ConnectionHandler({service.name: service for service in services}, purerpc.Server())
     async with anyio.create_task_group() as connections:
 
         async def accept() -> None:
@@ -80,13 +97,13 @@ async def serve_stock(
 async def serve_echo(stock: bool) -> None:
     sock = bind_listener(HOST, 0, "echo port")
     stop = trio.Event()
-    service = EchoService().service
+    services = [EchoService().service, EchoHealth().service]
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             if stock:
-                await nursery.start(serve_stock, sock, service, stop)
+                await nursery.start(serve_stock, sock, services, stop)
             else:
-                await nursery.start(serve_grpc, sock, [service], RequestGate(), stop, 0.5)
+                await nursery.start(serve_grpc, sock, services, RequestGate(), stop, 0.5)
             print(f"PORT {sock.getsockname()[1]}", flush=True)
             async for _ in signals:
                 stop.set()

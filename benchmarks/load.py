@@ -32,7 +32,13 @@ from a3redis.v1 import kv_pb2 as pb
 from benchmarks.procfs import cpu_seconds, machine_busy_seconds
 
 SERVICE = "/a3redis.v1.KeyValue/"
-METHODS = ("put", "get", "batch_put")
+# The gRPC Health service's Check: the cheapest call a node serves (no storage, no peers).
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+METHODS = ("put", "get", "batch_put", "health")
+# A HealthCheckRequest for "" (the node as a whole) is empty on the wire; the answer
+# SERVING is field 1 = 1.
+_HEALTH_REQUEST = b""
+_SERVING = b"\x08\x01"
 # Workers stop a case early after this many failed calls: a broken server
 # must not turn a benchmark into a tight error loop.
 MAX_ERRORS = 100
@@ -268,6 +274,12 @@ class _Driver:
                 request_serializer=pb.BatchPutRequest.SerializeToString,
                 response_deserializer=pb.BatchPutResponse.FromString,
             ),
+            # Bytes as they are: no health stub is loaded in the load generator.
+            "health": channel.unary_unary(
+                HEALTH_CHECK,
+                request_serializer=bytes,
+                response_deserializer=bytes,
+            ),
         }
 
     async def fill(self, fill: Fill) -> FillResult:
@@ -340,6 +352,8 @@ class _Driver:
 
             batch_keys = case.batch_keys
             return batch_put, lambda response: len(response.versions) == batch_keys
+        if case.method == "health":
+            return (lambda worker, n: _HEALTH_REQUEST), lambda response: response == _SERVING
         raise ValueError(f"unknown method {case.method!r}; expected one of {METHODS}")
 
     async def run_case(self, case: Case, case_index: int) -> CaseResult:

@@ -29,6 +29,7 @@ NODE_NO = "node FSYNC=no"
 # The floors the project aims for.
 GET_RATIO_FLOOR = 0.85  # node Get / echo Get at the top concurrency
 PUT_RATIO_FLOOR = 0.75  # node Put (FSYNC=always) / echo Put at the top concurrency
+HEALTH_RATIO_FLOOR = 0.9  # node Health/Check / echo Health/Check at the top concurrency
 BATCH_PUT_FLOOR_KEYS_PER_S = 30_000.0
 RESTART_FLOOR_S = 10.0
 # The restart floor is stated for this many keys; smaller runs are not judged.
@@ -188,6 +189,16 @@ def floors(
             f"stricter: node Put (FSYNC=always) / echo on a3redis's gRPC stack at c{concurrency}",
             *pair("put", ECHO),
             PUT_RATIO_FLOOR,
+        ),
+        _ratio_floor(
+            f"node Health/Check / stock purerpc echo Health/Check at c{concurrency}",
+            *pair("health"),
+            HEALTH_RATIO_FLOOR,
+        ),
+        _ratio_floor(
+            f"stricter: node Health/Check / echo on a3redis's gRPC stack at c{concurrency}",
+            *pair("health", ECHO),
+            HEALTH_RATIO_FLOOR,
         ),
         Floor(
             f"node BatchPut (100 keys, FSYNC=always) at c{batch_concurrency}",

@@ -125,6 +125,12 @@ def _round_steps(args: argparse.Namespace, round_index: int) -> list[Step]:
             servers.reverse()
         case = Case(method, concurrency, args.duration, args.warmup, args.max_ops)
         steps += [Step(server, case) for server in servers]
+    # Health/Check at the top concurrency: as cheap as a call can be, against both echoes.
+    servers = [ECHO_STOCK, ECHO, NODE_ALWAYS]
+    if round_index % 2:
+        servers.reverse()
+    case = Case("health", top, args.duration, args.warmup, args.max_ops)
+    steps += [Step(server, case) for server in servers]
     return steps
 
 

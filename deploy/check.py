@@ -19,7 +19,9 @@ never a skip.
                        ADVERTISE_HOST name the nodes that exist, and every node reads a
                        cluster secret from a mounted file (a Compose file secret that
                        compose.sh generates and git ignores; a Kubernetes Secret volume),
-                       never from a value in the files, and none runs with INSECURE
+                       never from a value in the files, and none runs with INSECURE;
+                       a `grpc:` probe asks GRPC_PORT for a service the Health service
+                       knows (a3redis.core.health.SERVICES), never on a TLS-only port
 """
 
 from __future__ import annotations
@@ -312,10 +314,36 @@ def _kubernetes_problems(directory: Path, known: set[str]) -> Iterator[str]:
     peers = {f"{name}-{i}.{domain}:{env.get('GRPC_PORT')}" for i in range(replicas)}
     if set(_split(env.get("PEERS") or "")) != peers:
         yield f"{path}: PEERS should name all {replicas} pods: {','.join(sorted(peers))}"
+    yield from _probe_problems(path, container, env)
     factor = env.get("REPLICATION_FACTOR") or "3"
     if not (factor.isdigit() and int(factor) <= replicas):
         yield f"{path}: REPLICATION_FACTOR={factor} exceeds replicas={replicas}"
     yield from _kubernetes_secret_problems(path, pod, env)
+
+
+_PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+def _probe_problems(path: Path, container: dict[str, Any], env: dict[str, Any]) -> Iterator[str]:
+    """A kubelet `grpc:` probe must reach the Health service: the gRPC port in plain text
+    (it cannot do TLS), and a service name Health answers SERVING for."""
+    from a3redis.core.health import SERVICES  # after _config_variables put REPO on sys.path
+
+    for kind in _PROBES:
+        grpc = (container.get(kind) or {}).get("grpc")
+        if grpc is None:
+            continue
+        if str(grpc.get("port")) != env.get("GRPC_PORT"):
+            yield f"{path}: {kind} grpc.port must be GRPC_PORT ({env.get('GRPC_PORT')})"
+        if grpc.get("service", "") not in SERVICES:
+            known = ", ".join(repr(name) for name in sorted(SERVICES))
+            yield f"{path}: {kind} asks Health about {grpc.get('service')!r}, not one of {known}"
+        if env.get("TLS_CERT_FILE"):
+            yield (
+                f"{path}: {kind} is a grpc probe, but TLS_CERT_FILE makes the gRPC port "
+                "TLS-only and the kubelet's grpc probe speaks plain text: use httpGet with "
+                "scheme: HTTPS"
+            )
 
 
 def _split(peers: str) -> list[str]:

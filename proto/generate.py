@@ -13,7 +13,14 @@ from pathlib import Path
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTOS = ["a3redis/v1/kv.proto", "a3redis/v1/replica.proto"]
+PROTOS = [
+    "a3redis/v1/kv.proto",
+    "a3redis/v1/replica.proto",
+    "a3redis/v1/health.proto",
+    "a3redis/v1/reflection.proto",
+    "a3redis/v1/reflection_v1alpha.proto",
+    "a3redis/v1/error_details.proto",
+]
 
 
 def generate(out_dir: Path) -> None:

@@ -22,10 +22,10 @@ import purerpc
 import trio
 from google.protobuf.message import DecodeError
 from purerpc.grpclib.events import RequestReceived
-from purerpc.grpclib.status import Status, StatusCode
+from purerpc.grpclib.status import StatusCode
 
 from a3redis import __version__
-from a3redis.api import wire
+from a3redis.api import status_details, wire
 from a3redis.api.metrics import NodeMetrics
 from a3redis.cluster.anti_entropy import AntiEntropy
 from a3redis.cluster.keyspace import Keyspace
@@ -33,6 +33,7 @@ from a3redis.cluster.peer_auth import PeerGuard
 from a3redis.cluster.rebalance import StreamPacer
 from a3redis.config import Config
 from a3redis.core.client_tokens import Action, TokenHolder, bearer_token
+from a3redis.core.error_details import details, details_of
 from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.expiry import NEVER
 from a3redis.core.hlc import Version
@@ -75,10 +76,15 @@ STATUS_CODE_OF_KIND: dict[ErrorKind, StatusCode] = {
 
 
 def _status(error: Exception) -> purerpc.RpcFailedError:
+    """The gRPC status of a failed call, with its details (a3redis.api.status_details)."""
     if isinstance(error, RequestError):
-        return purerpc.RpcFailedError(Status(STATUS_CODE_OF_KIND[error.kind], str(error)))
+        return status_details.failure(
+            STATUS_CODE_OF_KIND[error.kind], str(error), details_of(error)
+        )
     log.exception("unexpected error in a request")
-    return purerpc.InternalError(f"internal error: {type(error).__name__}")
+    return status_details.explain(
+        StatusCode.INTERNAL, f"internal error: {type(error).__name__}", "INTERNAL"
+    )
 
 
 def _after(request: Any) -> Version | None:
@@ -156,8 +162,10 @@ def _signed_calls(
         if refusal is not None:
             # A full replay cache is our limit, not the caller's fault: it may retry.
             code = StatusCode.UNAVAILABLE if refusal is Refusal.BUSY else StatusCode.UNAUTHENTICATED
-            raise purerpc.RpcFailedError(
-                Status(code, f"not a cluster member's call (cluster secret): {refusal.value}")
+            raise status_details.failure(
+                code,
+                f"not a cluster member's call (cluster secret): {refusal.value}",
+                details("NOT_A_MEMBER", {"refusal": refusal.value}),
             )
         return await handle(undecoded, request=request)
 
@@ -323,7 +331,7 @@ class KeyValueService(KeyValueServicer):  # type: ignore[misc]
         condition = wire.condition_from_pb(request.condition)
         expiry = wire.expiry_from_pb(request)
         if expiry == NEVER:
-            raise InvalidRequestError("Expire needs ttl_ms or expires_at_ms")
+            raise InvalidRequestError("Expire needs ttl_ms or expires_at_ms", Reason.EXPIRY)
         changed = await self.keyspace.expire(request.key, expiry, condition, level, level)
         return pb.ExpireResponse(set=changed)
 

@@ -40,6 +40,7 @@ from quart_trio import QuartTrio
 
 from a3redis import __version__
 from a3redis.api import heap
+from a3redis.api.health import store_has_failed
 from a3redis.api.metrics import NodeMetrics, process_usage
 from a3redis.cluster.anti_entropy import AntiEntropy
 from a3redis.cluster.gossip import GossipLoop, refusal_status
@@ -47,6 +48,7 @@ from a3redis.cluster.rebalance import Rebalancer
 from a3redis.config import Config
 from a3redis.core.client_tokens import Action, TokenHolder, bearer_token
 from a3redis.core.errors import ErrorKind, RequestError
+from a3redis.core.health import NodeCondition, serves_requests
 from a3redis.core.membership import MAX_MESSAGE_BYTES, Status, summary
 from a3redis.net.tls import TLS_HANDSHAKE_TIMEOUT, NodeTls
 from a3redis.storage.store import Store
@@ -74,9 +76,17 @@ class NodeView:
     draining: bool = False
     tokens: TokenHolder | None = None  # CLIENT_TOKENS_FILE's tokens; None: not set
 
+    def condition(self) -> NodeCondition:
+        """What the readiness decision (a3redis.core.health) needs to know about this node."""
+        return NodeCondition(
+            joining=self.repair.cluster.joining,
+            draining=self.draining,
+            store_failed=store_has_failed(self.store),
+        )
+
     def ready(self) -> bool:
-        """Whether this node coordinates requests: it knows its ring and is not draining."""
-        return not self.draining and not self.repair.cluster.joining
+        """Whether this node coordinates requests (the gRPC Health service's SERVING)."""
+        return serves_requests(self.condition())
 
     def summary_json(self) -> dict[str, Any]:
         """The small JSON the older project's dashboard read, with real numbers."""

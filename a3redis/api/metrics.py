@@ -260,6 +260,16 @@ def connection_source(connections: Any) -> Callable[[], Iterator[Metric]]:
             "gRPC streams reset because incomplete requests held more than the inbound budget",
             connections.budget.streams_reset,
         )
+        yield counter(
+            "a3redis_grpc_pings",
+            "HTTP/2 PINGs received from gRPC clients",
+            connections.keepalive.pings,
+        )
+        yield counter(
+            "a3redis_grpc_too_many_pings",
+            "gRPC connections sent GOAWAY ENHANCE_YOUR_CALM for pinging too often",
+            connections.keepalive.too_many_pings,
+        )
 
     return produce
 

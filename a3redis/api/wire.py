@@ -27,7 +27,7 @@ from a3redis.core.expiry import NEVER, Condition, Expiry
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.streaming import StreamPage, StreamRequest
-from a3redis.core.validation import InvalidRequestError
+from a3redis.core.validation import InvalidRequestError, Reason
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
 
@@ -92,12 +92,14 @@ def expiry_from_pb(message: pb.PutRequest | pb.KeyValuePair | pb.ExpireRequest) 
     if which == "ttl_ms":
         if message.ttl_ms <= 0:
             raise InvalidRequestError(
-                f"invalid expire time: ttl_ms is {message.ttl_ms}; it must be at least 1"
+                f"invalid expire time: ttl_ms is {message.ttl_ms}; it must be at least 1",
+                Reason.EXPIRY,
             )
         return Expiry(ttl_ms=message.ttl_ms)
     if message.expires_at_ms <= 0:
         raise InvalidRequestError(
-            f"invalid expire time: expires_at_ms is {message.expires_at_ms}; it must be at least 1"
+            f"invalid expire time: expires_at_ms is {message.expires_at_ms}; it must be at least 1",
+            Reason.EXPIRY,
         )
     return Expiry(at_ms=message.expires_at_ms)
 

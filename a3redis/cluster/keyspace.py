@@ -71,7 +71,7 @@ from a3redis.core.expiry import (
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.rejections import Rejections
-from a3redis.core.validation import MAX_RESPONSE_BYTES, InvalidRequestError, Limits
+from a3redis.core.validation import MAX_RESPONSE_BYTES, InvalidRequestError, Limits, Reason
 from a3redis.storage.store import Store
 
 __all__ = [
@@ -256,13 +256,14 @@ class Keyspace:
             return
         if len(expiries) != len(writes):
             raise InvalidRequestError(
-                f"{len(expiries)} expiries for {len(writes)} writes; give one per write"
+                f"{len(expiries)} expiries for {len(writes)} writes; give one per write",
+                Reason.EXPIRY,
             )
         wall = self._wall_ms()
         for (_, value), expiry in zip(writes, expiries, strict=True):
             if expiry != NEVER:
                 if value is None:
-                    raise InvalidRequestError("a delete cannot carry an expiry")
+                    raise InvalidRequestError("a delete cannot carry an expiry", Reason.EXPIRY)
                 self.limits.check_expiry(expiry, wall)
 
     async def expire(

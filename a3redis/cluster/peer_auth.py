@@ -34,6 +34,9 @@ from a3redis.core.peer_auth import (
     Keyring,
     PeerAuth,
     Refusal,
+    ReplayGuard,
+    nonce_capacity,
+    replay_window_ms,
     secret_from_file,
     secret_from_text,
 )
@@ -74,7 +77,9 @@ class PeerGuard:
         secrets = config.cluster_secrets
         if secrets is None:
             return None
-        return cls(PeerAuth(Keyring(*secrets), config.node_id), wall_ms)
+        window_ms = replay_window_ms(config.limits.max_clock_skew_ms)
+        guard = ReplayGuard(window_ms, nonce_capacity(window_ms))
+        return cls(PeerAuth(Keyring(*secrets), config.node_id, guard), wall_ms)
 
     # ----- sending ------------------------------------------------------------------------
 

@@ -10,6 +10,15 @@ request that was waiting. This shell only waits, calls the stub and hands
 the answers back. Every submission is settled exactly once: with its slice
 of the answer, or with a PeerUnavailableError. A call that fails or times
 out drops the channel, so the next call reconnects.
+A batched Apply or Read whose connection was lost (closed, reset or sent
+GOAWAY: the call fails at once, a3redis.net.grpc_socket) is sent once more
+on a fresh connection within the same deadline, so a link to a peer that
+restarted does not fail the first request after it: an Apply carries
+records whose versions are fixed, and applying a record twice leaves the
+replica as once (last-write-wins; the second answer for a version it
+already holds is an acknowledgement, coordinator rule 3), and a Read
+changes nothing. A timeout is not retried: the peer may be slow, and a
+second try would only double the wait.
 purerpc sends no HTTP/2 PING, so a link keeps its connection alive itself:
 while it is in use but has had no answer for KEEPALIVE_INTERVAL it makes an
 empty Read; a ping that fails drops the channel, so a connection a partition
@@ -48,6 +57,7 @@ from a3redis.core.record import ApplyOutcome, Record
 from a3redis.core.streaming import StreamPage, StreamRequest, check_page
 from a3redis.core.validation import InvalidRequestError, Limits
 from a3redis.net.address import Address
+from a3redis.net.grpc_socket import ConnectionLostError
 from a3redis.runtime import gathering
 
 log = logging.getLogger(__name__)
@@ -140,6 +150,7 @@ class PeerLink:
         self.calls = 0
         self.failures = 0
         self.keepalive_failures = 0
+        self.reconnects = 0  # calls sent again after their connection was lost
         self._last_answer = 0.0
         self._last_used = 0.0
         self._scope: trio.CancelScope | None = None
@@ -283,10 +294,11 @@ class PeerLink:
         results: list[Any] = []
         try:
             with trio.fail_after(self._timeout):
-                if queue is self._batcher.applies:
-                    results = await self._calls.apply(call.items)
-                else:
-                    results = await self._calls.read(call.items)
+                try:
+                    results = await self._ask(queue, call.items)
+                except ConnectionLostError:
+                    self.reconnects += 1
+                    results = await self._ask(queue, call.items)
             self._last_answer = trio.current_time()
         except Exception as error:  # every failure means "this peer did not answer"
             self.failures += 1
@@ -310,6 +322,11 @@ class PeerLink:
         else:
             for settle, answers in queue.answered(call, results):
                 settle(answers, None)
+
+    async def _ask(self, queue: CallQueue[Any, Any, Settle], items: list[Any]) -> list[Any]:
+        if queue is self._batcher.applies:
+            return await self._calls.apply(items)
+        return await self._calls.read(items)
 
     async def _keepalive(self) -> None:
         while True:

@@ -56,6 +56,7 @@ from a3redis.core.errors import (
     UnavailableError,
     UnsatisfiableError,
     WriteRejectedError,
+    replica_counts,
 )
 from a3redis.core.expiry import MAX_EXPIRES_AT_MS, Expiry, is_live
 from a3redis.core.hlc import HybridLogicalClock, Version
@@ -190,7 +191,8 @@ class Coordinator:
             down = sorted(set(replicas) - set(reachable))
             raise UnavailableError(
                 f"{consistency.name} needs {required} replicas, {len(reachable)} reachable "
-                f"({', '.join(down)} down); nothing was written"
+                f"({', '.join(down)} down); nothing was written",
+                metadata=replica_counts(required, len(reachable)),
             )
 
     # ----- 2-3. writes --------------------------------------------------------------------
@@ -252,10 +254,12 @@ class Coordinator:
                     f"{consistency.name} needs {required} replicas but the ring has "
                     f"{len(owners)} node(s)"
                 )
-            if sum(owner in up for owner in owners) < required:
+            alive = sum(owner in up for owner in owners)
+            if alive < required:
                 raise UnavailableError(
                     f"{consistency.name} scan needs {required} live replicas of every "
-                    f"partition; partition {partition} has fewer"
+                    f"partition; partition {partition} has fewer",
+                    metadata=replica_counts(required, alive),
                 )
         return sorted(up)
 
@@ -427,7 +431,8 @@ class WritePlan:
             raise UnavailableError(
                 f"needed {quorum.required} replica acknowledgements, got {len(quorum.acked)} "
                 f"(failed: {', '.join(sorted(quorum.failed))}); the write may have been applied "
-                "on some replicas"
+                "on some replicas",
+                metadata=replica_counts(quorum.required, len(quorum.acked)),
             )
         return [record.version for record in self.records]
 
@@ -549,7 +554,8 @@ class ReadPlan:
             if not quorum.succeeded:
                 raise UnavailableError(
                     f"needed {quorum.required} replica answers, got {len(quorum.answers)} "
-                    f"(failed: {', '.join(sorted(quorum.failed))})"
+                    f"(failed: {', '.join(sorted(quorum.failed))})",
+                    metadata=replica_counts(quorum.required, len(quorum.answers)),
                 )
         return [quorum.result for quorum in self.quorums]
 

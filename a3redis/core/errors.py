@@ -5,12 +5,19 @@ the caller can do about it, independent of any wire protocol; its message
 says what happened, precisely enough for a person to act on it. Each front
 end (gRPC, RESP, HTTP) owns one table from `ErrorKind` to its codes and
 never looks at the exception class. `reason` is a stable machine-readable
-name (UPPER_SNAKE) for programs that need more than the kind.
+name (UPPER_SNAKE) for programs that need more than the kind; `metadata`
+holds the facts behind it a program may act on (e.g. `required` and
+`alive` replicas), as text; `detail` names a narrower reason where one class
+covers several (e.g. KEY_TOO_LARGE). a3redis.core.error_details turns all
+three into what a front end sends (gRPC: google.rpc.ErrorInfo); every reason
+a client can see is listed in proto/a3redis/v1/kv.proto ("Errors").
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 
 
 class ErrorKind(enum.Enum):
@@ -39,6 +46,22 @@ class RequestError(Exception):
 
     kind: ErrorKind = ErrorKind.UNAVAILABLE
     reason: str = "UNAVAILABLE"
+    metadata: Mapping[str, str] = MappingProxyType({})
+    detail: str | None = None
+
+    def __init__(
+        self, *args: object, metadata: Mapping[str, str] | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(*args)
+        if metadata:
+            self.metadata = metadata
+        if detail is not None:
+            self.detail = detail
+
+
+def replica_counts(required: int, alive: int) -> dict[str, str]:
+    """The metadata of a request that needed `required` replicas and had `alive`."""
+    return {"required": str(required), "alive": str(alive)}
 
 
 class WriteRejectedError(RequestError):

@@ -12,12 +12,12 @@ Rules:
 - Time and randomness are arguments: the shell passes the wall clock and
   the nonce's bytes.
 - A message is accepted when, in this order: its credentials are present
-  and well formed; its timestamp is within WINDOW_MS of our clock, either
-  way (clocks of members differ a little; a captured message is worth
-  nothing once the window has passed); the signature matches the current
-  secret or the previous one (rotation); and its nonce was not seen before
-  within the window. Each refusal has one `Refusal` reason, for counting
-  and logging; nothing is remembered of a refused message.
+  and well formed; its timestamp is within the window of our clock, either
+  way (a captured message is worth nothing once the window has passed);
+  the signature matches the current secret or the previous one (rotation);
+  and its nonce was not seen before within the window. Each refusal has
+  one `Refusal` reason, for counting and logging; nothing is remembered of
+  a refused message.
 - The replay cache (`ReplayGuard`) holds the nonces of accepted messages,
   grouped by the second of their timestamp: a replay carries the same
   timestamp, so it is looked for in one group only, and a group is dropped
@@ -27,6 +27,11 @@ Rules:
   (`Refusal.BUSY`) rather than forget a nonce early, which would let a
   replay through. Only a sender that holds the secret can add to it: a
   forged message is refused before the cache is looked at.
+- The window is WINDOW_MS, or the node's MAX_CLOCK_SKEW when that is
+  larger (`replay_window_ms`): the data path accepts members whose clocks
+  differ by up to MAX_CLOCK_SKEW, so authentication must not cut them off
+  first. The cache's bound grows with the window (`nonce_capacity`), so the
+  rate of messages it admits stays the same, up to MAX_NONCE_CAPACITY.
 - Secrets: at least MIN_SECRET_BYTES bytes (a random 32-byte secret is as
   strong as HMAC-SHA256 gets), at most MAX_SECRET_BYTES. Text (an
   environment variable) is taken as UTF-8 bytes; a file's bytes are taken
@@ -49,15 +54,16 @@ SCHEME = b"a3redis-peer-auth-1\n"
 # Shortest and longest secret accepted, in bytes.
 MIN_SECRET_BYTES = 32
 MAX_SECRET_BYTES = 4096
-# How far a message's timestamp may be from our clock, either way. It bounds how
-# long a captured message could be replayed and how long nonces are kept; members'
-# clocks must agree better than this (NTP keeps them within milliseconds).
+# How far a message's timestamp may be from our clock, either way, at least. It
+# bounds how long a captured message could be replayed and how long nonces are kept.
 WINDOW_MS = 30_000
 NONCE_BYTES = 16
-# Nonces the replay cache holds at most. A nonce is kept about WINDOW_MS, so this
-# admits a sustained 8,000 authenticated messages a second to one node (more than
-# one node's gRPC server serves), in a few tens of MB when full.
+# Nonces the replay cache holds at most with a WINDOW_MS window. A nonce is kept
+# about a window, so this admits a sustained 8,000 authenticated messages a second to
+# one node (more than one node's gRPC server serves), in a few tens of MB when full.
 MAX_REMEMBERED_NONCES = 250_000
+# The bound for any window (a window of an hour admits fewer messages a second).
+MAX_NONCE_CAPACITY = 2_000_000
 # Nonces are grouped by the second of their message's timestamp.
 BUCKET_MS = 1000
 
@@ -72,7 +78,7 @@ class Refusal(enum.Enum):
 
     MISSING = "missing"  # no credentials at all
     MALFORMED = "malformed"  # credentials that are not of the form we send
-    OUT_OF_WINDOW = "out_of_window"  # timestamp more than WINDOW_MS from our clock
+    OUT_OF_WINDOW = "out_of_window"  # timestamp further from our clock than the window
     BAD_SIGNATURE = "bad_signature"  # signed with another secret, or altered
     REPLAYED = "replayed"  # a nonce seen before within the window
     BUSY = "busy"  # the replay cache is full: refused, not forgotten
@@ -183,6 +189,17 @@ def _digest(
     mac.update(SCHEME + f"{channel}\n{sender}\n{timestamp_ms}\n{nonce}\n".encode("ascii"))
     mac.update(body)
     return mac.hexdigest()
+
+
+def replay_window_ms(max_clock_skew_ms: int) -> int:
+    """The window for a node that accepts versions up to `max_clock_skew_ms` ahead."""
+    return max(WINDOW_MS, max_clock_skew_ms)
+
+
+def nonce_capacity(window_ms: int) -> int:
+    """The replay cache's bound for `window_ms`: MAX_REMEMBERED_NONCES per WINDOW_MS."""
+    windows = -(-max(window_ms, 1) // WINDOW_MS)
+    return min(MAX_REMEMBERED_NONCES * windows, MAX_NONCE_CAPACITY)
 
 
 class ReplayGuard:

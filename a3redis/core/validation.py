@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from a3redis.core import names
@@ -70,8 +70,15 @@ class InvalidRequestError(RequestError, ValueError):
     kind = ErrorKind.INVALID
     reason: Reason
 
-    def __init__(self, message: str, reason: Reason = Reason.OTHER) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        reason: Reason = Reason.OTHER,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, metadata=metadata, detail=detail)
         self.reason = reason
 
 
@@ -110,6 +117,8 @@ class Limits:
             raise InvalidRequestError(
                 f"key is {len(key)} bytes; the limit is MAX_KEY_BYTES={self.max_key_bytes}",
                 Reason.KEY,
+                metadata={"bytes": str(len(key)), "limit": str(self.max_key_bytes)},
+                detail="KEY_TOO_LARGE",
             )
 
     def check_value(self, value: bytes) -> None:
@@ -117,6 +126,8 @@ class Limits:
             raise InvalidRequestError(
                 f"value is {len(value)} bytes; the limit is MAX_VALUE_BYTES={self.max_value_bytes}",
                 Reason.VALUE,
+                metadata={"bytes": str(len(value)), "limit": str(self.max_value_bytes)},
+                detail="VALUE_TOO_LARGE",
             )
 
     def check_response(
@@ -166,7 +177,12 @@ class Limits:
                 if value is not None:
                     self.check_value(value)
             except InvalidRequestError as error:
-                raise InvalidRequestError(f"pair {index}: {error}", error.reason) from None
+                raise InvalidRequestError(
+                    f"pair {index}: {error}",
+                    error.reason,
+                    metadata={**error.metadata, "index": str(index)},
+                    detail=error.detail,
+                ) from None
 
     def check_keys(self, keys: Iterable[bytes]) -> None:
         """Each key of a multi-key request; the error names the first bad one by index."""
@@ -174,7 +190,12 @@ class Limits:
             try:
                 self.check_key(key)
             except InvalidRequestError as error:
-                raise InvalidRequestError(f"key {index}: {error}", error.reason) from None
+                raise InvalidRequestError(
+                    f"key {index}: {error}",
+                    error.reason,
+                    metadata={**error.metadata, "index": str(index)},
+                    detail=error.detail,
+                ) from None
 
     # ----- versions -----------------------------------------------------------------------
 
@@ -217,6 +238,10 @@ class Limits:
                 f"{field}.wall_ms is {version.wall_ms - wall_ms} ms ahead of this node's clock; "
                 f"the limit is MAX_CLOCK_SKEW={self.max_clock_skew_ms / 1000:g}s",
                 Reason.CLOCK_SKEW,
+                metadata={
+                    "ahead_ms": str(version.wall_ms - wall_ms),
+                    "limit_ms": str(self.max_clock_skew_ms),
+                },
             )
         raise AssertionError(f"{version} passes every check")  # unreachable: the fast path
 

@@ -4,8 +4,14 @@ Rules: a channel is opened by a task that this pool's nursery supervises and
 closed when the pool closes, so channels never outlive their owner and never
 straddle a caller's cancel scope. Callers reuse the open channel of an
 address; after a transport failure they `discard` it and the next call
-reconnects. A node's pool connects from the node's own address (`local_host`),
-so traffic between nodes can be told apart by source address. With an
+reconnects. A channel whose connection ends by itself (the peer closed or
+reset it, or sent GOAWAY: a3redis.net.grpc_socket) is forgotten at that
+moment, idle or not, and every call still waiting on it fails at once with
+ConnectionLostError; so the first call after a peer restarted opens a new
+connection instead of failing on the dead one. Closing a channel (`discard`)
+likewise fails the calls still waiting on it: nothing can answer them. A
+node's pool connects from the node's own address (`local_host`), so traffic
+between nodes can be told apart by source address. With an
 `ssl_context` every channel is TLS (ALPN `h2`, the peer's certificate and
 name verified by the context); the context is read when a channel opens, so
 certificates loaded into it later (a3redis.net.tls, on SIGHUP) serve every
@@ -14,6 +20,7 @@ channel opened from then on.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -119,6 +126,9 @@ class ChannelPool:
             finally:
                 del self._opening[address]
                 opening.set()
+            if self._held[address].close.is_set():  # lost as soon as it opened
+                del self._held[address]
+                raise ConnectionError(f"the connection to {address} closed at once")
         held = self._held[address]
         stub = held.stubs.get(stub_class)
         if stub is None:
@@ -129,6 +139,12 @@ class ChannelPool:
         held = self._held.pop(address, None)
         if held is not None:
             held.close.set()
+
+    def _forget(self, address: Address, held: _Held) -> None:
+        """The connection of `held` ended by itself: no call may take it any more."""
+        if self._held.get(address) is held:
+            del self._held[address]
+        held.close.set()
 
     def close_all(self) -> None:
         for address in list(self._held):
@@ -143,6 +159,7 @@ class ChannelPool:
                 address.host, address.port, self._local_host, self._ssl_context
             ) as channel:
                 held = _Held(channel)
+                channel._grpc_socket.when_lost = functools.partial(self._forget, address, held)
                 task_status.started(held)
                 await held.close.wait()
         except Exception:

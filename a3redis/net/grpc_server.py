@@ -16,6 +16,21 @@ Each call runs as a plain trio task of its connection's nursery
 that fails answers a gRPC status whose message says what was wrong, never
 a Python repr; a call the client reset ends quietly.
 
+Keepalive, as gRPC clients expect (grpc core's ping-abuse rules with a more
+permissive interval, a3redis.net.grpc_socket.KeepalivePolicy): h2 answers
+every HTTP/2 PING; a client may ping every 10 s or more, with or without
+calls open; pings sooner than PING_MIN_INTERVAL after the previous one, with
+nothing sent by the node in between, are strikes, and the third strike is
+answered GOAWAY ENHANCE_YOUR_CALM "too_many_pings" (as grpc core does) and
+the connection closes. grpc core's own server default (5 min, no pings
+without calls) would send a client configured with keepalive_time_ms=10 s
+away within a minute of idling; a database's clients are idle between
+requests and keep connections warm through load balancers and NATs with
+just such pings, which cost the node one h2 frame each. Every response
+advertises `grpc-accept-encoding: identity,deflate,gzip`: requests
+compressed either way are inflated (up to the message limit, grpc_socket);
+answers go uncompressed.
+
 With TLS (`tls`, a3redis.net.tls) the port speaks only TLS, ALPN `h2`: each
 accepted connection completes its handshake within TLS_HANDSHAKE_TIMEOUT or
 is closed (a client that stalls or speaks plain text costs one connection
@@ -27,13 +42,16 @@ TLS_CA_FILE: with a CA, replica traffic is mutual TLS.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import contextvars
 import errno
 import functools
 import logging
 import socket
 import ssl
-from collections.abc import Collection, Iterable
+import urllib.parse
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 import anyio
@@ -41,6 +59,9 @@ import anyio.abc
 import purerpc
 import trio
 from anyio.streams.tls import TLSAttribute, TLSStream
+from hpack import NeverIndexedHeaderTuple
+from purerpc.grpc_socket import GRPCStreamState
+from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.exceptions import RpcFailedError, StreamClosedError
 from purerpc.grpclib.status import Status, StatusCode
@@ -56,7 +77,7 @@ from purerpc.wrappers import (
 from a3redis.core.errors import NodeUnavailableError
 from a3redis.core.throttle import LogThrottle
 from a3redis.net import h2_tuning
-from a3redis.net.grpc_socket import InboundBudget, LeanSocket, LeanStream
+from a3redis.net.grpc_socket import InboundBudget, KeepalivePolicy, LeanSocket, LeanStream
 from a3redis.net.tls import TLS_HANDSHAKE_TIMEOUT, NodeTls
 
 log = logging.getLogger(__name__)
@@ -73,6 +94,45 @@ LOG_INTERVAL = 10.0
 # Bytes of incomplete request messages the node holds over all connections:
 # four messages of purerpc's 32 MiB limit.
 INBOUND_BUFFER_LIMIT = 128 * 1024 * 1024
+# The largest gRPC message either way (purerpc's limit, said here so the README can cite it).
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# Client keepalive: pings every 10 s are welcome; a second of slack for the client's timers.
+PING_MIN_INTERVAL = 9.0
+# Too-soon pings tolerated before GOAWAY (grpc core's GRPC_ARG_HTTP2_MAX_PING_STRIKES default).
+MAX_PING_STRIKES = 2
+# Message encodings a request may use (grpc_socket inflates deflate and gzip, bounded).
+ACCEPTED_ENCODINGS = ("identity", "deflate", "gzip")
+
+# The trailer of a failed call's google.rpc.Status (gRPC's richer error model).
+DETAILS_TRAILER = "grpc-status-details-bin"
+
+# The stream of the call the current task serves: a call that waits long with
+# nothing to send (a health Watch) looks at it to notice that its client is gone.
+_CURRENT_CALL: contextvars.ContextVar[LeanStream] = contextvars.ContextVar("current_call")
+
+
+# Set in a connection's task, so every call of the connection sees it: whether the
+# client presented a certificate signed by TLS_CA_FILE (it is a cluster member).
+_CERTIFIED: contextvars.ContextVar[bool] = contextvars.ContextVar("certified", default=False)
+
+
+def current_call() -> LeanStream | None:
+    """The stream of the call this task serves (None outside a call)."""
+    return _CURRENT_CALL.get(None)
+
+
+def connection_certified() -> bool:
+    """Whether this call's connection has a client certificate signed by TLS_CA_FILE."""
+    return _CERTIFIED.get()
+
+
+class FailedWithDetails(RpcFailedError):  # type: ignore[misc]
+    """A call's failure with its details: the serialized google.rpc.Status that the
+    `grpc-status-details-bin` trailer carries (a3redis.api.status_details makes it)."""
+
+    def __init__(self, status: Status, details: bytes) -> None:
+        super().__init__(status)
+        self.details = details
 
 
 class ShuttingDownError(NodeUnavailableError):
@@ -134,12 +194,14 @@ async def serve_grpc(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     tls: NodeTls | None = None,
     members_only: Collection[str] = (),
+    explain: Callable[[StatusCode, str, str], FailedWithDetails] | None = None,
     task_status: trio.TaskStatus[ConnectionStats] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `stop`; report the connection counters once accepting.
 
     `tls`: serve TLS only; `members_only`: names of services that, when `tls` has a
-    CA, need a connection whose certificate the CA signed.
+    CA, need a connection whose certificate the CA signed; `explain(code, message,
+    reason)`: the failure, with details, of a call this module refuses itself.
     """
     listener = await anyio.abc.SocketListener.from_socket(sock)
     h2_tuning.install()
@@ -148,6 +210,8 @@ async def serve_grpc(
     if tls is not None and tls.peers_need_certificates:
         handler.members_only = frozenset(members_only)
     handler.stats.limit = max_connections
+    if explain is not None:
+        handler.explain = explain
     async with anyio.create_task_group() as connections:
         async with trio.open_nursery() as acceptor:
             acceptor.start_soon(_accept, listener, handler, connections)
@@ -178,6 +242,9 @@ class ConnectionStats:
     accept_errors: int = 0
     tls_handshakes_failed: int = 0
     budget: InboundBudget = field(default_factory=lambda: InboundBudget(INBOUND_BUFFER_LIMIT))
+    keepalive: KeepalivePolicy = field(
+        default_factory=lambda: KeepalivePolicy(PING_MIN_INTERVAL, MAX_PING_STRIKES)
+    )
     _log: LogThrottle = field(default_factory=lambda: LogThrottle(LOG_INTERVAL))
 
     def log_throttled(self, what: str, message: str, *args: object) -> None:
@@ -204,51 +271,60 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
 
     def __init__(self, services: dict[str, purerpc.Service], server: purerpc.Server) -> None:
         super().__init__(services, server)
+        self.config = GRPCConfiguration(
+            client_side=False,
+            message_accept_encoding=ACCEPTED_ENCODINGS,
+            max_message_length=MAX_MESSAGE_BYTES,
+        )
         self.stats = ConnectionStats()
         self.tls: NodeTls | None = None
         # Services only a connection with a certificate signed by TLS_CA_FILE may call.
         self.members_only: frozenset[str] = frozenset()
+        self.explain: Callable[[StatusCode, str, str], RpcFailedError] = _plain_failure
 
     async def request_received(self, stream: LeanStream, certified: bool = False) -> None:
         try:
             await stream.start_response()
             event = await stream.receive_event()
             if not isinstance(event, RequestReceived):
-                await stream.close(Status(StatusCode.INTERNAL, "expected request headers"))
+                failure = self.explain(StatusCode.INTERNAL, "expected request headers", "INTERNAL")
+                await close_failed(stream, failure)
                 return
             if not certified and event.service_name in self.members_only:
-                await stream.close(
-                    Status(
-                        StatusCode.UNAUTHENTICATED,
-                        f"{event.service_name} needs a client certificate signed by the "
-                        "cluster's CA (TLS_CA_FILE)",
-                    )
+                failure = self.explain(
+                    StatusCode.UNAUTHENTICATED,
+                    f"{event.service_name} needs a client certificate signed by the "
+                    "cluster's CA (TLS_CA_FILE)",
+                    "CLIENT_CERTIFICATE_REQUIRED",
                 )
+                await close_failed(stream, failure)
                 return
             service = self.services.get(event.service_name)
             method = None if service is None else service.methods.get(event.method_name)
             if method is None:
                 what = "service" if service is None else "method"
-                await stream.close(
-                    Status(
-                        StatusCode.UNIMPLEMENTED,
-                        f"{what} {event.service_name}/{event.method_name} is not served here",
-                    )
+                failure = self.explain(
+                    StatusCode.UNIMPLEMENTED,
+                    f"{what} {event.service_name}/{event.method_name} is not served here",
+                    "NOT_SERVED",
                 )
+                await close_failed(stream, failure)
                 return
             stream.expect_message_type(method.signature.request_type)
+            _CURRENT_CALL.set(stream)
             call = _CALLERS[method.signature.cardinality]
             try:
                 await call(functools.partial(method.method_fn, request=event), stream)
             except RpcFailedError as error:
-                await stream.close(error.status)
+                await close_failed(stream, error)
         except StreamClosedError:
             pass  # the client reset the call or the connection ended: nobody to answer
         except Exception:
             # A bug of ours or a broken connection: say so without internals.
             log.exception("gRPC call failed")
             with contextlib.suppress(Exception):
-                await stream.close(Status(StatusCode.INTERNAL, "internal error"))
+                failure = self.explain(StatusCode.INTERNAL, "internal error", "INTERNAL")
+                await close_failed(stream, failure)
 
     async def __call__(self, stream: anyio.abc.SocketStream) -> None:
         # The socket is closed here whatever happens: purerpc's handler leaves
@@ -268,9 +344,13 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
             self.stats.open -= 1
 
     async def _serve(self, stream: anyio.abc.ByteStream, certified: bool) -> None:
+        if certified and self.members_only:
+            _CERTIFIED.set(True)  # the calls' tasks, started below, inherit it
         try:
             async with (
-                LeanSocket(self.config, stream, self.stats.budget) as grpc_socket,
+                LeanSocket(
+                    self.config, stream, self.stats.budget, self.stats.keepalive
+                ) as grpc_socket,
                 trio.open_nursery() as calls,
             ):
                 watch = trio.CancelScope()
@@ -278,6 +358,10 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
                 async for call in grpc_socket.listen():
                     calls.start_soon(self.request_received, call, certified)
                 watch.cancel()  # calls still running finish; the watch need not
+                # The client is gone: the calls still open have nobody to answer.
+                still_open: dict[int, LeanStream] = grpc_socket._streams
+                for stream in list(still_open.values()):
+                    stream.peer_reset()
         except Exception as error:  # bad frames or a broken socket end this connection
             log.debug("gRPC connection ended: %r", error)
 
@@ -313,6 +397,41 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         if not watch.cancelled_caught and not grpc_socket.heard_from_peer:
             self.stats.dropped_silent += 1
             connection.cancel()
+
+
+def _plain_failure(code: StatusCode, message: str, _reason: str) -> RpcFailedError:
+    return RpcFailedError(Status(code, message))
+
+
+async def close_failed(stream: LeanStream, error: RpcFailedError) -> None:
+    """End a failed call with its status and, for FailedWithDetails, the details trailer.
+
+    purerpc refuses metadata whose name starts with `grpc-` (the names it sends
+    itself), so the trailers of a call with details are sent here, as its own
+    close would send them, plus `grpc-status-details-bin` (never indexed by HPACK:
+    each is different).
+    """
+    details = getattr(error, "details", None)
+    if details is None:
+        await stream.close(error.status)
+        return
+    if stream.reset_by_peer or stream.state in (
+        GRPCStreamState.HALF_CLOSED_LOCAL,
+        GRPCStreamState.CLOSED,
+    ):
+        return
+    status = error.status
+    trailers: list[tuple[str, str]] = []
+    if not stream._response_started:
+        trailers += [(":status", "200"), ("content-type", "application/grpc+proto")]
+    trailers.append(("grpc-status", str(status.int_value)))
+    if status.status_message:
+        trailers.append(("grpc-message", urllib.parse.quote(status.status_message, safe="")))
+    encoded = base64.b64encode(details).rstrip(b"=").decode("ascii")
+    trailers.append(NeverIndexedHeaderTuple(DETAILS_TRAILER, encoded))
+    stream._close_local()
+    stream._grpc_connection.h2_connection.send_headers(stream.stream_id, trailers, end_stream=True)
+    await stream._socket.flush()
 
 
 def _host_of(address: object) -> str:

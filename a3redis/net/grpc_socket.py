@@ -11,6 +11,17 @@ node's CPU per request under load. Both a3redis's server
 (a3redis.net.grpc_server) and its peer channels (a3redis.net.channels) use
 `LeanSocket`; anything that talks to a node sees the same bytes either way.
 
+A connection that ends fails what waits on it at once: when the reader
+meets the end of the stream or a reset, the writer cannot send, or the
+peer sends GOAWAY (purerpc ignored all three, so a call in flight waited
+for its deadline), every open stream ends with ConnectionLostError (after
+what had already arrived on it is read), a call started afterwards is
+refused before a byte is sent, and `when_lost` tells the owner (a channel
+pool forgets the connection). `unsent` marks the calls that never reached
+the peer: started on a lost connection, or above the last stream a GOAWAY
+says was processed. On the server side h2 answers every PING and the
+KeepalivePolicy scores them (GOAWAY ENHANCE_YOUR_CALM past its strikes).
+
 Bounded per connection, by construction (a connection may live for days and
 carry millions of calls):
 - a stream is in the socket's stream table from its first headers until it
@@ -40,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import anyio.abc
@@ -47,6 +59,7 @@ import h2.exceptions
 import purerpc.grpclib.connection
 import trio
 from h2.errors import ErrorCodes
+from h2.events import PingReceived
 from h2.utilities import SizeLimitDict
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpc_socket import GRPCStreamState, SocketWrapper
@@ -111,8 +124,67 @@ class InboundBudget:
         self.streams_reset = 0
 
 
+class KeepalivePolicy:
+    """Which client pings a server accepts (grpc core's ping-abuse rules, another interval).
+
+    A ping is too soon when it comes less than `min_interval` after the
+    previous one with nothing sent by the server in between; the
+    (`max_strikes` + 1)th too-soon ping is answered with GOAWAY
+    ENHANCE_YOUR_CALM, debug data "too_many_pings", and the connection is
+    closed. Pings are allowed with or without calls open. Counters cover
+    every connection of the server.
+    """
+
+    def __init__(self, min_interval: float, max_strikes: int) -> None:
+        self.min_interval = min_interval
+        self.max_strikes = max_strikes
+        self.pings = 0
+        self.too_many_pings = 0
+
+    def ping(self, score: PingScore, now: float, sent_since_last: bool) -> bool:
+        """Score a ping received at `now`; True when the connection must be sent away
+        (once per connection)."""
+        self.pings += 1
+        if sent_since_last:
+            score.strikes = 0
+        elif now - score.last_ping < self.min_interval:
+            score.strikes += 1
+        score.last_ping = now
+        if score.strikes <= self.max_strikes or score.sent_away:
+            return False
+        score.sent_away = True
+        self.too_many_pings += 1
+        return True
+
+
+class PingScore:
+    """One connection's record under a KeepalivePolicy."""
+
+    __slots__ = ("last_ping", "sent_away", "strikes")
+
+    def __init__(self) -> None:
+        self.last_ping = -float("inf")
+        self.strikes = 0
+        self.sent_away = False
+
+
 class StreamResetError(StreamClosedError):  # type: ignore[misc]
     """The peer reset this stream (RST_STREAM): nothing more comes or goes on it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(stream_id=None, error_code=None)
+        self.args = (message,)
+
+
+class ConnectionLostError(StreamResetError):
+    """The connection ended (closed, reset, or the peer sent GOAWAY) before this call's
+    answer came. `unsent`: the call never reached the peer (it was started on a connection
+    already lost, or the peer's GOAWAY said it had not processed it), so sending it again
+    on a new connection cannot do it twice."""
+
+    def __init__(self, message: str, unsent: bool) -> None:
+        super().__init__(message)
+        self.unsent = unsent
 
 
 class _StreamWasReset:
@@ -124,6 +196,19 @@ class _StreamWasReset:
         self.stream_id = stream_id
 
 
+class _GoAwayReceived:
+    """The connection's event for a GOAWAY from the peer (purerpc drops them)."""
+
+    __slots__ = ("last_stream_id", "reason")
+
+    def __init__(self, event: Any) -> None:
+        self.last_stream_id: int = event.last_stream_id
+        code = event.error_code
+        name = getattr(code, "name", code)
+        debug = bytes(event.additional_data or b"").decode("ascii", "replace")
+        self.reason = f"the peer sent GOAWAY ({name}{': ' + debug if debug else ''})"
+
+
 class _Inbox:
     """One stream's incoming events: unbounded, one receiving task (as purerpc uses it).
 
@@ -132,17 +217,22 @@ class _Inbox:
     waits for the next event and is cancellable while it waits.
     """
 
-    __slots__ = ("_events", "_receiver", "_reset")
+    __slots__ = ("_ended", "_events", "_receiver")
 
     def __init__(self) -> None:
         self._events: deque[Any] = deque()
         self._receiver: trio.lowlevel.Task | None = None
-        self._reset = False
+        self._ended: StreamClosedError | None = None
 
     def reset(self) -> None:
         """The stream was reset: drop what is queued; the receiver raises StreamResetError."""
-        self._reset = True
         self._events.clear()
+        self.end(StreamResetError("the peer reset the stream"))
+
+    def end(self, error: StreamClosedError) -> None:
+        """Nothing more will come: what is queued is still received, then `error` is raised."""
+        if self._ended is None:
+            self._ended = error
         if self._receiver is not None:
             task, self._receiver = self._receiver, None
             trio.lowlevel.reschedule(task)
@@ -150,7 +240,7 @@ class _Inbox:
     async def send(self, event: Any) -> None:
         # No checkpoint: the reader hands over a whole read's events at once and
         # yields on its next socket read.
-        if self._reset:
+        if self._ended is not None:
             return
         self._events.append(event)
         if self._receiver is not None:
@@ -161,9 +251,9 @@ class _Inbox:
         if self._events:
             await trio.lowlevel.checkpoint_if_cancelled()
             return self._events.popleft()
-        if self._reset:
+        if self._ended is not None:
             await trio.lowlevel.checkpoint()
-            raise StreamResetError("the peer reset the stream")
+            raise self._ended
         assert self._receiver is None, "one task receives a stream's events"
         self._receiver = trio.lowlevel.current_task()
 
@@ -173,7 +263,8 @@ class _Inbox:
 
         await trio.lowlevel.wait_task_rescheduled(abort)
         if not self._events:
-            raise StreamResetError("the peer reset the stream")
+            assert self._ended is not None, "woken with no event means the stream ended"
+            raise self._ended
         return self._events.popleft()
 
 
@@ -193,31 +284,46 @@ class LeanStream(GRPCProtoStream):  # type: ignore[misc]
         self._state = GRPCStreamState.OPEN
         self._start_stream_event = None
         self._end_stream_event = None
-        self.reset_by_peer = False
+        self.reset_by_peer = False  # reset, or its connection lost: nothing more goes or comes
+        self._ended_by: StreamClosedError | None = None
 
     def peer_reset(self) -> None:
         """The peer reset the stream: wake whoever waits on it; what it sends is dropped."""
-        self.reset_by_peer = True
-        self._state = GRPCStreamState.CLOSED
+        self._end(StreamResetError("the peer reset the stream"))
         self._inbox.reset()
+
+    def connection_lost(self, error: ConnectionLostError) -> None:
+        """The connection ended: what already arrived is still read, then `error` is raised."""
+        self._end(error)
+        self._inbox.end(error)
+
+    def _end(self, error: StreamClosedError) -> None:
+        self.reset_by_peer = True
+        self._ended_by = error
+        self._state = GRPCStreamState.CLOSED
         self._flow_control_update_event.set()
 
     async def _wait_flow_control_update(self) -> None:
         await self._flow_control_update_event.wait()
         self._flow_control_update_event = trio.Event()
+        if self._ended_by is not None:
+            raise self._ended_by
 
     # A handler still at work when its client gave up (a deadline, a cancelled
     # call) finishes quietly: its answer has nowhere to go.
 
     async def _send(self, message: bytes, compress: bool = False) -> None:
-        if self.reset_by_peer:
-            raise StreamResetError("the peer reset the stream")
+        if self._ended_by is not None:
+            raise self._ended_by
+        # Data sent: the connection is in use (KeepalivePolicy).
+        self._grpc_socket.sent_since_ping = True
         await super()._send(message, compress)
 
     async def start_response(
         self, content_type_suffix: str = "", custom_metadata: Any = ()
     ) -> None:
         if not self.reset_by_peer:
+            self._grpc_socket.sent_since_ping = True
             await super().start_response(content_type_suffix, custom_metadata)
 
     async def close(
@@ -234,16 +340,23 @@ class _Writer(SocketWrapper):  # type: ignore[misc]
     that produced nothing to send.
     """
 
-    def __init__(self, grpc_connection: Any, stream: anyio.abc.ByteStream) -> None:
+    def __init__(
+        self, grpc_connection: Any, stream: anyio.abc.ByteStream, broke: Callable[[], None]
+    ) -> None:
         super().__init__(grpc_connection, stream)
         self._flush_event = trio.Event()
+        self._broke = broke
 
     async def _writer_thread(self) -> None:
         connection = self._grpc_connection
         while True:
             data = connection.data_to_send()
             if data:
-                await self._stream.send(data)
+                try:
+                    await self._stream.send(data)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._broke()  # the streams fail now; the reader sees the end next
+                    return
                 continue
             if not self._running:
                 return
@@ -266,11 +379,12 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
         config: GRPCConfiguration,
         sock: anyio.abc.ByteStream,
         budget: InboundBudget | None = None,
+        keepalive: KeepalivePolicy | None = None,
     ) -> None:
         super().__init__(config, sock)
         self._budget = budget
         self._held = 0  # this connection's share of the budget
-        self._socket = _Writer(self._grpc_connection, sock)
+        self._socket = _Writer(self._grpc_connection, sock, self._broke)
         h2_tuning.trust_outbound_headers(self)
         connection = self._grpc_connection
         if not config.client_side:
@@ -286,8 +400,76 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
             return [_StreamWasReset(event.stream_id)]
 
         connection._stream_reset = stream_reset
+        connection._connection_terminated = lambda event: [_GoAwayReceived(event)]
         # Whether the peer has sent anything yet (the server drops silent clients).
         self.heard_from_peer = False
+        # Set once the connection is gone (closed, reset, GOAWAY): no call starts on it.
+        self.lost: ConnectionLostError | None = None
+        # Called once when the connection is lost (a channel pool forgets it at once).
+        self.when_lost: Callable[[], None] | None = None
+        self._pings = PingScore()
+        # Set by the streams whenever the server sends headers or data.
+        self.sent_since_ping = False
+        if keepalive is not None:
+            self._watch_pings(keepalive)
+
+    # ----- a lost connection fails its calls at once -------------------------------------
+
+    def _lose(self, reason: str, processed_up_to: int | None = None) -> None:
+        """The connection is gone: every open stream fails now (purerpc left them waiting
+        for an answer that could not come, until their deadlines).
+
+        `processed_up_to`: the last stream id the peer's GOAWAY says it processed; the
+        streams above it never reached it (`unsent`).
+        """
+        if self.lost is not None:
+            return
+        self.lost = ConnectionLostError(reason, unsent=True)
+        streams = list(self._streams.items())
+        self._streams.clear()
+        for stream_id, stream in streams:
+            unsent = processed_up_to is not None and stream_id > processed_up_to
+            stream.connection_lost(ConnectionLostError(reason, unsent))
+        if self.when_lost is not None:
+            self.when_lost()
+
+    def _broke(self) -> None:
+        self._lose("the connection broke while sending")
+
+    async def start_request(self, *args: Any, **kwargs: Any) -> Any:
+        if self.lost is not None:
+            await trio.lowlevel.checkpoint()
+            raise ConnectionLostError(str(self.lost), unsent=True)
+        try:
+            return await super().start_request(*args, **kwargs)
+        except h2.exceptions.ProtocolError as error:  # h2 saw the connection close
+            self._lose(f"the connection is closing ({error})")
+            raise ConnectionLostError(str(error), unsent=True) from None
+
+    # ----- keepalive ----------------------------------------------------------------------
+
+    def _watch_pings(self, keepalive: KeepalivePolicy) -> None:
+        h2_connection = self._grpc_connection.h2_connection
+        receive = h2_connection.receive_data
+
+        def receive_data(data: bytes) -> list[Any]:
+            # h2 answers every PING itself; this only keeps the score.
+            events: list[Any] = receive(data)
+            for event in events:
+                if type(event) is PingReceived:
+                    self._ping_received(keepalive, h2_connection)
+            return events
+
+        h2_connection.receive_data = receive_data
+
+    def _ping_received(self, keepalive: KeepalivePolicy, h2_connection: Any) -> None:
+        sent, self.sent_since_ping = self.sent_since_ping, False
+        if keepalive.ping(self._pings, trio.current_time(), sent):
+            h2_connection.close_connection(
+                error_code=ErrorCodes.ENHANCE_YOUR_CALM,
+                additional_data=b"too_many_pings",
+                last_stream_id=h2_connection.highest_inbound_stream_id,
+            )
 
     async def _listen(self) -> Any:
         """purerpc's event loop of a connection, plus what a reset stream needs.
@@ -298,6 +480,7 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
             async for stream in self._listen_within_budget():
                 yield stream
         finally:
+            self._lose("the connection closed")
             if self._budget is not None:
                 self._budget.held -= self._held
                 self._held = 0
@@ -327,6 +510,10 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
                     if reset is not None:
                         reset.peer_reset()
                     continue
+                if isinstance(event, _GoAwayReceived):
+                    # h2 takes no frame after a GOAWAY: the connection is done.
+                    self._lose(event.reason, event.last_stream_id)
+                    return
                 if isinstance(event, RequestReceived):
                     self._allocate_stream(event.stream_id)
                 stream = streams.get(event.stream_id)
@@ -337,6 +524,8 @@ class LeanSocket(GRPCProtoSocket):  # type: ignore[misc]
                     yield stream
                 elif isinstance(event, ResponseEnded | RequestEnded):
                     stream._close_remote()
+            if self._pings.sent_away:
+                return  # the GOAWAY goes out as the connection closes
 
     def _keep_within_budget(self, budget: InboundBudget) -> None:
         """Count what this connection holds; past the budget, reset its largest partial stream."""

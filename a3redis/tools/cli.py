@@ -687,7 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return trio.run(_run, args)
     except ClientError as error:
-        print(f"a3redis: error: {error}", file=sys.stderr)
+        # The node's reason, for scripts that read stderr (kv.proto lists them).
+        because = f" [{error.reason}]" if error.reason else ""
+        print(f"a3redis: error: {error}{because}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

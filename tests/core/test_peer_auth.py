@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from a3redis.core.peer_auth import (
+    MAX_NONCE_CAPACITY,
+    MAX_REMEMBERED_NONCES,
     MAX_SECRET_BYTES,
     MIN_SECRET_BYTES,
     NONCE_BYTES,
@@ -20,6 +22,8 @@ from a3redis.core.peer_auth import (
     Refusal,
     ReplayGuard,
     Secret,
+    nonce_capacity,
+    replay_window_ms,
     secret_from_file,
     secret_from_text,
 )
@@ -120,6 +124,43 @@ def test_timestamps_more_than_the_window_away_are_refused(
 ) -> None:
     signed = node().sign("gossip", b"", NOW + skew, nonce(1))
     assert node(name="node-2").verify("gossip", signed, b"", NOW) is refusal
+
+
+@pytest.mark.parametrize(
+    ("max_clock_skew_ms", "window_ms"),
+    [(1_000, WINDOW_MS), (WINDOW_MS, WINDOW_MS), (60_000, 60_000), (3_600_000, 3_600_000)],
+)
+def test_the_window_covers_the_clock_skew_the_data_path_accepts(
+    max_clock_skew_ms: int, window_ms: int
+) -> None:
+    assert replay_window_ms(max_clock_skew_ms) == window_ms
+
+
+def test_members_as_far_apart_as_max_clock_skew_accept_each_other() -> None:
+    window = replay_window_ms(60_000)
+    receiver = PeerAuth(Keyring(NEW), "node-2", ReplayGuard(window, nonce_capacity(window)))
+    behind = node().sign("gossip", b"", NOW - 45_000, nonce(1))
+    ahead = node().sign("gossip", b"", NOW + 45_000, nonce(2))
+    assert receiver.verify("gossip", behind, b"", NOW) is None
+    assert receiver.verify("gossip", ahead, b"", NOW) is None
+    assert receiver.verify("gossip", ahead, b"", NOW) is Refusal.REPLAYED
+    too_far = node().sign("gossip", b"", NOW - window - 1, nonce(3))
+    assert receiver.verify("gossip", too_far, b"", NOW) is Refusal.OUT_OF_WINDOW
+
+
+@pytest.mark.parametrize(
+    ("window_ms", "capacity"),
+    [
+        (WINDOW_MS, MAX_REMEMBERED_NONCES),
+        (WINDOW_MS + 1, 2 * MAX_REMEMBERED_NONCES),
+        (60_000, 2 * MAX_REMEMBERED_NONCES),
+        (3_600_000, MAX_NONCE_CAPACITY),
+    ],
+)
+def test_the_nonce_bound_grows_with_the_window_up_to_a_ceiling(
+    window_ms: int, capacity: int
+) -> None:
+    assert nonce_capacity(window_ms) == capacity
 
 
 def test_a_captured_message_replayed_after_the_window_is_refused() -> None:

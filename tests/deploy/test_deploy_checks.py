@@ -130,6 +130,30 @@ BROKEN = [
         "consistency",
         id="k8s-secret-not-mounted",
     ),
+    # The kubelet's grpc readiness probe must ask the gRPC port about a service Health knows.
+    pytest.param(
+        "k8s/statefulset.yaml",
+        "              port: 50051\n",
+        "              port: 8001\n",
+        "consistency",
+        id="k8s-grpc-probe-wrong-port",
+    ),
+    pytest.param(
+        "k8s/statefulset.yaml",
+        '              service: ""\n',
+        "              service: a3redis.v1.Replica\n",
+        "consistency",
+        id="k8s-grpc-probe-unknown-service",
+    ),
+    # The grpc probe cannot speak TLS: a TLS-only gRPC port makes it fail for ever.
+    pytest.param(
+        "k8s/statefulset.yaml",
+        "            - name: DEBUG_LOG\n",
+        "            - name: TLS_CERT_FILE\n              value: /etc/a3redis/tls/tls.crt\n"
+        "            - name: DEBUG_LOG\n",
+        "consistency",
+        id="k8s-grpc-probe-on-tls-port",
+    ),
     pytest.param(
         "Dockerfile",
         "pip install --no-cache-dir .",

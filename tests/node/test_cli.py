@@ -41,6 +41,7 @@ def test_cli_errors_are_one_line_without_traceback(node_factory: NodeFactory) ->
     assert too_big.returncode == 3
     assert too_big.stderr.count("\n") == 1
     assert "INVALID_ARGUMENT" in too_big.stderr and "MAX_VALUE_BYTES=10" in too_big.stderr
+    assert too_big.stderr.rstrip().endswith("[VALUE_TOO_LARGE]")  # the node's reason
 
     nobody = run_cli("get", "k", "--endpoint", f"127.0.0.1:{free_port()}", "--timeout", "2")
     assert nobody.returncode == 3

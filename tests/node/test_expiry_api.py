@@ -108,6 +108,8 @@ async def test_an_invalid_expiry_is_invalid_argument_and_writes_nothing(
         await raw(client, method, request_)
     assert caught.value.code == "INVALID_ARGUMENT"
     assert message in caught.value.message
+    expected = "INVALID_ARGUMENT" if "condition" in message else "INVALID_EXPIRY"
+    assert caught.value.reason == expected
     after = await client.get(b"k")
     assert after.value == b"before" and after.expires_at_ms == 0
 

@@ -80,9 +80,15 @@ class _Socket:
         await trio.lowlevel.checkpoint()
 
 
+class _GrpcSocket:
+    """What a LeanStream marks on its connection when it sends (the keepalive policy)."""
+
+    sent_since_ping = False
+
+
 async def test_a_stream_out_of_window_waits_for_a_window_update() -> None:
     connection = _NoWindowYet()
-    stream = LeanStream(connection, 1, _Socket(), None)
+    stream = LeanStream(connection, 1, _Socket(), _GrpcSocket())
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stream._send, b"x" * 100)
         await trio.testing.wait_all_tasks_blocked()

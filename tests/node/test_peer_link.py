@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
+import pytest
 import trio
 
 from a3redis.api.replica_calls import ReplicaCalls
-from a3redis.cluster.peers import PeerLink
+from a3redis.cluster.peers import PeerLink, PeerUnavailableError, ReplicaTransport
 from a3redis.core.hlc import Version
-from a3redis.core.record import Record
+from a3redis.core.record import ApplyOutcome, Record
 from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
+from a3redis.net.grpc_socket import ConnectionLostError
 from tests.node.conftest import RunningNode
 from tests.support.busy import always_runnable
 
@@ -56,4 +61,48 @@ async def test_a_call_waits_for_requests_still_running_once_calls_are_shared(
         # gathering ends after GATHER_DELAY.
         async with always_runnable():
             assert await link.read([records[0].key]) == [records[0]]
+        nursery.cancel_scope.cancel()
+
+
+class _LosesConnections:
+    """A peer whose connection is lost under the first `losses` calls (as when it restarted)."""
+
+    address = Address("127.0.0.1", 1)
+
+    def __init__(self, losses: int) -> None:
+        self.losses = losses
+        self.calls = 0
+        self.discarded = 0
+
+    def discard(self) -> None:
+        self.discarded += 1
+
+    async def apply(self, records: Sequence[Record]) -> list[ApplyOutcome]:
+        await self._maybe_lose()
+        return [ApplyOutcome.STORED] * len(records)
+
+    async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
+        await self._maybe_lose()
+        return [None] * len(keys)
+
+    async def _maybe_lose(self) -> None:
+        self.calls += 1
+        await trio.lowlevel.checkpoint()
+        if self.calls <= self.losses:
+            raise ConnectionLostError("the connection closed", unsent=False)
+
+
+async def test_a_call_whose_connection_was_lost_is_sent_once_more_on_a_fresh_one() -> None:
+    record = Record(b"k", b"v", Version(1_000, 0, "node-9"))
+    peer = _LosesConnections(losses=1)
+    async with trio.open_nursery() as nursery:
+        link = PeerLink("node-2", cast(ReplicaTransport, peer), 5)
+        await nursery.start(link.run)
+        assert await link.apply([record]) == [ApplyOutcome.STORED]
+        assert (link.reconnects, link.failures, peer.calls) == (1, 0, 2)
+        # Lost again on the second try: the peer counts as failed, no third try.
+        peer.losses, peer.calls = 2, 0
+        with pytest.raises(PeerUnavailableError):
+            await link.read([record.key])
+        assert (link.reconnects, link.failures, peer.calls) == (2, 1, 2)
         nursery.cancel_scope.cancel()

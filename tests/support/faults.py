@@ -21,6 +21,10 @@ Rules:
 - Without root, `ip` or `nft`, the fault tests are skipped with the reason and the fix,
   unless under CI (A3REDIS_REQUIRE_FAULTS=1 or CI=true), where they fail instead
   (tests/support/system_tools.py, shared by every test that needs a system command).
+- With A3REDIS_FAULTS_SECURED=1 (`nox -s faults-secured`) every node runs
+  with a cluster secret and TLS on every port (a CA made for the session:
+  mutual TLS between nodes), and the agent and the workloads trust that CA
+  (A3REDIS_TLS_CA in their environment): the same scenarios, secured.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ import os
 import re
 import secrets
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from a3redis.core.ring import Ring
+from tests.support.certificates import Authority
 from tests.support.history import (
     Anomaly,
     Observed,
@@ -62,6 +69,7 @@ GRPC_PORT = 50051
 GOSSIP_PORT = 8001
 OBSERVER = "127.0.0.200"
 # The system commands fault injection runs (listed in system-packages.toml).
+SECURED = os.environ.get("A3REDIS_FAULTS_SECURED") == "1"
 FAULT_TOOLS = ("ip", "nft")
 NAME_PREFIX = "a3r-"
 _NAME = re.compile(r"^a3r-(\d+)-[0-9a-f]+$")
@@ -584,12 +592,32 @@ def _addresses(members: Iterable[NsNode | str]) -> list[str]:
     return [m.address if isinstance(m, NsNode) else m for m in members]
 
 
+def secured_settings(directory: Path) -> dict[str, str]:
+    """Node settings for a cluster secret and TLS with a CA of its own, made in
+    `directory`; the CA is exported as A3REDIS_TLS_CA for the processes we start."""
+    authority = Authority.create(directory)
+    # One certificate serves every node: peers verify the address they dial.
+    pair = authority.issue(directory, "node", ips=tuple(node_address(n) for n in range(1, 30)))
+    os.environ["A3REDIS_TLS_CA"] = str(authority.file)
+    return {
+        "CLUSTER_SECRET": secrets.token_hex(32),
+        "TLS_CERT_FILE": str(pair.cert),
+        "TLS_KEY_FILE": str(pair.key),
+        "TLS_CA_FILE": str(authority.file),
+    }
+
+
 @contextlib.contextmanager
-def fault_session() -> Iterator[tuple[Namespace, Agent]]:
-    """A namespace and its agent for a test session; skipped (or failed) if impossible."""
+def fault_session() -> Iterator[tuple[Namespace, Agent, dict[str, str]]]:
+    """A namespace, its agent and the settings every node gets (the secured ones with
+    A3REDIS_FAULTS_SECURED=1) for a test session; skipped (or failed) if impossible."""
     reason = missing_capability()
     if reason is not None:
         unavailable(reason)
+    security: dict[str, str] = {}
+    if SECURED:
+        directory = Path(tempfile.mkdtemp(prefix="a3r-faults-tls-"))
+        security = secured_settings(directory)
     namespace = Namespace()
     agent = Agent(namespace)
     try:
@@ -599,7 +627,10 @@ def fault_session() -> Iterator[tuple[Namespace, Agent]]:
         except (RuntimeError, OSError, subprocess.SubprocessError) as error:
             unavailable(f"cannot build a network namespace with nftables: {error}")
         agent.start()
-        yield namespace, agent
+        yield namespace, agent, security
     finally:
         agent.close()
         namespace.destroy()
+        if SECURED:
+            os.environ.pop("A3REDIS_TLS_CA", None)
+            shutil.rmtree(directory, ignore_errors=True)

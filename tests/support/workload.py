@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -162,6 +164,7 @@ async def _clients(spec: Spec, targets: Sequence[str]) -> AsyncIterator[list[Cli
                     request_timeout=spec.request_timeout,
                     route_by_key=spec.route_by_key,
                     local_host=spec.local_host,
+                    tls_ca=_tls_ca(),
                 )
             )
             for target in targets
@@ -171,10 +174,24 @@ async def _clients(spec: Spec, targets: Sequence[str]) -> AsyncIterator[list[Cli
 # ----- the agent ----------------------------------------------------------------------------
 
 
+def _tls_ca() -> str | None:
+    """The CA that signed the nodes' certificates, when they speak TLS (as the CLI reads it)."""
+    return os.environ.get("A3REDIS_TLS_CA") or None
+
+
 def _http_get(source: str, address: str, path: str, timeout: float) -> dict[str, Any]:
     host, _, port = address.rpartition(":")
-    connection = http.client.HTTPConnection(
-        host, int(port), timeout=timeout, source_address=(source, 0)
+    ca = _tls_ca()
+    connection = (
+        http.client.HTTPConnection(host, int(port), timeout=timeout, source_address=(source, 0))
+        if ca is None
+        else http.client.HTTPSConnection(
+            host,
+            int(port),
+            timeout=timeout,
+            source_address=(source, 0),
+            context=ssl.create_default_context(cafile=ca),
+        )
     )
     try:
         connection.request("GET", path)
@@ -191,7 +208,7 @@ def _http_get(source: str, address: str, path: str, timeout: float) -> dict[str,
 
 async def _repair(source: str, endpoint: str, timeout: float) -> list[dict[str, Any]]:
     async with Client.connect(
-        endpoint, request_timeout=timeout, route_by_key=False, local_host=source
+        endpoint, request_timeout=timeout, route_by_key=False, local_host=source, tls_ca=_tls_ca()
     ) as client:
         return await client.repair(wait=True)
 
@@ -200,7 +217,7 @@ async def _local(source: str, endpoint: str, keys: list[str], timeout: float) ->
     """This node's own record of each key: [value or None, version or None]."""
     out: list[Any] = []
     async with Client.connect(
-        endpoint, request_timeout=timeout, route_by_key=False, local_host=source
+        endpoint, request_timeout=timeout, route_by_key=False, local_host=source, tls_ca=_tls_ca()
     ) as client:
         for start in range(0, len(keys), 200):
             chunk = [k.encode() for k in keys[start : start + 200]]
@@ -216,6 +233,7 @@ async def _op(source: str, request: dict[str, Any]) -> dict[str, Any]:
         request_timeout=request.get("timeout", 3.0),
         route_by_key=False,
         local_host=request.get("local_host", source),
+        tls_ca=_tls_ca(),
     ) as client:
         if request.get("seen"):
             client.seen = Version(*request["seen"])

@@ -118,11 +118,14 @@ def test_a_malformed_entry_is_refused_naming_the_file_and_the_entry(tmp_path: Pa
 
 
 def test_nothing_missing_runs_nothing() -> None:
-    machine = FakeMachine({"chromium", "iproute2", "nftables", "redis-tools", "redis-server"})
+    machine = FakeMachine(
+        {"chromium", "iproute2", "nftables", "redis-tools", "redis-server", "nodejs", "npm"}
+    )
     assert machine.ensure() == []
     assert machine.runs == []
     assert machine.said == [
-        "system packages: all present (chromium, iproute2, nftables, redis-server, redis-tools)"
+        "system packages: all present "
+        "(chromium, iproute2, nftables, nodejs, npm, redis-server, redis-tools)"
     ]
 
 
@@ -132,9 +135,27 @@ def test_as_root_with_apt_the_missing_packages_are_installed_after_one_update() 
     options = ["-y", "-qq", "--no-install-recommends"]
     assert machine.runs == [
         ["apt-get", "update", "-qq"],
-        ["apt-get", "install", *options, "chromium", "nftables", "redis-tools", "redis-server"],
+        [
+            "apt-get",
+            "install",
+            *options,
+            "chromium",
+            "nftables",
+            "redis-tools",
+            "redis-server",
+            "nodejs",
+            "npm",
+        ],
     ]
-    assert machine.installed == {"chromium", "iproute2", "nftables", "redis-tools", "redis-server"}
+    assert machine.installed == {
+        "chromium",
+        "iproute2",
+        "nftables",
+        "redis-tools",
+        "redis-server",
+        "nodejs",
+        "npm",
+    }
 
 
 def test_a_package_the_archive_lacks_does_not_keep_the_others_out() -> None:
@@ -143,7 +164,14 @@ def test_a_package_the_archive_lacks_does_not_keep_the_others_out() -> None:
     assert missing_names(still) == ["chromium"]
     assert still[0].why_not_installed == "`apt-get install` failed"
     assert [run[1] for run in machine.runs].count("update") == 1
-    assert machine.installed == {"iproute2", "nftables", "redis-tools", "redis-server"}
+    assert machine.installed == {
+        "iproute2",
+        "nftables",
+        "redis-tools",
+        "redis-server",
+        "nodejs",
+        "npm",
+    }
 
 
 @pytest.mark.parametrize(
@@ -154,7 +182,7 @@ def test_a_package_the_archive_lacks_does_not_keep_the_others_out() -> None:
 def test_where_it_cannot_install_it_names_each_missing_command_and_its_fix(
     as_root: bool, apt_get: str | None, why: str
 ) -> None:
-    machine = FakeMachine({"iproute2", "nftables"})
+    machine = FakeMachine({"iproute2", "nftables", "nodejs", "npm"})
     still = machine.ensure(as_root=as_root, apt_get=apt_get)
     assert machine.runs == []
     assert missing_names(still) == ["chromium", "redis-cli", "redis-benchmark", "redis-server"]

@@ -1,0 +1,2 @@
+import purerpc
+import a3redis.v1.error_details_pb2 as a3redis_dot_v1_dot_error_details__pb2

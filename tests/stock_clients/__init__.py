@@ -1,0 +1,1 @@
+"""Clients written by others, each run as its own process (tests/node/test_stock_clients.py)."""
