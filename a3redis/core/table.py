@@ -49,7 +49,9 @@ class RecordTable:
         # Keys whose current record is a tombstone, or a value with an expiry:
         # what a purge pass looks at.
         self.tombstones: set[bytes] = set()
-        self.expiring: set[bytes] = set()
+        # Keys whose current record is a value with an expiry, and that expiry: a
+        # purge pass picks the due ones without looking each record up.
+        self.expiring: dict[bytes, int] = {}
         self.index: MerkleIndex | None = None
         self._index_log: list[tuple[Record | None, Record | None]] | None = None
         for record in records:
@@ -161,9 +163,9 @@ class RecordTable:
             self.live_count += sign
             if record.expires_at_ms:
                 if sign > 0:
-                    self.expiring.add(record.key)
+                    self.expiring[record.key] = record.expires_at_ms
                 else:
-                    self.expiring.discard(record.key)
+                    self.expiring.pop(record.key, None)
         elif sign > 0:
             self.tombstones.add(record.key)
         else:

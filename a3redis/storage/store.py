@@ -458,11 +458,8 @@ class Store:
     def dead(self, now_ms: int) -> list[Record]:
         """Every stored tombstone and value expired at `now_ms` (what a purge pass considers)."""
         table = self._table
-        found = [table.get(key) for key in table.tombstones]
-        for key in table.expiring:
-            record = table.get(key)
-            if record is not None and record.expires_at_ms <= now_ms:
-                found.append(record)
+        due = [key for key, expires in table.expiring.items() if expires <= now_ms]
+        found = (table.get(key) for key in (*table.tombstones, *due))
         return [record for record in found if record is not None]
 
     @property

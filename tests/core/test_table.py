@@ -42,7 +42,7 @@ def assert_matches(
     assert table.live_count == sum(1 for r in model.values() if r.value is not None)
     assert table.tombstones == {key for key, r in model.items() if r.value is None}
     assert table.expiring == {
-        key for key, r in model.items() if r.value is not None and r.expires_at_ms
+        key: r.expires_at_ms for key, r in model.items() if r.value is not None and r.expires_at_ms
     }
     assert table.encoded_bytes == sum(encoded_size(r) for r in model.values())
     assert table.encoded_bytes == sum(len(codec.encode(r)) for r in model.values())
