@@ -744,6 +744,8 @@ def _string_expiry(option: str, word: bytes, command: str) -> Expiry | ErrorRepl
 
 
 def _set(request: Sequence[bytes]) -> Command | ErrorReply:
+    if len(request) == 3:  # the common case: no option
+        return Set(request[1], request[2])
     options = _string_options(request, 3, _SET_OPTIONS)
     if isinstance(options, ErrorReply):
         return options

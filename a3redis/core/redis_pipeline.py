@@ -331,14 +331,15 @@ class _Results:
         result = self.results[waiting.step]
         if isinstance(result, RequestError):
             return error_reply(result)
+        if isinstance(waiting, _Written):
+            return OK
+        if isinstance(waiting, _Served):
+            return result  # type: ignore[return-value]  # a ServerStep's result is its Reply
         if isinstance(waiting, _Modified):
             if not waiting.decided:  # the shell did not ask for the rewrites
                 raise ValueError(f"step {waiting.step}: a rewrite step run without its rewrites")
             return waiting.reply
-        if isinstance(waiting, _Served):
-            return result  # type: ignore[return-value]  # a ServerStep's result is its Reply
-        if not isinstance(waiting, _Deleted):
-            return OK
+        assert isinstance(waiting, _Deleted)
         if not waiting.unsettled:
             return waiting.known_present
         rows = self.records(waiting.read_step)
@@ -557,7 +558,8 @@ class _Planner:
         if refused is not None:
             return refused
         self._close_writes()
-        self._close_modifies()
+        if self.modifies is not None:
+            self._close_modifies()
         level = self.session.requested_read
         batch = self.reads
         if batch is not None and (
@@ -595,7 +597,8 @@ class _Planner:
         if refused is not None:
             return refused
         self._close_reads()
-        self._close_modifies()
+        if self.modifies is not None:
+            self._close_modifies()
         level = self.session.requested_write
         batch = self.writes
         if batch is not None and (
