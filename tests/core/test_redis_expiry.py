@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from a3redis.core import client_tokens
 from a3redis.core.consistency import Consistency
@@ -359,3 +361,41 @@ def test_writes_need_a_read_write_token_and_ttl_is_a_read() -> None:
         expected = f"NOPERM User default has no permissions to run the '{name}' command"
         assert reply == ErrorReply(expected), text
     assert replies[len(writes) + 1 :] == [-2, -2, -2, -2]
+
+
+MODIFY_COMMANDS = st.sampled_from(
+    [
+        "EXPIRE {} 100",
+        "EXPIRE {} 50 GT",
+        "EXPIRE {} 200 LT",
+        "EXPIRE {} 300 NX",
+        "EXPIRE {} 150 XX",
+        "EXPIRE {} 120 XX LT",
+        "PEXPIRE {} 0",
+        "PERSIST {}",
+        "GETEX {} PX 70000",
+        "GETEX {} PERSIST",
+        "SET {} w KEEPTTL",
+        "TTL {}",
+        "SET {} v",
+        "SET {} v EX 80",
+    ]
+)
+
+
+@given(st.lists(st.tuples(MODIFY_COMMANDS, st.sampled_from(["a", "b"])), max_size=12))
+def test_one_pipeline_answers_and_stores_as_the_same_commands_sent_one_by_one(
+    commands: list[tuple[str, str]],
+) -> None:
+    texts = [command.format(key) for command, key in commands]
+    batched, one_by_one = ExpiringStore(), ExpiringStore()
+    for store in (batched, one_by_one):
+        store.put(b"a", b"v")
+        store.put(b"b", b"v", NOW + 90_000)
+    session = new_session()
+    replies = batched.answer(session, *texts)
+    assert replies == [one_by_one.answer(session, text)[0] for text in texts]
+    assert batched.records.keys() == one_by_one.records.keys()
+    for key, record in batched.records.items():
+        other = one_by_one.records[key]
+        assert (record.value, record.expires_at_ms) == (other.value, other.expires_at_ms)
