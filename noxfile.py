@@ -53,6 +53,7 @@ REDIS_CLIENTS = {
 RESP_TESTS = (
     "tests/node/test_resp_commands.py",
     "tests/node/test_resp_server.py",
+    "tests/node/test_resp_expiry.py",
     "tests/cluster/test_resp_cluster.py",
 )
 

@@ -56,7 +56,15 @@ from a3redis.core.redis_commands import (
 )
 from a3redis.core.redis_glob import Glob, PatternTooLongError, literal_prefix
 from a3redis.core.redis_info import config_get, keyspace_fields, render_info
-from a3redis.core.redis_pipeline import Plan, ReadStep, ServerStep, StepResult, WriteStep, plan
+from a3redis.core.redis_pipeline import (
+    Plan,
+    ReadStep,
+    RewriteStep,
+    ServerStep,
+    StepResult,
+    WriteStep,
+    plan,
+)
 from a3redis.core.redis_session import ServerSettings, Session, client_list_reply
 from a3redis.core.resp_values import OK, ErrorReply, Reply, error
 from a3redis.core.scan_cursors import INVALID_CURSOR, ScanCursors, scan_reply
@@ -136,19 +144,31 @@ class RedisCommands:
     ) -> list[Reply]:
         """Run the steps from `first` on (`results` holds those before) and reply."""
         keyspace = self.keyspace
-        for step in pipeline.steps[first:]:
+        for index in range(first, len(pipeline.steps)):
+            step = pipeline.steps[index]
             try:
                 if isinstance(step, ReadStep):
                     results.append(
                         await keyspace.batch_get(step.keys, step.consistency, response_limit=None)
                     )
+                elif isinstance(step, RewriteStep):
+                    rewrites = pipeline.rewrites(index, results, keyspace.wall_ms())
+                    if isinstance(rewrites, RequestError) or not rewrites.writes:
+                        results.append(rewrites if isinstance(rewrites, RequestError) else [])
+                    else:
+                        results.append(await self._write(rewrites))
                 elif isinstance(step, WriteStep):
-                    results.append(await keyspace.batch_write(step.writes, step.consistency))
+                    results.append(await self._write(step))
                 else:
                     results.append(await self._serve(session, step))
             except RequestError as failure:
                 results.append(failure)
-        return pipeline.replies(results)
+        return pipeline.replies(results, keyspace.wall_ms())
+
+    async def _write(self, step: WriteStep) -> list[Version]:
+        return await self.keyspace.batch_write(
+            step.writes, step.consistency, expiries=step.expiries
+        )
 
     # ----- server steps ---------------------------------------------------------------------
 
@@ -424,8 +444,20 @@ class _KeySteps:
                 if isinstance(step, ReadStep):
                     keyspace.batch_get_then(step.keys, step.consistency, self._step_done)
                 else:
+                    if isinstance(step, RewriteStep):
+                        decided = self.pipeline.rewrites(
+                            len(self.results), self.results, keyspace.wall_ms()
+                        )
+                        if isinstance(decided, RequestError):
+                            raise decided
+                        step = decided
                     assert isinstance(step, WriteStep)
-                    keyspace.batch_write_then(step.writes, step.consistency, self._step_done)
+                    if step.writes:
+                        keyspace.batch_write_then(
+                            step.writes, step.consistency, self._step_done, expiries=step.expiries
+                        )
+                    else:
+                        self._step_done([])  # nothing changed: no write to wait for
             except RequestError as failure:
                 self._step_done(failure)
             finally:
@@ -450,7 +482,7 @@ class _KeySteps:
 
     def _replies(self) -> list[Reply] | None:
         try:
-            return self.pipeline.replies(self.results)
+            return self.pipeline.replies(self.results, self.keyspace.wall_ms())
         except Exception:
             log.exception("could not reply to a Redis-protocol run")
             return None

@@ -9,7 +9,7 @@ Rules:
   flags add (`@read`, `@write`, `@fast` or `@slow`, ...), and the legacy
   first key / last key / step derived from the key specs. Nothing here is
   invented: change a value only by reading it again from the same source.
-- Refused commands (INCR, MULTI, EXPIRE, ...) are listed too: a cluster
+- Refused commands (INCR, MULTI, GETSET, ...) are listed too: a cluster
   client (redis-py's `RedisCluster`) refuses on its own side a command that
   `COMMAND` does not list, so the server's explanation would never reach
   the user.

@@ -10,14 +10,23 @@ Rules:
   arity (from the table, Redis's convention), then the command's own
   arguments. The error texts are Redis 7.2's, word for word, where Redis has
   the case; a3redis's own refusals say why and what to use instead.
-- Read-modify-write commands (INCR, APPEND, SETNX, SET NX|XX|GET|KEEPTTL,
+- Read-modify-write commands (INCR, APPEND, SETNX, SET NX|XX|GET,
   GETSET, GETDEL, MSETNX, WATCH/MULTI/EXEC, ...) are refused: last-write-wins
   replication cannot make them atomic until the store has compare-and-set.
-  Expiry (EX/PX options, EXPIRE, TTL, SETEX, ...) is refused: keys do not expire yet.
   They stay in the table (COMMAND lists them) so a cluster client sends them
   and shows our reason instead of refusing them on its own side. Commands
   of other types (lists, hashes, ...) are unknown, as Redis answers for
   commands it lacks.
+- Expiry (core.expiry): SET EX|PX|EXAT|PXAT, SETEX and PSETEX are plain
+  writes carrying an `Expiry`; TTL, PTTL, EXPIRETIME and PEXPIRETIME are
+  reads; SET KEEPTTL, GETEX with an option, the EXPIRE family and PERSIST
+  read the key, then write it (not atomic: a concurrent write of the key
+  may win, by last-write-wins, as with every write). A time is checked as
+  Redis does while parsing (an integer, positive where Redis wants it, no
+  overflow in milliseconds); the store's own bound (`Limits.check_expiry`,
+  which needs the clock) is checked by the planner, with Redis's text
+  `invalid expire time in '<command>' command`. GETEX checks its time only
+  once the key is found, as Redis does (`GetEx.invalid`).
 - Every RequestError becomes a RESP error through ONE table,
   `RESP_ERROR_CODE_OF_KIND`.
 
@@ -38,14 +47,17 @@ How a shell drives this (one connection; names from `redis_session` and
         for step in pipeline.steps:                   # in order, one at a time
             try:
                 ReadStep   -> records of step.keys at step.consistency (None: default)
-                WriteStep  -> write step.writes (value None: a tombstone) -> versions
+                WriteStep  -> write step.writes (value None: a tombstone) with
+                              step.expiries (None: no expiry) -> versions
+                RewriteStep -> pipeline.rewrites(index, results, wall_ms): a
+                              WriteStep to run as above (or the read's error)
                 ServerStep -> the Reply for step.command (SCAN, KEYS, INFO, CLUSTER,
                               CONFIG GET, DBSIZE, RANDOMKEY, FLUSH*, LASTSAVE,
                               CLIENT LIST via client_list_reply)
             except RequestError as failure:
                 result = failure
             results.append(result)
-        send(encode_all(pipeline.replies(results), session.protocol))
+        send(encode_all(pipeline.replies(results, wall_ms), session.protocol))
         if session.closing: close the connection              # QUIT
     metrics: pipeline.names is the full name of each request run, in order.
 """
@@ -57,6 +69,7 @@ from dataclasses import dataclass
 
 from a3redis.core.consistency import Consistency
 from a3redis.core.errors import ErrorKind, RequestError
+from a3redis.core.expiry import NEVER, Condition, Expiry
 from a3redis.core.redis_command_table import COMMAND_SPECS, CommandSpec
 from a3redis.core.resp_values import ErrorReply
 from a3redis.core.validation import InvalidRequestError
@@ -257,13 +270,25 @@ class Touch:
     keys: tuple[bytes, ...]  # answers how many exist; nothing is touched (no LRU here)
 
 
+@dataclass(frozen=True, slots=True)
+class Ttl:
+    """TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 missing, -1 no expiry, else the time."""
+
+    key: bytes
+    milliseconds: bool  # PTTL, PEXPIRETIME; else seconds, rounded as Redis does
+    absolute: bool  # EXPIRETIME, PEXPIRETIME: the expiry itself; else the time left
+
+
 # Key writes: batched into one write; the last write of a key wins.
 
 
 @dataclass(frozen=True, slots=True)
 class Set:
+    """SET (with EX, PX, EXAT or PXAT: an expiry), SETEX, PSETEX."""
+
     key: bytes
     value: bytes
+    expiry: Expiry = NEVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +299,41 @@ class MSet:
 @dataclass(frozen=True, slots=True)
 class Del:
     keys: tuple[bytes, ...]  # DEL and UNLINK alike: tombstones
+
+
+# Read-modify-write: the key is read, the decision made on its record, and the
+# result written (a read step, then a rewrite step, shared by consecutive ones).
+
+
+@dataclass(frozen=True, slots=True)
+class SetKeepTtl:
+    """SET key value KEEPTTL: the new value, with the expiry the key has now."""
+
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GetEx:
+    """GETEX key with EX, PX, EXAT, PXAT (`expiry`) or PERSIST; without one it is a Get."""
+
+    key: bytes
+    expiry: Expiry | None  # None: PERSIST
+    invalid: ErrorReply | None = None  # a bad time, answered only if the key exists
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT (a time already past: `Expiry(at_ms=1)`)."""
+
+    key: bytes
+    expiry: Expiry
+    conditions: tuple[Condition, ...]  # all must hold; (ALWAYS,) for none
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    key: bytes
 
 
 # Answered by the shell, which has the node: a step of its own.
@@ -481,8 +541,9 @@ class SetConsistency:
     write: Consistency | None
 
 
-ReadCommand = Get | MGet | Exists | Type | Strlen | GetRange | Touch
+ReadCommand = Get | MGet | Exists | Type | Strlen | GetRange | Touch | Ttl
 WriteCommand = Set | MSet | Del
+ModifyCommand = SetKeepTtl | GetEx | Expire | Persist
 ServerCommand = (
     Keys | Scan | RandomKey | DbSize | Flush | Info | ConfigGet | LastSave | Cluster | ClientList
 )
@@ -514,10 +575,11 @@ SessionCommand = (
     | ReadWrite
     | SetConsistency
 )
-Command = ReadCommand | WriteCommand | ServerCommand | SessionCommand
+Command = ReadCommand | WriteCommand | ModifyCommand | ServerCommand | SessionCommand
 
-READ_COMMANDS = (Get, MGet, Exists, Type, Strlen, GetRange, Touch)
+READ_COMMANDS = (Get, MGet, Exists, Type, Strlen, GetRange, Touch, Ttl)
 WRITE_COMMANDS = (Set, MSet, Del)
+MODIFY_COMMANDS = (SetKeepTtl, GetEx, Expire, Persist)
 SERVER_COMMANDS = (
     Keys,
     Scan,
@@ -552,20 +614,6 @@ _INSTEAD = {
     "getdel": "GET, then DEL",
 }
 _TRANSACTIONS = ("watch", "unwatch", "multi", "exec", "discard")
-_EXPIRY = (
-    "expire",
-    "pexpire",
-    "expireat",
-    "pexpireat",
-    "ttl",
-    "pttl",
-    "expiretime",
-    "pexpiretime",
-    "persist",
-    "setex",
-    "psetex",
-    "getex",
-)
 
 
 def refusal(name: str) -> ErrorReply | None:
@@ -582,21 +630,11 @@ def refusal(name: str) -> ErrorReply | None:
             "commands without MULTI/EXEC (redis-py: pipeline(transaction=False)), "
             "which still pipelines them"
         )
-    if name in _EXPIRY:
-        return err(
-            f"{upper} is not supported yet: keys do not expire in a3redis yet; store "
-            "without a time to live and delete the key when it is done with"
-        )
     return None
 
 
 def set_option_refusal(option: str) -> ErrorReply:
-    upper = option.upper()
-    if option in ("ex", "px", "exat", "pxat"):
-        return err(
-            f"SET {upper} is not supported yet: keys do not expire in a3redis yet; use a plain SET"
-        )
-    return err(f"SET {upper} is not supported: {_LWW}; use a plain SET")
+    return err(f"SET {option.upper()} is not supported: {_LWW}; use a plain SET")
 
 
 # ----- parsing -------------------------------------------------------------------------------
@@ -639,19 +677,148 @@ def _keys(request: Sequence[bytes]) -> tuple[bytes, ...]:
     return tuple(request[1:])
 
 
-def _set(request: Sequence[bytes]) -> Command | ErrorReply:
-    refused: ErrorReply | None = None
-    index = 3
+# ----- expiry options and times ----------------------------------------------------------------
+# SET's and GETEX's options as Redis's parseExtendedStringArgumentsOrReply reads
+# them: an option may repeat (the last time counts) but not follow one it
+# excludes; the time options take the next word.
+
+_TIME_OPTIONS = ("ex", "px", "exat", "pxat")
+_EXCLUDES: dict[str, tuple[str, ...]] = {
+    "nx": ("xx",),
+    "xx": ("nx",),
+    "get": (),
+    "keepttl": ("persist", *_TIME_OPTIONS),
+    "persist": ("keepttl", *_TIME_OPTIONS),
+    **{option: ("keepttl", "persist", *_TIME_OPTIONS) for option in _TIME_OPTIONS},
+}
+_SET_OPTIONS = ("nx", "xx", "get", "keepttl", *_TIME_OPTIONS)
+_GETEX_OPTIONS = ("persist", *_TIME_OPTIONS)
+
+
+class _StringOptions:
+    __slots__ = ("given", "time_option", "time_word")
+
+    def __init__(self) -> None:
+        self.given: dict[str, None] = {}  # in the order given
+        self.time_option: str | None = None
+        self.time_word = b""
+
+
+def _string_options(
+    request: Sequence[bytes], first: int, allowed: tuple[str, ...]
+) -> _StringOptions | ErrorReply:
+    options = _StringOptions()
+    index = first
     while index < len(request):
         option = request[index].lower().decode("latin-1")
-        if option in ("nx", "xx", "get", "keepttl"):
-            index += 1
-        elif option in ("ex", "px", "exat", "pxat") and index + 1 < len(request):
-            index += 2
-        else:
+        if option not in allowed or any(
+            other in options.given and other != option for other in _EXCLUDES[option]
+        ):
             return SYNTAX_ERROR
-        refused = refused or set_option_refusal(option)
-    return refused or Set(request[1], request[2])
+        if option in _TIME_OPTIONS:
+            if index + 1 >= len(request):
+                return SYNTAX_ERROR
+            index += 1
+            options.time_option, options.time_word = option, request[index]
+        options.given[option] = None
+        index += 1
+    return options
+
+
+def invalid_expire_time(command: str) -> ErrorReply:
+    """Redis's addReplyErrorExpireTime; `command` is the table's name (`set`, `getex`)."""
+    return ErrorReply(f"ERR invalid expire time in '{command}' command")
+
+
+def _string_expiry(option: str, word: bytes, command: str) -> Expiry | ErrorReply:
+    """The time of EX, PX, EXAT or PXAT (getExpireMillisecondsOrReply): a positive
+    integer whose milliseconds fit in 64 bits."""
+    number = parse_int64(word)
+    if number is None:
+        return NOT_AN_INTEGER
+    seconds = option in ("ex", "exat")
+    if number <= 0 or (seconds and number > INT64_MAX // 1000):
+        return invalid_expire_time(command)
+    milliseconds = number * 1000 if seconds else number
+    return Expiry(ttl_ms=milliseconds) if option in ("ex", "px") else Expiry(at_ms=milliseconds)
+
+
+def _set(request: Sequence[bytes]) -> Command | ErrorReply:
+    if len(request) == 3:  # the common case: no option
+        return Set(request[1], request[2])
+    options = _string_options(request, 3, _SET_OPTIONS)
+    if isinstance(options, ErrorReply):
+        return options
+    expiry = NEVER
+    if options.time_option is not None:
+        timed = _string_expiry(options.time_option, options.time_word, "set")
+        if isinstance(timed, ErrorReply):
+            return timed
+        expiry = timed
+    for option in options.given:
+        if option in ("nx", "xx", "get"):
+            return set_option_refusal(option)
+    if "keepttl" in options.given:
+        return SetKeepTtl(request[1], request[2])
+    return Set(request[1], request[2], expiry)
+
+
+def _setex(request: Sequence[bytes]) -> Command | ErrorReply:
+    name = request[0].lower().decode("latin-1")
+    expiry = _string_expiry("px" if name == "psetex" else "ex", request[2], name)
+    if isinstance(expiry, ErrorReply):
+        return expiry
+    return Set(request[1], request[3], expiry)
+
+
+def _getex(request: Sequence[bytes]) -> Command | ErrorReply:
+    options = _string_options(request, 2, _GETEX_OPTIONS)
+    if isinstance(options, ErrorReply):
+        return options
+    if options.time_option is None:
+        return GetEx(request[1], None) if "persist" in options.given else Get(request[1])
+    expiry = _string_expiry(options.time_option, options.time_word, "getex")
+    if isinstance(expiry, ErrorReply):
+        return GetEx(request[1], NEVER, expiry)
+    return GetEx(request[1], expiry)
+
+
+_CONDITIONS = {b"nx": Condition.NX, b"xx": Condition.XX, b"gt": Condition.GT, b"lt": Condition.LT}
+# C's LLONG_MIN / 1000 (division truncates toward zero).
+_INT64_MIN_SECONDS = -(-INT64_MIN // 1000)
+
+
+def _expire(request: Sequence[bytes]) -> Command | ErrorReply:
+    """EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT as expireGenericCommand checks them: the
+    options, then the integer, then the milliseconds' overflow (the store's bound,
+    which needs the clock, is the planner's)."""
+    name = request[0].lower()
+    given: dict[Condition, None] = {}
+    for word in request[3:]:
+        condition = _CONDITIONS.get(word.lower())
+        if condition is None:
+            return err(f"Unsupported option {shown(word)}")
+        given[condition] = None
+    if Condition.NX in given and len(given) > 1:
+        return err("NX and XX, GT or LT options at the same time are not compatible")
+    if Condition.GT in given and Condition.LT in given:
+        return err("GT and LT options at the same time are not compatible")
+    number = parse_int64(request[2])
+    if number is None:
+        return NOT_AN_INTEGER
+    if name in (b"expire", b"expireat"):
+        if not _INT64_MIN_SECONDS <= number <= INT64_MAX // 1000:
+            return invalid_expire_time(name.decode())
+        number *= 1000
+    relative = name in (b"expire", b"pexpire")
+    if number <= 0:
+        # Already past (a relative time from now, or an instant before 1970): the
+        # key is deleted, as in Redis.
+        expiry = Expiry(at_ms=1)
+    else:
+        expiry = Expiry(ttl_ms=number) if relative else Expiry(at_ms=number)
+    # XX may come with GT or LT: both must hold.
+    return Expire(request[1], expiry, tuple(given) or (Condition.ALWAYS,))
 
 
 def _mset(request: Sequence[bytes]) -> Command | ErrorReply:
@@ -910,6 +1077,18 @@ _PARSERS: dict[str, Callable[[Sequence[bytes]], Command | ErrorReply]] = {
     "scan": _scan,
     "randomkey": lambda request: RandomKey(),
     "touch": lambda request: Touch(_keys(request)),
+    "setex": _setex,
+    "psetex": _setex,
+    "getex": _getex,
+    "expire": _expire,
+    "pexpire": _expire,
+    "expireat": _expire,
+    "pexpireat": _expire,
+    "persist": lambda request: Persist(request[1]),
+    "ttl": lambda request: Ttl(request[1], milliseconds=False, absolute=False),
+    "pttl": lambda request: Ttl(request[1], milliseconds=True, absolute=False),
+    "expiretime": lambda request: Ttl(request[1], milliseconds=False, absolute=True),
+    "pexpiretime": lambda request: Ttl(request[1], milliseconds=True, absolute=True),
     "flushall": _flush,
     "flushdb": _flush,
     "dbsize": lambda request: DbSize(),

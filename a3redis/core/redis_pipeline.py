@@ -4,12 +4,27 @@ Rules:
 - `plan(session, requests, wall_ms)` parses every request in order and
   runs the session commands at once (their replies are ready); what needs
   the data or the node becomes a step, and the shell runs the steps in order:
-  - consecutive key reads (GET, MGET, EXISTS, TYPE, STRLEN, GETRANGE, TOUCH)
-    share one `ReadStep` of their distinct keys;
-  - consecutive key writes (SET, MSET, DEL, UNLINK) share one `WriteStep`
-    holding each key's last write (a value, or None for a tombstone): an
+  - consecutive key reads (GET, MGET, EXISTS, TYPE, STRLEN, GETRANGE, TOUCH,
+    TTL, PTTL, EXPIRETIME, PEXPIRETIME) share one `ReadStep` of their
+    distinct keys; TTL and its kind answer from the record and the node's
+    wall clock when the replies are made (`replies(results, now_ms)`);
+  - consecutive key writes (SET, MSET, DEL, UNLINK; SET with EX, PX, EXAT or
+    PXAT, SETEX, PSETEX) share one `WriteStep` holding each key's last write
+    (a value, or None for a tombstone) and, if any write of the batch has
+    one, one `Expiry` per write (`NEVER` for none and for deletes): an
     earlier write of the same key is dropped from the batch but still
     answered, as if it had been stored and overwritten at once;
+  - consecutive read-modify-write commands (SET KEEPTTL, GETEX with an
+    option, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST) share one
+    `ReadStep` of their keys at the read level, then one `RewriteStep` at
+    the write level: the shell asks `Plan.rewrites` for the writes once the
+    read is answered; the decisions are core.expiry's (`decide_expire`,
+    `decide_persist`), taken in request order, each seeing what the ones
+    before it in the batch decided for the key. A pipeline of 100 EXPIREs
+    is two steps, not 100 round trips. The read and the write are NOT one
+    atomic operation: a write of the key by another client in between is
+    ordered by last-write-wins (it may be undone by the rewrite, which
+    writes the value read, or undo the new expiry);
   - DEL and UNLINK answer how many keys existed. The keys whose existence
     the batch itself does not settle (no earlier SET or DEL of them in it)
     are read in a `ReadStep` at the write's level just before the
@@ -22,12 +37,14 @@ Rules:
   the session's consistency level does, and so does a batch reaching
   MAX_BATCH keys (`Limits.max_batch_keys`). Each step carries the levels in
   force when its commands were read (None: the server's default).
-- A key or value over the limits is answered with its error at once and
-  never joins a batch, so one bad command cannot fail its neighbours.
-- `Plan.replies(results)` takes one result per step (the records read, in
-  `keys` order; the versions written; the `Reply` of a server step; or the
-  `RequestError` a step failed with) and returns the replies, in request
-  order. A failed step answers every command that needed it with the error.
+- A key or value over the limits, or an expiry beyond the store's bound
+  (`Limits.check_expiry`: Redis's `invalid expire time in '<command>'
+  command`), is answered with its error at once and never joins a batch, so
+  one bad command cannot fail its neighbours.
+- `Plan.replies(results, now_ms)` takes one result per step (the records
+  read, in `keys` order; the versions written; the `Reply` of a server step;
+  or the `RequestError` a step failed with) and returns the replies, in
+  request order. A failed step answers every command that needed it with the error.
 - With client tokens, a command the connection may not run (not
   authenticated, or its token's role does not allow it) is answered with
   the error of `redis_session.access_refusal` and never planned.
@@ -43,9 +60,21 @@ from dataclasses import dataclass
 
 from a3redis.core.consistency import Consistency
 from a3redis.core.errors import RequestError
+from a3redis.core.expiry import (
+    NEVER,
+    UNCHANGED,
+    Decision,
+    Expiry,
+    Rewrite,
+    decide_expire,
+    decide_persist,
+    is_live,
+    remaining_ms,
+)
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.redis_commands import (
+    MODIFY_COMMANDS,
     READ_COMMANDS,
     SERVER_COMMANDS,
     WRITE_COMMANDS,
@@ -53,20 +82,27 @@ from a3redis.core.redis_commands import (
     Command,
     Del,
     Exists,
+    Expire,
     Flush,
     Get,
+    GetEx,
     GetRange,
     MGet,
+    ModifyCommand,
     MSet,
+    Persist,
     ReadCommand,
     ServerCommand,
     Set,
+    SetKeepTtl,
     Strlen,
     Touch,
+    Ttl,
     Type,
     WriteCommand,
     err,
     error_reply,
+    invalid_expire_time,
     parse_named,
 )
 from a3redis.core.redis_session import NoReply, Session, access_refusal, answer
@@ -86,9 +122,21 @@ class ReadStep:
 
 @dataclass(frozen=True, slots=True)
 class WriteStep:
-    """Write each key once (value None: a tombstone); result: the versions written."""
+    """Write each key once (value None: a tombstone); result: the versions written.
+    `expiries`: None, or one per write (`NEVER` for none and for deletes)."""
 
     writes: tuple[tuple[bytes, bytes | None], ...]
+    consistency: Consistency | None
+    expiries: tuple[Expiry, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteStep:
+    """Write what read-modify-write commands decided on the records `read_step` read:
+    the shell gets the writes from `Plan.rewrites` (a `WriteStep`, perhaps of no
+    writes) and runs them; result: the versions written."""
+
+    read_step: int
     consistency: Consistency | None
 
 
@@ -101,7 +149,7 @@ class ServerStep:
     write_consistency: Consistency | None
 
 
-Step = ReadStep | WriteStep | ServerStep
+Step = ReadStep | WriteStep | RewriteStep | ServerStep
 StepResult = Sequence[Record | None] | Sequence[Version] | Reply | RequestError
 
 
@@ -147,6 +195,18 @@ class _Served(_Pending):
     __slots__ = ()
 
 
+class _Modified(_Pending):
+    """A read-modify-write command: its reply is decided with the rewrites."""
+
+    __slots__ = ("command", "decided", "reply")
+
+    def __init__(self, command: ModifyCommand) -> None:
+        super().__init__()
+        self.command = command
+        self.decided = False  # by Plan.rewrites, which sets the reply
+        self.reply: Reply = None
+
+
 class _ReadBatch:
     def __init__(self, consistency: Consistency | None) -> None:
         self.consistency = consistency
@@ -158,6 +218,7 @@ class _WriteBatch:
     def __init__(self, consistency: Consistency | None) -> None:
         self.consistency = consistency
         self.writes: dict[bytes, bytes | None] = {}
+        self.expiries: dict[bytes, Expiry] = {}  # the keys whose last write has one
         self.present: dict[bytes, bool] = {}  # existence settled by the batch's own writes
         self.pre_read: dict[bytes, None] = {}
         self.waiting: list[_Written | _Deleted] = []
@@ -166,25 +227,72 @@ class _WriteBatch:
         return len(self.writes) + len(self.pre_read)
 
 
+class _ModifyBatch:
+    def __init__(self, read: Consistency | None, write: Consistency | None) -> None:
+        self.read_consistency = read
+        self.write_consistency = write
+        self.keys: dict[bytes, None] = {}
+        self.waiting: list[_Modified] = []
+
+
 # ----- the plan ------------------------------------------------------------------------------
 
 
 class Plan:
     """The steps of one pipeline and how to answer its requests from their results."""
 
-    def __init__(self) -> None:
+    def __init__(self, wall_ms: int) -> None:
+        self.wall_ms = wall_ms
         self.steps: list[Step] = []
         # The full name of each request that was run (`get`, `client|setname`,
         # `unknown`), in order: for per-command metrics.
         self.names: list[str] = []
         self._answers: list[Reply | _Pending] = []  # None where nothing is sent
         self._sent: list[bool] = []
+        self._modified: dict[int, list[_Modified]] = {}  # by the index of their RewriteStep
 
-    def replies(self, results: Sequence[StepResult]) -> list[Reply]:
-        """The replies to send, in request order, from one result per step."""
+    def rewrites(
+        self, index: int, results: Sequence[StepResult], now_ms: int
+    ) -> WriteStep | RequestError:
+        """What the `RewriteStep` at `index` writes, from the results of the steps
+        before it (its read step's among them) and the node's wall clock; or the
+        error its read failed with. Decides the replies of its commands too."""
+        step = self.steps[index]
+        if not isinstance(step, RewriteStep):
+            raise ValueError(f"step {index} is not a rewrite step")
+        read = results[step.read_step]
+        if isinstance(read, RequestError):
+            return read
+        keys = self.steps[step.read_step].keys  # type: ignore[union-attr]  # a ReadStep
+        rows: Sequence[Record | None] = read  # type: ignore[assignment]
+        if len(rows) != len(keys):
+            raise ValueError(f"step {step.read_step}: {len(rows)} records for {len(keys)} keys")
+        current = dict(zip(keys, rows, strict=True))
+        writes: dict[bytes, tuple[bytes | None, Expiry]] = {}
+        for waiting in self._modified[index]:
+            key = waiting.command.key
+            record = current[key]
+            waiting.reply, decision = _modify(waiting.command, record, now_ms)
+            waiting.decided = True
+            rewrite = decision.write
+            if rewrite is not None:
+                writes[key] = (rewrite.value, rewrite.expiry)
+                # What the next command of the batch finds (its version is not known
+                # yet and no decision reads it; the expiry is counted from now).
+                version = record.version if record is not None else Version(now_ms, 0, "")
+                current[key] = Record(key, rewrite.value, version, rewrite.expiry.resolve(now_ms))
+        return WriteStep(
+            tuple((key, value) for key, (value, _) in writes.items()),
+            step.consistency,
+            tuple(expiry for _, expiry in writes.values()),
+        )
+
+    def replies(self, results: Sequence[StepResult], now_ms: int | None = None) -> list[Reply]:
+        """The replies to send, in request order, from one result per step; `now_ms`
+        is the node's wall clock for TTL and its kind (None: the planning time)."""
         if len(results) != len(self.steps):
             raise ValueError(f"{len(results)} results for {len(self.steps)} steps")
-        done = _Results(self.steps, results)
+        done = _Results(self.steps, results, self.wall_ms if now_ms is None else now_ms)
         replies: list[Reply] = []
         for waiting, sent in zip(self._answers, self._sent, strict=True):
             if sent:
@@ -195,9 +303,10 @@ class Plan:
 class _Results:
     """The steps' results, read as each waiting request needs them."""
 
-    def __init__(self, steps: Sequence[Step], results: Sequence[StepResult]) -> None:
+    def __init__(self, steps: Sequence[Step], results: Sequence[StepResult], now_ms: int) -> None:
         self.steps = steps
         self.results = results
+        self.now_ms = now_ms
         self.found: dict[int, Mapping[bytes, Record | None]] = {}
 
     def records(self, index: int) -> Mapping[bytes, Record | None] | RequestError:
@@ -218,14 +327,19 @@ class _Results:
             rows = self.records(waiting.step)
             if isinstance(rows, RequestError):
                 return error_reply(rows)
-            return read_reply(waiting.command, rows)
+            return read_reply(waiting.command, rows, self.now_ms)
         result = self.results[waiting.step]
         if isinstance(result, RequestError):
             return error_reply(result)
+        if isinstance(waiting, _Written):
+            return OK
         if isinstance(waiting, _Served):
             return result  # type: ignore[return-value]  # a ServerStep's result is its Reply
-        if not isinstance(waiting, _Deleted):
-            return OK
+        if isinstance(waiting, _Modified):
+            if not waiting.decided:  # the shell did not ask for the rewrites
+                raise ValueError(f"step {waiting.step}: a rewrite step run without its rewrites")
+            return waiting.reply
+        assert isinstance(waiting, _Deleted)
         if not waiting.unsettled:
             return waiting.known_present
         rows = self.records(waiting.read_step)
@@ -242,8 +356,9 @@ def _value(record: Record | None) -> bytes | None:
     return None if record is None else record.value
 
 
-def read_reply(command: ReadCommand, found: Mapping[bytes, Record | None]) -> Reply:
-    """The reply to a key read, from the records of its keys (None: never written)."""
+def read_reply(command: ReadCommand, found: Mapping[bytes, Record | None], now_ms: int) -> Reply:
+    """The reply to a key read, from the records of its keys (None: never written)
+    and the node's wall clock `now_ms`."""
     match command:
         case Get(key=key):
             return _value(found[key])
@@ -258,7 +373,53 @@ def read_reply(command: ReadCommand, found: Mapping[bytes, Record | None]) -> Re
             return 0 if value is None else len(value)
         case GetRange(key=key, start=start, end=end):
             return substring(_value(found[key]) or b"", start, end)
+        case Ttl(key=key, milliseconds=milliseconds, absolute=absolute):
+            return time_to_live(found[key], now_ms, milliseconds, absolute)
     raise AssertionError(f"not a read: {command!r}")
+
+
+def time_to_live(record: Record | None, now_ms: int, milliseconds: bool, absolute: bool) -> int:
+    """TTL, PTTL, EXPIRETIME, PEXPIRETIME (ttlGenericCommand): -2 for a missing key,
+    -1 for one without an expiry; seconds are rounded to the nearest, as Redis does."""
+    left = remaining_ms(record, now_ms)
+    if left < 0:
+        return left
+    assert record is not None
+    time = record.expires_at_ms if absolute else left
+    return time if milliseconds else (time + 500) // 1000
+
+
+def kept_expiry(current: Record | None, now_ms: int) -> Expiry:
+    """SET KEEPTTL: the expiry of the key now (NEVER for a missing key or none)."""
+    if current is None or not is_live(current, now_ms) or not current.expires_at_ms:
+        return NEVER
+    return Expiry(at_ms=current.expires_at_ms)
+
+
+def _modify(command: ModifyCommand, current: Record | None, now_ms: int) -> tuple[Reply, Decision]:
+    """A read-modify-write command's reply and what it writes, on the key's newest record."""
+    match command:
+        case Expire(expiry=expiry, conditions=conditions):
+            decision = UNCHANGED
+            for condition in conditions:  # XX with GT or LT: both must hold
+                decision = decide_expire(current, now_ms, expiry, condition)
+                if not decision.changed:
+                    break
+            return int(decision.changed), decision
+        case Persist():
+            decision = decide_persist(current, now_ms)
+            return int(decision.changed), decision
+        case SetKeepTtl(key=key, value=value):
+            return OK, Decision(True, Rewrite(key, value, kept_expiry(current, now_ms)))
+        case GetEx(expiry=expiry, invalid=invalid):
+            if current is None or not is_live(current, now_ms):
+                return None, UNCHANGED
+            if invalid is not None:
+                return invalid, UNCHANGED
+            if expiry is None:
+                return current.value, decide_persist(current, now_ms)
+            return current.value, decide_expire(current, now_ms, expiry)
+    raise AssertionError(f"not a read-modify-write: {command!r}")
 
 
 def substring(value: bytes, start: int, end: int) -> bytes:
@@ -335,9 +496,10 @@ class _Planner:
         self.session = session
         self.wall_ms = wall_ms
         self.limits = session.settings.limits
-        self.plan = Plan()
+        self.plan = Plan(wall_ms)
         self.reads: _ReadBatch | None = None
         self.writes: _WriteBatch | None = None
+        self.modifies: _ModifyBatch | None = None
 
     def run(self, requests: Sequence[Sequence[bytes]]) -> Plan:
         session = self.session
@@ -357,7 +519,7 @@ class _Planner:
             elif session.refused_multi and name not in ("quit", "reset"):
                 reply = _in_refused_multi(name)
             else:
-                reply = self._add(command)
+                reply = self._add(command, name)
             if name == "multi":
                 session.refused_multi = True
             elif name in ("exec", "discard", "reset"):
@@ -372,15 +534,18 @@ class _Planner:
             self.plan._sent.append(always or not (skipped or session.replies_off))
         self._close_reads()
         self._close_writes()
+        self._close_modifies()
         return self.plan
 
-    def _add(self, command: Command | ErrorReply) -> Reply | _Pending | NoReply:
+    def _add(self, command: Command | ErrorReply, name: str) -> Reply | _Pending | NoReply:
         if isinstance(command, ErrorReply):
             return command
         if isinstance(command, READ_COMMANDS):
             return self._read(command)
         if isinstance(command, WRITE_COMMANDS):
-            return self._write(command)
+            return self._write(command, name)
+        if isinstance(command, MODIFY_COMMANDS):
+            return self._modify(command, name)
         if isinstance(command, SERVER_COMMANDS):
             return self._server(command)
         return answer(self.session, command, self.wall_ms)
@@ -393,6 +558,8 @@ class _Planner:
         if refused is not None:
             return refused
         self._close_writes()
+        if self.modifies is not None:
+            self._close_modifies()
         level = self.session.requested_read
         batch = self.reads
         if batch is not None and (
@@ -419,14 +586,19 @@ class _Planner:
 
     # ----- key writes ------------------------------------------------------------------------
 
-    def _write(self, command: WriteCommand) -> Reply | _Pending:
+    def _write(self, command: WriteCommand, name: str) -> Reply | _Pending:
         pairs = _writes_of(command)
         refused = self._check_keys([key for key, _ in pairs])
         if refused is None:
             refused = self._check_values([value for _, value in pairs if value is not None])
+        expiry = command.expiry if isinstance(command, Set) else NEVER
+        if refused is None and expiry is not NEVER:
+            refused = self._check_expiry(expiry, name)
         if refused is not None:
             return refused
         self._close_reads()
+        if self.modifies is not None:
+            self._close_modifies()
         level = self.session.requested_write
         batch = self.writes
         if batch is not None and (
@@ -454,6 +626,11 @@ class _Planner:
         for key, value in pairs:
             batch.writes[key] = value
             batch.present[key] = value is not None
+        if expiry is not NEVER:
+            batch.expiries[pairs[0][0]] = expiry  # a SET: one key
+        elif batch.expiries:
+            for key, _ in pairs:
+                batch.expiries.pop(key, None)
         batch.waiting.append(waiting)
         return waiting
 
@@ -464,11 +641,60 @@ class _Planner:
         read_index = -1
         if batch.pre_read:
             read_index = self._add_step(ReadStep(tuple(batch.pre_read), batch.consistency))
-        index = self._add_step(WriteStep(tuple(batch.writes.items()), batch.consistency))
+        expiries = None
+        if batch.expiries:
+            expiries = tuple(batch.expiries.get(key, NEVER) for key in batch.writes)
+        index = self._add_step(WriteStep(tuple(batch.writes.items()), batch.consistency, expiries))
         for waiting in batch.waiting:
             waiting.step = index
             if isinstance(waiting, _Deleted):
                 waiting.read_step = read_index
+
+    # ----- read-modify-write -----------------------------------------------------------------
+
+    def _modify(self, command: ModifyCommand, name: str) -> Reply | _Pending:
+        refused = self._check_keys((command.key,))
+        if refused is None and isinstance(command, SetKeepTtl):
+            refused = self._check_values((command.value,))
+        if refused is None and isinstance(command, Expire):
+            refused = self._check_expiry(command.expiry, name)
+        if (
+            isinstance(command, GetEx)
+            and command.expiry is not None
+            and command.invalid is None
+            and self._check_expiry(command.expiry, name) is not None
+        ):
+            # Answered only if the key exists, as Redis checks GETEX's time.
+            command = GetEx(command.key, NEVER, invalid_expire_time(name))
+        if refused is not None:
+            return refused
+        self._close_reads()
+        self._close_writes()
+        read, write = self.session.requested_read, self.session.requested_write
+        batch = self.modifies
+        if batch is not None and (
+            batch.read_consistency is not read
+            or batch.write_consistency is not write
+            or len(batch.keys) + 1 > self.limits.max_batch_keys
+        ):
+            self._close_modifies()
+            batch = None
+        if batch is None:
+            batch = self.modifies = _ModifyBatch(read, write)
+        batch.keys[command.key] = None
+        waiting = _Modified(command)
+        batch.waiting.append(waiting)
+        return waiting
+
+    def _close_modifies(self) -> None:
+        batch, self.modifies = self.modifies, None
+        if batch is None:
+            return
+        read_index = self._add_step(ReadStep(tuple(batch.keys), batch.read_consistency))
+        index = self._add_step(RewriteStep(read_index, batch.write_consistency))
+        self.plan._modified[index] = batch.waiting
+        for waiting in batch.waiting:
+            waiting.step = index
 
     # ----- the rest --------------------------------------------------------------------------
 
@@ -480,6 +706,7 @@ class _Planner:
             )
         self._close_reads()
         self._close_writes()
+        self._close_modifies()
         waiting = _Served()
         waiting.step = self._add_step(
             ServerStep(command, self.session.requested_read, self.session.requested_write)
@@ -497,6 +724,14 @@ class _Planner:
                 self.limits.check_key(key)
         except InvalidRequestError as failure:
             return error_reply(failure)
+        return None
+
+    def _check_expiry(self, expiry: Expiry, name: str) -> ErrorReply | None:
+        """The store's bound on an expiry, with Redis's text for a time out of range."""
+        try:
+            self.limits.check_expiry(expiry, self.wall_ms, name)
+        except InvalidRequestError:
+            return invalid_expire_time(name)
         return None
 
     def _check_values(self, values: Sequence[bytes]) -> ErrorReply | None:

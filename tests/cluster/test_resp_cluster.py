@@ -95,6 +95,31 @@ async def test_a_key_set_through_one_node_is_read_through_another_and_over_grpc(
         assert not (await client.get(b"written:resp")).found
 
 
+def test_an_expiry_set_through_one_node_holds_through_every_node(nodes: list[NodeProcess]) -> None:
+    first, second, third = nodes
+    with connected(first) as r:
+        assert r.set("expiring:a", "v", ex=100) is True
+        assert r.set("expiring:short", "v", px=300) is True
+        pipe = r.pipeline(transaction=False)
+        for i in range(20):
+            pipe.set(f"expiring:{i}", "v")
+        for i in range(20):
+            pipe.expire(f"expiring:{i}", 200 + i)  # one read, then one write, at QUORUM
+        assert pipe.execute() == [True] * 40
+    with connected(second) as r:
+        assert r.ttl("expiring:a") == 100
+        assert [r.ttl(f"expiring:{i}") for i in range(20)] == [200 + i for i in range(20)]
+        assert r.expire("expiring:a", 50, lt=True) is True
+    with connected(third) as r:
+        assert 49_000 < r.pttl("expiring:a") <= 50_000
+        assert r.persist("expiring:a") is True
+    assert cli(first, "TTL", "expiring:a") == "-1\n"
+    time.sleep(0.35)
+    for node in nodes:
+        with connected(node) as r:
+            assert (r.get("expiring:short"), r.ttl("expiring:short")) == (None, -2), node.endpoint
+
+
 def test_keys_written_through_one_node_are_listed_through_every_node(
     nodes: list[NodeProcess],
 ) -> None:

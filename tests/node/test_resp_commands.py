@@ -462,7 +462,6 @@ async def test_a_connection_chooses_its_consistency_levels(
 # ----- refusals ------------------------------------------------------------------------------
 
 LWW = "a3redis replicates with last-write-wins and cannot make a read-modify-write atomic"
-EXPIRY = "keys do not expire in a3redis yet"
 REFUSALS = [
     (["INCR", "k"], f"ERR INCR is not supported: {LWW}"),
     (["APPEND", "k", "v"], f"ERR APPEND is not supported: {LWW}"),
@@ -470,10 +469,6 @@ REFUSALS = [
     (["SET", "k", "v", "NX"], f"ERR SET NX is not supported: {LWW}"),
     (["GETSET", "k", "v"], f"ERR GETSET is not supported: {LWW}"),
     (["WATCH", "k"], f"ERR WATCH is not supported: {LWW}"),
-    (["EXPIRE", "k", "10"], f"ERR EXPIRE is not supported yet: {EXPIRY}"),
-    (["TTL", "k"], f"ERR TTL is not supported yet: {EXPIRY}"),
-    (["SETEX", "k", "10", "v"], f"ERR SETEX is not supported yet: {EXPIRY}"),
-    (["SET", "k", "v", "EX", "10"], f"ERR SET EX is not supported yet: {EXPIRY}"),
     (["LPUSH", "l", "a"], "ERR unknown command 'LPUSH', with args beginning with: 'l' 'a' "),
     # Last: after a refused MULTI nothing runs until EXEC or DISCARD.
     (["MULTI"], f"ERR MULTI is not supported: {LWW}"),

@@ -513,7 +513,9 @@ class CountingKeyspace:
         writes: list[tuple[bytes, bytes | None]],
         consistency: None,
         done: Callable[[Any], None],
+        expiries: Any = None,
     ) -> None:
+        assert expiries is None  # these tests write without expiries
         self.calls.append(("put", list(writes)))
         for key, value in writes:
             if value is None:
