@@ -32,7 +32,6 @@ from a3redis.core.error_details import details
 from a3redis.core.errors import RequestError
 from a3redis.core.health import NodeCondition, ServingStatus, WatchSlots
 from a3redis.net.grpc_server import RequestGate, current_call
-from a3redis.storage.store import Store
 from a3redis.v1 import health_pb2 as hpb
 from a3redis.v1.health_grpc import HealthServicer
 
@@ -54,12 +53,6 @@ def decoded(undecoded: _Undecoded) -> Any:
         return undecoded.decode()
     except RequestError as error:
         raise _status(error) from None
-
-
-def store_has_failed(store: Store) -> bool:
-    """Whether the store refuses writes since a write or fsync failed (until a restart)."""
-    # The store keeps its failure private and has no accessor yet.
-    return store._failure is not None
 
 
 class HealthService(HealthServicer):  # type: ignore[misc]

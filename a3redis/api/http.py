@@ -40,7 +40,6 @@ from quart_trio import QuartTrio
 
 from a3redis import __version__
 from a3redis.api import heap
-from a3redis.api.health import store_has_failed
 from a3redis.api.metrics import NodeMetrics, process_usage
 from a3redis.cluster.anti_entropy import AntiEntropy
 from a3redis.cluster.gossip import GossipLoop, refusal_status
@@ -81,7 +80,7 @@ class NodeView:
         return NodeCondition(
             joining=self.repair.cluster.joining,
             draining=self.draining,
-            store_failed=store_has_failed(self.store),
+            store_failed=self.store.failed,
         )
 
     def ready(self) -> bool:

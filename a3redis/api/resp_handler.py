@@ -392,7 +392,7 @@ class RedisCommands:
                 "used_cpu_user_children": f"{usage.children_user:.6f}",
             },
             "cluster": {"cluster_enabled": 1},
-            "keyspace": dict(keyspace_fields(stats.live_keys)),
+            "keyspace": dict(keyspace_fields(stats.live_keys, self.store.expiring_keys)),
             "a3redis": {
                 "node_id": config.node_id,
                 "cluster_name": config.cluster_name,

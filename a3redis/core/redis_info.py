@@ -154,7 +154,7 @@ SECTIONS: tuple[InfoSection, ...] = (
     # One field per error code: errorstat_ERR:count=N
     InfoSection("errorstats", "Errorstats", ()),
     InfoSection("cluster", "Cluster", ("cluster_enabled",)),
-    # db0:keys=N,expires=0,avg_ttl=0 when the node holds keys (see keyspace_fields)
+    # db0:keys=N,expires=E,avg_ttl=0 when the node holds keys (see keyspace_fields)
     InfoSection("keyspace", "Keyspace", ()),
     InfoSection(
         "a3redis",
@@ -176,9 +176,10 @@ _FIELD_NAME = re.compile(r"[a-z0-9_]+")
 _CONFIG_WILDCARDS = re.compile(rb"[\[*?]")
 
 
-def keyspace_fields(keys: int) -> dict[str, InfoValue]:
-    """The keyspace section for a node holding `keys` keys; Redis leaves out an empty db0."""
-    return {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {}
+def keyspace_fields(keys: int, expires: int = 0) -> dict[str, InfoValue]:
+    """The keyspace section for a node holding `keys` keys, `expires` of them with an
+    expiry (as Redis, counted until they are reclaimed); Redis leaves out an empty db0."""
+    return {"db0": f"keys={keys},expires={expires},avg_ttl=0"} if keys else {}
 
 
 def selected_sections(arguments: Sequence[bytes], available: Sequence[str]) -> list[str]:

@@ -463,6 +463,11 @@ class Store:
         return [record for record in found if record is not None]
 
     @property
+    def failed(self) -> bool:
+        """Whether a write or fsync failed: the store refuses writes until the node restarts."""
+        return self._failure is not None
+
+    @property
     def expiring_keys(self) -> int:
         """How many stored values carry an expiry (expired or not)."""
         return len(self._table.expiring)

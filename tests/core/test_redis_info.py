@@ -109,6 +109,7 @@ def test_field_names_are_unique_across_sections() -> None:
 def test_the_keyspace_section_leaves_out_an_empty_db0() -> None:
     assert keyspace_fields(0) == {}
     assert keyspace_fields(12) == {"db0": "keys=12,expires=0,avg_ttl=0"}
+    assert keyspace_fields(12, 5) == {"db0": "keys=12,expires=5,avg_ttl=0"}
 
 
 def test_redis_py_parses_the_text() -> None:

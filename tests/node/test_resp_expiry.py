@@ -117,6 +117,11 @@ async def test_ttl_expire_conditions_persist_getex_and_setex(node: RunningNode) 
             assert (client.get("s"), client.ttl("s")) == (b"w", 100)
             assert client.set("s", "x") is True  # a plain SET removes it, as in Redis
             assert client.ttl("s") == -1
+            # INFO keyspace counts the keys with an expiry: none now (GETEX PERSIST and
+            # the plain SET removed the last two), then one.
+            assert client.info("keyspace")["db0"]["expires"] == 0
+            assert client.set("later", "v", ex=100) is True
+            assert client.info("keyspace")["db0"]["expires"] == 1
 
     await in_thread(talk)
 
