@@ -15,13 +15,17 @@ from a3redis.core.anti_entropy import (
     TreeAnswer,
     TreeRequest,
 )
+from a3redis.core.expiry import MAX_EXPIRES_AT_MS
 from a3redis.core.hlc import Version
 from a3redis.v1 import replica_pb2 as rpb
 
 u32 = st.integers(0, 2**32 - 1)
 hashes = st.lists(st.binary(min_size=16, max_size=16), max_size=5)
 versions = st.builds(Version, st.integers(0, 2**64 - 1), u32, st.text(max_size=8))
-entries = st.builds(EntryVersion, st.binary(max_size=8), versions, st.booleans())
+expiries = st.just(0) | st.integers(1, MAX_EXPIRES_AT_MS)
+entries = st.builds(
+    EntryVersion, st.binary(max_size=8), versions, st.booleans(), expires_at_ms=expiries
+)
 
 
 @given(

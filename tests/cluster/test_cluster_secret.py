@@ -27,8 +27,9 @@ from a3redis.client import Client, ClientError
 from a3redis.cluster.peer_auth import PeerGuard, operator_headers
 from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
-from a3redis.core.peer_auth import NONCE_BYTES, WINDOW_MS, Keyring, PeerAuth, Secret
+from a3redis.core.peer_auth import NONCE_BYTES, Keyring, PeerAuth, Secret, replay_window_ms
 from a3redis.core.record import Record
+from a3redis.core.validation import Limits
 from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
 from tests.conftest import NodeFactory
@@ -164,15 +165,17 @@ async def test_members_serve_and_outsiders_change_nothing(node_factory: NodeFact
     assert all(statuses(node) == EVERYONE for node in nodes)
 
     # A captured gossip message: taken once, refused when replayed within the window or
-    # after it (here: stamped the window and a second ago), and nothing changes.
+    # after it (here: stamped the window and a second ago; the window of nodes with the
+    # default MAX_CLOCK_SKEW), and nothing changes.
     own = membership(nodes[1])["node-2"]
     body = gossip_of("node-2", own["incarnation"], own["addr"], own["gossip_addr"])
     captured = signer(SECRET, "node-2").headers("gossip", body)
     assert post(nodes[0], "/gossip", body, captured)[0] == 200
     assert post(nodes[0], "/gossip", body, captured)[0] == 403
     phantom = gossip_of("node-9", 1, f"{HOST}:1", f"{HOST}:2")
+    window = replay_window_ms(Limits().max_clock_skew_ms)
     old = PeerAuth(Keyring(Secret(SECRET.encode())), "node-9").sign(
-        "gossip", phantom, time.time_ns() // 10**6 - WINDOW_MS - 1000, bytes(NONCE_BYTES)
+        "gossip", phantom, time.time_ns() // 10**6 - window - 1000, bytes(NONCE_BYTES)
     )
     stale = {
         "x-a3-sender": old.sender,
