@@ -5,6 +5,8 @@ use and then runs `nox`.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,9 +37,35 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite: core properties, storage, real node processes."""
+    """The whole test suite: core properties, storage, real node processes. With no
+    arguments the fault suite runs beside the rest: it lives in its own network namespace
+    (no port or address in common) and mostly waits on timers, so the two overlap well."""
     session.install(*DEV)
-    session.run("pytest", *session.posargs)
+    if session.posargs:
+        session.run("pytest", *session.posargs)
+        return
+    pytest = str(Path(session.bin) / "pytest")
+    env = {**os.environ, "PATH": f"{session.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = Path(session.create_tmp()) / "faults.log"
+    with open(log, "wb") as out:
+        faults = subprocess.Popen(
+            [pytest, "tests/faults"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+        try:
+            rest = subprocess.run([pytest, "--ignore=tests/faults"], env=env, check=False)
+        except BaseException:
+            faults.kill()
+            raise
+        finally:
+            faults_code = faults.wait()
+    session.log("the fault suite (tests/faults), run beside the rest:")
+    sys.stdout.write(log.read_text(errors="replace"))
+    sys.stdout.flush()
+    failed = [
+        name for name, code in (("tests", rest.returncode), ("tests/faults", faults_code)) if code
+    ]
+    if failed:
+        session.error(f"pytest failed: {', '.join(failed)}")
 
 
 # The Redis-protocol tests run again with these redis-py installs (the `tests` session has
