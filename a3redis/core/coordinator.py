@@ -15,9 +15,10 @@ decides. The plan never waits and never sends.
    writes on the replicas of both configurations, with W needed in each.
 2. Versions come last: they are stamped only after every check that could
    still refuse the request. A write asked to expire gets its expiry from
-   its own version (core.expiry.Expiry.resolve). A client that saw a version (`after`) makes
-   the clock pass it first, so its next write is later whatever our wall
-   clock says; a version too far ahead is refused rather than observed.
+   its own version (core.expiry.Expiry.resolve). A client that saw a
+   version (`after`) makes the clock pass it first, so its next write is
+   later whatever our wall clock says; a version too far ahead is refused
+   rather than observed.
 3. A write goes to every replica of each key: our own copy is written by the
    shell while the peers' calls are out. A replica's answer counts as an
    acknowledgement (it stored the record, or already held that very

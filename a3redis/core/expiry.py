@@ -85,11 +85,8 @@ def is_expired(record: Record, now_ms: int) -> bool:
 def visible(record: Record | None, now_ms: int) -> Record | None:
     """What a read answers for the newest record of a key: the record itself, or
     for an expired one a tombstone of the same version and expiry ("missing")."""
-    if record is None:
-        return None
-    expires = record.expires_at_ms
-    if expires and now_ms >= expires and record.value is not None:
-        return Record(record.key, None, record.version, expires)
+    if record is not None and is_expired(record, now_ms):
+        return Record(record.key, None, record.version, record.expires_at_ms)
     return record
 
 

@@ -11,9 +11,9 @@ is purged only when both
   lacked it, so "identical afterwards" means "holds it").
 Confirmation times must come at least half the grace period after it died,
 which absorbs any clock skew between the coordinator that stamped the
-delete (or the clock that judged the expiry) and this node. A replica that missed repair for
-longer than the grace period must be wiped before it rejoins (its old values
-would otherwise come back); the README says so.
+delete (or the clock that judged the expiry) and this node. A replica that
+missed repair for longer than the grace period must be wiped before it
+rejoins (its old values would otherwise come back); the README says so.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ Rules: a record is a key, a value or a tombstone (`value is None`), a
 version, and an expiry (`expires_at_ms`: wall-clock milliseconds since the
 epoch after which the record reads as missing; 0: never; a3redis.core.expiry
 holds the rules). The expiry follows the version: it is never merged on its
-own, a new expiry is a new write. `merge` keeps the record with the greater version; for the same
-version it compares the payload too, so merge is a true semilattice join:
-commutative, associative and idempotent even for malformed input. A record
+own, a new expiry is a new write. `merge` keeps the record with the greater
+version; for the same version it compares the payload too, so merge is a
+true semilattice join: commutative, associative and idempotent even for
+malformed input. A record
 replaces another only if it is strictly greater (`supersedes`): a write that
 ties or loses is never reported as stored.
 """

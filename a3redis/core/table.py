@@ -46,7 +46,7 @@ class RecordTable:
         self.live_count = 0
         self.encoded_bytes = 0
         self.max_version: Version | None = None
-        # Keys whose current record is a tombstone, or a value with an expiry:
+        # Keys whose current record is a tombstone: with `expiring`'s due keys,
         # what a purge pass looks at.
         self.tombstones: set[bytes] = set()
         # Keys whose current record is a value with an expiry, and that expiry: a
