@@ -15,6 +15,7 @@ from a3redis.core.expiry import MAX_EXPIRES_AT_MS, Condition
 from a3redis.v1 import kv_pb2 as pb
 from tests.node.conftest import Start
 from tests.node.test_metrics import _get
+from tests.storage.support import dir_size
 from tests.support.node_http import parse_samples
 
 SHORT = 0.15  # seconds: long enough to read the key back, short enough to wait out
@@ -136,7 +137,7 @@ async def test_expired_keys_are_purged_after_the_grace_and_memory_and_disk_fall_
         await client.put(b"kept", b"k")
         metrics = parse_samples((await trio.to_thread.run_sync(_get, f"{base}/metrics"))[1])
         assert metrics[("a3redis_keys_with_ttl", ())] == 400
-        disk_before = sum(path.stat().st_size for path in data_dir.iterdir())
+        disk_before = dir_size(data_dir)
         await trio.sleep(0.15)
         assert not (await client.get(b"s0001")).found
         await client.repair(wait=True)  # in the grace period still: nothing goes
@@ -153,5 +154,5 @@ async def test_expired_keys_are_purged_after_the_grace_and_memory_and_disk_fall_
         assert [e.key for e in await client.scan()] == [b"kept"]
         # The purge's commit compacts (the log is far over twice the live data).
         with trio.fail_after(10):
-            while sum(p.stat().st_size for p in data_dir.iterdir()) * 4 > disk_before:
+            while dir_size(data_dir) * 4 > disk_before:
                 await trio.sleep(0.05)
