@@ -25,6 +25,29 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def holders(ports: list[int]) -> list[str]:
+    """The sockets on these local ports, as /proc/net/tcp shows them (local, remote, state)."""
+    wanted = {f"{port:04X}" for port in ports}
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if local.rsplit(":", 1)[1] in wanted:
+                found.append(f"{local} -> {remote} state {state}")
+    return found
+
+
+def wait_until_free(ports: list[int], seconds: float) -> None:
+    """The standard ports lie in the kernel's ephemeral range (32768-60999 here), so an
+    outgoing connection from another test may hold one for a moment: wait for it."""
+    deadline = time.monotonic() + seconds
+    while not all(port_is_free(p) for p in ports):
+        assert time.monotonic() < deadline, (
+            f"the standard ports are taken on this machine: {holders(ports)}"
+        )
+        time.sleep(0.5)
+
+
 def resp(port: int, command: bytes) -> bytes:
     """One inline Redis command's reply (a small one: it arrives in one read)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
@@ -63,7 +86,7 @@ def still_running(pid: int, started: int) -> bool:
 @pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
 def test_cluster_up_serves_and_ctrl_c_stops_every_node(tmp_path: Path, presses: int) -> None:
     ports = [50051, 50052, 50053, 8001, 8002, 8003, 6380, 6381, 6382]
-    assert all(port_is_free(p) for p in ports), "the standard ports are taken on this machine"
+    wait_until_free(ports, 60)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "a3redis.tools.cli", "cluster", "up", "--base-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
