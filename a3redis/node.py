@@ -71,7 +71,7 @@ from a3redis.core.client_tokens import Role as TokenRole
 from a3redis.core.client_tokens import TokenHolder
 from a3redis.core.hlc import HybridLogicalClock
 from a3redis.core.membership import Membership, MembershipSettings, MemberState, Role, Status
-from a3redis.core.transition import Readiness
+from a3redis.core.transition import Readiness, restart_status
 from a3redis.net.channels import ChannelPool
 from a3redis.net.grpc_server import RequestGate, serve_grpc
 from a3redis.net.tls import NodeTls, TlsFileError
@@ -362,13 +362,14 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> tuple[M
     incarnation = start_incarnation(config.data_dir, now_ms)
     save_incarnation(config.data_dir, incarnation)
     saved, status_ages = member_file.load(time.time())
+    role = _start_role(config, saved)
     me = MemberState(
         config.node_id,
         str(config.grpc_address),
         str(config.gossip_address),
-        Status.ALIVE,
+        restart_status(role),
         incarnation,
-        _start_role(config, saved),
+        role,
         resp_addr=str(config.resp_address),
     )
     settings = MembershipSettings(

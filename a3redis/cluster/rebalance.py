@@ -196,6 +196,7 @@ class Rebalancer:
         # This node left the ring (its decommission ended) in an earlier run: it does not
         # join again by itself (a pod restarted before its scale-down must not).
         self._parked = parked
+        self._finished = False
         self._done: set[int] = set()
         self._target: frozenset[str] | None = None
         self._streamed = False
@@ -284,6 +285,10 @@ class Rebalancer:
         now = trio.current_time()
         me = membership.me
         if me.status is Status.LEFT:
+            if me.role is Role.DEPARTING and not self._finished:
+                # Restarted at the end of our decommission, or declared dead in it: we
+                # have left (core.transition, rule 7).
+                self._finish_leaving()
             return
         if self._parked:
             self.stats.waiting = "an operator: this node left the ring (wipe DATA_DIR to join anew)"
@@ -311,13 +316,17 @@ class Rebalancer:
         elif step.stream:
             await self._stream()
         elif step.leave:
-            log.info("decommission complete: leaving the ring and stopping")
-            marker = self._progress.path.with_name(LEFT_MARKER)
-            marker.write_text(f"{membership.node_id} left the ring at {time.time():.0f}\n")
             membership.leave(now)
-            self._progress.clear()
-            self._on_change()
-            self._on_left()
+            self._finish_leaving()
+
+    def _finish_leaving(self) -> None:
+        log.info("decommission complete: leaving the ring and stopping")
+        marker = self._progress.path.with_name(LEFT_MARKER)
+        marker.write_text(f"{self._membership.node_id} left the ring at {time.time():.0f}\n")
+        self._finished = True
+        self._progress.clear()
+        self._on_change()
+        self._on_left()
 
     def _announce(self, role: Role) -> None:
         previous = self._membership.role

@@ -44,7 +44,12 @@ The rules, in the order a member's life follows them:
    (or announces `left` and stops). Only then does a former owner hand off
    and drop what it no longer owns (a3redis.core.ownership). A `departing`
    member that is dead counts as gone: its data is handed over already, and
-   its `left` may have been lost on the way.
+   its `left` may have been lost on the way. So it never comes back: one
+   that restarts starts `left` (`restart_status`), and one that hears itself
+   declared dead takes it as its `left` (core.membership) rather than
+   refuting; either finishes its decommission at once. (Come back alive, it
+   would be in the old configuration again for views that had moved on, and
+   a transition begun since would read from replicas it no longer counts.)
 8. Removal. An operator removes a member that is dead for good (its
    disk is lost, or it crashed in its decommission): before it is
    announced `left`, each partition it owned is copied to the member that
@@ -125,6 +130,11 @@ def configurations(members: Iterable[MemberState]) -> Configurations:
             active += 1
             switched += role in SWITCHED
     return Configurations(frozenset(old), frozenset(new), active > 0 and switched == active)
+
+
+def restart_status(role: Role) -> Status:
+    """The status a member restarts with in its saved role (rule 7)."""
+    return Status.LEFT if role is Role.DEPARTING else Status.ALIVE
 
 
 # ----- rule 4: whose turn -----------------------------------------------------------------

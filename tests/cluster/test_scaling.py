@@ -23,7 +23,7 @@ from a3redis.core.consistency import Consistency
 from a3redis.core.hlc import Version
 from a3redis.core.ring import Ring
 from tests.conftest import NodeFactory
-from tests.support.clusters import wait_all_alive_and_ready
+from tests.support.clusters import start_cluster, wait_all_alive_and_ready
 from tests.support.history import (
     DELETE,
     GET,
@@ -215,3 +215,45 @@ async def test_three_to_five_to_three_under_load_loses_no_acknowledged_write(
     for key in keys:
         holders = {node for node, records in final.items() if records[key] is not None}
         assert holders in (set(), set(owners[key])), (key, holders, owners[key])
+
+
+async def test_a_node_killed_while_departing_leaves_at_once_when_restarted(
+    node_factory: NodeFactory,
+) -> None:
+    """Killed at the very end of its decommission (`departing`: its partitions are
+    handed over), node-4 is counted gone by the others. Restarted, it does not come back
+    alive into the ring (core.transition, rule 7): it says it left and exits 0, and what
+    was written before reads back through every other node."""
+    nodes = await trio.to_thread.run_sync(lambda: start_cluster(node_factory, 3, 4, **ENV))
+    first, node4 = nodes[0], nodes[3]
+    keys = [b"d%03d" % i for i in range(200)]
+    async with Client.connect(first.endpoint) as client:
+        await client.batch_put([(key, key) for key in keys])
+
+    def decommission_then_kill() -> None:
+        started = run_cli(
+            "cluster", "decommission", "node-4", "--endpoint", first.endpoint, "--no-wait"
+        )
+        assert started.returncode == 0, started.stderr
+        wait_for(lambda: (transition(node4) or {}).get("role") == "departing", 60, "departing")
+        node4.kill()
+        wait_for(lambda: statuses(first)["node-4"] == "dead", 10, "node-4 seen dead")
+        node4.start(wait=False)
+        # What node-1 shows of node-4 from its restart until it is gone (before this
+        # rule, `alive` again for a drain period at least: every poll would see it).
+        shown = []
+        deadline = time.monotonic() + 20
+        while (status := statuses(first).get("node-4", "left")) != "left":
+            shown.append(status)
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.02)
+        assert "alive" not in shown and "suspect" not in shown, shown
+        assert node4.process is not None and node4.process.wait(20) == 0, node4.output()
+
+    await trio.to_thread.run_sync(decommission_then_kill)
+    assert "decommission complete" in node4.output()
+    for node in nodes[:3]:
+        assert "node-4" not in get_json(node, "/api/ring")["members"]
+        async with Client.connect(node.endpoint) as client:
+            results = await client.batch_get(keys)
+        assert [r.value for r in results] == keys

@@ -20,6 +20,7 @@ from a3redis.core.membership import (
     MemberState,
     MessageError,
     Probe,
+    Role,
     Status,
 )
 
@@ -222,6 +223,25 @@ def test_a_node_hearing_itself_dead_refutes_with_a_higher_incarnation() -> None:
     mine = next(m for m in reply.members if m.node_id == "node-1")
     assert (mine.status, mine.incarnation) == (Status.ALIVE, 10)
     assert copy.deepcopy(me.me) == mine
+
+
+@pytest.mark.parametrize("status", [Status.DEAD, Status.LEFT])
+def test_a_departing_node_hearing_itself_dead_has_left_and_does_not_come_back(
+    status: Status,
+) -> None:
+    me = core("node-1", incarnation=7)
+    me.set_role(Role.DEPARTING)
+    mine = me.me.incarnation
+    rumour = MemberState("node-1", "x:1", "x:2", status, mine + 2, Role.DEPARTING)
+    sender = MemberState("node-2", "y:1", "y:2", Status.ALIVE, 1)
+    reply = me.on_exchange(GossipMessage("c", 3, "node-2", (sender, rumour)), 0.0)
+    told = next(m for m in reply.members if m.node_id == "node-1")
+    # Left, at the rumour's incarnation: it outranks the rumour everywhere.
+    assert (told.status, told.incarnation, told.role) == (Status.LEFT, mine + 2, Role.DEPARTING)
+    assert me.me == told
+    # What a peer that still thinks it alive then hears does not bring it back either.
+    later = me.on_exchange(GossipMessage("c", 3, "node-2", (sender,)), 1.0)
+    assert next(m for m in later.members if m.node_id == "node-1") == told
 
 
 @given(

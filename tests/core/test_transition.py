@@ -34,6 +34,7 @@ from a3redis.core.transition import (
     my_turn,
     next_step,
     removal_transfers,
+    restart_status,
     role_after_gate,
     tick,
 )
@@ -471,6 +472,20 @@ def test_a_departing_member_that_is_dead_is_gone_even_if_its_left_was_lost() -> 
     # Dead while it still copies (leaving): it keeps its place until it resumes or is removed.
     leaving = configurations([member("a"), member("l", Role.LEAVING, Status.DEAD)])
     assert leaving.old == {"a", "l"} and leaving.changing
+
+
+def test_a_departing_member_restarts_left_and_every_other_role_alive() -> None:
+    """It counted as gone while it was down: back alive, it would stand in the old
+    configuration again beside a transition begun since (rule 7)."""
+    assert restart_status(Role.DEPARTING) is Status.LEFT
+    assert {restart_status(role) for role in Role if role is not Role.DEPARTING} == {Status.ALIVE}
+    back = configurations(
+        [member("a", Role.LEAVING), member("b"), member("c"), member("l", Role.DEPARTING)]
+    )
+    assert "l" in back.read  # what a restart as `alive` would do
+    gone = member("l", Role.DEPARTING, restart_status(Role.DEPARTING))
+    stays_gone = configurations([member("a", Role.LEAVING), member("b"), member("c"), gone])
+    assert "l" not in stays_gone.old | stays_gone.new
 
 
 def _peer_message(node_id: str, *, ready: bool, role: Role = Role.NORMAL) -> GossipMessage:

@@ -123,6 +123,7 @@ from a3redis.core.transition import (
     configurations,
     join_transfers,
     leave_transfers,
+    restart_status,
     tick,
 )
 from a3redis.core.validation import InvalidRequestError, Limits
@@ -437,6 +438,11 @@ class SimRebalancer:
         now = node.cluster.loop.now
         me = membership.me
         if me.status is Status.LEFT:
+            if me.role is Role.DEPARTING and not node.exited:
+                # As the node's Rebalancer: restarted at the end of its decommission, or
+                # declared dead in it, it has left (core.transition, rule 7).
+                node.progress = None
+                node.exit()
             return
         view = TickView(
             me,
@@ -654,9 +660,9 @@ class SimNode:
             self.node_id,
             f"grpc-{self.number}",
             self.gossip_addr,
-            Status.ALIVE,
+            restart_status(role := self._start_role(bool(seeds))),
             self.incarnation,
-            self._start_role(bool(seeds)),
+            role,
         )
         settings = MembershipSettings(failure_timeout=self.config.failure_timeout)
         core = Membership(me, "sim", self.config.replication_factor, settings)
