@@ -363,11 +363,12 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> tuple[M
     save_incarnation(config.data_dir, incarnation)
     saved, status_ages = member_file.load(time.time())
     role = _start_role(config, saved)
+    parked = _left_earlier(config)
     me = MemberState(
         config.node_id,
         str(config.grpc_address),
         str(config.gossip_address),
-        restart_status(role),
+        restart_status(role, parked),
         incarnation,
         role,
         resp_addr=str(config.resp_address),
@@ -385,7 +386,6 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> tuple[M
     membership.restore(saved, trio.current_time(), status_ages)
     if saved:
         log.info("restored %d members from %s", len(saved), member_file.path)
-    parked = _left_earlier(config)
     if parked:
         log.warning(
             "%s left the ring (its decommission ended): it will not join again with this "

@@ -284,14 +284,14 @@ class Rebalancer:
         membership = self._membership
         now = trio.current_time()
         me = membership.me
+        if self._parked:
+            self.stats.waiting = "an operator: this node left the ring (wipe DATA_DIR to join anew)"
+            return
         if me.status is Status.LEFT:
             if me.role is Role.DEPARTING and not self._finished:
                 # Restarted at the end of our decommission, or declared dead in it: we
                 # have left (core.transition, rule 7).
                 self._finish_leaving()
-            return
-        if self._parked:
-            self.stats.waiting = "an operator: this node left the ring (wipe DATA_DIR to join anew)"
             return
         view = TickView(
             me,

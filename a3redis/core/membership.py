@@ -666,16 +666,18 @@ class Membership:
         return self._seen_me.get(node_id, -1) >= self._role_since
 
     def unacknowledged(self) -> list[str]:
-        """Live members (alive or suspect) that have not yet shown our current role.
+        """Members that may coordinate requests and have not yet shown our current role.
 
-        Dead members are not waited for: a member that comes back merges a peer's
-        table before it coordinates anything (a3redis.core.transition).
+        Dead members count (one may only be cut off, coordinating with the view it
+        had: a3redis.core.transition, rule 5); not those that left, nor `departing`
+        members that are dead (gone, rule 7).
         """
         return sorted(
             member.node_id
             for member in self._members.values()
             if member.node_id != self.node_id
-            and member.status in (Status.ALIVE, Status.SUSPECT)
+            and member.status is not Status.LEFT
+            and not (member.role is Role.DEPARTING and member.status is Status.DEAD)
             and not self.acknowledged(member.node_id)
         )
 

@@ -22,14 +22,21 @@ The rules, in the order a member's life follows them:
    smaller node id. Two that start at once both see each other before
    either switches (each waits for the other's acknowledgement, rule 5):
    the one with the greater node id steps back and waits again.
-5. A member acts on a role it announced only once every live member has
+5. A member acts on a role it announced only once every member has
    acknowledged it (membership.unacknowledged) and `drain` seconds have
    passed since, so that every request coordinated under the previous
-   configuration has finished. Dead members are not waited for: a node
-   that comes back (a restart, or a pause or starvation longer than
-   FAILURE_TIMEOUT) coordinates nothing before a peer's table has reached
-   it (Readiness). A member that sees every other member down waits: it is
-   more likely cut off than alone.
+   configuration has finished. Dead members are waited for too, as
+   Cassandra refuses a range movement while a node is down: a member that
+   looks dead may only be cut off, and go on coordinating with the view it
+   had (a write through it, acknowledged by replicas of the ring it knows,
+   would be missing from the ring the others read). So a join or a
+   decommission waits while a member is down; one that is gone for good is
+   removed first (rule 8). Not waited for: members that left, and
+   `departing` members that are dead (rule 7). A node that comes back (a
+   restart, or a pause or starvation longer than FAILURE_TIMEOUT) still
+   coordinates nothing before a peer's table has reached it (Readiness). A
+   member that sees every other member down waits: it is more likely cut
+   off than alone.
 6. Streaming: in a join, the joining member copies each partition it gains
    from the owner it displaces, which holds every write acknowledged there
    that the new configuration does not otherwise count; if that owner is
@@ -132,9 +139,11 @@ def configurations(members: Iterable[MemberState]) -> Configurations:
     return Configurations(frozenset(old), frozenset(new), active > 0 and switched == active)
 
 
-def restart_status(role: Role) -> Status:
-    """The status a member restarts with in its saved role (rule 7)."""
-    return Status.LEFT if role is Role.DEPARTING else Status.ALIVE
+def restart_status(role: Role, left_earlier: bool = False) -> Status:
+    """The status a member restarts with in its saved role (rule 7), or after its
+    decommission ended in an earlier run (`left_earlier`: it stays out of the ring, and
+    of the acknowledgements others wait for)."""
+    return Status.LEFT if left_earlier or role is Role.DEPARTING else Status.ALIVE
 
 
 # ----- rule 4: whose turn -----------------------------------------------------------------

@@ -450,6 +450,28 @@ def test_roles_travel_in_gossip_and_only_the_member_changes_its_own() -> None:
     assert b.acknowledged("a")
 
 
+def test_every_member_but_those_gone_must_acknowledge_a_role_dead_ones_too() -> None:
+    """Rule 5: a member that looks dead may only be cut off, coordinating with its view."""
+    mover = _membership("m", Role.NORMAL)
+    mover.restore(
+        [
+            member("alive"),
+            member("suspect", status=Status.SUSPECT),
+            member("dead", status=Status.DEAD),
+            member("dead-waiting", Role.WAITING, Status.DEAD),
+            member("left", status=Status.LEFT),
+            member("departed", Role.DEPARTING, Status.DEAD),
+        ],
+        0.0,
+    )
+    mover.set_role(Role.LEAVING)
+    waited = ["alive", "dead", "dead-waiting", "suspect"]
+    assert mover.unacknowledged() == waited
+    everyone = list(mover.states())
+    step = next_step(mover.me, everyone, waited, Announcement(drain=0.0), False, 1.0)
+    assert step.waiting == "acknowledgement from " + ", ".join(waited)
+
+
 def _probe_of(sender: Membership, target: Membership):  # type: ignore[no-untyped-def]
     from a3redis.core.membership import Probe
 
@@ -479,6 +501,8 @@ def test_a_departing_member_restarts_left_and_every_other_role_alive() -> None:
     configuration again beside a transition begun since (rule 7)."""
     assert restart_status(Role.DEPARTING) is Status.LEFT
     assert {restart_status(role) for role in Role if role is not Role.DEPARTING} == {Status.ALIVE}
+    # A node whose decommission ended earlier, started again, stays out of every table.
+    assert restart_status(Role.STARTING, left_earlier=True) is Status.LEFT
     back = configurations(
         [member("a", Role.LEAVING), member("b"), member("c"), member("l", Role.DEPARTING)]
     )

@@ -1077,8 +1077,9 @@ class TransitionInvariants:
       is `normal` while a live node's view shows it further behind than `joined`
       (`joining`, `waiting`, `starting`) or not at all.
     The first violations are kept (`violations`), each with the time it was found.
-    `roles` False leaves the second rule out: core.transition does not wait for a
-    member it sees dead (rule 5), so a member only cut off keeps a view behind.
+    `roles` False leaves the second rule out: a `departing` member that crashed before
+    every member acknowledged it leaves when it restarts (core.transition, rule 7), so
+    a view may still show it `leaving` (test_sim_transitions.py says why that is safe).
     """
 
     LIMIT = 10

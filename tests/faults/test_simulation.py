@@ -213,8 +213,8 @@ def apply_fault(cluster: SimCluster, step: Step) -> None:
 
 
 # Faults that leave a running node out of touch (it looks dead to the others, and its view
-# of the ring goes stale while it still coordinates): core.transition does not wait for
-# members it sees dead (rule 5), see test_sim_transitions.py.
+# of the ring goes stale while it still coordinates): a gentle schedule keeps them away from
+# ring changes; the all-faults property of test_sim_transitions.py does not.
 OUT_OF_TOUCH = ("halves", "isolate", "bridge", "majority-ring", "pause")
 TRANSITIONS = ("join", "decommission", "crash-mover")
 
