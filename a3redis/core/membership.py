@@ -709,7 +709,7 @@ class Membership:
             if target is None or choice.node_id != target.node_id:
                 probes.append(Probe(choice.gossip_addr, choice.node_id, message))
         if self.me.role is not Role.NORMAL:
-            # A change of role waits for every live member to see it: tell them now.
+            # A change of role waits for every member to see it (dead ones too): tell them now.
             targeted = {probe.node_id for probe in probes}
             waiting = [n for n in self.unacknowledged() if n not in targeted]
             rng.shuffle(waiting)

@@ -180,7 +180,7 @@ def must_step_back(me: MemberState, members: Iterable[MemberState]) -> bool:
 
 
 class Announcement:
-    """When a role we announced may be acted on: acknowledged by every live member, then
+    """When a role we announced may be acted on: acknowledged by every member, then
     `drain` seconds."""
 
     def __init__(self, drain: float) -> None:
