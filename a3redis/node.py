@@ -71,7 +71,7 @@ from a3redis.core.client_tokens import Role as TokenRole
 from a3redis.core.client_tokens import TokenHolder
 from a3redis.core.hlc import HybridLogicalClock
 from a3redis.core.membership import Membership, MembershipSettings, MemberState, Role, Status
-from a3redis.core.transition import Readiness, restart_status
+from a3redis.core.transition import Readiness, restart_state
 from a3redis.net.channels import ChannelPool
 from a3redis.net.grpc_server import RequestGate, serve_grpc
 from a3redis.net.tls import NodeTls, TlsFileError
@@ -359,16 +359,22 @@ async def run_node(
 
 def _membership(config: Config, now_ms: int, member_file: MemberFile) -> tuple[Membership, bool]:
     """Our member table (restored from DATA_DIR), and whether we left the ring earlier."""
-    incarnation = start_incarnation(config.data_dir, now_ms)
-    save_incarnation(config.data_dir, incarnation)
     saved, status_ages = member_file.load(time.time())
     role = _start_role(config, saved)
     parked = _left_earlier(config)
+    mine = next((state for state in saved if state.node_id == config.node_id), None)
+    status, incarnation = restart_state(
+        role,
+        None if mine is None else mine.incarnation,
+        start_incarnation(config.data_dir, now_ms),
+        parked,
+    )
+    save_incarnation(config.data_dir, incarnation)
     me = MemberState(
         config.node_id,
         str(config.grpc_address),
         str(config.gossip_address),
-        restart_status(role, parked),
+        status,
         incarnation,
         role,
         resp_addr=str(config.resp_address),

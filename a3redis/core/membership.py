@@ -26,8 +26,8 @@ Rules:
 - Only a node raises its own incarnation: when it hears itself suspected,
   declared dead (or left while it is running), or at another address, at
   its own incarnation or above, it refutes with incarnation+1. Except at the
-  end of a decommission: a `departing` node declared dead (or left) takes
-  it as its `left` (core.transition, rule 7), and never comes back.
+  end of a decommission: a `departing` node never refutes, and declared dead
+  (or left) takes it as its `left` (core.transition, rule 7).
 - Incarnations are integers from 0 to MAX_INCARNATION (2^63-1); nothing
   else is accepted. Refuting never goes past the cap: a node that hears
   itself refuted at MAX_INCARNATION takes MAX_INCARNATION itself, and at
@@ -961,17 +961,15 @@ class Membership:
         if self.me.status in _GONE:
             return  # we are stopping or have left: nothing to refute
         me = self.me
-        if (
-            me.role is Role.DEPARTING
-            and state.status in _GONE
-            and state.incarnation >= me.incarnation
-        ):
-            # Declared dead at the end of our decommission: the others count us gone
-            # already (core.transition, rule 7) and may have moved on; coming back alive
-            # would put us into configurations that no longer hold us. We have left.
-            self.me = replace(me, status=Status.LEFT, incarnation=state.incarnation)
-            self._members[self.node_id] = self.me
-            self.version += 1
+        if me.role is Role.DEPARTING:
+            # At the end of our decommission we never refute (core.transition, rule 7):
+            # a view that saw us dead counts us gone and may have moved on, and alive
+            # again we would stand in configurations that no longer hold us. Declared
+            # dead, we have left.
+            if state.status in _GONE and state.incarnation >= me.incarnation:
+                self.me = replace(me, status=Status.LEFT, incarnation=state.incarnation)
+                self._members[self.node_id] = self.me
+                self.version += 1
             return
         disputed = state.status is not Status.ALIVE or (
             state.grpc_addr,

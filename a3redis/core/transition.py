@@ -51,12 +51,14 @@ The rules, in the order a member's life follows them:
    (or announces `left` and stops). Only then does a former owner hand off
    and drop what it no longer owns (a3redis.core.ownership). A `departing`
    member that is dead counts as gone: its data is handed over already, and
-   its `left` may have been lost on the way. So it never comes back: one
-   that restarts starts `left` (`restart_status`), and one that hears itself
-   declared dead takes it as its `left` (core.membership) rather than
-   refuting; either finishes its decommission at once. (Come back alive, it
-   would be in the old configuration again for views that had moved on, and
-   a transition begun since would read from replicas it no longer counts.)
+   its `left` may have been lost on the way. So it never comes back: a
+   `departing` member never raises its incarnation (it does not refute, and
+   restarts at the incarnation it had, `restart_state`), so a view that saw
+   it dead keeps it dead, and one that hears itself declared dead takes it
+   as its `left` (core.membership) and finishes at once. (Come back alive,
+   it would be in the old configuration again for views that had moved on,
+   and a transition begun since would read from replicas it no longer
+   counts.) A restart no one noticed goes on where it stopped.
 8. Removal. An operator removes a member that is dead for good (its
    disk is lost, or it crashed in its decommission): before it is
    announced `left`, each partition it owned is copied to the member that
@@ -139,11 +141,20 @@ def configurations(members: Iterable[MemberState]) -> Configurations:
     return Configurations(frozenset(old), frozenset(new), active > 0 and switched == active)
 
 
-def restart_status(role: Role, left_earlier: bool = False) -> Status:
-    """The status a member restarts with in its saved role (rule 7), or after its
-    decommission ended in an earlier run (`left_earlier`: it stays out of the ring, and
-    of the acknowledgements others wait for)."""
-    return Status.LEFT if left_earlier or role is Role.DEPARTING else Status.ALIVE
+def restart_state(
+    role: Role, saved_incarnation: int | None, fresh_incarnation: int, left_earlier: bool
+) -> tuple[Status, int]:
+    """The status and incarnation a member restarts with in its saved role.
+
+    Fresh (above every incarnation used before) but for a `departing` member, which
+    keeps the one it had so that no view that saw it dead takes it back (rule 7);
+    `left` after a decommission that ended in an earlier run (`left_earlier`: it stays
+    out of the ring, and of the acknowledgements others wait for)."""
+    if left_earlier:
+        return Status.LEFT, fresh_incarnation
+    if role is Role.DEPARTING and saved_incarnation is not None:
+        return Status.ALIVE, saved_incarnation
+    return Status.ALIVE, fresh_incarnation
 
 
 # ----- rule 4: whose turn -----------------------------------------------------------------

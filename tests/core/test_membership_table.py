@@ -244,6 +244,17 @@ def test_a_departing_node_hearing_itself_dead_has_left_and_does_not_come_back(
     assert next(m for m in later.members if m.node_id == "node-1") == told
 
 
+def test_a_departing_node_does_not_refute_a_suspicion() -> None:
+    """Its incarnation never rises (rule 7): a view that saw it dead keeps it dead."""
+    me = core("node-1", incarnation=7)
+    me.set_role(Role.DEPARTING)
+    mine = me.me
+    rumour = MemberState("node-1", "x:1", "x:2", Status.SUSPECT, mine.incarnation, Role.DEPARTING)
+    sender = MemberState("node-2", "y:1", "y:2", Status.ALIVE, 1)
+    me.on_exchange(GossipMessage("c", 3, "node-2", (sender, rumour)), 0.0)
+    assert me.me == mine
+
+
 @given(
     saved=st.lists(honest_states, max_size=6, unique_by=lambda m: m.node_id),
     gossip=honest_messages,

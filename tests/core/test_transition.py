@@ -16,6 +16,7 @@ from a3redis.core.membership import (
     MessageError,
     Role,
     Status,
+    supersedes,
 )
 from a3redis.core.quorum import JointWriteQuorum
 from a3redis.core.ring import Ring
@@ -34,7 +35,7 @@ from a3redis.core.transition import (
     my_turn,
     next_step,
     removal_transfers,
-    restart_status,
+    restart_state,
     role_after_gate,
     tick,
 )
@@ -496,20 +497,24 @@ def test_a_departing_member_that_is_dead_is_gone_even_if_its_left_was_lost() -> 
     assert leaving.old == {"a", "l"} and leaving.changing
 
 
-def test_a_departing_member_restarts_left_and_every_other_role_alive() -> None:
-    """It counted as gone while it was down: back alive, it would stand in the old
-    configuration again beside a transition begun since (rule 7)."""
-    assert restart_status(Role.DEPARTING) is Status.LEFT
-    assert {restart_status(role) for role in Role if role is not Role.DEPARTING} == {Status.ALIVE}
+def test_a_departing_member_restarts_at_its_incarnation_and_every_other_role_above() -> None:
+    """Rule 7: a view that saw the departing member dead keeps it so (dead outranks alive
+    at one incarnation), so it never stands in a configuration again beside a transition
+    begun since; a fresh incarnation would bring it back."""
+    assert restart_state(Role.DEPARTING, 7, 100, False) == (Status.ALIVE, 7)
+    for role in Role:
+        if role is not Role.DEPARTING:
+            assert restart_state(role, 7, 100, False) == (Status.ALIVE, 100)
+    assert restart_state(Role.DEPARTING, None, 100, False) == (Status.ALIVE, 100)
     # A node whose decommission ended earlier, started again, stays out of every table.
-    assert restart_status(Role.STARTING, left_earlier=True) is Status.LEFT
-    back = configurations(
-        [member("a", Role.LEAVING), member("b"), member("c"), member("l", Role.DEPARTING)]
-    )
-    assert "l" in back.read  # what a restart as `alive` would do
-    gone = member("l", Role.DEPARTING, restart_status(Role.DEPARTING))
-    stays_gone = configurations([member("a", Role.LEAVING), member("b"), member("c"), gone])
-    assert "l" not in stays_gone.old | stays_gone.new
+    assert restart_state(Role.STARTING, 7, 100, True) == (Status.LEFT, 100)
+    seen_dead = MemberState("l", "l:1", "l:2", Status.DEAD, 7, Role.DEPARTING)
+    for incarnation, expected in ((7, Status.DEAD), (100, Status.ALIVE)):
+        restarted = MemberState("l", "l:1", "l:2", Status.ALIVE, incarnation, Role.DEPARTING)
+        kept = restarted if supersedes(restarted, seen_dead, own_word=True) else seen_dead
+        assert kept.status is expected
+        after = configurations([member("a", Role.LEAVING), member("b"), member("c"), kept])
+        assert ("l" in after.read) is (expected is Status.ALIVE)
 
 
 def _peer_message(node_id: str, *, ready: bool, role: Role = Role.NORMAL) -> GossipMessage:

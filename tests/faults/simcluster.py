@@ -123,7 +123,7 @@ from a3redis.core.transition import (
     configurations,
     join_transfers,
     leave_transfers,
-    restart_status,
+    restart_state,
     tick,
 )
 from a3redis.core.validation import InvalidRequestError, Limits
@@ -646,7 +646,7 @@ class SimNode:
         self.requests: dict[int, Callable[[], None]] = {}
         self.links: dict[str, SimLink] = {}
         self.clock = HybridLogicalClock(self.node_id)
-        self.membership = self._membership()
+        self.membership = self._membership(self.incarnation)
         self.coordinator = self._coordinator()
         self.readiness = Readiness(0.0, self.config.join_timeout)
         self.rebalancer = SimRebalancer(self)
@@ -654,15 +654,17 @@ class SimNode:
 
     # ----- process life ---------------------------------------------------------------------
 
-    def _membership(self) -> Membership:
+    def _membership(self, fresh_incarnation: int) -> Membership:
         seeds = [n.gossip_addr for n in self.cluster.nodes if n.founder and n is not self]
+        role = self._start_role(bool(seeds))
+        mine = next((m for m in self.saved_members if m.node_id == self.node_id), None)
+        # As a3redis.node: the incarnation saved at the crash, or the next (a node that
+        # left is never started again here).
+        status, self.incarnation = restart_state(
+            role, None if mine is None else mine.incarnation, fresh_incarnation, False
+        )
         me = MemberState(
-            self.node_id,
-            f"grpc-{self.number}",
-            self.gossip_addr,
-            restart_status(role := self._start_role(bool(seeds))),
-            self.incarnation,
-            role,
+            self.node_id, f"grpc-{self.number}", self.gossip_addr, status, self.incarnation, role
         )
         settings = MembershipSettings(failure_timeout=self.config.failure_timeout)
         core = Membership(me, "sim", self.config.replication_factor, settings)
@@ -686,14 +688,13 @@ class SimNode:
         self.started = True
         self.running, self.paused = True, False
         self.generation += 1
-        self.incarnation += 1
         self.links = {}
         self.clock = HybridLogicalClock(self.node_id)
         self.coordinator = self._coordinator()
         if self.table.max_version is not None:
             # After a restart, never issue a version below one already stored (keyspace.py).
             self.clock.observe(self.table.max_version, self.wall_ms())
-        self.membership = self._membership()
+        self.membership = self._membership(self.incarnation + 1)
         self.readiness = Readiness(self.cluster.loop.now, self.config.join_timeout)
         self.rebalancer = SimRebalancer(self)
         rng = self.cluster.loop.rng
@@ -1182,7 +1183,7 @@ class SimCluster:
             self.nodes.append(SimNode(self, number))
         # Seeds need every node's address, so memberships are made once all exist.
         for node in self.nodes:
-            node.membership = node._membership()
+            node.membership = node._membership(node.incarnation)
         self.by_id = {n.node_id: n for n in self.nodes}
         self.by_gossip = {n.gossip_addr: n for n in self.nodes}
         self.cut: set[frozenset[str]] = set()
