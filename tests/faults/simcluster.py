@@ -1078,16 +1078,12 @@ class TransitionInvariants:
       is `normal` while a live node's view shows it further behind than `joined`
       (`joining`, `waiting`, `starting`) or not at all.
     The first violations are kept (`violations`), each with the time it was found.
-    `roles` False leaves the second rule out: a `departing` member that crashed before
-    every member acknowledged it leaves when it restarts (core.transition, rule 7), so
-    a view may still show it `leaving` (test_sim_transitions.py says why that is safe).
     """
 
     LIMIT = 10
 
     def __init__(self, cluster: SimCluster) -> None:
         self.cluster = cluster
-        self.roles = True
         self.required = Consistency.QUORUM.required(cluster.config.replication_factor)
         # The newest acknowledged version of each key: holding it holds every older one.
         self.newest: dict[bytes, Version] = {}
@@ -1109,8 +1105,7 @@ class TransitionInvariants:
         now = cluster.loop.now
         live = [n for n in cluster.nodes if n.coordinates(now)]
         self._check_copies(live, now)
-        if self.roles:
-            self._check_roles(live, now)
+        self._check_roles(live, now)
 
     def _check_copies(self, live: list[SimNode], now: float) -> None:
         cluster = self.cluster

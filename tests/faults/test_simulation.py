@@ -259,18 +259,16 @@ def apply_transition(cluster: SimCluster, step: Step, gentle: bool = False) -> N
 
 
 def run(
-    schedule: Schedule, *, gentle_transitions: bool = False, roles: bool = True, **config: Any
+    schedule: Schedule, *, gentle_transitions: bool = False, **config: Any
 ) -> tuple[SimCluster, list[Anomaly]]:
     """Run `schedule` and check it; with `gentle_transitions`, the ring changes gently
-    (apply_transition, gently); `roles` False leaves TransitionInvariants' rule on roles
-    out."""
+    (apply_transition, gently)."""
     cluster = SimCluster(
         SimConfig(nodes=schedule.nodes, offsets_ms=schedule.offsets, **config),
         schedule.seed,
         schedule.clients,
         schedule.spares,
     )
-    cluster.invariants.roles = roles
     cluster.start()
     cluster.loop.run_until(5.0)  # members find each other
     for step in schedule.steps:
