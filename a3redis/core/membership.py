@@ -666,7 +666,7 @@ class Membership:
         return self._seen_me.get(node_id, -1) >= self._role_since
 
     def unacknowledged(self) -> list[str]:
-        """Members that may coordinate requests and have not yet shown our current role.
+        """Members that have not yet shown our current role.
 
         Dead members count (one may only be cut off, coordinating with the view it
         had: a3redis.core.transition, rule 5); not those that left, nor `departing`
