@@ -309,6 +309,7 @@ async def run_node(
                                     "refused": resp_stats.refused_over_limit,
                                 },
                                 tokens=tokens,
+                                expired_purged=lambda: repair.stats.expired_purged,
                             ),
                             resp_settings,
                             stop,

@@ -96,6 +96,7 @@ class RedisCommands:
         connections: Callable[[], dict[str, int]],
         *,
         tokens: TokenHolder | None = None,
+        expired_purged: Callable[[], int] = lambda: 0,
     ) -> None:
         self.keyspace = keyspace
         self.store = store
@@ -115,6 +116,7 @@ class RedisCommands:
         self.run_id = random.Random().randbytes(20).hex()
         self.commands_processed = 0
         self._connections = connections
+        self._expired_purged = expired_purged
 
     def new_session(self, client_id: int, peer: str) -> Session:
         session = Session(
@@ -375,7 +377,9 @@ class RedisCommands:
                 "total_connections_received": connections.get("total", 0),
                 "total_commands_processed": self.commands_processed,
                 "rejected_connections": connections.get("refused", 0),
-                "expired_keys": 0,
+                # Redis counts a key once, when expiry deletes it; here that is when its
+                # record is purged (TOMBSTONE_GRACE after it expired: README).
+                "expired_keys": self._expired_purged(),
                 "evicted_keys": 0,
             },
             "replication": {

@@ -126,6 +126,26 @@ async def test_ttl_expire_conditions_persist_getex_and_setex(node: RunningNode) 
     await in_thread(talk)
 
 
+async def test_info_counts_keys_with_an_expiry_and_expired_keys_once_reclaimed(
+    start_node: Start,
+) -> None:
+    node = await start_node(TOMBSTONE_GRACE="1", SYNC_INTERVAL="3600")
+
+    def stats(client: Any) -> tuple[int, int]:
+        info = client.info("everything")
+        return int(info.get("db0", {}).get("expires", 0)), int(info["expired_keys"])
+
+    with connected(node.ports.resp) as client:
+        await in_thread(lambda: client.set("short", "v", px=SHORT_MS))
+        await in_thread(lambda: client.set("kept", "v"))
+        assert await in_thread(lambda: stats(client)) == (1, 0)
+    await trio.sleep(SHORT_MS / 1000 + 1.2)  # expired, and dead for the grace
+    async with Client.connect(node.endpoint) as grpc_client:
+        await grpc_client.repair(wait=True)  # reclaims it (no other replica)
+    with connected(node.ports.resp) as client:
+        assert await in_thread(lambda: stats(client)) == (0, 1)
+
+
 async def test_expire_in_the_past_deletes_the_key_and_answers_1(node: RunningNode) -> None:
     def talk() -> list[object]:
         with connected(node.ports.resp) as client:
