@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -266,6 +267,16 @@ def test_values_nobody_wrote_and_wrong_versions_are_flagged() -> None:
     history = [put("k", "a", 0, 1, v(10)), get("k", 2, 3, "a", v(11))]
     assert kinds(history, everywhere(k=Observed("a", v(10)))) == ["version-mismatch"]
     assert kinds([put("k", "a", 0, 1, v(10))], everywhere(k=Observed(None, v(20)))) == ["phantom"]
+
+
+def test_an_expired_put_ends_as_a_tombstone_of_its_version_and_only_a_put_with_a_ttl() -> None:
+    """Local reads after the test answer an expired put as missing, with its version."""
+    expiring = replace(put("k", "a", 0, 1, v(10)), ttl_ms=500, expires_at_ms=510)
+    assert kinds([expiring], everywhere(k=Observed(None, v(10)))) == []
+    assert kinds([put("k", "a", 0, 1, v(10))], everywhere(k=Observed(None, v(10)))) == [
+        "phantom",
+        "version-mismatch",
+    ]
 
 
 def test_divergent_replicas_are_flagged() -> None:

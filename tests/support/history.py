@@ -403,8 +403,11 @@ def check_final(
                         copies,
                     )
                 )
-            elif record.version == write.version and record.value != (
-                write.value if write.kind == PUT else None
+            elif (
+                record.version == write.version
+                and record.value != (write.value if write.kind == PUT else None)
+                # An expired put reads as missing, with its version (as in `source`).
+                and not (record.value is None and write.kind == PUT and write.ttl_ms)
             ):
                 anomalies.append(
                     Anomaly(

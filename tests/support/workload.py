@@ -2,11 +2,12 @@
 
 Two commands, both `python -m tests.support.workload ...` under `ip netns exec`:
 
-- `run SPEC OUT`: a bounded load of puts, deletes and gets (bounded both in
-  operations and in time) from a chosen source address through chosen
-  coordinators; every operation is recorded with its invocation and
-  completion time (CLOCK_MONOTONIC, shared with the test process), outcome
-  and version, and the history is written to OUT as JSON.
+- `run SPEC OUT`: a bounded load of puts (some with a TTL, if the spec says so),
+  deletes and gets (bounded both in operations and in time) from a chosen
+  source address through chosen coordinators; every operation is recorded
+  with its invocation and completion time (CLOCK_MONOTONIC, shared with the
+  test process), outcome, version and expiry, and the history is written to
+  OUT as JSON.
 - `agent SOURCE`: a helper that answers one JSON request per stdin line with
   one JSON line on stdout (HTTP GETs, repair rounds, LOCAL reads of a node's
   own copies, single operations), so the test process, which lives outside
@@ -59,6 +60,8 @@ class Spec:
     pause: float = 0.0  # seconds between a worker's operations
     seed: int = 0
     start_at: float = 0.0  # CLOCK_MONOTONIC time to begin at (0: at once)
+    # Each put draws its TTL from these (ms; 0: none). Empty: no put has a TTL.
+    ttl_ms: list[int] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Spec:
@@ -76,22 +79,28 @@ async def _one(
     value: str | None,
     consistency: str,
     coordinator: str,
+    ttl_ms: int = 0,
 ) -> Op:
     level = Consistency[consistency]
     invoked = time.monotonic()
     version: Version | None = None
     read: str | None = None
+    expires_at_ms = 0
     code, message = "OK", ""
     try:
         if kind == PUT:
             assert value is not None
-            version = await client.put(key.encode(), value.encode(), level)
+            ttl = ttl_ms / 1000 if ttl_ms else None
+            version = await client.put(key.encode(), value.encode(), level, ttl=ttl)
+            # The coordinator's rule (core.expiry): the TTL after the write's version.
+            expires_at_ms = version.wall_ms + ttl_ms if ttl_ms else 0
         elif kind == DELETE:
             version = await client.delete(key.encode(), level)
         else:
             result = await client.get(key.encode(), level)
             version = result.version
             read = None if result.value is None else result.value.decode()
+            expires_at_ms = result.expires_at_ms
     except ClientError as error:
         code, message = error.code, error.message
     except Exception as error:  # anything unexpected: the operation's fate is unknown
@@ -100,6 +109,7 @@ async def _one(
     outcome = classify(code, message)
     if outcome != "ok":
         version = None
+        expires_at_ms = 0
     return Op(
         client=name,
         kind=kind,
@@ -113,6 +123,8 @@ async def _one(
         code=code,
         message=message[:300],
         coordinator=coordinator,
+        expires_at_ms=expires_at_ms,
+        ttl_ms=ttl_ms if kind == PUT else 0,
     )
 
 
@@ -141,7 +153,8 @@ async def run_workload(spec: Spec, stop: trio.Event | None = None) -> list[Op]:
                 value = f"{name}-{sequence}" if kind == PUT else None
                 level = spec.read_consistency if kind == GET else spec.write_consistency
                 coordinator = targets[target] if spec.rotate or not spec.route_by_key else ""
-                ops.append(await _one(client, name, kind, key, value, level, coordinator))
+                ttl = rng.choice(spec.ttl_ms) if kind == PUT and spec.ttl_ms else 0
+                ops.append(await _one(client, name, kind, key, value, level, coordinator, ttl))
                 if spec.pause:
                     await trio.sleep(spec.pause)
 
