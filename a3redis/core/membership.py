@@ -20,9 +20,9 @@ Rules:
   believed only from the member itself. An entry without a role (an older
   release) is `normal`.
 - Every message tells us which of our own incarnations its sender has seen
-  (`acknowledged`): a member that changes its role waits until every live
-  member has seen the change before it acts on it, and meanwhile probes the
-  ones that have not, every round.
+  (`acknowledged`): a member that changes its role waits until every member
+  (dead ones too: core.transition, rule 5) has seen the change before it
+  acts on it, and meanwhile probes the ones that have not, every round.
 - Only a node raises its own incarnation: when it hears itself suspected,
   declared dead (or left while it is running), or at another address, at
   its own incarnation or above, it refutes with incarnation+1. Except at the
