@@ -361,9 +361,9 @@ async def run_node(
 def _membership(config: Config, now_ms: int, member_file: MemberFile) -> tuple[Membership, bool]:
     """Our member table (restored from DATA_DIR), and whether we left the ring earlier."""
     saved, status_ages = member_file.load(time.time())
-    role = _start_role(config, saved)
-    parked = _left_earlier(config)
     mine = next((state for state in saved if state.node_id == config.node_id), None)
+    role = _start_role(config, mine)
+    parked = _left_earlier(config)
     status, incarnation = restart_state(
         role,
         None if mine is None else mine.incarnation,
@@ -402,10 +402,10 @@ def _membership(config: Config, now_ms: int, member_file: MemberFile) -> tuple[M
     return membership, parked
 
 
-def _start_role(config: Config, saved: list[MemberState]) -> Role:
-    """Our role as we saved it; a fresh node with peers starts at its cold-start gate
-    (a node that left stays there: see `_left_earlier`)."""
-    mine = next((state for state in saved if state.node_id == config.node_id), None)
+def _start_role(config: Config, mine: MemberState | None) -> Role:
+    """Our role as we saved it (`mine`: our entry in the saved table); a fresh node with
+    peers starts at its cold-start gate (a node that left stays there: see
+    `_left_earlier`)."""
     if _left_earlier(config):
         return Role.STARTING
     if mine is None or mine.status is Status.LEFT:

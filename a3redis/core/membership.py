@@ -190,6 +190,14 @@ class MemberState:
     # Where the member's Redis-protocol port listens ("" from a release without one).
     resp_addr: str = ""
 
+    @property
+    def gone(self) -> bool:
+        """Out of the ring for good: it left, or it is dead while `departing` (its data is
+        handed over, its `left` may have been lost: core.transition, rule 7)."""
+        return self.status is Status.LEFT or (
+            self.role is Role.DEPARTING and self.status is Status.DEAD
+        )
+
     def rank(self) -> tuple[int, int]:
         order = int(self.status)
         if self.incarnation >= MAX_INCARNATION and self.status is Status.ALIVE:
@@ -676,8 +684,7 @@ class Membership:
             member.node_id
             for member in self._members.values()
             if member.node_id != self.node_id
-            and member.status is not Status.LEFT
-            and not (member.role is Role.DEPARTING and member.status is Status.DEAD)
+            and not member.gone
             and not self.acknowledged(member.node_id)
         )
 

@@ -7,9 +7,8 @@ holds the rules). The expiry follows the version: it is never merged on its
 own, a new expiry is a new write. `merge` keeps the record with the greater
 version; for the same version it compares the payload too, so merge is a
 true semilattice join: commutative, associative and idempotent even for
-malformed input. A record
-replaces another only if it is strictly greater (`supersedes`): a write that
-ties or loses is never reported as stored.
+malformed input. A record replaces another only if it is strictly greater
+(`supersedes`): a write that ties or loses is never reported as stored.
 """
 
 from __future__ import annotations

@@ -113,13 +113,6 @@ class Configurations:
         return self.old != self.new
 
 
-def _gone(member: MemberState) -> bool:
-    """Out of every configuration: it left, or it is dead while `departing` (rule 7)."""
-    return member.status is Status.LEFT or (
-        member.role is Role.DEPARTING and member.status is Status.DEAD
-    )
-
-
 def configurations(members: Iterable[MemberState]) -> Configurations:
     old: set[str] = set()
     new: set[str] = set()
@@ -127,9 +120,7 @@ def configurations(members: Iterable[MemberState]) -> Configurations:
     switched = 0
     for member in members:
         role = member.role
-        if member.status is Status.LEFT or (
-            role is Role.DEPARTING and member.status is Status.DEAD
-        ):
+        if member.gone:  # out of every configuration (rule 7)
             continue
         if role in _IN_OLD:
             old.add(member.node_id)
@@ -162,9 +153,7 @@ def restart_state(
 
 def in_transition(members: Iterable[MemberState]) -> list[MemberState]:
     """Members in transition, by node id (more than one only for a moment, rule 4)."""
-    return sorted(
-        (m for m in members if m.role in ACTIVE and not _gone(m)), key=lambda m: m.node_id
-    )
+    return sorted((m for m in members if m.role in ACTIVE and not m.gone), key=lambda m: m.node_id)
 
 
 def my_turn(me: MemberState, members: Iterable[MemberState]) -> bool:

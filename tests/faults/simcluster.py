@@ -656,8 +656,8 @@ class SimNode:
 
     def _membership(self, fresh_incarnation: int) -> Membership:
         seeds = [n.gossip_addr for n in self.cluster.nodes if n.founder and n is not self]
-        role = self._start_role(bool(seeds))
         mine = next((m for m in self.saved_members if m.node_id == self.node_id), None)
+        role = self._start_role(mine, bool(seeds))
         # As a3redis.node: the incarnation saved at the crash, or the next (a node that
         # left is never started again here).
         status, self.incarnation = restart_state(
@@ -672,10 +672,9 @@ class SimNode:
         core.restore(self.saved_members, self.cluster.loop.now)
         return core
 
-    def _start_role(self, has_peers: bool) -> Role:
+    def _start_role(self, mine: MemberState | None, has_peers: bool) -> Role:
         """As a3redis.node._start_role: the role saved, or the cold-start gate for a fresh
         node (a node that left is never started again here: it exited for good)."""
-        mine = next((m for m in self.saved_members if m.node_id == self.node_id), None)
         if mine is None or mine.status is Status.LEFT:
             return Role.STARTING if has_peers or mine is not None else Role.NORMAL
         return mine.role
