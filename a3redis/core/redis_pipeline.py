@@ -37,6 +37,10 @@ Rules:
   the session's consistency level does, and so does a batch reaching
   MAX_BATCH keys (`Limits.max_batch_keys`). Each step carries the levels in
   force when its commands were read (None: the server's default).
+- A run of one plain `GET key` or `SET key value` (what an unpipelined
+  client sends most) is planned directly, into the same step, replies and
+  session changes as the batching planner's (`plan_in_batches`); one that
+  needs more (an error to answer, a refusal, a silenced reply) is not.
 - A key or value over the limits, or an expiry beyond the store's bound
   (`Limits.check_expiry`: Redis's `invalid expire time in '<command>'
   command`), is answered with its error at once and never joins a batch, so
@@ -107,7 +111,7 @@ from a3redis.core.redis_commands import (
 )
 from a3redis.core.redis_session import NoReply, Session, access_refusal, answer
 from a3redis.core.resp_values import OK, ErrorReply, Reply, Status
-from a3redis.core.validation import InvalidRequestError
+from a3redis.core.validation import InvalidRequestError, Limits
 
 # ----- steps ---------------------------------------------------------------------------------
 
@@ -488,7 +492,76 @@ def _in_refused_multi(name: str) -> Reply:
 
 def plan(session: Session, requests: Sequence[Sequence[bytes]], wall_ms: int) -> Plan:
     """Plan one pipeline: session commands answered now, the rest as steps, in order."""
+    if len(requests) == 1:
+        single = _single_key_plan(session, requests[0], wall_ms)
+        if single is not None:
+            return single
+    return plan_in_batches(session, requests, wall_ms)
+
+
+def plan_in_batches(session: Session, requests: Sequence[Sequence[bytes]], wall_ms: int) -> Plan:
+    """`plan` without its lane for a lone GET or SET: every request through the batching
+    planner (what `plan` does for everything else)."""
     return _Planner(session, wall_ms).run(requests)
+
+
+class _SingleKeyPlan(Plan):
+    """A run of one plain GET or SET: the plan `plan_in_batches` makes for it, made directly.
+
+    An unpipelined client sends one command per run, most often one of these,
+    so they skip the batching machinery (a property test checks that both
+    planners agree on the steps, the replies and the session).
+    """
+
+    def __init__(self, wall_ms: int, name: str, step: ReadStep | WriteStep) -> None:
+        super().__init__(wall_ms)
+        self.names.append(name)
+        self.steps.append(step)
+
+    def replies(self, results: Sequence[StepResult], now_ms: int | None = None) -> list[Reply]:
+        if len(results) != 1:
+            raise ValueError(f"{len(results)} results for 1 step")
+        result = results[0]
+        if isinstance(result, RequestError):
+            return [error_reply(result)]
+        if isinstance(self.steps[0], WriteStep):
+            return [OK]
+        rows: Sequence[Record | None] = result  # type: ignore[assignment]  # a ReadStep's
+        if len(rows) != 1:
+            raise ValueError(f"step 0: {len(rows)} records for 1 key")
+        return [_value(rows[0])]
+
+
+def _single_key_plan(session: Session, request: Sequence[bytes], wall_ms: int) -> Plan | None:
+    """The plan of a lone `GET key` or `SET key value` when nothing about the session
+    or the request needs the batching planner (an error, a refusal, a silenced reply);
+    else None."""
+    words = len(request)
+    if words not in (2, 3) or len(request[0]) != 3:
+        return None
+    if session.closing or session.skip_next_reply or session.replies_off or session.refused_multi:
+        return None
+    verb = request[0].upper()
+    name = "get" if verb == b"GET" and words == 2 else "set" if verb == b"SET" else ""
+    if not name or (words == 3) != (name == "set"):
+        return None
+    if session.settings.tokens is not None and access_refusal(session, name) is not None:
+        return None
+    limits = session.settings.limits
+    key = request[1]
+    if _keys_refusal(limits, (key,)) is not None:
+        return None
+    step: ReadStep | WriteStep
+    if name == "get":
+        step = ReadStep((key,), session.requested_read)
+    else:
+        value = request[2]
+        if _values_refusal(limits, (value,)) is not None:
+            return None
+        step = WriteStep(((key, value),), session.requested_write)
+    session.last_command = name
+    session.last_command_ms = wall_ms
+    return _SingleKeyPlan(wall_ms, name, step)
 
 
 class _Planner:
@@ -718,13 +791,7 @@ class _Planner:
         return len(self.plan.steps) - 1
 
     def _check_keys(self, keys: Sequence[bytes]) -> ErrorReply | None:
-        try:
-            self.limits.check_batch(len(keys))
-            for key in keys:
-                self.limits.check_key(key)
-        except InvalidRequestError as failure:
-            return error_reply(failure)
-        return None
+        return _keys_refusal(self.limits, keys)
 
     def _check_expiry(self, expiry: Expiry, name: str) -> ErrorReply | None:
         """The store's bound on an expiry, with Redis's text for a time out of range."""
@@ -735,14 +802,30 @@ class _Planner:
         return None
 
     def _check_values(self, values: Sequence[bytes]) -> ErrorReply | None:
-        limit = self.limits.max_value_bytes
-        for value in values:
-            if len(value) > limit:
-                return err(
-                    f"string exceeds maximum allowed size: the value is {len(value)} bytes; "
-                    f"the limit is MAX_VALUE_BYTES={limit}"
-                )
-        return None
+        return _values_refusal(self.limits, values)
+
+
+def _keys_refusal(limits: Limits, keys: Sequence[bytes]) -> ErrorReply | None:
+    """The error for keys over the limits (or too many of them), or None."""
+    try:
+        limits.check_batch(len(keys))
+        for key in keys:
+            limits.check_key(key)
+    except InvalidRequestError as failure:
+        return error_reply(failure)
+    return None
+
+
+def _values_refusal(limits: Limits, values: Sequence[bytes]) -> ErrorReply | None:
+    """Redis's error for a value over MAX_VALUE_BYTES, or None."""
+    limit = limits.max_value_bytes
+    for value in values:
+        if len(value) > limit:
+            return err(
+                f"string exceeds maximum allowed size: the value is {len(value)} bytes; "
+                f"the limit is MAX_VALUE_BYTES={limit}"
+            )
+    return None
 
 
 _MANY_KEYS = (MGet, Exists, Touch)

@@ -156,3 +156,17 @@ def test_a_tokens_levels_are_its_connections_defaults_until_the_connection_choos
     answers(session, "RESET")
     answers(session, f"AUTH {WRITER}")
     assert levels("GET k", "SET k v") == [None, None]
+
+
+def test_a_lone_get_or_set_is_refused_as_in_a_pipeline() -> None:
+    session = new_session()
+    assert answers(session, "GET k") == [NO_AUTH]
+    assert answers(session, "SET k v") == [NO_AUTH]
+    assert plan(session, [[b"GET", b"k"]], 0).steps == []
+    answers(session, f"AUTH {READER}")
+    assert answers(session, "GET k") == [None]
+    assert answers(session, "SET k v") == [
+        ErrorReply("NOPERM User default has no permissions to run the 'set' command")
+    ]
+    answers(session, f"AUTH {WRITER}")
+    assert answers(session, "SET k v") == [OK]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from a3redis.core import redis_commands as rc
@@ -20,6 +20,7 @@ from a3redis.core.redis_pipeline import (
     StepResult,
     WriteStep,
     plan,
+    plan_in_batches,
     protocol_runs,
     substring,
 )
@@ -522,3 +523,71 @@ def test_each_hello_or_reset_is_a_run_of_its_own() -> None:
     ]
     plain = requests("GET a", "HELLOX", "SET b 1")
     assert protocol_runs(plain) == [plain]
+
+
+# ----- the lane for a lone GET or SET ---------------------------------------------------------
+
+LANE_LIMITS = Limits(max_key_bytes=4, max_value_bytes=4)
+# Mostly words within the limits (where the lane applies), sometimes empty or over them.
+lane_word = st.one_of(st.binary(min_size=1, max_size=4), st.binary(max_size=6))
+lone_request = st.one_of(
+    st.tuples(st.sampled_from([b"GET", b"get", b"GeT", b"GETX", b"SET"]), lane_word),
+    st.tuples(st.sampled_from([b"SET", b"set", b"sEt", b"GET"]), lane_word, lane_word),
+    st.tuples(st.just(b"SET"), lane_word, lane_word, st.just(b"PX")),
+    st.just((b"GET",)),
+).map(list)
+usual_state = {
+    flag: False for flag in ("closing", "skip_next_reply", "replies_off", "refused_multi")
+}
+session_state = st.one_of(
+    st.just(usual_state),  # where the lane applies
+    st.fixed_dictionaries({flag: st.booleans() for flag in usual_state}),
+)
+
+
+def session_in_state(state: dict[str, bool], read: Consistency | None) -> Session:
+    session = new_session(limits=LANE_LIMITS)
+    for flag, on in state.items():
+        setattr(session, flag, on)
+    session.read_level = read
+    return session
+
+
+@settings(max_examples=400)
+@given(
+    lone_request,
+    session_state,
+    st.sampled_from([None, Consistency.ONE, Consistency.ALL]),
+    st.sampled_from(["records", "missing", "tombstone", "failed"]),
+)
+def test_a_lone_get_or_set_is_planned_as_the_batching_planner_plans_it(
+    request: list[bytes], state: dict[str, bool], read: Consistency | None, outcome: str
+) -> None:
+    laned, batched = session_in_state(state, read), session_in_state(state, read)
+    now = WALL_MS + 7  # not the session's start: the time of its last command is seen
+    fast = plan(laned, [request], now)
+    slow = plan_in_batches(batched, [request], now)
+    assert fast.steps == slow.steps
+    assert fast.names == slow.names
+    assert vars(laned) == vars(batched)
+    results: list[StepResult] = []
+    for step in slow.steps:
+        if outcome == "failed":
+            results.append(UnavailableError("replicas down"))
+        elif isinstance(step, ReadStep):
+            value = {"records": b"v", "missing": None, "tombstone": None}[outcome]
+            found = None if outcome == "missing" else Record(step.keys[0], value, VERSION)
+            results.append([found])
+        elif isinstance(step, WriteStep):
+            results.append([VERSION])
+        else:
+            results.append(Status("SERVED"))
+    assert fast.replies(results, now) == slow.replies(results, now)
+
+
+def test_the_lane_takes_plain_gets_and_sets_and_leaves_the_rest_to_the_batching_planner() -> None:
+    session = new_session()
+    assert type(planned(session, "get k")) is not Plan
+    assert type(planned(session, "SET k v")) is not Plan
+    for texts in (["GET k", "GET j"], ["SET k v PX 10"], ["GETDEL k"], ["PING"]):
+        assert type(planned(session, *texts)) is Plan
