@@ -261,12 +261,33 @@ class _Server:
                 )
                 _refuse(conn, self.settings.tls is None)
             else:
-                stats.open += 1
-                stats.accepted += 1
-                connection = _Connection(self, conn, next(self._ids), _peer(address))
-                self.live.add(connection)
-                connection.listen()
+                self._admit(conn, address)
             await trio.lowlevel.checkpoint()
+
+    def _admit(self, conn: socket.socket, address: object) -> None:
+        """Serve a new connection; one that cannot be set up is closed, and the node lives."""
+        stats = self.stats
+        try:
+            connection = _Connection(self, conn, next(self._ids), _peer(address))
+        except Exception:  # a bug of ours in setting up its session: this client only
+            log.exception("cannot serve the Redis-protocol connection from %s", _peer(address))
+            stats.accept_errors += 1
+            conn.close()
+            return
+        stats.open += 1
+        stats.accepted += 1
+        self.live.add(connection)
+        try:
+            connection.listen()
+        except OSError as failure:  # the kernel refused the selector (ENOMEM, ENOSPC)
+            stats.accept_errors += 1
+            stats.log_throttled(
+                "listen",
+                "cannot watch Redis-protocol connection from %s: %s",
+                connection.peer,
+                failure,
+            )
+            connection.close()
 
     async def react(self) -> None:
         """Serve every connection that has input, each time the selector says some have."""

@@ -349,8 +349,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.runs: list[list[list[bytes]]] = []
+        self.sessions_to_fail = 0  # so many new sessions fail (a bug in the command layer)
 
     def new_session(self, client_id: int, peer: str) -> RecordedSession:
+        if self.sessions_to_fail:
+            self.sessions_to_fail -= 1
+            raise RuntimeError("a bug in setting up a session")
         return RecordedSession(client_id, peer)
 
     def start(
@@ -472,6 +476,23 @@ async def test_a_failing_handler_answers_an_error_and_closes(
             return read_until_closed(raw)
 
     assert await trio.to_thread.run_sync(talk) == b"-ERR internal error; closing the connection\r\n"
+
+
+async def test_a_connection_whose_session_cannot_be_set_up_is_closed_and_others_are_served(
+    recorded: tuple[Recorder, int, trio.Event],
+) -> None:
+    recorder, port, _ = recorded
+    recorder.sessions_to_fail = 1
+
+    def talk() -> tuple[bytes, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            refused = read_until_closed(raw)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"ECHO a\r\n")
+            return refused, raw.recv(100)
+
+    assert await trio.to_thread.run_sync(talk) == (b"", b"$1\r\na\r\n")
+    assert recorder.sessions_to_fail == 0
 
 
 async def test_a_run_in_flight_when_the_node_stops_is_answered_then_closed(
