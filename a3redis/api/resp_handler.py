@@ -137,7 +137,7 @@ class RedisCommands:
         """
         pipeline = plan(session, requests, self.keyspace.wall_ms())
         self.commands_processed += len(pipeline.names)
-        if any(isinstance(step, ServerStep) for step in pipeline.steps):
+        if pipeline.serves:
             return partial(self._finish, session, pipeline, [], 0)
         return _KeySteps(self.keyspace, pipeline, answer).begin()
 

@@ -254,6 +254,7 @@ class Plan:
         self._answers: list[Reply | _Pending] = []  # None where nothing is sent
         self._sent: list[bool] = []
         self._modified: dict[int, list[_Modified]] = {}  # by the index of their RewriteStep
+        self.serves = False  # whether a step is a ServerStep (the node answers it)
 
     def rewrites(
         self, index: int, results: Sequence[StepResult], now_ms: int
@@ -781,6 +782,7 @@ class _Planner:
         self._close_writes()
         self._close_modifies()
         waiting = _Served()
+        self.plan.serves = True
         waiting.step = self._add_step(
             ServerStep(command, self.session.requested_read, self.session.requested_write)
         )

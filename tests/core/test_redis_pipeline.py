@@ -591,3 +591,11 @@ def test_the_lane_takes_plain_gets_and_sets_and_leaves_the_rest_to_the_batching_
     assert type(planned(session, "SET k v")) is not Plan
     for texts in (["GET k", "GET j"], ["SET k v PX 10"], ["GETDEL k"], ["PING"]):
         assert type(planned(session, *texts)) is Plan
+
+
+def test_a_plan_says_whether_the_node_answers_a_step() -> None:
+    session = new_session()
+    assert planned(session, "DBSIZE").serves
+    assert planned(session, "GET a", "INFO", "SET a b").serves
+    for texts in (["GET a"], ["SET a b"], ["GET a", "SET a b", "PING"], ["PING"]):
+        assert not planned(session, *texts).serves
