@@ -38,7 +38,6 @@ same value again with the new expiry under a new version.
 from __future__ import annotations
 
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -155,7 +154,7 @@ class Keyspace:
         # resolved here once for every front end.
         self.read_consistency = read_consistency
         self.write_consistency = write_consistency
-        self.coordinator = Coordinator(clock, limits, cluster, random.Random())
+        self.coordinator = Coordinator(clock, limits, cluster)
         self.stats = KeyspaceStats()
         self._wall_ms = wall_ms
         self._background = background

@@ -156,6 +156,10 @@ class PeerLink:
         self._scope: trio.CancelScope | None = None
         self._closed = False
 
+    def lagging(self, now: float) -> bool:
+        """Whether a call has been out too long (core.batcher's `lagging`)."""
+        return self._batcher.lagging(now)
+
     def close(self, drop_connection: bool = False) -> None:
         """Stop the sender (a replaced link); waiting callers see the peer unavailable.
         Its connection is closed too if `drop_connection` (a peer that left)."""

@@ -158,6 +158,10 @@ class Topology:
         member = self.membership.get(node_id)
         return member is None or member.status in (Status.DEAD, Status.LEFT)
 
+    def is_lagging(self, node_id: str) -> bool:
+        held = self._links.get(node_id)
+        return held is not None and held[1].lagging(trio.current_time())
+
     def link(self, node_id: str) -> PeerLink | None:
         """The link to a peer, or None if we do not know where it listens."""
         member = self.membership.get(node_id)

@@ -25,6 +25,9 @@ Rules:
   of its kind has been out for HOLD_BACK: a call on a connection that just
   died waits for the peer timeout, and the items behind it must not.
 - At most `max_in_flight` calls, of both kinds together, are out at once.
+- A link whose oldest call out has been out for HOLD_BACK or longer is
+  `lagging`: its peer, or the way to it, is slow, and coordinators read
+  from it last (core.coordinator's `read_order`).
 - A call about to start while none of its kind is out first gathers (the
   shell lets every task that can still run add to it, for GATHER_DELAY at
   most: a3redis.runtime.gathering) when the latest call of its kind carried at
@@ -98,6 +101,7 @@ class Call(Generic[Item, W]):
     queue: CallQueue[Item, Any, W]
     items: list[Item]
     entries: list[_Entry]
+    started: float = 0.0  # when it left (Batcher.next_call)
 
 
 # ----- one kind of call ------------------------------------------------------------------
@@ -292,6 +296,7 @@ class Batcher(Generic[W]):
         self.applies: CallQueue[Record, ApplyOutcome, W] = CallQueue(MAX_BATCH, record_bytes)
         self.reads: CallQueue[bytes, Record | None, W] = CallQueue(MAX_READ_KEYS)
         self.in_flight = 0  # calls of both kinds out
+        self._out: list[Call[Any, W]] = []  # those calls, oldest first
 
     def waiting(self) -> bool:
         return self.applies.waiting() or self.reads.waiting()
@@ -318,7 +323,14 @@ class Batcher(Generic[W]):
         else:
             return None
         self.in_flight += 1
-        return queue.take(now)
+        call = queue.take(now)
+        call.started = now
+        self._out.append(call)
+        return call
+
+    def lagging(self, now: float) -> bool:
+        """Whether the oldest call out has been out for HOLD_BACK or longer."""
+        return bool(self._out) and now >= self._out[0].started + HOLD_BACK
 
     def wake_at(self) -> float | None:
         """When to look again if nothing is submitted and no call ends (None: not before)."""
@@ -333,6 +345,7 @@ class Batcher(Generic[W]):
         """A call ended (answered or failed); whether submissions wait for the sender."""
         self.in_flight -= 1
         call.queue.in_flight -= 1
+        self._out.remove(call)
         return self.waiting()
 
     def drop(self) -> Iterator[W]:

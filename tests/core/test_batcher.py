@@ -114,6 +114,22 @@ def test_while_a_call_of_its_kind_is_out_what_comes_in_waits_until_it_ends_or_ho
     assert [r.key for r in third.items] == [b"d"]
 
 
+def test_a_link_lags_while_its_oldest_call_has_been_out_for_hold_back() -> None:
+    batcher: Batcher[Waiter] = Batcher()
+    assert not batcher.lagging(10.0)
+    batcher.applies.submit([rec(b"a")], Waiter("a"))
+    [first] = calls_now(batcher, now=10.0)
+    batcher.reads.submit([b"k"], Waiter("k"))
+    [second] = calls_now(batcher, now=10.0 + HOLD_BACK / 2)
+    assert not batcher.lagging(10.0 + HOLD_BACK / 2)
+    assert batcher.lagging(10.0 + HOLD_BACK)  # the first call's age counts
+    batcher.ended(first)
+    assert not batcher.lagging(10.0 + HOLD_BACK)  # the second is younger
+    assert batcher.lagging(10.0 + HOLD_BACK / 2 + HOLD_BACK)
+    batcher.ended(second)
+    assert not batcher.lagging(100.0)
+
+
 def test_a_full_call_leaves_without_waiting_for_the_call_out() -> None:
     batcher: Batcher[Waiter] = Batcher()
     batcher.reads.submit([b"first"], Waiter("first"))

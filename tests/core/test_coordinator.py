@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from a3redis.core.consistency import Consistency
@@ -31,13 +29,17 @@ class FakeTopology:
         self.down = set(down)
         self.joining = False
         self.other_ring: Ring | None = None
+        self.lagging: set[str] = set()
 
     def is_down(self, member: str) -> bool:
         return member in self.down
 
+    def is_lagging(self, member: str) -> bool:
+        return member in self.lagging
 
-def coordinator(topology: FakeTopology, node_id: str = "n1", seed: int = 0) -> Coordinator:
-    return Coordinator(HybridLogicalClock(node_id), Limits(), topology, random.Random(seed))
+
+def coordinator(topology: FakeTopology, node_id: str = "n1") -> Coordinator:
+    return Coordinator(HybridLogicalClock(node_id), Limits(), topology)
 
 
 def v(wall: int, node: str = "n9") -> Version:
@@ -174,6 +176,34 @@ def test_a_read_asks_r_replicas_our_own_copy_first_and_keeps_the_rest_as_spares(
     plan = coordinator(FakeTopology(["n1", "n2", "n3"])).plan_read([b"k"], Consistency.QUORUM)
     assert next(iter(plan.asks)) == "n1" and len(plan.asks) == 2
     assert not plan.only_here
+
+
+def test_each_node_reads_from_the_peers_after_it_by_name_first_wrapping_around() -> None:
+    topology = FakeTopology(["n1", "n2", "n3", "n4"], factor=4)
+    replicas = ("n4", "n1", "n3", "n2")
+    assert coordinator(topology, "n1").read_order(replicas) == ["n1", "n2", "n3", "n4"]
+    assert coordinator(topology, "n3").read_order(replicas) == ["n3", "n4", "n1", "n2"]
+    assert coordinator(topology, "n4").read_order(replicas) == ["n4", "n1", "n2", "n3"]
+    # Not a replica itself: the same order, without it.
+    assert coordinator(topology, "n2").read_order(("n3", "n1", "n4")) == ["n3", "n4", "n1"]
+    # So with three nodes, each peer is the first choice of one coordinator.
+    firsts = {
+        coordinator(FakeTopology(["n1", "n2", "n3"]), me).read_order(("n1", "n2", "n3"))[1]
+        for me in ("n1", "n2", "n3")
+    }
+    assert firsts == {"n1", "n2", "n3"}
+
+
+def test_a_lagging_peer_is_read_last_and_a_down_one_not_at_all() -> None:
+    topology = FakeTopology(["n1", "n2", "n3", "n4"], factor=4)
+    topology.lagging.add("n2")
+    assert coordinator(topology).read_order(("n1", "n2", "n3", "n4")) == ["n1", "n3", "n4", "n2"]
+    topology.down.add("n3")
+    plan = coordinator(topology).plan_read([b"k"], Consistency.QUORUM)  # R = 3 of 4
+    assert list(plan.asks) == ["n1", "n4", "n2"]
+    topology.lagging.clear()
+    plan = coordinator(topology).plan_read([b"k"], Consistency.QUORUM)
+    assert list(plan.asks) == ["n1", "n2", "n4"]
 
 
 def test_a_read_answers_the_newest_of_the_first_r_answers_and_the_clock_passes_it() -> None:

@@ -252,6 +252,10 @@ class _Topology:
     def is_down(self, member: str) -> bool:
         return self._node.is_down(member)
 
+    def is_lagging(self, member: str) -> bool:
+        link = self._node.links.get(member)
+        return link is not None and link.batcher.lagging(self._node.cluster.loop.now)
+
 
 Settled = Callable[[list[Any] | None], None]
 """A submission's end: its answers, in the order of its items, or None (the call failed)."""
@@ -680,7 +684,7 @@ class SimNode:
         return mine.role
 
     def _coordinator(self) -> Coordinator:
-        return Coordinator(self.clock, LIMITS, _Topology(self), self.cluster.loop.rng)
+        return Coordinator(self.clock, LIMITS, _Topology(self))
 
     def start(self) -> None:
         assert not self.running and not self.exited
