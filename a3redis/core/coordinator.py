@@ -30,10 +30,10 @@ decides. The plan never waits and never sends.
 4. A read asks R replicas of each key, our own copy first, then live peers
    in this node's fixed order, those whose link lags last (`read_order`);
    the others are spares, asked only when an asked replica fails, so R
-   answers can still come. A peer's answer that fails
-   the checks (another key, a version beyond the clock-skew bound) counts
-   as "not there". Each key's result is the newest record among its first R
-   answers; the coordinator's clock then passes every version it read.
+   answers can still come. A peer's answer that fails the checks (another
+   key, a version beyond the clock-skew bound) counts as "not there". Each
+   key's result is the newest record among its first R answers; the
+   coordinator's clock then passes every version it read.
 5. Read repair: once every asked replica has answered or failed, each one
    that answered with an older copy, or none, is sent the newest.
 6. A request not decided when the shell's deadline passes timed out: its

@@ -543,8 +543,11 @@ def _single_key_plan(session: Session, request: Sequence[bytes], wall_ms: int) -
     if session.closing or session.skip_next_reply or session.replies_off or session.refused_multi:
         return None
     verb = request[0].upper()
-    name = "get" if verb == b"GET" and words == 2 else "set" if verb == b"SET" else ""
-    if not name or (words == 3) != (name == "set"):
+    if verb == b"GET" and words == 2:
+        name = "get"
+    elif verb == b"SET" and words == 3:
+        name = "set"
+    else:
         return None
     if session.settings.tokens is not None and access_refusal(session, name) is not None:
         return None
