@@ -652,15 +652,18 @@ async def test_a_run_whose_replies_cannot_be_made_is_answered_with_an_error_and_
     """A bug in making a run's replies (here: on the path that answers without waiting)
     must not leave the client waiting: it is told, and the connection closes."""
 
-    def broken(self: redis_pipeline.Plan, results: object) -> list[Reply]:
+    def broken(self: redis_pipeline.Plan, *results: object) -> list[Reply]:
         raise RuntimeError("a bug in the replies")
 
-    monkeypatch.setattr(redis_pipeline.Plan, "replies", broken)
+    # Every kind of plan: a lone GET has its own (the planner's lane), a pipeline the other.
+    for kind in (redis_pipeline.Plan, *redis_pipeline.Plan.__subclasses__()):
+        monkeypatch.setattr(kind, "replies", broken)
 
-    def talk() -> bytes:
+    def talk(requests: bytes) -> bytes:
         with socket.create_connection(("127.0.0.1", node.ports.resp), timeout=10) as raw:
-            raw.sendall(b"GET some-key\r\n")
+            raw.sendall(requests)
             return read_until_closed(raw)
 
-    answer = await trio.to_thread.run_sync(talk)
-    assert answer == b"-ERR internal error; closing the connection\r\n"
+    for requests in (b"GET some-key\r\n", b"GET some-key\r\nGET other-key\r\n"):
+        answer = await trio.to_thread.run_sync(talk, requests)
+        assert answer == b"-ERR internal error; closing the connection\r\n"
