@@ -295,8 +295,12 @@ class Batcher(Generic[W]):
         self.max_in_flight = max_in_flight
         self.applies: CallQueue[Record, ApplyOutcome, W] = CallQueue(MAX_BATCH, record_bytes)
         self.reads: CallQueue[bytes, Record | None, W] = CallQueue(MAX_READ_KEYS)
-        self.in_flight = 0  # calls of both kinds out
-        self._out: list[Call[Any, W]] = []  # those calls, oldest first
+        self._out: list[Call[Any, W]] = []  # the calls out, of both kinds, oldest first
+
+    @property
+    def in_flight(self) -> int:
+        """Calls of both kinds out."""
+        return len(self._out)
 
     def waiting(self) -> bool:
         return self.applies.waiting() or self.reads.waiting()
@@ -322,7 +326,6 @@ class Batcher(Generic[W]):
             queue = self.reads
         else:
             return None
-        self.in_flight += 1
         call = queue.take(now)
         call.started = now
         self._out.append(call)
@@ -343,7 +346,6 @@ class Batcher(Generic[W]):
 
     def ended(self, call: Call[Any, W]) -> bool:
         """A call ended (answered or failed); whether submissions wait for the sender."""
-        self.in_flight -= 1
         call.queue.in_flight -= 1
         self._out.remove(call)
         return self.waiting()

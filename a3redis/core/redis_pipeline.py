@@ -631,7 +631,7 @@ class _Planner:
 
     def _read(self, command: ReadCommand) -> Reply | _Pending:
         keys = _keys_of(command)
-        refused = self._check_keys(keys)
+        refused = _keys_refusal(self.limits, keys)
         if refused is not None:
             return refused
         self._close_writes()
@@ -665,9 +665,11 @@ class _Planner:
 
     def _write(self, command: WriteCommand, name: str) -> Reply | _Pending:
         pairs = _writes_of(command)
-        refused = self._check_keys([key for key, _ in pairs])
+        refused = _keys_refusal(self.limits, [key for key, _ in pairs])
         if refused is None:
-            refused = self._check_values([value for _, value in pairs if value is not None])
+            refused = _values_refusal(
+                self.limits, [value for _, value in pairs if value is not None]
+            )
         expiry = command.expiry if isinstance(command, Set) else NEVER
         if refused is None and expiry is not NEVER:
             refused = self._check_expiry(expiry, name)
@@ -730,9 +732,9 @@ class _Planner:
     # ----- read-modify-write -----------------------------------------------------------------
 
     def _modify(self, command: ModifyCommand, name: str) -> Reply | _Pending:
-        refused = self._check_keys((command.key,))
+        refused = _keys_refusal(self.limits, (command.key,))
         if refused is None and isinstance(command, SetKeepTtl):
-            refused = self._check_values((command.value,))
+            refused = _values_refusal(self.limits, (command.value,))
         if refused is None and isinstance(command, Expire):
             refused = self._check_expiry(command.expiry, name)
         if (
@@ -785,18 +787,16 @@ class _Planner:
         self._close_writes()
         self._close_modifies()
         waiting = _Served()
-        self.plan.serves = True
         waiting.step = self._add_step(
             ServerStep(command, self.session.requested_read, self.session.requested_write)
         )
         return waiting
 
     def _add_step(self, step: Step) -> int:
+        if isinstance(step, ServerStep):
+            self.plan.serves = True
         self.plan.steps.append(step)
         return len(self.plan.steps) - 1
-
-    def _check_keys(self, keys: Sequence[bytes]) -> ErrorReply | None:
-        return _keys_refusal(self.limits, keys)
 
     def _check_expiry(self, expiry: Expiry, name: str) -> ErrorReply | None:
         """The store's bound on an expiry, with Redis's text for a time out of range."""
@@ -805,9 +805,6 @@ class _Planner:
         except InvalidRequestError:
             return invalid_expire_time(name)
         return None
-
-    def _check_values(self, values: Sequence[bytes]) -> ErrorReply | None:
-        return _values_refusal(self.limits, values)
 
 
 def _keys_refusal(limits: Limits, keys: Sequence[bytes]) -> ErrorReply | None:
