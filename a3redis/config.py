@@ -468,6 +468,16 @@ SETTINGS: tuple[Setting, ...] = (
         "an error naming this setting",
     ),
     Setting(
+        "REPLICA_FRAMES",
+        "replica_frames",
+        "1",
+        BOOLEAN,
+        "`1`: quorum reads' and writes' calls between nodes go as replica frames (the Replica "
+        "service's Read and Apply without HTTP/2's cost per call) on GRPC_PORT, to peers that "
+        "answer them; `0`: this node neither sends nor serves them, and those calls are gRPC. "
+        "A mixed-version cluster needs no setting: a node falls back to gRPC by itself",
+    ),
+    Setting(
         "MAX_CLOCK_SKEW",
         "max_clock_skew",
         "60",
@@ -799,6 +809,7 @@ class Config:
     resp_idle_timeout: float
     resp_max_reply_buffer: int
     allow_flush: bool
+    replica_frames: bool
     log_format: LogFormat
     client_tokens: TokensFile | None
     metrics_require_token: bool

@@ -189,7 +189,11 @@ async def run_node(
                     membership,
                     config.replication_factor,
                     functools.partial(
-                        ReplicaCalls, channels, coordinator=config.node_id, guard=guard
+                        ReplicaCalls,
+                        channels,
+                        coordinator=config.node_id,
+                        guard=guard,
+                        frames=config.replica_frames,
                     ),
                     background,
                     config.peer_timeout,
@@ -282,6 +286,7 @@ async def run_node(
                             tls=tls,
                             members_only=[replica_service.service.name],
                             explain=status_details.explain,
+                            frames=replica_service if config.replica_frames else None,
                         )
                     )
                     metrics.add_source(connection_source(connections))

@@ -29,7 +29,7 @@ from a3redis.api import status_details, wire
 from a3redis.api.metrics import NodeMetrics
 from a3redis.cluster.anti_entropy import AntiEntropy
 from a3redis.cluster.keyspace import Keyspace
-from a3redis.cluster.peer_auth import PeerGuard
+from a3redis.cluster.peer_auth import HEADERS, PeerGuard
 from a3redis.cluster.rebalance import StreamPacer
 from a3redis.config import Config
 from a3redis.core.client_tokens import Action, TokenHolder, bearer_token
@@ -38,6 +38,7 @@ from a3redis.core.errors import ErrorKind, RequestError
 from a3redis.core.expiry import NEVER
 from a3redis.core.hlc import Version
 from a3redis.core.peer_auth import Refusal
+from a3redis.core.replica_frames import METHOD_OF_KIND, Frame, failure
 from a3redis.core.streaming import BUILDING, answer_stream, check_request
 from a3redis.core.validation import (
     MAX_PEER_RESPONSE_BYTES,
@@ -45,6 +46,7 @@ from a3redis.core.validation import (
     Reason,
     is_node_id,
 )
+from a3redis.net.frames import Handle
 from a3redis.net.grpc_server import RequestGate
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
@@ -170,6 +172,10 @@ def _signed_calls(
         return await handle(undecoded, request=request)
 
     return checked
+
+
+_READ_REQUEST = _undecoded(rpb.ReadRequest)
+_APPLY_REQUEST = _undecoded(rpb.ApplyRequest)
 
 
 # Calls that copy or compare data in the background: they do not make a node busy (the
@@ -448,11 +454,44 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
         self.metrics = metrics
         self.pacer = pacer
         self.guard = guard
+        self.service_name: str = self.service.name  # the gRPC name (replica frames' too)
 
     @property
     def service(self) -> purerpc.Service:
         service = _decoded_by_methods(super().service)
         return service if self.guard is None else _members_only(service, self.guard)
+
+    # ----- Read and Apply as replica frames (a3redis.core.replica_frames) ------------------
+
+    def frames(self, source: str) -> Handle:
+        """The handler of one connection's frames from `source`: each request goes
+        through the checks and the method its gRPC call would (the cluster secret's
+        signature, the gate, decoding, limits, metrics); a refusal or failure is
+        answered with the message its gRPC status would carry."""
+        guard = self.guard
+        methods = {"Read": (self.Read, _READ_REQUEST), "Apply": (self.Apply, _APPLY_REQUEST)}
+
+        async def handle(frame: Frame) -> tuple[bytes, bool]:
+            name = METHOD_OF_KIND[frame.kind]
+            if guard is not None:
+                signed = dict(zip(HEADERS, frame.meta, strict=True)) if frame.meta else {}
+                refusal = guard.check(name, signed, frame.body, source)
+                if refusal is not None:
+                    # As over gRPC: a full replay cache is our limit, the caller may retry.
+                    code = "UNAVAILABLE" if refusal is Refusal.BUSY else "UNAUTHENTICATED"
+                    why = f"not a cluster member's call (cluster secret): {refusal.value}"
+                    return failure(code, why), True
+            method, request_type = methods[name]
+            request = request_type()
+            request.data = frame.body
+            try:
+                response = await method(request)
+            except purerpc.RpcFailedError as error:
+                status = error.status
+                return failure(status.status_code.name, status.status_message or ""), True
+            return response.SerializeToString(), False
+
+        return handle
 
     @_unary
     async def Tree(self, request: rpb.TreeRequest) -> rpb.TreeResponse:

@@ -261,6 +261,17 @@ def connection_source(connections: Any) -> Callable[[], Iterator[Metric]]:
             connections.budget.streams_reset,
         )
         yield counter(
+            "a3redis_grpc_frame_connections",
+            "Connections on the gRPC port that spoke replica frames (peers' Read and Apply)",
+            connections.frame_connections,
+        )
+        yield counter(
+            "a3redis_grpc_frame_connections_over_budget",
+            "Replica-frames connections closed because incomplete frames held more than the "
+            "inbound budget",
+            connections.budget.frame_connections_closed,
+        )
+        yield counter(
             "a3redis_grpc_pings",
             "HTTP/2 PINGs received from gRPC clients",
             connections.keepalive.pings,

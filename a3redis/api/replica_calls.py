@@ -8,12 +8,21 @@ both) and decides nothing. `discard` drops the channel, so the next call
 reconnects. With a cluster secret (`guard`), each request is serialized
 once, signed over the method's name and those bytes, and those very bytes
 are sent (`_Serialized`) with the signature as metadata.
+
+Read and Apply, the calls of every quorum read and write, go as replica
+frames (a3redis.core.replica_frames) when the peer speaks them: the same
+request bytes and signature, without HTTP/2's cost per call. A peer that
+does not (an older node) gets them over gRPC, as every other call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import purerpc
+from google.protobuf.message import DecodeError
+from purerpc.grpclib.status import Status, StatusCode
 
 from a3redis.api import wire
 from a3redis.cluster.peer_auth import PeerGuard
@@ -27,9 +36,11 @@ from a3redis.core.anti_entropy import (
     TreeRequest,
 )
 from a3redis.core.record import ApplyOutcome, Record
+from a3redis.core.replica_frames import APPLY, METHOD_OF_KIND, READ
 from a3redis.core.streaming import StreamPage, StreamRequest
 from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
+from a3redis.net.frames import FailedCallError
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.replica_grpc import ReplicaStub
 
@@ -59,11 +70,13 @@ class ReplicaCalls:
         address: Address,
         coordinator: str,
         guard: PeerGuard | None = None,
+        frames: bool = True,
     ) -> None:
         self.address = address
         self._channels = channels
         self._coordinator = coordinator
         self._guard = guard
+        self._frames = frames  # Read and Apply as replica frames, to a peer that speaks them
 
     def discard(self) -> None:
         """Drop the channel: the connection is not to be trusted any more."""
@@ -80,22 +93,50 @@ class ReplicaCalls:
 
     # ----- the coordinator's batched calls ------------------------------------------------
 
+    async def _frame_or_call(
+        self, kind: int, request: Any, response_type: Callable[[], Any]
+    ) -> Any:
+        """A call as a replica frame when the peer speaks them, else over gRPC."""
+        method = METHOD_OF_KIND[kind]
+        connection = await self._channels.frames(self.address) if self._frames else None
+        if connection is None:
+            return await self._call(method, request)
+        if self._guard is None:
+            body = request.SerializeToString()
+            meta: tuple[str, ...] = ()
+        else:
+            body = request.SerializeToString(deterministic=True)
+            meta = self._guard.fields(method, body)
+        try:
+            answer = await connection.call(kind, body, meta)
+        except FailedCallError as error:
+            # The failure the same call over gRPC raises, so callers see one kind.
+            code = StatusCode.__members__.get(error.code, StatusCode.UNKNOWN)
+            raise purerpc.RpcFailedError(Status(code, error.message)) from None
+        response = response_type()
+        try:
+            response.ParseFromString(answer)
+        except DecodeError:
+            raise MalformedAnswerError(f"an undecodable {method} answer") from None
+        return response
+
     async def apply(self, records: Sequence[Record]) -> list[ApplyOutcome]:
-        response = await self._call("Apply", self._apply_request(records))
+        response = await self._frame_or_call(APPLY, self._apply_request(records), rpb.ApplyResponse)
         if len(response.outcomes) != len(records):
             raise MalformedAnswerError("a malformed Apply answer")
         return [ApplyOutcome(value) for value in response.outcomes]
 
     async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
-        response = await self._call("Read", rpb.ReadRequest(keys=keys))
+        response = await self._frame_or_call(READ, rpb.ReadRequest(keys=keys), rpb.ReadResponse)
         if len(response.results) != len(keys):
             raise MalformedAnswerError("a malformed Read answer")
         from_pb = wire.record_from_pb
         return [from_pb(r.record) if r.present else None for r in response.results]
 
     async def ping(self) -> None:
-        """An empty Read: the cheapest call that proves the connection."""
-        await self._call("Read", rpb.ReadRequest())
+        """An empty Read: the cheapest call that proves the connection (the frames
+        connection, when Read goes as frames: the one calls use)."""
+        await self._frame_or_call(READ, rpb.ReadRequest(), rpb.ReadResponse)
 
     def _apply_request(self, records: Sequence[Record]) -> rpb.ApplyRequest:
         to_pb = wire.record_to_pb

@@ -96,6 +96,12 @@ class PeerGuard:
             SIGNATURE: signed.signature,
         }
 
+    def fields(self, channel: str, body: bytes) -> tuple[str, str, str, str]:
+        """The values of HEADERS, in that order, that sign `body` for `channel`
+        (a replica frame's credentials: a3redis.core.replica_frames)."""
+        signed = self.sign(channel, body)
+        return signed.sender, signed.timestamp_ms, signed.nonce, signed.signature
+
     def metadata(self, channel: str, body: bytes) -> tuple[tuple[str, str], ...]:
         """gRPC metadata that signs `body` for `channel` (a3redis.net.h2_tuning sends the
         per-call values as never-indexed header fields)."""

@@ -16,6 +16,12 @@ between nodes can be told apart by source address. With an
 name verified by the context); the context is read when a channel opens, so
 certificates loaded into it later (a3redis.net.tls, on SIGHUP) serve every
 channel opened from then on.
+
+Beside its channel, an address may have a replica-frames connection
+(`frames`: a3redis.net.frames), opened the same way, whose answers a task
+of this pool's nursery reads; `discard` closes both. A peer that does not
+answer the frames preface (a node of an older version) is asked over its
+channel instead, and offered frames again after FRAMES_RETRY seconds.
 """
 
 from __future__ import annotations
@@ -33,9 +39,24 @@ import trio
 from purerpc.client import _Channel
 from purerpc.grpclib.config import GRPCConfiguration
 
+from a3redis.core.replica_frames import MAX_FRAME_BYTES
 from a3redis.net.address import Address
+from a3redis.net.frames import FrameConnection, open_frames
 from a3redis.net.grpc_socket import LeanSocket
 from a3redis.runtime.supervision import unwrap_single_group
+
+# A peer that did not answer the frames preface is offered it again after this long.
+FRAMES_RETRY = 60.0
+
+
+async def _connect(
+    host: str, port: int, local_host: str | None, ssl_context: ssl.SSLContext | None
+) -> anyio.abc.ByteStream:
+    if ssl_context is None:
+        return await anyio.connect_tcp(host, port, local_host=local_host)
+    return await anyio.connect_tcp(
+        host, port, local_host=local_host, ssl_context=ssl_context, tls_standard_compatible=False
+    )
 
 
 @dataclass
@@ -60,17 +81,7 @@ class _BoundChannel(_Channel):  # type: ignore[misc]
         self._local_host = local_host
 
     async def __aenter__(self) -> _BoundChannel:
-        stream: anyio.abc.ByteStream
-        if self._ssl_context is None:
-            stream = await anyio.connect_tcp(self._host, self._port, local_host=self._local_host)
-        else:
-            stream = await anyio.connect_tcp(
-                self._host,
-                self._port,
-                local_host=self._local_host,
-                ssl_context=self._ssl_context,
-                tls_standard_compatible=False,
-            )
+        stream = await _connect(self._host, self._port, self._local_host, self._ssl_context)
         self._grpc_socket = await self.enter_async_context(
             LeanSocket(GRPCConfiguration(client_side=True), stream)
         )
@@ -91,6 +102,9 @@ class ChannelPool:
         self._ssl_context = ssl_context
         self._held: dict[Address, _Held] = {}
         self._opening: dict[Address, trio.Event] = {}
+        self._frames: dict[Address, FrameConnection] = {}
+        self._frames_opening: dict[Address, trio.Event] = {}
+        self._grpc_only_until: dict[Address, float] = {}
 
     @classmethod
     @asynccontextmanager
@@ -135,10 +149,55 @@ class ChannelPool:
             stub = held.stubs[stub_class] = stub_class(held.channel)
         return stub
 
+    async def frames(self, address: Address) -> FrameConnection | None:
+        """The open frames connection to `address`, connecting if needed; None when the
+        peer speaks only gRPC. ConnectionError when it cannot be reached."""
+        while True:
+            connection = self._frames.get(address)
+            if connection is not None and connection.lost is None:
+                return connection
+            if trio.current_time() < self._grpc_only_until.get(address, -1.0):
+                return None
+            opening = self._frames_opening.get(address)
+            if opening is None:
+                return await self._open_frames(address)
+            await opening.wait()
+
+    async def _open_frames(self, address: Address) -> FrameConnection | None:
+        self._frames_opening[address] = opening = trio.Event()
+        try:
+            with trio.fail_after(self._connect_timeout):
+                stream = await _connect(
+                    address.host, address.port, self._local_host, self._ssl_context
+                )
+            connection = await open_frames(stream, self._connect_timeout, MAX_FRAME_BYTES)
+            if connection is None:
+                self._grpc_only_until[address] = trio.current_time() + FRAMES_RETRY
+                return None
+            self._grpc_only_until.pop(address, None)
+            self._frames[address] = connection
+            self._nursery.start_soon(self._read_frames, address, connection)
+            return connection
+        except trio.TooSlowError:
+            raise ConnectionError(f"timed out connecting to {address}") from None
+        finally:
+            del self._frames_opening[address]
+            opening.set()
+
+    async def _read_frames(self, address: Address, connection: FrameConnection) -> None:
+        try:
+            await connection.read_answers()
+        finally:
+            if self._frames.get(address) is connection:
+                del self._frames[address]
+
     def discard(self, address: Address) -> None:
         held = self._held.pop(address, None)
         if held is not None:
             held.close.set()
+        connection = self._frames.pop(address, None)
+        if connection is not None:
+            connection.close("discarded")
 
     def _forget(self, address: Address, held: _Held) -> None:
         """The connection of `held` ended by itself: no call may take it any more."""
@@ -147,7 +206,7 @@ class ChannelPool:
         held.close.set()
 
     def close_all(self) -> None:
-        for address in list(self._held):
+        for address in {*self._held, *self._frames}:
             self.discard(address)
 
     async def _hold(

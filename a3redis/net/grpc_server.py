@@ -51,8 +51,9 @@ import logging
 import socket
 import ssl
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -75,8 +76,10 @@ from purerpc.wrappers import (
 )
 
 from a3redis.core.errors import NodeUnavailableError
+from a3redis.core.replica_frames import MAX_FRAME_BYTES, Frame, failure, preface_answer
 from a3redis.core.throttle import LogThrottle
 from a3redis.net import h2_tuning
+from a3redis.net.frames import FrameServer, Handle, serve_frames
 from a3redis.net.grpc_socket import InboundBudget, KeepalivePolicy, LeanSocket, LeanStream
 from a3redis.net.tls import TLS_HANDSHAKE_TIMEOUT, NodeTls
 
@@ -195,13 +198,16 @@ async def serve_grpc(
     tls: NodeTls | None = None,
     members_only: Collection[str] = (),
     explain: Callable[[StatusCode, str, str], FailedWithDetails] | None = None,
+    frames: FrameServer | None = None,
     task_status: trio.TaskStatus[ConnectionStats] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `stop`; report the connection counters once accepting.
 
     `tls`: serve TLS only; `members_only`: names of services that, when `tls` has a
     CA, need a connection whose certificate the CA signed; `explain(code, message,
-    reason)`: the failure, with details, of a call this module refuses itself.
+    reason)`: the failure, with details, of a call this module refuses itself;
+    `frames`: serve replica frames (a3redis.core.replica_frames) to connections that
+    start with their preface.
     """
     listener = await anyio.abc.SocketListener.from_socket(sock)
     h2_tuning.install()
@@ -212,6 +218,7 @@ async def serve_grpc(
     handler.stats.limit = max_connections
     if explain is not None:
         handler.explain = explain
+    handler.frames = frames
     async with anyio.create_task_group() as connections:
         async with trio.open_nursery() as acceptor:
             acceptor.start_soon(_accept, listener, handler, connections)
@@ -241,6 +248,7 @@ class ConnectionStats:
     dropped_silent: int = 0
     accept_errors: int = 0
     tls_handshakes_failed: int = 0
+    frame_connections: int = 0  # connections that spoke replica frames
     budget: InboundBudget = field(default_factory=lambda: InboundBudget(INBOUND_BUFFER_LIMIT))
     keepalive: KeepalivePolicy = field(
         default_factory=lambda: KeepalivePolicy(PING_MIN_INTERVAL, MAX_PING_STRIKES)
@@ -281,6 +289,7 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         # Services only a connection with a certificate signed by TLS_CA_FILE may call.
         self.members_only: frozenset[str] = frozenset()
         self.explain: Callable[[StatusCode, str, str], RpcFailedError] = _plain_failure
+        self.frames: FrameServer | None = None
 
     async def request_received(self, stream: LeanStream, certified: bool = False) -> None:
         try:
@@ -344,6 +353,14 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
             self.stats.open -= 1
 
     async def _serve(self, stream: anyio.abc.ByteStream, certified: bool) -> None:
+        if self.frames is not None:
+            received = await self._first_bytes(stream)
+            if received is None:
+                return
+            if preface_answer(received):
+                await self._serve_frames(self.frames, stream, received, certified)
+                return
+            stream = _Replayed(stream, received)
         if certified and self.members_only:
             _CERTIFIED.set(True)  # the calls' tasks, started below, inherit it
         try:
@@ -364,6 +381,36 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
                     stream.peer_reset()
         except Exception as error:  # bad frames or a broken socket end this connection
             log.debug("gRPC connection ended: %r", error)
+
+    async def _first_bytes(self, stream: anyio.abc.ByteStream) -> bytes | None:
+        """Enough of what a client sends first to tell replica frames from HTTP/2; None
+        when it sent nothing within HANDSHAKE_TIMEOUT (counted) or hung up."""
+        received = b""
+        with trio.move_on_after(HANDSHAKE_TIMEOUT):
+            try:
+                while preface_answer(received) is None:
+                    received += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return None
+            return received
+        self.stats.dropped_silent += 1
+        return None
+
+    async def _serve_frames(
+        self, frames: FrameServer, stream: anyio.abc.ByteStream, received: bytes, certified: bool
+    ) -> None:
+        peer = _host_of(stream.extra(anyio.abc.SocketAttribute.remote_address, "unknown"))
+        self.stats.frame_connections += 1
+        handle = frames.frames(peer)
+        if not certified and frames.service_name in self.members_only:
+            handle = _refusing(
+                failure(
+                    "UNAUTHENTICATED",
+                    f"{frames.service_name} needs a client certificate signed by the "
+                    "cluster's CA (TLS_CA_FILE)",
+                )
+            )
+        await serve_frames(stream, received, handle, self.stats.budget, MAX_FRAME_BYTES)
 
     async def _handshake(
         self, stream: anyio.abc.SocketStream, context: ssl.SSLContext
@@ -397,6 +444,42 @@ class _Connection(ConnectionHandler):  # type: ignore[misc]
         if not watch.cancelled_caught and not grpc_socket.heard_from_peer:
             self.stats.dropped_silent += 1
             connection.cancel()
+
+
+def _refusing(refusal: bytes) -> Handle:
+    """A frame handler that fails every call with `refusal` (a FAILURE's body)."""
+
+    async def refuse(_frame: Frame) -> tuple[bytes, bool]:
+        return refusal, True
+
+    return refuse
+
+
+class _Replayed(anyio.abc.ByteStream):
+    """A stream whose first bytes were already read: they are received again first."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, received: bytes) -> None:
+        self._stream = stream
+        self._received = received
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._received:
+            data, self._received = self._received[:max_bytes], self._received[max_bytes:]
+            return data
+        return await self._stream.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self._stream.send(item)
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
 
 
 def _plain_failure(code: StatusCode, message: str, _reason: str) -> RpcFailedError:

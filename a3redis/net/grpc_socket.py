@@ -122,6 +122,7 @@ class InboundBudget:
         self.limit = limit
         self.held = 0
         self.streams_reset = 0
+        self.frame_connections_closed = 0  # replica-frames connections closed past the limit
 
 
 class KeepalivePolicy:

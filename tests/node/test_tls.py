@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,22 @@ from a3redis import node as node_module
 from a3redis.client import Client, ClientError
 from a3redis.config import Config
 from a3redis.core.consistency import Consistency
+from a3redis.core.replica_frames import (
+    ANSWER,
+    FAILURE,
+    MAX_FRAME_BYTES,
+    PREFACE,
+    READ,
+    Frame,
+    FrameReader,
+    parse_failure,
+    request,
+)
 from a3redis.net import grpc_server
 from a3redis.net.tls import NodeTls, make_client_context
 from a3redis.tools import cli
 from a3redis.v1 import kv_pb2 as pb
+from a3redis.v1 import replica_pb2 as rpb
 from tests.node.conftest import RunningNode, Start
 from tests.support.certificates import Authority, Pair, stall_mid_handshake
 
@@ -141,6 +154,28 @@ async def test_a_client_that_stalls_mid_handshake_is_dropped_in_bounded_time(
     assert 0.2 < waited < 3
 
 
+def _frame_answer(port: int, ca: Authority, member: Pair | None) -> Frame:
+    """The answer to one Read sent as a replica frame over TLS (with `member`'s certificate)."""
+    context = ssl.create_default_context(cafile=str(ca.file))
+    if member is not None:
+        context.load_cert_chain(str(member.cert), str(member.key))
+    body = rpb.ReadRequest(keys=[b"k"]).SerializeToString()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        sock.sendall(PREFACE + request(READ, 1, body))
+        received = b""
+        while len(received) < len(PREFACE):
+            received += sock.recv(len(PREFACE) - len(received))
+        assert received == PREFACE
+        reader = FrameReader(MAX_FRAME_BYTES, requests=False)
+        frames: list[Frame] = []
+        while not frames:
+            frames += reader.feed(sock.recv(65536))
+        return frames[0]
+
+
 def _grpcio_put_get_insecure(endpoint: str) -> Any:
     with grpc.insecure_channel(endpoint) as channel:
         put = _unary(channel, "/a3redis.v1.KeyValue/Put", pb.PutResponse)
@@ -166,6 +201,17 @@ async def test_replica_calls_need_a_certificate_the_ca_signed(
     ]
     assert codes[0] == grpc.StatusCode.UNAUTHENTICATED
     assert codes[1] != grpc.StatusCode.UNAUTHENTICATED
+    # The same call as a replica frame: refused without the certificate, served with it.
+    port = node.ports.grpc
+    refused = await trio.to_thread.run_sync(_frame_answer, port, ca, None)
+    assert refused.kind == FAILURE
+    assert parse_failure(refused.body) == (
+        "UNAUTHENTICATED",
+        "a3redis.v1.Replica needs a client certificate signed by the cluster's CA (TLS_CA_FILE)",
+    )
+    served = await trio.to_thread.run_sync(_frame_answer, port, ca, member)
+    assert served.kind == ANSWER
+    assert len(rpb.ReadResponse.FromString(served.body).results) == 1
     # Client calls need no certificate.
     describe = "/a3redis.v1.KeyValue/Describe"
     assert (
@@ -213,6 +259,13 @@ async def test_three_nodes_with_mutual_tls_form_a_cluster_and_serve_quorum(
                     await trio.sleep(0.1)
         got = await client.get(b"quorum", Consistency.QUORUM)
     assert got.value == b"over tls"
+    # The nodes' quorum calls went as replica frames, over TLS.
+    async with httpx.AsyncClient(
+        trust_env=False, timeout=5, verify=make_client_context(ca.file)
+    ) as http:
+        metrics = (await http.get(f"https://127.0.0.1:{first.ports.http}/metrics")).text
+    frames = [line for line in metrics.splitlines() if line.startswith("a3redis_grpc_frame_con")]
+    assert "a3redis_grpc_frame_connections_total 0.0" not in frames, frames
 
 
 async def test_a_peer_whose_certificate_the_ca_did_not_sign_never_joins(
