@@ -114,13 +114,13 @@ async def serve_frames(
                 try:
                     frames = reader.feed(data)
                 except FrameError as error:
-                    log.info("closing a replica-frames connection: %s", error)
+                    # Debug only, as for broken HTTP/2: anyone may send bytes.
+                    log.debug("closing a replica-frames connection: %s", error)
                     break
                 budget.held += reader.held - held
                 held = reader.held
                 if budget.held > budget.limit:
-                    budget.frame_connections_closed += 1
-                    log.warning("closing a replica-frames connection: inbound budget exhausted")
+                    budget.frame_connections_closed += 1  # counted in the metrics, not logged
                     break
                 for frame in frames:
                     await slots.acquire()
