@@ -463,6 +463,8 @@ class Join:
 
     @property
     def moving_seconds(self) -> float:
+        if self.keys == 0:
+            return 0.0  # a join with nothing to copy (`--idle-keys 0`)
         return self.last_key.at - self.first_key.at
 
     @property
