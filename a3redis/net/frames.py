@@ -160,12 +160,13 @@ class FrameConnection:
             raise ConnectionLostError(str(self.lost), unsent=True)
         call_id = self._next_id
         self._next_id = (call_id + 1) % CALL_IDS
+        frame = request(kind, call_id, body, meta)
         pending = _Pending(trio.Event())
         self._waiting[call_id] = pending
         try:
             async with self._sending:
                 try:
-                    await self._stream.send(request(kind, call_id, body, meta))
+                    await self._stream.send(frame)
                 except BaseException:
                     # Part of a frame may have left (a cancelled send): nothing after
                     # it on this connection could be read right.
