@@ -86,32 +86,20 @@ class PeerGuard:
     def sign(self, channel: str, body: bytes) -> Credentials:
         return self.auth.sign(channel, body, self._wall_ms(), os.urandom(NONCE_BYTES))
 
-    def headers(self, channel: str, body: bytes) -> dict[str, str]:
-        """HTTP headers that sign `body` for `channel`."""
-        signed = self.sign(channel, body)
-        return {
-            SENDER: signed.sender,
-            TIMESTAMP: signed.timestamp_ms,
-            NONCE: signed.nonce,
-            SIGNATURE: signed.signature,
-        }
-
     def fields(self, channel: str, body: bytes) -> tuple[str, str, str, str]:
-        """The values of HEADERS, in that order, that sign `body` for `channel`
-        (a replica frame's credentials: a3redis.core.replica_frames)."""
+        """The values of HEADERS, in that order, that sign `body` for `channel` (a
+        replica frame carries them as they are: a3redis.core.replica_frames)."""
         signed = self.sign(channel, body)
         return signed.sender, signed.timestamp_ms, signed.nonce, signed.signature
+
+    def headers(self, channel: str, body: bytes) -> dict[str, str]:
+        """HTTP headers that sign `body` for `channel`."""
+        return dict(zip(HEADERS, self.fields(channel, body), strict=True))
 
     def metadata(self, channel: str, body: bytes) -> tuple[tuple[str, str], ...]:
         """gRPC metadata that signs `body` for `channel` (a3redis.net.h2_tuning sends the
         per-call values as never-indexed header fields)."""
-        signed = self.sign(channel, body)
-        return (
-            (SENDER, signed.sender),
-            (TIMESTAMP, signed.timestamp_ms),
-            (NONCE, signed.nonce),
-            (SIGNATURE, signed.signature),
-        )
+        return tuple(zip(HEADERS, self.fields(channel, body), strict=True))
 
     # ----- receiving ----------------------------------------------------------------------
 

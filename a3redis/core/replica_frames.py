@@ -51,8 +51,8 @@ CALL_IDS = 1 << 32
 # The credential fields are a node id, digits, hex: far below this.
 MAX_META_BYTES = 1024
 META_FIELDS = 4
-# The largest body either way: gRPC's message limit (a3redis.net.grpc_server), so a
-# call too large for one is too large for the other.
+# The largest body either way, purerpc's message limit: a3redis.net.grpc_server's
+# MAX_MESSAGE_BYTES is this value, so a call too large one way is too large the other.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_FRAME_BYTES = _REQUEST_HEAD.size + MAX_META_BYTES + MAX_BODY_BYTES
 

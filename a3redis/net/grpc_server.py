@@ -76,7 +76,13 @@ from purerpc.wrappers import (
 )
 
 from a3redis.core.errors import NodeUnavailableError
-from a3redis.core.replica_frames import MAX_FRAME_BYTES, Frame, failure, preface_answer
+from a3redis.core.replica_frames import (
+    MAX_BODY_BYTES,
+    MAX_FRAME_BYTES,
+    Frame,
+    failure,
+    preface_answer,
+)
 from a3redis.core.throttle import LogThrottle
 from a3redis.net import h2_tuning
 from a3redis.net.frames import FrameServer, Handle, serve_frames
@@ -97,8 +103,10 @@ LOG_INTERVAL = 10.0
 # Bytes of incomplete request messages the node holds over all connections:
 # four messages of purerpc's 32 MiB limit.
 INBOUND_BUFFER_LIMIT = 128 * 1024 * 1024
-# The largest gRPC message either way (purerpc's limit, said here so the README can cite it).
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# The largest gRPC message either way (purerpc's limit, said here so the README can cite
+# it): the bound of a replica frame's body too, so a call too large one way is too large
+# the other.
+MAX_MESSAGE_BYTES = MAX_BODY_BYTES
 # Client keepalive: pings every 10 s are welcome; a second of slack for the client's timers.
 PING_MIN_INTERVAL = 9.0
 # Too-soon pings tolerated before GOAWAY (grpc core's GRPC_ARG_HTTP2_MAX_PING_STRIKES default).
