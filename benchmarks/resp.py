@@ -7,6 +7,9 @@ redis-server and redis-tools, listed in system-packages.toml).
 Servers, each its own process on 127.0.0.1, started once and stopped at the end:
 - redis-server with `--save '' --appendonly no` (the reference), and a second one with
   `--appendonly yes --appendfsync always` (the reference for durable SETs);
+- the bare RESP server (`benchmarks.bare_resp`): the node's stack (trio, one reactor,
+  the node's parser, group commit with fdatasync) and nothing of a database: the
+  ceiling a node could reach here, for the yardstick ratios (not floors) after them;
 - one node, REPLICATION_FACTOR=1, FSYNC=always, through its RESP port;
 - a 3-node cluster (REPLICATION_FACTOR=3, QUORUM reads and writes, FSYNC=always),
   driven through node 1's RESP port only.
@@ -74,9 +77,10 @@ GRPC_LABEL = "node gRPC Get c64"
 
 REDIS = "redis-server"
 REDIS_AOF = "redis-server appendfsync always"
+BARE = "bare RESP server"
 NODE = "node"
 CLUSTER = "3-node cluster via node 1"
-SERVER_ORDER = (REDIS, REDIS_AOF, NODE, CLUSTER, GRPC_LABEL)
+SERVER_ORDER = (REDIS, REDIS_AOF, BARE, NODE, CLUSTER, GRPC_LABEL)
 
 NODE_SETTINGS = {"FSYNC": "always"}
 CLUSTER_SETTINGS = {
@@ -110,6 +114,22 @@ FLOORS = (
     ),
     ("3-node GET >= 0.35x the single node's", (CLUSTER, "get", 1), (NODE, "get", 1), 0.35),
     ("3-node SET >= 0.35x the single node's", (CLUSTER, "set", 1), (NODE, "set", 1), 0.35),
+)
+
+
+# Not floors: where the node stands against the ceiling of its own stack, and that
+# ceiling against Redis. (name, numerator, denominator)
+YARDSTICKS = (
+    ("unpipelined SET, node / bare server", (NODE, "set", 1), (BARE, "set", 1)),
+    ("unpipelined GET, node / bare server", (NODE, "get", 1), (BARE, "get", 1)),
+    ("-P 16 SET, node / bare server", (NODE, "set", 16), (BARE, "set", 16)),
+    ("-P 16 GET, node / bare server", (NODE, "get", 16), (BARE, "get", 16)),
+    (
+        "unpipelined SET, bare server / redis-server appendfsync always",
+        (BARE, "set", 1),
+        (REDIS_AOF, "set", 1),
+    ),
+    ("unpipelined GET, bare server / redis-server", (BARE, "get", 1), (REDIS, "get", 1)),
 )
 
 
@@ -358,6 +378,35 @@ def start_redis_server(stack: ExitStack, name: str, root: Path, persistence: lis
     return Endpoint(port, [process.pid])
 
 
+def start_bare(stack: ExitStack, root: Path) -> Endpoint:
+    """The bare RESP server (benchmarks.bare_resp); killed when `stack` closes."""
+    port = free_port()
+    directory = root / "bare"
+    directory.mkdir(parents=True)
+    output = open(directory / "bare.log", "ab")  # noqa: SIM115 - closed by the stack
+    stack.callback(output.close)
+    command = [sys.executable, "-m", "benchmarks.bare_resp", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--log", str(directory / "sets")],
+        stdout=output,
+        stderr=output,
+    )
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+    stack.callback(stop)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not _answers_ping(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            text = (directory / "bare.log").read_text(errors="replace")[-2000:]
+            raise ServerError(f"the bare RESP server did not answer PING:\n{text}")
+        time.sleep(0.05)
+    return Endpoint(port, [process.pid])
+
+
 def start_node(servers: ServerSet, root: Path) -> tuple[ServerProcess, Endpoint]:
     port = free_port()
     node = servers.start_node(
@@ -454,9 +503,9 @@ def _cases(args: argparse.Namespace) -> list[tuple[str, int, list[str]]]:
     cases = []
     for pipeline in (1, PIPELINE):
         for test in TESTS:
-            servers = [REDIS, NODE]
+            servers = [REDIS, BARE, NODE]
             if test == "set":
-                servers.append(REDIS_AOF)
+                servers.insert(1, REDIS_AOF)
             if not args.skip_cluster:
                 servers.append(CLUSTER)
             cases.append((test, pipeline, servers))
@@ -489,6 +538,7 @@ def measure(args: argparse.Namespace) -> Results:
                 root,
                 ["--save", "", "--appendonly", "yes", "--appendfsync", "always"],
             ),
+            BARE: start_bare(stack, root),
         }
         node, endpoints[NODE] = start_node(servers, root)
         nodes = [node]
@@ -598,35 +648,63 @@ def rows(runs: list[Run]) -> list[Row]:
     return sorted(table, key=lambda row: (row.run.pipeline, row.run.test, order[row.run.server]))
 
 
-def floors(runs: list[Run]) -> list[Floor]:
-    """Each floor's ratio: the median of per-round ratios over the rounds neither side shared."""
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    """One server's requests/s over another's: the median of the per-round ratios."""
+
+    value: float | None  # None: not measured
+    detail: str
+    reliable: bool  # False: every round behind it shared the CPUs with other work
+
+
+def ratio(
+    runs: list[Run], numerator: tuple[str, str, int], denominator: tuple[str, str, int]
+) -> Ratio:
+    """The median of per-round ratios over the rounds neither side shared."""
     by_round = {(_key(run), run.round): run for run in runs}
-    rounds = sorted({run.round for run in runs})
+    pairs = [
+        (by_round[(numerator, r)], by_round[(denominator, r)])
+        for r in sorted({run.round for run in runs})
+        if (numerator, r) in by_round and (denominator, r) in by_round
+    ]
+    if not pairs:
+        return Ratio(None, "not measured", True)
+    quiet = [(a, b) for a, b in pairs if not (a.contended or b.contended)]
+    counted = quiet or pairs
+    ratios = [a.rps / b.rps for a, b in counted]
+    cpu = _median([b.server_cpu_us_per_op / a.server_cpu_us_per_op for a, b in counted])
+    left_out = len(pairs) - len(quiet) if quiet else 0
+    detail = (
+        f"ratio {_median(ratios):.3f}; per round "
+        + ", ".join(f"{a.rps / b.rps:.3f}" for a, b in pairs)
+        + (f" ({left_out} contended left out)" if left_out else "")
+        + f"; {_median([a.rps for a, _ in counted]):,.0f} vs "
+        f"{_median([b.rps for _, b in counted]):,.0f}/s; "
+        f"server CPU per request, theirs/ours {cpu:.2f}"
+    )
+    return Ratio(_median(ratios), detail, bool(quiet))
+
+
+def floors(runs: list[Run]) -> list[Floor]:
     judged = []
     for name, numerator, denominator, floor in FLOORS:
-        pairs = [
-            (by_round[(numerator, r)], by_round[(denominator, r)])
-            for r in rounds
-            if (numerator, r) in by_round and (denominator, r) in by_round
-        ]
-        if not pairs:
-            judged.append(Floor(name, None, floor, True, "x", "not measured"))
-            continue
-        quiet = [(a, b) for a, b in pairs if not (a.contended or b.contended)]
-        counted = quiet or pairs
-        ratios = [a.rps / b.rps for a, b in counted]
-        cpu = _median([b.server_cpu_us_per_op / a.server_cpu_us_per_op for a, b in counted])
-        left_out = len(pairs) - len(quiet) if quiet else 0
-        detail = (
-            f"ratio {_median(ratios):.3f}; per round "
-            + ", ".join(f"{a.rps / b.rps:.3f}" for a, b in pairs)
-            + (f" ({left_out} contended left out)" if left_out else "")
-            + f"; {_median([a.rps for a, _ in counted]):,.0f} vs "
-            f"{_median([b.rps for _, b in counted]):,.0f}/s; "
-            f"server CPU per request, theirs/ours {cpu:.2f}"
+        measured = ratio(runs, numerator, denominator)
+        judged.append(
+            Floor(name, measured.value, floor, True, "x", measured.detail, measured.reliable)
         )
-        judged.append(Floor(name, _median(ratios), floor, True, "x", detail, reliable=bool(quiet)))
     return judged
+
+
+def yardsticks(runs: list[Run]) -> list[tuple[str, Ratio]]:
+    return [(name, ratio(runs, a, b)) for name, a, b in YARDSTICKS]
+
+
+def yardsticks_text(runs: list[Run]) -> str:
+    return "\n".join(
+        f"[yardstick] {name}: {measured.detail}"
+        + ("" if measured.reliable else " (contended: unreliable)")
+        for name, measured in yardsticks(runs)
+    )
 
 
 def table(table_rows: list[Row]) -> str:
@@ -660,6 +738,7 @@ def report(args: argparse.Namespace, results: Results) -> str:
         table(rows(results.runs)),
         "",
         floors_text(floors(results.runs)),
+        yardsticks_text(results.runs),
     ]
     if contended:
         parts.append(
@@ -707,6 +786,10 @@ def to_json(args: argparse.Namespace, results: Results) -> dict[str, Any]:
                 "detail": floor.detail,
             }
             for floor in floors(results.runs)
+        ],
+        "yardsticks": [
+            {"name": name, "ratio": measured.value, "detail": measured.detail}
+            for name, measured in yardsticks(results.runs)
         ],
     }
     return _none_for_nan(document)  # type: ignore[no-any-return]
