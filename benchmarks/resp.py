@@ -350,32 +350,13 @@ def start_redis_server(stack: ExitStack, name: str, root: Path, persistence: lis
     port = free_port()
     directory = root / name
     directory.mkdir(parents=True)
-    log = open(directory / "redis.log", "ab")  # noqa: SIM115 - closed by the stack
-    stack.callback(log.close)
-    process = subprocess.Popen(
-        [
-            executable,
-            *("--port", str(port), "--bind", HOST, "--dir", str(directory)),
-            *("--daemonize", "no", "--protected-mode", "no", "--logfile", ""),
-            *persistence,
-        ],
-        stdout=log,
-        stderr=log,
-    )
-
-    def stop() -> None:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-
-    stack.callback(stop)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not _answers_ping(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            text = (directory / "redis.log").read_text(errors="replace")[-2000:]
-            raise ServerError(f"{name} did not answer PING:\n{text}")
-        time.sleep(0.05)
-    return Endpoint(port, [process.pid])
+    command = [
+        executable,
+        *("--port", str(port), "--bind", HOST, "--dir", str(directory)),
+        *("--daemonize", "no", "--protected-mode", "no", "--logfile", ""),
+        *persistence,
+    ]
+    return _serve(stack, name, command, port, directory / "redis.log")
 
 
 def start_bare(stack: ExitStack, root: Path) -> Endpoint:
@@ -383,14 +364,17 @@ def start_bare(stack: ExitStack, root: Path) -> Endpoint:
     port = free_port()
     directory = root / "bare"
     directory.mkdir(parents=True)
-    output = open(directory / "bare.log", "ab")  # noqa: SIM115 - closed by the stack
-    stack.callback(output.close)
     command = [sys.executable, "-m", "benchmarks.bare_resp", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--log", str(directory / "sets")],
-        stdout=output,
-        stderr=output,
-    )
+    command += ["--log", str(directory / "sets")]
+    return _serve(stack, "the bare RESP server", command, port, directory / "output.log")
+
+
+def _serve(stack: ExitStack, name: str, command: list[str], port: int, output: Path) -> Endpoint:
+    """Start `command`, a server on `port`, and wait until it answers PING; killed when
+    `stack` closes. Its output goes to `output`, whose end a failure to start shows."""
+    log = open(output, "ab")  # noqa: SIM115 - closed by the stack
+    stack.callback(log.close)
+    process = subprocess.Popen(command, stdout=log, stderr=log)
 
     def stop() -> None:
         if process.poll() is None:
@@ -401,8 +385,8 @@ def start_bare(stack: ExitStack, root: Path) -> Endpoint:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not _answers_ping(port):
         if process.poll() is not None or time.monotonic() > deadline:
-            text = (directory / "bare.log").read_text(errors="replace")[-2000:]
-            raise ServerError(f"the bare RESP server did not answer PING:\n{text}")
+            text = output.read_text(errors="replace")[-2000:]
+            raise ServerError(f"{name} did not answer PING:\n{text}")
         time.sleep(0.05)
     return Endpoint(port, [process.pid])
 

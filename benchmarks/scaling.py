@@ -796,6 +796,8 @@ def stages(keys: int, rounds: int, collect_garbage: bool) -> dict[str, float]:
     index answers pages (STREAM_PAGE records, STREAM_PARTITIONS partitions per
     request) that a joiner decodes, checks and applies to its own table and index;
     the best of `rounds` rounds per step, each round into an empty joiner table.
+    With `collect_garbage` the collector runs with the node's thresholds
+    (a3redis.node.GC_THRESHOLDS), as it does in a joining node.
     """
     import gc
 
@@ -808,6 +810,7 @@ def stages(keys: int, rounds: int, collect_garbage: bool) -> dict[str, float]:
     from a3redis.core.streaming import StreamRequest, answer_stream, check_page, next_request
     from a3redis.core.table import RecordTable
     from a3redis.core.validation import MAX_PEER_RESPONSE_BYTES, Limits
+    from a3redis.node import GC_THRESHOLDS
     from a3redis.storage import codec
     from a3redis.v1 import replica_pb2 as rpb
 
@@ -840,6 +843,8 @@ def stages(keys: int, rounds: int, collect_garbage: bool) -> dict[str, float]:
         joiner.index = MerkleIndex(DEFAULT_PARTITIONS, chunks)
         clock = HybridLogicalClock("node-4")
         gc.collect()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         if not collect_garbage:
             gc.disable()
         started_all = time.perf_counter()
@@ -871,6 +876,7 @@ def stages(keys: int, rounds: int, collect_garbage: bool) -> dict[str, float]:
                 request = next_request(request, page)
         timer.add("total", started_all)
         gc.enable()
+        gc.set_threshold(*thresholds)
         # answer_stream's time includes the two it calls, timed on their own.
         timer.seconds[ANSWER] -= timer.seconds[LIST] + timer.seconds[READ]
         for stage, seconds in timer.seconds.items():
