@@ -7,15 +7,15 @@ in the same run on the same stack.
 
 What it shares with a node: one trio event loop; one task reading every connection off
 one epoll selector (as `a3redis.api.resp_server` does); the node's request parser
-(`a3redis.core.resp.RequestReader`); SETs acknowledged only after their group commit,
-a write and an fdatasync in one long-lived thread, each commit gathering while the loop
-still has requests to read (as `a3redis.storage.store` does). What it leaves out is
-everything that makes a node a database: versions and the clock, the record table and
-its Merkle index, validation and limits, replication and quorums, the log's frames and
-recovery, metrics, TLS, every other command. So the ratio node / bare server is what
-the node's own work costs, and the bare server's ratio to redis-server is as near as
-this stack comes to Redis on this machine. It is a benchmark's yardstick, not a server
-for anything else: nothing it stores survives it.
+(`a3redis.core.resp.RequestReader`); SETs acknowledged only after their group commit, a
+write and an fdatasync in one long-lived thread, each commit gathering while the loop
+still has requests to read (the store's own `_SyncThread` and `gathering.while_busy`).
+What it leaves out is everything that makes a node a database: versions and the clock,
+the record table and its Merkle index, validation and limits, replication and quorums,
+the log's frames and recovery, metrics, TLS, every other command. So the ratio node /
+bare server is what the node's own work costs, and the bare server's ratio to redis-
+server is as near as this stack comes to Redis on this machine. It is a benchmark's
+yardstick, not a server for anything else: nothing it stores survives it.
 """
 
 from __future__ import annotations
@@ -23,19 +23,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import queue
 import selectors
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import trio
-import trio.testing
 
 from a3redis.core.resp import ProtocolError, RequestReader
+from a3redis.runtime import gathering
+from a3redis.storage.store import GATHER_DELAY, _SyncThread
 
-GATHER_LIMIT_S = 0.002  # the store's GATHER_DELAY
 READ_SIZE = 64 * 1024
 OK = b"+OK\r\n"
 
@@ -48,41 +46,30 @@ class _Committer:
         self.data: list[bytes] = []
         self.waiting: list[tuple[socket.socket, int]] = []  # (connection, SETs to acknowledge)
         self.wake = trio.Event()
-        self.jobs: queue.SimpleQueue[tuple[bytes, trio.lowlevel.Task] | None] = queue.SimpleQueue()
-        self.token = trio.lowlevel.current_trio_token()
+        self.syncer = _SyncThread()
 
     def queue(self, connection: socket.socket, sets: int, data: list[bytes]) -> None:
         self.data.extend(data)
         self.waiting.append((connection, sets))
         self.wake.set()
 
-    def sync_thread(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            data, task = job
-            os.write(self.fd, data)
-            os.fdatasync(self.fd)
-            self.token.run_sync_soon(trio.lowlevel.reschedule, task)
+    def write_and_sync(self, data: bytes) -> None:
+        os.write(self.fd, data)
+        os.fdatasync(self.fd)
 
     async def run(self) -> None:
-        threading.Thread(target=self.sync_thread, daemon=True).start()
         try:
             while True:
                 await self.wake.wait()
-                with trio.move_on_after(GATHER_LIMIT_S):
-                    await trio.testing.wait_all_tasks_blocked()
+                await gathering.while_busy(GATHER_DELAY)
                 self.wake = trio.Event()
                 waiting, self.waiting = self.waiting, []
                 data, self.data = b"".join(self.data), []
-                self.jobs.put((data, trio.lowlevel.current_task()))
-                await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
+                await self.syncer.run(self.write_and_sync, data)
                 for connection, sets in waiting:
                     _send(connection, OK * sets)
         finally:
-            self.jobs.put(None)
-
-
-def _cannot_abort(_: object) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.FAILED
+            self.syncer.stop()
 
 
 def _send(connection: socket.socket, data: bytes) -> None:

@@ -3,40 +3,22 @@ answer what redis-benchmark sends, and acknowledge a SET only once it is in its 
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import redis
 
-from benchmarks.servers import free_port
+from benchmarks.resp import start_bare
 
 
 @pytest.fixture
 def bare(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    port = free_port()
-    log = tmp_path / "sets"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bare_resp", "--port", str(port), "--log", str(log)]
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None, "the bare server exited"
-                assert time.monotonic() < deadline, "the bare server never listened"
-                time.sleep(0.05)
-        yield port, log
-    finally:
-        process.kill()
-        process.wait(10)
+    """The server as benchmarks.resp starts it (answering PING), and the file of its SETs."""
+    with ExitStack() as stack:
+        endpoint = start_bare(stack, tmp_path)
+        yield endpoint.port, tmp_path / "bare" / "sets"
 
 
 def test_it_answers_what_redis_benchmark_sends(bare: tuple[int, Path]) -> None:
