@@ -13,9 +13,9 @@ still has requests to read (the store's own `_SyncThread` and `gathering.while_b
 What it leaves out is everything that makes a node a database: versions and the clock,
 the record table and its Merkle index, validation and limits, replication and quorums,
 the log's frames and recovery, metrics, TLS, every other command. So the ratio node /
-bare server is what the node's own work costs, and the bare server's ratio to redis-
-server is as near as this stack comes to Redis on this machine. It is a benchmark's
-yardstick, not a server for anything else: nothing it stores survives it.
+bare server is what the node's own work costs, and the bare server's ratio to
+redis-server is as near as this stack comes to Redis on this machine. It is a
+benchmark's yardstick, not a server for anything else: nothing it stores survives it.
 """
 
 from __future__ import annotations
