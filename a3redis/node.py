@@ -75,7 +75,7 @@ from a3redis.core.transition import Readiness, restart_state
 from a3redis.net.channels import ChannelPool
 from a3redis.net.grpc_server import RequestGate, serve_grpc
 from a3redis.net.tls import NodeTls, TlsFileError
-from a3redis.runtime import logs
+from a3redis.runtime import collector, logs
 from a3redis.runtime.supervision import unwrap_single_group
 from a3redis.runtime.wall_clock import wall_clock
 from a3redis.storage.store import DataDirError, Store
@@ -326,6 +326,7 @@ async def run_node(
                     await nursery.start(gossip.run, stop)
                     await nursery.start(repair.run, stop)
                     await nursery.start(rebalancer.run, stop)
+                    await nursery.start(collector.pace_young_passes, stop)
                     log.info(
                         "%s serving gRPC on %s:%d, HTTP on %s:%d and Redis on %s:%d "
                         "(data in %s, fsync=%s)",

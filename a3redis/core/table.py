@@ -13,6 +13,16 @@ A Merkle index for anti-entropy can be attached without stopping writes:
 `begin_index` hands out a copy of the records to index (elsewhere, slowly)
 and logs every change from then on; `finish_index` replays that log onto the
 built index and keeps it up to date with every later change.
+
+Each key's record is held as an entry: a plain tuple of plain values (value,
+wall_ms, logical, node_id, expires_at_ms), made into a Record again when it
+is read. Python's cyclic collector stops tracking a plain tuple of untracked
+values the first time it sees one, but tracks named tuples (Record, Version)
+for good: held as Records, a table of a million keys would be two million
+objects that every full collection walks, and a young collection would walk
+every record written since the last one. Copies handed out for work elsewhere
+(`snapshot`, `begin_index`) are entries too, made into Records there
+(`snapshot_records`), so copying a large table costs the event loop little.
 """
 
 from __future__ import annotations
@@ -29,6 +39,32 @@ from a3redis.core.record import Record, supersedes
 # and what an expiry adds to it.
 RECORD_OVERHEAD_BYTES = 27
 EXPIRY_BYTES = 8
+
+
+# value, wall_ms, logical, node_id, expires_at_ms
+Entry = tuple[bytes | None, int, int, str, int]
+# A copy of the table: its keys in order, and their entries.
+Snapshot = tuple[list[bytes], list[Entry]]
+
+_new_tuple = tuple.__new__  # what a named tuple's own constructor does, without a Python call
+
+
+def _entry(record: Record) -> Entry:
+    version = record.version
+    return (record.value, version.wall_ms, version.logical, version.node_id, record.expires_at_ms)
+
+
+def _record(key: bytes, entry: Entry) -> Record:
+    value, wall_ms, logical, node_id, expires_at_ms = entry
+    version = _new_tuple(Version, (wall_ms, logical, node_id))
+    record: Record = _new_tuple(Record, (key, value, version, expires_at_ms))
+    return record
+
+
+def snapshot_records(snapshot: Snapshot) -> Iterator[Record]:
+    """The records of a `snapshot`, in key order (made one by one, wherever this runs)."""
+    for key, entry in zip(*snapshot, strict=True):
+        yield _record(key, entry)
 
 
 def encoded_size(record: Record) -> int:
@@ -61,7 +97,9 @@ class RecordTable:
     def from_sorted_unique(cls, records: list[Record]) -> RecordTable:
         """Fast bulk load of records already in key order with distinct keys."""
         table = cls()
-        table._records = SortedDict(zip([r.key for r in records], records, strict=True))
+        table._records = SortedDict(
+            zip([r.key for r in records], [_entry(r) for r in records], strict=True)
+        )
         if len(table._records) != len(records):
             # A repeated key would be counted twice in the byte and live totals.
             raise ValueError("from_sorted_unique given duplicate keys")
@@ -73,25 +111,27 @@ class RecordTable:
         return len(self._records)
 
     def get(self, key: bytes) -> Record | None:
-        record: Record | None = self._records.get(key)
-        return record
+        entry: Entry | None = self._records.get(key)
+        return None if entry is None else _record(key, entry)
 
     def apply(self, record: Record) -> bool:
-        current = self._records.get(key := record.key)
+        current = self.get(key := record.key)
         if not supersedes(record, current):
             return False
         if current is not None:
             self._account(current, -1)
-        self._records[key] = record
+        self._records[key] = _entry(record)
         self._account(record, +1)
         self._indexed(current, record)
         return True
 
     def remove(self, key: bytes) -> Record | None:
-        record: Record | None = self._records.pop(key, None)
-        if record is not None:
-            self._account(record, -1)
-            self._indexed(record, None)
+        entry: Entry | None = self._records.pop(key, None)
+        if entry is None:
+            return None
+        record = _record(key, entry)
+        self._account(record, -1)
+        self._indexed(record, None)
         return record
 
     def purge(self, record: Record) -> bool:
@@ -99,16 +139,17 @@ class RecordTable:
 
         Only its exact version goes: a newer write of the key that arrived since stays.
         """
-        current = self._records.get(record.key)
+        current = self.get(record.key)
         if current is None or current.version != record.version:
             return False
         self.remove(record.key)
         return True
 
-    def begin_index(self) -> list[Record]:
-        """The records to build an index from; changes are logged until `finish_index`."""
+    def begin_index(self) -> Snapshot:
+        """The records to build an index from (`snapshot_records` makes them Records);
+        changes are logged until `finish_index`."""
         self._index_log = []
-        return list(self._records.values())
+        return self.snapshot()
 
     def finish_index(self, index: MerkleIndex) -> None:
         """Attach `index` (built from `begin_index`'s records) and bring it up to date."""
@@ -132,12 +173,22 @@ class RecordTable:
         """
         if self.max_version is None or self.max_version.wall_ms <= max_wall_ms:
             return self.max_version
-        within = (r.version for r in self._records.values() if r.version.wall_ms <= max_wall_ms)
+        within = (
+            Version(wall_ms, logical, node_id)
+            for _, wall_ms, logical, node_id, _ in self._records.values()
+            if wall_ms <= max_wall_ms
+        )
         return max(within, default=None)
 
     def records(self) -> list[Record]:
         """All records (tombstones included) in key order, as a list copy."""
-        return list(self._records.values())
+        return list(snapshot_records(self.snapshot()))
+
+    def snapshot(self) -> Snapshot:
+        """A copy of the table (`snapshot_records` makes it Records): two lists, the
+        cheapest copy to take on the event loop."""
+        keys = list(self._records.keys())
+        return keys, list(map(self._records.__getitem__, keys))
 
     def scan(
         self,
@@ -153,9 +204,9 @@ class RecordTable:
         for key in keys:
             if prefix and not key.startswith(prefix):
                 return
-            record: Record = self._records[key]
-            if include_tombstones or record.value is not None:
-                yield record
+            entry: Entry = self._records[key]
+            if include_tombstones or entry[0] is not None:
+                yield _record(key, entry)
 
     def _account(self, record: Record, sign: int) -> None:
         self.encoded_bytes += sign * encoded_size(record)

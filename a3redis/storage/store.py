@@ -34,7 +34,7 @@ from a3redis.core.errors import NodeUnavailableError
 from a3redis.core.hlc import Version
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import Record, supersedes
-from a3redis.core.table import RecordTable
+from a3redis.core.table import RecordTable, Snapshot, snapshot_records
 from a3redis.runtime import gathering
 from a3redis.runtime.supervision import unwrap_single_group
 from a3redis.storage import codec
@@ -604,11 +604,11 @@ class Store:
         self._generation = generation
         self._log_bytes = 0
         self._nursery.start_soon(
-            self._write_snapshot, generation, old_log, self._table.records(), done
+            self._write_snapshot, generation, old_log, self._table.snapshot(), done
         )
 
     async def _write_snapshot(
-        self, generation: int, old_log: AppendLog, records: list[Record], done: trio.Event
+        self, generation: int, old_log: AppendLog, snapshot: Snapshot, done: trio.Event
     ) -> None:
         try:
             async with self._sync_lock:
@@ -620,11 +620,16 @@ class Store:
                     return
                 finally:
                     old_log.close()
-            size = await trio.to_thread.run_sync(self._dir.write_snapshot, generation, records)
+            size = await trio.to_thread.run_sync(
+                self._dir.write_snapshot, generation, snapshot_records(snapshot)
+            )
             await trio.to_thread.run_sync(self._dir.remove_before, generation)
             self._stats["compactions"] += 1
             log.info(
-                "compacted into snapshot %d: %d records, %d bytes", generation, len(records), size
+                "compacted into snapshot %d: %d records, %d bytes",
+                generation,
+                len(snapshot[0]),
+                size,
             )
         except OSError as error:
             # The old files stay; recovery still works from them and the new log.
@@ -708,9 +713,9 @@ def _cannot_abort(_: object) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED
 
 
-def _build_index(records: list[Record], partitions: int, chunks: int) -> MerkleIndex:
+def _build_index(snapshot: Snapshot, partitions: int, chunks: int) -> MerkleIndex:
     index = MerkleIndex(partitions, chunks)
-    for record in records:
+    for record in snapshot_records(snapshot):
         index.update(None, record)
     return index
 

@@ -153,14 +153,14 @@ def test_an_index_built_while_writes_go_on_matches_the_table(
     during: list[tuple[str, Record]],
     after: list[tuple[str, Record]],
 ) -> None:
-    from a3redis.core.table import RecordTable
+    from a3redis.core.table import RecordTable, snapshot_records
 
     table = RecordTable(before)
     snapshot = table.begin_index()
     for operation, record in during:  # writes that land while the index is being built
         table.apply(record) if operation == "apply" else table.remove(record.key)
     built = MerkleIndex(PARTITIONS, CHUNKS)
-    for record in snapshot:
+    for record in snapshot_records(snapshot):
         built.update(None, record)
     table.finish_index(built)
     for operation, record in after:  # and writes after it is attached
