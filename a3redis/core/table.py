@@ -19,17 +19,19 @@ wall_ms, logical, node_id, expires_at_ms), made into a Record again when it
 is read. Python's cyclic collector stops tracking a plain tuple of untracked
 values the first time it sees one, but tracks named tuples (Record, Version)
 for good: held as Records, a table of a million keys would be two million
-objects that every full collection walks, and a young collection would walk
-every record written since the last one. Copies handed out for work elsewhere
-(`snapshot`, `begin_index`) are entries too, made into Records there
-(`snapshot_records`), so copying a large table costs the event loop little.
+objects that every full collection walks (a3redis.runtime.collector keeps the
+young collections short). Entries live in a plain dict, their
+keys in a sorted list: a copy handed out for work elsewhere (`snapshot`,
+`begin_index`) is a copy of both, the cheapest a large table allows the event
+loop (a sorted dict's values would be looked up key by key), made into
+Records there (`snapshot_records`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedList
 
 from a3redis.core.hlc import Version
 from a3redis.core.merkle import MerkleIndex
@@ -44,7 +46,7 @@ EXPIRY_BYTES = 8
 # value, wall_ms, logical, node_id, expires_at_ms
 Entry = tuple[bytes | None, int, int, str, int]
 # A copy of the table: its keys in order, and their entries.
-Snapshot = tuple[list[bytes], list[Entry]]
+Snapshot = tuple[list[bytes], dict[bytes, Entry]]
 
 _new_tuple = tuple.__new__  # what a named tuple's own constructor does, without a Python call
 
@@ -63,8 +65,9 @@ def _record(key: bytes, entry: Entry) -> Record:
 
 def snapshot_records(snapshot: Snapshot) -> Iterator[Record]:
     """The records of a `snapshot`, in key order (made one by one, wherever this runs)."""
-    for key, entry in zip(*snapshot, strict=True):
-        yield _record(key, entry)
+    keys, entries = snapshot
+    for key in keys:
+        yield _record(key, entries[key])
 
 
 def encoded_size(record: Record) -> int:
@@ -78,7 +81,8 @@ def encoded_size(record: Record) -> int:
 
 class RecordTable:
     def __init__(self, records: Iterable[Record] = ()) -> None:
-        self._records: SortedDict = SortedDict()
+        self._entries: dict[bytes, Entry] = {}
+        self._keys = SortedList()
         self.live_count = 0
         self.encoded_bytes = 0
         self.max_version: Version | None = None
@@ -90,6 +94,7 @@ class RecordTable:
         self.expiring: dict[bytes, int] = {}
         self.index: MerkleIndex | None = None
         self._index_log: list[tuple[Record | None, Record | None]] | None = None
+        self._index_replayed = 0  # how much of the log `catch_up_index` has replayed
         for record in records:
             self.apply(record)
 
@@ -97,10 +102,10 @@ class RecordTable:
     def from_sorted_unique(cls, records: list[Record]) -> RecordTable:
         """Fast bulk load of records already in key order with distinct keys."""
         table = cls()
-        table._records = SortedDict(
-            zip([r.key for r in records], [_entry(r) for r in records], strict=True)
-        )
-        if len(table._records) != len(records):
+        keys = [r.key for r in records]
+        table._entries = dict(zip(keys, map(_entry, records), strict=True))
+        table._keys = SortedList(keys)
+        if len(table._entries) != len(records):
             # A repeated key would be counted twice in the byte and live totals.
             raise ValueError("from_sorted_unique given duplicate keys")
         for record in records:
@@ -108,10 +113,10 @@ class RecordTable:
         return table
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._entries)
 
     def get(self, key: bytes) -> Record | None:
-        entry: Entry | None = self._records.get(key)
+        entry = self._entries.get(key)
         return None if entry is None else _record(key, entry)
 
     def apply(self, record: Record) -> bool:
@@ -120,15 +125,18 @@ class RecordTable:
             return False
         if current is not None:
             self._account(current, -1)
-        self._records[key] = _entry(record)
+        else:
+            self._keys.add(key)
+        self._entries[key] = _entry(record)
         self._account(record, +1)
         self._indexed(current, record)
         return True
 
     def remove(self, key: bytes) -> Record | None:
-        entry: Entry | None = self._records.pop(key, None)
+        entry = self._entries.pop(key, None)
         if entry is None:
             return None
+        self._keys.remove(key)
         record = _record(key, entry)
         self._account(record, -1)
         self._indexed(record, None)
@@ -151,11 +159,23 @@ class RecordTable:
         self._index_log = []
         return self.snapshot()
 
+    def catch_up_index(self, index: MerkleIndex, limit: int) -> bool:
+        """Replay onto `index` (built from `begin_index`'s records) at most `limit` more
+        of the changes logged since; say whether more are logged."""
+        log = self._index_log or []
+        start = self._index_replayed
+        for old, new in log[start : start + limit]:
+            index.update(old, new)
+        self._index_replayed = min(len(log), start + limit)
+        return self._index_replayed < len(log)
+
     def finish_index(self, index: MerkleIndex) -> None:
-        """Attach `index` (built from `begin_index`'s records) and bring it up to date."""
-        for old, new in self._index_log or ():
+        """Attach `index` (built from `begin_index`'s records, perhaps partly caught up
+        by `catch_up_index`) and bring it up to date."""
+        for old, new in (self._index_log or [])[self._index_replayed :]:
             index.update(old, new)
         self._index_log = None
+        self._index_replayed = 0
         self.index = index
 
     def _indexed(self, old: Record | None, new: Record | None) -> None:
@@ -175,7 +195,7 @@ class RecordTable:
             return self.max_version
         within = (
             Version(wall_ms, logical, node_id)
-            for _, wall_ms, logical, node_id, _ in self._records.values()
+            for _, wall_ms, logical, node_id, _ in self._entries.values()
             if wall_ms <= max_wall_ms
         )
         return max(within, default=None)
@@ -185,10 +205,8 @@ class RecordTable:
         return list(snapshot_records(self.snapshot()))
 
     def snapshot(self) -> Snapshot:
-        """A copy of the table (`snapshot_records` makes it Records): two lists, the
-        cheapest copy to take on the event loop."""
-        keys = list(self._records.keys())
-        return keys, list(map(self._records.__getitem__, keys))
+        """A copy of the table, cheap to take (`snapshot_records` makes it Records)."""
+        return list(self._keys), self._entries.copy()
 
     def scan(
         self,
@@ -200,11 +218,11 @@ class RecordTable:
     ) -> Iterator[Record]:
         """Records with start <= key < end (empty end: unbounded) and the prefix."""
         low = max(start, prefix)
-        keys = self._records.irange(minimum=low, maximum=end or None, inclusive=(True, False))
+        keys = self._keys.irange(minimum=low, maximum=end or None, inclusive=(True, False))
         for key in keys:
             if prefix and not key.startswith(prefix):
                 return
-            entry: Entry = self._records[key]
+            entry = self._entries[key]
             if include_tombstones or entry[0] is not None:
                 yield _record(key, entry)
 

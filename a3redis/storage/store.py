@@ -37,6 +37,7 @@ from a3redis.core.record import Record, supersedes
 from a3redis.core.table import RecordTable, Snapshot, snapshot_records
 from a3redis.runtime import gathering
 from a3redis.runtime.supervision import unwrap_single_group
+from a3redis.runtime.turns import in_turns
 from a3redis.storage import codec
 from a3redis.storage.codec import Purge
 from a3redis.storage.files import AppendLog, DataDir, DataDirError, Recovered
@@ -63,6 +64,9 @@ __all__ = ["DataDirError", "FsyncPolicy", "Store", "StoreClosedError", "StoreFai
 GATHER_DELAY = 0.002
 GATHER_MIN_WRITERS = 2
 GATHER_MIN_RECORDS = 4
+
+# Logged changes replayed onto a freshly built Merkle index per turn of the loop.
+INDEX_CATCH_UP_SLICE = 500
 
 
 class StoreClosedError(NodeUnavailableError):
@@ -348,6 +352,10 @@ class Store:
             if self._table.index is None:
                 records = self._table.begin_index()
                 built = await trio.to_thread.run_sync(_build_index, records, partitions, chunks)
+                # The writes made while it was built are replayed a slice at a time
+                # between other tasks' turns; the last slice is replayed as it is attached.
+                while self._table.catch_up_index(built, INDEX_CATCH_UP_SLICE):
+                    await trio.lowlevel.checkpoint()
                 self._table.finish_index(built)
         assert self._table.index is not None
         return self._table.index
@@ -621,7 +629,7 @@ class Store:
                 finally:
                     old_log.close()
             size = await trio.to_thread.run_sync(
-                self._dir.write_snapshot, generation, snapshot_records(snapshot)
+                self._dir.write_snapshot, generation, in_turns(snapshot_records(snapshot))
             )
             await trio.to_thread.run_sync(self._dir.remove_before, generation)
             self._stats["compactions"] += 1
@@ -715,7 +723,7 @@ def _cannot_abort(_: object) -> trio.lowlevel.Abort:
 
 def _build_index(snapshot: Snapshot, partitions: int, chunks: int) -> MerkleIndex:
     index = MerkleIndex(partitions, chunks)
-    for record in snapshot_records(snapshot):
+    for record in in_turns(snapshot_records(snapshot)):
         index.update(None, record)
     return index
 

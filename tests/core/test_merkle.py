@@ -162,6 +162,10 @@ def test_an_index_built_while_writes_go_on_matches_the_table(
     built = MerkleIndex(PARTITIONS, CHUNKS)
     for record in snapshot_records(snapshot):
         built.update(None, record)
+    # Caught up a little at a time while writes go on, as the store does.
+    for operation, record in during:
+        table.catch_up_index(built, 2)
+        table.apply(record) if operation == "apply" else table.remove(record.key)
     table.finish_index(built)
     for operation, record in after:  # and writes after it is attached
         table.apply(record) if operation == "apply" else table.remove(record.key)
