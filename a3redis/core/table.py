@@ -99,17 +99,20 @@ class RecordTable:
             self.apply(record)
 
     @classmethod
-    def from_sorted_unique(cls, records: list[Record]) -> RecordTable:
-        """Fast bulk load of records already in key order with distinct keys."""
+    def from_sorted_unique(cls, records: Iterable[Record]) -> RecordTable:
+        """Fast bulk load of records already in key order with distinct keys (taken
+        one at a time: an iterator that lets go of each saves holding two copies)."""
         table = cls()
-        keys = [r.key for r in records]
-        table._entries = dict(zip(keys, map(_entry, records), strict=True))
-        table._keys = SortedList(keys)
-        if len(table._entries) != len(records):
+        keys: list[bytes] = []
+        entries = table._entries
+        for record in records:
+            keys.append(key := record.key)
+            entries[key] = _entry(record)
+            table._account(record, +1)
+        if len(entries) != len(keys):
             # A repeated key would be counted twice in the byte and live totals.
             raise ValueError("from_sorted_unique given duplicate keys")
-        for record in records:
-            table._account(record, +1)
+        table._keys = SortedList(keys)
         return table
 
     def __len__(self) -> int:

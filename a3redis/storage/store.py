@@ -22,7 +22,7 @@ import gc
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,7 +231,6 @@ class Store:
     def _recover(cls, data_dir: DataDir, fsync: FsyncPolicy, compact_min_bytes: int) -> Store:
         recovered = data_dir.recover()
         table = cls._build_table(recovered)
-        recovered.records = []  # superseded entries go now, not with the next collection
         data_dir.remove_before(recovered.snapshot_generation)
         log_file = data_dir.open_log(recovered.generation)
         if log_file.format != codec.FORMAT_VERSION:
@@ -266,10 +265,16 @@ class Store:
 
     @staticmethod
     def _build_table(recovered: Recovered) -> RecordTable:
-        """The table of the snapshot and the logs after it, built with one sort."""
-        records = recovered.records
+        """The table of the snapshot and the logs after it, built with one sort.
+
+        Recovered records are let go of as the table takes them (it holds entries
+        of its own), so recovery never holds two copies of every record, and
+        superseded ones go now, not with a later collection.
+        """
+        records, recovered.records = recovered.records, []
         if recovered.snapshot_count == len(records):
-            return RecordTable.from_sorted_unique(records)
+            records.reverse()
+            return RecordTable.from_sorted_unique(_popped(records))
         # Folding into a dict by the rules of _replay (RecordTable.apply and
         # .purge) and sorting the keys once replaces a sorted insert per entry.
         latest: dict[bytes, Record] = {}
@@ -282,7 +287,8 @@ class Store:
                     del latest[key]
             elif current is None or supersedes(entry, current):
                 latest[key] = entry
-        return RecordTable.from_sorted_unique([latest[key] for key in sorted(latest)])
+        records.clear()
+        return RecordTable.from_sorted_unique(latest.pop(key) for key in sorted(latest))
 
     async def _drain(self) -> None:
         """Stop taking writes, commit what is pending, sync and close the log."""
@@ -726,6 +732,12 @@ def _build_index(snapshot: Snapshot, partitions: int, chunks: int) -> MerkleInde
     for record in in_turns(snapshot_records(snapshot)):
         index.update(None, record)
     return index
+
+
+def _popped(records: list[Record]) -> Iterator[Record]:
+    """`records` from last to first, each dropped from the list as it is taken."""
+    while records:
+        yield records.pop()
 
 
 def _replay(table: RecordTable, entry: Record) -> None:
