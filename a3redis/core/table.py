@@ -160,6 +160,7 @@ class RecordTable:
         """The records to build an index from (`snapshot_records` makes them Records);
         changes are logged until `finish_index`."""
         self._index_log = []
+        self._index_replayed = 0  # an earlier build may have been given up part way
         return self.snapshot()
 
     def catch_up_index(self, index: MerkleIndex, limit: int) -> bool:

@@ -176,3 +176,31 @@ def test_an_index_built_while_writes_go_on_matches_the_table(
     assert table.index is built
     for partition in range(PARTITIONS):
         assert built.partition_root(partition) == fresh.partition_root(partition)
+
+
+def test_an_index_build_given_up_part_way_leaves_the_next_one_exact() -> None:
+    from a3redis.core.table import RecordTable, snapshot_records
+
+    def version(wall: int) -> Version:
+        return Version(wall, 0, "n1")
+
+    table = RecordTable([Record(b"a", b"1", version(1)), Record(b"b", b"1", version(1))])
+    abandoned = MerkleIndex(PARTITIONS, CHUNKS)
+    for record in snapshot_records(table.begin_index()):
+        abandoned.update(None, record)
+    for wall in range(2, 6):
+        table.apply(Record(b"a", b"%d" % wall, version(wall)))
+    table.catch_up_index(abandoned, 2)  # then the build is cancelled: never attached
+
+    built = MerkleIndex(PARTITIONS, CHUNKS)
+    for record in snapshot_records(table.begin_index()):
+        built.update(None, record)
+    table.apply(Record(b"b", b"2", version(9)))
+    table.catch_up_index(built, 1)
+    table.finish_index(built)
+
+    fresh = MerkleIndex(PARTITIONS, CHUNKS)
+    for record in table.records():
+        fresh.update(None, record)
+    for partition in range(PARTITIONS):
+        assert built.partition_root(partition) == fresh.partition_root(partition)
