@@ -69,6 +69,8 @@ class Handoff:
         # While a member joins or leaves, former owners keep every copy (core.transition).
         if not self._settling.settled(ring.members, cluster.joining or cluster.changing):
             return 0
+        if ring.sole_owners == (cluster.node_id,):
+            return 0  # a ring of one: every partition is ours, no index needed to see it
         index = await self._index()
         foreign = foreign_partitions(
             index.occupied_partitions(), cluster.node_id, ring.partition_owners

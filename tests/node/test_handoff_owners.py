@@ -99,3 +99,31 @@ async def test_an_owner_that_stops_answering_during_a_pass_is_sent_nothing_more(
     # While it is not alive, later passes send it nothing at all.
     await handoff.run_pass()
     assert len(owner.batches) == 1
+
+
+async def test_a_node_alone_in_its_ring_owns_everything_and_builds_no_index_to_see_it() -> None:
+    me = MemberState(ME, f"{ME}:1", f"{ME}:2", Status.ALIVE, 1)
+    cluster = SimpleNamespace(
+        node_id=ME,
+        ring=Ring([ME], 1, 16),
+        joining=False,
+        changing=False,
+        membership=Membership(me, "c", 1),
+        link=lambda node_id: None,
+    )
+    built: list[str] = []
+
+    async def the_index() -> MerkleIndex:
+        built.append("index")  # a whole pass over the store's records, in a node
+        return MerkleIndex(16, 4)
+
+    async def no_pacing(count: int) -> None:
+        pass
+
+    holder = Holder({})
+    handoff = Handoff(
+        cast(Store, holder), holder.read, cast(Topology, cluster), the_index, no_pacing
+    )
+    for _ in range(3):
+        assert await handoff.run_pass() == 0
+    assert built == []
