@@ -206,7 +206,8 @@ class RecordTable:
 
     def records(self) -> list[Record]:
         """All records (tombstones included) in key order, as a list copy."""
-        return list(snapshot_records(self.snapshot()))
+        entries = self._entries
+        return [_record(key, entries[key]) for key in self._keys]
 
     def snapshot(self) -> Snapshot:
         """A copy of the table, cheap to take (`snapshot_records` makes it Records)."""
