@@ -430,6 +430,12 @@ def node_source(
             "Keys whose newest record had expired, answered as missing",
             replication.expired_reads,
         )
+        yield counter(
+            "a3redis_write_plans",
+            "Plans made for Redis-protocol writes (the writes of every client that starts one "
+            "in the same turn of the event loop share one)",
+            replication.write_plans,
+        )
         yield gauge(
             "a3redis_peer_links", "Links to peer nodes held open", len(keyspace.cluster.links())
         )

@@ -18,6 +18,12 @@ callback gets the answer (`*_then`, what the Redis front end's one reactor
 task uses). The request timeout is kept by one queue of waiters in deadline
 order (every request has the same timeout) and one task that expires them.
 The awaitable API (`get`, `batch_write`...) waits for the same callback.
+Writes started through `batch_write_then` in one turn of the event loop
+(one pass of the Redis front end over its ready connections) are gathered
+per consistency level and planned together when the turn ends, by one
+task: one placement check, one plan, one stage into the store's commit for
+all of them, while each request keeps its own answer (the core's plan
+parts). Each request is answered as soon as its own keys are decided.
 
 Nothing another node sends reaches the store or the clock unchecked
 (core.validation): a record that fails is answered REJECTED, a read answer
@@ -39,7 +45,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypeVar
@@ -97,6 +103,9 @@ class KeyspaceStats:
     replica_read_failures: int = 0
     hinted: int = 0
     expired_reads: int = 0  # keys whose newest record had expired, answered as missing
+    # Plans made for writes gathered from several requests (batch_write_then), and for
+    # those planned alone after their shared plan could not be made.
+    write_plans: int = 0
 
 
 class _Waiter:
@@ -132,6 +141,48 @@ class _Decided(Protocol):
     def set(self) -> None: ...
 
 
+class _Gathered:
+    """Writes of several requests at one consistency level, waiting to be planned."""
+
+    __slots__ = ("answers", "ends", "expiries", "pairs")
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[bytes, bytes | None]] = []
+        self.expiries: list[Expiry] | None = None  # None: no write asked for one
+        self.ends: list[int] = []  # where each request's pairs end
+        self.answers: list[Callable[[list[Version] | RequestError], None]] = []
+
+    def add(
+        self,
+        writes: Sequence[tuple[bytes, bytes | None]],
+        expiries: Sequence[Expiry] | None,
+        done: Callable[[list[Version] | RequestError], None],
+    ) -> None:
+        if expiries is not None and self.expiries is None:
+            self.expiries = [NEVER] * len(self.pairs)
+        self.pairs.extend(writes)
+        if self.expiries is not None:
+            self.expiries.extend(expiries if expiries is not None else [NEVER] * len(writes))
+        self.ends.append(len(self.pairs))
+        self.answers.append(done)
+
+    def requests(
+        self,
+    ) -> Iterator[
+        tuple[
+            list[tuple[bytes, bytes | None]],
+            list[Expiry] | None,
+            Callable[[list[Version] | RequestError], None],
+        ]
+    ]:
+        """Each request's writes, expiries and answer, as it was added."""
+        start = 0
+        for end, done in zip(self.ends, self.answers, strict=True):
+            expiries = None if self.expiries is None else self.expiries[start:end]
+            yield self.pairs[start:end], expiries, done
+            start = end
+
+
 class Keyspace:
     def __init__(
         self,
@@ -164,6 +215,9 @@ class Keyspace:
         # Requests decided by callbacks, in deadline order (see _expire_waiters).
         self._waiters: deque[_Waiter] = deque()
         self._expiring = False
+        # Writes gathered this turn, per level, and what wakes their planner task.
+        self._gathered: dict[Consistency, _Gathered] = {}
+        self._gathering: trio.Event | None = None
         self._reseed_clock()
 
     @property
@@ -347,12 +401,60 @@ class Keyspace:
         done: Callable[[list[Version] | RequestError], None],
         expiries: Sequence[Expiry] | None = None,
     ) -> None:
-        """`batch_write` answered through `done` once it is decided. A request that
-        fails the limits raises here, and `done` is not called."""
+        """`batch_write` answered through `done` once it is decided; planned at the end
+        of this turn of the event loop, with the other writes at its level started in
+        it. A request that fails the limits raises here, and `done` is not called."""
         self.limits.check_batch(len(writes))
         self.limits.check_pairs(writes)
         self._check_expiries(writes, expiries)
-        self._write_then(list(writes), consistency, None, done, expiries)
+        level = consistency or self.write_consistency
+        gathered = self._gathered.get(level)
+        if gathered is None:
+            gathered = self._gathered[level] = _Gathered()
+        gathered.add(writes, expiries, done)
+        if self._gathering is None:
+            self._gathering = trio.Event()
+            self._background.start_soon(self._plan_gathered)
+        self._gathering.set()
+
+    async def _plan_gathered(self) -> None:
+        """Plan the writes gathered in each turn, once the turn is over."""
+        assert self._gathering is not None
+        while True:
+            await self._gathering.wait()
+            self._gathering = trio.Event()
+            gathered, self._gathered = self._gathered, {}
+            for level, writes in gathered.items():
+                self.stats.write_plans += 1
+                try:
+                    self._write_then(
+                        writes.pairs, level, None, writes.answers, writes.expiries, writes.ends
+                    )
+                except RequestError:
+                    # Some request's keys cannot be placed at this level (a replica set
+                    # too short or down, the node not joined): nothing was written or
+                    # answered. Alone, only the requests at fault fail.
+                    for pairs, expiries, done in writes.requests():
+                        self._write_alone(pairs, level, expiries, done)
+                except Exception:  # a bug of ours: these requests fail, the node lives
+                    log.exception("planning %d gathered writes failed", len(writes.pairs))
+                    _fail_all(writes.answers, "internal error planning the write")
+
+    def _write_alone(
+        self,
+        pairs: list[tuple[bytes, bytes | None]],
+        level: Consistency,
+        expiries: list[Expiry] | None,
+        done: Callable[[list[Version] | RequestError], None],
+    ) -> None:
+        self.stats.write_plans += 1
+        try:
+            self._write_then(pairs, level, None, [done], expiries)
+        except RequestError as failure:
+            done(failure)
+        except Exception:  # a bug of ours: this request fails, the node lives
+            log.exception("planning a write of %d keys failed", len(pairs))
+            _fail_all([done], "internal error planning the write")
 
     def expire_then(
         self,
@@ -415,11 +517,13 @@ class Keyspace:
                 written = (rewrite.key, rewrite.value)
                 self._write_then(
                     [written],
-                    write_consistency,
+                    write_consistency or self.write_consistency,
                     None,
-                    lambda versions: done(
-                        versions if isinstance(versions, RequestError) else changed
-                    ),
+                    [
+                        lambda versions: done(
+                            versions if isinstance(versions, RequestError) else changed
+                        )
+                    ],
                     [rewrite.expiry],
                 )
             except RequestError as error:
@@ -591,39 +695,57 @@ class Keyspace:
         expiries: Sequence[Expiry] | None = None,
     ) -> list[Version]:
         versions: list[Version] = await _settled(
-            partial(self._write_then, pairs, consistency, after, expiries=expiries)
+            lambda done: self._write_then(
+                pairs, consistency or self.write_consistency, after, [done], expiries
+            )
         )
         return versions
 
     def _write_then(
         self,
         pairs: list[tuple[bytes, bytes | None]],
-        consistency: Consistency | None,
+        level: Consistency,
         after: Version | None,
-        done: Callable[[list[Version] | RequestError], None],
+        answers: list[Callable[[list[Version] | RequestError], None]],
         expiries: Sequence[Expiry] | None = None,
+        ends: list[int] | None = None,
     ) -> None:
-        """Write `pairs` (with `expiries`, checked); `done` gets the versions once W
-        replicas acknowledged (durable here alone when this node is the only replica),
-        or the error, or the timeout."""
+        """Write `pairs` (with `expiries`, checked), the writes of one request or of
+        several (`ends`: where each one's pairs end; `answers`: one callback each).
+        Each request's callback gets its versions once W replicas acknowledged each
+        of its keys (durable here alone when this node is the only replica), or the
+        error, or the timeout. A plan that cannot be made raises (nothing is called)."""
         wall = self._wall_ms()
-        plan = self.coordinator.plan_write(
-            pairs, consistency or self.write_consistency, after, wall, expiries
-        )
+        plan = self.coordinator.plan_write(pairs, level, after, wall, expiries, ends)
         bound = self.limits.clock_bound(wall)
         if plan.only_here:
             # No quorum to count: the store's answer is the write's.
             staged = self.store.stage_many(plan.records, bound)
-            staged.when_durable(
-                lambda failure: _settle(done, failure, lambda: plan.stored_here(staged.accepted))
-            )
+
+            def stored(failure: RequestError | None) -> None:
+                accepted = staged.accepted
+                for part, done in enumerate(answers):
+                    _settle(done, failure, partial(plan.stored_here, accepted, part))
+
+            staged.when_durable(stored)
             return
 
-        waiter = self._waiter(lambda failure: _settle(done, failure, plan.result), "write")
+        def answer_decided() -> None:
+            for part in plan.take_decided():
+                _settle(answers[part], None, partial(plan.result, part))
+            if plan.decided:
+                waiter.set()
+
+        def failed(failure: RequestError | None) -> None:
+            if failure is not None:  # timed out, or our own copy failed: the rest fail
+                for part in plan.take_undecided():
+                    answers[part](failure)
+
+        waiter = self._waiter(failed, "write")
         for replica, records in plan.unreachable.items():
             self._hint(replica, records)
         for replica, indexes in plan.peers.items():
-            self._replicate_to_peer(replica, indexes, plan, waiter)
+            self._replicate_to_peer(replica, indexes, plan, answer_decided)
         if plan.local is not None:
             # Our own copy goes to the store's next commit while the peers' calls are out.
             local = plan.local
@@ -631,20 +753,21 @@ class Keyspace:
             try:
                 staged_own = self.store.stage_many(own, bound)
             except RequestError as error:
+                answer_decided()  # parts the peers already decided keep their answer
                 waiter.abort(error)
                 return
 
             def durable(failure: RequestError | None) -> None:
                 if failure is not None:
+                    answer_decided()
                     waiter.abort(failure)
                     return
                 plan.acknowledged(self.node_id, local, self._outcomes(own, staged_own.accepted))
-                if plan.decided:
-                    waiter.set()
+                answer_decided()
 
             staged_own.when_durable(durable)
-        elif plan.decided:
-            waiter.set()
+        else:
+            answer_decided()
 
     async def _apply_own(self, records: Sequence[Record], wall: int) -> list[ApplyOutcome]:
         """Apply records whose versions this node's clock has already passed."""
@@ -660,7 +783,11 @@ class Keyspace:
         ]
 
     def _replicate_to_peer(
-        self, replica: str, indexes: list[int], plan: WritePlan, decided: _Decided | None
+        self,
+        replica: str,
+        indexes: list[int],
+        plan: WritePlan,
+        progress: Callable[[], None] | None,
     ) -> None:
         """Queue a peer's records on its link; the link's answer settles the plan.
 
@@ -677,8 +804,8 @@ class Keyspace:
                 self._hint(replica, plan.failed(replica, indexes))
             else:
                 plan.acknowledged(replica, indexes, outcomes)
-            if decided is not None and plan.decided:
-                decided.set()
+            if progress is not None:
+                progress()
 
         link = self.cluster.link(replica)
         if link is None:
@@ -800,6 +927,17 @@ class Keyspace:
                         await link.apply(records)
             except PeerUnavailableError:
                 pass  # anti-entropy will catch up
+
+
+def _fail_all(answers: Sequence[Callable[[T | RequestError], None]], what: str) -> None:
+    """Answer each request `what` failed, after a bug of ours; one of them may have been
+    answered already (the bug struck midway), so an answer that fails is only logged."""
+    failure = RequestError(f"{what}; its outcome is unknown")
+    for done in answers:
+        try:
+            done(failure)
+        except Exception:
+            log.exception("could not answer a request after a failure")
 
 
 def _settle(

@@ -26,7 +26,12 @@ decides. The plan never waits and never sends.
    the record, failed, or is known to be down). The write is decided once
    every key's quorum has W acknowledgements or can no longer get them; it
    succeeded only if every key got W. A replica that failed gets its
-   records later as hints.
+   records later as hints. Several clients' writes may share one plan (the
+   shell gathers those started together): each keeps its own records (a
+   `part`), is decided as soon as its own keys are, and succeeds or fails
+   on its own keys alone, as if it had been planned by itself. A shared
+   plan that cannot be placed is refused whole, nothing stamped; the shell
+   then plans each request alone, so only those at fault are refused.
 4. A read asks R replicas of each key, our own copy first, then live peers
    in this node's fixed order, those whose link lags last (`read_order`);
    the others are spares, asked only when an asked replica fails, so R
@@ -49,6 +54,7 @@ decides. The plan never waits and never sends.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Protocol
 
 from a3redis.core.consistency import Consistency
@@ -205,9 +211,12 @@ class Coordinator:
         after: Version | None,
         wall: int,
         expiries: Sequence[Expiry] | None = None,
+        part_ends: Sequence[int] | None = None,
     ) -> WritePlan:
         """The plan of writing `pairs` (a None value deletes) at `consistency`;
-        `expiries`, if given, holds each pair's (checked) expiry."""
+        `expiries`, if given, holds each pair's (checked) expiry. `part_ends`
+        splits `pairs` into the writes of several requests (where each ends;
+        None: one request), each decided on its own (rule 3)."""
         if after is not None:
             # A version far ahead would drag the clock there and every later version
             # with it, past what the other replicas accept.
@@ -222,7 +231,7 @@ class Coordinator:
             for (key, value), expiry in zip(pairs, expiries, strict=True):
                 version = now(wall)
                 records.append(Record(key, value, version, expiry.resolve(version.wall_ms)))
-        return WritePlan(self.node_id, records, placements, self.topology.is_down)
+        return WritePlan(self.node_id, records, placements, self.topology.is_down, part_ends)
 
     # ----- 4-5. reads ---------------------------------------------------------------------
 
@@ -335,10 +344,19 @@ class WritePlan:
     `records[i] for i in peers[replica]` to each peer, reports each answer to
     `acknowledged` and each failure to `failed`, and hints the records that
     `unreachable` and `failed` name. Once `decided`, `result` is the answer.
+
+    A plan of several requests (`part_ends`, rule 3) answers each part on its
+    own: `take_decided` names the parts decided since it was last asked, each
+    once, and `result(part)` / `stored_here(stored, part)` are that part's
+    answer; `take_undecided` names (once) those still waiting, for a timeout.
     """
 
     __slots__ = (
+        "_ends",
+        "_newly_decided",
+        "_part_of",
         "_undecided",
+        "_undecided_in_part",
         "local",
         "only_here",
         "peers",
@@ -353,8 +371,13 @@ class WritePlan:
         records: list[Record],
         placements: Sequence[WritePlacement],
         is_down: Callable[[str], bool],
+        part_ends: Sequence[int] | None = None,
     ) -> None:
         self.records = records
+        ends = [len(records)] if part_ends is None else list(part_ends)
+        if not ends or ends[-1] != len(records) or any(b < a for a, b in pairwise(ends)):
+            raise ValueError(f"parts ending at {ends} do not split {len(records)} records")
+        self._ends = ends
         here = (node_id,)
         self.only_here = all(
             replicas == here and others is None for replicas, _, others in placements
@@ -365,6 +388,11 @@ class WritePlan:
         self.unreachable: dict[str, list[Record]] = {}
         self.quorums: list[WriteQuorum] = []
         self._undecided = 0
+        # Per part: its keys still undecided; parts decided and not yet taken;
+        # each record's part (None while the plan has one part).
+        self._undecided_in_part: list[int] = []
+        self._newly_decided: list[int] = []
+        self._part_of: list[int] | None = None
         if self.only_here:
             return
         self.quorums = [
@@ -374,6 +402,14 @@ class WritePlan:
             for replicas, required, others in placements
         ]
         self._undecided = len(self.quorums)
+        starts = [0, *ends[:-1]]
+        self._undecided_in_part = [end - start for start, end in zip(starts, ends, strict=True)]
+        # A part with no records has nothing to wait for.
+        self._newly_decided = [p for p, size in enumerate(self._undecided_in_part) if not size]
+        if len(ends) > 1:
+            self._part_of = [
+                p for p, size in enumerate(self._undecided_in_part) for _ in range(size)
+            ]
         by_replica: dict[str, list[int]] = {}
         for index, quorum in enumerate(self.quorums):
             for replica in quorum.replicas:
@@ -385,11 +421,22 @@ class WritePlan:
             else:
                 self.peers[replica] = indexes
 
-    def stored_here(self, stored: Sequence[bool]) -> list[Version]:
-        """The answer of a write that only this node holds, given what its store kept."""
-        if not all(stored):
+    def _span(self, part: int) -> range:
+        ends = self._ends
+        return range(ends[part - 1] if part else 0, ends[part])
+
+    @property
+    def parts(self) -> int:
+        return len(self._ends)
+
+    def stored_here(self, stored: Sequence[bool], part: int = 0) -> list[Version]:
+        """The answer of a write that only this node holds, given what its store kept
+        (`stored`: one flag per record of the plan)."""
+        span = self._span(part)
+        if not all(stored[i] for i in span):
             raise WriteRejectedError("a newer version of a key already exists here")
-        return [record.version for record in self.records]
+        records = self.records
+        return [records[i].version for i in span]
 
     def records_of(self, indexes: list[int]) -> list[Record]:
         records = self.records
@@ -411,7 +458,7 @@ class WritePlan:
             else:
                 quorum.ack(replica)
             if quorum.decided:
-                self._undecided -= 1
+                self._key_decided(i)
 
     def failed(self, replica: str, indexes: list[int]) -> list[Record]:
         """A replica failed (or never got the call); returns its records, to hint."""
@@ -421,16 +468,42 @@ class WritePlan:
             if not quorum.decided:
                 quorum.fail(replica)
                 if quorum.decided:
-                    self._undecided -= 1
+                    self._key_decided(i)
         return self.records_of(indexes)
+
+    def _key_decided(self, index: int) -> None:
+        self._undecided -= 1
+        part = 0 if self._part_of is None else self._part_of[index]
+        left = self._undecided_in_part[part] - 1
+        self._undecided_in_part[part] = left
+        if not left:
+            self._newly_decided.append(part)
 
     @property
     def decided(self) -> bool:
         return self._undecided == 0
 
-    def result(self) -> list[Version]:
-        """The versions written, once every key reached W acknowledgements; else the error."""
-        failed = [q for q in self.quorums if not q.succeeded]
+    def take_decided(self) -> list[int]:
+        """The parts decided since the last call (each part is named once)."""
+        newly = self._newly_decided
+        if not newly:
+            return newly
+        self._newly_decided = []
+        return newly
+
+    def take_undecided(self) -> list[int]:
+        """The parts not decided yet; from now on none of them is named again."""
+        waiting = [p for p, left in enumerate(self._undecided_in_part) if left > 0]
+        for part in waiting:
+            self._undecided_in_part[part] = -1  # never reaches 0 again
+        return waiting
+
+    def result(self, part: int = 0) -> list[Version]:
+        """The versions a decided part wrote, if every key of it reached W
+        acknowledgements; else the error."""
+        quorums = self.quorums
+        span = self._span(part)
+        failed = [quorums[i] for i in span if not quorums[i].succeeded]
         lost = [q for q in failed if q.superseded]
         if lost:
             raise WriteRejectedError(
@@ -446,7 +519,8 @@ class WritePlan:
                 "on some replicas",
                 metadata=replica_counts(quorum.required, len(quorum.acked)),
             )
-        return [record.version for record in self.records]
+        records = self.records
+        return [records[i].version for i in span]
 
 
 class ReadPlan:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from a3redis.core.consistency import Consistency
-from a3redis.core.coordinator import Coordinator, next_start
+from a3redis.core.coordinator import Coordinator, WritePlan, next_start
 from a3redis.core.errors import (
     ErrorKind,
     NotJoinedError,
+    RequestError,
     UnavailableError,
     UnsatisfiableError,
     WriteRejectedError,
@@ -167,6 +170,116 @@ def test_a_batch_is_decided_only_when_every_key_is() -> None:
     if plan.local is not None:
         plan.acknowledged("n1", plan.local, [STORED] * len(plan.local))
     assert plan.decided and len(plan.result()) == 20
+
+
+# ----- writes of several requests in one plan --------------------------------------------------
+
+_OUTCOMES = st.sampled_from([STORED, ApplyOutcome.DUPLICATE, SUPERSEDED, REJECTED, None])
+
+
+def _answer(plan: WritePlan, part: int) -> tuple[str, str]:
+    """A decided part's answer as a client sees it: success, or the error's class and text."""
+    try:
+        plan.result(part)
+    except RequestError as failure:
+        return type(failure).__name__, str(failure)
+    return "ok", ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 4), min_size=1, max_size=6),
+    level=st.sampled_from([Consistency.ONE, Consistency.QUORUM, Consistency.ALL]),
+    down=st.sets(st.sampled_from(["n2", "n3", "n4", "n5"]), max_size=2),
+    events=st.lists(st.tuples(st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), _OUTCOMES)),
+)
+def test_requests_sharing_a_plan_are_each_decided_as_if_planned_alone(
+    sizes: list[int], level: Consistency, down: set[str], events: list[tuple[str, object]]
+) -> None:
+    """The shell gathers the writes several clients start together into one plan (rule
+    3): each request must get the answer, at the moment, that a plan of its own would."""
+    topology = FakeTopology(["n1", "n2", "n3", "n4", "n5"], down=tuple(sorted(down)))
+    keys = [b"key-%d" % i for i in range(sum(sizes))]
+    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    starts = [end - size for end, size in zip(ends, sizes, strict=True)]
+    try:
+        shared = coordinator(topology).plan_write(
+            [(k, b"v") for k in keys], level, None, WALL, None, ends
+        )
+    except RequestError as refused:
+        # Some request's keys cannot be placed at this level. The shell then plans each
+        # request alone (Keyspace._plan_gathered), so only the requests at fault fail.
+        failures = []
+        for start, end in zip(starts, ends, strict=True):
+            try:
+                coordinator(topology).plan_write(
+                    [(k, b"v") for k in keys[start:end]], level, None, WALL
+                )
+            except RequestError as alone_refused:
+                failures.append(type(alone_refused))
+        assert type(refused) in failures
+        return
+    if shared.only_here:  # nothing to count: the store's answer (stored_here) is each part's
+        return
+    alone = [
+        coordinator(topology).plan_write([(k, b"v") for k in keys[start:end]], level, None, WALL)
+        for start, end in zip(starts, ends, strict=True)
+    ]
+    shared_when: dict[int, tuple[int, tuple[str, str]]] = {}
+    alone_when: dict[int, tuple[int, tuple[str, str]]] = {}
+
+    def note(moment: int) -> None:
+        for part in shared.take_decided():
+            assert part not in shared_when, "a part was named decided twice"
+            shared_when[part] = (moment, _answer(shared, part))
+        for part, plan in enumerate(alone):
+            if plan.decided and part not in alone_when:
+                alone_when[part] = (moment, _answer(plan, 0))
+
+    note(0)
+    # Each event: one replica answers (or fails) for every record it holds in the plan.
+    for moment, (replica, outcome) in enumerate(events, 1):
+        indexes = shared.local if replica == "n1" else shared.peers.get(replica)
+        if not indexes:
+            continue
+        if outcome is None:
+            shared.failed(replica, indexes)
+        else:
+            shared.acknowledged(replica, indexes, [outcome] * len(indexes))  # type: ignore[list-item]
+        for plan in alone:
+            own = plan.local if replica == "n1" else plan.peers.get(replica)
+            if own:
+                if outcome is None:
+                    plan.failed(replica, own)
+                else:
+                    plan.acknowledged(replica, own, [outcome] * len(own))  # type: ignore[list-item]
+        note(moment)
+    assert shared_when == alone_when
+    undecided = [part for part, plan in enumerate(alone) if not plan.decided]
+    assert shared.take_undecided() == undecided
+    assert shared.take_undecided() == [] and shared.take_decided() == []
+
+
+def test_a_shared_plan_answers_each_request_its_own_versions_when_only_here_holds_them() -> None:
+    node = coordinator(FakeTopology(["n1"], factor=1))
+    plan = node.plan_write(
+        [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")], Consistency.QUORUM, None, WALL, None, [1, 1, 3]
+    )
+    assert plan.only_here and plan.parts == 3
+    versions = [record.version for record in plan.records]
+    assert plan.stored_here([True, False, True], 0) == versions[:1]
+    assert plan.stored_here([True, False, True], 1) == []
+    with pytest.raises(WriteRejectedError):
+        plan.stored_here([True, False, True], 2)
+
+
+@pytest.mark.parametrize("ends", [[], [1, 2], [2, 1, 3], [3, 4]])
+def test_parts_must_split_the_records_in_order(ends: list[int]) -> None:
+    node = coordinator(FakeTopology(["n1", "n2", "n3"]))
+    with pytest.raises(ValueError, match="do not split"):
+        node.plan_write(
+            [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")], Consistency.ONE, None, WALL, None, ends
+        )
 
 
 # ----- reads ----------------------------------------------------------------------------------

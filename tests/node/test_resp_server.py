@@ -42,6 +42,7 @@ from a3redis.core.validation import Limits
 from a3redis.node import bind_listener
 from a3redis.storage.store import Store
 from tests.node.conftest import RunningNode, Start
+from tests.support.node_http import parse_samples
 from tests.support.system_tools import system_command
 
 
@@ -583,6 +584,43 @@ async def test_consecutive_reads_and_writes_become_one_batch_each(tmp_path: Path
         ("put", [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]),
         ("get", [b"a", b"b", b"x", b"c"]),
     ]
+
+
+async def test_the_writes_clients_start_in_one_turn_share_one_plan_and_each_gets_its_answer(
+    node: RunningNode,
+) -> None:
+    async def plans() -> float:
+        return parse_samples(await metrics(node))[("a3redis_write_plans_total", ())]
+
+    clients = [connect(node) for _ in range(20)]
+    try:
+        await trio.sleep(0.3)  # the node accepts them
+        before = await plans()
+        # Sent without yielding to the node's loop (it runs in this thread): every
+        # request is waiting when its reactor next looks, so they start in one turn.
+        for number, raw in enumerate(clients):
+            raw.sendall(b"SET shared-%d value-%d\r\n" % (number, number))
+
+        def replies() -> list[bytes]:
+            return [raw.recv(100) for raw in clients]
+
+        assert await trio.to_thread.run_sync(replies) == [b"+OK\r\n"] * 20
+        assert await plans() == before + 1
+        clients[0].sendall(b"MGET " + b" ".join(b"shared-%d" % n for n in range(20)) + b"\r\n")
+        expected = b"*20\r\n" + b"".join(
+            b"$%d\r\nvalue-%d\r\n" % (len(b"value-%d" % n), n) for n in range(20)
+        )
+
+        def read_all() -> bytes:
+            received = b""
+            while len(received) < len(expected):
+                received += clients[0].recv(65536)
+            return received
+
+        assert await trio.to_thread.run_sync(read_all) == expected
+    finally:
+        for raw in clients:
+            raw.close()
 
 
 async def test_batches_are_cut_at_the_batch_limit(tmp_path: Path) -> None:

@@ -1,0 +1,95 @@
+"""Writes that several requests start in one turn share one plan, and each keeps its own answer.
+
+The keyspace runs over a real store; the ring is a plain one of three members
+(`PlainTopology`), with no links: a key placed on a peer cannot be written,
+one placed on a member known to be down cannot even be planned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+import trio
+
+from a3redis.cluster.keyspace import Keyspace
+from a3redis.cluster.topology import Topology
+from a3redis.core.consistency import Consistency
+from a3redis.core.errors import RequestError, UnavailableError
+from a3redis.core.hlc import HybridLogicalClock, Version
+from a3redis.core.ring import Ring
+from a3redis.core.validation import Limits
+from a3redis.storage.store import FsyncPolicy, Store
+
+
+class PlainTopology:
+    """Three members, one copy of each key (REPLICATION_FACTOR=1), `n3` down, no links."""
+
+    def __init__(self) -> None:
+        self.ring = Ring(["n1", "n2", "n3"], 1, 16)
+        self.replication_factor = 1
+        self.joining = False
+        self.other_ring: Ring | None = None
+
+    def is_down(self, member: str) -> bool:
+        return member == "n3"
+
+    def is_lagging(self, member: str) -> bool:
+        return False
+
+    def link(self, member: str) -> None:
+        return None
+
+
+def key_on(ring: Ring, owner: str, tag: str) -> bytes:
+    return next(
+        key
+        for key in (f"{tag}-{i}".encode() for i in range(10_000))
+        if ring.preference_list(key) == (owner,)
+    )
+
+
+Answers = dict[str, list[Version] | RequestError]
+
+
+async def test_one_requests_unplaceable_key_fails_that_request_alone(tmp_path: Path) -> None:
+    topology = PlainTopology()
+    async with Store.open(tmp_path, fsync=FsyncPolicy.NO) as store, trio.open_nursery() as nursery:
+        keyspace = Keyspace(
+            store,
+            HybridLogicalClock("n1"),
+            lambda: int(time.time() * 1000),
+            Limits(),
+            cast(Topology, topology),
+            nursery,
+            request_timeout=5.0,
+        )
+        here = key_on(topology.ring, "n1", "here")
+        down = key_on(topology.ring, "n3", "down")
+        answers: Answers = {}
+        done = trio.Event()
+
+        def answer(name: str) -> Callable[[list[Version] | RequestError], None]:
+            def record(result: list[Version] | RequestError) -> None:
+                answers[name] = result
+                if len(answers) == 3:
+                    done.set()
+
+            return record
+
+        # Started in one turn: one plan for all three, which cannot be made (the key
+        # on n3 has no live replica), so each is planned alone.
+        keyspace.batch_write_then([(here, b"1")], Consistency.ONE, answer("first"))
+        keyspace.batch_write_then([(down, b"2")], Consistency.ONE, answer("refused"))
+        keyspace.batch_write_then([(here, b"3")], Consistency.ONE, answer("last"))
+        with trio.fail_after(5):
+            await done.wait()
+        assert isinstance(answers["refused"], UnavailableError)
+        first, last = answers["first"], answers["last"]
+        assert isinstance(first, list) and isinstance(last, list) and first[0] < last[0]
+        stored = store.get(here)
+        assert stored is not None and stored.value == b"3"
+        assert keyspace.stats.write_plans == 4  # the shared plan, then one per request
+        nursery.cancel_scope.cancel()
