@@ -61,7 +61,8 @@ from typing import Any
 from benchmarks.load import Case, CaseResult, Fill, LoadPlan, Step, Target, run_load
 from benchmarks.procfs import background_cores, cpu_seconds, machine_busy_seconds
 from benchmarks.report import CONTENDED_CORES, Floor, floors_text, machine
-from benchmarks.servers import HOST, ServerError, ServerProcess, ServerSet, free_port
+from benchmarks.servers import HOST, ServerError, ServerProcess, ServerSet
+from tests.support.processes import free_port
 
 # The load issue #16 names.
 REQUESTS = 200_000

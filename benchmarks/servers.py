@@ -13,7 +13,6 @@ import json
 import os
 import select
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,6 +22,10 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+# Ports below the kernel's ephemeral range: one the kernel picked (bind to 0) was once
+# taken as an outgoing connection's source port before its node bound it.
+from tests.support.processes import free_port
 
 HOST = "127.0.0.1"
 # A node gets only these from the caller's environment: any a3redis setting
@@ -48,13 +51,6 @@ SINGLE_NODE_SETTINGS = {"REPLICATION_FACTOR": "1"}
 
 class ServerError(RuntimeError):
     """A server process did not start or stop as expected; the message has its output."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class ServerProcess:
