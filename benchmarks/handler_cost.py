@@ -10,10 +10,11 @@ per request but the socket calls and the reactor's selector is in the figure: th
 planner, the keyspace and coordinator, the store's group commit and table, the
 callbacks, metrics. It prints µs per request of each run and their median.
 
-What it is for: a figure steady to a few per cent where redis-benchmark's rounds
-drift by ten or more (the host's speed, the kernel's loopback), so a change to the
-write or read path shows at once, before the full benchmark (`benchmarks.resp`)
-confirms it. `--profile` prints the top of a cProfile run (its overhead inflates
+What it is for: a figure without redis-benchmark's own noise (the client's CPU,
+the kernel's loopback), so a change to the write or read path shows in a few
+alternating runs, before the full benchmark (`benchmarks.resp`) confirms it. The
+host's speed still moves it between runs minutes apart: compare trees in
+alternating runs. `--profile` prints the top of a cProfile run (its overhead inflates
 calls, not their order). Not part of the published benchmark (`benchmarks.run`), and
 it measures no floor.
 """
