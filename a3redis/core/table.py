@@ -176,8 +176,7 @@ class RecordTable:
     def finish_index(self, index: MerkleIndex) -> None:
         """Attach `index` (built from `begin_index`'s records, perhaps partly caught up
         by `catch_up_index`) and bring it up to date."""
-        for old, new in (self._index_log or [])[self._index_replayed :]:
-            index.update(old, new)
+        self.catch_up_index(index, len(self._index_log or ()))
         self._index_log = None
         self._index_replayed = 0
         self.index = index
