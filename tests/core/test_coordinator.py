@@ -18,27 +18,11 @@ from a3redis.core.errors import (
 )
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.record import ApplyOutcome, Record
-from a3redis.core.ring import Ring
 from a3redis.core.validation import InvalidRequestError, Limits
+from tests.support.topology import FakeTopology
 
 WALL = 1_800_000_000_000
 STORED, SUPERSEDED, REJECTED = ApplyOutcome.STORED, ApplyOutcome.SUPERSEDED, ApplyOutcome.REJECTED
-
-
-class FakeTopology:
-    def __init__(self, members: list[str], factor: int = 3, down: tuple[str, ...] = ()) -> None:
-        self.ring = Ring(members, factor, 16)
-        self.replication_factor = factor
-        self.down = set(down)
-        self.joining = False
-        self.other_ring: Ring | None = None
-        self.lagging: set[str] = set()
-
-    def is_down(self, member: str) -> bool:
-        return member in self.down
-
-    def is_lagging(self, member: str) -> bool:
-        return member in self.lagging
 
 
 def coordinator(topology: FakeTopology, node_id: str = "n1") -> Coordinator:

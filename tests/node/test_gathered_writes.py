@@ -1,8 +1,9 @@
 """Writes that several requests start in one turn share one plan, and each keeps its own answer.
 
-The keyspace runs over a real store; the ring is a plain one of three members
-(`PlainTopology`), with no links: a key placed on a peer cannot be written,
-one placed on a member known to be down cannot even be planned.
+The keyspace runs over a real store; the ring is a plain one of three members,
+one copy of each key, `n3` down and no links (`FakeTopology`): a key placed on
+a peer cannot be written, one placed on a member known to be down cannot even
+be planned.
 """
 
 from __future__ import annotations
@@ -22,25 +23,7 @@ from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.ring import Ring
 from a3redis.core.validation import Limits
 from a3redis.storage.store import FsyncPolicy, Store
-
-
-class PlainTopology:
-    """Three members, one copy of each key (REPLICATION_FACTOR=1), `n3` down, no links."""
-
-    def __init__(self) -> None:
-        self.ring = Ring(["n1", "n2", "n3"], 1, 16)
-        self.replication_factor = 1
-        self.joining = False
-        self.other_ring: Ring | None = None
-
-    def is_down(self, member: str) -> bool:
-        return member == "n3"
-
-    def is_lagging(self, member: str) -> bool:
-        return False
-
-    def link(self, member: str) -> None:
-        return None
+from tests.support.topology import FakeTopology
 
 
 def key_on(ring: Ring, owner: str, tag: str) -> bytes:
@@ -55,7 +38,7 @@ Answers = dict[str, list[Version] | RequestError]
 
 
 async def test_one_requests_unplaceable_key_fails_that_request_alone(tmp_path: Path) -> None:
-    topology = PlainTopology()
+    topology = FakeTopology(["n1", "n2", "n3"], factor=1, down=("n3",))
     async with Store.open(tmp_path, fsync=FsyncPolicy.NO) as store, trio.open_nursery() as nursery:
         keyspace = Keyspace(
             store,
