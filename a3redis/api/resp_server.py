@@ -27,13 +27,17 @@ gets a task. While its run is in flight a connection is out of the selector,
 so its requests are run in order and a client's pipeline never overtakes
 itself.
 
-Replies are written straight to the socket; what the kernel does not take
-is queued for a writer task started only then, while the connection goes on
-reading: a client that writes a long pipeline before it reads (redis-py's
-pipeline does) is never deadlocked against us, and one that never reads is
-found by the size of its queue, without a timer or a thread. Idle
-connections are found by a sweep (RESP_IDLE_TIMEOUT, checked a few times per
-timeout).
+Replies leave together once the work that made them is over: every reply
+made in a pass of the reactor, or by the callbacks of one group commit, is
+sent by one task right after it, one send per connection (as Redis writes
+its replies before it sleeps): sent one by one between the handler's work,
+they cost the node more time in the kernel (benchmarks/README.md, "Replies
+sent together"). What the kernel does not take is queued for a writer task
+started only then, while the connection goes on reading: a client that
+writes a long pipeline before it reads (redis-py's pipeline does) is never
+deadlocked against us, and one that never reads is found by the size of its
+queue, without a timer or a thread. Idle connections are found by a sweep
+(RESP_IDLE_TIMEOUT, checked a few times per timeout).
 
 With TLS (TLS_CERT_FILE) the port speaks only TLS: each connection's TLS
 session runs over memory buffers (ssl.MemoryBIO) that the reactor fills and
@@ -191,6 +195,7 @@ async def serve_resp(
             async with trio.open_nursery() as connections:
                 server.tasks = connections
                 connections.start_soon(server.react)
+                connections.start_soon(server.send_replies)
                 if settings.idle_timeout > 0 or settings.tls is not None:
                     connections.start_soon(server.sweep)
                 async with trio.open_nursery() as acceptor:
@@ -230,6 +235,9 @@ class _Server:
         self.tasks: trio.Nursery | None = None
         self._ids = itertools.count(1)
         self._all_closed: trio.Event | None = None
+        # Connections with replies made since `send_replies` last ran, in order.
+        self.unsent: list[_Connection] = []
+        self._replies_made = trio.Event()
 
     async def accept(self) -> None:
         stats = self.stats
@@ -326,6 +334,20 @@ class _Server:
                 ):
                     self.stats.tls_failures += 1
                     connection.close()
+
+    def reply_later(self, connection: _Connection) -> None:
+        """`connection` has replies to send once the current pass or commit is over."""
+        self.unsent.append(connection)
+        self._replies_made.set()
+
+    async def send_replies(self) -> None:
+        """Send the replies of each pass or commit once it is over, together."""
+        while True:
+            await self._replies_made.wait()
+            self._replies_made = trio.Event()
+            unsent, self.unsent = self.unsent, []
+            for connection in unsent:
+                connection.send_unsent()
 
     def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
         assert self.tasks is not None
@@ -432,6 +454,8 @@ class _Connection:
         # Replies the handler gave before `start` returned (see RespHandler.start).
         self._early: list[Reply] | _Unanswered | None = _UNANSWERED
         self._starting = False
+        # Replies made in this pass or commit, sent when it is over (_Server.send_replies).
+        self.unsent: list[bytes] = []
         # Replies the kernel did not take yet, oldest first, and their size.
         self.outbox: deque[bytes | memoryview] = deque()
         self.queued = 0
@@ -630,7 +654,7 @@ class _Connection:
         return plaintext
 
     def _send(self, data: bytes) -> None:
-        """Send now what the kernel takes; queue the rest for the writer task."""
+        """Queue `data` to be sent once this pass or commit is over (sealed first, under TLS)."""
         if self.tls is not None and data and not (self.broken or self.closed):
             data = self.tls.seal(data)
         self._send_raw(data)
@@ -638,19 +662,39 @@ class _Connection:
     def _send_raw(self, data: bytes) -> None:
         if self.broken or self.closed or not data:
             return
-        if not self.outbox:
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.broken = True
-                return
-            if sent == len(data):
-                return
-            self._queue(memoryview(data)[sent:])
-        else:
+        if not self.unsent:
+            self.server.reply_later(self)
+        self.unsent.append(data)
+
+    def send_unsent(self) -> None:
+        """Send the replies made in the pass or commit just over (a connection whose
+        socket failed meanwhile closes, as nobody is left to serve)."""
+        self._send_now()
+        if self.broken and not (self.closing or self.closed):
+            self.close()
+
+    def _send_now(self) -> None:
+        """Send what the kernel takes of the replies not sent yet; queue the rest for
+        the writer task."""
+        unsent = self.unsent
+        if not unsent:
+            return
+        data = unsent[0] if len(unsent) == 1 else b"".join(unsent)
+        unsent.clear()
+        if self.broken or self.closed:
+            return
+        if self.outbox:
             self._queue(data)
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.broken = True
+            return
+        if sent < len(data):
+            self._queue(memoryview(data)[sent:])
 
     def _queue(self, data: bytes | memoryview) -> None:
         settings = self.server.settings
@@ -715,6 +759,7 @@ class _Connection:
         """Send what is queued, then close (see `_linger`); nothing more is read or run."""
         if self.closing or self.closed:
             return
+        self._send_now()  # the last replies go before our side ends
         self.closing = True
         self._stop_listening()
         self.runs.clear()
@@ -754,6 +799,12 @@ class _Connection:
         """Close at once (a run still in flight finds the connection closed)."""
         if self.closed:
             return
+        if self.unsent and not self.broken:
+            # Replies made just before (a run that finished while the node stops): the
+            # kernel takes them now or never.
+            with contextlib.suppress(OSError):
+                self.sock.send(b"".join(self.unsent))
+            self.unsent.clear()
         self.closed = True
         self._stop_listening()
         self.runs.clear()

@@ -407,6 +407,35 @@ async def test_requests_that_arrive_together_are_one_run_answered_in_order(
     assert recorder.runs == [[[b"ECHO", b"a"], [b"ECHO", b"b"], [b"ECHO", b"c"]]]
 
 
+async def test_the_replies_of_one_pass_leave_in_one_send_per_connection(
+    recorded: tuple[Recorder, int, trio.Event], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three runs read in one pass (RESET is a run of its own) are answered together:
+    one send carries the three replies, in order."""
+    recorder, port, _ = recorded
+    sent: list[bytes] = []
+    send = socket.socket.send
+
+    def recorded_send(sock: socket.socket, data: Any, *flags: int) -> int:
+        sent.append(bytes(data))
+        return send(sock, data, *flags)
+
+    monkeypatch.setattr(socket.socket, "send", recorded_send)
+    expected = b"$1\r\na\r\n$5\r\nRESET\r\n$1\r\nb\r\n"
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"ECHO a\r\nRESET\r\nECHO b\r\n")
+            received = b""
+            while len(received) < len(expected):
+                received += raw.recv(100)
+            return received
+
+    assert await trio.to_thread.run_sync(talk) == expected
+    assert recorder.runs == [[[b"ECHO", b"a"]], [[b"RESET"]], [[b"ECHO", b"b"]]]
+    assert [data for data in sent if b"RESET" in data or b"$1" in data] == [expected]
+
+
 async def test_runs_answered_at_once_later_and_in_a_task_keep_a_connections_order(
     recorded: tuple[Recorder, int, trio.Event],
 ) -> None:
