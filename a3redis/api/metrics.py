@@ -436,6 +436,12 @@ def node_source(
             "in the same turn of the event loop share one)",
             replication.write_plans,
         )
+        yield counter(
+            "a3redis_read_plans",
+            "Plans made for Redis-protocol reads that ask peers (the reads of every client "
+            "that starts one in the same turn of the event loop, at one level, share one)",
+            replication.read_plans,
+        )
         yield gauge(
             "a3redis_peer_links", "Links to peer nodes held open", len(keyspace.cluster.links())
         )

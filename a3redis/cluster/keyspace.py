@@ -55,7 +55,15 @@ import trio
 from a3redis.cluster.peers import PeerUnavailableError
 from a3redis.cluster.topology import Topology
 from a3redis.core.consistency import Consistency
-from a3redis.core.coordinator import Coordinator, ReadPlan, WritePlan, next_start, timed_out
+from a3redis.core.coordinator import (
+    Coordinator,
+    Placement,
+    ReadPlan,
+    WritePlan,
+    held_here_alone,
+    next_start,
+    timed_out,
+)
 from a3redis.core.errors import (
     RequestError,
     TimedOutError,
@@ -106,6 +114,8 @@ class KeyspaceStats:
     # Plans made for writes gathered from several requests (batch_write_then), and for
     # those planned alone after their shared plan could not be made.
     write_plans: int = 0
+    # Plans made for reads that ask peers, gathered from several requests (batch_get_then).
+    read_plans: int = 0
 
 
 class _Waiter:
@@ -137,8 +147,28 @@ class _Waiter:
             finish(error)
 
 
-class _Decided(Protocol):
-    def set(self) -> None: ...
+class _GatheredReads:
+    """Reads of several requests at one consistency level, each placed, waiting to be
+    planned together."""
+
+    __slots__ = ("answers", "ends", "keys", "placements")
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.placements: list[Placement] = []
+        self.ends: list[int] = []  # where each request's keys end
+        self.answers: list[Callable[[list[Record | None] | RequestError], None]] = []
+
+    def add(
+        self,
+        keys: Sequence[bytes],
+        placements: Sequence[Placement],
+        done: Callable[[list[Record | None] | RequestError], None],
+    ) -> None:
+        self.keys.extend(keys)
+        self.placements.extend(placements)
+        self.ends.append(len(self.keys))
+        self.answers.append(done)
 
 
 class _Gathered:
@@ -215,8 +245,10 @@ class Keyspace:
         # Requests decided by callbacks, in deadline order (see _expire_waiters).
         self._waiters: deque[_Waiter] = deque()
         self._expiring = False
-        # Writes gathered this turn, per level, and what wakes their planner task.
+        # Writes and peer reads gathered this turn, per level, and what wakes their
+        # planner task.
         self._gathered: dict[Consistency, _Gathered] = {}
+        self._gathered_reads: dict[Consistency, _GatheredReads] = {}
         self._gathering: trio.Event | None = None
         self._reseed_clock()
 
@@ -376,23 +408,34 @@ class Keyspace:
     ) -> None:
         """`batch_get` (no response limit) answered through `done`: at once when this
         node alone holds every key, else once the replicas decide or the request times
-        out. A request that fails the limits raises here, and `done` is not called."""
+        out; a read that asks peers is planned at the end of this turn of the event
+        loop, with the others at its level started in it. A request that fails the
+        limits, or cannot be placed, raises here, and `done` is not called."""
         self.limits.check_batch(len(keys))
         self.limits.check_keys(keys)
         # Each distinct key is read once, however often it is asked for.
         distinct = list(dict.fromkeys(keys))
-        if len(distinct) == len(keys):
-            self._read_then(distinct, consistency, done)
+        answer = done
+        if len(distinct) != len(keys):
+
+            def answer(records: list[Record | None] | RequestError) -> None:
+                if isinstance(records, RequestError):
+                    done(records)
+                    return
+                found = dict(zip(distinct, records, strict=True))
+                done([found[key] for key in keys])
+
+        level = consistency or self.read_consistency
+        placements = self.coordinator.place(distinct, level)
+        if held_here_alone(placements, self.node_id):
+            # Nobody else holds a copy to compare or repair.
+            answer(self._visible(self.read_local(distinct)))
             return
-
-        def in_order(records: list[Record | None] | RequestError) -> None:
-            if isinstance(records, RequestError):
-                done(records)
-                return
-            found = dict(zip(distinct, records, strict=True))
-            done([found[key] for key in keys])
-
-        self._read_then(distinct, consistency, in_order)
+        gathered = self._gathered_reads.get(level)
+        if gathered is None:
+            gathered = self._gathered_reads[level] = _GatheredReads()
+        gathered.add(distinct, placements, answer)
+        self._plan_at_end_of_turn()
 
     def batch_write_then(
         self,
@@ -412,17 +455,29 @@ class Keyspace:
         if gathered is None:
             gathered = self._gathered[level] = _Gathered()
         gathered.add(writes, expiries, done)
+        self._plan_at_end_of_turn()
+
+    def _plan_at_end_of_turn(self) -> None:
         if self._gathering is None:
             self._gathering = trio.Event()
             self._background.start_soon(self._plan_gathered)
         self._gathering.set()
 
     async def _plan_gathered(self) -> None:
-        """Plan the writes gathered in each turn, once the turn is over."""
+        """Plan the writes and peer reads gathered in each turn, once the turn is over."""
         assert self._gathering is not None
         while True:
             await self._gathering.wait()
             self._gathering = trio.Event()
+            reads, self._gathered_reads = self._gathered_reads, {}
+            for read in reads.values():
+                self.stats.read_plans += 1
+                try:
+                    plan = self.coordinator.plan_reads(read.keys, read.placements, read.ends)
+                    self._read_plan_then(plan, read.answers)
+                except Exception:  # a bug of ours: these requests fail, the node lives
+                    log.exception("planning %d gathered reads failed", len(read.keys))
+                    _fail_all(read.answers, "internal error planning the read")
             gathered, self._gathered = self._gathered, {}
             for level, writes in gathered.items():
                 self.stats.write_plans += 1
@@ -843,34 +898,55 @@ class Keyspace:
             # Nobody else holds a copy to compare or repair.
             done(self._visible(self.read_local(keys)))
             return
+        self._read_plan_then(plan, [done])
 
-        def result() -> list[Record | None]:
+    def _read_plan_then(
+        self, plan: ReadPlan, answers: list[Callable[[list[Record | None] | RequestError], None]]
+    ) -> None:
+        """Carry out a plan that asks peers; each part's callback gets its newest
+        records once its own keys are decided, or the error, or the timeout."""
+
+        def result(part: int) -> list[Record | None]:
             wall = self._wall_ms()
-            return self._visible(plan.result(wall), wall)
+            return self._visible(plan.result(wall, part), wall)
 
-        waiter = self._waiter(lambda failure: _settle(done, failure, result), "read")
+        def answer_decided() -> None:
+            for part in plan.take_decided():
+                _settle(answers[part], None, partial(result, part))
+            if plan.decided:
+                waiter.set()
+
+        def failed(failure: RequestError | None) -> None:
+            if failure is not None:  # timed out: the parts still waiting fail
+                for part in plan.take_undecided():
+                    answers[part](failure)
+
+        waiter = self._waiter(failed, "read")
         asks = plan.asks
         local = asks.pop(self.node_id, None)
         for replica, indexes in asks.items():
-            self._ask(replica, indexes, plan, waiter)
+            self._ask(replica, indexes, plan, answer_decided)
         if local is not None:
-            self._ask(self.node_id, local, plan, waiter)
+            self._ask(self.node_id, local, plan, answer_decided)
 
-    def _ask(self, replica: str, indexes: list[int], plan: ReadPlan, decided: _Decided) -> None:
+    def _ask(
+        self, replica: str, indexes: list[int], plan: ReadPlan, progress: Callable[[], None]
+    ) -> None:
         """Ask one replica for the keys of `indexes`; its answer (now, for our own
-        copy, or when its link settles) goes to the plan. No task per replica."""
+        copy, or when its link settles) goes to the plan, then `progress` is called.
+        No task per replica."""
         keys = plan.keys
         wanted = [keys[i] for i in indexes]
         if replica == self.node_id:
-            self._answered(replica, indexes, plan, decided, self.read_local(wanted), None)
+            self._answered(replica, indexes, plan, progress, self.read_local(wanted), None)
             return
         link = self.cluster.link(replica)
         if link is None:
-            self._answered(replica, indexes, plan, decided, None, None)
+            self._answered(replica, indexes, plan, progress, None, None)
             return
 
         def settle(answers: list[Record | None] | None, error: Exception | None) -> None:
-            self._answered(replica, indexes, plan, decided, answers, error)
+            self._answered(replica, indexes, plan, progress, answers, error)
 
         link.submit_read(wanted, settle)
 
@@ -879,7 +955,7 @@ class Keyspace:
         replica: str,
         indexes: list[int],
         plan: ReadPlan,
-        decided: _Decided,
+        progress: Callable[[], None],
         answers: list[Record | None] | None,
         error: Exception | None,
     ) -> None:
@@ -888,13 +964,12 @@ class Keyspace:
                 self.stats.replica_read_failures += 1
                 log.debug("replica read from %s failed: %s", replica, error)
             for spare, spare_indexes in plan.failed(replica, indexes).items():
-                self._ask(spare, spare_indexes, plan, decided)
+                self._ask(spare, spare_indexes, plan, progress)
         else:
             wall = self._wall_ms() if replica != self.node_id else 0
             for refused in plan.answered(replica, indexes, answers, wall):
                 self.reject("Read", refused, replica)
-        if plan.decided:
-            decided.set()
+        progress()
         repairs = plan.take_repairs()
         if repairs:
             self._background.start_soon(self._read_repair, repairs)

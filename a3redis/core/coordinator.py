@@ -38,7 +38,10 @@ decides. The plan never waits and never sends.
    answers can still come. A peer's answer that fails the checks (another
    key, a version beyond the clock-skew bound) counts as "not there". Each
    key's result is the newest record among its first R answers; the
-   coordinator's clock then passes every version it read.
+   coordinator's clock then passes every version it read. Several clients'
+   reads may share one plan, each placed on its own first (so a request that
+   cannot be placed is refused alone): each is a part, decided and answered
+   as soon as its own keys are, as if it had been planned by itself.
 5. Read repair: once every asked replica has answered or failed, each one
    that answered with an older copy, or none, is sent the newest.
 6. A request not decided when the shell's deadline passes timed out: its
@@ -239,6 +242,13 @@ class Coordinator:
         """The plan of reading `keys` (distinct) at `consistency`."""
         return ReadPlan(self, keys, self.place(keys, consistency))
 
+    def plan_reads(
+        self, keys: Sequence[bytes], placements: Sequence[Placement], part_ends: Sequence[int]
+    ) -> ReadPlan:
+        """One plan for several requests' reads (rule 4), each request's keys (distinct)
+        placed by `place` and ending at its entry of `part_ends`."""
+        return ReadPlan(self, keys, placements, part_ends)
+
     def read_order(self, replicas: tuple[str, ...]) -> list[str]:
         """Replicas to read from, best first: ourselves, then the live peers, those
         whose link lags last, the others in this node's own fixed order.
@@ -334,6 +344,67 @@ def timed_out(what: str, seconds: float) -> TimedOutError:
     )
 
 
+def held_here_alone(placements: Sequence[Placement], node_id: str) -> bool:
+    """Whether this node is the sole replica of every key placed (rule 4: a read of
+    such keys asks no peer)."""
+    here = (node_id,)
+    return all(replicas == here for replicas, _ in placements)
+
+
+class _Parts:
+    """The requests that share one plan (rules 3 and 4): each is a run of the plan's
+    keys (`ends`: where each run ends), decided once all of its keys are."""
+
+    __slots__ = ("_newly_decided", "_part_of", "_undecided_in_part", "ends")
+
+    def __init__(self, part_ends: Sequence[int] | None, keys: int, waiting: bool) -> None:
+        ends = [keys] if part_ends is None else list(part_ends)
+        if not ends or ends[-1] != keys or any(b < a for a, b in pairwise(ends)):
+            raise ValueError(f"parts ending at {ends} do not split {keys} keys")
+        self.ends = ends
+        # Per part: its keys still undecided (nothing, when no key waits for replicas);
+        # parts decided and not yet taken; each key's part (None while there is one).
+        self._undecided_in_part: list[int] = []
+        self._newly_decided: list[int] = []
+        self._part_of: list[int] | None = None
+        if not waiting:
+            return
+        starts = [0, *ends[:-1]]
+        self._undecided_in_part = [end - start for start, end in zip(starts, ends, strict=True)]
+        # A part with no keys has nothing to wait for.
+        self._newly_decided = [p for p, size in enumerate(self._undecided_in_part) if not size]
+        if len(ends) > 1:
+            self._part_of = [
+                p for p, size in enumerate(self._undecided_in_part) for _ in range(size)
+            ]
+
+    def span(self, part: int) -> range:
+        ends = self.ends
+        return range(ends[part - 1] if part else 0, ends[part])
+
+    def key_decided(self, index: int) -> None:
+        part = 0 if self._part_of is None else self._part_of[index]
+        left = self._undecided_in_part[part] - 1
+        self._undecided_in_part[part] = left
+        if not left:
+            self._newly_decided.append(part)
+
+    def take_decided(self) -> list[int]:
+        """The parts decided since the last call (each part is named once)."""
+        newly = self._newly_decided
+        if not newly:
+            return newly
+        self._newly_decided = []
+        return newly
+
+    def take_undecided(self) -> list[int]:
+        """The parts not decided yet; from now on none of them is named again."""
+        waiting = [p for p, left in enumerate(self._undecided_in_part) if left > 0]
+        for part in waiting:
+            self._undecided_in_part[part] = -1  # never reaches 0 again
+        return waiting
+
+
 class WritePlan:
     """One write in progress (rule 3).
 
@@ -352,11 +423,8 @@ class WritePlan:
     """
 
     __slots__ = (
-        "_ends",
-        "_newly_decided",
-        "_part_of",
+        "_parts",
         "_undecided",
-        "_undecided_in_part",
         "local",
         "only_here",
         "peers",
@@ -374,25 +442,17 @@ class WritePlan:
         part_ends: Sequence[int] | None = None,
     ) -> None:
         self.records = records
-        ends = [len(records)] if part_ends is None else list(part_ends)
-        if not ends or ends[-1] != len(records) or any(b < a for a, b in pairwise(ends)):
-            raise ValueError(f"parts ending at {ends} do not split {len(records)} records")
-        self._ends = ends
         here = (node_id,)
         self.only_here = all(
             replicas == here and others is None for replicas, _, others in placements
         )
+        self._parts = _Parts(part_ends, len(records), not self.only_here)
         self.local: list[int] | None = None
         self.peers: dict[str, list[int]] = {}
         # Replicas known to be down fail at once; their records are hinted.
         self.unreachable: dict[str, list[Record]] = {}
         self.quorums: list[WriteQuorum] = []
         self._undecided = 0
-        # Per part: its keys still undecided; parts decided and not yet taken;
-        # each record's part (None while the plan has one part).
-        self._undecided_in_part: list[int] = []
-        self._newly_decided: list[int] = []
-        self._part_of: list[int] | None = None
         if self.only_here:
             return
         self.quorums = [
@@ -402,14 +462,6 @@ class WritePlan:
             for replicas, required, others in placements
         ]
         self._undecided = len(self.quorums)
-        starts = [0, *ends[:-1]]
-        self._undecided_in_part = [end - start for start, end in zip(starts, ends, strict=True)]
-        # A part with no records has nothing to wait for.
-        self._newly_decided = [p for p, size in enumerate(self._undecided_in_part) if not size]
-        if len(ends) > 1:
-            self._part_of = [
-                p for p, size in enumerate(self._undecided_in_part) for _ in range(size)
-            ]
         by_replica: dict[str, list[int]] = {}
         for index, quorum in enumerate(self.quorums):
             for replica in quorum.replicas:
@@ -421,18 +473,14 @@ class WritePlan:
             else:
                 self.peers[replica] = indexes
 
-    def _span(self, part: int) -> range:
-        ends = self._ends
-        return range(ends[part - 1] if part else 0, ends[part])
-
     @property
     def parts(self) -> int:
-        return len(self._ends)
+        return len(self._parts.ends)
 
     def stored_here(self, stored: Sequence[bool], part: int = 0) -> list[Version]:
         """The answer of a write that only this node holds, given what its store kept
         (`stored`: one flag per record of the plan)."""
-        span = self._span(part)
+        span = self._parts.span(part)
         if not all(stored[i] for i in span):
             raise WriteRejectedError("a newer version of a key already exists here")
         records = self.records
@@ -473,11 +521,7 @@ class WritePlan:
 
     def _key_decided(self, index: int) -> None:
         self._undecided -= 1
-        part = 0 if self._part_of is None else self._part_of[index]
-        left = self._undecided_in_part[part] - 1
-        self._undecided_in_part[part] = left
-        if not left:
-            self._newly_decided.append(part)
+        self._parts.key_decided(index)
 
     @property
     def decided(self) -> bool:
@@ -485,24 +529,17 @@ class WritePlan:
 
     def take_decided(self) -> list[int]:
         """The parts decided since the last call (each part is named once)."""
-        newly = self._newly_decided
-        if not newly:
-            return newly
-        self._newly_decided = []
-        return newly
+        return self._parts.take_decided()
 
     def take_undecided(self) -> list[int]:
         """The parts not decided yet; from now on none of them is named again."""
-        waiting = [p for p, left in enumerate(self._undecided_in_part) if left > 0]
-        for part in waiting:
-            self._undecided_in_part[part] = -1  # never reaches 0 again
-        return waiting
+        return self._parts.take_undecided()
 
     def result(self, part: int = 0) -> list[Version]:
         """The versions a decided part wrote, if every key of it reached W
         acknowledgements; else the error."""
         quorums = self.quorums
-        span = self._span(part)
+        span = self._parts.span(part)
         failed = [quorums[i] for i in span if not quorums[i].succeeded]
         lost = [q for q in failed if q.superseded]
         if lost:
@@ -532,11 +569,17 @@ class ReadPlan:
     failure to `failed` (which names the spares to ask instead). Once
     `decided`, `result` is the answer; once `take_repairs` returns a dict,
     the shell sends each replica its records.
+
+    A plan of several requests (`part_ends`, rule 4) answers each part on its
+    own: `take_decided` names the parts decided since it was last asked, each
+    once, and `result(wall, part)` is that part's answer; `take_undecided`
+    names (once) those still waiting, for a timeout.
     """
 
     __slots__ = (
         "_coordinator",
         "_outstanding",
+        "_parts",
         "_repairs_taken",
         "_spares",
         "_undecided",
@@ -547,12 +590,16 @@ class ReadPlan:
     )
 
     def __init__(
-        self, coordinator: Coordinator, keys: Sequence[bytes], placements: Sequence[Placement]
+        self,
+        coordinator: Coordinator,
+        keys: Sequence[bytes],
+        placements: Sequence[Placement],
+        part_ends: Sequence[int] | None = None,
     ) -> None:
         self.keys = keys
         self._coordinator = coordinator
-        here = (coordinator.node_id,)
-        self.only_here = all(replicas == here for replicas, _ in placements)
+        self.only_here = held_here_alone(placements, coordinator.node_id)
+        self._parts = _Parts(part_ends, len(keys), not self.only_here)
         self.quorums: list[ReadQuorum] = []
         self.asks: dict[str, list[int]] = {}
         self._spares: list[list[str]] = []
@@ -591,7 +638,7 @@ class ReadPlan:
             was_decided = quorum.decided
             quorum.answer(replica, record)
             if not was_decided and quorum.decided:
-                self._undecided -= 1
+                self._key_decided(i)
         self._outstanding -= 1
         return refused
 
@@ -621,29 +668,43 @@ class ReadPlan:
                 # A spare that went down since the plan was made fails like an asked one.
                 quorum.fail(spare)
             if not was_decided and quorum.decided:
-                self._undecided -= 1
+                self._key_decided(i)
         self._outstanding += len(retry) - 1
         return retry
+
+    def _key_decided(self, index: int) -> None:
+        self._undecided -= 1
+        self._parts.key_decided(index)
 
     @property
     def decided(self) -> bool:
         return self._undecided == 0
 
-    def result(self, wall: int) -> list[Record | None]:
-        """Each key's newest record among its first R answers (None: no replica has it)."""
+    def take_decided(self) -> list[int]:
+        """The parts decided since the last call (each part is named once)."""
+        return self._parts.take_decided()
+
+    def take_undecided(self) -> list[int]:
+        """The parts not decided yet; from now on none of them is named again."""
+        return self._parts.take_undecided()
+
+    def result(self, wall: int, part: int = 0) -> list[Record | None]:
+        """Each key's newest record among its first R answers (None: no replica has
+        it), for the keys of `part`."""
         clock = self._coordinator.clock
-        for quorum in self.quorums:
+        quorums = [self.quorums[i] for i in self._parts.span(part)]
+        for quorum in quorums:
             if quorum.result is not None:
                 # A coordinator that read a version stamps later writes above it.
                 clock.observe(quorum.result.version, wall)
-        for quorum in self.quorums:
+        for quorum in quorums:
             if not quorum.succeeded:
                 raise UnavailableError(
                     f"needed {quorum.required} replica answers, got {len(quorum.answers)} "
                     f"(failed: {', '.join(sorted(quorum.failed))})",
                     metadata=replica_counts(quorum.required, len(quorum.answers)),
                 )
-        return [quorum.result for quorum in self.quorums]
+        return [quorum.result for quorum in quorums]
 
     def take_repairs(self) -> dict[str, list[Record]] | None:
         """Once every asked replica has answered or failed (and only once): the records

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from a3redis.core.consistency import Consistency
-from a3redis.core.coordinator import Coordinator, WritePlan, next_start
+from a3redis.core.coordinator import (
+    Coordinator,
+    ReadPlan,
+    WritePlan,
+    held_here_alone,
+    next_start,
+)
 from a3redis.core.errors import (
     ErrorKind,
     NotJoinedError,
@@ -267,6 +273,106 @@ def test_parts_must_split_the_records_in_order(ends: list[int]) -> None:
 
 
 # ----- reads ----------------------------------------------------------------------------------
+
+
+def _read_answer(plan: ReadPlan, part: int) -> tuple[str, object]:
+    """A decided part's answer as a client sees it: the records, or the error's class and
+    text."""
+    try:
+        return "ok", plan.result(WALL, part)
+    except RequestError as failure:
+        return type(failure).__name__, str(failure)
+
+
+class _Reader:
+    """Drives one read plan as the shell does: each replica asked has its keys out until
+    it answers or fails; a failure asks the spares the plan names."""
+
+    def __init__(self, plan: ReadPlan) -> None:
+        self.plan = plan
+        self.out: dict[str, list[int]] = {r: list(i) for r, i in plan.asks.items()}
+
+    def event(self, replica: str, holds: bool | None) -> None:
+        indexes = self.out.pop(replica, [])
+        if not indexes:
+            return
+        if holds is None:
+            for spare, more in self.plan.failed(replica, indexes).items():
+                self.out.setdefault(spare, []).extend(more)
+            return
+        keys = self.plan.keys
+        answers = [
+            Record(keys[i], replica.encode(), Version(WALL - int(replica[1:]), 0, replica))
+            if holds
+            else None
+            for i in indexes
+        ]
+        self.plan.answered(replica, indexes, answers, WALL)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 4), min_size=1, max_size=6),
+    level=st.sampled_from([Consistency.ONE, Consistency.QUORUM, Consistency.ALL]),
+    down=st.sets(st.sampled_from(["n2", "n3", "n4", "n5"]), max_size=2),
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), st.sampled_from([True, False, None])
+        )
+    ),
+)
+def test_requests_sharing_a_read_plan_are_each_decided_as_if_planned_alone(
+    sizes: list[int], level: Consistency, down: set[str], events: list[tuple[str, bool | None]]
+) -> None:
+    """The shell gathers the reads several clients start together into one plan (rule 4),
+    each placed first: each request must get the answer, at the moment, that a plan of
+    its own would, and a request that cannot be placed is refused alone."""
+    topology = FakeTopology(["n1", "n2", "n3", "n4", "n5"], down=tuple(sorted(down)))
+    node = coordinator(topology)
+    requests: list[list[bytes]] = []
+    keys: list[bytes] = []
+    placements: list[tuple[tuple[str, ...], int]] = []
+    ends: list[int] = []
+    for number, size in enumerate(sizes):
+        own = [b"key-%d-%d" % (number, i) for i in range(size)]
+        try:
+            placed = node.place(own, level)
+        except RequestError as refused:
+            with pytest.raises(type(refused)):
+                coordinator(topology).plan_read(own, level)
+            continue
+        if held_here_alone(placed, node.node_id):  # answered at once, from this node's copy
+            assert coordinator(topology).plan_read(own, level).only_here
+            continue
+        requests.append(own)
+        keys += own
+        placements += placed
+        ends.append(len(keys))
+    if not requests:
+        return
+    shared = _Reader(node.plan_reads(keys, placements, ends))
+    alone = [_Reader(coordinator(topology).plan_read(own, level)) for own in requests]
+    assert not shared.plan.only_here
+    shared_when: dict[int, tuple[int, tuple[str, object]]] = {}
+    alone_when: dict[int, tuple[int, tuple[str, object]]] = {}
+
+    def note(moment: int) -> None:
+        for part in shared.plan.take_decided():
+            assert part not in shared_when, "a part was named decided twice"
+            shared_when[part] = (moment, _read_answer(shared.plan, part))
+        for part, reader in enumerate(alone):
+            if reader.plan.decided and part not in alone_when:
+                alone_when[part] = (moment, _read_answer(reader.plan, 0))
+
+    note(0)
+    for moment, (replica, holds) in enumerate(events, 1):
+        for reader in (shared, *alone):
+            reader.event(replica, holds)
+        note(moment)
+    assert shared_when == alone_when
+    undecided = [part for part, reader in enumerate(alone) if not reader.plan.decided]
+    assert shared.plan.take_undecided() == undecided
+    assert shared.plan.take_undecided() == [] and shared.plan.take_decided() == []
 
 
 def test_a_read_asks_r_replicas_our_own_copy_first_and_keeps_the_rest_as_spares() -> None:
