@@ -610,8 +610,13 @@ class ReadPlan:
             return
         self.quorums = [ReadQuorum(replicas, required) for replicas, required in placements]
         self._undecided = len(self.quorums)
+        # Keys share few replica lists (at most one per partition of the ring): each
+        # list is put in reading order once per plan.
+        orders: dict[tuple[str, ...], list[str]] = {}
         for index, quorum in enumerate(self.quorums):
-            candidates = coordinator.read_order(quorum.replicas)
+            candidates = orders.get(quorum.replicas)
+            if candidates is None:
+                candidates = orders[quorum.replicas] = coordinator.read_order(quorum.replicas)
             for replica in candidates[: quorum.required]:
                 self.asks.setdefault(replica, []).append(index)
             self._spares.append(candidates[quorum.required :])
