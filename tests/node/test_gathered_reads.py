@@ -10,20 +10,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 import pytest
 import trio
 import trio.testing
 
-from a3redis.cluster.keyspace import Keyspace
-from a3redis.cluster.topology import Topology
 from a3redis.core.consistency import Consistency
 from a3redis.core.errors import RequestError, UnavailableError
-from a3redis.core.hlc import HybridLogicalClock, Version
+from a3redis.core.hlc import Version
 from a3redis.core.record import Record
-from a3redis.core.validation import Limits
 from a3redis.storage.store import FsyncPolicy, Store
+from tests.support.keyspace import keyspace_over
 from tests.support.topology import FakeTopology
 
 Settle = Callable[[list[Record | None] | None, Exception | None], None]
@@ -54,15 +51,7 @@ async def test_reads_started_in_one_turn_ask_a_peer_once_and_each_gets_its_recor
 ) -> None:
     topology = LinkedTopology()
     async with Store.open(tmp_path, fsync=FsyncPolicy.NO) as store, trio.open_nursery() as nursery:
-        keyspace = Keyspace(
-            store,
-            HybridLogicalClock("n1"),
-            lambda: int(time.time() * 1000),
-            Limits(),
-            cast(Topology, topology),
-            nursery,
-            request_timeout=5.0,
-        )
+        keyspace = keyspace_over(store, topology, nursery)
         answers: Answers = {}
         done = trio.Event()
 

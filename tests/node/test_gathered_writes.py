@@ -8,21 +8,17 @@ be planned.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 import trio
 
-from a3redis.cluster.keyspace import Keyspace
-from a3redis.cluster.topology import Topology
 from a3redis.core.consistency import Consistency
 from a3redis.core.errors import RequestError, UnavailableError
-from a3redis.core.hlc import HybridLogicalClock, Version
+from a3redis.core.hlc import Version
 from a3redis.core.ring import Ring
-from a3redis.core.validation import Limits
 from a3redis.storage.store import FsyncPolicy, Store
+from tests.support.keyspace import keyspace_over
 from tests.support.topology import FakeTopology
 
 
@@ -40,15 +36,7 @@ Answers = dict[str, list[Version] | RequestError]
 async def test_one_requests_unplaceable_key_fails_that_request_alone(tmp_path: Path) -> None:
     topology = FakeTopology(["n1", "n2", "n3"], factor=1, down=("n3",))
     async with Store.open(tmp_path, fsync=FsyncPolicy.NO) as store, trio.open_nursery() as nursery:
-        keyspace = Keyspace(
-            store,
-            HybridLogicalClock("n1"),
-            lambda: int(time.time() * 1000),
-            Limits(),
-            cast(Topology, topology),
-            nursery,
-            request_timeout=5.0,
-        )
+        keyspace = keyspace_over(store, topology, nursery)
         here = key_on(topology.ring, "n1", "here")
         down = key_on(topology.ring, "n3", "down")
         answers: Answers = {}
