@@ -454,8 +454,10 @@ class _Connection:
         # Replies the handler gave before `start` returned (see RespHandler.start).
         self._early: list[Reply] | _Unanswered | None = _UNANSWERED
         self._starting = False
-        # Replies made in this pass or commit, sent when it is over (_Server.send_replies).
+        # Replies made in this pass or commit, sent when it is over (_Server.send_replies),
+        # and their size.
         self.unsent: list[bytes] = []
+        self.unsent_bytes = 0
         # Replies the kernel did not take yet, oldest first, and their size.
         self.outbox: deque[bytes | memoryview] = deque()
         self.queued = 0
@@ -665,6 +667,11 @@ class _Connection:
         if not self.unsent:
             self.server.reply_later(self)
         self.unsent.append(data)
+        self.unsent_bytes += len(data)
+        if self.unsent_bytes > self.server.settings.max_reply_buffer:
+            # A pass's replies beyond the reply buffer's bound go now, as the kernel
+            # takes them: what it does not take counts against the bound.
+            self._send_now()
 
     def send_unsent(self) -> None:
         """Send the replies made in the pass or commit just over (a connection whose
@@ -681,6 +688,7 @@ class _Connection:
             return
         data = unsent[0] if len(unsent) == 1 else b"".join(unsent)
         unsent.clear()
+        self.unsent_bytes = 0
         if self.broken or self.closed:
             return
         if self.outbox:
@@ -804,7 +812,8 @@ class _Connection:
             # kernel takes them now or never.
             with contextlib.suppress(OSError):
                 self.sock.send(b"".join(self.unsent))
-            self.unsent.clear()
+        self.unsent.clear()
+        self.unsent_bytes = 0
         self.closed = True
         self._stop_listening()
         self.runs.clear()
