@@ -156,6 +156,9 @@ class AppendLog:
             view = view[written:]
         self.size += len(data)
 
+    def fileno(self) -> int:
+        return self._fd
+
     def sync(self) -> None:
         os.fdatasync(self._fd)
 

@@ -3,10 +3,14 @@
 Rules: a write becomes visible to readers only once it is in the log under
 the configured fsync policy, so a read never returns a write that a crash
 could take back (FSYNC=always). Concurrent writes share one write+fsync
-(group commit): while the worker thread syncs one batch, the next batch
-gathers, and under concurrent writers a batch waits up to GATHER_DELAY for
-company before it is committed. File I/O that may block (fsync, snapshots,
-recovery) runs in worker threads; the event loop only appends bytes to lists.
+(group commit): while one batch is synced, the next batch gathers. With
+FSYNC=always the loop writes a batch into the page cache and a child process
+fdatasyncs it (a3redis.storage.fsync_process), so the loop serves the next
+clients meanwhile; a batch is committed as soon as the one before is durable.
+Without that child (it could not start, or was lost) a worker thread writes
+and syncs, and under concurrent writers a batch waits up to GATHER_DELAY for
+company before it is committed. Other file I/O that may block (snapshots,
+recovery, FSYNC=everysec's sync) runs in worker threads.
 After a failed write or fsync the store refuses all further writes: the page
 cache can no longer be trusted (the "fsyncgate" lesson), so the node must
 restart and recover.
@@ -41,6 +45,7 @@ from a3redis.runtime.turns import in_turns
 from a3redis.storage import codec
 from a3redis.storage.codec import Purge
 from a3redis.storage.files import AppendLog, DataDir, DataDirError, Recovered
+from a3redis.storage.fsync_process import FsyncProcess, FsyncProcessLost
 from a3redis.storage.policy import FsyncPolicy
 
 log = logging.getLogger(__name__)
@@ -49,8 +54,10 @@ T = TypeVar("T")
 
 __all__ = ["DataDirError", "FsyncPolicy", "Store", "StoreClosedError", "StoreFailedError"]
 
-# Group commit gathers for a moment once writes are evidently concurrent: each
-# commit costs the event loop a hand-over to the sync thread and back, and the
+# Without the fsync process (below), group commit gathers for a moment once writes
+# are evidently concurrent: each commit costs the event loop a hand-over to the
+# sync thread and back (which waits for the interpreter lock while the loop is
+# busy, so commits cannot usefully overlap the serving of the next batch), and the
 # disk an fdatasync, so under many clients a batch committed the instant its
 # first write arrived carries few writes. A batch gathers only while the
 # previous commit served at least GATHER_MIN_WRITERS callers with
@@ -190,6 +197,11 @@ class Store:
         self._torn_bytes_cut = torn_bytes_cut
         self._nursery: trio.Nursery | None = None
         self._syncer = _SyncThread()
+        # FSYNC=always syncs in a child process while it runs; None: in the thread.
+        self._fsync_process: FsyncProcess | None = None
+        # Started the first time writes arrive while a commit is syncing (until then
+        # there is nothing for the loop to do meanwhile), and tried only once.
+        self._fsync_process_wanted = fsync is FsyncPolicy.ALWAYS
 
     # ----- opening and closing -------------------------------------------------------------
 
@@ -205,6 +217,7 @@ class Store:
         """Lock DATA_DIR, recover its contents, and run the store until exit."""
         data_dir = DataDir(path)
         lock = data_dir.prepare()
+        store: Store | None = None
         try:
             store = await trio.to_thread.run_sync(
                 _without_gc, cls._recover, data_dir, fsync, compact_min_bytes
@@ -225,6 +238,8 @@ class Store:
                         finally:
                             store._syncer.stop()
         finally:
+            if store is not None and store._fsync_process is not None:
+                store._fsync_process.close()
             lock.release()
 
     @classmethod
@@ -538,17 +553,20 @@ class Store:
             if not batch.records:
                 continue
             self._gather = (
-                batch.callers >= GATHER_MIN_WRITERS and len(batch.records) >= GATHER_MIN_RECORDS
+                not self._syncs_in_process()
+                and batch.callers >= GATHER_MIN_WRITERS
+                and len(batch.records) >= GATHER_MIN_RECORDS
             )
             self._inflight = batch
-            data = self._log.frames(batch.payloads)
+            log_file = self._log
+            data = log_file.frames(batch.payloads)
             try:
                 if self._fsync is FsyncPolicy.ALWAYS:
-                    await self._syncer.run(self._log.write_and_sync, data)
+                    await self._write_and_sync(log_file, data)
                     self._stats["fsyncs"] += 1
                 else:
                     # A write() into the page cache takes microseconds: no thread hop.
-                    self._log.write(data)
+                    log_file.write(data)
                     self._dirty = True
             except OSError as error:
                 self._fail(error, batch)
@@ -558,7 +576,45 @@ class Store:
             self._publish(batch)
             self._inflight = None
             batch.finish()
+            if self._fsync_process_wanted and self._batch.records:
+                await self.start_fsync_process()
             await self._maybe_compact()
+
+    async def _write_and_sync(self, log_file: AppendLog, data: bytes) -> None:
+        """Append `data` to `log_file` and make it durable (FSYNC=always)."""
+        fsync_process = self._fsync_process
+        if fsync_process is None or not fsync_process.ready:
+            await self._syncer.run(log_file.write_and_sync, data)
+            return
+        # A write() into the page cache takes microseconds: the loop makes it.
+        log_file.write(data)
+        try:
+            await fsync_process.sync(log_file)
+        except FsyncProcessLost as lost:
+            log.error("the fsync process is lost (%s): syncing in a thread from now on", lost)
+            fsync_process.close()
+            self._fsync_process = None
+            await self._syncer.run(log_file.sync)
+
+    async def start_fsync_process(self) -> None:
+        """Start the child that syncs FSYNC=always commits, unless tried already. Its
+        interpreter then starts on its own; commits use it once it is ready."""
+        if not self._fsync_process_wanted:
+            return
+        self._fsync_process_wanted = False
+        fsync_process = FsyncProcess()
+        try:
+            await trio.to_thread.run_sync(fsync_process.start)
+        except FsyncProcessLost as error:
+            log.error("no fsync process (%s): commits sync in a thread", error)
+            return
+        if self._closing:
+            fsync_process.close()
+        else:
+            self._fsync_process = fsync_process
+
+    def _syncs_in_process(self) -> bool:
+        return self._fsync_process is not None and self._fsync_process.ready
 
     def _publish(self, batch: _Batch) -> None:
         for record in batch.records:

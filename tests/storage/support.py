@@ -20,6 +20,7 @@ from typing import Any
 from a3redis.core.record import Record
 from a3redis.storage import codec
 from a3redis.storage.files import AppendLog
+from a3redis.storage.store import Store
 
 # The salt of files the tests write themselves (the store draws a random one).
 SALT = 0x0123_4567_89AB_CDEF
@@ -123,6 +124,15 @@ class Gate:
         if self._fail is not None:
             raise self._fail
         return self._through(*args)
+
+
+def sync_in_a_thread(store: Store) -> None:
+    """Make `store` write and sync each commit in its thread (`AppendLog.write_and_sync`),
+    as it does without its fsync process: the tests that gate or fail that call need the
+    commit to go through it. The fsync process's own tests cover the other path."""
+    if store._fsync_process is not None:
+        store._fsync_process.close()
+        store._fsync_process = None
 
 
 def write_then_sync_gate(log: AppendLog, *, fail: BaseException | None = None) -> Gate:

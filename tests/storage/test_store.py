@@ -46,6 +46,7 @@ from tests.storage.support import (
     log_files,
     open_fds_under,
     snapshot_files,
+    sync_in_a_thread,
     write_then_sync_gate,
 )
 from tests.support.busy import always_runnable
@@ -218,6 +219,7 @@ async def test_reads_never_see_an_unacknowledged_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with Store.open(tmp_path) as store:
+        sync_in_a_thread(store)
         old = rec(b"k", b"old", 1)
         assert await store.apply(old)
         new, brand_new = rec(b"k", b"new", 2), rec(b"fresh", b"x", 3)
@@ -254,6 +256,7 @@ async def test_concurrent_writes_share_one_fsync_per_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with Store.open(tmp_path) as store:
+        sync_in_a_thread(store)
         real = store._log.write_and_sync
         batches: list[int] = []
 
@@ -288,6 +291,7 @@ async def test_a_batch_gathers_only_after_a_shared_commit_and_only_while_work_re
     # On the autojump clock virtual time moves only when every task sleeps, so
     # the elapsed time tells whether the committer waited for anything.
     async with Store.open(tmp_path) as store:
+        sync_in_a_thread(store)
         started = trio.current_time()
         for i in range(3):  # one writer at a time: never a wait
             assert await store.apply(rec(b"lone-%d" % i, b"v", 100 + i))
@@ -384,6 +388,7 @@ async def test_crash_copy_keeps_every_acknowledged_write(
     acked = [rec(b"k%d" % i, b"v" * i, i + 1) for i in range(20)]
     unacked = rec(b"k0", b"in flight", 1000)
     async with Store.open(live) as store:
+        sync_in_a_thread(store)
         for record in acked:
             assert await store.apply(record)
         async with trio.open_nursery() as nursery:
@@ -828,6 +833,7 @@ async def test_a_failed_write_fails_this_and_every_later_write(
 ) -> None:
     first = rec(b"a", b"1", 1)
     async with Store.open(tmp_path) as store:
+        sync_in_a_thread(store)
         assert await store.apply(first)
         real = store._log.write_and_sync
 
@@ -859,6 +865,7 @@ async def test_a_failed_sync_fails_every_waiting_writer_and_shows_nothing(
 ) -> None:
     outcomes: dict[int, object] = {}
     async with Store.open(tmp_path) as store:
+        sync_in_a_thread(store)
 
         async def writer(i: int) -> None:
             try:
@@ -962,6 +969,7 @@ async def test_an_unexpected_committer_error_releases_its_writers(
 
     with pytest.raises(BaseException) as caught:
         async with Store.open(tmp_path) as store:
+            sync_in_a_thread(store)
             monkeypatch.setattr(store._log, "write_and_sync", buggy)
             await store.apply(rec(b"k", b"v", 1))
     leaves = leaf_exceptions(caught.value)
@@ -991,6 +999,7 @@ async def test_closing_commits_pending_writes(
     with trio.fail_after(10):
         async with trio.open_nursery() as outer:
             async with Store.open(tmp_path) as store:
+                sync_in_a_thread(store)
                 with write_then_sync_gate(store._log) as gate:
                     monkeypatch.setattr(store._log, "write_and_sync", gate)
                     outer.start_soon(writer, store, 0)
@@ -1017,6 +1026,7 @@ async def test_closing_while_the_pending_write_fails_releases_every_waiter(
     outcomes: dict[int, object] = {}
     with trio.fail_after(10):
         async with trio.open_nursery() as outer, Store.open(tmp_path) as store:
+            sync_in_a_thread(store)
 
             async def writer(i: int) -> None:
                 try:

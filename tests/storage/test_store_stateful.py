@@ -37,6 +37,7 @@ from tests.storage.support import (
     data_files,
     file_salt,
     log_files,
+    sync_in_a_thread,
     truncate,
     write_then_sync_gate,
 )
@@ -213,6 +214,19 @@ class StoreMachine(RuleBasedStateMachine):
         assert not supersedes(older, current)  # the model agrees it is stale
         assert self.apply(older) is False
 
+    @rule()
+    def sync_in_a_child(self) -> None:
+        """Commits from now on go through the fsync process (until `crash` or a restart)."""
+
+        async def start() -> None:
+            await self.store.start_fsync_process()
+            with trio.fail_after(10):
+                while not self.store._syncs_in_process():
+                    await trio.sleep(0.001)
+
+        if self.store._fsync_process_wanted:
+            self.loop.run(start)
+
     @rule(value=st.binary(min_size=20, max_size=40))
     def compact(self, value: bytes) -> None:
         """Overwrite keys until the log outgrows the compaction threshold."""
@@ -256,6 +270,7 @@ class StoreMachine(RuleBasedStateMachine):
         log_path = log_files(self.handle.path)[-1]
         acked_size = log_path.stat().st_size
         assert acked_size == store._log.size
+        sync_in_a_thread(store)
         gate = write_then_sync_gate(store._log)
         first = [Record(key, value, self.fresh_version(1)) for key, value in written]
         second = [Record(key, value, self.fresh_version(1)) for key, value in queued]
