@@ -1,11 +1,13 @@
 """Reading a process's CPU time and resident memory from /proc (Linux only).
 
 Both the harness and the load generator use these, so server CPU is always
-measured the same way: utime + stime of the whole process (all threads).
+measured the same way: utime + stime of the whole process (all threads) and
+of the processes it started that still run (a node's fsync child).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -13,7 +15,30 @@ CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int | str = "self") -> float:
-    """User plus system CPU seconds consumed so far by every thread of `pid`."""
+    """User plus system CPU seconds consumed so far by every thread of `pid` and, for
+    another process than this one, by its running child processes (this process's
+    children are the servers and clients it measures apart)."""
+    own = _own_cpu_seconds(pid)
+    if pid == "self":
+        return own
+    for child in _child_pids(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            own += _own_cpu_seconds(child)
+    return own
+
+
+def _child_pids(pid: int | str) -> list[int]:
+    """The running children of `pid`, whichever of its threads started them."""
+    children: list[int] = []
+    with contextlib.suppress(FileNotFoundError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            path = f"/proc/{pid}/task/{task}/children"
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError), open(path, "rb") as f:
+                children.extend(int(child) for child in f.read().split())
+    return children
+
+
+def _own_cpu_seconds(pid: int | str) -> float:
     with open(f"/proc/{pid}/stat", "rb") as handle:
         stat = handle.read()
     # The command name (field 2) may contain spaces; fields after it start past ')'.
