@@ -130,6 +130,7 @@ def sync_in_a_thread(store: Store) -> None:
     """Make `store` write and sync each commit in its thread (`AppendLog.write_and_sync`),
     as it does without its fsync process: the tests that gate or fail that call need the
     commit to go through it. The fsync process's own tests cover the other path."""
+    store._fsync_process_wanted = False  # nor may concurrent writes start it later
     if store._fsync_process is not None:
         store._fsync_process.close()
         store._fsync_process = None
