@@ -410,6 +410,17 @@ def node_source(
         yield gauge("a3redis_live_bytes", "Encoded bytes of the live records", stats.live_bytes)
         yield counter("a3redis_commits", "Group commits written to the log", stats.commits)
         yield counter("a3redis_fsyncs", "fdatasync calls on the log", stats.fsyncs)
+        yield gauge(
+            "a3redis_fsync_in_child_process",
+            "1 while FSYNC=always commits are synced by the node's fsync child process; 0 "
+            "while a thread syncs them (before writes first overlap a sync, or after a loss)",
+            int(stats.syncs_in_process),
+        )
+        yield counter(
+            "a3redis_fsync_process_lost",
+            "fsync child processes lost (commits went back to a thread)",
+            stats.fsync_process_lost,
+        )
         yield counter("a3redis_compactions", "Snapshots written by compaction", stats.compactions)
         replication = keyspace.stats
         yield counter(

@@ -156,6 +156,9 @@ class StoreStats:
     fsyncs: int
     compactions: int
     torn_bytes_cut: int
+    # FSYNC=always commits are synced by the child process now (else in the thread).
+    syncs_in_process: bool
+    fsync_process_lost: int  # children lost (the store then syncs in its thread)
 
 
 class Store:
@@ -193,7 +196,7 @@ class Store:
         # committer, so none of them syncs a file descriptor another has closed.
         self._sync_lock = trio.Lock()
         self._index_lock = trio.Lock()
-        self._stats = {"commits": 0, "fsyncs": 0, "compactions": 0}
+        self._stats = {"commits": 0, "fsyncs": 0, "compactions": 0, "fsync_process_lost": 0}
         self._torn_bytes_cut = torn_bytes_cut
         self._nursery: trio.Nursery | None = None
         self._syncer = _SyncThread()
@@ -394,6 +397,7 @@ class Store:
             live_bytes=self._table.encoded_bytes,
             generation=self._generation,
             torn_bytes_cut=self._torn_bytes_cut,
+            syncs_in_process=self._syncs_in_process(),
             **self._stats,
         )
 
@@ -592,6 +596,7 @@ class Store:
             await fsync_process.sync(log_file)
         except FsyncProcessLost as lost:
             log.error("the fsync process is lost (%s): syncing in a thread from now on", lost)
+            self._stats["fsync_process_lost"] += 1
             fsync_process.close()
             self._fsync_process = None
             await self._syncer.run(log_file.sync)

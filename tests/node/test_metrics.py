@@ -35,6 +35,9 @@ async def test_metrics_parse_and_count_requests(client: Client, running_node: Ru
     assert after[("a3redis_request_seconds_count", (("rpc", "Get"),))] >= 10
     assert after[("a3redis_keys", ())] == 25
     assert after[("a3redis_fsyncs_total", ())] >= 1
+    # One write at a time never overlaps a sync: the thread syncs, no child was started.
+    assert after[("a3redis_fsync_in_child_process", ())] == 0
+    assert after[("a3redis_fsync_process_lost_total", ())] == 0
     assert after[("a3redis_members", (("status", "alive"),))] == 1
 
     content_type, open_metrics = await trio.to_thread.run_sync(

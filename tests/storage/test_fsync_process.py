@@ -124,6 +124,7 @@ async def test_concurrent_writes_start_the_child_and_their_commits_go_through_it
                     nursery.start_soon(writer, i)
         assert store._fsync_process is not None
         await wait_for_in_trio(store._syncs_in_process, timeout=10)
+        assert store.stats().syncs_in_process
         fsync_process = store._fsync_process
         assert fsync_process.pid is not None and not gone(fsync_process.pid)
         commits_before = store.stats().commits
@@ -218,6 +219,8 @@ async def test_a_lost_child_leaves_the_commits_to_the_thread_and_loses_nothing(
             assert await store.apply(rec(b"after", b"v", 2))
         assert "the fsync process is lost" in caplog.text
         assert store._fsync_process is None
+        stats = store.stats()
+        assert not stats.syncs_in_process and stats.fsync_process_lost == 1
         assert await store.apply(rec(b"later", b"v", 3))
     async with Store.open(tmp_path) as store:
         for key, wall in ((b"before", 1), (b"after", 2), (b"later", 3)):
