@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from a3redis.storage import fsync_process as fsync_process_module
 from a3redis.storage.files import AppendLog, log_name
 from a3redis.storage.fsync_process import FsyncProcess, FsyncProcessLost
 from a3redis.storage.store import Store, StoreFailedError
@@ -248,3 +249,38 @@ def test_the_child_ends_when_its_parent_is_killed() -> None:
     pid, was_ready = parent.stdout.split()
     assert was_ready == "True"
     wait_for(lambda: gone(int(pid)), timeout=10, what=f"the orphaned fsync child {pid} to end")
+
+
+async def test_a_child_that_cannot_start_leaves_the_commits_to_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    async with Store.open(tmp_path / "data") as store:
+        with caplog.at_level(logging.ERROR, logger="a3redis.storage"):
+            await store.start_fsync_process()
+        assert "no fsync process" in caplog.text
+        assert store._fsync_process is None and not store._fsync_process_wanted
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(store.apply, rec(b"k%d" % i, b"v", i + 1))
+        assert store.stats().fsyncs >= 1 and not store.stats().syncs_in_process
+    async with Store.open(tmp_path / "data") as store:
+        assert [store.get(b"k%d" % i) for i in range(20)] == [
+            rec(b"k%d" % i, b"v", i + 1) for i in range(20)
+        ]
+
+
+async def test_a_child_that_dies_starting_up_is_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fsync_process_module, "CHILD_PROGRAM", tmp_path / "missing.py")
+    async with Store.open(tmp_path / "data") as store:
+        await store.start_fsync_process()
+        fsync_process = store._fsync_process
+        assert fsync_process is not None and fsync_process.pid is not None
+        pid = fsync_process.pid
+        await wait_for_in_trio(lambda: gone(pid), timeout=10)
+        for i in range(5):
+            assert await store.apply(rec(b"k%d" % i, b"v", i + 1))
+        assert not fsync_process.ready and fsync_process.syncs == 0
+        assert store.stats().fsyncs == 5
