@@ -11,13 +11,17 @@ Then every message is one byte:
   a little-endian u32 when the call failed.
 It exits when the socket reaches its end (the parent closed it, or died:
 the kernel closes a dead process's sockets) and on anything it does not
-understand, so it never outlives the node that started it.
+understand, so it never outlives the node that started it. It ignores
+SIGINT and SIGTERM: a Ctrl-C in a terminal (or a signal to the process
+group) reaches the node and this child alike, and the node still commits
+what is pending as it stops, which needs the child until the node ends it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import sys
 
@@ -47,6 +51,8 @@ def serve(channel: socket.socket) -> None:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel = socket.socket(fileno=int(sys.argv[1]))
     with channel:
         try:

@@ -88,6 +88,28 @@ async def test_the_child_syncs_the_file_it_is_given_and_reports_a_failed_fdatasy
         pipe.close()
 
 
+async def test_the_child_ignores_the_signals_a_terminal_sends_its_process_group(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C reaches the node and its child alike; the node commits what is pending
+    # as it stops, through the child.
+    fsync_process = FsyncProcess()
+    fsync_process.start()
+    log_file = AppendLog(tmp_path / log_name(1))
+    try:
+        await ready(fsync_process)
+        assert fsync_process.pid is not None
+        os.kill(fsync_process.pid, signal.SIGINT)
+        os.kill(fsync_process.pid, signal.SIGTERM)
+        await trio.sleep(0.2)
+        log_file.write(b"x" * 100)
+        await fsync_process.sync(log_file)
+        assert fsync_process.syncs == 1
+    finally:
+        fsync_process.close()
+        log_file.close()
+
+
 async def test_a_killed_child_is_reported_lost() -> None:
     fsync_process = FsyncProcess()
     fsync_process.start()
