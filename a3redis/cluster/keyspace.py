@@ -586,6 +586,32 @@ class Keyspace:
 
         self._read_then([key], read_consistency, read)
 
+    def _answer_parts(
+        self,
+        plan: WritePlan | ReadPlan,
+        answers: Sequence[Callable[[T | RequestError], None]],
+        result: Callable[[int], T],
+        what: str,
+    ) -> tuple[Callable[[], None], _Waiter]:
+        """For a plan that serves requests in parts (one part each): the callback that
+        answers each part once its own keys are decided (`result(part)`, or the error it
+        raises), to be called whenever the plan progresses, and the waiter that fails
+        the parts still waiting when the request times out or is aborted."""
+
+        def answer_decided() -> None:
+            for part in plan.take_decided():
+                _settle(answers[part], None, partial(result, part))
+            if plan.decided:
+                waiter.set()
+
+        def failed(failure: RequestError | None) -> None:
+            if failure is not None:  # timed out (or a write's own copy failed)
+                for part in plan.take_undecided():
+                    answers[part](failure)
+
+        waiter = self._waiter(failed, what)
+        return answer_decided, waiter
+
     def _waiter(self, finish: Callable[[RequestError | None], None], what: str) -> _Waiter:
         """A waiter that fails with a timeout once the request timeout has passed."""
 
@@ -785,18 +811,7 @@ class Keyspace:
             staged.when_durable(stored)
             return
 
-        def answer_decided() -> None:
-            for part in plan.take_decided():
-                _settle(answers[part], None, partial(plan.result, part))
-            if plan.decided:
-                waiter.set()
-
-        def failed(failure: RequestError | None) -> None:
-            if failure is not None:  # timed out, or our own copy failed: the rest fail
-                for part in plan.take_undecided():
-                    answers[part](failure)
-
-        waiter = self._waiter(failed, "write")
+        answer_decided, waiter = self._answer_parts(plan, answers, plan.result, "write")
         for replica, records in plan.unreachable.items():
             self._hint(replica, records)
         for replica, indexes in plan.peers.items():
@@ -910,18 +925,7 @@ class Keyspace:
             wall = self._wall_ms()
             return self._visible(plan.result(wall, part), wall)
 
-        def answer_decided() -> None:
-            for part in plan.take_decided():
-                _settle(answers[part], None, partial(result, part))
-            if plan.decided:
-                waiter.set()
-
-        def failed(failure: RequestError | None) -> None:
-            if failure is not None:  # timed out: the parts still waiting fail
-                for part in plan.take_undecided():
-                    answers[part](failure)
-
-        waiter = self._waiter(failed, "read")
+        answer_decided, _ = self._answer_parts(plan, answers, result, "read")
         asks = plan.asks
         local = asks.pop(self.node_id, None)
         for replica, indexes in asks.items():
