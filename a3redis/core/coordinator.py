@@ -355,7 +355,7 @@ class _Parts:
     """The requests that share one plan (rules 3 and 4): each is a run of the plan's
     keys (`ends`: where each run ends), decided once all of its keys are."""
 
-    __slots__ = ("_newly_decided", "_part_of", "_undecided_in_part", "ends")
+    __slots__ = ("_newly_decided", "_part_of", "_undecided", "_undecided_in_part", "ends")
 
     def __init__(self, part_ends: Sequence[int] | None, keys: int, waiting: bool) -> None:
         ends = [keys] if part_ends is None else list(part_ends)
@@ -367,6 +367,7 @@ class _Parts:
         self._undecided_in_part: list[int] = []
         self._newly_decided: list[int] = []
         self._part_of: list[int] | None = None
+        self._undecided = keys if waiting else 0  # keys of all parts still undecided
         if not waiting:
             return
         starts = [0, *ends[:-1]]
@@ -382,7 +383,13 @@ class _Parts:
         ends = self.ends
         return range(ends[part - 1] if part else 0, ends[part])
 
+    @property
+    def decided(self) -> bool:
+        """Whether every key of every part is decided."""
+        return self._undecided == 0
+
     def key_decided(self, index: int) -> None:
+        self._undecided -= 1
         part = 0 if self._part_of is None else self._part_of[index]
         left = self._undecided_in_part[part] - 1
         self._undecided_in_part[part] = left
@@ -424,7 +431,6 @@ class WritePlan:
 
     __slots__ = (
         "_parts",
-        "_undecided",
         "local",
         "only_here",
         "peers",
@@ -452,7 +458,6 @@ class WritePlan:
         # Replicas known to be down fail at once; their records are hinted.
         self.unreachable: dict[str, list[Record]] = {}
         self.quorums: list[WriteQuorum] = []
-        self._undecided = 0
         if self.only_here:
             return
         self.quorums = [
@@ -461,7 +466,6 @@ class WritePlan:
             else JointWriteQuorum(replicas, others, required)
             for replicas, required, others in placements
         ]
-        self._undecided = len(self.quorums)
         by_replica: dict[str, list[int]] = {}
         for index, quorum in enumerate(self.quorums):
             for replica in quorum.replicas:
@@ -506,7 +510,7 @@ class WritePlan:
             else:
                 quorum.ack(replica)
             if quorum.decided:
-                self._key_decided(i)
+                self._parts.key_decided(i)
 
     def failed(self, replica: str, indexes: list[int]) -> list[Record]:
         """A replica failed (or never got the call); returns its records, to hint."""
@@ -516,16 +520,12 @@ class WritePlan:
             if not quorum.decided:
                 quorum.fail(replica)
                 if quorum.decided:
-                    self._key_decided(i)
+                    self._parts.key_decided(i)
         return self.records_of(indexes)
-
-    def _key_decided(self, index: int) -> None:
-        self._undecided -= 1
-        self._parts.key_decided(index)
 
     @property
     def decided(self) -> bool:
-        return self._undecided == 0
+        return self._parts.decided
 
     def take_decided(self) -> list[int]:
         """The parts decided since the last call (each part is named once)."""
@@ -582,7 +582,6 @@ class ReadPlan:
         "_parts",
         "_repairs_taken",
         "_spares",
-        "_undecided",
         "asks",
         "keys",
         "only_here",
@@ -603,13 +602,11 @@ class ReadPlan:
         self.quorums: list[ReadQuorum] = []
         self.asks: dict[str, list[int]] = {}
         self._spares: list[list[str]] = []
-        self._undecided = 0
         self._outstanding = 0
         self._repairs_taken = False
         if self.only_here:
             return
         self.quorums = [ReadQuorum(replicas, required) for replicas, required in placements]
-        self._undecided = len(self.quorums)
         # Keys share few replica lists (at most one per partition of the ring): each
         # list is put in reading order once per plan.
         orders: dict[tuple[str, ...], list[str]] = {}
@@ -643,7 +640,7 @@ class ReadPlan:
             was_decided = quorum.decided
             quorum.answer(replica, record)
             if not was_decided and quorum.decided:
-                self._key_decided(i)
+                self._parts.key_decided(i)
         self._outstanding -= 1
         return refused
 
@@ -673,17 +670,13 @@ class ReadPlan:
                 # A spare that went down since the plan was made fails like an asked one.
                 quorum.fail(spare)
             if not was_decided and quorum.decided:
-                self._key_decided(i)
+                self._parts.key_decided(i)
         self._outstanding += len(retry) - 1
         return retry
 
-    def _key_decided(self, index: int) -> None:
-        self._undecided -= 1
-        self._parts.key_decided(index)
-
     @property
     def decided(self) -> bool:
-        return self._undecided == 0
+        return self._parts.decided
 
     def take_decided(self) -> list[int]:
         """The parts decided since the last call (each part is named once)."""
