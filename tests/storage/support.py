@@ -20,7 +20,9 @@ from typing import Any
 from a3redis.core.record import Record
 from a3redis.storage import codec
 from a3redis.storage.files import AppendLog
+from a3redis.storage.fsync_process import FsyncProcess
 from a3redis.storage.store import Store
+from tests.support.waiting import wait_for_in_trio
 
 # The salt of files the tests write themselves (the store draws a random one).
 SALT = 0x0123_4567_89AB_CDEF
@@ -124,6 +126,15 @@ class Gate:
         if self._fail is not None:
             raise self._fail
         return self._through(*args)
+
+
+async def syncing_in_a_child(store: Store) -> FsyncProcess:
+    """Start the store's fsync process, as writes that overlap a sync would, and wait
+    until commits go through it."""
+    await store.start_fsync_process()
+    await wait_for_in_trio(store._syncs_in_process, timeout=10)
+    assert store._fsync_process is not None
+    return store._fsync_process
 
 
 def sync_in_a_thread(store: Store) -> None:

@@ -23,22 +23,13 @@ from a3redis.storage import fsync_process as fsync_process_module
 from a3redis.storage.files import AppendLog, log_name
 from a3redis.storage.fsync_process import FsyncProcess, FsyncProcessLost
 from a3redis.storage.store import Store, StoreFailedError
-from tests.storage.support import file_salt, frames, log_files
+from tests.storage.support import file_salt, frames, log_files, syncing_in_a_child
 from tests.support.records import rec
 from tests.support.waiting import wait_for, wait_for_in_trio
 
 
 async def ready(fsync_process: FsyncProcess) -> None:
     await wait_for_in_trio(lambda: fsync_process.ready, timeout=10)
-
-
-async def syncing_in_a_child(store: Store) -> FsyncProcess:
-    """Start the store's fsync process, as concurrent writes would, and wait until commits
-    go through it."""
-    await store.start_fsync_process()
-    await wait_for_in_trio(store._syncs_in_process, timeout=10)
-    assert store._fsync_process is not None
-    return store._fsync_process
 
 
 def gone(pid: int) -> bool:

@@ -38,6 +38,7 @@ from tests.storage.support import (
     file_salt,
     log_files,
     sync_in_a_thread,
+    syncing_in_a_child,
     truncate,
     write_then_sync_gate,
 )
@@ -218,14 +219,8 @@ class StoreMachine(RuleBasedStateMachine):
     def sync_in_a_child(self) -> None:
         """Commits from now on go through the fsync process (until `crash` or a restart)."""
 
-        async def start() -> None:
-            await self.store.start_fsync_process()
-            with trio.fail_after(10):
-                while not self.store._syncs_in_process():
-                    await trio.sleep(0.001)
-
         if self.store._fsync_process_wanted:
-            self.loop.run(start)
+            self.loop.run(syncing_in_a_child, self.store)
 
     @rule(value=st.binary(min_size=20, max_size=40))
     def compact(self, value: bytes) -> None:
