@@ -515,7 +515,7 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
         check_request(stream, keyspace.cluster.ring.partitions, keyspace.limits)
         index = self.repair.built_index()
         if index is None:
-            return wire.stream_page_to_pb(BUILDING)
+            return wire.stream_page_to_pb(BUILDING, request.payloads)
         # A source's pages are paced too: copying yields to the requests it serves.
         await self.pacer.wait_turn()
         started = trio.current_time()
@@ -524,7 +524,7 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
             stream, index.partition_keys, keyspace.read_local, MAX_PEER_RESPONSE_BYTES
         )
         self.pacer.book(len(page.records), started)
-        return wire.stream_page_to_pb(page)
+        return wire.stream_page_to_pb(page, request.payloads)
 
     @_unary
     async def LocalScan(self, request: rpb.LocalScanRequest) -> rpb.LocalScanResponse:

@@ -41,6 +41,7 @@ from a3redis.core.streaming import StreamPage, StreamRequest
 from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
 from a3redis.net.frames import FailedCallError
+from a3redis.storage.codec import MalformedPayloadsError
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.replica_grpc import ReplicaStub
 
@@ -154,10 +155,11 @@ class ReplicaCalls:
     async def stream(self, request: StreamRequest) -> StreamPage:
         """One page of whole partitions (core.streaming); the caller checks its records."""
         response = await self._call("Stream", wire.stream_request_to_pb(request))
-        # Counted before any record is converted: a message may hold millions of tiny ones.
-        if len(response.records) > request.page_size:
-            raise MalformedAnswerError("a Stream answer with more records than asked for")
-        return wire.stream_page_from_pb(response)
+        # Counted as they are decoded: a message may hold millions of tiny records.
+        try:
+            return wire.stream_page_from_pb(response, request.page_size)
+        except MalformedPayloadsError as error:
+            raise MalformedAnswerError(f"a malformed Stream answer: {error}") from None
 
     # Anti-entropy's calls, counted in the caller's meter.
 

@@ -28,6 +28,7 @@ from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.streaming import StreamPage, StreamRequest
 from a3redis.core.validation import InvalidRequestError, Reason
+from a3redis.storage import codec
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
 
@@ -248,11 +249,14 @@ def entries_answer_from_pb(message: rpb.EntriesResponse) -> EntriesAnswer:
 
 
 def stream_request_to_pb(request: StreamRequest) -> rpb.StreamRequest:
+    # This release takes a page's records as payloads (cheaper on both sides);
+    # a source of an older release answers records.
     return rpb.StreamRequest(
         partitions=request.partitions,
         start_key=request.start_key,
         max_records=request.max_records,
         ring_partitions=request.ring_partitions,
+        payloads=True,
     )
 
 
@@ -264,26 +268,38 @@ def stream_request_from_pb(message: rpb.StreamRequest) -> StreamRequest:
     )
 
 
-def stream_page_to_pb(page: StreamPage) -> rpb.StreamResponse:
-    # Filled in place, as entries_answer_to_pb: no Record or Version message built apart.
+def stream_page_to_pb(page: StreamPage, payloads: bool) -> rpb.StreamResponse:
+    """The page's message: its records as payloads if the requester takes them
+    (`payloads`: the request's field of that name), else as Record messages."""
     message = rpb.StreamResponse(building=page.building)
-    add = message.records.add
-    for key, value, (wall_ms, logical, node_id), expires_at_ms in page.records:
-        record = add(
-            key=key, value=value or b"", tombstone=value is None, expires_at_ms=expires_at_ms
-        )
-        version = record.version
-        version.wall_ms, version.logical, version.node_id = wall_ms, logical, node_id
+    if payloads:
+        encode = codec.encode_payload
+        message.record_payloads = codec.pack_payloads([encode(r) for r in page.records])
+    else:
+        # Filled in place, as entries_answer_to_pb: no Record or Version message built apart.
+        add = message.records.add
+        for key, value, (wall_ms, logical, node_id), expires_at_ms in page.records:
+            record = add(
+                key=key, value=value or b"", tombstone=value is None, expires_at_ms=expires_at_ms
+            )
+            version = record.version
+            version.wall_ms, version.logical, version.node_id = wall_ms, logical, node_id
     if page.resume is not None:
         message.resume.SetInParent()  # present even at partition 0 from its first key
         message.resume.partition, message.resume.start_key = page.resume
     return message
 
 
-def stream_page_from_pb(message: rpb.StreamResponse) -> StreamPage:
+def stream_page_from_pb(message: rpb.StreamResponse, max_records: int) -> StreamPage:
+    """The page of a Stream answer, with no more than `max_records` records (more
+    raise MalformedPayloadsError, before any beyond them is decoded)."""
     resume = message.resume if message.HasField("resume") else None
-    return StreamPage(
-        [record_from_pb(record) for record in message.records],
-        None if resume is None else (resume.partition, resume.start_key),
-        message.building,
-    )
+    cursor = None if resume is None else (resume.partition, resume.start_key)
+    if message.record_payloads:
+        if message.records:
+            raise codec.MalformedPayloadsError("both records and record payloads")
+        records, payloads = codec.unpack_payloads(message.record_payloads, max_records)
+        return StreamPage(records, cursor, message.building, payloads)
+    if len(message.records) > max_records:
+        raise codec.MalformedPayloadsError(f"more than {max_records} records")
+    return StreamPage([record_from_pb(r) for r in message.records], cursor, message.building)

@@ -84,6 +84,7 @@ from a3redis.core.expiry import (
 from a3redis.core.hlc import HybridLogicalClock, Version
 from a3redis.core.record import ApplyOutcome, Record, outcome
 from a3redis.core.rejections import Rejections
+from a3redis.core.streaming import StreamPage
 from a3redis.core.validation import MAX_RESPONSE_BYTES, InvalidRequestError, Limits, Reason
 from a3redis.storage.store import Store
 
@@ -727,6 +728,22 @@ class Keyspace:
             await self._apply([r for r, ok in zip(records, valid, strict=True) if ok], wall)
         )
         return [next(applied) if ok else ApplyOutcome.REJECTED for ok in valid]
+
+    async def apply_stream_page(self, page: StreamPage, checked_at: int) -> list[ApplyOutcome]:
+        """Apply the records of a Stream page that `check_page` accepted at wall time
+        `checked_at` (every record's checks passed there: they are not made again).
+
+        The clock passes the page's greatest version only: passing a version is
+        taking the greater of two, so that is where passing each one in turn ends.
+        """
+        records = page.records
+        if not records:
+            return []
+        self.clock.observe(max(record.version for record in records), checked_at)
+        stored = await self.store.apply_many(
+            records, self.limits.clock_bound(checked_at), page.payloads
+        )
+        return self._outcomes(records, stored)
 
     def _acceptable(self, record: Record, wall: int, endpoint: str, source: str) -> bool:
         try:

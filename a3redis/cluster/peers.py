@@ -195,8 +195,9 @@ class PeerLink:
 
     async def stream(
         self, request: StreamRequest, limits: Limits, wall_ms: Callable[[], int]
-    ) -> StreamPage:
-        """One page of whole partitions from the peer (core.streaming); not batched.
+    ) -> tuple[StreamPage, int]:
+        """One page of whole partitions from the peer (core.streaming); not batched;
+        and the wall time it was checked at.
 
         The page is checked against `limits` and this node's clock `wall_ms`
         when it arrives; one that fails raises RefusedPageError (a
@@ -204,11 +205,12 @@ class PeerLink:
         partitions) and the connection is kept.
         """
         page = await self._unbatched(self._calls.stream(request))
+        checked_at = wall_ms()
         try:
-            check_page(request, page, limits, wall_ms())
+            check_page(request, page, limits, checked_at)
         except InvalidRequestError as error:
             raise RefusedPageError(f"{self.node_id} at {self.address}: {error}", error) from None
-        return page
+        return page, checked_at
 
     # Anti-entropy's calls: unbatched, in core types, counted in the caller's meter.
 

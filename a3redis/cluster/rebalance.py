@@ -524,19 +524,23 @@ class Rebalancer:
         while request is not None:
             asked_at = trio.current_time()
             try:
+                checked_at = None
                 if from_link is None:
                     index = await self._index()
                     page = answer_stream(request, index.partition_keys, keyspace.read_local)
                 else:
-                    page = await from_link.stream(request, keyspace.limits, keyspace.wall_ms)
+                    page, checked_at = await from_link.stream(
+                        request, keyspace.limits, keyspace.wall_ms
+                    )
                 if page.building:
                     await trio.sleep(TICK)
                 elif page.records:
-                    outcomes = (
-                        await keyspace.apply_replicated(page.records, "Stream", source)
-                        if to_link is None
-                        else await to_link.apply(page.records)
-                    )
+                    if to_link is not None:
+                        outcomes = await to_link.apply(page.records)
+                    elif checked_at is not None:
+                        outcomes = await keyspace.apply_stream_page(page, checked_at)
+                    else:
+                        outcomes = await keyspace.apply_replicated(page.records, "Stream", source)
                     if not durably_held(outcomes):
                         stats.waiting = f"{target} refused records from {source}; retrying"
                         log.warning("[stream] %s", stats.waiting)

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from a3redis.core.record import Record
 from a3redis.core.ring import DEFAULT_PARTITIONS, partition_of
@@ -97,6 +97,10 @@ class StreamPage:
     records: list[Record]  # in (partition, key) order, tombstones included
     resume: Cursor | None  # where the next page starts; None: every partition was sent
     building: bool = False  # the source is building its index: nothing sent, ask again
+    # Each record's log payload (a3redis.storage.codec), when the page came as
+    # payloads: exactly what encoding the record makes, so the store may log them
+    # as they are. Not part of what the page says.
+    payloads: Sequence[bytes] | None = field(default=None, compare=False)
 
 
 BUILDING = StreamPage([], None, building=True)

@@ -369,3 +369,97 @@ def find_frame(data: bytes | bytearray | memoryview, seed: int, start: int) -> i
         if crc32(view[payload_start:end], seed ^ (position & _MASK32)) == checksum:
             return position
     return None
+
+
+# ----- payloads on the wire ------------------------------------------------------------------
+#
+# A Stream page (core.streaming) may carry its records as their log payloads,
+# each after its u32 length: a joining node decodes them without a message
+# object per record and writes the same bytes to its own log (framed there
+# with its own file's checksums). They come from another node, so decoding is
+# strict: a payload is accepted only if it is exactly what `encode_payload`
+# makes of the record decoded from it, and that is what lets it go to the log
+# as it is.
+
+_LENGTH = struct.Struct("<I")
+_LENGTH_AND_BODY = struct.Struct("<IBQIHI")
+_WIRE_KINDS = frozenset(
+    (KIND_VALUE, KIND_TOMBSTONE, KIND_VALUE | EXPIRES_FLAG, KIND_TOMBSTONE | EXPIRES_FLAG)
+)
+
+
+class MalformedPayloadsError(ValueError):
+    """Bytes that are not payloads `pack_payloads` would have made."""
+
+
+def pack_payloads(payloads: Iterable[bytes]) -> bytes:
+    """Payloads one after the other, each after its u32 length."""
+    pack = _LENGTH.pack
+    out: list[bytes] = []
+    for payload in payloads:
+        out.append(pack(len(payload)))
+        out.append(payload)
+    return b"".join(out)
+
+
+def unpack_payloads(data: bytes, max_count: int) -> tuple[list[Record], list[bytes]]:
+    """The records of `pack_payloads`' bytes and each one's payload; no purges.
+
+    Raises MalformedPayloadsError for more than `max_count` payloads, a
+    length that runs past the end, an unknown kind, fields that do not fill
+    their payload exactly, an expiry flag without an expiry, or a node id
+    that is not UTF-8. Field values (key and value sizes, the version) are
+    the caller's to check, as for any record another node sends.
+    """
+    records: list[Record] = []
+    payloads: list[bytes] = []
+    node_ids: dict[bytes, str] = {}
+    unpack = _LENGTH_AND_BODY.unpack_from
+    unpack_expiry = _EXPIRY.unpack_from
+    fixed = _LENGTH_AND_BODY.size
+    body_size = _BODY.size
+    kinds = _WIRE_KINDS
+    new = tuple.__new__
+    size = len(data)
+    offset = 0
+    while offset < size:
+        if len(records) == max_count:
+            raise MalformedPayloadsError(f"more than {max_count} records")
+        if offset + fixed > size:
+            raise MalformedPayloadsError(f"a record cut short at byte {offset}")
+        length, kind, wall_ms, logical, node_len, key_len = unpack(data, offset)
+        start = offset + 4
+        end = start + length
+        if length < body_size or end > size:
+            raise MalformedPayloadsError(f"a record of impossible length at byte {offset}")
+        if kind not in kinds:
+            raise MalformedPayloadsError(f"a record of unknown kind {kind} at byte {offset}")
+        node_start = start + body_size
+        expires = 0
+        if kind & EXPIRES_FLAG:
+            if node_start + 8 > end:
+                raise MalformedPayloadsError(f"a record's expiry cut short at byte {offset}")
+            (expires,) = unpack_expiry(data, node_start)
+            if not expires:
+                raise MalformedPayloadsError(f"an expiry flag without an expiry at byte {offset}")
+            node_start += 8
+            kind &= ~EXPIRES_FLAG
+        key_start = node_start + node_len
+        key_end = key_start + key_len
+        if key_end > end or (kind == KIND_TOMBSTONE and key_end != end):
+            raise MalformedPayloadsError(f"a record whose fields overrun it at byte {offset}")
+        raw_node = data[node_start:key_start]
+        node = node_ids.get(raw_node)
+        if node is None:
+            try:
+                node = node_ids[raw_node] = raw_node.decode()
+            except UnicodeDecodeError:
+                raise MalformedPayloadsError(
+                    f"a record's node id is not UTF-8 at byte {offset}"
+                ) from None
+        value = data[key_end:end] if kind == KIND_VALUE else None
+        version = new(Version, (wall_ms, logical, node))
+        records.append(new(Record, (data[key_start:key_end], value, version, expires)))
+        payloads.append(data[start:end])
+        offset = end
+    return records, payloads

@@ -408,20 +408,30 @@ class Store:
         return (await self.apply_many([record]))[0]
 
     async def apply_many(
-        self, records: Iterable[Record], void_above_wall_ms: int | None = None
+        self,
+        records: Iterable[Record],
+        void_above_wall_ms: int | None = None,
+        payloads: Sequence[bytes] | None = None,
     ) -> list[bool]:
         """Apply records atomically with respect to other tasks; one commit for all;
         say which superseded what the store held. Returns once they are durable."""
-        staged = self.stage_many(records, void_above_wall_ms)
+        staged = self.stage_many(records, void_above_wall_ms, payloads)
         batch = staged._batch
         if batch is not None:
             await _wait_durable(batch)
         return staged.accepted
 
     def stage_many(
-        self, records: Iterable[Record], void_above_wall_ms: int | None = None
+        self,
+        records: Iterable[Record],
+        void_above_wall_ms: int | None = None,
+        payloads: Sequence[bytes] | None = None,
     ) -> Staged:
         """Queue records for the next group commit, atomically (no checkpoint).
+
+        `payloads`, if given, are the records' log payloads, one each, exactly
+        as `codec.encode_payload` makes them (a Stream page's, decoded strictly):
+        they are logged as they are instead of encoded again.
 
         A current record whose version's wall time exceeds `void_above_wall_ms`
         (a version no clock within the skew bound could have issued: one an
@@ -434,7 +444,7 @@ class Store:
         staged: dict[bytes, Record] = {}
         new_records: list[Record] = []
         new_payloads: list[bytes] = []
-        for record in records:
+        for position, record in enumerate(records):
             key = record.key
             current = staged.get(key) or self._unsynced.get(key) or self._table.get(key)
             if (
@@ -451,7 +461,9 @@ class Store:
                 accepted.append(False)
                 continue
             # Encoding may fail (a field out of range): queue nothing until all encode.
-            new_payloads.append(codec.encode_payload(record))
+            new_payloads.append(
+                codec.encode_payload(record) if payloads is None else payloads[position]
+            )
             new_records.append(record)
             staged[key] = record
             accepted.append(True)

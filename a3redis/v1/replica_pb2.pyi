@@ -158,16 +158,18 @@ class EntriesResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[EntryVersion, _Mapping]]] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
-    __slots__ = ("partitions", "start_key", "max_records", "ring_partitions")
+    __slots__ = ("partitions", "start_key", "max_records", "ring_partitions", "payloads")
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     START_KEY_FIELD_NUMBER: _ClassVar[int]
     MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
     RING_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedScalarFieldContainer[int]
     start_key: bytes
     max_records: int
     ring_partitions: int
-    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., start_key: _Optional[bytes] = ..., max_records: _Optional[int] = ..., ring_partitions: _Optional[int] = ...) -> None: ...
+    payloads: bool
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., start_key: _Optional[bytes] = ..., max_records: _Optional[int] = ..., ring_partitions: _Optional[int] = ..., payloads: _Optional[bool] = ...) -> None: ...
 
 class StreamCursor(_message.Message):
     __slots__ = ("partition", "start_key")
@@ -178,11 +180,13 @@ class StreamCursor(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., start_key: _Optional[bytes] = ...) -> None: ...
 
 class StreamResponse(_message.Message):
-    __slots__ = ("records", "resume", "building")
+    __slots__ = ("records", "resume", "building", "record_payloads")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
     BUILDING_FIELD_NUMBER: _ClassVar[int]
+    RECORD_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[Record]
     resume: StreamCursor
     building: bool
-    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., resume: _Optional[_Union[StreamCursor, _Mapping]] = ..., building: _Optional[bool] = ...) -> None: ...
+    record_payloads: bytes
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., resume: _Optional[_Union[StreamCursor, _Mapping]] = ..., building: _Optional[bool] = ..., record_payloads: _Optional[bytes] = ...) -> None: ...

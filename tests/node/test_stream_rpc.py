@@ -33,6 +33,7 @@ from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
 from a3redis.node import run_node
 from a3redis.runtime.wall_clock import wall_ms
+from a3redis.storage import codec
 from a3redis.v1 import replica_pb2 as rpb
 
 MIB = 1024 * 1024
@@ -75,7 +76,7 @@ async def stream(link: PeerLink, request: StreamRequest) -> tuple[list[Record], 
     following: StreamRequest | None = request
     with trio.fail_after(30):
         while following is not None:
-            page = await link.stream(following, LIMITS, wall_ms)
+            page, _ = await link.stream(following, LIMITS, wall_ms)
             pages.append(page)
             if page.building:
                 await trio.sleep(0.05)
@@ -126,6 +127,13 @@ async def test_pages_carry_exactly_the_records_of_the_partitions_tombstones_incl
         assert tombstones == set(expected) & set(deleted) != set()
         assert all(r.value == b"value of " + r.key for r in records if r.key not in tombstones)
         assert max(len(page.records) for page in pages) == 3
+        # The pages came as payloads, each exactly its record's encoding (what the
+        # joining node logs as it is).
+        assert all(
+            page.payloads == [codec.encode_payload(record) for record in page.records]
+            for page in pages
+            if not page.building
+        )
         # A partition named twice or out of order is the peer's refusal: the link raises.
         with pytest.raises(PeerUnavailableError, match="strictly ascending"):
             await link.stream(StreamRequest((5, 5)), LIMITS, wall_ms)
@@ -190,6 +198,71 @@ async def test_a_page_that_fails_the_checks_is_refused_and_the_connection_kept(
                 await link.stream(request, LIMITS, wall_ms)
             assert refused.value.error.reason == "wrong_key"
             assert not calls.discarded
+
+
+class Garbled(ReplicaCalls):
+    """A peer whose Stream answers carry payloads with a byte changed."""
+
+    async def _call(self, method: str, request: Any) -> Any:
+        response = await super()._call(method, request)
+        if method == "Stream" and response.record_payloads:
+            garbled = bytearray(response.record_payloads)
+            garbled[4] = codec.KIND_PURGE  # the first record's kind
+            response.record_payloads = bytes(garbled)
+        return response
+
+
+async def test_a_page_of_malformed_payloads_is_refused(tmp_path: Path) -> None:
+    key = b"only-key"
+    request = StreamRequest((partition_of(key, DEFAULT_PARTITIONS),))
+    async with serving(node_config(tmp_path)) as (endpoint, honest):
+        async with Client.connect(endpoint) as client:
+            await client.put(key, b"v")
+        await stream(honest, request)  # the index is built
+        async with ChannelPool.open() as channels:
+            link = PeerLink("node-1", Garbled(channels, Address.parse(endpoint), "node-9"), 30)
+            with pytest.raises(PeerUnavailableError, match=r"a malformed Stream answer: .*kind 3"):
+                await link.stream(request, LIMITS, wall_ms)
+
+
+def _stream_answers(endpoint: str, requests: Sequence[rpb.StreamRequest]) -> list[Any]:
+    with grpc.insecure_channel(endpoint) as channel:
+        call = channel.unary_unary(
+            "/a3redis.v1.Replica/Stream",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=rpb.StreamResponse.FromString,
+        )
+        return [call(request, timeout=10) for request in requests]
+
+
+async def test_a_requester_of_an_older_release_gets_record_messages(tmp_path: Path) -> None:
+    """Only a request that asks for payloads gets them: a node of a release before
+    them asks without the field, and takes the page's records as messages."""
+    keys = [b"k%d" % n for n in range(20)]
+    partitions = sorted({partition_of(key, DEFAULT_PARTITIONS) for key in keys})
+    async with serving(node_config(tmp_path)) as (endpoint, link):
+        async with Client.connect(endpoint) as client:
+            for key in keys:
+                await client.put(key, b"v" + key)
+            await client.delete(keys[0])
+        await stream(link, StreamRequest(tuple(partitions)))  # the index is built
+        older, newer = await trio.to_thread.run_sync(
+            _stream_answers,
+            endpoint,
+            [
+                rpb.StreamRequest(partitions=partitions, ring_partitions=DEFAULT_PARTITIONS),
+                rpb.StreamRequest(
+                    partitions=partitions, ring_partitions=DEFAULT_PARTITIONS, payloads=True
+                ),
+            ],
+        )
+    assert len(older.records) == len(keys) and not older.record_payloads
+    assert not newer.records
+    decoded, _ = codec.unpack_payloads(newer.record_payloads, len(keys))
+    assert [
+        (r.key, None if r.tombstone else r.value, r.version.wall_ms) for r in older.records
+    ] == [(r.key, r.value, r.version.wall_ms) for r in decoded]
+    assert [r.key for r in decoded if r.value is None] == [keys[0]]  # the tombstone
 
 
 def _hostile(endpoint: str, requests: Sequence[rpb.StreamRequest]) -> list[tuple[Any, str]]:
@@ -265,8 +338,8 @@ async def test_a_busy_source_paces_its_pages_but_never_near_the_callers_timeout(
                 await client.get(b"k%d" % n)
         request = StreamRequest((partition,), b"", 20)
         started = trio.current_time()
-        first = await link.stream(request, LIMITS, wall_ms)
-        second = await link.stream(next_request(request, first) or request, LIMITS, wall_ms)
+        first, _ = await link.stream(request, LIMITS, wall_ms)
+        second, _ = await link.stream(next_request(request, first) or request, LIMITS, wall_ms)
         waited = trio.current_time() - started
     assert len(first.records) == len(second.records) == 20
     # The second page was held back (paced) but not beyond PEER_TIMEOUT / 4 = 0.5 s.

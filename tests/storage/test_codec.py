@@ -402,3 +402,90 @@ def test_a_multi_megabyte_torn_tail_is_cut() -> None:
     for tail in (bytes(4 << 20), os.urandom(4 << 20)):
         result = decode(good + tail)
         assert result.valid_length == len(good)
+
+
+# ----- payloads on the wire (Stream pages) ---------------------------------------------------
+
+
+@given(st.lists(records, max_size=20))
+def test_payloads_round_trip_to_the_records_and_their_exact_encodings(
+    items: list[Record],
+) -> None:
+    encoded = [codec.encode_payload(item) for item in items]
+    decoded, payloads = codec.unpack_payloads(codec.pack_payloads(encoded), len(items))
+    assert decoded == items
+    assert [r.value is None for r in decoded] == [r.value is None for r in items]
+    assert payloads == encoded
+
+
+def _damaged(packed: bytes, position: int, byte: int) -> bytes:
+    position %= max(len(packed), 1)
+    return packed[:position] + bytes([byte]) + packed[position + 1 :]
+
+
+# Random bytes, and valid pages with one byte changed anywhere (most often accepted or
+# refused for a subtle reason: a kind, a length, a flag, a node id).
+hostile_payloads = st.binary(max_size=120) | st.builds(
+    _damaged,
+    st.lists(records, min_size=1, max_size=4).map(
+        lambda items: codec.pack_payloads(codec.encode_payload(item) for item in items)
+    ),
+    st.integers(0, 30) | st.integers(0, 10_000),  # the first record's fields, or anywhere
+    st.sampled_from([0, 1, 2, 3, 0x81, 0x82, 0xFF]) | st.integers(0, 255),
+)
+
+
+@settings(max_examples=300)
+@given(hostile_payloads)
+def test_any_bytes_are_refused_or_decode_to_records_that_encode_to_the_same_bytes(
+    data: bytes,
+) -> None:
+    """What lets a joining node log a page's payloads as they are: decoding accepts
+    exactly what encoding makes, whatever a peer sends."""
+    try:
+        decoded, payloads = codec.unpack_payloads(data, 1000)
+    except codec.MalformedPayloadsError:
+        return
+    assert payloads == [codec.encode_payload(record) for record in decoded]
+    assert codec.pack_payloads(payloads) == data
+
+
+def _payload(kind: int, node: bytes = b"n1", key: bytes = b"k", rest: bytes = b"") -> bytes:
+    return struct.pack("<BQIHI", kind, 5, 0, len(node), len(key)) + rest + node + key
+
+
+@pytest.mark.parametrize(
+    ("payloads", "reason"),
+    [
+        ([_payload(codec.KIND_PURGE)], "unknown kind 3"),
+        ([_payload(9)], "unknown kind 9"),
+        (
+            [_payload(codec.KIND_VALUE | codec.EXPIRES_FLAG, rest=bytes(8))],
+            "an expiry flag without an expiry",
+        ),
+        (
+            [struct.pack("<BQIHI", codec.KIND_VALUE | codec.EXPIRES_FLAG, 5, 0, 0, 0) + bytes(4)],
+            "expiry cut short",
+        ),
+        ([_payload(codec.KIND_TOMBSTONE) + b"value"], "fields overrun"),
+        ([_payload(codec.KIND_VALUE, key=b"k")[:-1]], "fields overrun"),
+        ([_payload(codec.KIND_VALUE, node=b"\xff\xfe")], "node id is not UTF-8"),
+        ([b"\x01\x02", codec.encode_payload(rec(b"b", b"2", 2))], "impossible length"),
+    ],
+)
+def test_malformed_payloads_are_refused_naming_what_is_wrong(
+    payloads: list[bytes], reason: str
+) -> None:
+    good = codec.encode_payload(rec(b"a", b"1", 1))
+    with pytest.raises(codec.MalformedPayloadsError, match=reason):
+        codec.unpack_payloads(codec.pack_payloads([good, *payloads]), 10)
+
+
+def test_payloads_cut_short_or_too_many_are_refused() -> None:
+    packed = codec.pack_payloads([codec.encode_payload(rec(b"k%d" % n, b"v", n)) for n in range(3)])
+    assert len(codec.unpack_payloads(packed, 3)[0]) == 3
+    with pytest.raises(codec.MalformedPayloadsError, match="more than 2 records"):
+        codec.unpack_payloads(packed, 2)
+    for cut in (1, 10, 30):
+        with pytest.raises(codec.MalformedPayloadsError, match=r"cut short|impossible length"):
+            codec.unpack_payloads(packed[:-cut], 3)

@@ -174,6 +174,24 @@ async def test_apply_many_reports_each_record_and_commits_once(tmp_path: Path) -
         assert store.get(b"z") == rec(b"z", None, 8)
 
 
+async def test_records_given_with_their_payloads_are_logged_as_those_bytes(
+    tmp_path: Path,
+) -> None:
+    """A Stream page's payloads go to the log as they came: the store does not encode
+    its records again (the caller's payloads are those records' encodings, which a
+    record that loses, like the stale one here, never reaches)."""
+    records = [rec(b"x", b"1", 5), rec(b"y", None, 6), rec(b"x", b"stale", 4)]
+    payloads = [codec.encode_payload(record) for record in records]
+    # Told apart only to show which of the two is written: "X" where "1" was.
+    payloads[0] = codec.encode_payload(rec(b"x", b"X", 5))
+    async with Store.open(tmp_path) as store:
+        assert await store.apply_many(records, None, payloads) == [True, True, False]
+        assert store.get(b"x") == records[0]  # the table holds the record given
+    async with Store.open(tmp_path) as store:
+        assert store.get(b"x") == rec(b"x", b"X", 5)  # the log holds the payload given
+        assert store.get(b"y") == records[1]
+
+
 async def test_apply_many_queues_nothing_when_a_record_cannot_be_encoded(tmp_path: Path) -> None:
     async with Store.open(tmp_path) as store:
         good = rec(b"good", b"1", 1)
