@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +18,9 @@ from a3redis.core.anti_entropy import (
 )
 from a3redis.core.expiry import MAX_EXPIRES_AT_MS
 from a3redis.core.hlc import Version
+from a3redis.core.record import Record
+from a3redis.core.streaming import StreamPage
+from a3redis.storage import codec
 from a3redis.v1 import replica_pb2 as rpb
 
 u32 = st.integers(0, 2**32 - 1)
@@ -75,3 +79,47 @@ def test_entries_messages_round_trip(
     answer = EntriesAnswer(found)
     back = rpb.EntriesResponse.FromString(wire.entries_answer_to_pb(answer).SerializeToString())
     assert wire.entries_answer_from_pb(back) == answer
+
+
+stream_records = st.lists(
+    st.builds(
+        Record,
+        st.binary(min_size=1, max_size=20),
+        st.none() | st.binary(max_size=20),
+        st.builds(Version, st.integers(1, 2**40), st.integers(0, 10), st.sampled_from(["n1", "ñ"])),
+        st.just(0) | st.integers(1, MAX_EXPIRES_AT_MS),
+    ),
+    max_size=8,
+)
+
+
+@given(stream_records, st.booleans())
+def test_stream_pages_round_trip_as_payloads_or_as_record_messages(
+    records: list[Record], payloads: bool
+) -> None:
+    """A source answers payloads to a requester that asks for them, else (a requester
+    of an older release) Record messages; the requester takes either."""
+    page = StreamPage(records, (7, b"next"))
+    sent = wire.stream_page_to_pb(page, payloads).SerializeToString()
+    message = rpb.StreamResponse.FromString(sent)
+    assert bool(message.record_payloads) == (payloads and bool(records))
+    assert len(message.records) == (0 if payloads else len(records))
+    received = wire.stream_page_from_pb(message, len(records))
+    assert received == page
+    assert [r.value is None for r in received.records] == [r.value is None for r in records]
+    if payloads and records:
+        assert received.payloads == [codec.encode_payload(record) for record in records]
+    else:  # an empty page has nothing to carry either way
+        assert received.payloads is None
+
+
+def test_a_stream_answer_with_too_many_records_or_both_forms_is_malformed() -> None:
+    records = [Record(b"k%d" % n, b"v", Version(1, 0, "n1")) for n in range(3)]
+    as_records = wire.stream_page_to_pb(StreamPage(records, None), False)
+    as_payloads = wire.stream_page_to_pb(StreamPage(records, None), True)
+    for message in (as_records, as_payloads):
+        with pytest.raises(codec.MalformedPayloadsError, match="more than 2 records"):
+            wire.stream_page_from_pb(message, 2)
+    as_records.record_payloads = as_payloads.record_payloads
+    with pytest.raises(codec.MalformedPayloadsError, match="both records and record payloads"):
+        wire.stream_page_from_pb(as_records, 3)
