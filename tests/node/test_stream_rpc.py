@@ -6,6 +6,7 @@ serving on the trio loop.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -182,24 +183,6 @@ class Mislabelled(ReplicaCalls):
         return StreamPage([*page.records, page.records[0]._replace(key=b"elsewhere")], None)
 
 
-async def test_a_page_that_fails_the_checks_is_refused_and_the_connection_kept(
-    tmp_path: Path,
-) -> None:
-    key = b"only-key"
-    request = StreamRequest((partition_of(key, DEFAULT_PARTITIONS),))
-    async with serving(node_config(tmp_path)) as (endpoint, honest):
-        async with Client.connect(endpoint) as client:
-            await client.put(key, b"v")
-        await stream(honest, request)  # the index is built
-        async with ChannelPool.open() as channels:
-            calls = Mislabelled(channels, Address.parse(endpoint), "node-9")
-            link = PeerLink("node-1", calls, 30)
-            with pytest.raises(RefusedPageError, match="record 1 is of partition") as refused:
-                await link.stream(request, LIMITS, wall_ms)
-            assert refused.value.error.reason == "wrong_key"
-            assert not calls.discarded
-
-
 class Garbled(ReplicaCalls):
     """A peer whose Stream answers carry payloads with a byte changed."""
 
@@ -212,7 +195,10 @@ class Garbled(ReplicaCalls):
         return response
 
 
-async def test_a_page_of_malformed_payloads_is_refused(tmp_path: Path) -> None:
+async def refused_page(
+    tmp_path: Path, calls_type: type[ReplicaCalls]
+) -> tuple[PeerUnavailableError, ReplicaCalls]:
+    """How a link over `calls_type` refuses the page of a partition of one key."""
     key = b"only-key"
     request = StreamRequest((partition_of(key, DEFAULT_PARTITIONS),))
     async with serving(node_config(tmp_path)) as (endpoint, honest):
@@ -220,9 +206,26 @@ async def test_a_page_of_malformed_payloads_is_refused(tmp_path: Path) -> None:
             await client.put(key, b"v")
         await stream(honest, request)  # the index is built
         async with ChannelPool.open() as channels:
-            link = PeerLink("node-1", Garbled(channels, Address.parse(endpoint), "node-9"), 30)
-            with pytest.raises(PeerUnavailableError, match=r"a malformed Stream answer: .*kind 3"):
+            calls = calls_type(channels, Address.parse(endpoint), "node-9")
+            link = PeerLink("node-1", calls, 30)
+            with pytest.raises(PeerUnavailableError) as refused:
                 await link.stream(request, LIMITS, wall_ms)
+    return refused.value, calls
+
+
+async def test_a_page_that_fails_the_checks_is_refused_and_the_connection_kept(
+    tmp_path: Path,
+) -> None:
+    error, calls = await refused_page(tmp_path, Mislabelled)
+    assert isinstance(error, RefusedPageError)
+    assert "record 1 is of partition" in str(error)
+    assert error.error.reason == "wrong_key"
+    assert isinstance(calls, Mislabelled) and not calls.discarded
+
+
+async def test_a_page_of_malformed_payloads_is_refused(tmp_path: Path) -> None:
+    error, _ = await refused_page(tmp_path, Garbled)
+    assert re.search(r"a malformed Stream answer: .*unknown kind 3", str(error))
 
 
 def _stream_answers(endpoint: str, requests: Sequence[rpb.StreamRequest]) -> list[Any]:
