@@ -5,19 +5,13 @@ whose turn it is, when an announced role may be acted on, what streams from
 where); this shell ticks, announces roles, copies partitions and reports.
 - A join copies each gained partition from its sources with the Replica
   `Stream` call, page after page, applying every page through the same
-  checks as any replicated write (`check_page`, then
-  Keyspace.apply_stream_page); a partition counts as in only once every page
-  of every source is applied. The next page is asked for while one is
-  applied (one page ahead at most).
+  checks as any replicated write (Keyspace.apply_replicated); a partition
+  counts as in only once every page of every source is applied.
 - A decommission hands each of its partitions to the member that gains it
   with `Apply`, batch after batch; a partition counts as handed over only
   once the gainer answered for every batch without a refusal.
 - A join copies from up to STREAM_SOURCES_AT_ONCE sets of sources at a time
-  (one source builds its index or answers while another's page is applied)
-  while the node is idle, and from one at a time while it is busy
-  (`BackgroundPace.sources_at_once`): the other replicas then serve no
-  pages, and a quorum can be made of them. The number is looked at again
-  before each call's partitions (STREAM_PARTITIONS).
+  (one source builds its index or answers while another's page is applied).
 - Copying is background work and yields to the requests the node serves
   (`StreamPacer`, one per node, shared by its own copying and the Stream
   pages it answers as a source): at most STREAM_MAX_KEYS_PER_SECOND while
@@ -57,7 +51,7 @@ from a3redis.core.consistency import Consistency
 from a3redis.core.membership import Membership, Role, Status
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.ownership import batches, durably_held
-from a3redis.core.streaming import StreamPage, StreamRequest, answer_stream, next_request
+from a3redis.core.streaming import StreamRequest, answer_stream, next_request
 from a3redis.core.throttle import BackgroundPace
 from a3redis.core.transition import (
     Announcement,
@@ -405,7 +399,7 @@ class Rebalancer:
         by_sources: dict[tuple[str, ...], list[int]] = {}
         for transfer in pending:
             by_sources.setdefault(transfer.sources, []).append(transfer.partition)
-        slots = trio.CapacityLimiter(STREAM_SOURCES_AT_ONCE)
+        slots = trio.Semaphore(STREAM_SOURCES_AT_ONCE)
         async with trio.open_nursery() as nursery:
             for sources, partitions in sorted(by_sources.items()):
                 if not sources:
@@ -414,20 +408,18 @@ class Rebalancer:
                 nursery.start_soon(self._pull_partitions, sources, partitions, slots)
 
     async def _pull_partitions(
-        self, sources: tuple[str, ...], partitions: list[int], slots: trio.CapacityLimiter
+        self, sources: tuple[str, ...], partitions: list[int], slots: trio.Semaphore
     ) -> None:
         me = self._membership.node_id
-        for start in range(0, len(partitions), STREAM_PARTITIONS):
-            group = partitions[start : start + STREAM_PARTITIONS]
-            # Fewer slots take effect as the copies holding one end; more, at once.
-            slots.total_tokens = self.pacer.pace.sources_at_once(STREAM_SOURCES_AT_ONCE)
-            async with slots:
+        async with slots:
+            for start in range(0, len(partitions), STREAM_PARTITIONS):
+                group = partitions[start : start + STREAM_PARTITIONS]
                 for source in sources:
                     if not await self._copy(source, me, tuple(group), self.stats):
                         return
-            self._done.update(group)
-            self._save_progress()
-            self.stats.partitions_done += len(group)
+                self._done.update(group)
+                self._save_progress()
+                self.stats.partitions_done += len(group)
 
     async def _push(self, pending: list[Transfer]) -> None:
         """Hand our partitions to the members gaining them."""
@@ -526,55 +518,46 @@ class Rebalancer:
         if (from_link is None and source != me) or (to_link is None and target != me):
             return False
         keyspace = self._keyspace
-
-        async def fetch(request: StreamRequest) -> tuple[StreamPage, int | None]:
-            """A page, and the wall time a peer's page was checked at (None: our own)."""
-            if from_link is None:
-                index = await self._index()
-                return answer_stream(request, index.partition_keys, keyspace.read_local), None
-            return await from_link.stream(request, keyspace.limits, keyspace.wall_ms)
-
-        first = StreamRequest(partitions, b"", STREAM_PAGE, topology.ring.partitions)
-        async with trio.open_nursery() as nursery:
-            asked = _Asked(nursery, fetch, first)
-            while True:
-                try:
-                    page, checked_at = await asked.answer()
-                    following = next_request(asked.request, page)
-                    if page.building:
-                        await trio.sleep(TICK)
-                        asked = _Asked(nursery, fetch, asked.request)
-                        continue
-                    ahead = None if following is None else _Asked(nursery, fetch, following)
-                    if page.records:
-                        if to_link is not None:
-                            outcomes = await to_link.apply(page.records)
-                        elif checked_at is not None:
-                            outcomes = await keyspace.apply_stream_page(page, checked_at)
-                        else:
-                            outcomes = await keyspace.apply_replicated(
-                                page.records, "Stream", source
-                            )
-                        if not durably_held(outcomes):
-                            stats.waiting = f"{target} refused records from {source}; retrying"
-                            log.warning("[stream] %s", stats.waiting)
-                            nursery.cancel_scope.cancel()  # the page asked ahead is not wanted
-                            return False
-                except PeerUnavailableError as error:
-                    stats.stream_failures += 1
-                    stats.waiting = f"{error}; retrying"
-                    log.info("[stream] partitions from %s to %s: %s", source, target, stats.waiting)
-                    nursery.cancel_scope.cancel()
-                    return False
-                records = page.records
-                stats.keys_streamed += len(records)
-                stats.bytes_streamed += sum(
-                    len(r.key) + (len(r.value) if r.value is not None else 0) for r in records
-                )
-                await self._pace(len(records), asked.asked_at)
-                if ahead is None:
-                    return True
-                asked = ahead
+        request: StreamRequest | None = StreamRequest(
+            partitions, b"", STREAM_PAGE, topology.ring.partitions
+        )
+        while request is not None:
+            asked_at = trio.current_time()
+            try:
+                checked_at = None
+                if from_link is None:
+                    index = await self._index()
+                    page = answer_stream(request, index.partition_keys, keyspace.read_local)
+                else:
+                    page, checked_at = await from_link.stream(
+                        request, keyspace.limits, keyspace.wall_ms
+                    )
+                if page.building:
+                    await trio.sleep(TICK)
+                elif page.records:
+                    if to_link is not None:
+                        outcomes = await to_link.apply(page.records)
+                    elif checked_at is not None:
+                        outcomes = await keyspace.apply_stream_page(page, checked_at)
+                    else:
+                        outcomes = await keyspace.apply_replicated(page.records, "Stream", source)
+                    if not durably_held(outcomes):
+                        stats.waiting = f"{target} refused records from {source}; retrying"
+                        log.warning("[stream] %s", stats.waiting)
+                        return False
+            except PeerUnavailableError as error:
+                stats.stream_failures += 1
+                stats.waiting = f"{error}; retrying"
+                log.info("[stream] partitions from %s to %s: %s", source, target, stats.waiting)
+                return False
+            records = page.records
+            stats.keys_streamed += len(records)
+            stats.bytes_streamed += sum(
+                len(r.key) + (len(r.value) if r.value is not None else 0) for r in records
+            )
+            await self._pace(len(records), asked_at)
+            request = next_request(request, page)
+        return True
 
     def _save_progress(self) -> None:
         if self._target is not None:
@@ -583,38 +566,3 @@ class Rebalancer:
     async def _pace(self, keys: int, started: float) -> None:
         """Hold on until `keys` more keys, whose copy began at `started`, are due."""
         await self.pacer.book_and_wait(keys, started)
-
-
-class _Asked:
-    """A Stream page asked for in a task of its own, so that the next page is on its way
-    while this one is applied; `answer` waits for it (raising the peer's failure)."""
-
-    def __init__(
-        self,
-        nursery: trio.Nursery,
-        fetch: Callable[[StreamRequest], Awaitable[tuple[StreamPage, int | None]]],
-        request: StreamRequest,
-    ) -> None:
-        self.request = request
-        self.asked_at = trio.current_time()
-        self._answered = trio.Event()
-        self._answer: tuple[StreamPage, int | None] | None = None
-        self._failure: PeerUnavailableError | None = None
-        nursery.start_soon(self._ask, fetch)
-
-    async def _ask(
-        self, fetch: Callable[[StreamRequest], Awaitable[tuple[StreamPage, int | None]]]
-    ) -> None:
-        try:
-            self._answer = await fetch(self.request)
-        except PeerUnavailableError as failure:
-            self._failure = failure
-        finally:
-            self._answered.set()
-
-    async def answer(self) -> tuple[StreamPage, int | None]:
-        await self._answered.wait()
-        if self._failure is not None:
-            raise self._failure
-        assert self._answer is not None
-        return self._answer

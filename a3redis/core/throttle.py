@@ -14,9 +14,7 @@ Rules:
   served more than `busy_above` requests per second over the last
   measurement window, copying runs at `busy_rate`; otherwise at
   `idle_rate`. Counting a request is one addition: the node counts every
-  client and replica request it serves. While busy, copying also reads
-  from one source at a time (`sources_at_once`): a quorum of replicas can
-  then still be made of ones that serve no pages.
+  client and replica request it serves.
 """
 
 from __future__ import annotations
@@ -144,11 +142,6 @@ class BackgroundPace:
     def rate(self) -> float:
         """Keys per second copying may take now (0: no limit)."""
         return self.busy_rate if self.busy else self.idle_rate
-
-    def sources_at_once(self, idle_sources: int) -> int:
-        """How many sources copying may read from at the same time: one while busy,
-        `idle_sources` otherwise."""
-        return 1 if self.busy else idle_sources
 
     def measure(self, now: float, served: int) -> None:
         """Close the measurement window if it is long enough."""

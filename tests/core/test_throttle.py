@@ -84,15 +84,6 @@ def test_background_copying_slows_to_the_busy_rate_while_requests_are_served() -
     assert pace.book(100, started=2.0, now=2.0, served=30) == 2.1
 
 
-def test_busy_copying_reads_from_one_source_at_a_time() -> None:
-    pace = BackgroundPace(idle_rate=1000, busy_rate=100, busy_above=20, now=0.0)
-    assert pace.sources_at_once(4) == 4
-    pace.measure(1.0, served=30)  # 30 requests a second over a full window
-    assert pace.sources_at_once(4) == 1
-    pace.measure(2.0, served=30)  # none since
-    assert pace.sources_at_once(4) == 4
-
-
 def test_a_window_shorter_than_half_a_second_does_not_change_the_rate() -> None:
     pace = BackgroundPace(idle_rate=1000, busy_rate=100, busy_above=20, now=0.0)
     pace.measure(0.4, served=1000)
