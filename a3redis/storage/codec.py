@@ -315,10 +315,9 @@ def decode_frames(
         raw_node = buf[node_start:key_start]
         node = node_ids.get(raw_node)
         if node is None:
-            try:
-                node = node_ids[raw_node] = raw_node.decode()
-            except UnicodeDecodeError:
-                raise CorruptLogError(offset, "checksummed frame with an invalid node id") from None
+            node = _new_node_id(raw_node, node_ids)
+            if node is None:
+                raise CorruptLogError(offset, "checksummed frame with an invalid node id")
         value = buf[key_end:end] if kind == KIND_VALUE else None
         version = new(Version, (wall_ms, logical, node))
         if kind == KIND_PURGE:
@@ -330,6 +329,16 @@ def decode_frames(
         tail_reason = "incomplete frame header"
         _require_torn_tail(data, seed, offset, tail_reason)
     return DecodeResult(records, offset, tail_reason)
+
+
+def _new_node_id(raw: bytes, node_ids: dict[bytes, str]) -> str | None:
+    """`raw` decoded, and remembered in `node_ids` (a page or a file repeats a few
+    node ids many times); None if it is not UTF-8."""
+    try:
+        node = node_ids[raw] = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    return node
 
 
 def _require_torn_tail(
@@ -451,12 +460,9 @@ def unpack_payloads(data: bytes, max_count: int) -> tuple[list[Record], list[byt
         raw_node = data[node_start:key_start]
         node = node_ids.get(raw_node)
         if node is None:
-            try:
-                node = node_ids[raw_node] = raw_node.decode()
-            except UnicodeDecodeError:
-                raise MalformedPayloadsError(
-                    f"a record's node id is not UTF-8 at byte {offset}"
-                ) from None
+            node = _new_node_id(raw_node, node_ids)
+            if node is None:
+                raise MalformedPayloadsError(f"a record's node id is not UTF-8 at byte {offset}")
         value = data[key_end:end] if kind == KIND_VALUE else None
         version = new(Version, (wall_ms, logical, node))
         records.append(new(Record, (data[key_start:key_end], value, version, expires)))

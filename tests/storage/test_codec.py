@@ -489,3 +489,9 @@ def test_payloads_cut_short_or_too_many_are_refused() -> None:
     for cut in (1, 10, 30):
         with pytest.raises(codec.MalformedPayloadsError, match=r"cut short|impossible length"):
             codec.unpack_payloads(packed[:-cut], 3)
+
+
+def test_a_checksummed_frame_whose_node_id_is_not_utf8_is_corruption() -> None:
+    body = struct.pack("<BQIHI", codec.KIND_VALUE, 5, 0, 1, 1) + b"\xff" + b"k" + b"v"
+    with pytest.raises(codec.CorruptLogError, match="invalid node id"):
+        decode(header() + raw_frame(body, HEADER_SIZE))
