@@ -740,10 +740,7 @@ class Keyspace:
         if not records:
             return []
         self.clock.observe(max(record.version for record in records), checked_at)
-        stored = await self.store.apply_many(
-            records, self.limits.clock_bound(checked_at), page.payloads
-        )
-        return self._outcomes(records, stored)
+        return await self._apply_own(records, checked_at, page.payloads)
 
     def _acceptable(self, record: Record, wall: int, endpoint: str, source: str) -> bool:
         try:
@@ -856,9 +853,12 @@ class Keyspace:
         else:
             answer_decided()
 
-    async def _apply_own(self, records: Sequence[Record], wall: int) -> list[ApplyOutcome]:
-        """Apply records whose versions this node's clock has already passed."""
-        stored = await self.store.apply_many(records, self.limits.clock_bound(wall))
+    async def _apply_own(
+        self, records: Sequence[Record], wall: int, payloads: Sequence[bytes] | None = None
+    ) -> list[ApplyOutcome]:
+        """Apply records whose versions this node's clock has already passed (with their
+        log payloads, if they came as such: Store.stage_many)."""
+        stored = await self.store.apply_many(records, self.limits.clock_bound(wall), payloads)
         return self._outcomes(records, stored)
 
     def _outcomes(self, records: Sequence[Record], stored: Sequence[bool]) -> list[ApplyOutcome]:
