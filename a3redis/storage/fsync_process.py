@@ -11,9 +11,10 @@ polls like any other. It syncs the very file the store writes: the store
 hands it the log's descriptor (SCM_RIGHTS), again whenever the log changes.
 
 The child (`a3redis.storage.fsync_child`, standard library only) is started
-when the store opens and is used once it says it is ready: until then (its
-interpreter takes ~10 ms to start) the store syncs in its thread, so no
-commit waits for it. It ends when `close` kills it.
+by the store the first time writes arrive while a commit syncs, and is used
+once it says it is ready: until then (its interpreter takes ~10 ms to start)
+the store syncs in its thread, so no commit waits for it. It ends when
+`close` kills it.
 It also ends when the node dies, so it never outlives it. A sync cannot be
 cancelled once asked, like one in a thread. A failed fdatasync raises
 OSError with the child's errno. A child that cannot start or is lost (killed)
