@@ -303,12 +303,14 @@ class _Server:
         selector_fd: int = getattr(selector, "fileno")()  # noqa: B009 (see _pollable_selector)
         while True:
             await trio.lowlevel.wait_readable(selector_fd)
+            # One reading of the clock per pass: what a connection's idle time needs.
+            now = trio.current_time()
             for served, (key, _) in enumerate(selector.select(0), 1):
                 connection: _Connection = key.data
                 if not connection.listening:
                     continue  # closed (or busy) since the selector answered
                 try:
-                    connection.readable()
+                    connection.readable(now)
                 except Exception:  # a bug of ours: this connection ends, the node lives
                     log.exception("Redis-protocol connection from %s failed", connection.peer)
                     connection.close()
@@ -485,7 +487,8 @@ class _Connection:
             self.server.selector.unregister(self.sock)
             self.listening = False
 
-    def readable(self) -> None:
+    def readable(self, now: float) -> None:
+        """Read what the client sent (the selector says it has) at `now`, and run it."""
         try:
             data = self.sock.recv(READ_SIZE)
         except BlockingIOError:
@@ -496,7 +499,7 @@ class _Connection:
         if not data:
             self.close()
             return
-        self.last_heard = trio.current_time()
+        self.last_heard = now
         if self.tls is not None:
             data = self._decrypt(data)
             if not data:
@@ -622,7 +625,10 @@ class _Connection:
             return False
         if server.observe is not None:
             server.observe(run, replies, time.perf_counter() - self.run_began)
-        self._send(encode_all(replies, self.session.protocol))
+        protocol = self.session.protocol
+        self._send(
+            encode(replies[0], protocol) if len(replies) == 1 else encode_all(replies, protocol)
+        )
         if self.broken:
             self.close()
             return False

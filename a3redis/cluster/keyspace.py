@@ -820,7 +820,15 @@ class Keyspace:
             def stored(failure: RequestError | None) -> None:
                 accepted = staged.accepted
                 for part, done in enumerate(answers):
-                    _settle(done, failure, partial(plan.stored_here, accepted, part))
+                    result: list[Version] | RequestError
+                    if failure is not None:
+                        result = failure
+                    else:
+                        try:
+                            result = plan.stored_here(accepted, part)
+                        except RequestError as refused:
+                            result = refused
+                    done(result)
 
             staged.when_durable(stored)
             return

@@ -485,10 +485,10 @@ class WritePlan:
         """The answer of a write that only this node holds, given what its store kept
         (`stored`: one flag per record of the plan)."""
         span = self._parts.span(part)
-        if not all(stored[i] for i in span):
+        start, stop = span.start, span.stop
+        if not all(stored[start:stop]):
             raise WriteRejectedError("a newer version of a key already exists here")
-        records = self.records
-        return [records[i].version for i in span]
+        return [record.version for record in self.records[start:stop]]
 
     def records_of(self, indexes: list[int]) -> list[Record]:
         records = self.records

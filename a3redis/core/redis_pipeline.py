@@ -61,6 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from a3redis.core.consistency import Consistency
 from a3redis.core.errors import RequestError
@@ -116,16 +117,16 @@ from a3redis.core.validation import InvalidRequestError, Limits
 # ----- steps ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ReadStep:
+# A step of nearly every request: a named tuple, made at a third of the cost of a
+# frozen dataclass, and as immutable.
+class ReadStep(NamedTuple):
     """Read these distinct keys at this level; result: one `Record | None` per key, in order."""
 
     keys: tuple[bytes, ...]
     consistency: Consistency | None
 
 
-@dataclass(frozen=True, slots=True)
-class WriteStep:
+class WriteStep(NamedTuple):
     """Write each key once (value None: a tombstone); result: the versions written.
     `expiries`: None, or one per write (`NEVER` for none and for deletes)."""
 

@@ -123,13 +123,16 @@ class RecordTable:
         return None if entry is None else _record(key, entry)
 
     def apply(self, record: Record) -> bool:
-        current = self.get(key := record.key)
-        if not supersedes(record, current):
-            return False
-        if current is not None:
-            self._account(current, -1)
-        else:
+        key = record.key
+        entry = self._entries.get(key)
+        if entry is None:
+            current = None
             self._keys.add(key)
+        else:
+            current = _record(key, entry)
+            if not supersedes(record, current):
+                return False
+            self._account(current, -1)
         self._entries[key] = _entry(record)
         self._account(record, +1)
         self._indexed(current, record)

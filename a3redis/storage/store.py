@@ -293,7 +293,7 @@ class Store:
         if recovered.snapshot_count == len(records):
             records.reverse()
             return RecordTable.from_sorted_unique(_popped(records))
-        # Folding into a dict by the rules of _replay (RecordTable.apply and
+        # Folding into a dict by the rules of _publish (RecordTable.apply and
         # .purge) and sorting the keys once replaces a sorted insert per entry.
         latest: dict[bytes, Record] = {}
         get = latest.get
@@ -634,10 +634,16 @@ class Store:
         return self._fsync_process is not None and self._fsync_process.ready
 
     def _publish(self, batch: _Batch) -> None:
+        table = self._table
+        unsynced = self._unsynced
         for record in batch.records:
-            _replay(self._table, record)
-            if self._unsynced.get(record.key) is record:
-                del self._unsynced[record.key]
+            if isinstance(record, Purge):
+                table.purge(record)
+            else:
+                table.apply(record)
+            key = record.key
+            if unsynced.get(key) is record:
+                del unsynced[key]
 
     def _fail(self, error: BaseException, batch: _Batch) -> None:
         log.critical("storage write failed, refusing further writes: %s", error)
@@ -811,14 +817,6 @@ def _popped(records: list[Record]) -> Iterator[Record]:
     """`records` from last to first, each dropped from the list as it is taken."""
     while records:
         yield records.pop()
-
-
-def _replay(table: RecordTable, entry: Record) -> None:
-    """Apply one log entry to the table: a record, or a purge of one."""
-    if isinstance(entry, Purge):
-        table.purge(entry)
-    else:
-        table.apply(entry)
 
 
 def _without_gc(function: Callable[..., T], *args: Any) -> T:
