@@ -1,0 +1,148 @@
+"""Two builds of the node, one redis-benchmark case, alternating rounds: which is faster.
+
+`python -m benchmarks.resp_ab BEFORE AFTER` starts one node from each source tree
+(each run from its own directory, so each imports its own `a3redis`;
+REPLICATION_FACTOR=1, FSYNC=always, a RESP port), fills each with one round of
+the case, then runs `redis-benchmark -c 50 -n N -d 100 -r 100000 -t TEST` on
+them in turn, the order swapped every round. Per round it prints each node's
+requests/s and its main thread's CPU µs per request (from `/proc`: the fsync
+child and worker threads are left out, as they do not limit the loop); at the
+end the medians and the per-round after/before ratios. On this shared host a
+build's rounds spread by ±10 %, so a change of a few percent needs ten rounds or
+more. A worktree makes the before tree: `git worktree add /tmp/before HEAD~1`.
+Not part of the published benchmark (`benchmarks.run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 30.0
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _main_thread_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process's main thread so far."""
+    with open(f"/proc/{pid}/task/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5) as probe:
+            probe.sendall(b"PING\r\n")
+            return probe.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _start_node(stack: ExitStack, tree: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A node of the source tree `tree`, its DATA_DIR under `root`; stopped with `stack`."""
+    data = Path(tempfile.mkdtemp(dir=root))
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "DATA_DIR": str(data),
+        "GRPC_PORT": str(_free_port()),
+        "GOSSIP_PORT": str(_free_port()),
+        "RESP_PORT": str(port),
+        "REPLICATION_FACTOR": "1",
+        "FSYNC": "always",
+    }
+    output = stack.enter_context(open(data / "output.log", "wb"))  # noqa: SIM115 - closed by the stack
+    node = subprocess.Popen(
+        [sys.executable, "-m", "a3redis.node"], cwd=tree, env=env, stdout=output, stderr=output
+    )
+
+    def stop() -> None:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.wait(30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait(10)
+
+    stack.callback(stop)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not _answers_ping(port):
+        if node.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the node of {tree} did not start: see {data / 'output.log'}")
+        time.sleep(0.1)
+    return node, port
+
+
+def _round(
+    node: subprocess.Popen[bytes], port: int, test: str, requests: int
+) -> tuple[float, float]:
+    """One redis-benchmark run: requests/s, and the node's main-thread CPU µs per request."""
+    before = _main_thread_cpu(node.pid)
+    command = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(requests)]
+    command += ["-d", "100", "-r", "100000", "-t", test, "--csv"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    spent = _main_thread_cpu(node.pid) - before
+    rate = float(output.strip().splitlines()[-1].split(",")[1].strip('"'))
+    return rate, 1e6 * spent / requests
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", type=Path, help="source tree of the first build")
+    parser.add_argument("after", type=Path, help="source tree of the second build")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--test", default="set", help="redis-benchmark -t (default set)")
+    parser.add_argument("--requests", type=int, default=200_000, help="redis-benchmark -n")
+    args = parser.parse_args(argv)
+    if shutil.which("redis-benchmark") is None:
+        raise SystemExit("redis-benchmark is not installed (apt-get install redis-tools)")
+    names = ("before", "after")
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="a3redis-ab-")))
+        nodes = {
+            name: _start_node(stack, tree.resolve(), root)
+            for name, tree in zip(names, (args.before, args.after), strict=True)
+        }
+        for node, port in nodes.values():
+            _round(node, port, "set", args.requests)  # keys for GETs; every SET an overwrite
+        for index in range(args.rounds):
+            for name in names if index % 2 == 0 else names[::-1]:
+                rate, cpu = _round(*nodes[name], args.test, args.requests)
+                results[name].append((rate, cpu))
+                print(f"round {index + 1} {name}: {rate:,.0f}/s, {cpu:.1f} µs/request", flush=True)
+    for name in names:
+        rates = [rate for rate, _ in results[name]]
+        cpus = [cpu for _, cpu in results[name]]
+        print(f"{name}: median {statistics.median(rates):,.0f}/s, {statistics.median(cpus):.2f} µs")
+    pairs = list(zip(results["before"], results["after"], strict=True))
+    rate_ratios = [after[0] / before[0] for before, after in pairs]
+    cpu_ratios = [after[1] / before[1] for before, after in pairs]
+    for label, ratios in (("requests/s", rate_ratios), ("CPU per request", cpu_ratios)):
+        rounds = " ".join(f"{ratio:.3f}" for ratio in ratios)
+        print(f"after/before {label}: median {statistics.median(ratios):.3f} ({rounds})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
