@@ -238,7 +238,9 @@ class Keyspace:
         self.write_consistency = write_consistency
         self.coordinator = Coordinator(clock, limits, cluster)
         self.stats = KeyspaceStats()
-        self._wall_ms = wall_ms
+        # This node's wall clock (with the test-only offset), in milliseconds: the
+        # function itself, as every request reads it.
+        self.wall_ms = wall_ms
         self._background = background
         self._timeout = request_timeout
         self._hints = hints
@@ -257,10 +259,6 @@ class Keyspace:
     def node_id(self) -> str:
         return self.clock.node_id
 
-    def wall_ms(self) -> int:
-        """This node's wall clock (with the test-only offset), in milliseconds."""
-        return self._wall_ms()
-
     def _reseed_clock(self) -> None:
         """After a restart, never issue a version below one already stored.
 
@@ -268,7 +266,7 @@ class Keyspace:
         would otherwise start there (for good, at 2^64-1 ms) and every version
         it issued would be refused by the other replicas.
         """
-        wall = self._wall_ms()
+        wall = self.wall_ms()
         newest = self.store.greatest_version(self.limits.clock_bound(wall))
         if newest is not None:
             self.clock.observe(newest, wall)
@@ -304,7 +302,7 @@ class Keyspace:
         self.limits.check_value(value)
         if expiry is NEVER:
             return (await self._write([(key, value)], consistency, after))[0]
-        self.limits.check_expiry(expiry, self._wall_ms(), "put")
+        self.limits.check_expiry(expiry, self.wall_ms(), "put")
         return (await self._write([(key, value)], consistency, after, [expiry]))[0]
 
     async def delete(
@@ -345,7 +343,7 @@ class Keyspace:
                 f"{len(expiries)} expiries for {len(writes)} writes; give one per write",
                 Reason.EXPIRY,
             )
-        wall = self._wall_ms()
+        wall = self.wall_ms()
         for (_, value), expiry in zip(writes, expiries, strict=True):
             if expiry != NEVER:
                 if value is None:
@@ -524,10 +522,10 @@ class Keyspace:
         """`expire` answered through `done`: read the key at `read_consistency`, decide,
         write at `write_consistency`. A request that fails the limits raises here."""
         self.limits.check_key(key)
-        self.limits.check_expiry(expiry, self._wall_ms(), "expire")
+        self.limits.check_expiry(expiry, self.wall_ms(), "expire")
         self._read_modify_write(
             key,
-            lambda current: decide_expire(current, self._wall_ms(), expiry, condition),
+            lambda current: decide_expire(current, self.wall_ms(), expiry, condition),
             read_consistency,
             write_consistency,
             done,
@@ -544,7 +542,7 @@ class Keyspace:
         self.limits.check_key(key)
         self._read_modify_write(
             key,
-            lambda current: decide_persist(current, self._wall_ms()),
+            lambda current: decide_persist(current, self.wall_ms()),
             read_consistency,
             write_consistency,
             done,
@@ -666,12 +664,12 @@ class Keyspace:
         if level is Consistency.LOCAL:
             records, last = self.local_scan(start, end, prefix, limit, include_tombstones=False)
             if self.store.expiring_keys:
-                now = self._wall_ms()
+                now = self.wall_ms()
                 records = [record for record in records if is_live(record, now)]
             return records, (next_start(last) if last is not None else None)
         members = self.coordinator.scan_members(level)
         pages = await self._collect_scans(members, start, end, prefix, limit)
-        live, following, refused = self.coordinator.merge_scan(pages, limit, self._wall_ms())
+        live, following, refused = self.coordinator.merge_scan(pages, limit, self.wall_ms())
         for member, error in refused:
             self.reject("LocalScan", error, member)
         return live, following
@@ -720,7 +718,7 @@ class Keyspace:
         A record that fails the checks is answered REJECTED and neither
         stored nor observed by the clock; the others are applied as usual.
         """
-        wall = self._wall_ms()  # once per batch: a batch is applied at one instant
+        wall = self.wall_ms()  # once per batch: a batch is applied at one instant
         valid = [self._acceptable(record, wall, endpoint, source) for record in records]
         if all(valid):
             return await self._apply(records, wall)
@@ -758,7 +756,7 @@ class Keyspace:
 
     def read_local(self, keys: Sequence[bytes]) -> list[Record | None]:
         """This node's own records of `keys`; one beyond the clock-skew bound is not there."""
-        bound = self.limits.clock_bound(self._wall_ms())
+        bound = self.limits.clock_bound(self.wall_ms())
         get = self.store.get
         return [
             None if (record := get(key)) is None or record.version.wall_ms > bound else record
@@ -777,7 +775,7 @@ class Keyspace:
         # A page also ends once its keys and values would exceed the response limit.
         fits = min(limit, self.limits.records_that_fit(records))
         last = records[fits - 1].key if len(records) > fits else None
-        bound = self.limits.clock_bound(self._wall_ms())
+        bound = self.limits.clock_bound(self.wall_ms())
         return [r for r in records[:fits] if r.version.wall_ms <= bound], last
 
     # ----- writes -------------------------------------------------------------------------
@@ -810,7 +808,7 @@ class Keyspace:
         Each request's callback gets its versions once W replicas acknowledged each
         of its keys (durable here alone when this node is the only replica), or the
         error, or the timeout. A plan that cannot be made raises (nothing is called)."""
-        wall = self._wall_ms()
+        wall = self.wall_ms()
         plan = self.coordinator.plan_write(pairs, level, after, wall, expiries, ends)
         bound = self.limits.clock_bound(wall)
         if plan.only_here:
@@ -947,7 +945,7 @@ class Keyspace:
         records once its own keys are decided, or the error, or the timeout."""
 
         def result(part: int) -> list[Record | None]:
-            wall = self._wall_ms()
+            wall = self.wall_ms()
             return self._visible(plan.result(wall, part), wall)
 
         answer_decided, _ = self._answer_parts(plan, answers, result, "read")
@@ -995,7 +993,7 @@ class Keyspace:
             for spare, spare_indexes in plan.failed(replica, indexes).items():
                 self._ask(spare, spare_indexes, plan, progress)
         else:
-            wall = self._wall_ms() if replica != self.node_id else 0
+            wall = self.wall_ms() if replica != self.node_id else 0
             for refused in plan.answered(replica, indexes, answers, wall):
                 self.reject("Read", refused, replica)
         progress()
@@ -1006,7 +1004,7 @@ class Keyspace:
     def _visible(self, records: list[Record | None], wall: int = 0) -> list[Record | None]:
         """The newest records as reads answer them (core.expiry.visible): an expired
         one as a tombstone of its version, counted."""
-        now = wall or self._wall_ms()
+        now = wall or self.wall_ms()
         answers = records
         for index, record in enumerate(records):
             if record is not None and record.expires_at_ms:

@@ -18,6 +18,11 @@ class Consistency(enum.Enum):
     ALL = 3
     LOCAL = 4
 
+    # Members are singletons that compare by identity: the identity hash is as
+    # good, and unlike Enum's (a Python call hashing the name) costs nothing on
+    # the dict lookups every request makes by its level.
+    __hash__ = object.__hash__
+
     @classmethod
     def parse(cls, text: str) -> Consistency:
         name = text.strip().upper().removeprefix("CONSISTENCY_")

@@ -554,8 +554,10 @@ def _single_key_plan(session: Session, request: Sequence[bytes], wall_ms: int) -
         return None
     limits = session.settings.limits
     key = request[1]
-    if _keys_refusal(limits, (key,)) is not None:
-        return None
+    try:
+        limits.check_key(key)
+    except InvalidRequestError:
+        return None  # the batching planner answers it
     step: ReadStep | WriteStep
     if name == "get":
         step = ReadStep((key,), session.requested_read)

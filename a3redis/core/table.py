@@ -72,11 +72,17 @@ def snapshot_records(snapshot: Snapshot) -> Iterator[Record]:
 
 def encoded_size(record: Record) -> int:
     """The length of `record`'s log frame; node ids count in UTF-8 bytes."""
-    value_len = 0 if record.value is None else len(record.value)
-    node_id = record.version.node_id
+    return _entry_size(record.key, _entry(record))
+
+
+def _entry_size(key: bytes, entry: Entry) -> int:
+    """The length of the log frame of `key`'s record held as `entry`."""
+    value, _, _, node_id, expires_at_ms = entry
     node_len = len(node_id) if node_id.isascii() else len(node_id.encode())
-    size = RECORD_OVERHEAD_BYTES + node_len + len(record.key) + value_len
-    return size + EXPIRY_BYTES if record.expires_at_ms else size
+    size = RECORD_OVERHEAD_BYTES + node_len + len(key)
+    if value is not None:
+        size += len(value)
+    return size + EXPIRY_BYTES if expires_at_ms else size
 
 
 class RecordTable:
@@ -107,8 +113,9 @@ class RecordTable:
         entries = table._entries
         for record in records:
             keys.append(key := record.key)
-            entries[key] = _entry(record)
-            table._account(record, +1)
+            entry = entries[key] = _entry(record)
+            table._account(key, entry, +1)
+            table._note_version(record.version)
         if len(entries) != len(keys):
             # A repeated key would be counted twice in the byte and live totals.
             raise ValueError("from_sorted_unique given duplicate keys")
@@ -124,18 +131,26 @@ class RecordTable:
 
     def apply(self, record: Record) -> bool:
         key = record.key
-        entry = self._entries.get(key)
-        if entry is None:
-            current = None
+        entries = self._entries
+        held = entries.get(key)
+        version = record.version
+        if held is None:
             self._keys.add(key)
         else:
-            current = _record(key, entry)
-            if not supersedes(record, current):
+            # Versions decide unless they tie (then the payloads do): compared with
+            # the held entry's fields, no Record is made for most writes.
+            held_version = (held[1], held[2], held[3])
+            if version == held_version:
+                if not supersedes(record, _record(key, held)):
+                    return False
+            elif version < held_version:
                 return False
-            self._account(current, -1)
-        self._entries[key] = _entry(record)
-        self._account(record, +1)
-        self._indexed(current, record)
+            self._account(key, held, -1)
+        entry = entries[key] = _entry(record)
+        self._account(key, entry, +1)
+        self._note_version(version)
+        if self.index is not None or self._index_log is not None:
+            self._indexed(None if held is None else _record(key, held), record)
         return True
 
     def remove(self, key: bytes) -> Record | None:
@@ -143,8 +158,8 @@ class RecordTable:
         if entry is None:
             return None
         self._keys.remove(key)
+        self._account(key, entry, -1)
         record = _record(key, entry)
-        self._account(record, -1)
         self._indexed(record, None)
         return record
 
@@ -233,18 +248,22 @@ class RecordTable:
             if include_tombstones or entry[0] is not None:
                 yield _record(key, entry)
 
-    def _account(self, record: Record, sign: int) -> None:
-        self.encoded_bytes += sign * encoded_size(record)
-        if record.value is not None:
+    def _account(self, key: bytes, entry: Entry, sign: int) -> None:
+        """Count `key`'s record, held as `entry`, in (sign +1) or out (-1) of the totals."""
+        self.encoded_bytes += sign * _entry_size(key, entry)
+        if entry[0] is not None:
             self.live_count += sign
-            if record.expires_at_ms:
+            expires_at_ms = entry[4]
+            if expires_at_ms:
                 if sign > 0:
-                    self.expiring[record.key] = record.expires_at_ms
+                    self.expiring[key] = expires_at_ms
                 else:
-                    self.expiring.pop(record.key, None)
+                    self.expiring.pop(key, None)
         elif sign > 0:
-            self.tombstones.add(record.key)
+            self.tombstones.add(key)
         else:
-            self.tombstones.discard(record.key)
-        if sign > 0 and (self.max_version is None or record.version > self.max_version):
-            self.max_version = record.version
+            self.tombstones.discard(key)
+
+    def _note_version(self, version: Version) -> None:
+        if self.max_version is None or version > self.max_version:
+            self.max_version = version

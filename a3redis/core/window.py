@@ -1,13 +1,14 @@
 """Rolling per-operation rates and latency percentiles over the last minute.
 
 Rules: one bucket per second per operation, holding a count and a bounded
-sample of latencies (reservoir sampling with the caller's random source),
+sample of latencies (reservoir sampling by skips, with the caller's random source),
 so memory stays fixed however heavy the traffic; buckets older than the
 window are dropped when touched. Time and randomness are arguments.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,10 @@ class _Bucket:
     second: int
     count: int = 0
     samples: list[float] = field(default_factory=list)
+    # Once `samples` is full: the count at which the next latency is kept, and the
+    # weight that draws the skip to the one after (see RollingStats._skip).
+    next_kept: int = 0
+    weight: float = 1.0
 
 
 class RollingStats:
@@ -32,19 +37,38 @@ class RollingStats:
 
     def record(self, operation: str, seconds: float, now: float) -> None:
         second = int(now)
-        buckets = self._buckets.setdefault(operation, [])
+        buckets = self._buckets.get(operation)
+        if buckets is None:
+            buckets = self._buckets[operation] = []
         if not buckets or buckets[-1].second != second:
             buckets.append(_Bucket(second))
             self._trim(buckets, second)
         bucket = buckets[-1]
-        bucket.count += 1
-        if len(bucket.samples) < SAMPLES_PER_BUCKET:
+        count = bucket.count = bucket.count + 1
+        if count <= SAMPLES_PER_BUCKET:
             bucket.samples.append(seconds)
-        else:
-            # random() rather than randrange(): the same uniform slot at a fraction of the cost.
-            slot = int(self._rng.random() * bucket.count)
-            if slot < SAMPLES_PER_BUCKET:
-                bucket.samples[slot] = seconds
+            if count == SAMPLES_PER_BUCKET:
+                self._skip(bucket)
+        elif count == bucket.next_kept:
+            bucket.samples[int(self._rng.random() * SAMPLES_PER_BUCKET)] = seconds
+            self._skip(bucket)
+
+    def _skip(self, bucket: _Bucket) -> None:
+        """Draw which later latency the full reservoir keeps next (Li's Algorithm L).
+
+        Every latency of the second stays in the sample with the same chance, as
+        when each one draws a slot, but most of them are only counted: at
+        tens of thousands a second, a draw for each was a visible share of a
+        request's cost.
+        """
+        rng = self._rng
+        # 1 - random() is in (0, 1]: its logarithm is defined.
+        bucket.weight *= math.exp(math.log(1.0 - rng.random()) / SAMPLES_PER_BUCKET)
+        if bucket.weight >= 1.0:
+            bucket.next_kept = bucket.count + 1
+            return
+        skipped = math.log(1.0 - rng.random()) / math.log(1.0 - bucket.weight)
+        bucket.next_kept = bucket.count + int(skipped) + 1
 
     def _trim(self, buckets: list[_Bucket], second: int) -> None:
         while buckets and buckets[0].second <= second - self.window_s:

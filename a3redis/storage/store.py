@@ -444,9 +444,11 @@ class Store:
         staged: dict[bytes, Record] = {}
         new_records: list[Record] = []
         new_payloads: list[bytes] = []
+        unsynced = self._unsynced
+        table = self._table
         for position, record in enumerate(records):
             key = record.key
-            current = staged.get(key) or self._unsynced.get(key) or self._table.get(key)
+            current = staged.get(key) or unsynced.get(key) or table.get(key)
             if (
                 void_above_wall_ms is not None
                 and current is not None

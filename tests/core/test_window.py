@@ -27,3 +27,18 @@ def test_old_buckets_leave_the_window_and_memory_is_bounded() -> None:
     assert stats.summary(now=9.9)["Get"]["count"] == 100_001
     assert stats.summary(now=12.0)["Get"]["count"] == 1
     assert stats.summary(now=30.0) == {}
+
+
+def test_a_busy_second_keeps_a_uniform_sample_of_its_latencies() -> None:
+    stats = RollingStats(window_s=60, rng=random.Random(3))
+    for i in range(100_000):  # one second, the latencies rising 0..1 s in arrival order
+        stats.record("Put", i / 100_000, now=7.5)
+    (bucket,) = stats._buckets["Put"]
+    assert len(bucket.samples) == 256
+    # Kept from early and late in the second alike: not the first 256, not the last.
+    late = sum(sample >= 0.5 for sample in bucket.samples)
+    assert 100 <= late <= 156
+    summary = stats.summary(now=8.0)["Put"]
+    assert summary["count"] == 100_000
+    assert abs(summary["p50_ms"] - 500) <= 100
+    assert summary["p99_ms"] >= 950
