@@ -334,7 +334,8 @@ class Endpoint:
     pids: list[int]
 
 
-def _answers_ping(port: int) -> bool:
+def answers_ping(port: int) -> bool:
+    """Whether a Redis-protocol server on 127.0.0.1:port answers PING."""
     try:
         with socket.create_connection((HOST, port), timeout=1.0) as probe:
             probe.sendall(b"PING\r\n")
@@ -384,7 +385,7 @@ def _serve(stack: ExitStack, name: str, command: list[str], port: int, output: P
 
     stack.callback(stop)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not _answers_ping(port):
+    while not answers_ping(port):
         if process.poll() is not None or time.monotonic() > deadline:
             text = output.read_text(errors="replace")[-2000:]
             raise ServerError(f"{name} did not answer PING:\n{text}")

@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,16 +28,11 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from benchmarks.resp import answers_ping
+from tests.support.processes import free_port
+
 READY_TIMEOUT_S = 30.0
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _main_thread_cpu(pid: int) -> float:
@@ -48,25 +42,16 @@ def _main_thread_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5) as probe:
-            probe.sendall(b"PING\r\n")
-            return probe.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def _start_node(stack: ExitStack, tree: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
     """A node of the source tree `tree`, its DATA_DIR under `root`; stopped with `stack`."""
     data = Path(tempfile.mkdtemp(dir=root))
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(tree),
         "DATA_DIR": str(data),
-        "GRPC_PORT": str(_free_port()),
-        "GOSSIP_PORT": str(_free_port()),
+        "GRPC_PORT": str(free_port()),
+        "GOSSIP_PORT": str(free_port()),
         "RESP_PORT": str(port),
         "REPLICATION_FACTOR": "1",
         "FSYNC": "always",
@@ -86,7 +71,7 @@ def _start_node(stack: ExitStack, tree: Path, root: Path) -> tuple[subprocess.Po
 
     stack.callback(stop)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not _answers_ping(port):
+    while not answers_ping(port):
         if node.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the node of {tree} did not start: see {data / 'output.log'}")
         time.sleep(0.1)
