@@ -334,8 +334,7 @@ class Endpoint:
     pids: list[int]
 
 
-def answers_ping(port: int) -> bool:
-    """Whether a Redis-protocol server on 127.0.0.1:port answers PING."""
+def _answers_ping(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=1.0) as probe:
             probe.sendall(b"PING\r\n")
@@ -358,7 +357,7 @@ def start_redis_server(stack: ExitStack, name: str, root: Path, persistence: lis
         *("--daemonize", "no", "--protected-mode", "no", "--logfile", ""),
         *persistence,
     ]
-    return _serve(stack, name, command, port, directory / "redis.log")
+    return serve(stack, name, command, port, directory / "redis.log")
 
 
 def start_bare(stack: ExitStack, root: Path) -> Endpoint:
@@ -368,15 +367,25 @@ def start_bare(stack: ExitStack, root: Path) -> Endpoint:
     directory.mkdir(parents=True)
     command = [sys.executable, "-m", "benchmarks.bare_resp", "--port", str(port)]
     command += ["--log", str(directory / "sets")]
-    return _serve(stack, "the bare RESP server", command, port, directory / "output.log")
+    return serve(stack, "the bare RESP server", command, port, directory / "output.log")
 
 
-def _serve(stack: ExitStack, name: str, command: list[str], port: int, output: Path) -> Endpoint:
-    """Start `command`, a server on `port`, and wait until it answers PING; killed when
-    `stack` closes. Its output goes to `output`, whose end a failure to start shows."""
+def serve(
+    stack: ExitStack,
+    name: str,
+    command: list[str],
+    port: int,
+    output: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Endpoint:
+    """Start `command` (in `cwd`, with `env`), a server on `port`, and wait until it
+    answers PING; killed when `stack` closes. Its output goes to `output`, whose end a
+    failure to start shows."""
     log = open(output, "ab")  # noqa: SIM115 - closed by the stack
     stack.callback(log.close)
-    process = subprocess.Popen(command, stdout=log, stderr=log)
+    process = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=cwd)
 
     def stop() -> None:
         if process.poll() is None:
@@ -385,7 +394,7 @@ def _serve(stack: ExitStack, name: str, command: list[str], port: int, output: P
 
     stack.callback(stop)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not answers_ping(port):
+    while not _answers_ping(port):
         if process.poll() is not None or time.monotonic() > deadline:
             text = output.read_text(errors="replace")[-2000:]
             raise ServerError(f"{name} did not answer PING:\n{text}")

@@ -18,20 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.resp import answers_ping
+from benchmarks.resp import serve
 from tests.support.processes import free_port
 
-READY_TIMEOUT_S = 30.0
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -42,8 +39,9 @@ def _main_thread_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _start_node(stack: ExitStack, tree: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A node of the source tree `tree`, its DATA_DIR under `root`; stopped with `stack`."""
+def _start_node(stack: ExitStack, tree: Path, root: Path) -> tuple[int, int]:
+    """A node of the source tree `tree`, its DATA_DIR under `root`: its pid and RESP port.
+    Killed when `stack` closes."""
     data = Path(tempfile.mkdtemp(dir=root))
     port = free_port()
     env = {
@@ -56,37 +54,19 @@ def _start_node(stack: ExitStack, tree: Path, root: Path) -> tuple[subprocess.Po
         "REPLICATION_FACTOR": "1",
         "FSYNC": "always",
     }
-    output = stack.enter_context(open(data / "output.log", "wb"))  # noqa: SIM115 - closed by the stack
-    node = subprocess.Popen(
-        [sys.executable, "-m", "a3redis.node"], cwd=tree, env=env, stdout=output, stderr=output
-    )
-
-    def stop() -> None:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait(10)
-
-    stack.callback(stop)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not answers_ping(port):
-        if node.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the node of {tree} did not start: see {data / 'output.log'}")
-        time.sleep(0.1)
-    return node, port
+    command = [sys.executable, "-m", "a3redis.node"]
+    name = f"the node of {tree}"
+    endpoint = serve(stack, name, command, port, data / "output.log", env=env, cwd=tree)
+    return endpoint.pids[0], port
 
 
-def _round(
-    node: subprocess.Popen[bytes], port: int, test: str, requests: int
-) -> tuple[float, float]:
+def _round(pid: int, port: int, test: str, requests: int) -> tuple[float, float]:
     """One redis-benchmark run: requests/s, and the node's main-thread CPU µs per request."""
-    before = _main_thread_cpu(node.pid)
+    before = _main_thread_cpu(pid)
     command = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(requests)]
     command += ["-d", "100", "-r", "100000", "-t", test, "--csv"]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    spent = _main_thread_cpu(node.pid) - before
+    spent = _main_thread_cpu(pid) - before
     rate = float(output.strip().splitlines()[-1].split(",")[1].strip('"'))
     return rate, 1e6 * spent / requests
 
@@ -109,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             name: _start_node(stack, tree.resolve(), root)
             for name, tree in zip(names, (args.before, args.after), strict=True)
         }
-        for node, port in nodes.values():
-            _round(node, port, "set", args.requests)  # keys for GETs; every SET an overwrite
+        for pid, port in nodes.values():
+            _round(pid, port, "set", args.requests)  # keys for GETs; every SET an overwrite
         for index in range(args.rounds):
             for name in names if index % 2 == 0 else names[::-1]:
                 rate, cpu = _round(*nodes[name], args.test, args.requests)
