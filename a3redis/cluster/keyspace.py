@@ -599,7 +599,7 @@ class Keyspace:
 
         def answer_decided() -> None:
             for part in plan.take_decided():
-                _settle(answers[part], None, partial(result, part))
+                _settle(answers[part], None, result, part)
             if plan.decided:
                 waiter.set()
 
@@ -816,17 +816,9 @@ class Keyspace:
             staged = self.store.stage_many(plan.records, bound)
 
             def stored(failure: RequestError | None) -> None:
-                accepted = staged.accepted
+                result = partial(plan.stored_here, staged.accepted)
                 for part, done in enumerate(answers):
-                    result: list[Version] | RequestError
-                    if failure is not None:
-                        result = failure
-                    else:
-                        try:
-                            result = plan.stored_here(accepted, part)
-                        except RequestError as refused:
-                            result = refused
-                    done(result)
+                    _settle(done, failure, result, part)
 
             staged.when_durable(stored)
             return
@@ -1045,12 +1037,14 @@ def _fail_all(answers: Sequence[Callable[[T | RequestError], None]], what: str) 
 def _settle(
     done: Callable[[T | RequestError], None],
     failure: RequestError | None,
-    result: Callable[[], T],
+    result: Callable[[int], T],
+    part: int,
 ) -> None:
-    """Answer a decided request: `failure`, else `result()` (or the error it raises)."""
+    """Answer a decided request, part `part` of its plan: `failure`, else
+    `result(part)` (or the error it raises)."""
     if failure is None:
         try:
-            answer = result()
+            answer = result(part)
         except RequestError as error:
             failure = error
         else:
