@@ -625,10 +625,7 @@ class _Connection:
             return False
         if server.observe is not None:
             server.observe(run, replies, time.perf_counter() - self.run_began)
-        protocol = self.session.protocol
-        self._send(
-            encode(replies[0], protocol) if len(replies) == 1 else encode_all(replies, protocol)
-        )
+        self._send(encode_all(replies, self.session.protocol))
         if self.broken:
             self.close()
             return False

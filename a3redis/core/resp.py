@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from a3redis.core.resp_values import OK, PONG, ErrorReply, Push, Reply, Status, Verbatim
@@ -611,8 +611,10 @@ def encode(reply: Reply, protocol: int) -> bytes:
     return b"".join(out)
 
 
-def encode_all(replies: Iterable[Reply], protocol: int) -> bytes:
+def encode_all(replies: Sequence[Reply], protocol: int) -> bytes:
     """Many replies, one after the other, as one bytes object."""
+    if len(replies) == 1:  # most runs: one command, one reply
+        return encode(replies[0], protocol)
     _check_protocol(protocol)
     out: list[bytes] = []
     null = _NULLS[protocol]
