@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.resp import serve
+from benchmarks.resp import parse_output, serve
 from tests.support.processes import free_port
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -67,8 +67,10 @@ def _round(pid: int, port: int, test: str, requests: int) -> tuple[float, float]
     command += ["-d", "100", "-r", "100000", "-t", test, "--csv"]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     spent = _main_thread_cpu(pid) - before
-    rate = float(output.strip().splitlines()[-1].split(",")[1].strip('"'))
-    return rate, 1e6 * spent / requests
+    figures = parse_output(output).get(test)
+    if figures is None:
+        raise SystemExit(f"redis-benchmark printed no {test} figures:\n{output[-2000:]}")
+    return figures.rps, 1e6 * spent / requests
 
 
 def main(argv: Sequence[str] | None = None) -> int:
