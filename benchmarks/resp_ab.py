@@ -2,7 +2,8 @@
 
 `python -m benchmarks.resp_ab BEFORE AFTER` starts one node from each source tree
 (each run from its own directory, so each imports its own `a3redis`;
-REPLICATION_FACTOR=1, FSYNC=always, a RESP port), fills each with one round of
+REPLICATION_FACTOR=1, FSYNC=always, a RESP port; with `--cluster`, three nodes
+each, RF 3 at QUORUM, the rounds going through node 1), fills each with one round of
 the case, then runs `redis-benchmark -c 50 -n N -d 100 -r 100000 -t TEST` on
 them in turn, the order swapped every round. Per round it prints each node's
 requests/s and its main thread's CPU µs per request (from `/proc`: the fsync
@@ -22,11 +23,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.resp import parse_output, serve
+from benchmarks.resp import CLUSTER_SETTINGS, parse_output, serve
+from benchmarks.servers import HOST
 from tests.support.processes import free_port
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -39,7 +42,9 @@ def _main_thread_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _start_node(stack: ExitStack, tree: Path, root: Path) -> tuple[int, int]:
+def _start_node(
+    stack: ExitStack, tree: Path, root: Path, settings: dict[str, str], grpc_port: int = 0
+) -> tuple[int, int]:
     """A node of the source tree `tree`, its DATA_DIR under `root`: its pid and RESP port.
     Killed when `stack` closes."""
     data = Path(tempfile.mkdtemp(dir=root))
@@ -48,16 +53,43 @@ def _start_node(stack: ExitStack, tree: Path, root: Path) -> tuple[int, int]:
         **os.environ,
         "PYTHONPATH": str(tree),
         "DATA_DIR": str(data),
-        "GRPC_PORT": str(free_port()),
+        "GRPC_PORT": str(grpc_port or free_port()),
         "GOSSIP_PORT": str(free_port()),
         "RESP_PORT": str(port),
-        "REPLICATION_FACTOR": "1",
-        "FSYNC": "always",
+        **settings,
     }
     command = [sys.executable, "-m", "a3redis.node"]
-    name = f"the node of {tree}"
+    name = f"a node of {tree}"
     endpoint = serve(stack, name, command, port, data / "output.log", env=env, cwd=tree)
     return endpoint.pids[0], port
+
+
+def _start_build(stack: ExitStack, tree: Path, root: Path, cluster: bool) -> tuple[int, int]:
+    """One node of `tree`, or three (`cluster`: each given the others as PEERS) once the
+    first can write at QUORUM: the pid and RESP port of the node the rounds talk to."""
+    if not cluster:
+        return _start_node(stack, tree, root, {"REPLICATION_FACTOR": "1", "FSYNC": "always"})
+    grpc_ports = [free_port() for _ in range(3)]
+    started = []
+    for number, grpc_port in enumerate(grpc_ports, start=1):
+        peers = ",".join(f"{HOST}:{other}" for other in grpc_ports if other != grpc_port)
+        settings = {**CLUSTER_SETTINGS, "NODE_NUM": str(number), "PEERS": peers}
+        started.append(_start_node(stack, tree, root, settings, grpc_port))
+    _wait_for_quorum(started[0][1])
+    return started[0]
+
+
+def _wait_for_quorum(port: int, timeout: float = 60.0) -> None:
+    """Until a QUORUM SET through the node on `port` succeeds (its peers are alive)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        command = ["redis-cli", "-p", str(port), "SET", "a3redis-ab-probe", "1"]
+        answer = subprocess.run(command, capture_output=True, text=True).stdout.strip()
+        if answer == "OK":
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the cluster on port {port} did not take a QUORUM write: {answer}")
+        time.sleep(0.2)
 
 
 def _round(pid: int, port: int, test: str, requests: int) -> tuple[float, float]:
@@ -80,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--test", default="set", help="redis-benchmark -t (default set)")
     parser.add_argument("--requests", type=int, default=200_000, help="redis-benchmark -n")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="three nodes per build (RF 3, QUORUM); the rounds go through node 1",
+    )
     args = parser.parse_args(argv)
     if shutil.which("redis-benchmark") is None:
         raise SystemExit("redis-benchmark is not installed (apt-get install redis-tools)")
@@ -88,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="a3redis-ab-")))
         nodes = {
-            name: _start_node(stack, tree.resolve(), root)
+            name: _start_build(stack, tree.resolve(), root, args.cluster)
             for name, tree in zip(names, (args.before, args.after), strict=True)
         }
         for pid, port in nodes.values():

@@ -1,4 +1,5 @@
-"""The anti-entropy messages survive the trip through protobuf unchanged, both ways."""
+"""The anti-entropy, Stream and Apply messages survive the trip through protobuf unchanged,
+both ways, and a malformed one is refused."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from a3redis.core.expiry import MAX_EXPIRES_AT_MS
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.streaming import StreamPage
+from a3redis.core.validation import InvalidRequestError, Limits, Reason
 from a3redis.storage import codec
 from a3redis.v1 import replica_pb2 as rpb
 
@@ -123,3 +125,41 @@ def test_a_stream_answer_with_too_many_records_or_both_forms_is_malformed() -> N
     as_records.record_payloads = as_payloads.record_payloads
     with pytest.raises(codec.MalformedPayloadsError, match="both records and record payloads"):
         wire.stream_page_from_pb(as_records, 3)
+
+
+@given(stream_records, st.booleans())
+def test_apply_requests_round_trip_as_payloads_or_as_record_messages(
+    records: list[Record], payloads: bool
+) -> None:
+    """A coordinator sends payloads to a replica that said it takes them, else Record
+    messages; the replica takes either, and keeps payloads to log as they came."""
+    sent = wire.apply_request_to_pb("node-1", records, payloads).SerializeToString()
+    message = rpb.ApplyRequest.FromString(sent)
+    assert message.coordinator == "node-1"
+    assert len(message.records) == (0 if payloads else len(records))
+    received, kept = wire.apply_records_from_pb(message, Limits())
+    assert received == records
+    assert [r.value is None for r in received] == [r.value is None for r in records]
+    if payloads and records:
+        assert kept == [codec.encode_payload(record) for record in records]
+    else:  # an empty request has nothing to carry either way
+        assert kept is None
+
+
+def test_an_apply_request_over_the_batch_limit_or_of_both_forms_or_garbled_is_invalid() -> None:
+    records = [Record(b"k%d" % n, b"v", Version(1, 0, "n1")) for n in range(3)]
+    as_records = wire.apply_request_to_pb("node-1", records, payloads=False)
+    as_payloads = wire.apply_request_to_pb("node-1", records, payloads=True)
+    with pytest.raises(InvalidRequestError, match="batch has 3 keys; the limit is 2") as caught:
+        wire.apply_records_from_pb(as_records, Limits(max_batch_keys=2))
+    assert caught.value.reason is Reason.BATCH
+    with pytest.raises(InvalidRequestError, match="more than 2 records"):
+        wire.apply_records_from_pb(as_payloads, Limits(max_batch_keys=2))
+    as_records.record_payloads = as_payloads.record_payloads
+    with pytest.raises(InvalidRequestError, match="both records and record_payloads") as caught:
+        wire.apply_records_from_pb(as_records, Limits())
+    assert caught.value.reason is Reason.MALFORMED
+    garbled = rpb.ApplyRequest(record_payloads=as_payloads.record_payloads[:-1])
+    with pytest.raises(InvalidRequestError, match="malformed record_payloads: ") as caught:
+        wire.apply_records_from_pb(garbled, Limits())
+    assert caught.value.reason is Reason.MALFORMED

@@ -541,14 +541,15 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
 
     @_unary
     async def Apply(self, request: rpb.ApplyRequest) -> rpb.ApplyResponse:
-        self.keyspace.limits.check_batch(len(request.records))
+        records, payloads = wire.apply_records_from_pb(request, self.keyspace.limits)
         # Only for log lines: a name that is not a node id is not repeated.
         coordinator = request.coordinator
         source = coordinator if is_node_id(coordinator) else "a peer (no valid coordinator id)"
-        records = [wire.record_from_pb(record) for record in request.records]
-        outcomes = await self.keyspace.apply_replicated(records, "Apply", source)
+        outcomes = await self.keyspace.apply_replicated(records, "Apply", source, payloads)
         # The core enum shares the wire's numbering.
-        return rpb.ApplyResponse(outcomes=cast(Any, [int(o) for o in outcomes]))
+        return rpb.ApplyResponse(
+            outcomes=cast(Any, [int(o) for o in outcomes]), takes_payloads=True
+        )
 
     @_unary
     async def Read(self, request: rpb.ReadRequest) -> rpb.ReadResponse:

@@ -13,6 +13,11 @@ Read and Apply, the calls of every quorum read and write, go as replica
 frames (a3redis.core.replica_frames) when the peer speaks them: the same
 request bytes and signature, without HTTP/2's cost per call. A peer that
 does not (an older node) gets them over gRPC, as every other call.
+
+An Apply carries its records as Record messages until the peer's answer on
+that frames connection says it takes log payloads (a3redis.storage.codec's,
+which it can write to its log as they came); from then on, as payloads. A
+new connection starts over: the peer may have restarted as another release.
 """
 
 from __future__ import annotations
@@ -40,10 +45,13 @@ from a3redis.core.replica_frames import APPLY, METHOD_OF_KIND, READ
 from a3redis.core.streaming import StreamPage, StreamRequest
 from a3redis.net.address import Address
 from a3redis.net.channels import ChannelPool
-from a3redis.net.frames import FailedCallError
+from a3redis.net.frames import FailedCallError, FrameConnection
 from a3redis.storage.codec import MalformedPayloadsError
 from a3redis.v1 import replica_pb2 as rpb
 from a3redis.v1.replica_grpc import ReplicaStub
+
+# An answer's outcome numbers: the core enum shares the wire's numbering.
+_OUTCOME_OF = {int(outcome): outcome for outcome in ApplyOutcome}
 
 
 class _Serialized:
@@ -78,10 +86,13 @@ class ReplicaCalls:
         self._coordinator = coordinator
         self._guard = guard
         self._frames = frames  # Read and Apply as replica frames, to a peer that speaks them
+        # The frames connection whose Apply answers said the peer takes log payloads.
+        self._takes_payloads: FrameConnection | None = None
 
     def discard(self) -> None:
         """Drop the channel: the connection is not to be trusted any more."""
         self._channels.discard(self.address)
+        self._takes_payloads = None
 
     async def _call(self, method: str, request: Any) -> Any:
         """One call of `method`, signed when the cluster has a secret."""
@@ -94,12 +105,19 @@ class ReplicaCalls:
 
     # ----- the coordinator's batched calls ------------------------------------------------
 
+    async def _frames_connection(self) -> FrameConnection | None:
+        return await self._channels.frames(self.address) if self._frames else None
+
     async def _frame_or_call(
-        self, kind: int, request: Any, response_type: Callable[[], Any]
+        self,
+        kind: int,
+        request: Any,
+        response_type: Callable[[], Any],
+        connection: FrameConnection | None,
     ) -> Any:
-        """A call as a replica frame when the peer speaks them, else over gRPC."""
+        """A call on `connection` as a replica frame, or over gRPC (None: the peer
+        does not speak frames)."""
         method = METHOD_OF_KIND[kind]
-        connection = await self._channels.frames(self.address) if self._frames else None
         if connection is None:
             return await self._call(method, request)
         if self._guard is None:
@@ -122,13 +140,27 @@ class ReplicaCalls:
         return response
 
     async def apply(self, records: Sequence[Record]) -> list[ApplyOutcome]:
-        response = await self._frame_or_call(APPLY, self._apply_request(records), rpb.ApplyResponse)
+        """Apply `records` on the peer. On a frames connection whose answers said the
+        peer takes log payloads, they go as such; a new connection (the peer may have
+        restarted as another release) starts again with Record messages."""
+        connection = await self._frames_connection()
+        payloads = connection is not None and connection is self._takes_payloads
+        request = wire.apply_request_to_pb(self._coordinator, records, payloads)
+        response = await self._frame_or_call(APPLY, request, rpb.ApplyResponse, connection)
         if len(response.outcomes) != len(records):
             raise MalformedAnswerError("a malformed Apply answer")
-        return [ApplyOutcome(value) for value in response.outcomes]
+        if response.takes_payloads and connection is not None:
+            self._takes_payloads = connection
+        of = _OUTCOME_OF
+        try:
+            return [of[value] for value in response.outcomes]
+        except KeyError as error:
+            raise MalformedAnswerError(f"an Apply answer of unknown outcome {error}") from None
 
     async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
-        response = await self._frame_or_call(READ, rpb.ReadRequest(keys=keys), rpb.ReadResponse)
+        response = await self._frame_or_call(
+            READ, rpb.ReadRequest(keys=keys), rpb.ReadResponse, await self._frames_connection()
+        )
         if len(response.results) != len(keys):
             raise MalformedAnswerError("a malformed Read answer")
         from_pb = wire.record_from_pb
@@ -137,11 +169,9 @@ class ReplicaCalls:
     async def ping(self) -> None:
         """An empty Read: the cheapest call that proves the connection (the frames
         connection, when Read goes as frames: the one calls use)."""
-        await self._frame_or_call(READ, rpb.ReadRequest(), rpb.ReadResponse)
-
-    def _apply_request(self, records: Sequence[Record]) -> rpb.ApplyRequest:
-        to_pb = wire.record_to_pb
-        return rpb.ApplyRequest(coordinator=self._coordinator, records=[to_pb(r) for r in records])
+        await self._frame_or_call(
+            READ, rpb.ReadRequest(), rpb.ReadResponse, await self._frames_connection()
+        )
 
     # ----- unbatched calls ----------------------------------------------------------------
 
@@ -182,7 +212,8 @@ class ReplicaCalls:
 
     async def push(self, records: Sequence[Record], meter: Meter) -> None:
         """Apply `records` on the peer (a repair push); the outcomes do not matter."""
-        await self._metered("Apply", self._apply_request(records), meter)
+        request = wire.apply_request_to_pb(self._coordinator, records, payloads=False)
+        await self._metered("Apply", request, meter)
 
     async def _metered(self, method: str, request: Any, meter: Meter) -> Any:
         meter.bytes_sent += request.ByteSize()

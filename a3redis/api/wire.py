@@ -27,7 +27,7 @@ from a3redis.core.expiry import NEVER, Condition, Expiry
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.core.streaming import StreamPage, StreamRequest
-from a3redis.core.validation import InvalidRequestError, Reason
+from a3redis.core.validation import InvalidRequestError, Limits, Reason
 from a3redis.storage import codec
 from a3redis.v1 import kv_pb2 as pb
 from a3redis.v1 import replica_pb2 as rpb
@@ -139,6 +139,42 @@ def record_to_pb(record: Record) -> rpb.Record:
 def record_from_pb(message: rpb.Record) -> Record:
     value = None if message.tombstone else message.value
     return Record(message.key, value, version_from_pb(message.version), message.expires_at_ms)
+
+
+def apply_request_to_pb(
+    coordinator: str, records: Sequence[Record], payloads: bool
+) -> rpb.ApplyRequest:
+    """An Apply request: its records as log payloads (`payloads`, for a replica that
+    takes them: cheaper to make and to apply) or as Record messages."""
+    if payloads:
+        encode = codec.encode_payload
+        packed = codec.pack_payloads([encode(record) for record in records])
+        return rpb.ApplyRequest(coordinator=coordinator, record_payloads=packed)
+    return rpb.ApplyRequest(
+        coordinator=coordinator, records=[record_to_pb(record) for record in records]
+    )
+
+
+def apply_records_from_pb(
+    message: rpb.ApplyRequest, limits: Limits
+) -> tuple[list[Record], list[bytes] | None]:
+    """An Apply request's records, and their log payloads when they came as such.
+
+    More than the batch limit, both kinds at once or payloads that do not
+    decode are an InvalidRequestError (raised before any record beyond the
+    limit is decoded). The records' own fields are the caller's to check.
+    """
+    if not message.record_payloads:
+        limits.check_batch(len(message.records))
+        return [record_from_pb(record) for record in message.records], None
+    if message.records:
+        raise InvalidRequestError(
+            "an Apply request holds both records and record_payloads", Reason.MALFORMED
+        )
+    try:
+        return codec.unpack_payloads(message.record_payloads, limits.max_batch_keys)
+    except codec.MalformedPayloadsError as error:
+        raise InvalidRequestError(f"malformed record_payloads: {error}", Reason.MALFORMED) from None
 
 
 # ----- anti-entropy (core.anti_entropy's messages) ------------------------------------------

@@ -711,9 +711,14 @@ class Keyspace:
     # ----- replica side (called by the Replica service) ----------------------------------
 
     async def apply_replicated(
-        self, records: Sequence[Record], endpoint: str = "Apply", source: str = "a peer"
+        self,
+        records: Sequence[Record],
+        endpoint: str = "Apply",
+        source: str = "a peer",
+        payloads: Sequence[bytes] | None = None,
     ) -> list[ApplyOutcome]:
-        """Apply records another node sent (a write, repair, handoff, a hint), each checked.
+        """Apply records another node sent (a write, repair, handoff, a hint), each checked
+        (with their log payloads, one each, if they came as such).
 
         A record that fails the checks is answered REJECTED and neither
         stored nor observed by the clock; the others are applied as usual.
@@ -721,9 +726,14 @@ class Keyspace:
         wall = self.wall_ms()  # once per batch: a batch is applied at one instant
         valid = [self._acceptable(record, wall, endpoint, source) for record in records]
         if all(valid):
-            return await self._apply(records, wall)
+            return await self._apply(records, wall, payloads)
+        kept = [index for index, ok in enumerate(valid) if ok]
         applied = iter(
-            await self._apply([r for r, ok in zip(records, valid, strict=True) if ok], wall)
+            await self._apply(
+                [records[i] for i in kept],
+                wall,
+                None if payloads is None else [payloads[i] for i in kept],
+            )
         )
         return [next(applied) if ok else ApplyOutcome.REJECTED for ok in valid]
 
@@ -748,11 +758,13 @@ class Keyspace:
             return False
         return True
 
-    async def _apply(self, records: Sequence[Record], wall: int) -> list[ApplyOutcome]:
+    async def _apply(
+        self, records: Sequence[Record], wall: int, payloads: Sequence[bytes] | None = None
+    ) -> list[ApplyOutcome]:
         """Apply records that passed the checks; the clock passes each first."""
         for record in records:
             self.clock.observe(record.version, wall)
-        return await self._apply_own(records, wall)
+        return await self._apply_own(records, wall, payloads)
 
     def read_local(self, keys: Sequence[bytes]) -> list[Record | None]:
         """This node's own records of `keys`; one beyond the clock-skew bound is not there."""

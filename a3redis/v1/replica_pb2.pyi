@@ -34,18 +34,22 @@ class Record(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., version: _Optional[_Union[_kv_pb2.Version, _Mapping]] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class ApplyRequest(_message.Message):
-    __slots__ = ("coordinator", "records")
+    __slots__ = ("coordinator", "records", "record_payloads")
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     coordinator: str
     records: _containers.RepeatedCompositeFieldContainer[Record]
-    def __init__(self, coordinator: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
+    record_payloads: bytes
+    def __init__(self, coordinator: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., record_payloads: _Optional[bytes] = ...) -> None: ...
 
 class ApplyResponse(_message.Message):
-    __slots__ = ("outcomes",)
+    __slots__ = ("outcomes", "takes_payloads")
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    TAKES_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.RepeatedScalarFieldContainer[ApplyOutcome]
-    def __init__(self, outcomes: _Optional[_Iterable[_Union[ApplyOutcome, str]]] = ...) -> None: ...
+    takes_payloads: bool
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ApplyOutcome, str]]] = ..., takes_payloads: _Optional[bool] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
     __slots__ = ("keys",)

@@ -14,6 +14,9 @@ import socket
 import struct
 from contextlib import ExitStack
 
+from a3redis.api import wire
+from a3redis.core.hlc import Version
+from a3redis.core.record import Record
 from a3redis.core.replica_frames import (
     ANSWER,
     APPLY,
@@ -26,6 +29,7 @@ from a3redis.core.replica_frames import (
     parse_failure,
     request,
 )
+from a3redis.core.validation import Limits
 from a3redis.net.grpc_server import INBOUND_BUFFER_LIMIT
 from a3redis.v1 import replica_pb2 as rpb
 from tests.conftest import NodeFactory
@@ -90,6 +94,47 @@ def test_reads_and_applies_are_answered_as_their_grpc_calls_are(node_factory: No
     assert parse_failure(by_call[7].body)[0] == "INVALID_ARGUMENT"
     assert metric(node, "a3redis_grpc_frame_connections_total") == 1
     assert metric(node, "a3redis_requests_total", code="OK", rpc="Read", service="Replica") == 1
+    assert serves(node)
+
+
+def test_applies_of_log_payloads_are_applied_and_malformed_ones_refused(
+    node_factory: NodeFactory,
+) -> None:
+    """Record payloads (a3redis.storage.codec's) as a coordinator sends them once told it
+    may: applied and logged as they came; garbled, doubled or too many: INVALID_ARGUMENT.
+    Every answer says the node takes payloads."""
+    node = node_factory("n1", **ALONE).start()
+    version = Version(now_ms(), 0, "node-9")
+    records = [Record(b"p1", b"one", version), Record(b"p2", b"two", version)]
+    good = wire.apply_request_to_pb("node-9", records, payloads=True)
+    garbled = rpb.ApplyRequest(coordinator="node-9", record_payloads=good.record_payloads[:-1])
+    both = wire.apply_request_to_pb("node-9", records, payloads=False)
+    both.record_payloads = good.record_payloads
+    over = Limits().max_batch_keys + 1
+    many = [Record(b"m%d" % n, b"", version) for n in range(over)]
+    too_many = wire.apply_request_to_pb("node-9", many, payloads=True)
+    with frames_socket(node) as sock:
+        sock.sendall(
+            b"".join(
+                request(APPLY, call_id, message.SerializeToString())
+                for call_id, message in enumerate((good, garbled, both, too_many))
+            )
+        )
+        by_call = {frame.call_id: frame for frame in answers(sock, 4)}
+    applied = rpb.ApplyResponse.FromString(by_call[0].body)
+    assert list(applied.outcomes) == [rpb.APPLY_STORED] * 2 and applied.takes_payloads
+    assert get(node.endpoint, b"p2").value == b"two"
+    for call_id, reason in (
+        (1, "malformed record_payloads: "),
+        (2, "both"),
+        (3, f"more than {over - 1}"),
+    ):
+        assert by_call[call_id].kind == FAILURE
+        code, message = parse_failure(by_call[call_id].body)
+        assert code == "INVALID_ARGUMENT" and reason in message, message
+    node.stop()
+    node.start()  # what the log holds of the payloads comes back
+    assert get(node.endpoint, b"p1").value == b"one"
     assert serves(node)
 
 
