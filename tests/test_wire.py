@@ -83,16 +83,14 @@ def test_entries_messages_round_trip(
     assert wire.entries_answer_from_pb(back) == answer
 
 
-stream_records = st.lists(
-    st.builds(
-        Record,
-        st.binary(min_size=1, max_size=20),
-        st.none() | st.binary(max_size=20),
-        st.builds(Version, st.integers(1, 2**40), st.integers(0, 10), st.sampled_from(["n1", "ñ"])),
-        st.just(0) | st.integers(1, MAX_EXPIRES_AT_MS),
-    ),
-    max_size=8,
+wire_records = st.builds(
+    Record,
+    st.binary(min_size=1, max_size=20),
+    st.none() | st.binary(max_size=20),
+    st.builds(Version, st.integers(1, 2**40), st.integers(0, 10), st.sampled_from(["n1", "ñ"])),
+    st.just(0) | st.integers(1, MAX_EXPIRES_AT_MS),
 )
+stream_records = st.lists(wire_records, max_size=8)
 
 
 @given(stream_records, st.booleans())
@@ -163,3 +161,37 @@ def test_an_apply_request_over_the_batch_limit_or_of_both_forms_or_garbled_is_in
     with pytest.raises(InvalidRequestError, match="malformed record_payloads: ") as caught:
         wire.apply_records_from_pb(garbled, Limits())
     assert caught.value.reason is Reason.MALFORMED
+
+
+@given(st.lists(st.none() | wire_records, max_size=8), st.booleans())
+def test_read_answers_round_trip_as_payloads_or_as_results(
+    found: list[Record | None], payloads: bool
+) -> None:
+    """A replica answers a Read in payloads when asked (and a replica of an older release
+    never does); the coordinator takes either, each key's record or None in its place."""
+    sent = wire.read_response_to_pb(found, payloads).SerializeToString()
+    message = rpb.ReadResponse.FromString(sent)
+    assert len(message.results) == (0 if payloads else len(found))
+    assert wire.read_records_from_pb(message, len(found)) == found
+
+
+def test_a_read_answer_that_does_not_answer_each_key_once_is_malformed() -> None:
+    record = Record(b"k", b"v", Version(1, 0, "n1"))
+    found = [record, None, record, None]
+    as_results = wire.read_response_to_pb(found, payloads=False)
+    as_payloads = wire.read_response_to_pb(found, payloads=True)
+    for message in (as_results, as_payloads):
+        for asked in (3, 5):
+            with pytest.raises(codec.MalformedPayloadsError):
+                wire.read_records_from_pb(message, asked)
+    both = wire.read_response_to_pb(found, payloads=False)
+    both.record_payloads = as_payloads.record_payloads
+    with pytest.raises(codec.MalformedPayloadsError, match="both results and record payloads"):
+        wire.read_records_from_pb(both, 4)
+    for missing in ([3, 1], [1, 1], [1, 4], [1, 2, 3, 0, 0]):
+        bad = rpb.ReadResponse(record_payloads=as_payloads.record_payloads, missing=missing)
+        with pytest.raises(codec.MalformedPayloadsError):
+            wire.read_records_from_pb(bad, 4)
+    all_missing = wire.read_response_to_pb([None, None], payloads=True)
+    assert not all_missing.record_payloads
+    assert wire.read_records_from_pb(all_missing, 2) == [None, None]

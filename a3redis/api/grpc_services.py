@@ -558,11 +558,4 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
         self.keyspace.limits.check_keys(keys)
         found = self.keyspace.read_local(keys)
         self.keyspace.limits.check_response(found, "Read", MAX_PEER_RESPONSE_BYTES)
-        return rpb.ReadResponse(
-            results=[
-                rpb.ReadResult(present=True, record=wire.record_to_pb(record))
-                if record is not None
-                else rpb.ReadResult(present=False)
-                for record in found
-            ]
-        )
+        return wire.read_response_to_pb(found, request.payloads)

@@ -14,10 +14,13 @@ frames (a3redis.core.replica_frames) when the peer speaks them: the same
 request bytes and signature, without HTTP/2's cost per call. A peer that
 does not (an older node) gets them over gRPC, as every other call.
 
-An Apply carries its records as Record messages until the peer's answer on
-that frames connection says it takes log payloads (a3redis.storage.codec's,
-which it can write to its log as they came); from then on, as payloads. A
-new connection starts over: the peer may have restarted as another release.
+Records travel as log payloads (a3redis.storage.codec's: cheaper to make
+and to read than Record messages, and written to a log as they came) where
+the peer is known to take them. A Read asks for its answer in payloads (a
+peer of an older release ignores the request's field and answers
+ReadResults). An Apply carries Record messages until the peer's answer on
+that frames connection says it takes payloads, then payloads; a new
+connection starts over, as the peer may have restarted as another release.
 """
 
 from __future__ import annotations
@@ -158,13 +161,11 @@ class ReplicaCalls:
             raise MalformedAnswerError(f"an Apply answer of unknown outcome {error}") from None
 
     async def read(self, keys: Sequence[bytes]) -> list[Record | None]:
+        request = rpb.ReadRequest(keys=keys, payloads=True)
         response = await self._frame_or_call(
-            READ, rpb.ReadRequest(keys=keys), rpb.ReadResponse, await self._frames_connection()
+            READ, request, rpb.ReadResponse, await self._frames_connection()
         )
-        if len(response.results) != len(keys):
-            raise MalformedAnswerError("a malformed Read answer")
-        from_pb = wire.record_from_pb
-        return [from_pb(r.record) if r.present else None for r in response.results]
+        return _read_records(response, len(keys))
 
     async def ping(self) -> None:
         """An empty Read: the cheapest call that proves the connection (the frames
@@ -207,8 +208,8 @@ class ReplicaCalls:
 
     async def fetch(self, keys: Sequence[bytes], meter: Meter) -> list[Record]:
         """The peer's records of `keys` that it holds (a repair pull)."""
-        response = await self._metered("Read", rpb.ReadRequest(keys=keys), meter)
-        return [wire.record_from_pb(r.record) for r in response.results if r.present]
+        response = await self._metered("Read", rpb.ReadRequest(keys=keys, payloads=True), meter)
+        return [record for record in _read_records(response, len(keys)) if record is not None]
 
     async def push(self, records: Sequence[Record], meter: Meter) -> None:
         """Apply `records` on the peer (a repair push); the outcomes do not matter."""
@@ -221,3 +222,10 @@ class ReplicaCalls:
         response = await self._call(method, request)
         meter.bytes_received += response.ByteSize()
         return response
+
+
+def _read_records(response: rpb.ReadResponse, asked: int) -> list[Record | None]:
+    try:
+        return wire.read_records_from_pb(response, asked)
+    except MalformedPayloadsError as error:
+        raise MalformedAnswerError(f"a malformed Read answer: {error}") from None

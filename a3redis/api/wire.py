@@ -177,6 +177,55 @@ def apply_records_from_pb(
         raise InvalidRequestError(f"malformed record_payloads: {error}", Reason.MALFORMED) from None
 
 
+def read_response_to_pb(found: Sequence[Record | None], payloads: bool) -> rpb.ReadResponse:
+    """A Read's answer, one entry per key asked (None: not held): as log payloads and
+    the positions of the keys not held (`payloads`, when the request asked for them),
+    else as ReadResults."""
+    if payloads:
+        encode = codec.encode_payload
+        packed = codec.pack_payloads([encode(r) for r in found if r is not None])
+        missing = [index for index, record in enumerate(found) if record is None]
+        return rpb.ReadResponse(record_payloads=packed, missing=missing)
+    return rpb.ReadResponse(
+        results=[
+            rpb.ReadResult(present=True, record=record_to_pb(record))
+            if record is not None
+            else rpb.ReadResult(present=False)
+            for record in found
+        ]
+    )
+
+
+def read_records_from_pb(message: rpb.ReadResponse, asked: int) -> list[Record | None]:
+    """The records of a Read's answer to `asked` keys, in request order (None: not held),
+    whichever form it came in. MalformedPayloadsError unless it answers each key once."""
+    if not message.record_payloads and not message.missing:
+        if len(message.results) != asked:
+            raise codec.MalformedPayloadsError(f"{len(message.results)} results for {asked} keys")
+        return [record_from_pb(r.record) if r.present else None for r in message.results]
+    if message.results:
+        raise codec.MalformedPayloadsError("both results and record payloads")
+    missing = message.missing
+    if len(missing) > asked:
+        raise codec.MalformedPayloadsError(f"{len(missing)} missing of {asked} keys")
+    held, _ = codec.unpack_payloads(message.record_payloads, asked - len(missing))
+    if len(held) + len(missing) != asked:
+        raise codec.MalformedPayloadsError(
+            f"{len(held)} records and {len(missing)} missing for {asked} keys"
+        )
+    if not missing:
+        return list(held)
+    gone = [False] * asked
+    previous = -1
+    for index in missing:
+        if not previous < index < asked:
+            raise codec.MalformedPayloadsError(f"missing positions out of order at {index}")
+        gone[index] = True
+        previous = index
+    records = iter(held)
+    return [None if absent else next(records) for absent in gone]
+
+
 # ----- anti-entropy (core.anti_entropy's messages) ------------------------------------------
 
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from a3redis.v1 import kv_pb2 as a3redis_dot_v1_dot_kv__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x33redis/v1/replica.proto\x12\na3redis.v1\x1a\x13\x61\x33redis/v1/kv.proto\"t\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12$\n\x07version\x18\x04 \x01(\x0b\x32\x13.a3redis.v1.Version\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x04\"a\n\x0c\x41pplyRequest\x12\x13\n\x0b\x63oordinator\x18\x01 \x01(\t\x12#\n\x07records\x18\x02 \x03(\x0b\x32\x12.a3redis.v1.Record\x12\x17\n\x0frecord_payloads\x18\x03 \x01(\x0c\"S\n\rApplyResponse\x12*\n\x08outcomes\x18\x01 \x03(\x0e\x32\x18.a3redis.v1.ApplyOutcome\x12\x16\n\x0etakes_payloads\x18\x02 \x01(\x08\"\x1b\n\x0bReadRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\"A\n\nReadResult\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\"\n\x06record\x18\x02 \x01(\x0b\x32\x12.a3redis.v1.Record\"7\n\x0cReadResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.a3redis.v1.ReadResult\"M\n\x10LocalScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\x0e\n\x06prefix\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"F\n\x11LocalScanResponse\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.a3redis.v1.Record\x12\x0c\n\x04more\x18\x02 \x01(\x08\"w\n\x0bTreeRequest\x12\x11\n\trequester\x18\x01 \x01(\t\x12\x15\n\rshared_digest\x18\x02 \x01(\x0c\x12\r\n\x05level\x18\x03 \x01(\r\x12\x0f\n\x07indexes\x18\x04 \x03(\r\x12\x0e\n\x06\x66\x61nout\x18\x05 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x06 \x01(\r\"C\n\x0cTreeResponse\x12\x11\n\tsame_ring\x18\x01 \x01(\x08\x12\x0e\n\x06hashes\x18\x02 \x03(\x0c\x12\x10\n\x08\x62uilding\x18\x03 \x01(\x08\"#\n\rChunksRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\" \n\x0e\x43hunksResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"(\n\x04Leaf\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\r\n\x05\x63hunk\x18\x02 \x01(\r\"2\n\x0e\x45ntriesRequest\x12 \n\x06leaves\x18\x01 \x03(\x0b\x32\x10.a3redis.v1.Leaf\"k\n\x0c\x45ntryVersion\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12$\n\x07version\x18\x02 \x01(\x0b\x32\x13.a3redis.v1.Version\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x04\"<\n\x0f\x45ntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.a3redis.v1.EntryVersion\"v\n\rStreamRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\x12\x11\n\tstart_key\x18\x02 \x01(\x0c\x12\x13\n\x0bmax_records\x18\x03 \x01(\r\x12\x17\n\x0fring_partitions\x18\x04 \x01(\r\x12\x10\n\x08payloads\x18\x05 \x01(\x08\"4\n\x0cStreamCursor\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x11\n\tstart_key\x18\x02 \x01(\x0c\"\x8a\x01\n\x0eStreamResponse\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.a3redis.v1.Record\x12(\n\x06resume\x18\x02 \x01(\x0b\x32\x18.a3redis.v1.StreamCursor\x12\x10\n\x08\x62uilding\x18\x03 \x01(\x08\x12\x17\n\x0frecord_payloads\x18\x04 \x01(\x0c*_\n\x0c\x41pplyOutcome\x12\x10\n\x0c\x41PPLY_STORED\x10\x00\x12\x13\n\x0f\x41PPLY_DUPLICATE\x10\x01\x12\x14\n\x10\x41PPLY_SUPERSEDED\x10\x02\x12\x12\n\x0e\x41PPLY_REJECTED\x10\x03\x32\xcd\x03\n\x07Replica\x12<\n\x05\x41pply\x12\x18.a3redis.v1.ApplyRequest\x1a\x19.a3redis.v1.ApplyResponse\x12\x39\n\x04Read\x12\x17.a3redis.v1.ReadRequest\x1a\x18.a3redis.v1.ReadResponse\x12H\n\tLocalScan\x12\x1c.a3redis.v1.LocalScanRequest\x1a\x1d.a3redis.v1.LocalScanResponse\x12\x39\n\x04Tree\x12\x17.a3redis.v1.TreeRequest\x1a\x18.a3redis.v1.TreeResponse\x12?\n\x06\x43hunks\x12\x19.a3redis.v1.ChunksRequest\x1a\x1a.a3redis.v1.ChunksResponse\x12\x42\n\x07\x45ntries\x12\x1a.a3redis.v1.EntriesRequest\x1a\x1b.a3redis.v1.EntriesResponse\x12?\n\x06Stream\x12\x19.a3redis.v1.StreamRequest\x1a\x1a.a3redis.v1.StreamResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x33redis/v1/replica.proto\x12\na3redis.v1\x1a\x13\x61\x33redis/v1/kv.proto\"t\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12$\n\x07version\x18\x04 \x01(\x0b\x32\x13.a3redis.v1.Version\x12\x15\n\rexpires_at_ms\x18\x05 \x01(\x04\"a\n\x0c\x41pplyRequest\x12\x13\n\x0b\x63oordinator\x18\x01 \x01(\t\x12#\n\x07records\x18\x02 \x03(\x0b\x32\x12.a3redis.v1.Record\x12\x17\n\x0frecord_payloads\x18\x03 \x01(\x0c\"S\n\rApplyResponse\x12*\n\x08outcomes\x18\x01 \x03(\x0e\x32\x18.a3redis.v1.ApplyOutcome\x12\x16\n\x0etakes_payloads\x18\x02 \x01(\x08\"-\n\x0bReadRequest\x12\x0c\n\x04keys\x18\x01 \x03(\x0c\x12\x10\n\x08payloads\x18\x02 \x01(\x08\"A\n\nReadResult\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\"\n\x06record\x18\x02 \x01(\x0b\x32\x12.a3redis.v1.Record\"a\n\x0cReadResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.a3redis.v1.ReadResult\x12\x17\n\x0frecord_payloads\x18\x02 \x01(\x0c\x12\x0f\n\x07missing\x18\x03 \x03(\r\"M\n\x10LocalScanRequest\x12\r\n\x05start\x18\x01 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x0c\x12\x0e\n\x06prefix\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"F\n\x11LocalScanResponse\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.a3redis.v1.Record\x12\x0c\n\x04more\x18\x02 \x01(\x08\"w\n\x0bTreeRequest\x12\x11\n\trequester\x18\x01 \x01(\t\x12\x15\n\rshared_digest\x18\x02 \x01(\x0c\x12\r\n\x05level\x18\x03 \x01(\r\x12\x0f\n\x07indexes\x18\x04 \x03(\r\x12\x0e\n\x06\x66\x61nout\x18\x05 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x06 \x01(\r\"C\n\x0cTreeResponse\x12\x11\n\tsame_ring\x18\x01 \x01(\x08\x12\x0e\n\x06hashes\x18\x02 \x03(\x0c\x12\x10\n\x08\x62uilding\x18\x03 \x01(\x08\"#\n\rChunksRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\" \n\x0e\x43hunksResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"(\n\x04Leaf\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\r\n\x05\x63hunk\x18\x02 \x01(\r\"2\n\x0e\x45ntriesRequest\x12 \n\x06leaves\x18\x01 \x03(\x0b\x32\x10.a3redis.v1.Leaf\"k\n\x0c\x45ntryVersion\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12$\n\x07version\x18\x02 \x01(\x0b\x32\x13.a3redis.v1.Version\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x04\"<\n\x0f\x45ntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.a3redis.v1.EntryVersion\"v\n\rStreamRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\x12\x11\n\tstart_key\x18\x02 \x01(\x0c\x12\x13\n\x0bmax_records\x18\x03 \x01(\r\x12\x17\n\x0fring_partitions\x18\x04 \x01(\r\x12\x10\n\x08payloads\x18\x05 \x01(\x08\"4\n\x0cStreamCursor\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x11\n\tstart_key\x18\x02 \x01(\x0c\"\x8a\x01\n\x0eStreamResponse\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.a3redis.v1.Record\x12(\n\x06resume\x18\x02 \x01(\x0b\x32\x18.a3redis.v1.StreamCursor\x12\x10\n\x08\x62uilding\x18\x03 \x01(\x08\x12\x17\n\x0frecord_payloads\x18\x04 \x01(\x0c*_\n\x0c\x41pplyOutcome\x12\x10\n\x0c\x41PPLY_STORED\x10\x00\x12\x13\n\x0f\x41PPLY_DUPLICATE\x10\x01\x12\x14\n\x10\x41PPLY_SUPERSEDED\x10\x02\x12\x12\n\x0e\x41PPLY_REJECTED\x10\x03\x32\xcd\x03\n\x07Replica\x12<\n\x05\x41pply\x12\x18.a3redis.v1.ApplyRequest\x1a\x19.a3redis.v1.ApplyResponse\x12\x39\n\x04Read\x12\x17.a3redis.v1.ReadRequest\x1a\x18.a3redis.v1.ReadResponse\x12H\n\tLocalScan\x12\x1c.a3redis.v1.LocalScanRequest\x1a\x1d.a3redis.v1.LocalScanResponse\x12\x39\n\x04Tree\x12\x17.a3redis.v1.TreeRequest\x1a\x18.a3redis.v1.TreeResponse\x12?\n\x06\x43hunks\x12\x19.a3redis.v1.ChunksRequest\x1a\x1a.a3redis.v1.ChunksResponse\x12\x42\n\x07\x45ntries\x12\x1a.a3redis.v1.EntriesRequest\x1a\x1b.a3redis.v1.EntriesResponse\x12?\n\x06Stream\x12\x19.a3redis.v1.StreamRequest\x1a\x1a.a3redis.v1.StreamResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a3redis.v1.replica_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPLYOUTCOME']._serialized_start=1508
-  _globals['_APPLYOUTCOME']._serialized_end=1603
+  _globals['_APPLYOUTCOME']._serialized_start=1568
+  _globals['_APPLYOUTCOME']._serialized_end=1663
   _globals['_RECORD']._serialized_start=61
   _globals['_RECORD']._serialized_end=177
   _globals['_APPLYREQUEST']._serialized_start=179
@@ -41,37 +41,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLYRESPONSE']._serialized_start=278
   _globals['_APPLYRESPONSE']._serialized_end=361
   _globals['_READREQUEST']._serialized_start=363
-  _globals['_READREQUEST']._serialized_end=390
-  _globals['_READRESULT']._serialized_start=392
-  _globals['_READRESULT']._serialized_end=457
-  _globals['_READRESPONSE']._serialized_start=459
-  _globals['_READRESPONSE']._serialized_end=514
-  _globals['_LOCALSCANREQUEST']._serialized_start=516
-  _globals['_LOCALSCANREQUEST']._serialized_end=593
-  _globals['_LOCALSCANRESPONSE']._serialized_start=595
-  _globals['_LOCALSCANRESPONSE']._serialized_end=665
-  _globals['_TREEREQUEST']._serialized_start=667
-  _globals['_TREEREQUEST']._serialized_end=786
-  _globals['_TREERESPONSE']._serialized_start=788
-  _globals['_TREERESPONSE']._serialized_end=855
-  _globals['_CHUNKSREQUEST']._serialized_start=857
-  _globals['_CHUNKSREQUEST']._serialized_end=892
-  _globals['_CHUNKSRESPONSE']._serialized_start=894
-  _globals['_CHUNKSRESPONSE']._serialized_end=926
-  _globals['_LEAF']._serialized_start=928
-  _globals['_LEAF']._serialized_end=968
-  _globals['_ENTRIESREQUEST']._serialized_start=970
-  _globals['_ENTRIESREQUEST']._serialized_end=1020
-  _globals['_ENTRYVERSION']._serialized_start=1022
-  _globals['_ENTRYVERSION']._serialized_end=1129
-  _globals['_ENTRIESRESPONSE']._serialized_start=1131
-  _globals['_ENTRIESRESPONSE']._serialized_end=1191
-  _globals['_STREAMREQUEST']._serialized_start=1193
-  _globals['_STREAMREQUEST']._serialized_end=1311
-  _globals['_STREAMCURSOR']._serialized_start=1313
-  _globals['_STREAMCURSOR']._serialized_end=1365
-  _globals['_STREAMRESPONSE']._serialized_start=1368
-  _globals['_STREAMRESPONSE']._serialized_end=1506
-  _globals['_REPLICA']._serialized_start=1606
-  _globals['_REPLICA']._serialized_end=2067
+  _globals['_READREQUEST']._serialized_end=408
+  _globals['_READRESULT']._serialized_start=410
+  _globals['_READRESULT']._serialized_end=475
+  _globals['_READRESPONSE']._serialized_start=477
+  _globals['_READRESPONSE']._serialized_end=574
+  _globals['_LOCALSCANREQUEST']._serialized_start=576
+  _globals['_LOCALSCANREQUEST']._serialized_end=653
+  _globals['_LOCALSCANRESPONSE']._serialized_start=655
+  _globals['_LOCALSCANRESPONSE']._serialized_end=725
+  _globals['_TREEREQUEST']._serialized_start=727
+  _globals['_TREEREQUEST']._serialized_end=846
+  _globals['_TREERESPONSE']._serialized_start=848
+  _globals['_TREERESPONSE']._serialized_end=915
+  _globals['_CHUNKSREQUEST']._serialized_start=917
+  _globals['_CHUNKSREQUEST']._serialized_end=952
+  _globals['_CHUNKSRESPONSE']._serialized_start=954
+  _globals['_CHUNKSRESPONSE']._serialized_end=986
+  _globals['_LEAF']._serialized_start=988
+  _globals['_LEAF']._serialized_end=1028
+  _globals['_ENTRIESREQUEST']._serialized_start=1030
+  _globals['_ENTRIESREQUEST']._serialized_end=1080
+  _globals['_ENTRYVERSION']._serialized_start=1082
+  _globals['_ENTRYVERSION']._serialized_end=1189
+  _globals['_ENTRIESRESPONSE']._serialized_start=1191
+  _globals['_ENTRIESRESPONSE']._serialized_end=1251
+  _globals['_STREAMREQUEST']._serialized_start=1253
+  _globals['_STREAMREQUEST']._serialized_end=1371
+  _globals['_STREAMCURSOR']._serialized_start=1373
+  _globals['_STREAMCURSOR']._serialized_end=1425
+  _globals['_STREAMRESPONSE']._serialized_start=1428
+  _globals['_STREAMRESPONSE']._serialized_end=1566
+  _globals['_REPLICA']._serialized_start=1666
+  _globals['_REPLICA']._serialized_end=2127
 # @@protoc_insertion_point(module_scope)

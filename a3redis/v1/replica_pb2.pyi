@@ -52,10 +52,12 @@ class ApplyResponse(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[ApplyOutcome, str]]] = ..., takes_payloads: _Optional[bool] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "payloads")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    payloads: bool
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., payloads: _Optional[bool] = ...) -> None: ...
 
 class ReadResult(_message.Message):
     __slots__ = ("present", "record")
@@ -66,10 +68,14 @@ class ReadResult(_message.Message):
     def __init__(self, present: _Optional[bool] = ..., record: _Optional[_Union[Record, _Mapping]] = ...) -> None: ...
 
 class ReadResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "record_payloads", "missing")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ReadResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[ReadResult, _Mapping]]] = ...) -> None: ...
+    record_payloads: bytes
+    missing: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, results: _Optional[_Iterable[_Union[ReadResult, _Mapping]]] = ..., record_payloads: _Optional[bytes] = ..., missing: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LocalScanRequest(_message.Message):
     __slots__ = ("start", "end", "prefix", "limit")

@@ -97,12 +97,12 @@ def test_reads_and_applies_are_answered_as_their_grpc_calls_are(node_factory: No
     assert serves(node)
 
 
-def test_applies_of_log_payloads_are_applied_and_malformed_ones_refused(
+def test_log_payloads_are_applied_and_answered_and_malformed_ones_refused(
     node_factory: NodeFactory,
 ) -> None:
     """Record payloads (a3redis.storage.codec's) as a coordinator sends them once told it
     may: applied and logged as they came; garbled, doubled or too many: INVALID_ARGUMENT.
-    Every answer says the node takes payloads."""
+    Every Apply answer says the node takes payloads; a Read that asks gets them."""
     node = node_factory("n1", **ALONE).start()
     version = Version(now_ms(), 0, "node-9")
     records = [Record(b"p1", b"one", version), Record(b"p2", b"two", version)]
@@ -124,6 +124,14 @@ def test_applies_of_log_payloads_are_applied_and_malformed_ones_refused(
     applied = rpb.ApplyResponse.FromString(by_call[0].body)
     assert list(applied.outcomes) == [rpb.APPLY_STORED] * 2 and applied.takes_payloads
     assert get(node.endpoint, b"p2").value == b"two"
+    # A Read that asks for payloads gets the records so, and where the missing key was.
+    read = rpb.ReadRequest(keys=[b"p2", b"nowhere", b"p1"], payloads=True)
+    with frames_socket(node) as sock:
+        sock.sendall(request(READ, 9, read.SerializeToString()))
+        (answered,) = answers(sock, 1)
+    message = rpb.ReadResponse.FromString(answered.body)
+    assert not message.results and list(message.missing) == [1]
+    assert wire.read_records_from_pb(message, 3) == [records[1], None, records[0]]
     for call_id, reason in (
         (1, "malformed record_payloads: "),
         (2, "both"),
