@@ -129,9 +129,9 @@ def test_log_payloads_are_applied_and_answered_and_malformed_ones_refused(
     with frames_socket(node) as sock:
         sock.sendall(request(READ, 9, read.SerializeToString()))
         (answered,) = answers(sock, 1)
-    message = rpb.ReadResponse.FromString(answered.body)
-    assert not message.results and list(message.missing) == [1]
-    assert wire.read_records_from_pb(message, 3) == [records[1], None, records[0]]
+    read_answer = rpb.ReadResponse.FromString(answered.body)
+    assert not read_answer.results and list(read_answer.missing) == [1]
+    assert wire.read_records_from_pb(read_answer, 3) == [records[1], None, records[0]]
     for call_id, reason in (
         (1, "malformed record_payloads: "),
         (2, "both"),
