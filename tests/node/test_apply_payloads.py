@@ -128,9 +128,10 @@ async def test_a_replica_that_restarts_is_sent_records_until_it_says_so_again(
     calls, channels = await _calls(nursery, replica)
     with trio.fail_after(10):
         await calls.apply(RECORDS)
-        await calls.apply(RECORDS)
+        # Taken while it is open: once the client sees it closed, asking would reconnect.
         connection = await channels.frames(calls.address)
         assert connection is not None
+        await calls.apply(RECORDS)
         while connection.lost is None:  # the replica closed it: wait until the client sees it
             await trio.sleep(0.01)
         await calls.apply(RECORDS)
