@@ -195,3 +195,13 @@ def test_a_read_answer_that_does_not_answer_each_key_once_is_malformed() -> None
     all_missing = wire.read_response_to_pb([None, None], payloads=True)
     assert not all_missing.record_payloads
     assert wire.read_records_from_pb(all_missing, 2) == [None, None]
+
+
+def test_an_apply_request_with_a_record_no_log_could_hold_goes_as_record_messages() -> None:
+    """A read repair may pass on a record another peer answered with a node id longer
+    than a log's field: the request goes as messages and the replica refuses that one."""
+    odd = Record(b"k", b"v", Version(1, 0, "n" * 70_000))
+    usual = Record(b"j", b"v", Version(1, 0, "n1"))
+    message = wire.apply_request_to_pb("node-1", [usual, odd], payloads=True)
+    assert not message.record_payloads
+    assert wire.apply_records_from_pb(message, Limits()) == ([usual, odd], None)

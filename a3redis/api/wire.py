@@ -7,6 +7,7 @@ message (an enum number this server does not know) is an InvalidRequestError.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from typing import cast, overload
 
@@ -145,11 +146,17 @@ def apply_request_to_pb(
     coordinator: str, records: Sequence[Record], payloads: bool
 ) -> rpb.ApplyRequest:
     """An Apply request: its records as log payloads (`payloads`, for a replica that
-    takes them: cheaper to make and to apply) or as Record messages."""
+    takes them: cheaper to make and to apply) or as Record messages. A record no log
+    could hold (a read repair may pass on what another peer answered) makes the whole
+    request Record messages, for the replica to refuse that one record alone."""
     if payloads:
         encode = codec.encode_payload
-        packed = codec.pack_payloads([encode(record) for record in records])
-        return rpb.ApplyRequest(coordinator=coordinator, record_payloads=packed)
+        try:
+            packed = codec.pack_payloads([encode(record) for record in records])
+        except struct.error:
+            packed = None
+        if packed is not None:
+            return rpb.ApplyRequest(coordinator=coordinator, record_payloads=packed)
     return rpb.ApplyRequest(
         coordinator=coordinator, records=[record_to_pb(record) for record in records]
     )
