@@ -150,9 +150,8 @@ def apply_request_to_pb(
     could hold (a read repair may pass on what another peer answered) makes the whole
     request Record messages, for the replica to refuse that one record alone."""
     if payloads:
-        encode = codec.encode_payload
         try:
-            packed = codec.pack_payloads([encode(record) for record in records])
+            packed = codec.pack_records(records)
         except struct.error:
             packed = None
         if packed is not None:
@@ -189,8 +188,7 @@ def read_response_to_pb(found: Sequence[Record | None], payloads: bool) -> rpb.R
     the positions of the keys not held (`payloads`, when the request asked for them),
     else as ReadResults."""
     if payloads:
-        encode = codec.encode_payload
-        packed = codec.pack_payloads([encode(r) for r in found if r is not None])
+        packed = codec.pack_records(r for r in found if r is not None)
         missing = [index for index, record in enumerate(found) if record is None]
         return rpb.ReadResponse(record_payloads=packed, missing=missing)
     return rpb.ReadResponse(
@@ -365,8 +363,7 @@ def stream_page_to_pb(page: StreamPage, payloads: bool) -> rpb.StreamResponse:
     (`payloads`: the request's field of that name), else as Record messages."""
     message = rpb.StreamResponse(building=page.building)
     if payloads:
-        encode = codec.encode_payload
-        message.record_payloads = codec.pack_payloads([encode(r) for r in page.records])
+        message.record_payloads = codec.pack_records(page.records)
     else:
         # Filled in place, as entries_answer_to_pb: no Record or Version message built apart.
         add = message.records.add

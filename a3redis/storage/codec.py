@@ -411,6 +411,13 @@ def pack_payloads(payloads: Iterable[bytes]) -> bytes:
     return b"".join(out)
 
 
+def pack_records(records: Iterable[Record]) -> bytes:
+    """Each record's payload, packed as `pack_payloads` packs them (what
+    `unpack_payloads` reads back); raises struct.error as `encode_payload` does."""
+    encode = encode_payload
+    return pack_payloads([encode(record) for record in records])
+
+
 def unpack_payloads(data: bytes, max_count: int) -> tuple[list[Record], list[bytes]]:
     """The records of `pack_payloads`' bytes and each one's payload; no purges.
 
