@@ -37,9 +37,9 @@ from a3redis.core.hlc import Version
 from a3redis.core.merkle import MerkleIndex
 from a3redis.core.record import Record, supersedes
 
-# Fixed per-record overhead of the log encoding (frame header plus fields),
+# Fixed per-record overhead of the log encoding (format v3: frame header plus fields),
 # and what an expiry adds to it.
-RECORD_OVERHEAD_BYTES = 27
+RECORD_OVERHEAD_BYTES = 31
 EXPIRY_BYTES = 8
 
 

@@ -1,30 +1,42 @@
-"""Byte encoding of log, snapshot and hints files (pure, no I/O): format v2 (reads v1).
+"""Byte encoding of log, snapshot and hints files (pure, no I/O): format v3 (reads v1, v2).
 
 Rules: a file is a 24-byte header, then a sequence of frames (little endian).
 
-Header: `[8s magic b"A3REDIS\\0"][u16 format version = 2][u16 file kind]
+Header: `[8s magic b"A3REDIS\\0"][u16 format version = 3][u16 file kind]
 [u64 salt][u32 crc32 of the previous 20 bytes]`. Kind 1 is a log, 2 a
 snapshot, 3 a hints file. The salt is random, chosen when the file is created.
 
-Frame: `[u32 payload length][u32 checksum][payload]`, where the checksum is
-`crc32(payload)` started from `crc32(salt as u64) ^ (offset mod 2**32)` and
-`offset` is where the frame starts in its file. The payload is `[u8 kind]
-[u64 wall_ms][u32 logical][u16 node id length][u32 key length][node id][key]
-[value]`; kind 1 is a value, kind 2 a tombstone, kind 3 a purge (logs only:
-the record of that key and version is gone for good; decoded as `Purge`).
-Format v2 adds the record's expiry: a kind byte with EXPIRES_FLAG (0x80)
-set is followed by `[u64 expires_at_ms]` right after the fixed fields,
-before the node id. A record without an expiry is encoded exactly as in v1,
-so it costs nothing more. Files of format v1 (which never set the flag)
-are read as they are; the store and the hints never append to one (they
-start a new file in the current format), so a file never mixes layouts.
+Frame (v3): `[u32 payload length][u32 checksum][u32 back][payload]`. Frames
+are written in batches, each batch by one write; `back` is how many bytes
+before this frame its batch's first frame starts (0 for that frame; capped
+at 2**32 - 1). The checksum is `crc32(payload)` started from
+`crc32(salt as u64) ^ (offset mod 2**32) ^ back`, where `offset` is where
+the frame starts in its file. Frames of formats v1 and v2 are
+`[u32 payload length][u32 checksum][payload]`, their checksum started from
+`crc32(salt as u64) ^ (offset mod 2**32)`.
+
+The payload is `[u8 kind][u64 wall_ms][u32 logical][u16 node id length]
+[u32 key length][node id][key][value]`; kind 1 is a value, kind 2 a
+tombstone, kind 3 a purge (logs only: the record of that key and version is
+gone for good; decoded as `Purge`). Since v2 a kind byte with EXPIRES_FLAG
+(0x80) set is followed by `[u64 expires_at_ms]` right after the fixed
+fields, before the node id. Files of older formats are read as they are;
+the store and the hints never append to one (they start a new file in the
+current format), so a file never mixes layouts.
 
 A frame therefore validates only in the file it was written to and only at
 the offset it was written at: a copy of a frame inside a value, or stale
 blocks of another file, never pass for a record. That is what makes the
-torn-tail rule reliable: a bad frame is a torn tail (an incomplete final
-write, cut) only if no valid frame starts anywhere after it; otherwise it is
-corruption, which must stop the node rather than lose data.
+torn-tail rule reliable. A bad frame is a torn tail (an unacknowledged final
+batch, cut there) only if every valid frame after it belongs to a batch that
+began at or before it; a valid frame of a later batch after it means
+corruption, which must stop the node rather than lose data. A batch is
+written only once the one before it is durable, so a crash can damage only
+the final batch, but anywhere in it: a log may overwrite space it wrote
+ahead of its records (files.AppendLog), and the pages of one overwriting
+write reach the disk in no particular order. In files of formats v1 and v2
+(appended, with no batch marks) any valid frame after a bad one means
+corruption.
 """
 
 from __future__ import annotations
@@ -33,40 +45,47 @@ import enum
 import re
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 
 MAGIC = b"A3REDIS\x00"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Formats this release reads; anything else stops the node, naming the file.
-READABLE_FORMATS = (1, 2)
+READABLE_FORMATS = (1, 2, 3)
 _FILE_HEADER = struct.Struct("<8sHHQI")
 HEADER_SIZE = _FILE_HEADER.size  # 24
 _HEADER_CHECKED = HEADER_SIZE - 4  # the header's own crc covers everything before it
 
-_FRAME = struct.Struct("<II")
+_FRAME = struct.Struct("<III")
 FRAME_HEADER_SIZE = _FRAME.size
 _BODY = struct.Struct("<BQIHI")
-_FRAME_AND_BODY = struct.Struct("<IIBQIHI")  # both in one unpack, for decoding
+_FRAME_AND_BODY = struct.Struct("<IIIBQIHI")  # both in one unpack, for decoding
+# Frames of formats v1 and v2: no `back`.
+_OLD_FRAME = struct.Struct("<II")
+_OLD_FRAME_AND_BODY = struct.Struct("<IIBQIHI")
+# The frame header's size in each readable format.
+_FRAME_HEADER_OF_FORMAT = {1: _OLD_FRAME.size, 2: _OLD_FRAME.size, 3: _FRAME.size}
 KIND_VALUE = 1
 KIND_TOMBSTONE = 2
 KIND_PURGE = 3
 EXPIRES_FLAG = 0x80
 _EXPIRY = struct.Struct("<Q")
+_KINDS_WITH_EXPIRY = frozenset(
+    (
+        KIND_VALUE,
+        KIND_TOMBSTONE,
+        KIND_PURGE,
+        KIND_VALUE | EXPIRES_FLAG,
+        KIND_TOMBSTONE | EXPIRES_FLAG,
+    )
+)
 _KINDS_OF_FORMAT = {
     1: frozenset((KIND_VALUE, KIND_TOMBSTONE, KIND_PURGE)),
-    2: frozenset(
-        (
-            KIND_VALUE,
-            KIND_TOMBSTONE,
-            KIND_PURGE,
-            KIND_VALUE | EXPIRES_FLAG,
-            KIND_TOMBSTONE | EXPIRES_FLAG,
-        )
-    ),
+    2: _KINDS_WITH_EXPIRY,
+    3: _KINDS_WITH_EXPIRY,
 }
 # A frame longer than this is corruption, not data: values are capped far below.
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
@@ -174,22 +193,29 @@ def encode_payload(record: Record) -> bytes:
     return b"".join((body, node, record.key, value))
 
 
-def frame(payload: bytes, seed: int, offset: int) -> bytes:
-    """Frame `payload` to start at `offset` of a file whose salt_seed is `seed`."""
-    checksum = zlib.crc32(payload, seed ^ (offset & _MASK32))
-    return _FRAME.pack(len(payload), checksum) + payload
+def frame(payload: bytes, seed: int, offset: int, back: int = 0) -> bytes:
+    """Frame `payload` to start at `offset` of a file whose salt_seed is `seed`,
+    `back` bytes after the first frame of its batch (0: it is the first)."""
+    back = min(back, _MASK32)
+    checksum = zlib.crc32(payload, seed ^ (offset & _MASK32) ^ back)
+    return _FRAME.pack(len(payload), checksum, back) + payload
 
 
 def frame_all(payloads: Iterable[bytes], seed: int, offset: int) -> bytes:
-    """Frame payloads to be written one after the other, the first at `offset`."""
+    """Frame payloads as one batch, to be written in one go, the first at `offset`."""
     out: list[bytes] = []
     crc32 = zlib.crc32
     pack = _FRAME.pack
     mask = _MASK32
+    header = FRAME_HEADER_SIZE
+    start = offset
     for payload in payloads:
-        out.append(pack(len(payload), crc32(payload, seed ^ (offset & mask))))
+        back = offset - start
+        if back > mask:
+            back = mask
+        out.append(pack(len(payload), crc32(payload, seed ^ (offset & mask) ^ back), back))
         out.append(payload)
-        offset += FRAME_HEADER_SIZE + len(payload)
+        offset += header + len(payload)
     return b"".join(out)
 
 
@@ -255,10 +281,11 @@ def decode_frames(
 ) -> DecodeResult:
     """Decode the frames of `data` (a whole file of `file_format`) from `start` on.
 
-    A bad frame is a torn tail only if no valid frame starts anywhere after
-    it: appends are ordered (a batch is written only after the previous one
-    is durable), so a crash can only damage the end of the file. A bad frame
-    followed by a valid one is corruption, and cutting there would lose data.
+    A bad frame is a torn tail only if no valid frame of a later batch
+    starts after it (see the module's rules): batches are written one at a
+    time, each once the one before is durable, so a crash can only damage
+    the final batch. Anything else is corruption, and cutting there would
+    lose data.
     """
     # Slicing bytes (not a memoryview) makes each field in one step, one unpack
     # reads a frame's header and body together, and tuple.__new__ skips the
@@ -269,37 +296,44 @@ def decode_frames(
     records: list[Record] = []
     append = records.append
     node_ids: dict[bytes, str] = {}
-    unpack_header = _FRAME.unpack_from
-    unpack_frame = _FRAME_AND_BODY.unpack_from
-    frame_and_body = _FRAME_AND_BODY.size
+    batched = file_format >= 3
+    header = _FRAME_HEADER_OF_FORMAT[file_format]
+    unpack_header = (_FRAME if batched else _OLD_FRAME).unpack_from
+    unpack_frame = (_FRAME_AND_BODY if batched else _OLD_FRAME_AND_BODY).unpack_from
+    frame_and_body = header + _BODY.size
     body_size = _BODY.size
     crc32 = zlib.crc32
     new = tuple.__new__
     kinds = _KINDS_OF_FORMAT[file_format]
     unpack_expiry = _EXPIRY.unpack_from
     offset = start
+    back = 0
     tail_reason = None
-    while offset + 8 <= size:
-        if offset + frame_and_body <= size:
-            length, checksum, kind, wall_ms, logical, node_len, key_len = unpack_frame(buf, offset)
-        else:
+    while offset + header <= size:
+        if offset + frame_and_body > size:
             # No room for a body: the length checks below find this frame torn.
-            length, checksum = unpack_header(buf, offset)
+            length, checksum, *_ = unpack_header(buf, offset)
             kind = wall_ms = logical = node_len = key_len = 0
-        payload_start = offset + 8
+        elif batched:
+            length, checksum, back, kind, wall_ms, logical, node_len, key_len = unpack_frame(
+                buf, offset
+            )
+        else:
+            length, checksum, kind, wall_ms, logical, node_len, key_len = unpack_frame(buf, offset)
+        payload_start = offset + header
         end = payload_start + length
         if length < body_size or length > MAX_PAYLOAD_BYTES or end > size:
             plausible = body_size <= length <= MAX_PAYLOAD_BYTES
             tail_reason = "incomplete frame" if plausible else "impossible frame length"
-            _require_torn_tail(data, seed, offset, tail_reason)
+            _require_torn_tail(data, seed, offset, tail_reason, file_format)
             break
         # zlib.crc32 takes its start value mod 2**32: no mask needed on this hot path.
-        if crc32(view[payload_start:end], seed ^ offset) != checksum:
+        if crc32(view[payload_start:end], seed ^ offset ^ back) != checksum:
             tail_reason = "checksum mismatch"
             if end == size:
                 # The frame is whole: a write torn by a crash, or a damaged final record.
                 tail_reason = "checksum mismatch in a frame that reaches the end of the file"
-            _require_torn_tail(data, seed, offset, tail_reason)
+            _require_torn_tail(data, seed, offset, tail_reason, file_format)
             break
         node_start = payload_start + body_size
         expires = 0
@@ -327,7 +361,7 @@ def decode_frames(
         offset = end
     if offset < size and tail_reason is None:
         tail_reason = "incomplete frame header"
-        _require_torn_tail(data, seed, offset, tail_reason)
+        _require_torn_tail(data, seed, offset, tail_reason, file_format)
     return DecodeResult(records, offset, tail_reason)
 
 
@@ -342,42 +376,66 @@ def _new_node_id(raw: bytes, node_ids: dict[bytes, str]) -> str | None:
 
 
 def _require_torn_tail(
-    data: bytes | bytearray | memoryview, seed: int, offset: int, reason: str
+    data: bytes | bytearray | memoryview, seed: int, offset: int, reason: str, file_format: int
 ) -> None:
-    position = find_frame(data, seed, offset + 1)
-    if position is not None:
-        raise CorruptLogError(offset, f"{reason}, followed by a valid record at offset {position}")
+    """Raise CorruptLogError unless the bad frame at `offset` is in the final batch:
+    unless every valid frame after it belongs to a batch that began at or
+    before it. (Frames of formats v1 and v2 name no batch: any valid one after
+    it is corruption.)"""
+    for position, back in valid_frames(data, seed, offset + 1, file_format):
+        if position - back > offset:
+            raise CorruptLogError(
+                offset, f"{reason}, followed by a valid record at offset {position}"
+            )
 
 
-def find_frame(data: bytes | bytearray | memoryview, seed: int, start: int) -> int | None:
-    """The first offset >= `start` where a valid frame of this file begins, if any.
+def find_frame(
+    data: bytes | bytearray | memoryview, seed: int, start: int, file_format: int = FORMAT_VERSION
+) -> int | None:
+    """The first offset >= `start` where a valid frame of this file begins, if any."""
+    for position, _ in valid_frames(data, seed, start, file_format):
+        return position
+    return None
+
+
+def valid_frames(
+    data: bytes | bytearray | memoryview, seed: int, start: int, file_format: int = FORMAT_VERSION
+) -> Iterator[tuple[int, int]]:
+    """Each valid frame of this file at or after `start`: its offset and its `back`
+    (0 in formats without batches), in order; a frame's own bytes are skipped.
 
     Only offsets whose payload kind byte is a kind can start a frame; a
     regular expression finds those in C, so a long tail of zeros (the usual
-    torn tail) costs one pass, not a Python loop per byte.
+    torn tail, or space written ahead) costs one pass, not a Python loop per byte.
     """
     buffer = data if isinstance(data, bytes | bytearray) else bytes(data)
     size = len(buffer)
-    unpack_header = _FRAME.unpack_from
+    batched = file_format >= 3
+    header = _FRAME_HEADER_OF_FORMAT[file_format]
+    unpack_header = (_FRAME if batched else _OLD_FRAME).unpack_from
     unpack_body = _BODY.unpack_from
     body_size = _BODY.size
     crc32 = zlib.crc32
     view = memoryview(buffer)
-    for match in _KIND_BYTE.finditer(buffer, start + FRAME_HEADER_SIZE):
+    skip_to = start
+    for match in _KIND_BYTE.finditer(buffer, start + header):
         payload_start = match.start()
+        position = payload_start - header
+        if position < skip_to:
+            continue
         if payload_start + body_size > size:
             break
-        position = payload_start - FRAME_HEADER_SIZE
-        length, checksum = unpack_header(buffer, position)
+        length, checksum, *rest = unpack_header(buffer, position)
+        back = rest[0] if batched else 0
         end = payload_start + length
         if length < body_size or length > MAX_PAYLOAD_BYTES or end > size:
             continue
         kind, _, _, node_len, key_len = unpack_body(buffer, payload_start)
         if body_size + (8 if kind & EXPIRES_FLAG else 0) + node_len + key_len > length:
             continue
-        if crc32(view[payload_start:end], seed ^ (position & _MASK32)) == checksum:
-            return position
-    return None
+        if crc32(view[payload_start:end], seed ^ (position & _MASK32) ^ back) == checksum:
+            yield position, back
+            skip_to = end
 
 
 # ----- payloads on the wire ------------------------------------------------------------------

@@ -110,26 +110,43 @@ class Recovered:
     # data that no snapshot has, so they must stay until the next snapshot.
     generation: int
     log_bytes: int
+    # Bytes of unacknowledged writes cut from the end of a log.
     torn_bytes_cut: int
 
 
 class AppendLog:
-    """An append-only file of frames (a log, or hints) open for writing.
+    """A file of frames (a log, or hints) open for writing at its end.
 
     A new file (or one too short to hold a header: a crash while creating
     it) gets a fresh header, synced before any record can follow it. An
-    existing file must have a good header of `kind` (DataDirError if not).
+    existing file must have a good header of `kind` (DataDirError if not);
+    its end is the end of its last frame (recovery has cut anything after).
+
+    With `write_ahead` > 0, each write that runs past the space already
+    written also writes that many zero bytes after its frames, and the next
+    writes overwrite them. Syncing an overwrite flushes only data, while an
+    append must also commit the file's new size to the journal, which costs
+    more (benchmarks/README.md). Overwrites give up the file system's order
+    between data and size that appends have, so this is only for a file
+    whose every write is synced before the next one is made: the torn-tail
+    rule (codec) then finds the final batch torn wherever its pages were
+    lost. Closing the file cuts the zeros again.
     """
 
-    def __init__(self, path: Path, kind: codec.FileKind = codec.FileKind.LOG) -> None:
+    def __init__(
+        self, path: Path, kind: codec.FileKind = codec.FileKind.LOG, write_ahead: int = 0
+    ) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._write_ahead = write_ahead
+        # Bytes the file holds: its frames, then any zeros written ahead.
+        self.size = self._written = 0
         try:
-            self.size = os.fstat(self._fd).st_size
+            self.size = self._written = os.fstat(self._fd).st_size
             if self.size < codec.HEADER_SIZE:
                 salt = new_salt()
                 os.ftruncate(self._fd, 0)
-                self.size = 0
+                self.size = self._written = 0
                 self.write_and_sync(codec.encode_header(kind, salt))
                 self.format = codec.FORMAT_VERSION
             else:
@@ -146,15 +163,23 @@ class AppendLog:
         self._seed = codec.salt_seed(salt)
 
     def frames(self, payloads: Iterable[bytes]) -> bytes:
-        """Frame record payloads (codec.encode_payload) to be written next, at the end."""
+        """Frame record payloads (codec.encode_payload) as one batch, to be written
+        next (by one `write`), at the end."""
         return codec.frame_all(payloads, self._seed, self.size)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
+        end = self.size + len(data)
+        if end > self._written:
+            if self._write_ahead:
+                data = data + bytes(self._write_ahead)
+            self._written = self.size + len(data)
         view = memoryview(data)
+        offset = self.size
         while view:
-            written = os.write(self._fd, view)
+            written = os.pwrite(self._fd, view, offset)
             view = view[written:]
-        self.size += len(data)
+            offset += written
+        self.size = end
 
     def fileno(self) -> int:
         return self._fd
@@ -168,6 +193,11 @@ class AppendLog:
 
     def close(self) -> None:
         if self._fd >= 0:
+            if self._written > self.size:
+                # Unsynced: after a crash the zeros may still be there, which
+                # recovery cuts as it cuts any tail of zeros.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self.size)
             os.close(self._fd)
             self._fd = -1
 
@@ -200,7 +230,7 @@ class DataDir:
         records: list[Record] = []
         if base:
             path = self.path / snapshot_name(base)
-            records = self._read(path, codec.FileKind.SNAPSHOT)
+            records, _ = self._read(path, codec.FileKind.SNAPSHOT)
             # A snapshot is a dump of the table: keys strictly increase. Anything
             # else is damage the checksums could not see (or a foreign file).
             if not all(a.key < b.key for a, b in itertools.pairwise(records)):
@@ -210,16 +240,17 @@ class DataDir:
         log_bytes = torn = 0
         for generation in logs:
             path = self.path / log_name(generation)
-            before = path.stat().st_size
-            records.extend(self._read(path, codec.FileKind.LOG))
-            after = path.stat().st_size
-            torn += before - after
-            log_bytes += after
+            log_records, torn_bytes = self._read(path, codec.FileKind.LOG)
+            records.extend(log_records)
+            torn += torn_bytes
+            log_bytes += path.stat().st_size
         generation = max([base, *logs, 1])
         return Recovered(records, snapshot_count, base, generation, log_bytes, torn)
 
-    def _read(self, path: Path, kind: codec.FileKind) -> list[Record]:
-        """Decode a log (cutting a torn tail) or a snapshot (never torn: any damage stops)."""
+    def _read(self, path: Path, kind: codec.FileKind) -> tuple[list[Record], int]:
+        """Decode a log (cutting a torn tail) or a snapshot (never torn: any damage
+        stops); return the records and how many bytes of an unacknowledged write
+        were cut (zeros after the last of them are space written ahead, not counted)."""
         try:
             data = path.read_bytes()
         except OSError as error:
@@ -246,19 +277,22 @@ class DataDir:
                 raise DataDirError(
                     f"{path}: snapshot is truncated at {result.valid_length} ({result.tail_reason})"
                 )
-            # A torn tail is an append that never completed (never acknowledged).
-            log.warning(
+            # A torn tail is a batch that never completed (never acknowledged).
+            torn = len(bytes(memoryview(data)[result.valid_length :]).rstrip(b"\0"))
+            log.log(
+                logging.WARNING if torn else logging.INFO,
                 "%s: cutting %d bytes at offset %d: %s",
                 path,
                 len(data) - result.valid_length,
                 result.valid_length,
-                result.tail_reason,
+                result.tail_reason if torn else "zeros written ahead of the records",
             )
             truncate_file(path, result.valid_length)
-        return result.records
+            return result.records, torn
+        return result.records, 0
 
-    def open_log(self, generation: int) -> AppendLog:
-        append_log = AppendLog(self.path / log_name(generation))
+    def open_log(self, generation: int, write_ahead: int = 0) -> AppendLog:
+        append_log = AppendLog(self.path / log_name(generation), write_ahead=write_ahead)
         fsync_dir(self.path)
         return append_log
 

@@ -14,6 +14,11 @@ recovery, FSYNC=everysec's sync) runs in worker threads.
 After a failed write or fsync the store refuses all further writes: the page
 cache can no longer be trusted (the "fsyncgate" lesson), so the node must
 restart and recover.
+With FSYNC=always the log writes zeros ahead of its records and overwrites
+them (LOG_WRITE_AHEAD; files.AppendLog says why that is safe only when each
+batch is synced before the next is written, which is how this store
+commits). With other policies several batches may be unsynced at a crash,
+so the log appends.
 The store supervises its own two tasks (committer, compactor/syncer) in a
 nursery that lives exactly as long as `Store.open`; closing commits (or
 fails) every queued write and waits for a running compaction, and however
@@ -71,6 +76,11 @@ __all__ = ["DataDirError", "FsyncPolicy", "Store", "StoreClosedError", "StoreFai
 GATHER_DELAY = 0.002
 GATHER_MIN_WRITERS = 2
 GATHER_MIN_RECORDS = 4
+
+# Zero bytes an FSYNC=always log writes ahead of its records, for syncs that
+# overwrite rather than append: benchmarks/README.md, "Figures behind choices
+# in the code".
+LOG_WRITE_AHEAD = 256 * 1024
 
 # Logged changes replayed onto a freshly built Merkle index per turn of the loop.
 INDEX_CATCH_UP_SLICE = 500
@@ -177,6 +187,7 @@ class Store:
         self._log = log_file
         self._generation = generation
         self._fsync = fsync
+        self._log_write_ahead = LOG_WRITE_AHEAD if fsync is FsyncPolicy.ALWAYS else 0
         self._compact_min_bytes = compact_min_bytes
         # Record bytes in the current log (not its header), to compare with live records.
         self._log_bytes = log_file.size - codec.HEADER_SIZE
@@ -250,7 +261,8 @@ class Store:
         recovered = data_dir.recover()
         table = cls._build_table(recovered)
         data_dir.remove_before(recovered.snapshot_generation)
-        log_file = data_dir.open_log(recovered.generation)
+        write_ahead = LOG_WRITE_AHEAD if fsync is FsyncPolicy.ALWAYS else 0
+        log_file = data_dir.open_log(recovered.generation, write_ahead)
         if log_file.format != codec.FORMAT_VERSION:
             # Never append records of this format to a log of another: a new
             # generation begins (recovery replays both, in order).
@@ -259,7 +271,7 @@ class Store:
             )
             log_file.close()
             recovered.generation += 1
-            log_file = data_dir.open_log(recovered.generation)
+            log_file = data_dir.open_log(recovered.generation, write_ahead)
         if recovered.torn_bytes_cut:
             log.warning(
                 "cut a torn log tail of %d bytes (an unacknowledged write)",
@@ -690,7 +702,9 @@ class Store:
         generation = self._generation + 1
         old_log = self._log
         try:
-            self._log = await trio.to_thread.run_sync(self._dir.open_log, generation)
+            self._log = await trio.to_thread.run_sync(
+                self._dir.open_log, generation, self._log_write_ahead
+            )
         except OSError as error:
             log.error("cannot start log generation %d: %s", generation, error)
             self._compacting = False

@@ -41,6 +41,15 @@ def frames(records: list[Record], salt: int = SALT, offset: int = codec.HEADER_S
     return codec.frame_all(payloads, codec.salt_seed(salt), offset)
 
 
+def log_frames(path: Path) -> bytes:
+    """A live log's header and frames: its bytes up to the end of its last
+    frame, after checking that only zeros written ahead follow them."""
+    data = path.read_bytes()
+    end = codec.decode_file(data, codec.FileKind.LOG).valid_length
+    assert not data[end:].strip(b"\0"), "only zeros may follow a live log's frames"
+    return data[:end]
+
+
 def file_salt(path: Path, kind: codec.FileKind = codec.FileKind.LOG) -> int:
     with open(path, "rb") as handle:
         return codec.decode_header(handle.read(codec.HEADER_SIZE), kind)

@@ -23,7 +23,7 @@ from a3redis.storage import fsync_process as fsync_process_module
 from a3redis.storage.files import AppendLog, log_name
 from a3redis.storage.fsync_process import FsyncProcess, FsyncProcessLost
 from a3redis.storage.store import Store, StoreFailedError
-from tests.storage.support import file_salt, frames, log_files, syncing_in_a_child
+from tests.storage.support import file_salt, frames, log_files, log_frames, syncing_in_a_child
 from tests.support.records import rec
 from tests.support.waiting import wait_for, wait_for_in_trio
 
@@ -173,7 +173,7 @@ async def test_writes_stay_invisible_until_the_child_has_synced_them(
 
         monkeypatch.setattr(fsync_process, "sync", held_sync)
         log_path = log_files(tmp_path)[0]
-        synced = log_path.read_bytes()
+        synced = log_frames(log_path)
         new, brand_new = rec(b"k", b"new", 2), rec(b"fresh", b"x", 3)
         done: list[list[bool]] = []
 
@@ -186,7 +186,7 @@ async def test_writes_stay_invisible_until_the_child_has_synced_them(
                 await syncing.wait()
                 # The loop wrote the batch into the file; only the child's sync is missing.
                 batch = frames([new, brand_new], file_salt(log_path), len(synced))
-                assert log_path.read_bytes() == synced + batch
+                assert log_frames(log_path) == synced + batch
                 assert store.get(b"k") == old
                 assert store.get(b"fresh") is None
                 assert store.scan() == [old]

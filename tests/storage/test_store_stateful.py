@@ -32,14 +32,13 @@ from a3redis.storage.files import log_name, snapshot_name
 from a3redis.storage.store import Store
 from tests.storage.support import (
     Gate,
-    append_bytes,
     copy_data_dir,
     data_files,
     file_salt,
     log_files,
+    log_frames,
     sync_in_a_thread,
     syncing_in_a_child,
-    truncate,
     write_then_sync_gate,
 )
 
@@ -244,9 +243,11 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(
         written=st.lists(st.tuples(st.sampled_from(KEYS), values), max_size=3),
         queued=st.lists(st.tuples(st.sampled_from(KEYS), values), max_size=2),
-        damage=st.sampled_from(["none", "truncate", "torn-frame", "zeros"]),
-        # Where to cut, as a fraction of the unacknowledged bytes.
+        damage=st.sampled_from(["none", "truncate", "lost-pages", "torn-frame", "zeros"]),
+        # Where the damage starts, as a fraction of the unacknowledged bytes.
         fraction=st.floats(0, 1, exclude_max=True),
+        # How many bytes it takes or adds.
+        span=st.integers(1, 100),
     )
     def crash(
         self,
@@ -254,6 +255,7 @@ class StoreMachine(RuleBasedStateMachine):
         queued: list[tuple[bytes, bytes | None]],
         damage: str,
         fraction: float,
+        span: int,
     ) -> None:
         """Copy the live files mid-commit, damage the unacknowledged tail, reopen the copy.
 
@@ -263,7 +265,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.loop.run(self._wait_compaction_idle)
         store = self.store
         log_path = log_files(self.handle.path)[-1]
-        acked_size = log_path.stat().st_size
+        acked_size = len(log_frames(log_path))
         assert acked_size == store._log.size
         sync_in_a_thread(store)
         gate = write_then_sync_gate(store._log)
@@ -289,27 +291,36 @@ class StoreMachine(RuleBasedStateMachine):
         frame_ends = list(
             itertools.accumulate((len(codec.encode(r)) for r in first), initial=acked_size)
         )[1:]
-        assert copied_log.stat().st_size == (frame_ends[-1] if first else acked_size)
-        kept = copied_log.stat().st_size
-        torn = 0
+        end = frame_ends[-1] if first else acked_size
+        data = bytearray(copied_log.read_bytes())
+        # After the batch, only the zeros the log wrote ahead of its records, if any.
+        assert len(data) >= end and not data[end:].strip(b"\0")
+        lost = end  # where the crash took the first byte of the batch (end: none)
         if damage == "truncate" and first:
-            kept = acked_size + int(fraction * (kept - acked_size))
-            truncate(copied_log, kept)
-            torn = kept - max([acked_size] + [end for end in frame_ends if end <= kept])
+            lost = acked_size + int(fraction * (end - acked_size))
+            del data[lost:]
+        elif damage == "lost-pages" and first:
+            # The pages of an overwrite reach the disk in any order: a stretch
+            # of the batch reads as the zeros it overwrote, later frames whole.
+            lost = acked_size + int(fraction * (end - acked_size))
+            hole = min(end, lost + span) - lost
+            data[lost : lost + hole] = bytes(hole)
         elif damage == "torn-frame":
             record = Record(b"torn", b"never acknowledged", self.fresh_version(1))
-            frame = codec.encode(record, file_salt(copied_log), kept)
-            torn = 1 + int(fraction * (len(frame) - 1))
-            append_bytes(copied_log, frame[:torn])
+            frame = codec.encode(record, file_salt(copied_log), end)
+            torn_part = frame[: min(span, len(frame) - 1)]  # never the whole frame
+            data[end : end + len(torn_part)] = torn_part
         elif damage == "zeros":
-            torn = 1 + int(fraction * 64)
-            append_bytes(copied_log, bytes(torn))
+            data += bytes(span)
+        copied_log.write_bytes(bytes(data))
+        valid = max([acked_size] + [frame_end for frame_end in frame_ends if frame_end <= lost])
+        torn = len(bytes(data[valid:]).rstrip(b"\0"))
 
         self.handle = OpenStore(self.loop, crashed)
         assert self.store.stats().torn_bytes_cut == torn
         # Whole frames of the unacknowledged batch survive (a crash may keep them);
         # the queued batch never reached the file.
-        survivors = [record for record, end in zip(first, frame_ends, strict=True) if end <= kept]
+        survivors = [r for r, frame_end in zip(first, frame_ends, strict=True) if frame_end <= lost]
         for record in survivors:
             self.model[record.key] = record
         event(f"crash ({damage}): {len(survivors)} of {len(first)} unacknowledged kept")

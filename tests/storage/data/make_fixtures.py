@@ -1,10 +1,12 @@
-"""Write the format-v1 fixtures in tests/storage/data/v1 with the codec of the day.
+"""Write the fixtures of one file format in tests/storage/data/v<N> with the codec of the day.
 
-Run once, with the a3redis release whose files the fixtures stand for (format
-v1: before records carried an expiry), from the repository root:
-`python tests/storage/data/make_v1_fixtures.py`. The files are committed; the
-storage tests check that today's code still loads them (the v1 -> v2 upgrade).
-The salts are fixed so that rerunning the script gives the same bytes.
+Run once, with the a3redis release whose files the fixtures stand for, from
+the repository root: `python tests/storage/data/make_fixtures.py` (with
+PYTHONPATH naming that release's tree). It writes `v<its FORMAT_VERSION>`.
+The files are committed; the storage tests check that today's code still
+loads them. v1 came from the release before records carried an expiry, v2
+from the one before frames named their batch (`b1372ac`). The salts are
+fixed so that rerunning the script gives the same bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from a3redis.core.hlc import Version
 from a3redis.core.record import Record
 from a3redis.storage import codec
 
-HERE = Path(__file__).parent / "v1"
+HERE = Path(__file__).parent / f"v{codec.FORMAT_VERSION}"
 WALL = 1_764_000_000_000  # 2025-11-24, any fixed time does
 
 SNAPSHOT = [
@@ -29,6 +31,9 @@ LOG = [
     codec.Purge(b"beta", None, Version(WALL + 1, 0, "node-2")),
     Record(b"gamma", None, Version(WALL + 12, 0, "node-1")),
 ]
+# Formats from v2 on hold an expiry (far ahead: the record stays live).
+if codec.FORMAT_VERSION >= 2:
+    LOG.append(Record(b"eta", b"seven", Version(WALL + 13, 0, "node-3"), WALL + 10**12))
 HINTS = [
     Record(b"epsilon", b"five", Version(WALL + 20, 0, "node-1")),
     Record(b"zeta", None, Version(WALL + 21, 1, "node-1")),
