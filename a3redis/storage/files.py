@@ -139,7 +139,8 @@ class AppendLog:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self._write_ahead = write_ahead
-        # Bytes the file holds: its frames, then any zeros written ahead.
+        # `size`: where the frames end (the next write goes there); `_written`:
+        # the bytes the file holds, its frames and then any zeros written ahead.
         self.size = self._written = 0
         try:
             self.size = self._written = os.fstat(self._fd).st_size

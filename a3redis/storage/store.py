@@ -82,6 +82,12 @@ GATHER_MIN_RECORDS = 4
 # in the code".
 LOG_WRITE_AHEAD = 256 * 1024
 
+
+def _write_ahead(fsync: FsyncPolicy) -> int:
+    """The zeros a log writes ahead under `fsync` (see the module's rules)."""
+    return LOG_WRITE_AHEAD if fsync is FsyncPolicy.ALWAYS else 0
+
+
 # Logged changes replayed onto a freshly built Merkle index per turn of the loop.
 INDEX_CATCH_UP_SLICE = 500
 
@@ -187,7 +193,7 @@ class Store:
         self._log = log_file
         self._generation = generation
         self._fsync = fsync
-        self._log_write_ahead = LOG_WRITE_AHEAD if fsync is FsyncPolicy.ALWAYS else 0
+        self._log_write_ahead = _write_ahead(fsync)
         self._compact_min_bytes = compact_min_bytes
         # Record bytes in the current log (not its header), to compare with live records.
         self._log_bytes = log_file.size - codec.HEADER_SIZE
@@ -261,7 +267,7 @@ class Store:
         recovered = data_dir.recover()
         table = cls._build_table(recovered)
         data_dir.remove_before(recovered.snapshot_generation)
-        write_ahead = LOG_WRITE_AHEAD if fsync is FsyncPolicy.ALWAYS else 0
+        write_ahead = _write_ahead(fsync)
         log_file = data_dir.open_log(recovered.generation, write_ahead)
         if log_file.format != codec.FORMAT_VERSION:
             # Never append records of this format to a log of another: a new

@@ -28,6 +28,7 @@ from a3redis.storage.store import (
     GATHER_DELAY,
     GATHER_MIN_RECORDS,
     GATHER_MIN_WRITERS,
+    LOG_WRITE_AHEAD,
     DataDirError,
     FsyncPolicy,
     Store,
@@ -486,6 +487,32 @@ async def test_torn_tail_is_cut_and_logged(
         assert store.stats().torn_bytes_cut == 0
         assert store.get(b"d") == rec(b"d", b"after", 5)
         assert store.get(b"a") == acked[2]
+
+
+@pytest.mark.parametrize("fsync", [FsyncPolicy.ALWAYS, FsyncPolicy.EVERYSEC, FsyncPolicy.NO])
+async def test_only_a_log_synced_at_every_commit_writes_zeros_ahead(
+    tmp_path: Path, fsync: FsyncPolicy
+) -> None:
+    """With FSYNC=always, commits overwrite zeros written ahead (cheaper syncs);
+    other policies may leave several batches unsynced, so they append."""
+    async with Store.open(tmp_path, fsync=fsync) as store:
+        for wall in range(1, 4):
+            assert await store.apply(rec(b"k%d" % wall, b"v", wall))
+        log_path = log_files(tmp_path)[0]
+        frames_end = len(log_frames(log_path))
+        ahead = log_path.stat().st_size - frames_end
+        if fsync is FsyncPolicy.ALWAYS:
+            # Written with the header, then overwritten by the three commits.
+            assert ahead == LOG_WRITE_AHEAD - (frames_end - codec.HEADER_SIZE)
+        else:
+            assert ahead == 0
+    # Closing cuts the zeros: the file ends with its last frame.
+    assert log_path.stat().st_size == frames_end
+    async with Store.open(tmp_path, fsync=fsync) as store:
+        assert store.stats().torn_bytes_cut == 0
+        assert [store.get(b"k%d" % wall) for wall in range(1, 4)] == [
+            rec(b"k%d" % wall, b"v", wall) for wall in range(1, 4)
+        ]
 
 
 async def test_corrupt_middle_record_stops_the_open(tmp_path: Path) -> None:
