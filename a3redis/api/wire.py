@@ -153,8 +153,8 @@ def apply_request_to_pb(
         try:
             packed = codec.pack_records(records)
         except struct.error:
-            packed = None
-        if packed is not None:
+            pass  # as Record messages, below
+        else:
             return rpb.ApplyRequest(coordinator=coordinator, record_payloads=packed)
     return rpb.ApplyRequest(
         coordinator=coordinator, records=[record_to_pb(record) for record in records]

@@ -47,6 +47,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
@@ -66,8 +67,21 @@ _FRAME_AND_BODY = struct.Struct("<IIIBQIHI")  # both in one unpack, for decoding
 # Frames of formats v1 and v2: no `back`.
 _OLD_FRAME = struct.Struct("<II")
 _OLD_FRAME_AND_BODY = struct.Struct("<IIBQIHI")
-# The frame header's size in each readable format.
-_FRAME_HEADER_OF_FORMAT = {1: _OLD_FRAME.size, 2: _OLD_FRAME.size, 3: _FRAME.size}
+
+
+class _Framing(NamedTuple):
+    """How one format lays out a frame's header."""
+
+    header: struct.Struct
+    header_and_body: struct.Struct
+    batched: bool  # whether the header holds `back`
+
+
+_FRAMING_OF_FORMAT = {
+    1: _Framing(_OLD_FRAME, _OLD_FRAME_AND_BODY, False),
+    2: _Framing(_OLD_FRAME, _OLD_FRAME_AND_BODY, False),
+    3: _Framing(_FRAME, _FRAME_AND_BODY, True),
+}
 KIND_VALUE = 1
 KIND_TOMBSTONE = 2
 KIND_PURGE = 3
@@ -296,11 +310,12 @@ def decode_frames(
     records: list[Record] = []
     append = records.append
     node_ids: dict[bytes, str] = {}
-    batched = file_format >= 3
-    header = _FRAME_HEADER_OF_FORMAT[file_format]
-    unpack_header = (_FRAME if batched else _OLD_FRAME).unpack_from
-    unpack_frame = (_FRAME_AND_BODY if batched else _OLD_FRAME_AND_BODY).unpack_from
-    frame_and_body = header + _BODY.size
+    framing = _FRAMING_OF_FORMAT[file_format]
+    batched = framing.batched
+    header = framing.header.size
+    unpack_header = framing.header.unpack_from
+    unpack_frame = framing.header_and_body.unpack_from
+    frame_and_body = framing.header_and_body.size
     body_size = _BODY.size
     crc32 = zlib.crc32
     new = tuple.__new__
@@ -410,9 +425,10 @@ def valid_frames(
     """
     buffer = data if isinstance(data, bytes | bytearray) else bytes(data)
     size = len(buffer)
-    batched = file_format >= 3
-    header = _FRAME_HEADER_OF_FORMAT[file_format]
-    unpack_header = (_FRAME if batched else _OLD_FRAME).unpack_from
+    framing = _FRAMING_OF_FORMAT[file_format]
+    batched = framing.batched
+    header = framing.header.size
+    unpack_header = framing.header.unpack_from
     unpack_body = _BODY.unpack_from
     body_size = _BODY.size
     crc32 = zlib.crc32

@@ -279,7 +279,7 @@ class DataDir:
                     f"{path}: snapshot is truncated at {result.valid_length} ({result.tail_reason})"
                 )
             # A torn tail is a batch that never completed (never acknowledged).
-            torn = len(bytes(memoryview(data)[result.valid_length :]).rstrip(b"\0"))
+            torn = len(data[result.valid_length :].rstrip(b"\0"))
             log.log(
                 logging.WARNING if torn else logging.INFO,
                 "%s: cutting %d bytes at offset %d: %s",
