@@ -260,6 +260,7 @@ class _Server:
                 await trio.sleep(ACCEPT_RETRY_DELAY)
                 continue
             conn.setblocking(False)
+            _reply_without_delay(conn)
             if stats.open >= stats.limit:
                 stats.refused_over_limit += 1
                 stats.log_throttled(
@@ -836,6 +837,14 @@ def _pollable_selector() -> selectors.BaseSelector:
         selector.close()
         raise RuntimeError("the Redis-protocol listener needs epoll or kqueue")
     return selector
+
+
+def _reply_without_delay(conn: socket.socket) -> None:
+    """Turn Nagle's algorithm off, as Redis does: a reply must not wait for the
+    client's acknowledgement of the one before (a pipelining client's, above all)."""
+    if conn.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):  # the client may be gone already
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _refuse(conn: socket.socket, tell: bool) -> None:

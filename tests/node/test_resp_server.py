@@ -436,6 +436,31 @@ async def test_the_replies_of_one_pass_leave_in_one_send_per_connection(
     assert [data for data in sent if b"RESET" in data or b"$1" in data] == [expected]
 
 
+async def test_replies_are_sent_without_waiting_for_acknowledgements(
+    recorded: tuple[Recorder, int, trio.Event], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nagle's algorithm is off on a client's connection (as Redis has it): a reply
+    never waits for the client to acknowledge the one before."""
+    _, port, _ = recorded
+    nodelay: list[int] = []
+    send = socket.socket.send
+
+    def checked_send(sock: socket.socket, data: Any, *flags: int) -> int:
+        if sock.family == socket.AF_INET:  # not trio's own wake-up socket pair
+            nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return send(sock, data, *flags)
+
+    monkeypatch.setattr(socket.socket, "send", checked_send)
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"ECHO a\r\n")
+            return raw.recv(100)
+
+    assert await trio.to_thread.run_sync(talk) == b"$1\r\na\r\n"
+    assert nodelay and all(nodelay)
+
+
 async def test_runs_answered_at_once_later_and_in_a_task_keep_a_connections_order(
     recorded: tuple[Recorder, int, trio.Event],
 ) -> None:
