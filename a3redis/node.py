@@ -312,9 +312,12 @@ async def run_node(
                                 lambda: {
                                     "total": resp_stats.accepted,
                                     "refused": resp_stats.refused_over_limit,
+                                    "net_input_bytes": resp_stats.bytes_received,
+                                    "net_output_bytes": resp_stats.bytes_sent,
                                 },
                                 tokens=tokens,
                                 expired_purged=lambda: repair.stats.expired_purged,
+                                command_facts=metrics.command_facts,
                             ),
                             resp_settings,
                             stop,

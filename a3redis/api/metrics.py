@@ -31,6 +31,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from a3redis.core.membership import Membership, Role, summary
+from a3redis.core.redis_info import command_stat_fields, error_stat_fields
 from a3redis.core.resp_values import ErrorReply, Reply
 from a3redis.core.window import RollingStats
 
@@ -40,8 +41,13 @@ _BUCKET_LABELS = (*(repr(float(bound)) for bound in LATENCY_BUCKETS), "+Inf")
 # Redis command names get their own label up to this many; clients choose the
 # names, so the rest share one ("other"), and unknown commands share "unknown".
 MAX_COMMAND_LABELS = 256
+# Error codes counted apart for INFO errorstats (Redis keeps 128); later ones are not.
+MAX_ERROR_CODES = 128
 _UNKNOWN_COMMAND = "ERR unknown command"
 _COMMAND_NAME = re.compile(rb"[A-Z0-9][A-Z0-9._|-]{0,31}")
+_ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
+# The operations of Redis commands in `NodeMetrics.rolling` ("RESP GET"...).
+_RESP_OPERATION = "RESP "
 
 
 class _Calls:
@@ -100,6 +106,8 @@ class NodeMetrics:
         self._commands_seen = _Calls()
         # Upper-cased name -> (its label, its operation on the status page).
         self._command_labels: dict[bytes, tuple[str, str]] = {}
+        # Error replies by code (their first word), for INFO errorstats.
+        self._error_codes: dict[str, int] = {}
         self.registry.register(_Source(self._commands))
         # process_resident_memory_bytes, process_open_fds, CPU seconds...: an
         # operator sees memory or descriptors grow before the kernel does.
@@ -139,11 +147,50 @@ class NodeMetrics:
             command, operation = self._command_label(request, reply)
             if not answered:
                 result = "unanswered"
+            elif isinstance(reply, ErrorReply):
+                result = "error"
+                self._count_error(reply.text)
             else:
-                result = "error" if isinstance(reply, ErrorReply) else "ok"
+                result = "ok"
             seen.count((command, result))
             seen.time(command, bucket, seconds)
             self.rolling.record(operation, seconds, now)
+
+    def _count_error(self, text: str) -> None:
+        code = text.split(" ", 1)[0]
+        codes = self._error_codes
+        if code in codes:
+            codes[code] += 1
+        elif len(codes) < MAX_ERROR_CODES and _ERROR_CODE.fullmatch(code):
+            codes[code] = 1
+
+    def command_facts(self) -> dict[str, dict[str, str | int]]:
+        """What INFO shows of the Redis commands served: the commandstats and
+        errorstats sections, and the stats section's fields made of them."""
+        calls: dict[str, tuple[int, int, float]] = {}
+        error_replies = 0
+        for (command, result), count in list(self._commands_seen.counts.items()):
+            if result == "error":
+                error_replies += count
+            if command in ("unknown", "other"):
+                continue  # Redis counts no calls of a command it does not have
+            made, failed, _ = calls.get(command.lower(), (0, 0, 0.0))
+            calls[command.lower()] = (
+                made + count,
+                failed + (count if result == "error" else 0),
+                self._commands_seen.latency[command][1][0],
+            )
+        last_second = int(time.monotonic()) - 1
+        return {
+            "stats": {
+                "instantaneous_ops_per_sec": self.rolling.counted_in_second(
+                    last_second, _RESP_OPERATION
+                ),
+                "total_error_replies": error_replies,
+            },
+            "commandstats": command_stat_fields(calls),
+            "errorstats": error_stat_fields(self._error_codes),
+        }
 
     def _command_label(self, request: list[bytes], reply: Reply) -> tuple[str, str]:
         name = request[0].upper() if request else b""

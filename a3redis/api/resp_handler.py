@@ -25,13 +25,15 @@ import logging
 import os
 import platform
 import random
+import resource
 import sys
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from a3redis import __version__
+from a3redis.api.metrics import process_usage
 from a3redis.api.resp_server import Answer, Remainder
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import SETTINGS, Config
@@ -55,12 +57,13 @@ from a3redis.core.redis_commands import (
     ServerCommand,
 )
 from a3redis.core.redis_glob import Glob, PatternTooLongError, literal_prefix
-from a3redis.core.redis_info import config_get, keyspace_fields, render_info
+from a3redis.core.redis_info import config_get, keyspace_fields, memory_fields, render_info
 from a3redis.core.redis_pipeline import (
     Plan,
     ReadStep,
     RewriteStep,
     ServerStep,
+    Step,
     StepResult,
     WriteStep,
     plan,
@@ -97,6 +100,7 @@ class RedisCommands:
         *,
         tokens: TokenHolder | None = None,
         expired_purged: Callable[[], int] = lambda: 0,
+        command_facts: Callable[[], Mapping[str, Mapping[str, str | int]]] = dict,
     ) -> None:
         self.keyspace = keyspace
         self.store = store
@@ -117,6 +121,9 @@ class RedisCommands:
         self.commands_processed = 0
         self._connections = connections
         self._expired_purged = expired_purged
+        # INFO's commandstats and errorstats, and the stats fields made of them.
+        self._command_facts = command_facts
+        self.lookups = Lookups()
 
     def new_session(self, client_id: int, peer: str) -> Session:
         session = Session(
@@ -139,7 +146,7 @@ class RedisCommands:
         self.commands_processed += len(pipeline.names)
         if pipeline.serves:
             return partial(self._finish, session, pipeline, [], 0)
-        return _KeySteps(self.keyspace, pipeline, answer).begin()
+        return _KeySteps(self.keyspace, pipeline, answer, self.lookups).begin()
 
     async def _finish(
         self, session: Session, pipeline: Plan, results: list[StepResult], first: int
@@ -165,6 +172,7 @@ class RedisCommands:
                     results.append(await self._serve(session, step))
             except RequestError as failure:
                 results.append(failure)
+        self.lookups.count(pipeline.steps, results)
         return pipeline.replies(results, keyspace.wall_ms())
 
     async def _write(self, step: WriteStep) -> list[Version]:
@@ -338,6 +346,8 @@ class RedisCommands:
         uptime = int(time.time() - self.started)
         usage = os.times()
         connections = self._connections()
+        commands = self._command_facts()
+        command_stats = commands.get("stats", {})
         return {
             "server": {
                 "redis_version": self.settings.redis_version,
@@ -362,6 +372,7 @@ class RedisCommands:
                 "blocked_clients": 0,
                 "tracking_clients": 0,
             },
+            "memory": memory_fields(*_process_memory(), stats.live_bytes),
             "persistence": {
                 "loading": 0,
                 "async_loading": 0,
@@ -376,15 +387,24 @@ class RedisCommands:
             "stats": {
                 "total_connections_received": connections.get("total", 0),
                 "total_commands_processed": self.commands_processed,
+                "instantaneous_ops_per_sec": command_stats.get("instantaneous_ops_per_sec", 0),
+                "total_net_input_bytes": connections.get("net_input_bytes", 0),
+                "total_net_output_bytes": connections.get("net_output_bytes", 0),
                 "rejected_connections": connections.get("refused", 0),
                 # Redis counts a key once, when expiry deletes it; here that is when its
                 # record is purged (TOMBSTONE_GRACE after it expired: README).
                 "expired_keys": self._expired_purged(),
                 "evicted_keys": 0,
+                "keyspace_hits": self.lookups.hits,
+                "keyspace_misses": self.lookups.misses,
+                "total_error_replies": command_stats.get("total_error_replies", 0),
             },
             "replication": {
                 "role": "master",
                 "connected_slaves": 0,
+                "master_failover_state": "no-failover",
+                "master_replid": self.run_id,
+                "master_repl_offset": 0,
                 "replication_factor": cluster.replication_factor,
                 "ring_members": len(cluster.ring.members),
                 "live_members": sum(1 for m in cluster.ring.members if not cluster.is_down(m)),
@@ -395,6 +415,8 @@ class RedisCommands:
                 "used_cpu_sys_children": f"{usage.children_system:.6f}",
                 "used_cpu_user_children": f"{usage.children_user:.6f}",
             },
+            "commandstats": dict(commands.get("commandstats", {})),
+            "errorstats": dict(commands.get("errorstats", {})),
             "cluster": {"cluster_enabled": 1},
             "keyspace": dict(keyspace_fields(stats.live_keys, self.store.expiring_keys)),
             "a3redis": {
@@ -409,6 +431,33 @@ class RedisCommands:
         }
 
 
+def _process_memory() -> tuple[int, int]:
+    """This process's resident bytes now and at most so far (0 where unknown)."""
+    now = process_usage()["rss_bytes"] or 0
+    # Linux gives ru_maxrss in KiB.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return now, peak
+
+
+class Lookups:
+    """Keys that reads found (hits) and did not find (misses), as INFO's
+    keyspace_hits and keyspace_misses count them."""
+
+    __slots__ = ("hits", "misses")
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+
+    def count(self, steps: Sequence[Step], results: Sequence[StepResult]) -> None:
+        """Count the keys of a run's read steps, once the run is decided."""
+        for step, result in zip(steps, results, strict=False):
+            if type(step) is ReadStep and type(result) is list:
+                missed = result.count(None)
+                self.misses += missed
+                self.hits += len(result) - missed
+
+
 class _KeySteps:
     """A run of key reads and writes, each step started when the one before is decided.
 
@@ -417,12 +466,15 @@ class _KeySteps:
     a run that never waits is answered without a callback at all.
     """
 
-    __slots__ = ("answer", "keyspace", "launching", "pending", "pipeline", "results")
+    __slots__ = ("answer", "keyspace", "launching", "lookups", "pending", "pipeline", "results")
 
-    def __init__(self, keyspace: Keyspace, pipeline: Plan, answer: Answer) -> None:
+    def __init__(
+        self, keyspace: Keyspace, pipeline: Plan, answer: Answer, lookups: Lookups
+    ) -> None:
         self.keyspace = keyspace
         self.pipeline = pipeline
         self.answer = answer
+        self.lookups = lookups
         self.results: list[StepResult] = []
         self.launching = False  # inside a keyspace call: its callback only records
         self.pending = False  # a step was started and has not called back
@@ -486,6 +538,7 @@ class _KeySteps:
 
     def _replies(self) -> list[Reply] | None:
         try:
+            self.lookups.count(self.pipeline.steps, self.results)
             return self.pipeline.replies(self.results, self.keyspace.wall_ms())
         except Exception:
             log.exception("could not reply to a Redis-protocol run")

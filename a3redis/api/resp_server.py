@@ -162,6 +162,8 @@ class RespStats:
     reply_bytes_queued: int = 0  # over all connections, now
     # Commands run so far: with the gRPC calls, how busy the node is (the pace of copying).
     commands_served: int = 0
+    bytes_received: int = 0  # as read from the sockets (TLS records under TLS)
+    bytes_sent: int = 0  # as the sockets took them
     _log: LogThrottle = field(default_factory=lambda: LogThrottle(LOG_INTERVAL))
 
     def log_throttled(self, what: str, message: str, *args: object) -> None:
@@ -500,6 +502,7 @@ class _Connection:
         if not data:
             self.close()
             return
+        self.server.stats.bytes_received += len(data)
         self.last_heard = now
         if self.tls is not None:
             data = self._decrypt(data)
@@ -705,6 +708,7 @@ class _Connection:
         except OSError:
             self.broken = True
             return
+        self.server.stats.bytes_sent += sent
         if sent < len(data):
             self._queue(memoryview(data)[sent:])
 
@@ -752,6 +756,7 @@ class _Connection:
                     break
                 self.queued -= sent
                 stats.reply_bytes_queued -= sent
+                stats.bytes_sent += sent
                 if sent == len(outbox[0]):
                     outbox.popleft()
                 else:
@@ -815,7 +820,7 @@ class _Connection:
             # Replies made just before (a run that finished while the node stops): the
             # kernel takes them now or never.
             with contextlib.suppress(OSError):
-                self.sock.send(b"".join(self.unsent))
+                self.server.stats.bytes_sent += self.sock.send(b"".join(self.unsent))
         self.unsent.clear()
         self.unsent_bytes = 0
         self.closed = True

@@ -16,10 +16,11 @@ Rules:
   Our own `a3redis` section is a default one, so plain INFO shows it.
 - Text: `# Title\\r\\n`, then `field:value\\r\\n` per field in the order given,
   sections separated by an empty line, sent as verbatim text (`txt`). A
-  field name is lower-case letters, digits and `_` (the shell's constant;
-  anything else is a bug and raises); a value is a str or an int (a bool is
-  written 1 or 0, as Redis does), and CR or LF inside it become spaces, so
-  a value can never forge a line.
+  field name is lower-case letters, digits and `_`, `cmdstat_` and a
+  command's name, or `errorstat_` and an error code in capitals (the
+  shell's constant; anything else is a bug and raises); a value is a str or
+  an int (a bool is written 1 or 0, as Redis does), and CR or LF inside it
+  become spaces, so a value can never forge a line.
 - CONFIG GET follows Redis 7 (`configGetCommand`): each argument without
   `[`, `*` or `?` is looked up by name, case-insensitively, and answered
   under the name as the client wrote it; any other argument is a glob
@@ -91,6 +92,7 @@ SECTIONS: tuple[InfoSection, ...] = (
             "used_memory_rss_human",
             "used_memory_peak",
             "used_memory_peak_human",
+            "used_memory_dataset",  # the stored records' encoded size
             "maxmemory",
             "maxmemory_human",
             "maxmemory_policy",
@@ -172,8 +174,74 @@ SECTIONS: tuple[InfoSection, ...] = (
 )
 
 _BY_NAME = {section.name: section for section in SECTIONS}
-_FIELD_NAME = re.compile(r"[a-z0-9_]+")
+# As in Redis, cmdstat_ fields carry the command's name (cmdstat_a3.consistency) and
+# errorstat_ fields the error code as the reply has it (errorstat_ERR).
+_FIELD_NAME = re.compile(r"[a-z0-9_]+|cmdstat_[a-z0-9][a-z0-9._|-]*|errorstat_[A-Z][A-Z0-9_]*")
+_ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]*")
+_COMMAND_NAME = re.compile(r"[a-z0-9][a-z0-9._|-]*")
 _CONFIG_WILDCARDS = re.compile(rb"[\[*?]")
+
+
+def human_bytes(count: int) -> str:
+    """`count` bytes as Redis writes them in INFO's `*_human` fields: `512B`,
+    `1.50K`, `2.00M`... (powers of 1024, two decimals)."""
+    if count < 1024:
+        return f"{count}B"
+    size = float(count)
+    for unit in "KMGTP":
+        size /= 1024
+        if size < 1024 or unit == "P":
+            break
+    return f"{size:.2f}{unit}"
+
+
+def memory_fields(used: int, peak: int, dataset: int) -> dict[str, InfoValue]:
+    """The memory section of a node whose process holds `used` bytes now and held
+    `peak` at most, `dataset` of them the records it stores (their encoded size).
+    Python's allocator keeps no running total as Redis's does, so `used_memory` is
+    the resident size, as `used_memory_rss` is; there is no `maxmemory` (0: no
+    limit) and nothing is evicted."""
+    peak = max(peak, used)
+    return {
+        "used_memory": used,
+        "used_memory_human": human_bytes(used),
+        "used_memory_rss": used,
+        "used_memory_rss_human": human_bytes(used),
+        "used_memory_peak": peak,
+        "used_memory_peak_human": human_bytes(peak),
+        "used_memory_dataset": dataset,
+        "maxmemory": 0,
+        "maxmemory_human": "0B",
+        "maxmemory_policy": "noeviction",
+        "mem_allocator": "pymalloc",
+    }
+
+
+def command_stat_fields(
+    calls: Mapping[str, tuple[int, int, float]],
+) -> dict[str, InfoValue]:
+    """The commandstats section from, per command (lower case), its calls, the calls
+    that answered an error, and the seconds they took."""
+    fields: dict[str, InfoValue] = {}
+    for name, (count, failed, seconds) in sorted(calls.items()):
+        if not count or not _COMMAND_NAME.fullmatch(name):
+            continue
+        usec = round(seconds * 1_000_000)
+        fields[f"cmdstat_{name}"] = (
+            f"calls={count},usec={usec},usec_per_call={usec / count:.2f},"
+            f"rejected_calls=0,failed_calls={failed}"
+        )
+    return fields
+
+
+def error_stat_fields(errors: Mapping[str, int]) -> dict[str, InfoValue]:
+    """The errorstats section from the count of error replies per error code (the
+    reply's first word: `ERR`, `NOAUTH`...)."""
+    return {
+        f"errorstat_{code}": f"count={count}"
+        for code, count in sorted(errors.items())
+        if count and _ERROR_CODE.fullmatch(code)
+    }
 
 
 def keyspace_fields(keys: int, expires: int = 0) -> dict[str, InfoValue]:

@@ -74,6 +74,20 @@ class RollingStats:
         while buckets and buckets[0].second <= second - self.window_s:
             buckets.pop(0)
 
+    def counted_in_second(self, second: int, prefix: str = "") -> int:
+        """How many of the operations whose name starts with `prefix` were recorded
+        in the whole second `second` (as `int(now)` numbers them)."""
+        total = 0
+        for operation, buckets in self._buckets.items():
+            if not operation.startswith(prefix):
+                continue
+            for bucket in reversed(buckets):
+                if bucket.second <= second:
+                    if bucket.second == second:
+                        total += bucket.count
+                    break
+        return total
+
     def summary(self, now: float) -> dict[str, dict[str, float]]:
         """Per operation: ops/s over the window and p50/p99 latency in milliseconds."""
         second = int(now)

@@ -12,8 +12,12 @@ from a3redis.core.redis_glob import MAX_PATTERN_BYTES
 from a3redis.core.redis_info import (
     SECTIONS,
     InfoValue,
+    command_stat_fields,
     config_get,
+    error_stat_fields,
+    human_bytes,
     keyspace_fields,
+    memory_fields,
     render_info,
     selected_sections,
 )
@@ -110,6 +114,53 @@ def test_the_keyspace_section_leaves_out_an_empty_db0() -> None:
     assert keyspace_fields(0) == {}
     assert keyspace_fields(12) == {"db0": "keys=12,expires=0,avg_ttl=0"}
     assert keyspace_fields(12, 5) == {"db0": "keys=12,expires=5,avg_ttl=0"}
+
+
+@pytest.mark.parametrize(
+    ("count", "written"),
+    [
+        (0, "0B"),
+        (1023, "1023B"),
+        (1024, "1.00K"),
+        (1536, "1.50K"),
+        (72_056_832, "68.72M"),
+        (3 * 1024**3, "3.00G"),
+        (5 * 1024**4, "5.00T"),
+        (2048 * 1024**5, "2048.00P"),  # Redis's largest unit
+    ],
+)
+def test_sizes_are_written_as_redis_writes_them(count: int, written: str) -> None:
+    assert human_bytes(count) == written
+
+
+def test_the_memory_section() -> None:
+    fields = memory_fields(used=3 * 1024**2, peak=2 * 1024**2, dataset=1500)
+    # The peak is never below what is held now (ru_maxrss lags the statm reading).
+    assert fields["used_memory_peak"] == fields["used_memory"] == 3 * 1024**2
+    assert fields["used_memory_human"] == fields["used_memory_peak_human"] == "3.00M"
+    assert fields["used_memory_dataset"] == 1500
+    assert fields["maxmemory"] == 0 and fields["maxmemory_policy"] == "noeviction"
+    assert memory_fields(used=1024, peak=4096, dataset=0)["used_memory_peak_human"] == "4.00K"
+
+
+def test_command_and_error_stats_are_written_and_parsed_as_redis_writes_them() -> None:
+    helpers: Any = importlib.import_module("redis._parsers.helpers")
+    commands = command_stat_fields(
+        {"get": (4, 1, 0.001), "a3.consistency": (1, 0, 0.0), "never": (0, 0, 0.0)}
+    )
+    assert commands == {
+        "cmdstat_a3.consistency": (
+            "calls=1,usec=0,usec_per_call=0.00,rejected_calls=0,failed_calls=0"
+        ),
+        "cmdstat_get": "calls=4,usec=1000,usec_per_call=250.00,rejected_calls=0,failed_calls=1",
+    }
+    errors = error_stat_fields({"ERR": 3, "WRONGPASS": 1, "bad code": 2, "NONE": 0})
+    assert errors == {"errorstat_ERR": "count=3", "errorstat_WRONGPASS": "count=1"}
+    reply = render_info({"commandstats": commands, "errorstats": errors}, [b"everything"])
+    assert isinstance(reply, Verbatim)
+    parsed = helpers.parse_info(reply.text)
+    assert parsed["cmdstat_get"]["calls"] == 4 and parsed["cmdstat_get"]["failed_calls"] == 1
+    assert parsed["errorstat_ERR"] == {"count": 3}
 
 
 def test_redis_py_parses_the_text() -> None:

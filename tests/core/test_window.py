@@ -42,3 +42,17 @@ def test_a_busy_second_keeps_a_uniform_sample_of_its_latencies() -> None:
     assert summary["count"] == 100_000
     assert abs(summary["p50_ms"] - 500) <= 100
     assert summary["p99_ms"] >= 950
+
+
+def test_counts_of_one_whole_second_by_operation_prefix() -> None:
+    stats = RollingStats(window_s=60, rng=random.Random(4))
+    for i in range(30):  # seconds 10, 11 and 12: 10 each
+        stats.record("RESP GET", 0.001, now=10 + i / 10)
+    for i in range(5):
+        stats.record("RESP SET", 0.001, now=11.2 + i / 10)
+        stats.record("Put", 0.001, now=11.5)
+    assert stats.counted_in_second(11, "RESP ") == 15
+    assert stats.counted_in_second(11) == 20
+    assert stats.counted_in_second(12, "RESP ") == 10
+    assert stats.counted_in_second(13, "RESP ") == 0  # nothing since
+    assert stats.counted_in_second(9, "RESP ") == 0  # nothing before

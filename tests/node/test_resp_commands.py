@@ -22,6 +22,7 @@ import redis.asyncio
 import trio
 
 from a3redis.core.redis_command_table import COMMAND_SPECS
+from a3redis.core.redis_info import SECTIONS
 from tests.node.conftest import RunningNode, Start
 from tests.support.system_tools import system_command
 
@@ -413,6 +414,71 @@ async def test_info_is_parsed_by_redis_py(node: RunningNode, protocol: int) -> N
     assert info["connected_clients"] >= 1 and info["aof_enabled"] == 1
     assert info["node_id"] == node.config.node_id and "a3redis_version" in info
     assert keyspace == {"db0": {"keys": 2, "expires": 0, "avg_ttl": 0}}
+
+
+async def test_info_fills_every_field_of_its_sections(node: RunningNode) -> None:
+    """Each field SECTIONS names is given (monitoring tools and `redis-cli --stat`
+    read used_memory, keyspace_hits, the net bytes...)."""
+
+    def talk() -> set[str]:
+        with connected(node, 2) as r:
+            r.set("filled", "1")
+            return set(r.info("everything"))
+
+    given = await in_thread(talk)
+    missing = {
+        section.name: [name for name in section.fields if name not in given] for section in SECTIONS
+    }
+    assert {name: fields for name, fields in missing.items() if fields} == {}
+
+
+async def test_info_counts_lookups_errors_commands_and_bytes(node: RunningNode) -> None:
+    def talk() -> tuple[dict[str, Any], dict[str, Any]]:
+        with connected(node, 2) as r:
+            before = r.info("everything")
+            r.set("here", "v")
+            r.mget("here", "absent", "also-absent")
+            r.get("here")
+            with pytest.raises(redis.ResponseError):
+                r.execute_command("INCR", "here")
+            with pytest.raises(redis.ResponseError):
+                r.execute_command("SELECT", "9")
+            return before, r.info("everything")
+
+    before, after = await in_thread(talk)
+    assert after["keyspace_hits"] - before["keyspace_hits"] == 2
+    assert after["keyspace_misses"] - before["keyspace_misses"] == 2
+    assert after["total_error_replies"] - before["total_error_replies"] == 2
+    assert after["errorstat_ERR"]["count"] - before.get("errorstat_ERR", {"count": 0})["count"] == 2
+    assert after["cmdstat_mget"]["calls"] == 1 and after["cmdstat_set"]["failed_calls"] == 0
+    assert after["cmdstat_incr"] == {
+        "calls": 1,
+        "usec": after["cmdstat_incr"]["usec"],
+        "usec_per_call": after["cmdstat_incr"]["usec_per_call"],
+        "rejected_calls": 0,
+        "failed_calls": 1,
+    }
+    assert after["total_net_input_bytes"] > before["total_net_input_bytes"]
+    assert after["total_net_output_bytes"] > before["total_net_output_bytes"]
+    assert after["instantaneous_ops_per_sec"] >= 0
+    # The process's resident size: a Python process holds megabytes.
+    assert after["used_memory"] > 1024**2 and after["used_memory_rss"] == after["used_memory"]
+    assert after["used_memory_peak"] >= after["used_memory"]
+    assert after["used_memory_dataset"] > 0 and after["maxmemory"] == 0
+
+
+async def test_instantaneous_ops_count_the_last_whole_second(node: RunningNode) -> None:
+    def talk() -> int:
+        with connected(node, 2) as r:
+            second = int(time.monotonic())
+            # Two whole seconds of PINGs; INFO is asked within the second after them.
+            while int(time.monotonic()) < second + 3:
+                r.ping()
+            rate: int = r.info("stats")["instantaneous_ops_per_sec"]
+            return rate
+
+    # One client's round trips: hundreds a second at least, on any machine this runs.
+    assert await in_thread(talk) >= 100
 
 
 async def test_time_and_lastsave_are_the_node_s_clock(node: RunningNode) -> None:
