@@ -36,6 +36,7 @@ from a3redis.core.peer_auth import (
     secret_from_file,
     secret_from_text,
 )
+from a3redis.core.redis_slowlog import SLOWLOG_LOG_SLOWER_THAN, SLOWLOG_MAX_LEN
 from a3redis.core.validation import Limits
 from a3redis.net.address import Address
 from a3redis.net.tls import NodeTls, TlsFileError, TlsFiles
@@ -460,6 +461,22 @@ SETTINGS: tuple[Setting, ...] = (
         "it above the largest reply a client asks for",
     ),
     Setting(
+        "SLOWLOG_LOG_SLOWER_THAN",
+        "slowlog_log_slower_than",
+        str(SLOWLOG_LOG_SLOWER_THAN),
+        Integer(-1, 2**40, "microseconds, from {low} to {high}; -1: none"),
+        "Microseconds a Redis-protocol command must take to be kept in `SLOWLOG` (Redis's "
+        "`slowlog-log-slower-than`; a command's time is its pipelined run's, replicas and disk "
+        "included; `0`: every command, `-1`: none)",
+    ),
+    Setting(
+        "SLOWLOG_MAX_LEN",
+        "slowlog_max_len",
+        str(SLOWLOG_MAX_LEN),
+        Integer(0, 1_000_000),
+        "Commands `SLOWLOG` keeps, the oldest forgotten first (Redis's `slowlog-max-len`)",
+    ),
+    Setting(
         "ALLOW_FLUSH",
         "allow_flush",
         "0",
@@ -808,6 +825,8 @@ class Config:
     resp_max_connections: int
     resp_idle_timeout: float
     resp_max_reply_buffer: int
+    slowlog_log_slower_than: int
+    slowlog_max_len: int
     allow_flush: bool
     replica_frames: bool
     log_format: LogFormat

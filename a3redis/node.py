@@ -300,28 +300,30 @@ async def run_node(
                         codec_limits(config.limits.max_key_bytes, config.limits.max_value_bytes),
                         tls=None if tls is None else tls.resp_server,
                     )
+                    redis_commands = RedisCommands(
+                        keyspace,
+                        store,
+                        config,
+                        config.resp_address,
+                        lambda: {
+                            "total": resp_stats.accepted,
+                            "refused": resp_stats.refused_over_limit,
+                            "net_input_bytes": resp_stats.bytes_received,
+                            "net_output_bytes": resp_stats.bytes_sent,
+                        },
+                        tokens=tokens,
+                        expired_purged=lambda: repair.stats.expired_purged,
+                        command_facts=metrics.command_facts,
+                        count_commands=metrics.observe_commands,
+                    )
                     await nursery.start(
                         partial(
                             serve_resp,
                             resp_sock,
-                            RedisCommands(
-                                keyspace,
-                                store,
-                                config,
-                                config.resp_address,
-                                lambda: {
-                                    "total": resp_stats.accepted,
-                                    "refused": resp_stats.refused_over_limit,
-                                    "net_input_bytes": resp_stats.bytes_received,
-                                    "net_output_bytes": resp_stats.bytes_sent,
-                                },
-                                tokens=tokens,
-                                expired_purged=lambda: repair.stats.expired_purged,
-                                command_facts=metrics.command_facts,
-                            ),
+                            redis_commands,
                             resp_settings,
                             stop,
-                            metrics.observe_commands,
+                            redis_commands.observe,
                             stats=resp_stats,
                         )
                     )

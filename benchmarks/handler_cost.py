@@ -49,7 +49,7 @@ VALUE = b"x" * 100
 
 class _Captured:
     handler: RedisCommands | None = None
-    observe: Callable[[Sequence[list[bytes]], Sequence[Reply], float], None] | None = None
+    observe: Callable[[Any, Sequence[list[bytes]], Sequence[Reply], float], None] | None = None
 
 
 async def _listener_left_out(
@@ -81,11 +81,13 @@ class _Connections:
         self.waiting = 0
         self.all_answered = trio.Event()
 
-    def _answer(self, run: list[list[bytes]], began: float) -> Callable[[list[Reply] | None], None]:
+    def _answer(
+        self, session: Any, run: list[list[bytes]], began: float
+    ) -> Callable[[list[Reply] | None], None]:
         def answered(replies: list[Reply] | None) -> None:
             if replies is None:
                 raise RuntimeError("the handler failed a request")
-            self.observe(run, replies, time.perf_counter() - began)
+            self.observe(session, run, replies, time.perf_counter() - began)
             encode_all(replies, 2)
             self.waiting -= 1
             if not self.waiting:
@@ -105,7 +107,7 @@ class _Connections:
             reader = self.readers[number]
             reader.feed(request)
             for run in protocol_runs(reader.requests()):
-                answer = self._answer(run, time.perf_counter())
+                answer = self._answer(self.sessions[number], run, time.perf_counter())
                 replies = self.handler.start(self.sessions[number], run, answer)
                 if isinstance(replies, list):
                     answer(replies)

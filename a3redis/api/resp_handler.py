@@ -53,8 +53,12 @@ from a3redis.core.redis_commands import (
     Keys,
     LastSave,
     RandomKey,
+    Save,
     Scan,
     ServerCommand,
+    SlowLogGet,
+    SlowLogLen,
+    SlowLogReset,
 )
 from a3redis.core.redis_glob import Glob, PatternTooLongError, literal_prefix
 from a3redis.core.redis_info import config_get, keyspace_fields, memory_fields, render_info
@@ -69,13 +73,21 @@ from a3redis.core.redis_pipeline import (
     plan,
 )
 from a3redis.core.redis_session import ServerSettings, Session, client_list_reply
+from a3redis.core.redis_slowlog import SlowLog
 from a3redis.core.resp_values import OK, ErrorReply, Reply, error
+from a3redis.core.resp_values import Status as SimpleString
 from a3redis.core.scan_cursors import INVALID_CURSOR, ScanCursors, scan_reply
 from a3redis.net.address import Address
 from a3redis.storage.policy import FsyncPolicy
 from a3redis.storage.store import Store
 
 log = logging.getLogger(__name__)
+
+# BGSAVE's reply: the sync is done when it is sent, but clients wait for Redis's words.
+BACKGROUND_SAVING_STARTED = SimpleString("Background saving started")
+
+# What counts a run's commands for /metrics and INFO (NodeMetrics.observe_commands).
+CommandCounter = Callable[[Sequence[list[bytes]], Sequence[Reply], float], None]
 
 # SCAN cursors this node remembers (the least recently used is forgotten first).
 SCAN_CURSORS = 100_000
@@ -101,6 +113,7 @@ class RedisCommands:
         tokens: TokenHolder | None = None,
         expired_purged: Callable[[], int] = lambda: 0,
         command_facts: Callable[[], Mapping[str, Mapping[str, str | int]]] = dict,
+        count_commands: CommandCounter | None = None,
     ) -> None:
         self.keyspace = keyspace
         self.store = store
@@ -123,7 +136,23 @@ class RedisCommands:
         self._expired_purged = expired_purged
         # INFO's commandstats and errorstats, and the stats fields made of them.
         self._command_facts = command_facts
+        self._count_commands = count_commands
         self.lookups = Lookups()
+        self.slow_log = SlowLog(config.slowlog_log_slower_than, config.slowlog_max_len)
+        self.last_save = self.started
+
+    def observe(
+        self,
+        session: Session,
+        requests: Sequence[list[bytes]],
+        replies: Sequence[Reply],
+        seconds: float,
+    ) -> None:
+        """After each run: count its commands (metrics, INFO) and log the slow ones."""
+        if self._count_commands is not None:
+            self._count_commands(requests, replies, seconds)
+        if seconds >= self.slow_log.slower_than_s:
+            self.slow_log.note(requests, seconds, time.time(), session.peer, session.name)
 
     def new_session(self, client_id: int, peer: str) -> Session:
         session = Session(
@@ -201,7 +230,18 @@ class RedisCommands:
         if isinstance(command, LastSave):
             # With FSYNC=always every acknowledged write is on disk: the last save is now.
             always = self.config.fsync is FsyncPolicy.ALWAYS
-            return int(time.time()) if always else int(self.started)
+            return int(time.time()) if always else int(self.last_save)
+        if isinstance(command, Save):
+            await self.store.sync_committed()
+            self.last_save = time.time()
+            return BACKGROUND_SAVING_STARTED if command.background else OK
+        if isinstance(command, SlowLogGet):
+            return self.slow_log.get(command.count)
+        if isinstance(command, SlowLogLen):
+            return len(self.slow_log)
+        if isinstance(command, SlowLogReset):
+            self.slow_log.reset()
+            return OK
         if isinstance(command, Cluster):
             return self._cluster_view().command([command.subcommand.encode(), *command.args])
         if isinstance(command, ClientList):
@@ -327,6 +367,8 @@ class RedisCommands:
             "timeout": str(int(config.resp_idle_timeout)),
             "maxclients": str(config.resp_max_connections),
             "cluster-enabled": "yes",
+            "slowlog-log-slower-than": str(config.slowlog_log_slower_than),
+            "slowlog-max-len": str(config.slowlog_max_len),
         }
         for setting in SETTINGS:
             # Nothing that proves who someone is leaves the node.

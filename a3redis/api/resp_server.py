@@ -130,8 +130,9 @@ class RespHandler(Protocol[SessionT]):
         ...
 
 
-# Called after each run with its requests, their replies and the run's seconds.
-Observer = Callable[[Sequence[list[bytes]], Sequence[Reply], float], None]
+# Called after each run with the connection's session, the run's requests, their
+# replies and the run's seconds.
+Observer = Callable[[Any, Sequence[list[bytes]], Sequence[Reply], float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,7 +629,7 @@ class _Connection:
             self.close_politely()
             return False
         if server.observe is not None:
-            server.observe(run, replies, time.perf_counter() - self.run_began)
+            server.observe(self.session, run, replies, time.perf_counter() - self.run_began)
         self._send(encode_all(replies, self.session.protocol))
         if self.broken:
             self.close()

@@ -13,10 +13,13 @@ Rules:
 - Read-modify-write commands (INCR, APPEND, SETNX, SET NX|XX|GET,
   GETSET, GETDEL, MSETNX, WATCH/MULTI/EXEC, ...) are refused: last-write-wins
   replication cannot make them atomic until the store has compare-and-set.
-  They stay in the table (COMMAND lists them) so a cluster client sends them
-  and shows our reason instead of refusing them on its own side. Commands
-  of other types (lists, hashes, ...) are unknown, as Redis answers for
-  commands it lacks.
+  So are RENAME, RENAMENX and COPY (a key cannot move atomically either),
+  WAIT and WAITAOF (a write's level says how many replicas hold it before
+  it is acknowledged) and SHUTDOWN (a node stops on SIGTERM); MOVE and
+  SWAPDB get Redis's own cluster-mode errors. They stay in the table
+  (COMMAND lists them) so a cluster client sends them and shows our reason
+  instead of refusing them on its own side. Commands of other types (lists,
+  hashes, ...) are unknown, as Redis answers for commands it lacks.
 - Expiry (core.expiry): SET EX|PX|EXAT|PXAT, SETEX and PSETEX are plain
   writes carrying an `Expiry`; TTL, PTTL, EXPIRETIME and PEXPIRETIME are
   reads; SET KEEPTTL, GETEX with an option, the EXPIRE family and PERSIST
@@ -53,7 +56,8 @@ How a shell drives this (one connection; names from `redis_session` and
                               WriteStep to run as above (or the read's error)
                 ServerStep -> the Reply for step.command (SCAN, KEYS, INFO, CLUSTER,
                               CONFIG GET, DBSIZE, RANDOMKEY, FLUSH*, LASTSAVE,
-                              CLIENT LIST via client_list_reply)
+                              SAVE/BGSAVE, SLOWLOG, CLIENT LIST via
+                              client_list_reply)
             except RequestError as failure:
                 result = failure
             results.append(result)
@@ -271,6 +275,13 @@ class Touch:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryUsage:
+    """MEMORY USAGE key: the bytes a node holds for the key (nil when it has no value)."""
+
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Ttl:
     """TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 missing, -1 no expiry, else the time."""
 
@@ -382,6 +393,28 @@ class ConfigGet:
 
 @dataclass(frozen=True, slots=True)
 class LastSave:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Save:
+    """SAVE and BGSAVE: every write this node has taken is made durable now."""
+
+    background: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SlowLogGet:
+    count: int | None  # None: the default (10); -1: every entry
+
+
+@dataclass(frozen=True, slots=True)
+class SlowLogLen:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SlowLogReset:
     pass
 
 
@@ -517,6 +550,11 @@ class Time:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationRole:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class NothingToFlush:
     """FUNCTION FLUSH and SCRIPT FLUSH: a3redis has no functions or scripts; `OK`."""
 
@@ -541,11 +579,24 @@ class SetConsistency:
     write: Consistency | None
 
 
-ReadCommand = Get | MGet | Exists | Type | Strlen | GetRange | Touch | Ttl
+ReadCommand = Get | MGet | Exists | Type | Strlen | GetRange | Touch | Ttl | MemoryUsage
 WriteCommand = Set | MSet | Del
 ModifyCommand = SetKeepTtl | GetEx | Expire | Persist
 ServerCommand = (
-    Keys | Scan | RandomKey | DbSize | Flush | Info | ConfigGet | LastSave | Cluster | ClientList
+    Keys
+    | Scan
+    | RandomKey
+    | DbSize
+    | Flush
+    | Info
+    | ConfigGet
+    | LastSave
+    | Save
+    | SlowLogGet
+    | SlowLogLen
+    | SlowLogReset
+    | Cluster
+    | ClientList
 )
 SessionCommand = (
     Ping
@@ -570,6 +621,7 @@ SessionCommand = (
     | CommandDocs
     | CommandList
     | Time
+    | ReplicationRole
     | NothingToFlush
     | ReadOnly
     | ReadWrite
@@ -577,7 +629,7 @@ SessionCommand = (
 )
 Command = ReadCommand | WriteCommand | ModifyCommand | ServerCommand | SessionCommand
 
-READ_COMMANDS = (Get, MGet, Exists, Type, Strlen, GetRange, Touch, Ttl)
+READ_COMMANDS = (Get, MGet, Exists, Type, Strlen, GetRange, Touch, Ttl, MemoryUsage)
 WRITE_COMMANDS = (Set, MSet, Del)
 MODIFY_COMMANDS = (SetKeepTtl, GetEx, Expire, Persist)
 SERVER_COMMANDS = (
@@ -589,6 +641,10 @@ SERVER_COMMANDS = (
     Info,
     ConfigGet,
     LastSave,
+    Save,
+    SlowLogGet,
+    SlowLogLen,
+    SlowLogReset,
     Cluster,
     ClientList,
 )
@@ -614,6 +670,32 @@ _INSTEAD = {
     "getdel": "GET, then DEL",
 }
 _TRANSACTIONS = ("watch", "unwatch", "multi", "exec", "discard")
+_MOVES = {
+    "rename": "GET the value, SET it under the new name, then DEL the old one",
+    "renamenx": "GET the value, SET it under the new name, then DEL the old one",
+    "copy": "GET the value and SET it under the new name",
+}
+# Redis's own texts: a Redis cluster has only database 0, and so has a3redis.
+_CLUSTER_MODE = {
+    "move": "MOVE is not allowed in cluster mode",
+    "swapdb": "SWAPDB is not allowed in cluster mode",
+}
+_OTHER_REFUSALS = {
+    "wait": (
+        "WAIT is not supported: a3redis acknowledges a write only once the replicas its "
+        "write level asks for hold it; choose the level with A3.CONSISTENCY WRITE all"
+    ),
+    "waitaof": (
+        "WAITAOF is not supported: a3redis acknowledges a write only once the replicas its "
+        "write level asks for hold it (durably with FSYNC=always); choose the level with "
+        "A3.CONSISTENCY WRITE all"
+    ),
+    "shutdown": (
+        "SHUTDOWN is not supported over the Redis protocol: stop the node with SIGTERM "
+        "(it drains its clients), or take it out of the cluster with "
+        "`a3redis cluster decommission`"
+    ),
+}
 
 
 def refusal(name: str) -> ErrorReply | None:
@@ -624,6 +706,15 @@ def refusal(name: str) -> ErrorReply | None:
             f"{upper} is not supported: {_LWW}; {_INSTEAD[name]} "
             "(a concurrent writer may win between the two)"
         )
+    if name in _MOVES:
+        return err(
+            f"{upper} is not supported: {_LWW}; {_MOVES[name]} "
+            "(a concurrent writer may win in between)"
+        )
+    if name in _CLUSTER_MODE:
+        return err(_CLUSTER_MODE[name])
+    if name in _OTHER_REFUSALS:
+        return err(_OTHER_REFUSALS[name])
     if name in _TRANSACTIONS:
         return err(
             f"{upper} is not supported: {_LWW}, so there are no transactions; send the "
@@ -1044,6 +1135,49 @@ def _nothing_to_flush(request: Sequence[bytes]) -> Command | ErrorReply:
     return err(f"{container.upper()} FLUSH only {verb} SYNC|ASYNC option")
 
 
+def _bgsave(request: Sequence[bytes]) -> Command | ErrorReply:
+    if len(request) == 1 or (len(request) == 2 and request[1].lower() == b"schedule"):
+        return Save(background=True)
+    return SYNTAX_ERROR
+
+
+def _memory(request: Sequence[bytes]) -> Command | ErrorReply:
+    if request[1].lower() == b"help":
+        return Help("memory")
+    index = 3
+    while index < len(request):  # [SAMPLES count]: a string has nothing to sample
+        if request[index].lower() != b"samples" or index + 1 >= len(request):
+            return SYNTAX_ERROR
+        samples = parse_int64(request[index + 1])
+        if samples is None:
+            return NOT_AN_INTEGER
+        if samples < 0:
+            return SYNTAX_ERROR
+        index += 2
+    return MemoryUsage(request[2])
+
+
+def _slowlog(request: Sequence[bytes]) -> Command | ErrorReply:
+    sub = request[1].lower()
+    if sub == b"help":
+        return Help("slowlog")
+    if sub == b"len":
+        return SlowLogLen()
+    if sub == b"reset":
+        return SlowLogReset()
+    if len(request) == 2:
+        return SlowLogGet(None)
+    if len(request) > 3:
+        return err(
+            f"unknown subcommand or wrong number of arguments for '{shown(request[1][:128])}'. "
+            "Try SLOWLOG HELP."
+        )
+    count = parse_int64(request[2])
+    if count is None or count < -1:
+        return err("count should be greater than or equal to -1")
+    return SlowLogGet(count)
+
+
 def _consistency(request: Sequence[bytes]) -> Command | ErrorReply:
     levels: dict[bytes, Consistency] = {}
     index = 1
@@ -1104,6 +1238,9 @@ _PARSERS: dict[str, Callable[[Sequence[bytes]], Command | ErrorReply]] = {
     "info": lambda request: Info(tuple(request[1:])),
     "time": lambda request: Time(),
     "lastsave": lambda request: LastSave(),
+    "save": lambda request: Save(background=False),
+    "bgsave": _bgsave,
+    "role": lambda request: ReplicationRole(),
     "a3.consistency": _consistency,
 }
 for _container, _parse_container in (
@@ -1113,6 +1250,8 @@ for _container, _parse_container in (
     ("cluster", _cluster),
     ("function", _nothing_to_flush),
     ("script", _nothing_to_flush),
+    ("memory", _memory),
+    ("slowlog", _slowlog),
 ):
     _PARSERS[_container] = _parse_container
     for _sub in TOP_LEVEL[_container.encode()].subcommands:

@@ -92,6 +92,7 @@ from a3redis.core.redis_commands import (
     Get,
     GetEx,
     GetRange,
+    MemoryUsage,
     MGet,
     ModifyCommand,
     MSet,
@@ -112,6 +113,7 @@ from a3redis.core.redis_commands import (
 )
 from a3redis.core.redis_session import NoReply, Session, access_refusal, answer
 from a3redis.core.resp_values import OK, ErrorReply, Reply, Status
+from a3redis.core.table import memory_usage
 from a3redis.core.validation import InvalidRequestError, Limits
 
 # ----- steps ---------------------------------------------------------------------------------
@@ -377,6 +379,9 @@ def read_reply(command: ReadCommand, found: Mapping[bytes, Record | None], now_m
         case Strlen(key=key):
             value = _value(found[key])
             return 0 if value is None else len(value)
+        case MemoryUsage(key=key):
+            record = found[key]
+            return None if record is None or record.value is None else memory_usage(record)
         case GetRange(key=key, start=start, end=end):
             return substring(_value(found[key]) or b"", start, end)
         case Ttl(key=key, milliseconds=milliseconds, absolute=absolute):

@@ -74,6 +74,7 @@ from a3redis.core.redis_commands import (
     Quit,
     ReadOnly,
     ReadWrite,
+    ReplicationRole,
     Reset,
     Select,
     SessionCommand,
@@ -279,11 +280,23 @@ RUN_BEFORE_AUTH = frozenset(
     spec.name for spec in _every_spec_of_table() if "no_auth" in spec.flags
 ) | {"unknown"}
 # What a token's role must allow for each command: Redis's `write` flag marks writes;
-# FLUSHALL and FLUSHDB delete every key of the cluster, an operator action.
+# FLUSHALL and FLUSHDB delete every key of the cluster, SAVE and BGSAVE make the node
+# sync, and the slow log holds other clients' commands: operator actions.
 ACTION_OF_COMMAND: dict[str, Action] = {
     spec.name: Action.WRITE if "write" in spec.flags else Action.READ
     for spec in _every_spec_of_table()
-} | {"flushall": Action.ADMIN, "flushdb": Action.ADMIN}
+} | {
+    name: Action.ADMIN
+    for name in (
+        "flushall",
+        "flushdb",
+        "save",
+        "bgsave",
+        "slowlog|get",
+        "slowlog|len",
+        "slowlog|reset",
+    )
+}
 
 
 def access_refusal(session: Session, name: str) -> ErrorReply | None:
@@ -378,6 +391,9 @@ def answer(session: Session, command: SessionCommand, wall_ms: int) -> Reply | N
             return command_list_reply(command)
         case Time():
             return [str(wall_ms // 1000).encode(), str(wall_ms % 1000 * 1000).encode()]
+        case ReplicationRole():
+            # Every node takes writes and none is a Redis replica (INFO says the same).
+            return [b"master", 0, []]
         case NothingToFlush():
             return OK
         case ReadOnly():

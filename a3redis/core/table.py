@@ -41,6 +41,11 @@ from a3redis.core.record import Record, supersedes
 # and what an expiry adds to it.
 RECORD_OVERHEAD_BYTES = 31
 EXPIRY_BYTES = 8
+# What a record costs in a node's memory besides its key's and value's bytes: the two
+# bytes objects, its entry, its slots in the dict and the sorted key list, and its
+# place in the Merkle index a running node keeps. The figure: benchmarks/README.md,
+# "A record's memory (`RECORD_MEMORY_OVERHEAD`)"; a test holds it to the measurement.
+RECORD_MEMORY_OVERHEAD = 330
 
 
 # value, wall_ms, logical, node_id, expires_at_ms
@@ -73,6 +78,12 @@ def snapshot_records(snapshot: Snapshot) -> Iterator[Record]:
 def encoded_size(record: Record) -> int:
     """The length of `record`'s log frame; node ids count in UTF-8 bytes."""
     return _entry_size(record.key, _entry(record))
+
+
+def memory_usage(record: Record) -> int:
+    """About how many bytes of a node's memory `record` takes (MEMORY USAGE)."""
+    value = record.value
+    return len(record.key) + (0 if value is None else len(value)) + RECORD_MEMORY_OVERHEAD
 
 
 def _entry_size(key: bytes, entry: Entry) -> int:

@@ -676,18 +676,38 @@ class Store:
     async def _sync_every_second(self) -> None:
         while True:
             await trio.sleep(1)
-            async with self._sync_lock:
-                if self._closing or self._failure is not None:
-                    return
-                if not self._dirty:
-                    continue
-                self._dirty = False
-                try:
-                    await trio.to_thread.run_sync(self._log.sync)
-                    self._stats["fsyncs"] += 1
-                except OSError as error:
-                    self._fail(error, self._batch)
-                    return
+            if not await self._sync_dirty_log():
+                return
+
+    async def sync_committed(self) -> None:
+        """Make every write committed so far durable now (SAVE), whatever the FSYNC
+        policy: with FSYNC=always each one was before it was acknowledged."""
+        if self._fsync is FsyncPolicy.ALWAYS:
+            if self._failure is not None:
+                raise StoreFailedError(f"write failed: {self._failure}")
+            return
+        if not await self._sync_dirty_log():
+            failure = self._failure
+            if failure is not None:
+                raise StoreFailedError(f"write failed: {failure}")
+            raise StoreClosedError("the store is closing")
+
+    async def _sync_dirty_log(self) -> bool:
+        """fsync the log if commits wrote to it since the last sync; False when the store
+        takes no more writes (closing, or a sync failed: then it has failed)."""
+        async with self._sync_lock:
+            if self._closing or self._failure is not None:
+                return False
+            if not self._dirty:
+                return True
+            self._dirty = False
+            try:
+                await trio.to_thread.run_sync(self._log.sync)
+                self._stats["fsyncs"] += 1
+            except OSError as error:
+                self._fail(error, self._batch)
+                return False
+            return True
 
     # ----- compaction ---------------------------------------------------------------------
 

@@ -125,6 +125,33 @@ def test_flushall_needs_an_admin_token() -> None:
     assert len(plan(session, [[b"FLUSHALL"]], 0).steps) == 1
 
 
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("SAVE", "save"),
+        ("BGSAVE", "bgsave"),
+        ("SLOWLOG GET", "slowlog|get"),
+        ("SLOWLOG LEN", "slowlog|len"),
+        ("SLOWLOG RESET", "slowlog|reset"),
+    ],
+)
+def test_syncing_and_the_slow_log_need_an_admin_token(text: str, name: str) -> None:
+    """SAVE makes the node sync; the slow log holds other clients' commands."""
+    session = new_session()
+    answers(session, f"AUTH {WRITER}")
+    assert answers(session, text) == [
+        ErrorReply(f"NOPERM User default has no permissions to run the '{name}' command")
+    ]
+    answers(session, f"AUTH {ADMIN}")
+    assert len(plan(session, [text.encode().split()], 0).steps) == 1
+
+
+def test_a_readonly_token_may_ask_role_and_memory_usage() -> None:
+    session = new_session()
+    answers(session, f"AUTH {READER}")
+    assert answers(session, "ROLE", "MEMORY USAGE k") == [[b"master", 0, []], None]
+
+
 def test_without_tokens_auth_answers_as_redis_without_a_password() -> None:
     session = new_session(ServerSettings(a3redis_version="0.1.0"))
     assert answers(session, "AUTH anything", "AUTH default anything", "PING") == [

@@ -302,6 +302,9 @@ def test_arity_errors_are_checked_for_commands_with_at_least_one_violation() -> 
         "info",
         "flushall",
         "flushdb",
+        "bgsave",
+        "shutdown",
+        "slowlog|get",
         "a3.consistency",
     }
 
@@ -605,6 +608,92 @@ def test_refused_commands_are_still_checked_for_arity_first() -> None:
 def test_debug_is_refused_with_the_reason() -> None:
     message = refused("DEBUG SLEEP 0")
     assert message.startswith("ERR DEBUG is not supported: ")
+
+
+@pytest.mark.parametrize("text", ["RENAME a b", "RENAMENX a b", "COPY a b", "copy a b REPLACE"])
+def test_moving_a_key_is_refused_with_why_and_what_instead(text: str) -> None:
+    message = refused(text)
+    assert message.startswith(f"ERR {text.split()[0].upper()} is not supported: ")
+    assert "last-write-wins" in message and "SET it under the new name" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Redis's own texts in cluster mode (db.c), as a3redis reports redis_mode:cluster.
+        ("MOVE k 1", "ERR MOVE is not allowed in cluster mode"),
+        ("SWAPDB 0 1", "ERR SWAPDB is not allowed in cluster mode"),
+    ],
+)
+def test_other_databases_are_refused_as_a_redis_cluster_refuses_them(
+    text: str, expected: str
+) -> None:
+    assert parsed(text) == ErrorReply(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("WAIT 1 0", "A3.CONSISTENCY WRITE all"),
+        ("WAITAOF 1 1 0", "A3.CONSISTENCY WRITE all"),
+        ("SHUTDOWN NOSAVE", "SIGTERM"),
+        ("SHUTDOWN", "cluster decommission"),
+    ],
+)
+def test_waiting_for_replicas_and_shutting_down_are_refused_saying_what_to_do(
+    text: str, hint: str
+) -> None:
+    message = refused(text)
+    assert message.startswith(f"ERR {text.split()[0]} is not supported")
+    assert hint in message
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("ROLE", rc.ReplicationRole()),
+        ("SAVE", rc.Save(background=False)),
+        ("BGSAVE", rc.Save(background=True)),
+        ("bgsave schedule", rc.Save(background=True)),
+        ("MEMORY USAGE k", rc.MemoryUsage(b"k")),
+        ("MEMORY USAGE k SAMPLES 0", rc.MemoryUsage(b"k")),
+        ("memory usage k samples 5", rc.MemoryUsage(b"k")),
+        ("MEMORY HELP", rc.Help("memory")),
+        ("SLOWLOG GET", rc.SlowLogGet(None)),
+        ("SLOWLOG GET 0", rc.SlowLogGet(0)),
+        ("SLOWLOG GET -1", rc.SlowLogGet(-1)),
+        ("slowlog get 25", rc.SlowLogGet(25)),
+        ("SLOWLOG LEN", rc.SlowLogLen()),
+        ("SLOWLOG RESET", rc.SlowLogReset()),
+        ("SLOWLOG HELP", rc.Help("slowlog")),
+    ],
+)
+def test_role_save_memory_usage_and_slowlog_are_parsed(text: str, command: rc.Command) -> None:
+    assert parsed(text) == command
+
+
+# What redis-server 7 answers, word for word (object.c, slowlog.c, rdb.c).
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("BGSAVE NOW", "ERR syntax error"),
+        ("MEMORY USAGE k SAMPLES", "ERR syntax error"),
+        ("MEMORY USAGE k SAMPLES -1", "ERR syntax error"),
+        ("MEMORY USAGE k SAMPLES x", "ERR value is not an integer or out of range"),
+        ("MEMORY USAGE k FAST", "ERR syntax error"),
+        ("MEMORY DOCTOR", "ERR unknown subcommand 'DOCTOR'. Try MEMORY HELP."),
+        ("SLOWLOG GET -2", "ERR count should be greater than or equal to -1"),
+        ("SLOWLOG GET x", "ERR count should be greater than or equal to -1"),
+        (
+            "SLOWLOG get 1 2",
+            "ERR unknown subcommand or wrong number of arguments for 'get'. Try SLOWLOG HELP.",
+        ),
+        ("SLOWLOG LEN 1", "ERR wrong number of arguments for 'slowlog|len' command"),
+        ("ROLE x", "ERR wrong number of arguments for 'role' command"),
+    ],
+)
+def test_role_save_memory_and_slowlog_errors_are_redis_s(text: str, expected: str) -> None:
+    assert parsed(text) == ErrorReply(expected)
 
 
 def test_every_table_entry_parses_without_an_internal_error() -> None:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ import trio
 from a3redis.core.redis_command_table import COMMAND_SPECS
 from a3redis.core.redis_info import SECTIONS
 from tests.node.conftest import RunningNode, Start
+from tests.support.node_http import parse_samples
 from tests.support.system_tools import system_command
 
 T = TypeVar("T")
@@ -479,6 +481,90 @@ async def test_instantaneous_ops_count_the_last_whole_second(node: RunningNode) 
 
     # One client's round trips: hundreds a second at least, on any machine this runs.
     assert await in_thread(talk) >= 100
+
+
+async def test_role_and_memory_usage(node: RunningNode) -> None:
+    def talk() -> tuple[Any, Any, Any]:
+        with connected(node, 3) as r:
+            r.set("sized", "v" * 1000)
+            return r.role(), r.memory_usage("sized"), r.memory_usage("never-set")
+
+    role, usage, missing = await in_thread(talk)
+    assert role == [b"master", 0, []]
+    assert 1000 + len("sized") < usage < 1000 + len("sized") + 1000 and missing is None
+
+
+async def test_save_syncs_the_log_under_any_fsync_policy(start_node: Start) -> None:
+    node = await start_node(FSYNC="everysec")
+
+    def fsyncs() -> float:
+        url = f"http://127.0.0.1:{node.ports.http}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return parse_samples(response.read().decode())[("a3redis_fsyncs_total", ())]
+
+    def talk() -> tuple[float, float, Any, Any, float, int, float, float]:
+        with connected(node, 2) as r:
+            before = fsyncs()
+            r.set("to-save", "v")
+            saved = r.save()
+            after_save = fsyncs()
+            last = r.lastsave().timestamp()
+            r.set("to-save", "w")
+            started = r.execute_command("BGSAVE")
+            after_bgsave = fsyncs()
+            return before, after_save, saved, started, last, 0, after_bgsave, time.time()
+
+    before, after_save, saved, started, last, _, after_bgsave, now = await in_thread(talk)
+    # The second-by-second sync may have come between too: at least one more each time.
+    assert saved is True and after_save >= before + 1
+    assert started is True  # redis-py reads "Background saving started" as success
+    assert after_bgsave >= after_save + 1
+    assert now - 5 <= last <= now  # LASTSAVE is the SAVE's time, not the node's start
+
+
+async def test_the_slow_log_keeps_slow_commands_as_redis_does(start_node: Start) -> None:
+    node = await start_node(SLOWLOG_LOG_SLOWER_THAN="0", SLOWLOG_MAX_LEN="3")
+
+    def talk() -> tuple[Any, Any, Any, Any, Any, Any]:
+        with connected(node, 2) as r:
+            r.execute_command("SLOWLOG", "RESET")
+            r.client_setname("slow-client")
+            r.set("slow", "1")
+            # Without client tokens any password is taken, as by Redis without one.
+            r.execute_command("AUTH", "default", "a-password")
+            entries = r.slowlog_get(10)
+            length = r.slowlog_len()
+            settings = r.config_get("slowlog-*")
+            r.slowlog_reset()
+            return entries, length, settings, r.slowlog_len(), r.slowlog_get(), r.client_id()
+
+    entries, length, settings, after_reset, empty, _ = await in_thread(talk)
+    assert length == 3  # CLIENT SETNAME, SET, AUTH (SLOWLOG RESET itself came first)
+    assert [entry["command"] for entry in entries] == [
+        b"AUTH (redacted) (redacted)",
+        b"SET slow 1",
+        b"CLIENT SETNAME slow-client",
+    ]
+    newest = entries[0]
+    assert newest["client_name"] == b"slow-client"
+    assert newest["client_address"].startswith(b"127.0.0.1:")
+    assert entries[0]["id"] > entries[1]["id"] > entries[2]["id"]
+    assert abs(newest["start_time"] - time.time()) < 60 and newest["duration"] >= 0
+    assert settings == {"slowlog-log-slower-than": "0", "slowlog-max-len": "3"}
+    # As in Redis, a command is logged once it ran: RESET empties the log, then enters it.
+    assert after_reset == 1
+    assert [entry["command"] for entry in empty] == [b"SLOWLOG LEN", b"SLOWLOG RESET"]
+
+
+async def test_commands_that_move_keys_or_wait_for_replicas_are_refused(
+    node: RunningNode,
+) -> None:
+    assert (await cli(node, "RENAME", "a", "b")).startswith("ERR RENAME is not supported: ")
+    assert (await cli(node, "COPY", "a", "b")).startswith("ERR COPY is not supported: ")
+    assert await cli(node, "MOVE", "a", "1") == "ERR MOVE is not allowed in cluster mode\n\n"
+    assert (await cli(node, "WAIT", "1", "0")).startswith("ERR WAIT is not supported: ")
+    assert (await cli(node, "SHUTDOWN")).startswith("ERR SHUTDOWN is not supported ")
+    assert await cli(node, "PING") == "PONG\n"  # the node is still up
 
 
 async def test_time_and_lastsave_are_the_node_s_clock(node: RunningNode) -> None:

@@ -1,0 +1,151 @@
+"""SLOWLOG: the Redis commands of one node that took longer than a threshold.
+
+Rules:
+- As Redis keeps it (`slowlog.c`): at most SLOWLOG_MAX_LEN entries, the
+  newest first; each holds a unique id, the Unix time it was logged, the
+  command's duration in microseconds, its words (at most
+  SLOWLOG_ENTRY_MAX_ARGC: the last kept one then says how many more there
+  were; each at most SLOWLOG_ENTRY_MAX_STRING bytes, then how many more), the
+  client's address and its name. A command is logged when it took at least
+  the threshold (SLOWLOG_LOG_SLOWER_THAN µs by default, as Redis; 0: every
+  command; negative: none).
+- A command's duration is that of the run of pipelined commands it came in,
+  from its start to its replies (what `INFO commandstats` times too): on
+  a3redis a command waits for replicas and the disk, and that wait is what
+  an operator looking for slow commands needs to see.
+- Secrets never enter it: AUTH's username and password and HELLO's AUTH
+  arguments are logged as `(redacted)`, as Redis does.
+- Time is passed in; the words are copied, never kept as the client's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from a3redis.core.resp_values import Reply
+
+SLOWLOG_LOG_SLOWER_THAN = 10_000  # microseconds
+SLOWLOG_MAX_LEN = 128
+SLOWLOG_ENTRY_MAX_ARGC = 32
+SLOWLOG_ENTRY_MAX_STRING = 128
+# SLOWLOG GET without a count.
+DEFAULT_GET_COUNT = 10
+
+
+@dataclass(frozen=True, slots=True)
+class SlowEntry:
+    id: int
+    unix_time: int
+    microseconds: int
+    words: tuple[bytes, ...]
+    peer: str
+    client_name: bytes
+
+    def reply(self) -> Reply:
+        return [
+            self.id,
+            self.unix_time,
+            self.microseconds,
+            list(self.words),
+            self.peer.encode(),
+            self.client_name,
+        ]
+
+
+REDACTED = b"(redacted)"
+
+
+def _redacted(request: Sequence[bytes]) -> list[int]:
+    """The indexes of `request`'s words that are secrets (redactClientCommandArgument)."""
+    name = request[0].lower()
+    if name == b"auth":
+        return [index for index in (1, 2) if index < len(request)]
+    if name == b"hello":
+        secret = []
+        index = 2
+        while index < len(request):
+            option = request[index].lower()
+            if option == b"auth" and index + 2 < len(request):
+                secret += [index + 1, index + 2]
+                index += 3
+            elif option == b"setname" and index + 1 < len(request):
+                index += 2
+            else:
+                index += 1
+        return secret
+    return []
+
+
+def logged_words(request: Sequence[bytes]) -> tuple[bytes, ...]:
+    """The words of `request` as the slow log keeps them (slowlogCreateEntry)."""
+    secret = _redacted(request)
+    kept = min(len(request), SLOWLOG_ENTRY_MAX_ARGC)
+    words = []
+    for index in range(kept):
+        if kept != len(request) and index == kept - 1:
+            words.append(f"... ({len(request) - kept + 1} more arguments)".encode())
+            break
+        if index in secret:
+            words.append(REDACTED)
+            continue
+        word = request[index]
+        if len(word) > SLOWLOG_ENTRY_MAX_STRING:
+            more = len(word) - SLOWLOG_ENTRY_MAX_STRING
+            word = word[:SLOWLOG_ENTRY_MAX_STRING] + f"... ({more} more bytes)".encode()
+        words.append(bytes(word))
+    return tuple(words)
+
+
+class SlowLog:
+    def __init__(
+        self, slower_than_us: int = SLOWLOG_LOG_SLOWER_THAN, max_len: int = SLOWLOG_MAX_LEN
+    ) -> None:
+        # A negative threshold logs nothing, as in Redis.
+        self.slower_than_s = slower_than_us / 1_000_000 if slower_than_us >= 0 else math.inf
+        self._entries: deque[SlowEntry] = deque(maxlen=max_len)
+        self._next_id = 0
+
+    def note(
+        self,
+        requests: Sequence[list[bytes]],
+        seconds: float,
+        unix_time: float,
+        peer: str,
+        client_name: bytes | None,
+    ) -> None:
+        """Log each of a run's `requests` if the run took at least the threshold."""
+        if seconds < self.slower_than_s:
+            return
+        microseconds = round(seconds * 1_000_000)
+        for request in requests:
+            if not request:
+                continue
+            self._entries.appendleft(
+                SlowEntry(
+                    self._next_id,
+                    int(unix_time),
+                    microseconds,
+                    logged_words(request),
+                    peer,
+                    client_name or b"",
+                )
+            )
+            self._next_id += 1
+
+    def get(self, count: int | None) -> Reply:
+        """SLOWLOG GET [count]: the newest `count` entries (None: 10; negative: all)."""
+        if count is None:
+            count = DEFAULT_GET_COUNT
+        entries = list(self._entries)
+        if count >= 0:
+            entries = entries[:count]
+        return [entry.reply() for entry in entries]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def reset(self) -> None:
+        self._entries.clear()
