@@ -34,7 +34,7 @@ from functools import partial
 
 from a3redis import __version__
 from a3redis.api.metrics import process_usage
-from a3redis.api.resp_server import Answer, Remainder
+from a3redis.api.resp_server import Answer, ListenerControl, Remainder
 from a3redis.cluster.keyspace import Keyspace
 from a3redis.config import SETTINGS, Config
 from a3redis.core.client_tokens import TokenHolder
@@ -44,6 +44,7 @@ from a3redis.core.membership import Status
 from a3redis.core.record import Record
 from a3redis.core.redis_cluster import ClusterMember, ClusterView
 from a3redis.core.redis_commands import (
+    ClientKill,
     ClientList,
     Cluster,
     ConfigGet,
@@ -72,7 +73,13 @@ from a3redis.core.redis_pipeline import (
     WriteStep,
     plan,
 )
-from a3redis.core.redis_session import ServerSettings, Session, client_list_reply
+from a3redis.core.redis_session import (
+    ServerSettings,
+    Session,
+    client_kill_reply,
+    client_list_reply,
+    clients_to_kill,
+)
 from a3redis.core.redis_slowlog import SlowLog
 from a3redis.core.resp_values import OK, ErrorReply, Reply, error
 from a3redis.core.resp_values import Status as SimpleString
@@ -138,8 +145,12 @@ class RedisCommands:
         self._command_facts = command_facts
         self._count_commands = count_commands
         self.lookups = Lookups()
+        self._listener: ListenerControl | None = None  # the RESP listener, once it serves
         self.slow_log = SlowLog(config.slowlog_log_slower_than, config.slowlog_max_len)
         self.last_save = self.started
+
+    def bind(self, listener: ListenerControl) -> None:
+        self._listener = listener
 
     def observe(
         self,
@@ -244,6 +255,8 @@ class RedisCommands:
             return OK
         if isinstance(command, Cluster):
             return self._cluster_view().command([command.subcommand.encode(), *command.args])
+        if isinstance(command, ClientKill):
+            return self._client_kill(command, session)
         if isinstance(command, ClientList):
             return client_list_reply(command, list(self.sessions), self.keyspace.wall_ms())
         raise AssertionError(f"no server step for {command!r}")
@@ -317,6 +330,16 @@ class RedisCommands:
                 if page:
                     return page[0].key
         return None
+
+    def _client_kill(self, command: ClientKill, me: Session) -> Reply:
+        killed = 0
+        for target in clients_to_kill(command, list(self.sessions), me):
+            if target is me:
+                me.closing = True  # once this reply is sent, as Redis closes after reply
+                killed += 1
+            elif self._listener is not None and self._listener.close_client(target.client_id):
+                killed += 1
+        return client_kill_reply(command, killed)
 
     def _db_size(self) -> int:
         cluster = self.keyspace.cluster

@@ -117,8 +117,16 @@ Answer = Callable[[list[Reply] | None], None]
 Remainder = Callable[[], Awaitable[list[Reply]]]
 
 
+class ListenerControl(Protocol):
+    """What a handler may ask of the listener that serves it."""
+
+    def close_client(self, client_id: int) -> bool: ...  # CLIENT KILL: False if none
+
+
 class RespHandler(Protocol[SessionT]):
     """The command layer: a session per connection, and the replies to each run."""
+
+    def bind(self, listener: ListenerControl) -> None: ...  # once, by the listener
 
     def new_session(self, client_id: int, peer: str) -> SessionT: ...
 
@@ -194,6 +202,7 @@ async def serve_resp(
     (`stats`, when the caller made them)."""
     with _pollable_selector() as selector:
         server = _Server(sock, selector, handler, settings, observe, stats)
+        handler.bind(server)
         try:
             async with trio.open_nursery() as connections:
                 server.tasks = connections
@@ -212,7 +221,7 @@ async def serve_resp(
                 await server.drain(deadline)
                 connections.cancel_scope.cancel()
         finally:
-            for connection in list(server.live):
+            for connection in list(server.live.values()):
                 connection.close()
 
 
@@ -233,7 +242,7 @@ class _Server:
         self.observe = observe
         self.stats = RespStats(settings.max_connections) if stats is None else stats
         self.gate = RequestGate()
-        self.live: set[_Connection] = set()
+        self.live: dict[int, _Connection] = {}  # by client id
         self.draining = False
         self.tasks: trio.Nursery | None = None
         self._ids = itertools.count(1)
@@ -288,7 +297,7 @@ class _Server:
             return
         stats.open += 1
         stats.accepted += 1
-        self.live.add(connection)
+        self.live[connection.client_id] = connection
         try:
             connection.listen()
         except OSError as failure:  # the kernel refused the selector (ENOMEM, ENOSPC)
@@ -329,7 +338,7 @@ class _Server:
         while True:
             await trio.sleep(interval)
             now = trio.current_time()
-            for connection in list(self.live):
+            for connection in list(self.live.values()):
                 if idle > 0 and connection.waiting_for_input and connection.last_heard < now - idle:
                     self.stats.closed_idle += 1
                     connection.close()
@@ -362,7 +371,7 @@ class _Server:
     async def drain(self, deadline: float) -> None:
         """Close idle connections, let runs in flight finish, until `deadline`."""
         self.draining = True
-        for connection in list(self.live):
+        for connection in list(self.live.values()):
             if connection.waiting_for_input:
                 connection.close()
         await self.gate.close_and_wait(max(0.0, deadline - trio.current_time()))
@@ -371,8 +380,17 @@ class _Server:
             with trio.move_on_at(deadline):
                 await self._all_closed.wait()
 
+    def close_client(self, client_id: int) -> bool:
+        """Close the connection of client `client_id` at once, what it has not been
+        sent included (CLIENT KILL); False if there is none."""
+        connection = self.live.get(client_id)
+        if connection is None:
+            return False
+        connection.close()
+        return True
+
     def closed(self, connection: _Connection) -> None:
-        self.live.discard(connection)
+        self.live.pop(connection.client_id, None)
         self.stats.open -= 1
         if not self.live and self._all_closed is not None:
             self._all_closed.set()

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from a3redis.core.consistency import Consistency
 from a3redis.core.errors import ErrorKind, RequestError
@@ -430,6 +431,20 @@ class ClientList:
     ids: tuple[int, ...] | None  # CLIENT LIST ID id...
 
 
+@dataclass(frozen=True, slots=True)
+class ClientKill:
+    """CLIENT KILL ip:port (`old_form`: OK or an error), or with filters (a count).
+    Every filter given must match; `skip_me`: never this connection."""
+
+    addr: bytes | None = None
+    laddr: bytes | None = None
+    client_id: int | None = None
+    type: bytes | None = None  # normal, master, replica, pubsub (lower case)
+    user: bytes | None = None
+    skip_me: bool = True
+    old_form: bool = False
+
+
 # Answered from the session and the table alone, while planning.
 
 
@@ -597,6 +612,7 @@ ServerCommand = (
     | SlowLogReset
     | Cluster
     | ClientList
+    | ClientKill
 )
 SessionCommand = (
     Ping
@@ -647,6 +663,7 @@ SERVER_COMMANDS = (
     SlowLogReset,
     Cluster,
     ClientList,
+    ClientKill,
 )
 
 
@@ -1064,7 +1081,50 @@ def _client(request: Sequence[bytes]) -> Command | ErrorReply:
         return ClientReply(mode.decode())
     if sub == b"list":
         return _client_list(request)
+    if sub == b"kill":
+        return _client_kill(request)
     return Help("client")
+
+
+_CLIENT_TYPES = (b"normal", b"master", b"replica", b"slave", b"pubsub")
+
+
+def _client_kill(request: Sequence[bytes]) -> Command | ErrorReply:
+    """As Redis 7.2's clientCommand: three words are the old form (which may kill this
+    connection); more are option-value pairs, checked in order."""
+    if len(request) == 3:
+        return ClientKill(addr=request[2], skip_me=False, old_form=True)
+    filters: dict[str, Any] = {}
+    for index in range(2, len(request), 2):
+        option = request[index].lower()
+        if index + 1 >= len(request):
+            return SYNTAX_ERROR
+        value = request[index + 1]
+        if option == b"id":
+            number = parse_int64(value)
+            if number is None or number < 1:
+                return err("client-id should be greater than 0")
+            filters["client_id"] = number
+        elif option == b"type":
+            kind = value.lower()
+            if kind not in _CLIENT_TYPES:
+                return err(f"Unknown client type '{shown(value)}'")
+            filters["type"] = b"replica" if kind == b"slave" else kind
+        elif option == b"addr":
+            filters["addr"] = value
+        elif option == b"laddr":
+            filters["laddr"] = value
+        elif option == b"user":
+            if value != b"default":  # the one user a3redis has (tokens are its passwords)
+                return err(f"No such user '{shown(value)}'")
+            filters["user"] = value
+        elif option == b"skipme":
+            if value.lower() not in (b"yes", b"no"):
+                return SYNTAX_ERROR
+            filters["skip_me"] = value.lower() == b"yes"
+        else:
+            return SYNTAX_ERROR
+    return ClientKill(**filters)
 
 
 def _client_list(request: Sequence[bytes]) -> Command | ErrorReply:

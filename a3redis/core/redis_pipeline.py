@@ -458,11 +458,16 @@ _PROTOCOL_SWITCHES = (b"HELLO", b"RESET")
 def protocol_runs(requests: list[list[bytes]]) -> list[list[list[bytes]]]:
     """`requests` cut so that each HELLO or RESET is a run of its own: every reply is
     written in the protocol in force when it was made, as Redis does (the listener
-    encodes a run's replies together)."""
+    encodes a run's replies together). So is each CLIENT KILL: one that ends its own
+    connection does so once its reply is sent, and what follows it is not run."""
     switches = [
         index
         for index, request in enumerate(requests)
-        if request and len(request[0]) == 5 and request[0].upper() in _PROTOCOL_SWITCHES
+        if request
+        and (
+            (len(request[0]) == 5 and request[0].upper() in _PROTOCOL_SWITCHES)
+            or (len(request[0]) == 6 and _is_client_kill(request))
+        )
     ]
     if not switches:
         return [requests]
@@ -476,6 +481,10 @@ def protocol_runs(requests: list[list[bytes]]) -> list[list[list[bytes]]]:
     if start < len(requests):
         runs.append(requests[start:])
     return runs
+
+
+def _is_client_kill(request: list[bytes]) -> bool:
+    return len(request) > 1 and request[0].upper() == b"CLIENT" and request[1].upper() == b"KILL"
 
 
 NOT_IN_A_TRANSACTION = (

@@ -55,6 +55,7 @@ from a3redis.core.redis_commands import (
     ClientGetName,
     ClientId,
     ClientInfo,
+    ClientKill,
     ClientList,
     ClientNoEvict,
     ClientNoTouch,
@@ -254,6 +255,31 @@ def client_list_reply(command: ClientList, sessions: Iterable[Session], wall_ms:
     return Verbatim("".join(session.info_line(wall_ms) + "\n" for session in chosen).encode())
 
 
+def clients_to_kill(command: ClientKill, sessions: Iterable[Session], me: Session) -> list[Session]:
+    """The sessions CLIENT KILL `command` matches among `sessions` (`me` asked). Every
+    client here is a normal one of user `default`."""
+    chosen = []
+    for session in sessions:
+        if command.addr is not None and session.peer.encode() != command.addr:
+            continue
+        if command.laddr is not None and session.local_address.encode() != command.laddr:
+            continue
+        if command.type not in (None, b"normal"):
+            continue
+        if command.client_id is not None and session.client_id != command.client_id:
+            continue
+        if command.skip_me and session is me:
+            continue
+        chosen.append(session)
+    return sorted(chosen, key=lambda session: session.client_id)
+
+
+def client_kill_reply(command: ClientKill, killed: int) -> Reply:
+    if not command.old_form:
+        return killed
+    return OK if killed else err("No such client")
+
+
 # ----- answering session commands ------------------------------------------------------------
 
 AUTH_WITHOUT_PASSWORD = err(
@@ -281,7 +307,8 @@ RUN_BEFORE_AUTH = frozenset(
 ) | {"unknown"}
 # What a token's role must allow for each command: Redis's `write` flag marks writes;
 # FLUSHALL and FLUSHDB delete every key of the cluster, SAVE and BGSAVE make the node
-# sync, and the slow log holds other clients' commands: operator actions.
+# sync, the slow log holds other clients' commands and CLIENT KILL ends their
+# connections: operator actions.
 ACTION_OF_COMMAND: dict[str, Action] = {
     spec.name: Action.WRITE if "write" in spec.flags else Action.READ
     for spec in _every_spec_of_table()
@@ -295,6 +322,7 @@ ACTION_OF_COMMAND: dict[str, Action] = {
         "slowlog|get",
         "slowlog|len",
         "slowlog|reset",
+        "client|kill",
     )
 }
 

@@ -133,10 +133,12 @@ def test_flushall_needs_an_admin_token() -> None:
         ("SLOWLOG GET", "slowlog|get"),
         ("SLOWLOG LEN", "slowlog|len"),
         ("SLOWLOG RESET", "slowlog|reset"),
+        ("CLIENT KILL ID 5", "client|kill"),
     ],
 )
-def test_syncing_and_the_slow_log_need_an_admin_token(text: str, name: str) -> None:
-    """SAVE makes the node sync; the slow log holds other clients' commands."""
+def test_syncing_the_slow_log_and_killing_clients_need_an_admin_token(text: str, name: str) -> None:
+    """SAVE makes the node sync; the slow log holds other clients' commands; CLIENT KILL
+    ends their connections."""
     session = new_session()
     answers(session, f"AUTH {WRITER}")
     assert answers(session, text) == [

@@ -696,6 +696,45 @@ def test_role_save_memory_and_slowlog_errors_are_redis_s(text: str, expected: st
     assert parsed(text) == ErrorReply(expected)
 
 
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        (
+            "CLIENT KILL 127.0.0.1:5000",
+            rc.ClientKill(b"127.0.0.1:5000", skip_me=False, old_form=True),
+        ),
+        ("CLIENT KILL ID 7", rc.ClientKill(client_id=7)),
+        (
+            "client kill addr 10.0.0.1:9 laddr 127.0.0.1:6380 skipme no",
+            rc.ClientKill(addr=b"10.0.0.1:9", laddr=b"127.0.0.1:6380", skip_me=False),
+        ),
+        ("CLIENT KILL TYPE slave", rc.ClientKill(type=b"replica")),
+        ("CLIENT KILL TYPE Normal USER default", rc.ClientKill(type=b"normal", user=b"default")),
+        ("CLIENT KILL ID 3 ID 4", rc.ClientKill(client_id=4)),  # the last one counts
+    ],
+)
+def test_client_kill_is_parsed_as_redis_7_2_reads_it(text: str, command: rc.Command) -> None:
+    assert parsed(text) == command
+
+
+# What redis-server 7.2 answers (networking.c, clientCommand).
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("CLIENT KILL ID 0", "ERR client-id should be greater than 0"),
+        ("CLIENT KILL ID x", "ERR client-id should be greater than 0"),
+        ("CLIENT KILL TYPE robot", "ERR Unknown client type 'robot'"),
+        ("CLIENT KILL USER alice", "ERR No such user 'alice'"),
+        ("CLIENT KILL SKIPME maybe", "ERR syntax error"),
+        ("CLIENT KILL ID 1 ADDR", "ERR syntax error"),
+        ("CLIENT KILL COLOR red", "ERR syntax error"),
+        ("CLIENT KILL", "ERR wrong number of arguments for 'client|kill' command"),
+    ],
+)
+def test_client_kill_errors_are_redis_s(text: str, expected: str) -> None:
+    assert parsed(text) == ErrorReply(expected)
+
+
 def test_every_table_entry_parses_without_an_internal_error() -> None:
     # Each entry, given enough words, is either a command or an error reply.
     for spec in every_spec():

@@ -525,6 +525,15 @@ def test_each_hello_or_reset_is_a_run_of_its_own() -> None:
     assert protocol_runs(plain) == [plain]
 
 
+def test_each_client_kill_is_a_run_of_its_own() -> None:
+    pipeline = requests("SET a 1", "client kill ID 9", "PING", "CLIENT LIST", "CLIENT")
+    assert protocol_runs(pipeline) == [
+        [[b"SET", b"a", b"1"]],
+        [[b"client", b"kill", b"ID", b"9"]],
+        [[b"PING"], [b"CLIENT", b"LIST"], [b"CLIENT"]],
+    ]
+
+
 # ----- the lane for a lone GET or SET ---------------------------------------------------------
 
 LANE_LIMITS = Limits(max_key_bytes=4, max_value_bytes=4)

@@ -13,7 +13,9 @@ from a3redis.core.redis_session import (
     REDIS_VERSION,
     ServerSettings,
     Session,
+    client_kill_reply,
     client_list_reply,
+    clients_to_kill,
 )
 from a3redis.core.resp_values import OK, PONG, ErrorReply, Reply, Status, Verbatim
 
@@ -177,6 +179,36 @@ def test_client_list_shows_the_sessions_asked_for() -> None:
     assert ids(rc.ClientList(b"normal", None)) == ["id=3", "id=9"]
     assert ids(rc.ClientList(b"pubsub", None)) == []
     assert ids(rc.ClientList(None, (9, 4, 3))) == ["id=9", "id=3"]
+
+
+def test_client_kill_matches_every_filter_given_and_skips_the_asker_unless_told() -> None:
+    me = new_session(1)
+    other = Session(SETTINGS, 2, "10.0.0.2:4000", CONNECTED_MS, "127.0.0.1:6380")
+    third = Session(SETTINGS, 3, "10.0.0.3:4000", CONNECTED_MS, "127.0.0.1:6381")
+    everyone = [third, me, other]
+
+    def killed(command: rc.ClientKill) -> list[int]:
+        return [session.client_id for session in clients_to_kill(command, everyone, me)]
+
+    assert killed(rc.ClientKill()) == [2, 3]
+    assert killed(rc.ClientKill(skip_me=False)) == [1, 2, 3]
+    assert killed(rc.ClientKill(client_id=2)) == [2]
+    assert killed(rc.ClientKill(client_id=1)) == []  # SKIPME yes by default
+    assert killed(rc.ClientKill(addr=b"10.0.0.3:4000")) == [3]
+    assert killed(rc.ClientKill(laddr=b"127.0.0.1:6380")) == [2]
+    assert killed(rc.ClientKill(laddr=b"127.0.0.1:6380", client_id=3)) == []
+    assert killed(rc.ClientKill(type=b"normal", user=b"default")) == [2, 3]
+    assert killed(rc.ClientKill(type=b"pubsub")) == []
+    old_form = rc.ClientKill(addr=me.peer.encode(), skip_me=False, old_form=True)
+    assert killed(old_form) == [1]
+
+
+def test_client_kill_answers_ok_or_no_such_client_in_the_old_form_and_a_count_in_the_new() -> None:
+    old_form = rc.ClientKill(addr=b"10.0.0.9:1", skip_me=False, old_form=True)
+    assert client_kill_reply(old_form, 1) == OK
+    assert client_kill_reply(old_form, 0) == ErrorReply("ERR No such client")
+    assert client_kill_reply(rc.ClientKill(type=b"normal"), 0) == 0
+    assert client_kill_reply(rc.ClientKill(type=b"normal"), 4) == 4
 
 
 def test_client_list_is_a_step_for_the_shell_which_holds_every_session() -> None:

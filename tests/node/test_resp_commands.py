@@ -61,6 +61,14 @@ def connected(node: RunningNode, protocol: int = 3) -> Iterator[Any]:
         yield client
 
 
+def read_until_closed(raw: socket.socket) -> bytes:
+    """Everything the node sends until it closes the connection."""
+    received = bytearray()
+    while chunk := raw.recv(65536):
+        received += chunk
+    return bytes(received)
+
+
 async def in_thread(talk: Callable[[], T]) -> T:
     return await trio.to_thread.run_sync(talk)
 
@@ -554,6 +562,54 @@ async def test_the_slow_log_keeps_slow_commands_as_redis_does(start_node: Start)
     # As in Redis, a command is logged once it ran: RESET empties the log, then enters it.
     assert after_reset == 1
     assert [entry["command"] for entry in empty] == [b"SLOWLOG LEN", b"SLOWLOG RESET"]
+
+
+async def test_client_kill_closes_other_connections_and_its_own_after_the_reply(
+    node: RunningNode,
+) -> None:
+    def raw_client() -> tuple[socket.socket, int, str]:
+        """A raw connection, its client id and its address as the node sees it."""
+        raw = socket.create_connection(("127.0.0.1", node.ports.resp), timeout=10)
+        raw.sendall(b"CLIENT ID\r\n")
+        reply = raw.recv(100)
+        assert reply.startswith(b":"), reply
+        host, port = raw.getsockname()[:2]
+        return raw, int(reply[1:].strip()), f"{host}:{port}"
+
+    def closed_by_node(raw: socket.socket) -> bool:
+        with raw:
+            return raw.recv(100) == b""
+
+    def talk() -> tuple[Any, ...]:
+        victim, victim_id, _ = raw_client()
+        bystander, _, bystander_address = raw_client()
+        with connected(node, 2) as admin:
+            by_id = admin.execute_command("CLIENT", "KILL", "ID", victim_id)
+            victim_closed = closed_by_node(victim)
+            none_such = admin.execute_command("CLIENT", "KILL", "ADDR", "10.9.9.9:1")
+            no_pubsub = admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            old_form = admin.execute_command("CLIENT", "KILL", bystander_address)
+            bystander_closed = closed_by_node(bystander)
+            with pytest.raises(redis.ResponseError) as missing:
+                admin.execute_command("CLIENT", "KILL", "10.9.9.9:1")
+        me, _, my_address = raw_client()
+        with me:
+            me.sendall(b"CLIENT KILL ADDR %s SKIPME no\r\nPING\r\n" % my_address.encode())
+            # Answered, then closed: the PING after it is not run.
+            received = read_until_closed(me)
+        return (
+            by_id,
+            victim_closed,
+            none_such,
+            no_pubsub,
+            old_form,
+            bystander_closed,
+            str(missing.value),
+            received,
+        )
+
+    assert await in_thread(talk) == (1, True, 0, 0, b"OK", True, "No such client", b":1\r\n")
+    assert await cli(node, "PING") == "PONG\n"
 
 
 async def test_commands_that_move_keys_or_wait_for_replicas_are_refused(

@@ -27,6 +27,7 @@ from a3redis.api.resp_handler import RedisCommands
 from a3redis.api.resp_server import (
     MAX_READ_AHEAD,
     Answer,
+    ListenerControl,
     Remainder,
     RespSettings,
     serve_resp,
@@ -351,6 +352,9 @@ class Recorder:
     def __init__(self) -> None:
         self.runs: list[list[list[bytes]]] = []
         self.sessions_to_fail = 0  # so many new sessions fail (a bug in the command layer)
+
+    def bind(self, listener: ListenerControl) -> None:
+        self.listener = listener
 
     def new_session(self, client_id: int, peer: str) -> RecordedSession:
         if self.sessions_to_fail:
