@@ -53,6 +53,7 @@ from a3redis.core.redis_commands import (
     Info,
     Keys,
     LastSave,
+    Monitor,
     RandomKey,
     Save,
     Scan,
@@ -63,6 +64,7 @@ from a3redis.core.redis_commands import (
 )
 from a3redis.core.redis_glob import Glob, PatternTooLongError, literal_prefix
 from a3redis.core.redis_info import config_get, keyspace_fields, memory_fields, render_info
+from a3redis.core.redis_monitor import monitor_line, shown_to_monitors
 from a3redis.core.redis_pipeline import (
     Plan,
     ReadStep,
@@ -146,6 +148,7 @@ class RedisCommands:
         self._count_commands = count_commands
         self.lookups = Lookups()
         self._listener: ListenerControl | None = None  # the RESP listener, once it serves
+        self._monitors: dict[int, Session] = {}  # connections in MONITOR mode, by client id
         self.slow_log = SlowLog(config.slowlog_log_slower_than, config.slowlog_max_len)
         self.last_save = self.started
 
@@ -164,6 +167,21 @@ class RedisCommands:
             self._count_commands(requests, replies, seconds)
         if seconds >= self.slow_log.slower_than_s:
             self.slow_log.note(requests, seconds, time.time(), session.peer, session.name)
+        if self._monitors:
+            self._feed_monitors(session, requests)
+
+    def _feed_monitors(self, session: Session, requests: Sequence[list[bytes]]) -> None:
+        lines = b"".join(
+            monitor_line(request, time.time(), session.peer)
+            for request in requests
+            if shown_to_monitors(request)
+        )
+        if not lines:
+            return
+        for client_id, monitor in list(self._monitors.items()):
+            listener = self._listener
+            if not monitor.monitoring or listener is None or not listener.send_to(client_id, lines):
+                del self._monitors[client_id]  # RESET, or the connection is gone
 
     def new_session(self, client_id: int, peer: str) -> Session:
         session = Session(
@@ -255,6 +273,10 @@ class RedisCommands:
             return OK
         if isinstance(command, Cluster):
             return self._cluster_view().command([command.subcommand.encode(), *command.args])
+        if isinstance(command, Monitor):
+            session.monitoring = True
+            self._monitors[session.client_id] = session
+            return OK
         if isinstance(command, ClientKill):
             return self._client_kill(command, session)
         if isinstance(command, ClientList):

@@ -122,6 +122,10 @@ class ListenerControl(Protocol):
 
     def close_client(self, client_id: int) -> bool: ...  # CLIENT KILL: False if none
 
+    # Send `data` (protocol bytes) to client `client_id` with this pass's replies
+    # (MONITOR's lines); False if that connection is gone or closing.
+    def send_to(self, client_id: int, data: bytes) -> bool: ...
+
 
 class RespHandler(Protocol[SessionT]):
     """The command layer: a session per connection, and the replies to each run."""
@@ -389,6 +393,15 @@ class _Server:
         connection.close()
         return True
 
+    def send_to(self, client_id: int, data: bytes) -> bool:
+        """Queue `data` for client `client_id` as a reply is (bounded by its reply
+        buffer); False if the connection is gone or closing."""
+        connection = self.live.get(client_id)
+        if connection is None or connection.closing or connection.closed:
+            return False
+        connection.push(data)
+        return not (connection.broken or connection.closed)
+
     def closed(self, connection: _Connection) -> None:
         self.live.pop(connection.client_id, None)
         self.stats.open -= 1
@@ -646,9 +659,11 @@ class _Connection:
             self._send(encode(error("internal error; closing the connection"), 2))
             self.close_politely()
             return False
-        if server.observe is not None:
-            server.observe(self.session, run, replies, time.perf_counter() - self.run_began)
         self._send(encode_all(replies, self.session.protocol))
+        if server.observe is not None:
+            # After the replies are queued: what the observer sends this connection
+            # (MONITOR's line for its own command) follows them, as in Redis.
+            server.observe(self.session, run, replies, time.perf_counter() - self.run_began)
         if self.broken:
             self.close()
             return False
@@ -680,6 +695,14 @@ class _Connection:
             return b""
         self._send_raw(self.tls.to_send())
         return plaintext
+
+    def push(self, data: bytes) -> None:
+        """Send `data`, which answers no request of this connection (MONITOR's lines),
+        with the replies of this pass or commit; a connection whose socket failed, or
+        whose reply buffer overflowed, closes."""
+        self._send(data)
+        if self.broken and not (self.closing or self.closed):
+            self.close()
 
     def _send(self, data: bytes) -> None:
         """Queue `data` to be sent once this pass or commit is over (sealed first, under TLS)."""

@@ -405,6 +405,11 @@ class Save:
 
 
 @dataclass(frozen=True, slots=True)
+class Monitor:
+    """MONITOR: this connection receives a line for each command the node runs."""
+
+
+@dataclass(frozen=True, slots=True)
 class SlowLogGet:
     count: int | None  # None: the default (10); -1: every entry
 
@@ -607,6 +612,7 @@ ServerCommand = (
     | ConfigGet
     | LastSave
     | Save
+    | Monitor
     | SlowLogGet
     | SlowLogLen
     | SlowLogReset
@@ -658,6 +664,7 @@ SERVER_COMMANDS = (
     ConfigGet,
     LastSave,
     Save,
+    Monitor,
     SlowLogGet,
     SlowLogLen,
     SlowLogReset,
@@ -1301,6 +1308,7 @@ _PARSERS: dict[str, Callable[[Sequence[bytes]], Command | ErrorReply]] = {
     "save": lambda request: Save(background=False),
     "bgsave": _bgsave,
     "role": lambda request: ReplicationRole(),
+    "monitor": lambda request: Monitor(),
     "a3.consistency": _consistency,
 }
 for _container, _parse_container in (

@@ -166,6 +166,7 @@ class Session:
         # until EXEC (answered EXECABORT) or DISCARD, so a client never sees its
         # transaction fail while some of its writes were applied.
         self.refused_multi = False
+        self.monitoring = False  # MONITOR: the node sends this connection its commands
 
     # ----- consistency -----------------------------------------------------------------------
 
@@ -307,8 +308,8 @@ RUN_BEFORE_AUTH = frozenset(
 ) | {"unknown"}
 # What a token's role must allow for each command: Redis's `write` flag marks writes;
 # FLUSHALL and FLUSHDB delete every key of the cluster, SAVE and BGSAVE make the node
-# sync, the slow log holds other clients' commands and CLIENT KILL ends their
-# connections: operator actions.
+# sync, the slow log and MONITOR show other clients' commands and CLIENT KILL ends
+# their connections: operator actions.
 ACTION_OF_COMMAND: dict[str, Action] = {
     spec.name: Action.WRITE if "write" in spec.flags else Action.READ
     for spec in _every_spec_of_table()
@@ -323,6 +324,7 @@ ACTION_OF_COMMAND: dict[str, Action] = {
         "slowlog|len",
         "slowlog|reset",
         "client|kill",
+        "monitor",
     )
 }
 

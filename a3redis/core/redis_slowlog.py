@@ -79,6 +79,12 @@ def _redacted(request: Sequence[bytes]) -> list[int]:
     return []
 
 
+def redacted_words(request: Sequence[bytes]) -> list[bytes]:
+    """`request` with its secrets replaced by `(redacted)` (MONITOR shows them so)."""
+    secret = _redacted(request)
+    return [REDACTED if index in secret else word for index, word in enumerate(request)]
+
+
 def logged_words(request: Sequence[bytes]) -> tuple[bytes, ...]:
     """The words of `request` as the slow log keeps them (slowlogCreateEntry)."""
     secret = _redacted(request)

@@ -134,6 +134,7 @@ def test_flushall_needs_an_admin_token() -> None:
         ("SLOWLOG LEN", "slowlog|len"),
         ("SLOWLOG RESET", "slowlog|reset"),
         ("CLIENT KILL ID 5", "client|kill"),
+        ("MONITOR", "monitor"),
     ],
 )
 def test_syncing_the_slow_log_and_killing_clients_need_an_admin_token(text: str, name: str) -> None:

@@ -612,6 +612,47 @@ async def test_client_kill_closes_other_connections_and_its_own_after_the_reply(
     assert await cli(node, "PING") == "PONG\n"
 
 
+async def test_monitor_streams_the_commands_of_every_connection_until_reset(
+    node: RunningNode,
+) -> None:
+    def talk() -> tuple[list[bytes], str, bytes, bytes]:
+        with socket.create_connection(("127.0.0.1", node.ports.resp), timeout=10) as monitor:
+            stream = monitor.makefile("rb")
+            monitor.sendall(b"MONITOR\r\n")
+            assert stream.readline() == b"+OK\r\n"
+            with connected(node, 3) as r:
+                r.set("watched", "a\nb")
+                r.config_get("maxmemory")  # administrative: not shown
+                r.execute_command("AUTH", "default", "hunter2")
+                r.get("watched")
+                address = r.client_info()["addr"]
+            lines = [stream.readline()]
+            while b'"CLIENT" "INFO"' not in lines[-1]:
+                lines.append(stream.readline())
+            monitor.sendall(b"RESET\r\n")
+            after_reset = stream.readline()
+            with connected(node, 2) as r:
+                r.get("unseen")
+            monitor.sendall(b"PING\r\n")
+            # Only the reply to PING: nothing run after RESET is shown.
+            rest = stream.readline()
+        return lines, address, after_reset, rest
+
+    lines, address, after_reset, rest = await in_thread(talk)
+    assert all(line.startswith(b"+") and line.endswith(b"\r\n") for line in lines)
+    assert all(f"[0 {address}] ".encode() in line for line in lines)
+    shown = [line.split(b"] ", 1)[1].rstrip(b"\r\n") for line in lines]
+    # redis-py's own commands when it connects (HELLO, CLIENT SETINFO...) come first.
+    setup = (b'"HELLO"', b'"CLIENT" "SETINFO"', b'"CLIENT" "MAINT_NOTIFICATIONS"')
+    assert [line for line in shown if not line.startswith(setup)] == [
+        b'"SET" "watched" "a\\nb"',
+        b'"AUTH" "(redacted)" "(redacted)"',
+        b'"GET" "watched"',
+        b'"CLIENT" "INFO"',
+    ]
+    assert after_reset == b"+RESET\r\n" and rest == b"+PONG\r\n"
+
+
 async def test_commands_that_move_keys_or_wait_for_replicas_are_refused(
     node: RunningNode,
 ) -> None:
