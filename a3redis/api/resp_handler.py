@@ -17,6 +17,10 @@ results back for the replies. Server steps are answered from the node:
   every key through the coordinator, page by page, as tombstones.
 - CLUSTER is emulated from the live ring members that announce a RESP
   address (core.redis_cluster); INFO and CONFIG GET from the node's facts.
+- SAVE and BGSAVE sync the store's log (`Store.sync_committed`); SLOWLOG and
+  MONITOR read what `observe` saw of each run (core.redis_slowlog,
+  core.redis_monitor); CLIENT KILL and MONITOR act on other connections
+  through the listener that serves this handler (`bind`).
 """
 
 from __future__ import annotations
@@ -162,7 +166,8 @@ class RedisCommands:
         replies: Sequence[Reply],
         seconds: float,
     ) -> None:
-        """After each run: count its commands (metrics, INFO) and log the slow ones."""
+        """After each run (its replies queued): count its commands (metrics, INFO),
+        log the slow ones (SLOWLOG) and show them to the monitoring connections."""
         if self._count_commands is not None:
             self._count_commands(requests, replies, seconds)
         if seconds >= self.slow_log.slower_than_s:

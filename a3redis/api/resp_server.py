@@ -39,6 +39,12 @@ deadlocked against us, and one that never reads is found by the size of its
 queue, without a timer or a thread. Idle connections are found by a sweep
 (RESP_IDLE_TIMEOUT, checked a few times per timeout).
 
+The handler may act on other connections through the listener it is bound
+to (`ListenerControl`): close one at once (CLIENT KILL), or send one bytes
+that answer none of its requests (MONITOR's lines), queued with the pass's
+replies and bounded by the same reply buffer. An observer, if given, sees
+each run with its session after its replies are queued.
+
 With TLS (TLS_CERT_FILE) the port speaks only TLS: each connection's TLS
 session runs over memory buffers (ssl.MemoryBIO) that the reactor fills and
 drains with the same recv and send calls, so a TLS connection costs no task
