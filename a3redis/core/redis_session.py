@@ -213,6 +213,7 @@ class Session:
         flags = "".join(
             letter
             for letter, on in (
+                ("O", self.monitoring),
                 ("c", self.closing),
                 ("r", self.readonly),
                 ("e", self.no_evict),

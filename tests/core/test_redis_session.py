@@ -181,6 +181,16 @@ def test_client_list_shows_the_sessions_asked_for() -> None:
     assert ids(rc.ClientList(None, (9, 4, 3))) == ["id=9", "id=3"]
 
 
+def test_client_flags_are_in_redis_s_order_a_monitor_first() -> None:
+    session = new_session()
+    assert session.client_flags() == "N"
+    run(session, "READONLY", "CLIENT NO-EVICT on")
+    session.monitoring = True  # the shell's MONITOR step
+    assert session.client_flags() == "Ore"
+    run(session, "RESET")  # ends monitoring, READONLY and NO-EVICT
+    assert session.client_flags() == "N"
+
+
 def test_client_kill_matches_every_filter_given_and_skips_the_asker_unless_told() -> None:
     me = new_session(1)
     other = Session(SETTINGS, 2, "10.0.0.2:4000", CONNECTED_MS, "127.0.0.1:6380")
