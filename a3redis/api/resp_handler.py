@@ -40,7 +40,7 @@ from a3redis import __version__
 from a3redis.api.metrics import process_usage
 from a3redis.api.resp_server import Answer, ListenerControl, Remainder
 from a3redis.cluster.keyspace import Keyspace
-from a3redis.config import SETTINGS, Config
+from a3redis.config import SETTINGS, Config, Integer
 from a3redis.core.client_tokens import TokenHolder
 from a3redis.core.errors import RequestError
 from a3redis.core.hlc import Version
@@ -52,6 +52,7 @@ from a3redis.core.redis_commands import (
     ClientList,
     Cluster,
     ConfigGet,
+    ConfigSet,
     DbSize,
     Flush,
     Info,
@@ -67,7 +68,14 @@ from a3redis.core.redis_commands import (
     SlowLogReset,
 )
 from a3redis.core.redis_glob import Glob, PatternTooLongError, literal_prefix
-from a3redis.core.redis_info import config_get, keyspace_fields, memory_fields, render_info
+from a3redis.core.redis_info import (
+    RuntimeSetting,
+    config_get,
+    config_set,
+    keyspace_fields,
+    memory_fields,
+    render_info,
+)
 from a3redis.core.redis_monitor import monitor_line, shown_to_monitors
 from a3redis.core.redis_pipeline import (
     Plan,
@@ -95,6 +103,21 @@ from a3redis.storage.policy import FsyncPolicy
 from a3redis.storage.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def _bounds_of(env: str) -> RuntimeSetting:
+    """The range the node's setting `env` accepts, for CONFIG SET."""
+    (parse,) = (setting.parse for setting in SETTINGS if setting.env == env)
+    assert isinstance(parse, Integer)
+    return RuntimeSetting(parse.low, parse.high)
+
+
+# What CONFIG SET may change while a node runs (Redis's names), within the bounds of
+# the node's settings of the same meaning.
+RUNTIME_SETTINGS = {
+    "slowlog-log-slower-than": _bounds_of("SLOWLOG_LOG_SLOWER_THAN"),
+    "slowlog-max-len": _bounds_of("SLOWLOG_MAX_LEN"),
+}
 
 # BGSAVE's reply: the sync is done when it is sent, but clients wait for Redis's words.
 BACKGROUND_SAVING_STARTED = SimpleString("Background saving started")
@@ -261,6 +284,8 @@ class RedisCommands:
             return render_info(self._facts(), command.sections)
         if isinstance(command, ConfigGet):
             return config_get(self._config_settings(), command.parameters)
+        if isinstance(command, ConfigSet):
+            return self._config_set(command)
         if isinstance(command, LastSave):
             # With FSYNC=always every acknowledged write is on disk: the last save is now.
             always = self.config.fsync is FsyncPolicy.ALWAYS
@@ -403,6 +428,17 @@ class RedisCommands:
             members.append(ClusterMember(member.node_id, address.host, address.port))
         return ClusterView(members, membership.node_id)
 
+    def _config_set(self, command: ConfigSet) -> Reply:
+        """Change this node's settings that may change while it runs (until a restart:
+        the environment's values come back)."""
+        values = config_set(command.pairs, RUNTIME_SETTINGS, self._config_settings())
+        if isinstance(values, ErrorReply):
+            return values
+        self.slow_log.configure(
+            values.get("slowlog-log-slower-than"), values.get("slowlog-max-len")
+        )
+        return OK
+
     def _config_settings(self) -> dict[str, str]:
         config = self.config
         settings = {
@@ -417,8 +453,8 @@ class RedisCommands:
             "timeout": str(int(config.resp_idle_timeout)),
             "maxclients": str(config.resp_max_connections),
             "cluster-enabled": "yes",
-            "slowlog-log-slower-than": str(config.slowlog_log_slower_than),
-            "slowlog-max-len": str(config.slowlog_max_len),
+            "slowlog-log-slower-than": str(self.slow_log.slower_than_us),
+            "slowlog-max-len": str(self.slow_log.max_len),
         }
         for setting in SETTINGS:
             # Nothing that proves who someone is leaves the node.

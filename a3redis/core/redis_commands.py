@@ -393,6 +393,11 @@ class ConfigGet:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigSet:
+    pairs: tuple[tuple[bytes, bytes], ...]  # (parameter, value), as given
+
+
+@dataclass(frozen=True, slots=True)
 class LastSave:
     pass
 
@@ -610,6 +615,7 @@ ServerCommand = (
     | Flush
     | Info
     | ConfigGet
+    | ConfigSet
     | LastSave
     | Save
     | Monitor
@@ -662,6 +668,7 @@ SERVER_COMMANDS = (
     Flush,
     Info,
     ConfigGet,
+    ConfigSet,
     LastSave,
     Save,
     Monitor,
@@ -1175,8 +1182,13 @@ def _command(request: Sequence[bytes]) -> Command | ErrorReply:
 
 
 def _config(request: Sequence[bytes]) -> Command | ErrorReply:
-    if request[1].lower() == b"get":
+    sub = request[1].lower()
+    if sub == b"get":
         return ConfigGet(tuple(request[2:]))
+    if sub == b"set":
+        if len(request) % 2:
+            return SYNTAX_ERROR  # parameters and values come in pairs
+        return ConfigSet(tuple(zip(request[2::2], request[3::2], strict=True)))
     return Help("config")
 
 

@@ -28,6 +28,10 @@ Rules:
   over every setting's name. A setting is answered once however many
   arguments match it; unknown names add nothing. The reply is a map (a flat
   array in RESP2).
+- CONFIG SET follows Redis 7 (`configSetCommand`): every pair is checked
+  before any is set (an unknown name, then one that is fixed until a
+  restart, then a name given twice, then each value), with Redis's texts;
+  the shell sets the values this module returns.
 """
 
 from __future__ import annotations
@@ -37,10 +41,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from a3redis.core.redis_glob import Glob, PatternTooLongError
-from a3redis.core.resp_values import Reply, Verbatim, error
+from a3redis.core.resp_values import ErrorReply, Reply, Verbatim, error
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
 InfoValue = str | int
 
@@ -180,6 +184,8 @@ _FIELD_NAME = re.compile(r"[a-z0-9_]+|cmdstat_[a-z0-9][a-z0-9._|-]*|errorstat_[A
 _ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]*")
 _COMMAND_NAME = re.compile(r"[a-z0-9][a-z0-9._|-]*")
 _CONFIG_WILDCARDS = re.compile(rb"[\[*?]")
+# What string2ll takes: an optional '-' and digits, no leading zero, no '+' or spaces.
+_DECIMAL = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 
 
 def human_bytes(count: int) -> str:
@@ -318,3 +324,59 @@ def config_get(settings: Mapping[str, str], patterns: Sequence[bytes]) -> Reply:
                 answered[folded] = name.encode()
                 reply[name.encode()] = settings[name].encode()
     return reply
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSetting:
+    """A setting CONFIG SET may change while the node runs: an integer in a range."""
+
+    low: int
+    high: int
+
+
+def config_set(
+    pairs: Sequence[tuple[bytes, bytes]],
+    runtime: Mapping[str, RuntimeSetting],
+    known: Collection[str],
+) -> dict[str, int] | ErrorReply:
+    """CONFIG SET's new values (name -> value) for `pairs`, or Redis's error; nothing
+    is set unless every pair can be. `runtime` holds the settings that may change
+    while the node runs; the other `known` names are fixed until a restart (Redis's
+    immutable configs). Names are case-insensitive; a value is a decimal integer."""
+    folded_known = {name.lower() for name in known} | set(runtime)
+    chosen: dict[str, bytes] = {}
+    for parameter, value in pairs:
+        name = parameter.decode("latin-1").lower()
+        if name not in folded_known:
+            return ErrorReply(
+                f"ERR Unknown option or number of arguments for CONFIG SET - '{_shown(parameter)}'"
+            )
+        if name not in runtime:
+            return _set_failed(parameter, "can't set immutable config")
+        if name in chosen:
+            return _set_failed(parameter, "duplicate parameter")
+        chosen[name] = value
+    values: dict[str, int] = {}
+    for name, value in chosen.items():
+        setting = runtime[name]
+        if not _DECIMAL.fullmatch(value):
+            return _set_failed(name.encode(), "argument couldn't be parsed into an integer")
+        number = int(value)
+        if not setting.low <= number <= setting.high:
+            return _set_failed(
+                name.encode(),
+                f"argument must be between {setting.low} and {setting.high} inclusive",
+            )
+        values[name] = number
+    return values
+
+
+def _set_failed(parameter: bytes, why: str) -> ErrorReply:
+    return ErrorReply(
+        f"ERR CONFIG SET failed (possibly related to argument '{_shown(parameter)}') - {why}"
+    )
+
+
+def _shown(word: bytes) -> str:
+    """A client's bytes inside an error text: one line, at most 128 bytes."""
+    return word[:128].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")

@@ -309,8 +309,8 @@ RUN_BEFORE_AUTH = frozenset(
 ) | {"unknown"}
 # What a token's role must allow for each command: Redis's `write` flag marks writes;
 # FLUSHALL and FLUSHDB delete every key of the cluster, SAVE and BGSAVE make the node
-# sync, the slow log and MONITOR show other clients' commands and CLIENT KILL ends
-# their connections: operator actions.
+# sync, the slow log and MONITOR show other clients' commands, CLIENT KILL ends
+# their connections and CONFIG SET changes the node: operator actions.
 ACTION_OF_COMMAND: dict[str, Action] = {
     spec.name: Action.WRITE if "write" in spec.flags else Action.READ
     for spec in _every_spec_of_table()
@@ -326,6 +326,7 @@ ACTION_OF_COMMAND: dict[str, Action] = {
         "slowlog|reset",
         "client|kill",
         "monitor",
+        "config|set",
     )
 }
 

@@ -13,8 +13,9 @@ Rules:
   from its start to its replies (what `INFO commandstats` times too): on
   a3redis a command waits for replicas and the disk, and that wait is what
   an operator looking for slow commands needs to see.
-- Secrets never enter it: AUTH's username and password and HELLO's AUTH
-  arguments are logged as `(redacted)`, as Redis does.
+- Secrets never enter it: AUTH's username and password, HELLO's AUTH
+  arguments and CONFIG SET's values of password settings are logged as
+  `(redacted)`, as Redis does.
 - Time is passed in; the words are copied, never kept as the client's.
 """
 
@@ -56,6 +57,13 @@ class SlowEntry:
 
 
 REDACTED = b"(redacted)"
+# Redis's SENSITIVE_CONFIG settings: CONFIG SET's values for them are redacted too.
+_SENSITIVE_CONFIGS = (
+    b"requirepass",
+    b"masterauth",
+    b"tls-key-file-pass",
+    b"tls-client-key-file-pass",
+)
 
 
 def _redacted(request: Sequence[bytes]) -> list[int]:
@@ -63,6 +71,12 @@ def _redacted(request: Sequence[bytes]) -> list[int]:
     name = request[0].lower()
     if name == b"auth":
         return [index for index in (1, 2) if index < len(request)]
+    if name == b"config" and len(request) > 2 and request[1].lower() == b"set":
+        return [
+            index + 1
+            for index in range(2, len(request) - 1, 2)
+            if request[index].lower() in _SENSITIVE_CONFIGS
+        ]
     if name == b"hello":
         secret = []
         index = 2
@@ -109,10 +123,24 @@ class SlowLog:
     def __init__(
         self, slower_than_us: int = SLOWLOG_LOG_SLOWER_THAN, max_len: int = SLOWLOG_MAX_LEN
     ) -> None:
-        # A negative threshold logs nothing, as in Redis.
-        self.slower_than_s = slower_than_us / 1_000_000 if slower_than_us >= 0 else math.inf
+        self.slower_than_us = slower_than_us
+        self.slower_than_s = math.inf
         self._entries: deque[SlowEntry] = deque(maxlen=max_len)
         self._next_id = 0
+        self.configure(slower_than_us=slower_than_us)
+
+    @property
+    def max_len(self) -> int:
+        return self._entries.maxlen or 0
+
+    def configure(self, slower_than_us: int | None = None, max_len: int | None = None) -> None:
+        """CONFIG SET: a new threshold, or a new length (the newest entries are kept)."""
+        if slower_than_us is not None:
+            self.slower_than_us = slower_than_us
+            # A negative threshold logs nothing, as in Redis.
+            self.slower_than_s = slower_than_us / 1_000_000 if slower_than_us >= 0 else math.inf
+        if max_len is not None:
+            self._entries = deque(list(self._entries)[:max_len], maxlen=max_len)
 
     def note(
         self,

@@ -135,6 +135,7 @@ def test_flushall_needs_an_admin_token() -> None:
         ("SLOWLOG RESET", "slowlog|reset"),
         ("CLIENT KILL ID 5", "client|kill"),
         ("MONITOR", "monitor"),
+        ("CONFIG SET slowlog-max-len 5", "config|set"),
     ],
 )
 def test_syncing_the_slow_log_and_killing_clients_need_an_admin_token(text: str, name: str) -> None:

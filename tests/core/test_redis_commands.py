@@ -255,8 +255,8 @@ def test_an_unknown_subcommand_names_the_container_s_help() -> None:
     assert parsed("client maint_notifications on") == ErrorReply(
         "ERR unknown subcommand 'maint_notifications'. Try CLIENT HELP."
     )
-    assert parsed("config set save x") == ErrorReply(
-        "ERR unknown subcommand 'set'. Try CONFIG HELP."
+    assert parsed("config rewrite") == ErrorReply(
+        "ERR unknown subcommand 'rewrite'. Try CONFIG HELP."
     )
 
 
@@ -666,6 +666,8 @@ def test_waiting_for_replicas_and_shutting_down_are_refused_saying_what_to_do(
         ("SLOWLOG LEN", rc.SlowLogLen()),
         ("SLOWLOG RESET", rc.SlowLogReset()),
         ("SLOWLOG HELP", rc.Help("slowlog")),
+        ("CONFIG SET a 1", rc.ConfigSet(((b"a", b"1"),))),
+        ("config set a 1 B 2", rc.ConfigSet(((b"a", b"1"), (b"B", b"2")))),
     ],
 )
 def test_role_save_memory_usage_and_slowlog_are_parsed(text: str, command: rc.Command) -> None:
@@ -690,6 +692,8 @@ def test_role_save_memory_usage_and_slowlog_are_parsed(text: str, command: rc.Co
         ),
         ("SLOWLOG LEN 1", "ERR wrong number of arguments for 'slowlog|len' command"),
         ("ROLE x", "ERR wrong number of arguments for 'role' command"),
+        ("CONFIG SET a 1 b", "ERR syntax error"),
+        ("CONFIG SET a", "ERR wrong number of arguments for 'config|set' command"),
     ],
 )
 def test_role_save_memory_and_slowlog_errors_are_redis_s(text: str, expected: str) -> None:

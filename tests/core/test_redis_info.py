@@ -12,8 +12,10 @@ from a3redis.core.redis_glob import MAX_PATTERN_BYTES
 from a3redis.core.redis_info import (
     SECTIONS,
     InfoValue,
+    RuntimeSetting,
     command_stat_fields,
     config_get,
+    config_set,
     error_stat_fields,
     human_bytes,
     keyspace_fields,
@@ -206,3 +208,69 @@ def test_config_get_answers_as_redis_7(patterns: list[bytes], reply: dict[bytes,
 def test_config_get_refuses_an_overlong_pattern() -> None:
     reply = config_get(SETTINGS, [b"*" + b"a" * MAX_PATTERN_BYTES])
     assert reply == ErrorReply(f"ERR pattern longer than {MAX_PATTERN_BYTES} bytes")
+
+
+RUNTIME = {
+    "slowlog-max-len": RuntimeSetting(0, 1000),
+    "slowlog-log-slower-than": RuntimeSetting(-1, 10**6),
+}
+CONFIG_KNOWN = ["save", "maxmemory", "slowlog-max-len", "slowlog-log-slower-than"]
+
+
+def setting(*words: str) -> dict[str, int] | ErrorReply:
+    pairs = [(words[i].encode(), words[i + 1].encode()) for i in range(0, len(words), 2)]
+    return config_set(pairs, RUNTIME, CONFIG_KNOWN)
+
+
+def test_config_set_gives_every_new_value_or_none() -> None:
+    assert setting("SLOWLOG-MAX-LEN", "5", "slowlog-log-slower-than", "-1") == {
+        "slowlog-max-len": 5,
+        "slowlog-log-slower-than": -1,
+    }
+    assert setting("slowlog-max-len", "0") == {"slowlog-max-len": 0}
+
+
+FAILED = "ERR CONFIG SET failed (possibly related to argument '{}') - {}"
+
+
+# Each text was compared with redis-server 7.0.15's CONFIG SET.
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["nosuch", "1"], "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'"),
+        # The unknown name wins over an earlier bad value: names are checked first.
+        (
+            ["slowlog-max-len", "x", "nosuch", "1"],
+            "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'",
+        ),
+        (["maxmemory", "1"], FAILED.format("maxmemory", "can't set immutable config")),
+        (
+            ["slowlog-max-len", "5", "Slowlog-Max-Len", "6"],
+            FAILED.format("Slowlog-Max-Len", "duplicate parameter"),
+        ),
+        (
+            ["slowlog-max-len", "x"],
+            FAILED.format("slowlog-max-len", "argument couldn't be parsed into an integer"),
+        ),
+        (
+            ["slowlog-max-len", "-0"],
+            FAILED.format("slowlog-max-len", "argument couldn't be parsed into an integer"),
+        ),
+        (
+            ["slowlog-max-len", " 5"],
+            FAILED.format("slowlog-max-len", "argument couldn't be parsed into an integer"),
+        ),
+        (
+            ["slowlog-max-len", "1001"],
+            FAILED.format("slowlog-max-len", "argument must be between 0 and 1000 inclusive"),
+        ),
+        (
+            ["slowlog-log-slower-than", "-2"],
+            FAILED.format(
+                "slowlog-log-slower-than", "argument must be between -1 and 1000000 inclusive"
+            ),
+        ),
+    ],
+)
+def test_config_set_errors_are_redis_s(words: list[str], expected: str) -> None:
+    assert setting(*words) == ErrorReply(expected)

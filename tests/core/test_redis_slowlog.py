@@ -90,3 +90,33 @@ def test_passwords_never_enter_the_log() -> None:
     # SETNAME's name is no secret, even when it reads "AUTH".
     assert logged_words(words("HELLO 3 SETNAME AUTH")) == tuple(words("HELLO 3 SETNAME AUTH"))
     assert logged_words(words("GET AUTH")) == (b"GET", b"AUTH")
+
+
+def test_config_set_changes_the_threshold_and_keeps_the_newest_entries() -> None:
+    log = SlowLog(slower_than_us=0, max_len=5)
+    for number in range(5):
+        log.note([[b"GET", b"%d" % number]], 0.0, 0.0, "p", None)
+    log.configure(max_len=2)
+    assert log.max_len == 2
+    assert [entry[3] for entry in log.get(-1)] == [  # type: ignore[index,union-attr]
+        [b"GET", b"4"],
+        [b"GET", b"3"],
+    ]
+    log.configure(slower_than_us=-1)
+    log.note([[b"GET", b"late"]], 99.0, 0.0, "p", None)
+    assert len(log) == 2 and log.slower_than_us == -1
+    log.configure(slower_than_us=1_000)
+    log.note([[b"GET", b"fast"]], 0.000_999, 0.0, "p", None)
+    log.note([[b"GET", b"slow"]], 0.001, 0.0, "p", None)
+    assert log.get(1)[0][3] == [b"GET", b"slow"]  # type: ignore[index]
+
+
+def test_config_set_of_a_password_setting_is_redacted() -> None:
+    assert logged_words(words("CONFIG SET requirepass s3cret slowlog-max-len 5")) == (
+        b"CONFIG",
+        b"SET",
+        b"requirepass",
+        REDACTED,
+        b"slowlog-max-len",
+        b"5",
+    )

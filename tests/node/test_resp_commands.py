@@ -653,6 +653,33 @@ async def test_monitor_streams_the_commands_of_every_connection_until_reset(
     assert after_reset == b"+RESET\r\n" and rest == b"+PONG\r\n"
 
 
+async def test_config_set_changes_the_slow_log_while_the_node_runs(node: RunningNode) -> None:
+    def talk() -> tuple[Any, ...]:
+        with connected(node, 2) as r:
+            r.execute_command("SLOWLOG", "RESET")
+            r.get("fast-enough")  # under the 10 ms default, surely
+            before = r.slowlog_len()
+            changed = r.config_set("slowlog-log-slower-than", 0)
+            r.get("now-logged")
+            logged = r.slowlog_get(1)[0]["command"]
+            settings = r.config_get("slowlog-*")
+            with pytest.raises(redis.ResponseError) as fixed:
+                r.config_set("maxmemory", "1mb")
+            r.config_set("slowlog-log-slower-than", -1)
+            r.execute_command("SLOWLOG", "RESET")
+            r.get("not-logged")
+            return before, changed, logged, settings, str(fixed.value), r.slowlog_len()
+
+    before, changed, logged, settings, fixed, after = await in_thread(talk)
+    assert before <= 1 and changed is True  # at most the RESET itself, on a slow machine
+    assert logged == b"GET now-logged"
+    assert settings == {"slowlog-log-slower-than": "0", "slowlog-max-len": "128"}
+    assert fixed == (
+        "CONFIG SET failed (possibly related to argument 'maxmemory') - can't set immutable config"
+    )
+    assert after == 0
+
+
 async def test_commands_that_move_keys_or_wait_for_replicas_are_refused(
     node: RunningNode,
 ) -> None:
