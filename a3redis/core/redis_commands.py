@@ -1286,6 +1286,7 @@ _PARSERS: dict[str, Callable[[Sequence[bytes]], Command | ErrorReply]] = {
     "type": lambda request: Type(request[1]),
     "strlen": lambda request: Strlen(request[1]),
     "getrange": _getrange,
+    "substr": _getrange,  # GETRANGE's name before Redis 2.0, still answered
     "keys": lambda request: Keys(request[1]),
     "scan": _scan,
     "randomkey": lambda request: RandomKey(),

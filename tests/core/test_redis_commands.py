@@ -335,6 +335,7 @@ PARSED = [
     ("TYPE k", rc.Type(b"k")),
     ("STRLEN k", rc.Strlen(b"k")),
     ("GETRANGE k -3 -1", rc.GetRange(b"k", -3, -1)),
+    ("SUBSTR k 1 2", rc.GetRange(b"k", 1, 2)),  # GETRANGE's old name
     ("KEYS user:*", rc.Keys(b"user:*")),
     ("SCAN 0", rc.Scan(0, None, 10, None)),
     ("scan 17 match a* count 100 type string", rc.Scan(17, b"a*", 100, b"string")),
@@ -441,6 +442,7 @@ def test_every_parsed_command_is_named_as_the_table_names_it() -> None:
 
 ARGUMENT_ERRORS = [
     ("GETRANGE k a 1", "ERR value is not an integer or out of range"),
+    ("SUBSTR k a 1", "ERR value is not an integer or out of range"),
     ("GETRANGE k 0 01", "ERR value is not an integer or out of range"),
     ("GETRANGE k 0 9223372036854775808", "ERR value is not an integer or out of range"),
     ("SCAN x", "ERR invalid cursor"),

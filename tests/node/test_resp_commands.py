@@ -491,13 +491,19 @@ async def test_instantaneous_ops_count_the_last_whole_second(node: RunningNode) 
     assert await in_thread(talk) >= 100
 
 
-async def test_role_and_memory_usage(node: RunningNode) -> None:
-    def talk() -> tuple[Any, Any, Any]:
+async def test_role_memory_usage_and_substr(node: RunningNode) -> None:
+    def talk() -> tuple[Any, Any, Any, Any]:
         with connected(node, 3) as r:
             r.set("sized", "v" * 1000)
-            return r.role(), r.memory_usage("sized"), r.memory_usage("never-set")
+            return (
+                r.role(),
+                r.memory_usage("sized"),
+                r.memory_usage("never-set"),
+                r.substr("sized", 0, 2),
+            )
 
-    role, usage, missing = await in_thread(talk)
+    role, usage, missing, part = await in_thread(talk)
+    assert part == b"vvv"
     assert role == [b"master", 0, []]
     assert 1000 + len("sized") < usage < 1000 + len("sized") + 1000 and missing is None
 
