@@ -276,6 +276,14 @@ class Touch:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """OBJECT ENCODING|REFCOUNT|FREQ|IDLETIME key (`what`, lower case)."""
+
+    key: bytes
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryUsage:
     """MEMORY USAGE key: the bytes a node holds for the key (nil when it has no value)."""
 
@@ -580,6 +588,11 @@ class ReplicationRole:
 
 
 @dataclass(frozen=True, slots=True)
+class ModuleList:
+    """MODULE LIST: a3redis loads no modules."""
+
+
+@dataclass(frozen=True, slots=True)
 class NothingToFlush:
     """FUNCTION FLUSH and SCRIPT FLUSH: a3redis has no functions or scripts; `OK`."""
 
@@ -604,7 +617,9 @@ class SetConsistency:
     write: Consistency | None
 
 
-ReadCommand = Get | MGet | Exists | Type | Strlen | GetRange | Touch | Ttl | MemoryUsage
+ReadCommand = (
+    Get | MGet | Exists | Type | Strlen | GetRange | Touch | Ttl | MemoryUsage | ObjectInfo
+)
 WriteCommand = Set | MSet | Del
 ModifyCommand = SetKeepTtl | GetEx | Expire | Persist
 ServerCommand = (
@@ -650,6 +665,7 @@ SessionCommand = (
     | CommandList
     | Time
     | ReplicationRole
+    | ModuleList
     | NothingToFlush
     | ReadOnly
     | ReadWrite
@@ -657,7 +673,7 @@ SessionCommand = (
 )
 Command = ReadCommand | WriteCommand | ModifyCommand | ServerCommand | SessionCommand
 
-READ_COMMANDS = (Get, MGet, Exists, Type, Strlen, GetRange, Touch, Ttl, MemoryUsage)
+READ_COMMANDS = (Get, MGet, Exists, Type, Strlen, GetRange, Touch, Ttl, MemoryUsage, ObjectInfo)
 WRITE_COMMANDS = (Set, MSet, Del)
 MODIFY_COMMANDS = (SetKeepTtl, GetEx, Expire, Persist)
 SERVER_COMMANDS = (
@@ -1236,6 +1252,19 @@ def _memory(request: Sequence[bytes]) -> Command | ErrorReply:
     return MemoryUsage(request[2])
 
 
+def _object(request: Sequence[bytes]) -> Command | ErrorReply:
+    sub = request[1].lower()
+    if sub == b"help":
+        return Help("object")
+    return ObjectInfo(request[2], sub.decode())
+
+
+def _module(request: Sequence[bytes]) -> Command | ErrorReply:
+    if request[1].lower() == b"list":
+        return ModuleList()
+    return Help("module")
+
+
 def _slowlog(request: Sequence[bytes]) -> Command | ErrorReply:
     sub = request[1].lower()
     if sub == b"help":
@@ -1333,6 +1362,8 @@ for _container, _parse_container in (
     ("script", _nothing_to_flush),
     ("memory", _memory),
     ("slowlog", _slowlog),
+    ("object", _object),
+    ("module", _module),
 ):
     _PARSERS[_container] = _parse_container
     for _sub in TOP_LEVEL[_container.encode()].subcommands:

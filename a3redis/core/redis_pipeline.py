@@ -96,6 +96,7 @@ from a3redis.core.redis_commands import (
     MGet,
     ModifyCommand,
     MSet,
+    ObjectInfo,
     Persist,
     ReadCommand,
     ServerCommand,
@@ -109,6 +110,7 @@ from a3redis.core.redis_commands import (
     err,
     error_reply,
     invalid_expire_time,
+    parse_int64,
     parse_named,
 )
 from a3redis.core.redis_session import NoReply, Session, access_refusal, answer
@@ -382,11 +384,45 @@ def read_reply(command: ReadCommand, found: Mapping[bytes, Record | None], now_m
         case MemoryUsage(key=key):
             record = found[key]
             return None if record is None or record.value is None else memory_usage(record)
+        case ObjectInfo(key=key, what=what):
+            value = _value(found[key])
+            return None if value is None else object_info(value, what)
         case GetRange(key=key, start=start, end=end):
             return substring(_value(found[key]) or b"", start, end)
         case Ttl(key=key, milliseconds=milliseconds, absolute=absolute):
             return time_to_live(found[key], now_ms, milliseconds, absolute)
     raise AssertionError(f"not a read: {command!r}")
+
+
+# A string this long or shorter is stored by Redis in one allocation with its header.
+EMBSTR_SIZE_LIMIT = 44
+# Redis shares one object for each of these integers (refcount INT_MAX).
+SHARED_INTEGERS = 10_000
+SHARED_REFCOUNT = 2**31 - 1
+LFU_NOT_SELECTED = ErrorReply(
+    "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
+    "that when switching between policies at runtime LRU and LFU data will take some time to "
+    "adjust."
+)
+IDLETIME_NOT_TRACKED = ErrorReply(
+    "ERR OBJECT IDLETIME is not supported: a3redis does not track when a key was last read"
+)
+
+
+def object_info(value: bytes, what: str) -> Reply:
+    """OBJECT ENCODING, REFCOUNT, FREQ or IDLETIME of a key holding `value`, as Redis 7.2
+    would answer for a string SET with it (`tryObjectEncoding`); a3redis keeps no access
+    times or frequencies, and with `noeviction` Redis keeps no frequencies either."""
+    number = parse_int64(value) if len(value) <= 20 else None
+    if what == "encoding":
+        if number is not None:
+            return b"int"
+        return b"embstr" if len(value) <= EMBSTR_SIZE_LIMIT else b"raw"
+    if what == "refcount":
+        return SHARED_REFCOUNT if number is not None and 0 <= number < SHARED_INTEGERS else 1
+    if what == "freq":
+        return LFU_NOT_SELECTED
+    return IDLETIME_NOT_TRACKED
 
 
 def time_to_live(record: Record | None, now_ms: int, milliseconds: bool, absolute: bool) -> int:

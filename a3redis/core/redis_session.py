@@ -70,6 +70,7 @@ from a3redis.core.redis_commands import (
     Echo,
     Hello,
     Help,
+    ModuleList,
     NothingToFlush,
     Ping,
     Quit,
@@ -423,6 +424,8 @@ def answer(session: Session, command: SessionCommand, wall_ms: int) -> Reply | N
             return command_list_reply(command)
         case Time():
             return [str(wall_ms // 1000).encode(), str(wall_ms % 1000 * 1000).encode()]
+        case ModuleList():
+            return []
         case ReplicationRole():
             # Every node takes writes and none is a Redis replica (INFO says the same).
             return [b"master", 0, []]

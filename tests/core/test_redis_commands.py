@@ -669,6 +669,11 @@ def test_waiting_for_replicas_and_shutting_down_are_refused_saying_what_to_do(
         ("SLOWLOG RESET", rc.SlowLogReset()),
         ("SLOWLOG HELP", rc.Help("slowlog")),
         ("CONFIG SET a 1", rc.ConfigSet(((b"a", b"1"),))),
+        ("OBJECT ENCODING k", rc.ObjectInfo(b"k", "encoding")),
+        ("object Freq k", rc.ObjectInfo(b"k", "freq")),
+        ("OBJECT HELP", rc.Help("object")),
+        ("MODULE LIST", rc.ModuleList()),
+        ("MODULE HELP", rc.Help("module")),
         ("config set a 1 B 2", rc.ConfigSet(((b"a", b"1"), (b"B", b"2")))),
     ],
 )
@@ -696,6 +701,9 @@ def test_role_save_memory_usage_and_slowlog_are_parsed(text: str, command: rc.Co
         ("ROLE x", "ERR wrong number of arguments for 'role' command"),
         ("CONFIG SET a 1 b", "ERR syntax error"),
         ("CONFIG SET a", "ERR wrong number of arguments for 'config|set' command"),
+        ("OBJECT BOGUS k", "ERR unknown subcommand 'BOGUS'. Try OBJECT HELP."),
+        ("OBJECT ENCODING", "ERR wrong number of arguments for 'object|encoding' command"),
+        ("MODULE LOAD x", "ERR unknown subcommand 'LOAD'. Try MODULE HELP."),
     ],
 )
 def test_role_save_memory_and_slowlog_errors_are_redis_s(text: str, expected: str) -> None:

@@ -19,6 +19,7 @@ from a3redis.core.redis_pipeline import (
     ServerStep,
     StepResult,
     WriteStep,
+    object_info,
     plan,
     plan_in_batches,
     protocol_runs,
@@ -608,3 +609,43 @@ def test_a_plan_says_whether_the_node_answers_a_step() -> None:
     assert planned(session, "GET a", "INFO", "SET a b").serves
     for texts in (["GET a"], ["SET a b"], ["GET a", "SET a b", "PING"], ["PING"]):
         assert not planned(session, *texts).serves
+
+
+# Each row was compared with redis-server 7.0.15 (SET k <value>, then OBJECT ENCODING k and
+# OBJECT REFCOUNT k).
+@pytest.mark.parametrize(
+    ("value", "encoding", "refcount"),
+    [
+        (b"12", b"int", 2**31 - 1),  # a shared integer
+        (b"9999", b"int", 2**31 - 1),
+        (b"10000", b"int", 1),
+        (b"-5", b"int", 1),
+        (b"012", b"embstr", 1),
+        (b"-0", b"embstr", 1),
+        (b"1 ", b"embstr", 1),
+        (b"99999999999999999999", b"embstr", 1),  # over int64
+        (b"hello", b"embstr", 1),
+        (b"x" * 44, b"embstr", 1),
+        (b"x" * 45, b"raw", 1),
+    ],
+)
+def test_object_encoding_and_refcount_are_redis_s_for_a_string_set_so(
+    value: bytes, encoding: bytes, refcount: int
+) -> None:
+    assert object_info(value, "encoding") == encoding
+    assert object_info(value, "refcount") == refcount
+
+
+def test_object_freq_and_idletime_say_why_they_are_not_answered() -> None:
+    freq = object_info(b"v", "freq")
+    assert isinstance(freq, ErrorReply) and "LFU maxmemory policy is not selected" in freq.text
+    idle = object_info(b"v", "idletime")
+    assert isinstance(idle, ErrorReply) and "does not track when a key was last read" in idle.text
+
+
+def test_object_of_a_missing_key_is_nil_whatever_is_asked() -> None:
+    session = new_session()
+    for what in ("ENCODING", "REFCOUNT", "FREQ", "IDLETIME"):
+        pipeline = plan(session, [[b"OBJECT", what.encode(), b"k"]], 0)
+        assert pipeline.steps == [ReadStep((b"k",), None)]
+        assert pipeline.replies([[None]]) == [None]

@@ -491,19 +491,29 @@ async def test_instantaneous_ops_count_the_last_whole_second(node: RunningNode) 
     assert await in_thread(talk) >= 100
 
 
-async def test_role_memory_usage_and_substr(node: RunningNode) -> None:
-    def talk() -> tuple[Any, Any, Any, Any]:
+async def test_role_memory_usage_substr_object_and_module_list(node: RunningNode) -> None:
+    def talk() -> tuple[Any, ...]:
         with connected(node, 3) as r:
             r.set("sized", "v" * 1000)
+            r.set("counter", 12)
+            with pytest.raises(redis.ResponseError) as idle:
+                r.object("idletime", "sized")
             return (
                 r.role(),
                 r.memory_usage("sized"),
                 r.memory_usage("never-set"),
                 r.substr("sized", 0, 2),
+                r.object("encoding", "sized"),
+                r.object("encoding", "counter"),
+                r.object("refcount", "counter"),
+                r.object("encoding", "never-set"),
+                str(idle.value),
+                r.module_list(),
             )
 
-    role, usage, missing, part = await in_thread(talk)
-    assert part == b"vvv"
+    role, usage, missing, part, raw, number, shared, none, idle, modules = await in_thread(talk)
+    assert part == b"vvv" and (raw, number, shared, none) == (b"raw", b"int", 2**31 - 1, None)
+    assert "does not track when a key was last read" in idle and modules == []
     assert role == [b"master", 0, []]
     assert 1000 + len("sized") < usage < 1000 + len("sized") + 1000 and missing is None
 
