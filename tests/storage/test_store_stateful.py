@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import trio
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -302,9 +302,13 @@ class StoreMachine(RuleBasedStateMachine):
         elif damage == "lost-pages" and first:
             # The pages of an overwrite reach the disk in any order: a stretch
             # of the batch reads as the zeros it overwrote, later frames whole.
-            lost = acked_size + int(fraction * (end - acked_size))
-            hole = min(end, lost + span) - lost
-            data[lost : lost + hole] = bytes(hole)
+            hole_at = acked_size + int(fraction * (end - acked_size))
+            hole = min(end, hole_at + span) - hole_at
+            # The damage begins at the first byte the zeros changed: bytes that were
+            # zero already (a small number's high bytes) leave their frame whole.
+            changed = [at for at in range(hole_at, hole_at + hole) if data[at]]
+            lost = changed[0] if changed else end
+            data[hole_at : hole_at + hole] = bytes(hole)
         elif damage == "torn-frame":
             record = Record(b"torn", b"never acknowledged", self.fresh_version(1))
             frame = codec.encode(record, file_salt(copied_log), end)
@@ -382,3 +386,16 @@ StoreMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestStoreMachine = StoreMachine.TestCase
+
+
+@settings(max_examples=1, database=None, deadline=None)
+@given(st.none())
+def test_a_hole_of_zeros_over_bytes_that_were_zero_leaves_the_frame_whole(_: None) -> None:
+    """The case hypothesis found: a one-byte hole over a zero byte of an unacknowledged
+    tombstone's frame changes nothing, so the frame is whole and the store keeps it."""
+    state = StoreMachine()
+    try:
+        state.crash(damage="lost-pages", fraction=0.5, queued=[], span=1, written=[(b"", None)])
+        state.every_acknowledged_write_is_readable()
+    finally:
+        state.teardown()
