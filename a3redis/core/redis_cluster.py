@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from blake3 import blake3
 
-from a3redis.core.resp_values import ErrorReply, Reply, Status, Verbatim, error
+from a3redis.core.resp_values import ErrorReply, Reply, Status, Verbatim, error, quoted_argument
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -151,12 +151,6 @@ _HELP = (
 )
 
 
-def _shown(argument: bytes) -> str:
-    """An argument quoted in an error as Redis does: at most 128 bytes, on one line."""
-    text = argument[:128].decode("utf-8", "replace")
-    return text.replace("\r", " ").replace("\n", " ")
-
-
 class ClusterView:
     """The cluster as `myself` answers CLUSTER commands, from the live ring members."""
 
@@ -190,7 +184,7 @@ class ClusterView:
             if len(arguments) != 2:
                 return self._arity(name)
             return key_slot(arguments[1])
-        return error(f"unknown subcommand '{_shown(arguments[0])}'. Try CLUSTER HELP.")
+        return error(f"unknown subcommand '{quoted_argument(arguments[0])}'. Try CLUSTER HELP.")
 
     @staticmethod
     def _arity(name: bytes) -> ErrorReply:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from a3redis.core.redis_glob import Glob, PatternTooLongError
-from a3redis.core.resp_values import ErrorReply, Reply, Verbatim, error
+from a3redis.core.resp_values import ErrorReply, Reply, Verbatim, error, quoted_argument
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -349,7 +349,8 @@ def config_set(
         name = parameter.decode("latin-1").lower()
         if name not in folded_known:
             return ErrorReply(
-                f"ERR Unknown option or number of arguments for CONFIG SET - '{_shown(parameter)}'"
+                "ERR Unknown option or number of arguments for CONFIG SET - "
+                f"'{quoted_argument(parameter)}'"
             )
         if name not in runtime:
             return _set_failed(parameter, "can't set immutable config")
@@ -373,10 +374,6 @@ def config_set(
 
 def _set_failed(parameter: bytes, why: str) -> ErrorReply:
     return ErrorReply(
-        f"ERR CONFIG SET failed (possibly related to argument '{_shown(parameter)}') - {why}"
+        "ERR CONFIG SET failed (possibly related to argument "
+        f"'{quoted_argument(parameter)}') - {why}"
     )
-
-
-def _shown(word: bytes) -> str:
-    """A client's bytes inside an error text: one line, at most 128 bytes."""
-    return word[:128].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")

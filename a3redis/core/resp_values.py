@@ -72,6 +72,13 @@ OK = Status("OK")
 PONG = Status("PONG")
 
 
+def quoted_argument(argument: bytes) -> str:
+    """A client's argument quoted in an error as Redis does: at most 128 bytes, on one
+    line."""
+    text = argument[:128].decode("utf-8", "replace")
+    return text.replace("\r", " ").replace("\n", " ")
+
+
 def error(text: str) -> ErrorReply:
     """An error reply; `ERR ` is prefixed unless `text` starts with an upper-case code."""
     code = text.split(" ", 1)[0]
