@@ -101,22 +101,19 @@ def redacted_words(request: Sequence[bytes]) -> list[bytes]:
 
 def logged_words(request: Sequence[bytes]) -> tuple[bytes, ...]:
     """The words of `request` as the slow log keeps them (slowlogCreateEntry)."""
-    secret = _redacted(request)
-    kept = min(len(request), SLOWLOG_ENTRY_MAX_ARGC)
-    words = []
-    for index in range(kept):
-        if kept != len(request) and index == kept - 1:
-            words.append(f"... ({len(request) - kept + 1} more arguments)".encode())
-            break
-        if index in secret:
-            words.append(REDACTED)
-            continue
-        word = request[index]
-        if len(word) > SLOWLOG_ENTRY_MAX_STRING:
-            more = len(word) - SLOWLOG_ENTRY_MAX_STRING
-            word = word[:SLOWLOG_ENTRY_MAX_STRING] + f"... ({more} more bytes)".encode()
-        words.append(bytes(word))
-    return tuple(words)
+    words = redacted_words(request)
+    if len(words) > SLOWLOG_ENTRY_MAX_ARGC:
+        more = len(words) - SLOWLOG_ENTRY_MAX_ARGC + 1
+        words = [*words[: SLOWLOG_ENTRY_MAX_ARGC - 1], f"... ({more} more arguments)".encode()]
+    return tuple(_cut(word) for word in words)
+
+
+def _cut(word: bytes) -> bytes:
+    """`word`, cut after SLOWLOG_ENTRY_MAX_STRING bytes with how many more it had."""
+    if len(word) <= SLOWLOG_ENTRY_MAX_STRING:
+        return bytes(word)
+    more = len(word) - SLOWLOG_ENTRY_MAX_STRING
+    return word[:SLOWLOG_ENTRY_MAX_STRING] + f"... ({more} more bytes)".encode()
 
 
 class SlowLog:
