@@ -31,7 +31,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from a3redis.core.membership import Membership, Role, summary
-from a3redis.core.redis_info import command_stat_fields, error_stat_fields
+from a3redis.core.redis_info import ERROR_CODE, command_stat_fields, error_stat_fields
 from a3redis.core.resp_values import ErrorReply, Reply
 from a3redis.core.window import RollingStats
 
@@ -45,7 +45,6 @@ MAX_COMMAND_LABELS = 256
 MAX_ERROR_CODES = 128
 _UNKNOWN_COMMAND = "ERR unknown command"
 _COMMAND_NAME = re.compile(rb"[A-Z0-9][A-Z0-9._|-]{0,31}")
-_ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 # The operations of Redis commands in `NodeMetrics.rolling` ("RESP GET"...).
 _RESP_OPERATION = "RESP "
 
@@ -161,7 +160,7 @@ class NodeMetrics:
         codes = self._error_codes
         if code in codes:
             codes[code] += 1
-        elif len(codes) < MAX_ERROR_CODES and _ERROR_CODE.fullmatch(code):
+        elif len(codes) < MAX_ERROR_CODES and ERROR_CODE.fullmatch(code):
             codes[code] = 1
 
     def command_facts(self) -> dict[str, dict[str, str | int]]:

@@ -180,8 +180,10 @@ SECTIONS: tuple[InfoSection, ...] = (
 _BY_NAME = {section.name: section for section in SECTIONS}
 # As in Redis, cmdstat_ fields carry the command's name (cmdstat_a3.consistency) and
 # errorstat_ fields the error code as the reply has it (errorstat_ERR).
-_FIELD_NAME = re.compile(r"[a-z0-9_]+|cmdstat_[a-z0-9][a-z0-9._|-]*|errorstat_[A-Z][A-Z0-9_]*")
-_ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]*")
+_ERROR_CODE_FORM = r"[A-Z][A-Z0-9_]{0,31}"
+# An error reply's code (its first word) that errorstats counts apart.
+ERROR_CODE = re.compile(_ERROR_CODE_FORM)
+_FIELD_NAME = re.compile(rf"[a-z0-9_]+|cmdstat_[a-z0-9][a-z0-9._|-]*|errorstat_{_ERROR_CODE_FORM}")
 _COMMAND_NAME = re.compile(r"[a-z0-9][a-z0-9._|-]*")
 _CONFIG_WILDCARDS = re.compile(rb"[\[*?]")
 # What string2ll takes: an optional '-' and digits, no leading zero, no '+' or spaces.
@@ -246,7 +248,7 @@ def error_stat_fields(errors: Mapping[str, int]) -> dict[str, InfoValue]:
     return {
         f"errorstat_{code}": f"count={count}"
         for code, count in sorted(errors.items())
-        if count and _ERROR_CODE.fullmatch(code)
+        if count and ERROR_CODE.fullmatch(code)
     }
 
 
