@@ -193,21 +193,22 @@ class RedisCommands:
         log the slow ones (SLOWLOG) and show them to the monitoring connections."""
         if self._count_commands is not None:
             self._count_commands(requests, replies, seconds)
-        if seconds >= self.slow_log.slower_than_s:
+        if seconds >= self.slow_log.slower_than_s:  # note's own test: a fast run, no call
             self.slow_log.note(requests, seconds, time.time(), session.peer, session.name)
         if self._monitors:
             self._feed_monitors(session, requests)
 
     def _feed_monitors(self, session: Session, requests: Sequence[list[bytes]]) -> None:
+        now = time.time()
         lines = b"".join(
-            monitor_line(request, time.time(), session.peer)
+            monitor_line(request, now, session.peer)
             for request in requests
             if shown_to_monitors(request)
         )
         if not lines:
             return
+        listener = self._listener
         for client_id, monitor in list(self._monitors.items()):
-            listener = self._listener
             if not monitor.monitoring or listener is None or not listener.send_to(client_id, lines):
                 del self._monitors[client_id]  # RESET, or the connection is gone
 
