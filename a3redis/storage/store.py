@@ -682,15 +682,9 @@ class Store:
     async def sync_committed(self) -> None:
         """Make every write committed so far durable now (SAVE), whatever the FSYNC
         policy: with FSYNC=always each one was before it was acknowledged."""
-        if self._fsync is FsyncPolicy.ALWAYS:
-            if self._failure is not None:
-                raise StoreFailedError(f"write failed: {self._failure}")
-            return
-        if not await self._sync_dirty_log():
-            failure = self._failure
-            if failure is not None:
-                raise StoreFailedError(f"write failed: {failure}")
-            raise StoreClosedError("the store is closing")
+        synced = self._fsync is FsyncPolicy.ALWAYS or await self._sync_dirty_log()
+        if not (synced and self._failure is None):
+            self._check_writable()  # it failed, or it is closing: say which
 
     async def _sync_dirty_log(self) -> bool:
         """fsync the log if commits wrote to it since the last sync; False when the store
