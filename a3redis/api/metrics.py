@@ -58,15 +58,14 @@ class _Calls:
         self.created: dict[tuple[str, ...], float] = {}
         self.latency: dict[str, tuple[list[int], list[float]]] = {}
 
-    def count(self, key: tuple[str, ...]) -> None:
+    def observe(self, key: tuple[str, ...], label: str, bucket: int, seconds: float) -> None:
+        """Count one call under `key`, and its latency (in `bucket`) under `label`."""
         count = self.counts.get(key)
         if count is None:
             self.counts[key] = 1
             self.created[key] = time.time()
         else:
             self.counts[key] = count + 1
-
-    def time(self, label: str, bucket: int, seconds: float) -> None:
         latency = self.latency.get(label)
         if latency is None:
             latency = self.latency[label] = ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
@@ -114,9 +113,10 @@ class NodeMetrics:
         self.rolling = RollingStats(window_s=60, rng=random.Random())
 
     def observe(self, service: str, rpc: str, code: str, seconds: float) -> None:
-        self._calls.count((service, rpc, code))
         # bisect_left: the first bucket whose upper bound is >= seconds (Prometheus' "le").
-        self._calls.time(rpc, bisect_left(LATENCY_BUCKETS, seconds), seconds)
+        self._calls.observe(
+            (service, rpc, code), rpc, bisect_left(LATENCY_BUCKETS, seconds), seconds
+        )
         if service == "KeyValue":
             self.rolling.record(rpc, seconds, time.monotonic())
 
@@ -151,8 +151,7 @@ class NodeMetrics:
                 self._count_error(reply.text)
             else:
                 result = "ok"
-            seen.count((command, result))
-            seen.time(command, bucket, seconds)
+            seen.observe((command, result), command, bucket, seconds)
             self.rolling.record(operation, seconds, now)
 
     def _count_error(self, text: str) -> None:

@@ -667,8 +667,10 @@ class _KeySteps:
 
     def _replies(self) -> list[Reply] | None:
         try:
-            self.lookups.count(self.pipeline.steps, self.results)
-            return self.pipeline.replies(self.results, self.keyspace.wall_ms())
+            pipeline = self.pipeline
+            self.lookups.count(pipeline.steps, self.results)
+            now_ms = self.keyspace.wall_ms() if pipeline.replies_read_the_clock else None
+            return pipeline.replies(self.results, now_ms)
         except Exception:
             log.exception("could not reply to a Redis-protocol run")
             return None

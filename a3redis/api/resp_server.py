@@ -647,7 +647,10 @@ class _Connection:
         self.running = None
         self.server.gate.leave()
         if not self.closed and self._answer(run, replies):
-            self._run_next()
+            if self.runs or not self.reader.exhausted:
+                self._run_next()
+            else:
+                self.listen()  # what `_run_next` would come to, most often
 
     def _answer(self, run: list[list[bytes]], replies: list[Reply] | None) -> bool:
         """Send a run's replies; False once the connection is closing."""

@@ -448,7 +448,8 @@ class Keyspace:
         it. A request that fails the limits raises here, and `done` is not called."""
         self.limits.check_batch(len(writes))
         self.limits.check_pairs(writes)
-        self._check_expiries(writes, expiries)
+        if expiries is not None:
+            self._check_expiries(writes, expiries)
         level = consistency or self.write_consistency
         gathered = self._gathered.get(level)
         if gathered is None:

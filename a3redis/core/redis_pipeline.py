@@ -250,6 +250,10 @@ class _ModifyBatch:
 class Plan:
     """The steps of one pipeline and how to answer its requests from their results."""
 
+    # Whether `replies` reads its `now_ms` (TTL's answer does; a lone GET's or SET's
+    # does not, and its caller need not read the clock for it).
+    replies_read_the_clock = True
+
     def __init__(self, wall_ms: int) -> None:
         self.wall_ms = wall_ms
         self.steps: list[Step] = []
@@ -496,6 +500,8 @@ def protocol_runs(requests: list[list[bytes]]) -> list[list[list[bytes]]]:
     written in the protocol in force when it was made, as Redis does (the listener
     encodes a run's replies together). So is each CLIENT KILL: one that ends its own
     connection does so once its reply is sent, and what follows it is not run."""
+    if len(requests) == 1:
+        return [requests]  # a lone request is a run of its own, whatever it is
     switches = [
         index
         for index, request in enumerate(requests)
@@ -565,6 +571,8 @@ class _SingleKeyPlan(Plan):
     planners agree on the steps, the replies and the session).
     """
 
+    replies_read_the_clock = False
+
     def __init__(self, wall_ms: int, name: str, step: ReadStep | WriteStep) -> None:
         super().__init__(wall_ms)
         self.names.append(name)
@@ -604,17 +612,15 @@ def _single_key_plan(session: Session, request: Sequence[bytes], wall_ms: int) -
         return None
     limits = session.settings.limits
     key = request[1]
-    try:
-        limits.check_key(key)
-    except InvalidRequestError:
-        return None  # the batching planner answers it
+    if not key or len(key) > limits.max_key_bytes:
+        return None  # the batching planner answers it (Limits.check_key's error)
     step: ReadStep | WriteStep
     if name == "get":
         step = ReadStep((key,), session.requested_read)
     else:
         value = request[2]
-        if _values_refusal(limits, (value,)) is not None:
-            return None
+        if len(value) > limits.max_value_bytes:
+            return None  # the batching planner answers it (_values_refusal)
         step = WriteStep(((key, value),), session.requested_write)
     session.last_command = name
     session.last_command_ms = wall_ms

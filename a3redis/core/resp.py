@@ -269,6 +269,11 @@ class RequestReader:
         """Bytes held for requests not returned yet: unparsed, or arguments of an unfinished one."""
         return self._size + self._args_bytes
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether `requests()` has nothing to return or raise until more bytes are fed."""
+        return not (self._size or self._args_bytes) and self._error is None
+
     def feed(self, data: bytes) -> None:
         """Adds bytes read from the connection; parsing waits for `requests()`."""
         if self._error is not None or not data:
@@ -614,6 +619,8 @@ def encode(reply: Reply, protocol: int) -> bytes:
 def encode_all(replies: Sequence[Reply], protocol: int) -> bytes:
     """Many replies, one after the other, as one bytes object."""
     if len(replies) == 1:  # most runs: one command, one reply
+        if replies[0] is OK and (protocol == 2 or protocol == 3):
+            return _STATUS_OK  # every SET's
         return encode(replies[0], protocol)
     _check_protocol(protocol)
     out: list[bytes] = []

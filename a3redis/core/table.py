@@ -141,10 +141,9 @@ class RecordTable:
         return None if entry is None else _record(key, entry)
 
     def apply(self, record: Record) -> bool:
-        key = record.key
+        key, value, version, expires_at_ms = record
         entries = self._entries
         held = entries.get(key)
-        version = record.version
         if held is None:
             self._keys.add(key)
         else:
@@ -157,9 +156,12 @@ class RecordTable:
             elif version < held_version:
                 return False
             self._account(key, held, -1)
-        entry = entries[key] = _entry(record)
+        # `_entry` and `_note_version`, written out: every write that lands comes here.
+        entry = entries[key] = (value, version[0], version[1], version[2], expires_at_ms)
         self._account(key, entry, +1)
-        self._note_version(version)
+        max_version = self.max_version
+        if max_version is None or version > max_version:
+            self.max_version = version
         if self.index is not None or self._index_log is not None:
             self._indexed(None if held is None else _record(key, held), record)
         return True

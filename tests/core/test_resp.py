@@ -208,8 +208,22 @@ def test_requests_before_bad_bytes_are_returned_first_then_the_error() -> None:
     reader = RequestReader()
     reader.feed(request(b"GET", b"a") + b"PING\r\n*1\r\n:5\r\n" + request(b"GET", b"b"))
     assert reader.requests() == [[b"GET", b"a"], [b"PING"]]
+    assert not reader.exhausted  # the error is still to be raised, with nothing buffered
     with pytest.raises(ProtocolError, match=r"^Protocol error: expected '\$', got ':'$"):
         reader.requests()
+
+
+def test_a_reader_is_exhausted_only_with_nothing_buffered_and_no_error_to_raise() -> None:
+    reader = RequestReader()
+    assert reader.exhausted
+    whole = request(b"SET", b"k", b"v")
+    reader.feed(whole[:5])
+    assert not reader.exhausted  # part of a request: `requests` reads it once it is whole
+    assert reader.requests() == []
+    assert not reader.exhausted  # its arguments so far are held
+    reader.feed(whole[5:])
+    assert reader.requests() == [[b"SET", b"k", b"v"]]
+    assert reader.exhausted
 
 
 def test_a_reader_that_met_a_protocol_error_reads_nothing_more() -> None:

@@ -212,6 +212,21 @@ async def test_a_protocol_error_answers_the_requests_before_it_then_closes(
     assert closed in await metrics(node)
 
 
+async def test_a_protocol_error_after_writes_comes_once_they_are_durable(
+    node: RunningNode,
+) -> None:
+    # The SETs wait for their commit; their replies and then the error must still
+    # come, though the client sends nothing more.
+    def talk() -> bytes:
+        with connect(node) as raw:
+            raw.sendall(b"SET pe-a 1\r\nSET pe-b 2\r\n*1\r\n$x\r\n")
+            return read_until_closed(raw)
+
+    received = await trio.to_thread.run_sync(talk)
+    assert received.startswith(b"+OK\r\n+OK\r\n-ERR Protocol error: "), received
+    assert received.count(b"\r\n") == 3  # nothing after it
+
+
 async def test_a_bulk_longer_than_any_key_or_value_is_a_protocol_error(node: RunningNode) -> None:
     def talk() -> bytes:
         with connect(node) as raw:
