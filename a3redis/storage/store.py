@@ -190,6 +190,10 @@ class Store:
     ) -> None:
         self._dir = data_dir
         self._table = table
+        # The greatest version the table holds or a commit has queued (or held once:
+        # it never falls). A record above it replaces whatever its key holds, with
+        # no lookup (see stage_many).
+        self._high_water: Version | None = table.max_version
         self._log = log_file
         self._generation = generation
         self._fsync = fsync
@@ -464,22 +468,34 @@ class Store:
         new_payloads: list[bytes] = []
         unsynced = self._unsynced
         table = self._table
+        high_water = self._high_water
         for position, record in enumerate(records):
             key = record.key
-            current = staged.get(key) or unsynced.get(key) or table.get(key)
-            if (
-                void_above_wall_ms is not None
-                and current is not None
-                and current.version.wall_ms > void_above_wall_ms
-                and not isinstance(current, Purge)
+            version = record.version
+            # Above the high-water mark a record supersedes whatever its key holds, and
+            # nothing held is void, if the mark itself is within the bound: then its
+            # key's record need not be looked up (most writes: each new version is the
+            # clock's greatest yet).
+            if high_water is not None and not (
+                version > high_water
+                and (void_above_wall_ms is None or high_water.wall_ms <= void_above_wall_ms)
             ):
-                void = Purge(key, None, current.version)
-                new_payloads.append(codec.encode_payload(void))
-                new_records.append(void)
-                current = None
-            if not supersedes(record, current):
-                accepted.append(False)
-                continue
+                current = staged.get(key) or unsynced.get(key) or table.get(key)
+                if (
+                    void_above_wall_ms is not None
+                    and current is not None
+                    and current.version.wall_ms > void_above_wall_ms
+                    and not isinstance(current, Purge)
+                ):
+                    void = Purge(key, None, current.version)
+                    new_payloads.append(codec.encode_payload(void))
+                    new_records.append(void)
+                    current = None
+                if not supersedes(record, current):
+                    accepted.append(False)
+                    continue
+            if high_water is None or version > high_water:
+                high_water = version
             # Encoding may fail (a field out of range): queue nothing until all encode.
             new_payloads.append(
                 codec.encode_payload(record) if payloads is None else payloads[position]
@@ -489,6 +505,7 @@ class Store:
             accepted.append(True)
         if not new_records:
             return Staged(accepted, None)
+        self._high_water = high_water
         return Staged(accepted, self._queue(new_records, new_payloads, staged))
 
     async def purge(self, records: Iterable[Record]) -> int:

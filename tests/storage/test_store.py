@@ -236,6 +236,28 @@ async def test_a_record_beyond_the_void_bound_is_replaced_by_any_write_durably(
         assert store.max_version == rec(b"ok", b"1", 5_000).version
 
 
+async def test_last_write_wins_below_and_above_every_version_held(tmp_path: Path) -> None:
+    # A record above every version held or queued replaces its key's record unseen;
+    # one below is compared with what its key holds, whatever the batch.
+    async with Store.open(tmp_path) as store:
+        assert await store.apply_many([rec(b"a", b"1", 10), rec(b"b", b"1", 20)]) == [True, True]
+        assert await store.apply_many(
+            [rec(b"c", b"old", 5), rec(b"a", b"older", 9), rec(b"a", b"new", 30)]
+        ) == [True, False, True]
+        assert await store.apply_many(
+            [rec(b"d", b"new", 40), rec(b"d", b"older", 35), rec(b"b", b"1", 20)]
+        ) == [True, False, False]
+        assert await store.apply(rec(b"b", b"2", 20, node="a")) is False  # lower node id
+        assert await store.apply(rec(b"b", b"2", 20, node="z")) is True  # higher node id
+    async with Store.open(tmp_path) as store:
+        assert [store.get(key) for key in (b"a", b"b", b"c", b"d")] == [
+            rec(b"a", b"new", 30),
+            rec(b"b", b"2", 20, node="z"),
+            rec(b"c", b"old", 5),
+            rec(b"d", b"new", 40),
+        ]
+
+
 async def test_reads_never_see_an_unacknowledged_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
