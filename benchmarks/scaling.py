@@ -36,7 +36,7 @@ that exceeds CONTENDED cores is left out of the medians when any round is
 not, and the medians are marked unreliable when every round is.
 
 `--profile DIR` samples node-4 and node-1 (a source) with py-spy (`--py-spy
-PATH`) during idle joins and writes collapsed stacks to DIR, which `python -m
+PATH`) during idle and loaded joins and writes collapsed stacks to DIR, which `python -m
 benchmarks.hotpath --top FILE...` summarises. `python -m benchmarks.scaling
 --stages [KEYS]` times, in process, each step a streamed record takes on the
 source and on the joiner (µs per record, with and without the cyclic garbage
@@ -61,7 +61,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -626,16 +626,37 @@ def _start_joiner(
     return servers.start_node("node-4", base / "node-4-data", settings, wait_timeout=None)
 
 
-def _spy(options: Options, pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+def _spies(
+    options: Options, nodes: Sequence[ServerProcess], label: str
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each of `nodes` into `--profile`'s directory (none without it)."""
     if options.profile is None or options.py_spy is None:
-        return None
+        return []
     command = [options.py_spy, "record", "--nonblocking", "-r", "250", "-f", "raw"]
     options.profile.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [*command, "-o", str(out), "-p", str(pid)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    out = options.profile
+    return [
+        subprocess.Popen(
+            [*command, "-o", str(out / f"{label}-{node.name}.txt"), "-p", str(node.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for node in nodes
+    ]
+
+
+def _stop_spies(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C, not on SIGTERM
+        spy.wait(30)
+
+
+def _kill_spies(spies: list[subprocess.Popen[bytes]]) -> None:
+    """Those still running (the join failed before `_stop_spies`)."""
+    for spy in spies:
+        if spy.poll() is None:
+            spy.kill()
+            spy.wait(10)
 
 
 def idle_join(keys: int, options: Options, label: str) -> tuple[float, Join]:
@@ -651,23 +672,14 @@ def idle_join(keys: int, options: Options, label: str) -> tuple[float, Join]:
             launched = time.monotonic()
             joiner = _start_joiner(servers, base, nodes, options)
             join = Join(keys, launched)
-            if options.profile is not None:
-                for node in (joiner, nodes[0]):
-                    spy = _spy(options, node.pid, options.profile / f"{label}-{node.name}.txt")
-                    if spy is not None:
-                        spies.append(spy)
+            spies = _spies(options, (joiner, nodes[0]), label)
             watch_join(joiner, nodes, join, JOIN_TIMEOUT_S)
-            for spy in spies:
-                spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C, not on SIGTERM
-                spy.wait(30)
+            _stop_spies(spies)
             for node in (*nodes, joiner):
                 node.stop(30)
             return fill_s, join
     finally:
-        for spy in spies:
-            if spy.poll() is None:
-                spy.kill()
-                spy.wait(10)
+        _kill_spies(spies)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -697,6 +709,7 @@ def loaded_join(keys: int, options: Options) -> tuple[float, LoadedJoin]:
     """Fill, run the load at rest, then join node-4 under the same load."""
     base = Path(tempfile.mkdtemp(prefix="a3r-scaling-"))
     load: MixedLoad | None = None
+    spies: list[subprocess.Popen[bytes]] = []
     try:
         with ServerSet(base) as servers:
             nodes = _cluster(servers, options)
@@ -712,12 +725,15 @@ def loaded_join(keys: int, options: Options) -> tuple[float, LoadedJoin]:
             launched = time.monotonic()
             joiner = _start_joiner(servers, base, nodes, options)
             join = Join(keys, launched)
+            spies = _spies(options, (joiner, nodes[0]), "loaded")
             watch_join(joiner, nodes, join, JOIN_TIMEOUT_S, (load.process.pid,))
+            _stop_spies(spies)
             result = load.stop()
             load = None
             for node in (*nodes, joiner):
                 node.stop(30)
     finally:
+        _kill_spies(spies)
         if load is not None:
             load.kill()
         shutil.rmtree(base, ignore_errors=True)
