@@ -29,6 +29,14 @@ def test_three_nodes_find_each_other_detect_death_restart_and_leave(
         node.wait_ready()
     everyone = {"node-1": "alive", "node-2": "alive", "node-3": "alive"}
     wait_for(lambda: all(statuses(n) == everyone for n in nodes), 5, "all alive")
+    # Alive is not yet in the ring: a node that has not passed its start gate owns
+    # nothing. What follows (a death, a restart, a SIGTERM) is about ring members.
+    three = ["node-1", "node-2", "node-3"]
+    wait_for(
+        lambda: all(sorted(get_json(n, "/api/ring")["members"]) == three for n in nodes),
+        30,
+        "one ring of the three",
+    )
     # node-3 started first: its seeds were not up yet. It says so once per seed, not per retry.
     for peer in nodes[:2]:
         assert nodes[2].output().count(f"peer {peer.endpoint} is not reachable yet") <= 1
