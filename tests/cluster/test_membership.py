@@ -12,7 +12,7 @@ import urllib.request
 from typing import Any
 
 from tests.conftest import NodeFactory
-from tests.support.clusters import peered_nodes
+from tests.support.clusters import peered_nodes, wait_all_alive_and_ready
 from tests.support.node_http import get_json, membership, ready, statuses
 from tests.support.processes import HOST, NodeProcess, run_cli
 from tests.support.waiting import wait_for
@@ -31,12 +31,7 @@ def test_three_nodes_find_each_other_detect_death_restart_and_leave(
     wait_for(lambda: all(statuses(n) == everyone for n in nodes), 5, "all alive")
     # Alive is not yet in the ring: a node that has not passed its start gate owns
     # nothing. What follows (a death, a restart, a SIGTERM) is about ring members.
-    three = ["node-1", "node-2", "node-3"]
-    wait_for(
-        lambda: all(sorted(get_json(n, "/api/ring")["members"]) == three for n in nodes),
-        30,
-        "one ring of the three",
-    )
+    wait_all_alive_and_ready(nodes, 30)
     # node-3 started first: its seeds were not up yet. It says so once per seed, not per retry.
     for peer in nodes[:2]:
         assert nodes[2].output().count(f"peer {peer.endpoint} is not reachable yet") <= 1
