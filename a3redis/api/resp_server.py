@@ -558,7 +558,9 @@ class _Connection:
         """Run what was read, in order, until a run must wait or none is left."""
         server = self.server
         while True:
-            if not self.runs and not self._take_requests():
+            # `exhausted` first: most runs end with nothing more read, and then there
+            # is nothing to parse.
+            if not self.runs and (self.reader.exhausted or not self._take_requests()):
                 break
             if self.closing or self.closed:
                 return
@@ -647,10 +649,7 @@ class _Connection:
         self.running = None
         self.server.gate.leave()
         if not self.closed and self._answer(run, replies):
-            if self.runs or not self.reader.exhausted:
-                self._run_next()
-            else:
-                self.listen()  # what `_run_next` would come to, most often
+            self._run_next()
 
     def _answer(self, run: list[list[bytes]], replies: list[Reply] | None) -> bool:
         """Send a run's replies; False once the connection is closing."""

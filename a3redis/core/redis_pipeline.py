@@ -613,17 +613,14 @@ def _single_key_plan(session: Session, request: Sequence[bytes], wall_ms: int) -
         return None
     if session.settings.tokens is not None and access_refusal(session, name) is not None:
         return None
-    limits = session.settings.limits
     key = request[1]
-    if not key or len(key) > limits.max_key_bytes:
-        return None  # the batching planner answers it (Limits.check_key's error)
+    value = request[2] if name == "set" else None
+    if not session.settings.limits.fits(key, value):
+        return None  # the batching planner answers it, in Redis's words
     step: ReadStep | WriteStep
-    if name == "get":
+    if value is None:
         step = ReadStep((key,), session.requested_read)
     else:
-        value = request[2]
-        if len(value) > limits.max_value_bytes:
-            return None  # the batching planner answers it (_values_refusal)
         step = WriteStep(((key, value),), session.requested_write)
     session.last_command = name
     session.last_command_ms = wall_ms

@@ -619,8 +619,6 @@ def encode(reply: Reply, protocol: int) -> bytes:
 def encode_all(replies: Sequence[Reply], protocol: int) -> bytes:
     """Many replies, one after the other, as one bytes object."""
     if len(replies) == 1:  # most runs: one command, one reply
-        if replies[0] is OK and (protocol == 2 or protocol == 3):
-            return _STATUS_OK  # every SET's
         return encode(replies[0], protocol)
     _check_protocol(protocol)
     out: list[bytes] = []

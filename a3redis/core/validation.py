@@ -169,18 +169,21 @@ class Limits:
                 Reason.BATCH,
             )
 
+    def fits(self, key: bytes, value: bytes | None) -> bool:
+        """Whether `key` (and `value`, unless None) would pass `check_key` (and
+        `check_value`): one call where most keys and values do, the checks for
+        the words of the error where one does not."""
+        return (
+            bool(key)
+            and len(key) <= self.max_key_bytes
+            and (value is None or len(value) <= self.max_value_bytes)
+        )
+
     def check_pairs(self, pairs: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Each (key, value) of a batched write; a value of None is a delete."""
-        max_key_bytes = self.max_key_bytes
-        max_value_bytes = self.max_value_bytes
+        fits = self.fits
         for index, (key, value) in enumerate(pairs):
-            # Within the limits: no call (every write's keys pass here); else the
-            # checks below say what is wrong.
-            if (
-                key
-                and len(key) <= max_key_bytes
-                and (value is None or len(value) <= max_value_bytes)
-            ):
+            if fits(key, value):
                 continue
             try:
                 self.check_key(key)

@@ -66,6 +66,8 @@ def test_checks_agree_with_the_limits(key: bytes, value: bytes) -> None:
         assert str(error).startswith("pair 0: ")
     else:
         assert key_ok and value_ok
+    assert SMALL.fits(key, value) is (key_ok and value_ok)
+    assert SMALL.fits(key, None) is key_ok  # a delete: the key alone
 
 
 def test_invalid_request_error_is_a_value_error() -> None:
