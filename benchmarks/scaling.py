@@ -779,7 +779,7 @@ def loaded_join(keys: int, options: Options) -> tuple[float, LoadedJoin]:
 
 
 LIST = "source: list a partition's keys (MerkleIndex)"
-READ = "source: read the records (Keyspace.read_local)"
+READ = "source: read and pack the records (Store.packed)"
 ANSWER = "source: answer_stream, the rest"
 
 
@@ -810,7 +810,8 @@ def stages(keys: int, rounds: int, collect_garbage: bool) -> dict[str, float]:
     The steps of Rebalancer._pull and ReplicaService.Stream without the event loop,
     the gRPC stack and the fsync: a source's table of `keys` records with its Merkle
     index answers pages (STREAM_PAGE records, STREAM_PARTITIONS partitions per
-    request) that a joiner decodes, checks and applies to its own table and index;
+    request) that a joiner decodes, checks and applies to its own table (which has no
+    Merkle index while it joins: it builds one once it serves);
     the best of `rounds` rounds per step, each round into an empty joiner table.
     With `collect_garbage` the collector runs with the node's thresholds
     (a3redis.node.GC_THRESHOLDS), as it does in a joining node.
@@ -823,7 +824,12 @@ def stages(keys: int, rounds: int, collect_garbage: bool) -> dict[str, float]:
     from a3redis.core.merkle import MerkleIndex
     from a3redis.core.record import Record
     from a3redis.core.ring import DEFAULT_PARTITIONS
-    from a3redis.core.streaming import StreamRequest, answer_stream, check_page, next_request
+    from a3redis.core.streaming import (
+        StreamRequest,
+        answer_stream_packed,
+        check_page,
+        next_request,
+    )
     from a3redis.core.table import RecordTable
     from a3redis.core.validation import MAX_PEER_RESPONSE_BYTES, Limits
     from a3redis.node import GC_THRESHOLDS
@@ -842,21 +848,17 @@ def stages(keys: int, rounds: int, collect_garbage: bool) -> dict[str, float]:
     source.index = index
     limits = Limits()
     bound = limits.clock_bound(wall)
-    get = source.get
 
-    def read_local(wanted: Any) -> list[Record | None]:
-        # Keyspace.read_local's work: the table, and the clock-skew bound.
-        return [
-            None if (r := get(key)) is None or r.version.wall_ms > bound else r for key in wanted
-        ]
+    def read_packed(wanted: Any) -> list[bytes | None]:
+        # Keyspace.read_local_packed's work: the table's entries, packed within the bound.
+        return codec.pack_entries(wanted, source.entries_of(wanted), bound)
 
     best: dict[str, float] = {}
     for _ in range(rounds):
         timer = _Timer()
         keys_of = timer.wrap(LIST, index.partition_keys)
-        read = timer.wrap(READ, read_local)
+        read = timer.wrap(READ, read_packed)
         joiner = RecordTable()
-        joiner.index = MerkleIndex(DEFAULT_PARTITIONS, chunks)
         clock = HybridLogicalClock("node-4")
         gc.collect()
         thresholds = gc.get_threshold()
@@ -871,10 +873,10 @@ def stages(keys: int, rounds: int, collect_garbage: bool) -> dict[str, float]:
             )
             while request is not None:
                 t = time.perf_counter()
-                page = answer_stream(request, keys_of, read, MAX_PEER_RESPONSE_BYTES)
+                page = answer_stream_packed(request, keys_of, read, MAX_PEER_RESPONSE_BYTES)
                 t = timer.add(ANSWER, t)
-                data = wire.stream_page_to_pb(page, True).SerializeToString()
-                t = timer.add("source: to payloads and serialize (wire)", t)
+                data = wire.stream_packed_to_pb(page).SerializeToString()
+                t = timer.add("source: to the message and serialize (wire)", t)
                 received = wire.stream_page_from_pb(
                     rpb.StreamResponse.FromString(data), request.page_size
                 )
@@ -887,10 +889,9 @@ def stages(keys: int, rounds: int, collect_garbage: bool) -> dict[str, float]:
                 assert received.payloads is not None
                 codec.frame_all(received.payloads, 0, 0)
                 t = timer.add("joiner: frame the payloads for the log (codec)", t)
-                for record in received.records:
-                    joiner.apply(record)
-                t = timer.add("joiner: table and Merkle index (RecordTable.apply)", t)
-                request = next_request(request, page)
+                joiner.apply_all(received.records)
+                t = timer.add("joiner: table (RecordTable.apply_all)", t)
+                request = next_request(request, received)
         timer.add("total", started_all)
         gc.enable()
         gc.set_threshold(*thresholds)

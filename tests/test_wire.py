@@ -20,7 +20,7 @@ from a3redis.core.anti_entropy import (
 from a3redis.core.expiry import MAX_EXPIRES_AT_MS
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
-from a3redis.core.streaming import StreamPage
+from a3redis.core.streaming import PackedPage, StreamPage
 from a3redis.core.validation import InvalidRequestError, Limits, Reason
 from a3redis.storage import codec
 from a3redis.v1 import replica_pb2 as rpb
@@ -93,19 +93,34 @@ wire_records = st.builds(
 stream_records = st.lists(wire_records, max_size=8)
 
 
+def _packed(records: list[Record]) -> list[bytes]:
+    """The records as a source packs them for a page: from its table's entries."""
+    keys = [record.key for record in records]
+    entries = [
+        (r.value, r.version.wall_ms, r.version.logical, r.version.node_id, r.expires_at_ms)
+        for r in records
+    ]
+    packed = codec.pack_entries(keys, entries, 2**64 - 1)
+    assert None not in packed
+    return [item for item in packed if item is not None]
+
+
 @given(stream_records, st.booleans())
 def test_stream_pages_round_trip_as_payloads_or_as_record_messages(
     records: list[Record], payloads: bool
 ) -> None:
     """A source answers payloads to a requester that asks for them, else (a requester
     of an older release) Record messages; the requester takes either."""
-    page = StreamPage(records, (7, b"next"))
-    sent = wire.stream_page_to_pb(page, payloads).SerializeToString()
-    message = rpb.StreamResponse.FromString(sent)
+    resume = (7, b"next")
+    if payloads:
+        message = wire.stream_packed_to_pb(PackedPage(_packed(records), resume))
+    else:
+        message = wire.stream_page_to_pb(StreamPage(records, resume))
+    message = rpb.StreamResponse.FromString(message.SerializeToString())
     assert bool(message.record_payloads) == (payloads and bool(records))
     assert len(message.records) == (0 if payloads else len(records))
     received = wire.stream_page_from_pb(message, len(records))
-    assert received == page
+    assert received == StreamPage(records, resume)
     assert [r.value is None for r in received.records] == [r.value is None for r in records]
     if payloads and records:
         assert received.payloads == [codec.encode_payload(record) for record in records]
@@ -115,8 +130,8 @@ def test_stream_pages_round_trip_as_payloads_or_as_record_messages(
 
 def test_a_stream_answer_with_too_many_records_or_both_forms_is_malformed() -> None:
     records = [Record(b"k%d" % n, b"v", Version(1, 0, "n1")) for n in range(3)]
-    as_records = wire.stream_page_to_pb(StreamPage(records, None), False)
-    as_payloads = wire.stream_page_to_pb(StreamPage(records, None), True)
+    as_records = wire.stream_page_to_pb(StreamPage(records, None))
+    as_payloads = wire.stream_packed_to_pb(PackedPage(_packed(records), None))
     for message in (as_records, as_payloads):
         with pytest.raises(codec.MalformedPayloadsError, match="more than 2 records"):
             wire.stream_page_from_pb(message, 2)

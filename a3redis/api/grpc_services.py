@@ -39,7 +39,12 @@ from a3redis.core.expiry import NEVER
 from a3redis.core.hlc import Version
 from a3redis.core.peer_auth import Refusal
 from a3redis.core.replica_frames import METHOD_OF_KIND, Frame, failure
-from a3redis.core.streaming import BUILDING, answer_stream, check_request
+from a3redis.core.streaming import (
+    BUILDING,
+    answer_stream,
+    answer_stream_packed,
+    check_request,
+)
 from a3redis.core.validation import (
     MAX_PEER_RESPONSE_BYTES,
     InvalidRequestError,
@@ -515,16 +520,22 @@ class ReplicaService(ReplicaServicer):  # type: ignore[misc]
         check_request(stream, keyspace.cluster.ring.partitions, keyspace.limits)
         index = self.repair.built_index()
         if index is None:
-            return wire.stream_page_to_pb(BUILDING, request.payloads)
+            return wire.stream_page_to_pb(BUILDING)
         # A source's pages are paced too: copying yields to the requests it serves.
         await self.pacer.wait_turn()
         started = trio.current_time()
         # Records as reads see them: one beyond the clock-skew bound is not sent.
+        if request.payloads:
+            packed = answer_stream_packed(
+                stream, index.partition_keys, keyspace.read_local_packed, MAX_PEER_RESPONSE_BYTES
+            )
+            self.pacer.book(len(packed.packed), started)
+            return wire.stream_packed_to_pb(packed)
         page = answer_stream(
             stream, index.partition_keys, keyspace.read_local, MAX_PEER_RESPONSE_BYTES
         )
         self.pacer.book(len(page.records), started)
-        return wire.stream_page_to_pb(page, request.payloads)
+        return wire.stream_page_to_pb(page)
 
     @_unary
     async def LocalScan(self, request: rpb.LocalScanRequest) -> rpb.LocalScanResponse:

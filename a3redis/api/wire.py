@@ -27,7 +27,7 @@ from a3redis.core.consistency import Consistency
 from a3redis.core.expiry import NEVER, Condition, Expiry
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
-from a3redis.core.streaming import StreamPage, StreamRequest
+from a3redis.core.streaming import Cursor, PackedPage, StreamPage, StreamRequest
 from a3redis.core.validation import InvalidRequestError, Limits, Reason
 from a3redis.storage import codec
 from a3redis.v1 import kv_pb2 as pb
@@ -358,25 +358,33 @@ def stream_request_from_pb(message: rpb.StreamRequest) -> StreamRequest:
     )
 
 
-def stream_page_to_pb(page: StreamPage, payloads: bool) -> rpb.StreamResponse:
-    """The page's message: its records as payloads if the requester takes them
-    (`payloads`: the request's field of that name), else as Record messages."""
+def stream_page_to_pb(page: StreamPage) -> rpb.StreamResponse:
+    """The page's message, its records as Record messages (for a requester that
+    does not take payloads; a BUILDING page is the same message for both)."""
     message = rpb.StreamResponse(building=page.building)
-    if payloads:
-        message.record_payloads = codec.pack_records(page.records)
-    else:
-        # Filled in place, as entries_answer_to_pb: no Record or Version message built apart.
-        add = message.records.add
-        for key, value, (wall_ms, logical, node_id), expires_at_ms in page.records:
-            record = add(
-                key=key, value=value or b"", tombstone=value is None, expires_at_ms=expires_at_ms
-            )
-            version = record.version
-            version.wall_ms, version.logical, version.node_id = wall_ms, logical, node_id
-    if page.resume is not None:
-        message.resume.SetInParent()  # present even at partition 0 from its first key
-        message.resume.partition, message.resume.start_key = page.resume
+    # Filled in place, as entries_answer_to_pb: no Record or Version message built apart.
+    add = message.records.add
+    for key, value, (wall_ms, logical, node_id), expires_at_ms in page.records:
+        record = add(
+            key=key, value=value or b"", tombstone=value is None, expires_at_ms=expires_at_ms
+        )
+        version = record.version
+        version.wall_ms, version.logical, version.node_id = wall_ms, logical, node_id
+    _set_resume(message, page.resume)
     return message
+
+
+def stream_packed_to_pb(page: PackedPage) -> rpb.StreamResponse:
+    """The page's message for a requester that takes payloads: `record_payloads`."""
+    message = rpb.StreamResponse(record_payloads=b"".join(page.packed))
+    _set_resume(message, page.resume)
+    return message
+
+
+def _set_resume(message: rpb.StreamResponse, resume: Cursor | None) -> None:
+    if resume is not None:
+        message.resume.SetInParent()  # present even at partition 0 from its first key
+        message.resume.partition, message.resume.start_key = resume
 
 
 def stream_page_from_pb(message: rpb.StreamResponse, max_records: int) -> StreamPage:

@@ -776,6 +776,10 @@ class Keyspace:
             for key in keys
         ]
 
+    def read_local_packed(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """`read_local`, each record as a Stream page carries it (codec.pack_entries)."""
+        return self.store.packed(keys, self.limits.clock_bound(self.wall_ms()))
+
     def local_scan(
         self, start: bytes, end: bytes, prefix: bytes, limit: int, include_tombstones: bool = True
     ) -> tuple[list[Record], bytes | None]:

@@ -53,9 +53,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from a3redis.core.record import Record
-from a3redis.core.ring import DEFAULT_PARTITIONS, partition_of
+from a3redis.core.ring import DEFAULT_PARTITIONS, partitions_of
 from a3redis.core.validation import (
     MAX_PEER_RESPONSE_BYTES,
     InvalidRequestError,
@@ -63,6 +64,8 @@ from a3redis.core.validation import (
     Reason,
     record_bytes,
 )
+
+T = TypeVar("T")
 
 # Partitions per request: every partition of the default ring.
 MAX_STREAM_PARTITIONS = 4096
@@ -104,6 +107,15 @@ class StreamPage:
 
 
 BUILDING = StreamPage([], None, building=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PackedPage:
+    """A page as a source sends it to a requester that takes payloads: each record as
+    the bytes that carry it on the wire (a3redis.storage.codec.pack_entries)."""
+
+    packed: list[bytes]
+    resume: Cursor | None
 
 
 # ----- the serving side -----------------------------------------------------------------------
@@ -164,29 +176,53 @@ def answer_stream(
     `read(keys)` gives their records as reads see them (None: not there, or
     not to be sent). Bounded: every key looked at moves the cursor on.
     """
+    records, resume = _page(request, keys_of, read, record_bytes, budget)
+    return StreamPage(records, resume)
+
+
+def answer_stream_packed(
+    request: StreamRequest,
+    keys_of: Callable[[int], Sequence[bytes]],
+    read_packed: Callable[[Sequence[bytes]], Sequence[bytes | None]],
+    budget: int = MAX_PEER_RESPONSE_BYTES,
+) -> PackedPage:
+    """`answer_stream`, with each record as the bytes that carry it (`read_packed`
+    gives them as it gives the records), and the budget counting those bytes."""
+    packed, resume = _page(request, keys_of, read_packed, len, budget)
+    return PackedPage(packed, resume)
+
+
+def _page(
+    request: StreamRequest,
+    keys_of: Callable[[int], Sequence[bytes]],
+    read: Callable[[Sequence[bytes]], Sequence[T | None]],
+    size_of: Callable[[T], int],
+    budget: int,
+) -> tuple[list[T], Cursor | None]:
+    """The items of one page, and where the next starts (see `answer_stream`)."""
     wanted = request.page_size
-    records: list[Record] = []
+    items: list[T] = []
     size = 0
     partitions = request.partitions
     for position, partition in enumerate(partitions):
         keys = keys_of(partition)
         start = bisect.bisect_left(keys, request.start_key) if position == 0 else 0
         while start < len(keys):
-            batch = keys[start : start + wanted - len(records)]
-            for key, record in zip(batch, read(batch), strict=True):
-                if record is not None:
-                    size += record_bytes(record)
-                    if size > budget and records:
-                        return StreamPage(records, (partition, key))
-                    records.append(record)
+            batch = keys[start : start + wanted - len(items)]
+            for key, item in zip(batch, read(batch), strict=True):
+                if item is not None:
+                    size += size_of(item)
+                    if size > budget and items:
+                        return items, (partition, key)
+                    items.append(item)
                 start += 1
-            if len(records) == wanted:
+            if len(items) == wanted:
                 if start < len(keys):
-                    return StreamPage(records, (partition, keys[start]))
+                    return items, (partition, keys[start])
                 if position + 1 < len(partitions):
-                    return StreamPage(records, (partitions[position + 1], b""))
-                return StreamPage(records, None)
-    return StreamPage(records, None)
+                    return items, (partitions[position + 1], b"")
+                return items, None
+    return items, None
 
 
 # ----- the requesting side --------------------------------------------------------------------
@@ -208,16 +244,19 @@ def check_page(request: StreamRequest, page: StreamPage, limits: Limits, wall_ms
             f"carries {len(records)} records; {request.page_size} were asked for",
             Reason.RESPONSE_SIZE,
         )
+    refused = limits.first_refused_record(records, wall_ms)
+    if refused >= 0:
+        try:
+            limits.check_record(records[refused], wall_ms)
+        except InvalidRequestError as error:
+            raise _refused(f"record {refused}: {error}", error.reason) from None
+        raise AssertionError("first_refused_record and check_record disagree")
     asked = frozenset(request.partitions)
-    ring = request.ring_partitions
+    keys = [record.key for record in records]
     previous: Cursor = (request.partitions[0], request.start_key)
     first = True
-    for index, record in enumerate(records):
-        try:
-            limits.check_record(record, wall_ms)
-        except InvalidRequestError as error:
-            raise _refused(f"record {index}: {error}", error.reason) from None
-        cursor = (partition_of(record.key, ring), record.key)
+    partitions = partitions_of(keys, request.ring_partitions)
+    for index, cursor in enumerate(zip(partitions, keys, strict=True)):
         if cursor[0] not in asked:
             raise _refused(
                 f"record {index} is of partition {cursor[0]}, which was not asked for",

@@ -140,31 +140,72 @@ class RecordTable:
         entry = self._entries.get(key)
         return None if entry is None else _record(key, entry)
 
+    def entries_of(self, keys: Iterable[bytes]) -> list[Entry | None]:
+        """Each key's entry as held (None: no record), for work that needs no Record."""
+        return list(map(self._entries.get, keys))
+
     def apply(self, record: Record) -> bool:
-        key, value, version, expires_at_ms = record
+        """Store `record` if it supersedes the key's current one; say whether it did."""
+        return self.apply_all((record,)) == 1
+
+    def apply_all(self, records: Iterable[Record]) -> int:
+        """Store each record that supersedes its key's current one, in turn (a commit's,
+        in the order they were queued); how many were stored.
+
+        Written out once for a whole batch: a commit publishes thousands of
+        records at a time (a Stream page), and calls per record would cost more
+        than the work itself.
+        """
         entries = self._entries
-        held = entries.get(key)
-        if held is None:
-            self._keys.add(key)
-        else:
-            # Versions decide unless they tie (then the payloads do): compared with
-            # the held entry's fields, no Record is made for most writes.
-            held_version = (held[1], held[2], held[3])
-            if version == held_version:
-                if not supersedes(record, _record(key, held)):
-                    return False
-            elif version < held_version:
-                return False
-            self._account(key, held, -1)
-        # `_entry` and `_note_version`, written out: every write that lands comes here.
-        entry = entries[key] = (value, version[0], version[1], version[2], expires_at_ms)
-        self._account(key, entry, +1)
+        add_key = self._keys.add
+        account = self._account
+        tombstones = self.tombstones
+        expiring = self.expiring
+        indexed = self.index is not None or self._index_log is not None
         max_version = self.max_version
-        if max_version is None or version > max_version:
-            self.max_version = version
-        if self.index is not None or self._index_log is not None:
-            self._indexed(None if held is None else _record(key, held), record)
-        return True
+        encoded_bytes = self.encoded_bytes
+        live_count = self.live_count
+        stored = 0
+        try:
+            for record in records:
+                key, value, version, expires_at_ms = record
+                held = entries.get(key)
+                if held is None:
+                    add_key(key)
+                else:
+                    held_version = (held[1], held[2], held[3])
+                    if version == held_version:
+                        if not supersedes(record, _record(key, held)):
+                            continue
+                    elif version < held_version:
+                        continue
+                    self.encoded_bytes, self.live_count = encoded_bytes, live_count
+                    account(key, held, -1)
+                    encoded_bytes, live_count = self.encoded_bytes, self.live_count
+                wall_ms, logical, node_id = version
+                entries[key] = (value, wall_ms, logical, node_id, expires_at_ms)
+                stored += 1
+                # `_account(key, entry, +1)` and `_entry_size`, written out.
+                size = RECORD_OVERHEAD_BYTES + len(key)
+                size += len(node_id) if node_id.isascii() else len(node_id.encode())
+                if expires_at_ms:
+                    size += EXPIRY_BYTES
+                if value is None:
+                    tombstones.add(key)
+                else:
+                    size += len(value)
+                    live_count += 1
+                    if expires_at_ms:
+                        expiring[key] = expires_at_ms
+                encoded_bytes += size
+                if max_version is None or version > max_version:
+                    max_version = version
+                if indexed:
+                    self._indexed(None if held is None else _record(key, held), record)
+        finally:
+            self.max_version = max_version
+            self.encoded_bytes, self.live_count = encoded_bytes, live_count
+        return stored
 
     def remove(self, key: bytes) -> Record | None:
         entry = self._entries.pop(key, None)

@@ -258,6 +258,33 @@ class Limits:
             )
         raise AssertionError(f"{version} passes every check")  # unreachable: the fast path
 
+    def first_refused_record(self, records: Sequence[Record], wall_ms: int) -> int:
+        """The position of the first of `records` that `check_record` refuses; -1 if none.
+
+        The same checks as `check_record`, in one expression per record (the
+        calls would cost more than the checks: a Stream page holds thousands);
+        `check_record` of the record found words the error.
+        """
+        max_key = self.max_key_bytes
+        max_value = self.max_value_bytes
+        max_wall = min(wall_ms + self.max_clock_skew_ms, MAX_WALL_MS)
+        node_ids: set[str] = set()  # ids seen to be valid in this call
+        for position, (key, value, (wall, logical, node_id), expires_at_ms) in enumerate(records):
+            if not (
+                key
+                and len(key) <= max_key
+                and (value is None or len(value) <= max_value)
+                and 0 <= wall <= max_wall
+                and 0 <= logical <= MAX_LOGICAL
+                and 0 <= expires_at_ms <= MAX_EXPIRES_AT_MS
+            ):
+                return position
+            if node_id not in node_ids:
+                if not is_node_id(node_id):
+                    return position
+                node_ids.add(node_id)
+        return -1
+
     def check_record(self, record: Record, wall_ms: int) -> None:
         """A record received from another node: its key, value and version."""
         self.check_key(record.key)

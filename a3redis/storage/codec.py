@@ -45,12 +45,13 @@ import enum
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
+from a3redis.core.table import Entry
 
 MAGIC = b"A3REDIS\x00"
 FORMAT_VERSION = 3
@@ -490,6 +491,49 @@ def pack_records(records: Iterable[Record]) -> bytes:
     `unpack_payloads` reads back); raises struct.error as `encode_payload` does."""
     encode = encode_payload
     return pack_payloads([encode(record) for record in records])
+
+
+def pack_entries(
+    keys: Sequence[bytes], entries: Sequence[Entry | None], max_wall_ms: int
+) -> list[bytes | None]:
+    """Each key's record, held as a table entry, as `pack_records` packs it (its u32
+    length, then its payload); None where the key has no entry or its version's
+    wall time is beyond `max_wall_ms`. Raises struct.error as `encode_payload` does.
+
+    The same bytes as `pack_records` of the records the entries hold, made
+    straight from the entries: a source answers a Stream page of thousands
+    of records without a Record made, encoded and packed apart for each.
+    """
+    packed: list[bytes | None] = []
+    append = packed.append
+    pack = _LENGTH_AND_BODY.pack
+    pack_expiry = _EXPIRY.pack
+    join = b"".join
+    body_size = _BODY.size
+    node_bytes: dict[str, bytes] = {}
+    for key, entry in zip(keys, entries, strict=True):
+        if entry is None:
+            append(None)
+            continue
+        value, wall_ms, logical, node_id, expires_at_ms = entry
+        if wall_ms > max_wall_ms:
+            append(None)
+            continue
+        node = node_bytes.get(node_id)
+        if node is None:
+            node = node_bytes[node_id] = node_id.encode()
+        if value is None:
+            kind, value = KIND_TOMBSTONE, b""
+        else:
+            kind = KIND_VALUE
+        length = body_size + len(node) + len(key) + len(value)
+        if expires_at_ms:
+            head = pack(length + 8, kind | EXPIRES_FLAG, wall_ms, logical, len(node), len(key))
+            append(join((head, pack_expiry(expires_at_ms), node, key, value)))
+        else:
+            head = pack(length, kind, wall_ms, logical, len(node), len(key))
+            append(join((head, node, key, value)))
+    return packed
 
 
 def unpack_payloads(data: bytes, max_count: int) -> tuple[list[Record], list[bytes]]:

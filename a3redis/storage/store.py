@@ -109,6 +109,7 @@ class _Batch:
     records: list[Record] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)  # framed at commit, at their offset
     callers: int = 0  # _queue calls (writes or purges) served by this batch
+    purges: bool = False  # whether any record is a Purge (else all publish in one call)
     done: trio.Event = field(default_factory=trio.Event)
     error: BaseException | None = None
     # Writers waiting in _commit, woken by finish() (see _wait_uncancellable).
@@ -354,6 +355,11 @@ class Store:
         """The durable record for `key`, tombstones included."""
         return self._table.get(key)
 
+    def packed(self, keys: Sequence[bytes], max_wall_ms: int) -> list[bytes | None]:
+        """The durable records of `keys` as codec.pack_entries packs them (None: no
+        record, or one whose wall time is beyond `max_wall_ms`)."""
+        return codec.pack_entries(keys, self._table.entries_of(keys), max_wall_ms)
+
     def latest(self, key: bytes) -> Record | None:
         """The record a new write of `key` is compared with: queued or durable."""
         return self._unsynced.get(key) or self._table.get(key)
@@ -466,6 +472,7 @@ class Store:
         staged: dict[bytes, Record] = {}
         new_records: list[Record] = []
         new_payloads: list[bytes] = []
+        voided = False  # whether a void record's purge is queued too
         unsynced = self._unsynced
         table = self._table
         high_water = self._high_water
@@ -490,8 +497,9 @@ class Store:
                     void = Purge(key, None, current.version)
                     new_payloads.append(codec.encode_payload(void))
                     new_records.append(void)
+                    voided = True
                     current = None
-                if not supersedes(record, current):
+                if current is not None and not supersedes(record, current):
                     accepted.append(False)
                     continue
             if high_water is None or version > high_water:
@@ -506,7 +514,7 @@ class Store:
         if not new_records:
             return Staged(accepted, None)
         self._high_water = high_water
-        return Staged(accepted, self._queue(new_records, new_payloads, staged))
+        return Staged(accepted, self._queue(new_records, new_payloads, staged, voided))
 
     async def purge(self, records: Iterable[Record]) -> int:
         """Remove records for good, durably; any whose version is no longer current stay.
@@ -528,7 +536,7 @@ class Store:
         if purges:
             chosen = list(purges.values())
             await _wait_durable(
-                self._queue(chosen, [codec.encode_payload(p) for p in chosen], purges)
+                self._queue(chosen, [codec.encode_payload(p) for p in chosen], purges, True)
             )
         return len(purges)
 
@@ -561,7 +569,11 @@ class Store:
             raise StoreClosedError("the store is closing; retry on another node")
 
     def _queue(
-        self, records: Sequence[Record], payloads: list[bytes], staged: Mapping[bytes, Record]
+        self,
+        records: Sequence[Record],
+        payloads: list[bytes],
+        staged: Mapping[bytes, Record],
+        purges: bool,
     ) -> _Batch:
         """Queue records for the next group commit; the batch says when they are durable.
 
@@ -571,6 +583,7 @@ class Store:
         """
         batch = self._batch
         batch.callers += 1
+        batch.purges = batch.purges or purges
         self._unsynced.update(staged)
         batch.records.extend(records)
         batch.payloads.extend(payloads)
@@ -672,12 +685,17 @@ class Store:
 
     def _publish(self, batch: _Batch) -> None:
         table = self._table
+        records = batch.records
+        if batch.purges:
+            for record in records:
+                if isinstance(record, Purge):
+                    table.purge(record)
+                else:
+                    table.apply(record)
+        else:
+            table.apply_all(records)
         unsynced = self._unsynced
-        for record in batch.records:
-            if isinstance(record, Purge):
-                table.purge(record)
-            else:
-                table.apply(record)
+        for record in records:
             key = record.key
             if unsynced.get(key) is record:
                 del unsynced[key]

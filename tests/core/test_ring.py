@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from a3redis.cluster.topology import RING_INLINE_COST
-from a3redis.core.ring import Ring, partition_of
+from a3redis.core.ring import Ring, partition_of, partitions_of
 
 node_names = st.lists(
     st.text("abcdefghij0123456789-", min_size=1, max_size=12), min_size=1, max_size=12, unique=True
@@ -35,6 +35,11 @@ def test_preference_lists_are_distinct_and_the_same_on_every_node(
 def test_a_key_always_lands_in_the_same_partition(key: bytes) -> None:
     assert partition_of(key) == partition_of(bytes(key))
     assert 0 <= partition_of(key, 64) < 64
+
+
+@given(st.lists(st.binary(max_size=40), max_size=20), st.sampled_from([1, 2, 64, 4096]))
+def test_partitions_of_many_keys_are_each_ones_partition(keys: list[bytes], ring: int) -> None:
+    assert partitions_of(keys, ring) == [partition_of(key, ring) for key in keys]
 
 
 @settings(max_examples=25, deadline=None)

@@ -20,6 +20,7 @@ from a3redis.core.streaming import (
     StreamPage,
     StreamRequest,
     answer_stream,
+    answer_stream_packed,
     check_page,
     check_request,
     finished_partitions,
@@ -32,6 +33,7 @@ from a3redis.core.validation import (
     Reason,
     record_bytes,
 )
+from a3redis.storage import codec
 
 RING = 16
 NOW_MS = 1_000_000
@@ -133,6 +135,40 @@ def test_pages_deliver_every_record_of_the_requested_partitions_exactly_once_in_
         # Only the last page may be empty: every other one moved the cursor on.
         assert page.records or page is pages[-1]
     assert pages[-1].resume is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(record_lists, st.data(), partition_sets, st.integers(0, 7), st.integers(1, 600))
+def test_packed_pages_deliver_the_same_records_within_a_budget_of_their_bytes(
+    stored: list[Record],
+    data: st.DataObject,
+    partitions: tuple[int, ...],
+    max_records: int,
+    budget: int,
+) -> None:
+    """A source that sends each record as the bytes that carry it pages the same way,
+    its budget counting those bytes."""
+    hidden = frozenset(data.draw(st.sets(st.sampled_from([r.key for r in stored] or [b"-"]))))
+    source = Source(stored, hidden)
+
+    def read_packed(keys: Sequence[bytes]) -> list[bytes | None]:
+        return [None if r is None else codec.pack_records([r]) for r in source.read(keys)]
+
+    received: list[Record] = []
+    following: StreamRequest | None = StreamRequest(partitions, b"", max_records, RING)
+    for _ in range(len(stored) + len(partitions) + 2):
+        if following is None:
+            break
+        packed = answer_stream_packed(following, source.keys_of, read_packed, budget)
+        assert len(packed.packed) <= (max_records or DEFAULT_STREAM_RECORDS)
+        assert len(packed.packed) == 1 or sum(map(len, packed.packed)) <= budget
+        records, _ = codec.unpack_payloads(b"".join(packed.packed), MAX_STREAM_RECORDS)
+        page = StreamPage(records, packed.resume)
+        check_page(following, page, LIMITS, NOW_MS)
+        received.extend(records)
+        following = next_request(following, page)
+    assert following is None
+    assert received == source.visible(partitions, (0, b""))
 
 
 @settings(max_examples=200, deadline=None)

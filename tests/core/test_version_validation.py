@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from a3redis.config import Config, ConfigError
+from a3redis.core.expiry import MAX_EXPIRES_AT_MS
 from a3redis.core.hlc import MAX_LOGICAL, HybridLogicalClock, Version
 from a3redis.core.record import Record
 from a3redis.core.rejections import Rejections
@@ -130,6 +131,38 @@ def test_records_from_peers_are_checked_like_client_writes(record: Record, reaso
 def test_valid_records_and_tombstones_pass() -> None:
     LIMITS.check_record(Record(b"k" * 8, b"v" * 16, Version(NOW, 3, "node-1")), NOW)
     LIMITS.check_record(Record(b"k", None, Version(NOW + 60_000, 0, "node-1")), NOW)
+
+
+edge_records = st.builds(
+    Record,
+    st.binary(max_size=9),
+    st.none() | st.binary(max_size=17),
+    st.builds(
+        Version,
+        st.sampled_from([-1, 0, NOW, NOW + 60_000, NOW + 60_001, MAX_WALL_MS, MAX_WALL_MS + 1]),
+        st.sampled_from([-1, 0, MAX_LOGICAL, MAX_LOGICAL + 1]),
+        st.sampled_from(["node-1", "a", "", "x" * 64, "x" * 65, "bad id", "ñ"]),
+    ),
+    st.sampled_from([-1, 0, 1, MAX_EXPIRES_AT_MS, MAX_EXPIRES_AT_MS + 1]),
+)
+
+
+@given(st.lists(edge_records, max_size=6), st.sampled_from([NOW, MAX_WALL_MS]))
+def test_the_first_refused_record_of_a_batch_is_the_first_check_record_refuses(
+    records: list[Record], wall_ms: int
+) -> None:
+    """A Stream page is checked in one call per page: it finds exactly the record the
+    per-record check refuses first (which then words the error)."""
+
+    def refused(record: Record) -> bool:
+        try:
+            LIMITS.check_record(record, wall_ms)
+        except InvalidRequestError:
+            return True
+        return False
+
+    expected = next((i for i, record in enumerate(records) if refused(record)), -1)
+    assert LIMITS.first_refused_record(records, wall_ms) == expected
 
 
 def test_check_keys_names_the_first_bad_key() -> None:

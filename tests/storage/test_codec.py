@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from a3redis.core.hlc import Version
 from a3redis.core.record import Record
+from a3redis.core.table import Entry
 from a3redis.storage import codec
 from a3redis.storage.codec import HEADER_SIZE, FileKind
 from tests.storage.support import SALT, file_bytes, frames
@@ -515,6 +516,26 @@ def test_payloads_round_trip_to_the_records_and_their_exact_encodings(
     assert decoded == items
     assert [r.value is None for r in decoded] == [r.value is None for r in items]
     assert payloads == encoded
+
+
+@given(st.lists(records, max_size=20), st.integers(0, 2**64 - 1))
+def test_entries_pack_as_their_records_do_and_none_beyond_the_wall_bound(
+    items: list[Record], max_wall_ms: int
+) -> None:
+    """A source packs a page straight from its table's entries: the bytes are those
+    of packing the records, and a key without an entry, or whose version is
+    beyond the bound, is None."""
+    keys = [item.key for item in items] + [b"absent"]
+    entries: list[Entry | None] = [
+        (r.value, r.version.wall_ms, r.version.logical, r.version.node_id, r.expires_at_ms)
+        for r in items
+    ]
+    packed = codec.pack_entries(keys, [*entries, None], max_wall_ms)
+    expected = [
+        codec.pack_records([item]) if item.version.wall_ms <= max_wall_ms else None
+        for item in items
+    ]
+    assert packed == [*expected, None]
 
 
 def _damaged(packed: bytes, position: int, byte: int) -> bytes:
