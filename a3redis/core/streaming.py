@@ -19,7 +19,9 @@ Rules:
   tombstones included, each as the source's reads see it (the shell's `read`
   leaves out a record beyond the clock-skew bound, as every read does); at
   most `max_records`, and no more keys and values than the byte budget
-  (MAX_PEER_RESPONSE_BYTES, like every answer to a peer). It always makes
+  (MAX_PEER_RESPONSE_BYTES, like every answer to a peer); a page of packed
+  records (`answer_stream_packed`, each record as the bytes that carry it)
+  counts those bytes instead. It always makes
   progress: its first record is sent even if it alone exceeds the budget (a
   record within the key and value limits, 64 KiB and 16 MiB at most, always
   fits a message, so the budget bounds batching, never one record). So a
@@ -250,7 +252,9 @@ def check_page(request: StreamRequest, page: StreamPage, limits: Limits, wall_ms
             limits.check_record(records[refused], wall_ms)
         except InvalidRequestError as error:
             raise _refused(f"record {refused}: {error}", error.reason) from None
-        raise AssertionError("first_refused_record and check_record disagree")
+        # Unreachable while the two agree (a test holds them to it); a refusal, not a
+        # crash, if they ever do not.
+        raise _refused(f"record {refused} fails the record checks")
     asked = frozenset(request.partitions)
     keys = [record.key for record in records]
     previous: Cursor = (request.partitions[0], request.start_key)
