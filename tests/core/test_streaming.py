@@ -69,6 +69,12 @@ class Source:
         return [self.records[key] for partition, key in found if (partition, key) >= start]
 
 
+def hiding_some(stored: list[Record], data: st.DataObject) -> Source:
+    """A source of `stored` whose reads leave out a drawn subset of the keys."""
+    hidden = frozenset(data.draw(st.sets(st.sampled_from([r.key for r in stored] or [b"-"]))))
+    return Source(stored, hidden)
+
+
 def stream_all(
     source: Source, request: StreamRequest, budget: int = MAX_PEER_RESPONSE_BYTES
 ) -> tuple[list[Record], list[StreamPage]]:
@@ -123,8 +129,7 @@ def test_pages_deliver_every_record_of_the_requested_partitions_exactly_once_in_
     max_records: int,
     budget: int,
 ) -> None:
-    hidden = frozenset(data.draw(st.sets(st.sampled_from([r.key for r in stored] or [b"-"]))))
-    source = Source(stored, hidden)
+    source = hiding_some(stored, data)
     request = StreamRequest(partitions, b"", max_records, RING)
     received, pages = stream_all(source, request, budget)
     assert received == source.visible(partitions, (0, b""))
@@ -148,8 +153,7 @@ def test_packed_pages_deliver_the_same_records_within_a_budget_of_their_bytes(
 ) -> None:
     """A source that sends each record as the bytes that carry it pages the same way,
     its budget counting those bytes."""
-    hidden = frozenset(data.draw(st.sets(st.sampled_from([r.key for r in stored] or [b"-"]))))
-    source = Source(stored, hidden)
+    source = hiding_some(stored, data)
 
     def read_packed(keys: Sequence[bytes]) -> list[bytes | None]:
         return [None if r is None else codec.pack_records([r]) for r in source.read(keys)]
