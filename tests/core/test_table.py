@@ -90,6 +90,18 @@ class TableMachine(RuleBasedStateMachine):
             if self.high_water is None or record.version > self.high_water:
                 self.high_water = record.version
 
+    @rule(batch=st.lists(records, max_size=6))
+    def apply_all(self, batch: list[Record]) -> None:
+        """A commit's records in one call (the same key may come more than once)."""
+        stored = 0
+        for record in batch:
+            if supersedes(record, self.model.get(record.key)):
+                stored += 1
+                self.model[record.key] = record
+                if self.high_water is None or record.version > self.high_water:
+                    self.high_water = record.version
+        assert self.table.apply_all(batch) == stored
+
     @rule(record=records)
     def reapply_current(self, record: Record) -> None:
         """Applying the stored record again (a duplicate delivery) is a no-op."""
