@@ -152,19 +152,15 @@ class RecordTable:
         """Store each record that supersedes its key's current one, in turn (a commit's,
         in the order they were queued); how many were stored.
 
-        Written out once for a whole batch: a commit publishes thousands of
-        records at a time (a Stream page), and calls per record would cost more
-        than the work itself.
+        One call for a whole commit: it publishes thousands of records at a time
+        (a Stream page), and a call of `apply` per record would cost about as
+        much as the work itself.
         """
         entries = self._entries
         add_key = self._keys.add
         account = self._account
-        tombstones = self.tombstones
-        expiring = self.expiring
-        indexed = self.index is not None or self._index_log is not None
         max_version = self.max_version
-        encoded_bytes = self.encoded_bytes
-        live_count = self.live_count
+        indexed = self.index is not None or self._index_log is not None
         stored = 0
         try:
             for record in records:
@@ -173,38 +169,24 @@ class RecordTable:
                 if held is None:
                     add_key(key)
                 else:
+                    # Versions decide unless they tie (then the payloads do): compared
+                    # with the held entry's fields, no Record is made for most writes.
                     held_version = (held[1], held[2], held[3])
                     if version == held_version:
                         if not supersedes(record, _record(key, held)):
                             continue
                     elif version < held_version:
                         continue
-                    self.encoded_bytes, self.live_count = encoded_bytes, live_count
                     account(key, held, -1)
-                    encoded_bytes, live_count = self.encoded_bytes, self.live_count
-                wall_ms, logical, node_id = version
-                entries[key] = (value, wall_ms, logical, node_id, expires_at_ms)
+                entry = entries[key] = (value, version[0], version[1], version[2], expires_at_ms)
+                account(key, entry, +1)
                 stored += 1
-                # `_account(key, entry, +1)` and `_entry_size`, written out.
-                size = RECORD_OVERHEAD_BYTES + len(key)
-                size += len(node_id) if node_id.isascii() else len(node_id.encode())
-                if expires_at_ms:
-                    size += EXPIRY_BYTES
-                if value is None:
-                    tombstones.add(key)
-                else:
-                    size += len(value)
-                    live_count += 1
-                    if expires_at_ms:
-                        expiring[key] = expires_at_ms
-                encoded_bytes += size
                 if max_version is None or version > max_version:
                     max_version = version
                 if indexed:
                     self._indexed(None if held is None else _record(key, held), record)
         finally:
             self.max_version = max_version
-            self.encoded_bytes, self.live_count = encoded_bytes, live_count
         return stored
 
     def remove(self, key: bytes) -> Record | None:
