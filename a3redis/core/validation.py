@@ -218,15 +218,19 @@ class Limits:
 
     def check_version(self, version: Version, wall_ms: int, field: str = "version") -> None:
         """A version received from outside, checked against this node's wall clock `wall_ms`."""
+        if self.version_fits(version, wall_ms):
+            return  # the usual case: it runs for every record a peer sends
+        self._explain_version(version, wall_ms, field)
+
+    def version_fits(self, version: Version, wall_ms: int) -> bool:
+        """Whether `version` would pass `check_version` at wall time `wall_ms`."""
         wall, logical, node_id = version
-        if (
+        return (
             0 <= wall <= wall_ms + self.max_clock_skew_ms
             and wall <= MAX_WALL_MS
             and 0 <= logical <= MAX_LOGICAL
             and is_node_id(node_id)
-        ):
-            return  # the usual case, in one expression: it runs for every record a peer sends
-        self._explain_version(version, wall_ms, field)
+        )
 
     def _explain_version(self, version: Version, wall_ms: int, field: str) -> None:
         """Raise the error that names the first thing wrong with `version`."""
@@ -259,34 +263,28 @@ class Limits:
         raise AssertionError(f"{version} passes every check")  # unreachable: the fast path
 
     def first_refused_record(self, records: Sequence[Record], wall_ms: int) -> int:
-        """The position of the first of `records` that `check_record` refuses; -1 if none.
-
-        The same checks as `check_record`, in one expression per record (the
-        calls would cost more than the checks: a Stream page holds thousands);
-        `check_record` of the record found words the error.
-        """
-        max_key = self.max_key_bytes
-        max_value = self.max_value_bytes
-        max_wall = min(wall_ms + self.max_clock_skew_ms, MAX_WALL_MS)
-        node_ids: set[str] = set()  # ids seen to be valid in this call
-        for position, (key, value, (wall, logical, node_id), expires_at_ms) in enumerate(records):
-            if not (
-                key
-                and len(key) <= max_key
-                and (value is None or len(value) <= max_value)
-                and 0 <= wall <= max_wall
-                and 0 <= logical <= MAX_LOGICAL
-                and 0 <= expires_at_ms <= MAX_EXPIRES_AT_MS
-            ):
+        """The position of the first of `records` that `check_record` refuses; -1 if none
+        (one call for a Stream page of thousands; `check_record` of the record found
+        words the error)."""
+        record_fits = self.record_fits
+        for position, record in enumerate(records):
+            if not record_fits(record, wall_ms):
                 return position
-            if node_id not in node_ids:
-                if not is_node_id(node_id):
-                    return position
-                node_ids.add(node_id)
         return -1
+
+    def record_fits(self, record: Record, wall_ms: int) -> bool:
+        """Whether `record` would pass `check_record` at wall time `wall_ms`."""
+        key, value, version, expires_at_ms = record
+        return (
+            self.fits(key, value)
+            and self.version_fits(version, wall_ms)
+            and 0 <= expires_at_ms <= MAX_EXPIRES_AT_MS
+        )
 
     def check_record(self, record: Record, wall_ms: int) -> None:
         """A record received from another node: its key, value and version."""
+        if self.record_fits(record, wall_ms):
+            return  # the usual case: the checks below word what is wrong
         self.check_key(record.key)
         if record.value is not None:
             self.check_value(record.value)
