@@ -396,15 +396,37 @@ def wait_normal(nodes: list[ServerProcess], timeout: float) -> None:
 
 
 @dataclass
+class Usage:
+    """The CPU time used so far, read at a poll that may bound the streaming window."""
+
+    cpu: list[float]  # CPU seconds so far of node-4, each original node, then others watched
+    machine: float  # every CPU's busy seconds so far (procfs.machine_busy_seconds)
+    everyone: dict[int, float]  # CPU seconds so far of every process on the machine
+
+
+@dataclass
 class Poll:
     at: float  # time.monotonic()
     role: str
     waiting: str | None
     keys: int
     bytes: int
-    cpu: list[float]  # CPU seconds so far of node-4, each original node, then others watched
-    machine: float  # every CPU's busy seconds so far (procfs.machine_busy_seconds)
-    everyone: dict[int, float]  # CPU seconds so far of every process on the machine
+    # Read only where the window may start or end (`inside_window`): reading every
+    # process's CPU takes the harness milliseconds, and inside the window that is CPU
+    # the cluster and its clients lose to the measurement alone.
+    usage: Usage | None
+
+
+def inside_window(previous: Poll | None, role: str, waiting: str | None) -> bool:
+    """Whether a poll seeing `role` and `waiting` after `previous` lies strictly inside
+    node-4's streaming window, so that neither `Join.stream_start` nor `stream_end` can
+    be it: joining with nothing to wait for, right after a poll that saw the same."""
+    return (
+        previous is not None
+        and previous.role == role == "joining"
+        and not previous.waiting
+        and not waiting
+    )
 
 
 @dataclass
@@ -479,15 +501,23 @@ class Join:
     def end_to_end(self) -> float:
         return self.settled - self.launched
 
+    def _window_usage(self) -> tuple[Usage, Usage, float]:
+        """The CPU time read at the start and at the end of the streaming window, and
+        its length in seconds."""
+        start, end = self.stream_start, self.stream_end
+        if start.usage is None or end.usage is None:
+            raise RuntimeError("a poll bounding the streaming window read no CPU time")
+        return start.usage, end.usage, end.at - start.at
+
     def stream_cores(self) -> list[float]:
         """CPU cores used by node-4 and by each original node over the streaming window."""
-        start, end = self.stream_start, self.stream_end
-        return [(b - a) / (end.at - start.at) for a, b in zip(start.cpu, end.cpu, strict=True)]
+        start, end, seconds = self._window_usage()
+        return [(b - a) / seconds for a, b in zip(start.cpu, end.cpu, strict=True)]
 
     def machine_cores(self) -> float:
         """CPU cores the whole machine used over the streaming window (of 2 here)."""
-        start, end = self.stream_start, self.stream_end
-        return (end.machine - start.machine) / (end.at - start.at)
+        start, end, seconds = self._window_usage()
+        return (end.machine - start.machine) / seconds
 
     def other_cores(self) -> float:
         """CPU cores used over the streaming window by none of the processes watched."""
@@ -496,18 +526,14 @@ class Join:
     def busiest_others(self, watched: set[int], count: int = 2) -> list[tuple[str, float]]:
         """The processes not watched that used the most CPU over the streaming window:
         (command line, cores)."""
-        start, end = self.stream_start, self.stream_end
+        start, end, window = self._window_usage()
         used = [
             (cpu - start.everyone.get(pid, 0.0), pid)
             for pid, cpu in end.everyone.items()
             if pid not in watched
         ]
         used.sort(reverse=True)
-        return [
-            (command_of(pid), seconds / (end.at - start.at))
-            for seconds, pid in used[:count]
-            if seconds > 0
-        ]
+        return [(command_of(pid), seconds / window) for seconds, pid in used[:count] if seconds > 0]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -537,8 +563,9 @@ def watch_join(
     timeout: float,
     other_pids: tuple[int, ...] = (),
 ) -> None:
-    """Poll node-4 until it is normal and every node's ring has settled; each poll also
-    reads the CPU time of node-4, of `nodes` and of `other_pids`, in that order."""
+    """Poll node-4 until it is normal and every node's ring has settled; each poll that
+    may bound the streaming window also reads the CPU time of node-4, of `nodes` and
+    of `other_pids` (in that order), and of every process on the machine."""
     deadline = time.monotonic() + timeout
     pids = [joiner.pid, *(node.pid for node in nodes), *other_pids]
     while time.monotonic() < deadline:
@@ -547,17 +574,17 @@ def watch_join(
         state = get_json(joiner, "/api/transition")
         now = time.monotonic()
         if state is not None:
-            join.polls.append(
-                Poll(
-                    now,
-                    state["role"],
-                    state["waiting_for"],
-                    state["keys_streamed"],
-                    state["bytes_streamed"],
-                    [cpu_seconds(pid) for pid in pids],
-                    machine_busy_seconds(),
-                    every_process_cpu(),
+            role, waiting = state["role"], state["waiting_for"]
+            previous = join.polls[-1] if join.polls else None
+            usage = (
+                None
+                if inside_window(previous, role, waiting)
+                else Usage(
+                    [cpu_seconds(pid) for pid in pids], machine_busy_seconds(), every_process_cpu()
                 )
+            )
+            join.polls.append(
+                Poll(now, role, waiting, state["keys_streamed"], state["bytes_streamed"], usage)
             )
             if state["role"] == "normal" and state["ring"]["reads_from"] is None:
                 others = [get_json(node, "/api/transition") for node in nodes]
