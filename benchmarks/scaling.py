@@ -411,22 +411,10 @@ class Poll:
     waiting: str | None
     keys: int
     bytes: int
-    # Read only where the window may start or end (`inside_window`): reading every
+    # Read only where the window may start or end (`Join.record`): reading every
     # process's CPU takes the harness milliseconds, and inside the window that is CPU
     # the cluster and its clients lose to the measurement alone.
     usage: Usage | None
-
-
-def inside_window(previous: Poll | None, role: str, waiting: str | None) -> bool:
-    """Whether a poll seeing `role` and `waiting` after `previous` lies strictly inside
-    node-4's streaming window, so that neither `Join.stream_start` nor `stream_end` can
-    be it: joining with nothing to wait for, right after a poll that saw the same."""
-    return (
-        previous is not None
-        and previous.role == role == "joining"
-        and not previous.waiting
-        and not waiting
-    )
 
 
 @dataclass
@@ -439,6 +427,35 @@ class Join:
     settled: float = float("nan")
     # The processes outside the benchmark busiest while node-4 streamed: (command, cores).
     others: list[tuple[str, float]] = field(default_factory=list)
+
+    def record(
+        self,
+        at: float,
+        state: dict[str, Any],
+        read_usage: Callable[[], Usage],
+    ) -> Poll:
+        """Add a poll of node-4's /api/transition `state`, reading the CPU time used so far
+        (`read_usage`) unless the poll lies strictly inside the streaming window: joining
+        with nothing to wait for, right after a poll that saw the same. Neither
+        `stream_start` nor `stream_end` can be such a poll."""
+        role, waiting = state["role"], state["waiting_for"]
+        previous = self.polls[-1] if self.polls else None
+        inside = (
+            previous is not None
+            and previous.role == role == "joining"
+            and not previous.waiting
+            and not waiting
+        )
+        poll = Poll(
+            at,
+            role,
+            waiting,
+            state["keys_streamed"],
+            state["bytes_streamed"],
+            None if inside else read_usage(),
+        )
+        self.polls.append(poll)
+        return poll
 
     def _first(self, test: Any) -> Poll:
         return next(p for p in self.polls if test(p))
@@ -574,17 +591,12 @@ def watch_join(
         state = get_json(joiner, "/api/transition")
         now = time.monotonic()
         if state is not None:
-            role, waiting = state["role"], state["waiting_for"]
-            previous = join.polls[-1] if join.polls else None
-            usage = (
-                None
-                if inside_window(previous, role, waiting)
-                else Usage(
+            join.record(
+                now,
+                state,
+                lambda: Usage(
                     [cpu_seconds(pid) for pid in pids], machine_busy_seconds(), every_process_cpu()
-                )
-            )
-            join.polls.append(
-                Poll(now, role, waiting, state["keys_streamed"], state["bytes_streamed"], usage)
+                ),
             )
             if state["role"] == "normal" and state["ring"]["reads_from"] is None:
                 others = [get_json(node, "/api/transition") for node in nodes]
