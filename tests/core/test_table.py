@@ -80,26 +80,23 @@ class TableMachine(RuleBasedStateMachine):
         # ever stored, which removal does not lower (the clock must stay past it).
         self.high_water: Version | None = None
 
+    def model_apply(self, record: Record) -> bool:
+        """Apply `record` to the model as the table should; whether it is stored."""
+        if not supersedes(record, self.model.get(record.key)):
+            return False
+        self.model[record.key] = record
+        if self.high_water is None or record.version > self.high_water:
+            self.high_water = record.version
+        return True
+
     @rule(record=records)
     def apply(self, record: Record) -> None:
-        current = self.model.get(record.key)
-        stored = self.table.apply(record)
-        assert stored == supersedes(record, current)
-        if stored:
-            self.model[record.key] = record
-            if self.high_water is None or record.version > self.high_water:
-                self.high_water = record.version
+        assert self.table.apply(record) == self.model_apply(record)
 
     @rule(batch=st.lists(records, max_size=6))
     def apply_all(self, batch: list[Record]) -> None:
         """A commit's records in one call (the same key may come more than once)."""
-        stored = 0
-        for record in batch:
-            if supersedes(record, self.model.get(record.key)):
-                stored += 1
-                self.model[record.key] = record
-                if self.high_water is None or record.version > self.high_water:
-                    self.high_water = record.version
+        stored = sum(self.model_apply(record) for record in batch)
         assert self.table.apply_all(batch) == stored
 
     @rule(record=records)
