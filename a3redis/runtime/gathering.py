@@ -10,7 +10,11 @@ instead idles the loop whenever every client already waits on the batch.
 from __future__ import annotations
 
 import trio
-import trio.testing
+
+# trio.testing re-exports this from trio's core. Importing trio.testing itself
+# imports pytest wherever pytest is installed (for its RaisesGroup), a cost that
+# every node start would pay in test and development environments.
+from trio._core._run import wait_all_tasks_blocked
 
 
 async def while_busy(limit: float) -> None:
@@ -19,4 +23,4 @@ async def while_busy(limit: float) -> None:
     # every other task blocked?" (I/O that is ready counts as work: it is
     # polled before the answer).
     with trio.move_on_after(limit):
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_all_tasks_blocked()

@@ -15,6 +15,8 @@ front ends and the client, which convert it to core types at the boundary.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,20 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     imports = [name for _, name in _imports(fake, "a3redis.storage.probe")]
     assert "a3redis.cluster.keyspace" in imports and "a3redis.v1.kv_pb2" in imports
     assert _layer("a3redis.cluster.keyspace") > _layer("a3redis.storage.probe")  # type: ignore[operator]
+
+
+TEST_TOOLS = ("pytest", "_pytest", "hypothesis", "trio.testing")
+
+
+@pytest.mark.parametrize("entry", ["a3redis.node", "a3redis.tools.cli"])
+def test_a_node_or_the_cli_starts_without_importing_test_tools(entry: str) -> None:
+    """Every node and CLI process pays for what it imports at start; in a test or dev
+    environment, where pytest is installed, trio.testing alone would import it."""
+    probe = (
+        f"import sys, {entry}\n"
+        f"print(sorted(name for name in sys.modules if name.startswith({TEST_TOOLS!r})))"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ran.stdout.strip() == "[]", ran.stdout
