@@ -20,6 +20,8 @@ nox.options.reuse_existing_virtualenvs = True
 # from pyproject.toml), so a new release of a dependency reaches CI only through a commit.
 CONSTRAINTS = "constraints.txt"
 DEV = ("-c", CONSTRAINTS, "-e", ".[dev]")
+# tests/support/processes.py's PORT_SLICE_VARIABLE (the noxfile imports nothing of the tests).
+PORT_SLICE = "A3REDIS_TEST_PORT_SLICE"
 
 SHELL_SCRIPTS = [".ci/run", "scripts/test"]
 
@@ -35,37 +37,58 @@ def lint(session: nox.Session) -> None:
     session.run("shellcheck", *SHELL_SCRIPTS)
 
 
+# With no arguments `tests` runs the suite as these pytest processes at once. Most of
+# their time is spent waiting on timers in real node processes (failure detection,
+# drains, repair intervals), so three overlap on two cores; the fault suite lives in
+# its own network namespaces, and the other two hand out ports from disjoint slices
+# of the loopback's range (tests/support/processes.py). The first streams its output;
+# the others' follows once all have ended.
+SUITE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "tests/ but tests/cluster and tests/faults",
+        ("--ignore=tests/cluster", "--ignore=tests/faults"),
+    ),
+    ("tests/cluster", ("tests/cluster",)),
+    ("tests/faults", ("tests/faults",)),
+)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite: core properties, storage, real node processes. With no
-    arguments the fault suite runs beside the rest: it lives in its own network namespace
-    (no port or address in common) and mostly waits on timers, so the two overlap well."""
+    """The whole test suite: core properties, storage, real node processes, faults."""
     session.install(*DEV)
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
     pytest = str(Path(session.bin) / "pytest")
-    env = {**os.environ, "PATH": f"{session.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = Path(session.create_tmp()) / "faults.log"
-    with open(log, "wb") as out:
-        faults = subprocess.Popen(
-            [pytest, "tests/faults"], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-        try:
-            rest = subprocess.run([pytest, "--ignore=tests/faults"], env=env, check=False)
-        except BaseException:
-            faults.kill()
-            raise
-        finally:
-            faults_code = faults.wait()
-    session.log("the fault suite (tests/faults), run beside the rest:")
-    sys.stdout.write(log.read_text(errors="replace"))
-    sys.stdout.flush()
-    failed = [
-        name for name, code in (("tests", rest.returncode), ("tests/faults", faults_code)) if code
-    ]
+    path = f"{session.bin}{os.pathsep}{os.environ.get('PATH', '')}"
+    logs = Path(session.create_tmp())
+    running: list[tuple[str, subprocess.Popen[bytes], Path | None]] = []
+    try:
+        for index, (name, arguments) in enumerate(SUITE_PARTS):
+            env = {**os.environ, "PATH": path, PORT_SLICE: f"{index}/{len(SUITE_PARTS)}"}
+            log = None if index == 0 else logs / f"part-{index}.log"
+            # The first part writes to the session's output, the others to their logs.
+            with open(log or os.devnull, "wb") as out:
+                into = None if log is None else out
+                errors = None if log is None else subprocess.STDOUT
+                process = subprocess.Popen(
+                    [pytest, *arguments], env=env, stdout=into, stderr=errors
+                )
+            running.append((name, process, log))
+        codes = {name: process.wait() for name, process, _ in running}
+    except BaseException:
+        for _, process, _ in running:
+            process.kill()
+        raise
+    for name, _, written in running:
+        if written is not None:
+            session.log(f"{name}, run beside the first:")
+            sys.stdout.write(written.read_text(errors="replace"))
+            sys.stdout.flush()
+    failed = [name for name, code in codes.items() if code]
     if failed:
-        session.error(f"pytest failed: {', '.join(failed)}")
+        session.error(f"pytest failed: {'; '.join(failed)}")
 
 
 # The Redis-protocol tests run again with these redis-py installs (the `tests` session has

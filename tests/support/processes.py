@@ -37,6 +37,27 @@ def _ephemeral_floor() -> int:
         return 32768
 
 
+# Set by `nox -s tests` ("K/N") when N pytest processes share the machine's loopback:
+# each hands out ports from its own K-th of the range only, so that none takes a port
+# another has handed out to a node that is down for a restart.
+PORT_SLICE_VARIABLE = "A3REDIS_TEST_PORT_SLICE"
+
+
+def port_range(slice_spec: str | None, high: int) -> tuple[int, int]:
+    """The ports this process may hand out: [LOWEST_PORT, high], or its slice of them."""
+    if not slice_spec:
+        return LOWEST_PORT, high
+    try:
+        index, count = (int(part) for part in slice_spec.split("/"))
+    except ValueError:
+        index = count = -1
+    if not 0 <= index < count:
+        raise ValueError(f"{PORT_SLICE_VARIABLE}={slice_spec!r}: expected K/N with 0 <= K < N")
+    width = (high - LOWEST_PORT + 1) // count
+    first = LOWEST_PORT + index * width
+    return first, first + width - 1
+
+
 def free_port() -> int:
     """A free port below the kernel's ephemeral range, never handed out twice here.
 
@@ -45,9 +66,11 @@ def free_port() -> int:
     "address already in use"; ports below the ephemeral range are only ever bound.
     """
     rng = random.Random()
-    high = max(LOWEST_PORT + 1000, _ephemeral_floor()) - 1
+    low, high = port_range(
+        os.environ.get(PORT_SLICE_VARIABLE), max(LOWEST_PORT + 1000, _ephemeral_floor()) - 1
+    )
     for _ in range(10_000):
-        port = rng.randint(LOWEST_PORT, high)
+        port = rng.randint(low, high)
         if port in _HANDED_OUT:
             continue
         with socket.socket() as probe:
@@ -57,7 +80,7 @@ def free_port() -> int:
                 continue
         _HANDED_OUT.add(port)
         return port
-    raise RuntimeError(f"no free port from {LOWEST_PORT} to {high}")
+    raise RuntimeError(f"no free port from {low} to {high}")
 
 
 NODE_COMMAND = ("-m", "a3redis.node")
