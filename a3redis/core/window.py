@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 SAMPLES_PER_BUCKET = 256
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     second: int
     count: int = 0
