@@ -67,14 +67,13 @@ def tests(session: nox.Session) -> None:
     try:
         for index, (name, arguments) in enumerate(SUITE_PARTS):
             env = {**os.environ, "PATH": path, PORT_SLICE: f"{index}/{len(SUITE_PARTS)}"}
-            log = None if index == 0 else logs / f"part-{index}.log"
-            # The first part writes to the session's output, the others to their logs.
-            with open(log or os.devnull, "wb") as out:
-                into = None if log is None else out
-                errors = None if log is None else subprocess.STDOUT
-                process = subprocess.Popen(
-                    [pytest, *arguments], env=env, stdout=into, stderr=errors
-                )
+            command = [pytest, *arguments]
+            if index == 0:  # the first writes to the session's output
+                running.append((name, subprocess.Popen(command, env=env), None))
+                continue
+            log = logs / f"part-{index}.log"
+            with open(log, "wb") as out:
+                process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
             running.append((name, process, log))
         codes = {name: process.wait() for name, process, _ in running}
     except BaseException:
