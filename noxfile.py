@@ -49,6 +49,7 @@ RING_CHANGE_TESTS = (
     "tests/cluster/test_scaling.py",
     "tests/cluster/test_join_resume.py",
     "tests/cluster/test_handoff.py",
+    "tests/cluster/test_membership.py",
 )
 SUITE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
