@@ -25,7 +25,7 @@ from a3redis.core.window import SAMPLES_PER_BUCKET
 from a3redis.v1 import kv_pb2 as pb
 from tests.conftest import NodeFactory
 from tests.support.clusters import start_cluster
-from tests.support.node_http import Census, census, counters, metric, statuses
+from tests.support.node_http import Census, census, metric, metrics_text, parse_samples, statuses
 from tests.support.processes import NodeProcess
 from tests.support.waiting import wait_for
 
@@ -76,10 +76,18 @@ def growth(before: Census, after: Census) -> dict[str, int]:
     return grown
 
 
+ACTIVITY = ("a3redis_requests_total", "a3redis_commits_total")
+
+
 def activity(nodes: list[NodeProcess]) -> list[float]:
-    """Each node's gRPC calls served (clients' and peers') and commits, so far."""
+    """Each node's gRPC calls served (clients' and peers') and commits, so far (one
+    read of its /metrics)."""
     return [
-        sum(counters(node, "a3redis_requests").values()) + metric(node, "a3redis_commits_total")
+        sum(
+            value
+            for (name, _), value in parse_samples(metrics_text(node)).items()
+            if name in ACTIVITY
+        )
         for node in nodes
     ]
 
