@@ -359,13 +359,15 @@ class Workload:
 
 @dataclass
 class Converged:
-    """What the end of a scenario found: every node's records, and the last repair reports."""
+    """What the end of a scenario found: every node's records, the last repair reports,
+    and why each repair pass before the last was not clean."""
 
     final: dict[str, dict[str, Observed | None]]
     reports: dict[str, list[dict[str, Any]]]
     passes: int
     seconds: float
     anomalies: list[Anomaly] = field(default_factory=list)
+    unclean: list[list[str]] = field(default_factory=list)
 
 
 class FaultCluster:
@@ -529,20 +531,22 @@ class FaultCluster:
         self.wait_all_alive(30)
         everyone = {n.node_id for n in self.nodes}
         reports: dict[str, list[dict[str, Any]]] = {}
+        unclean: list[list[str]] = []
         passes = 0
         while passes < max_passes:
             passes += 1
             reports = {node.node_id: self.repair(node) for node in self.nodes}
-            clean = not check_repair_reports(reports) and all(
-                {r["peer"] for r in reports[node_id]} == everyone - {node_id} for node_id in reports
-            )
-            if clean:
+            reasons = [
+                a.message for a in check_repair_reports(reports) + incomplete(reports, everyone)
+            ]
+            if not reasons:
                 break
+            unclean.append(reasons)
             # A node compares only with peers it sees alive: give gossip a round to catch
             # up on a busy machine before the next pass (the checks below stay the same).
             time.sleep(1.0)
         final = {node.node_id: self.local_records(node, keys) for node in self.nodes}
-        return Converged(final, reports, passes, time.monotonic() - started)
+        return Converged(final, reports, passes, time.monotonic() - started, unclean=unclean)
 
     def check(self, history: Sequence[Op], keys: Sequence[str]) -> Converged:
         """Converge, then run every check of the history checker; the anomalies found."""
@@ -551,17 +555,7 @@ class FaultCluster:
         node_of = {node.endpoint: node.node_id for node in self.nodes}
         anomalies = check(history, converged.final, self.owners, node_of)
         anomalies += check_repair_reports(converged.reports)
-        everyone = {n.node_id for n in self.nodes}
-        for node_id, peers in converged.reports.items():
-            compared = {r["peer"] for r in peers}
-            if compared != everyone - {node_id}:
-                anomalies.append(
-                    Anomaly(
-                        "repair-incomplete",
-                        "*",
-                        f"{node_id} compared with {sorted(compared)} only",
-                    )
-                )
+        anomalies += incomplete(converged.reports, {n.node_id for n in self.nodes})
         converged.anomalies = anomalies
         return converged
 
@@ -586,6 +580,17 @@ class FaultCluster:
             lines = node.output().splitlines()[-tail:]
             parts.append(f"--- {node.node_id} ({node.log_path}):\n" + "\n".join(lines))
         return "\n".join(parts)
+
+
+def incomplete(reports: dict[str, list[dict[str, Any]]], everyone: set[str]) -> list[Anomaly]:
+    """A node's repair round that did not compare with every other node."""
+    anomalies = []
+    for node_id, peers in reports.items():
+        compared = {r["peer"] for r in peers}
+        if compared != everyone - {node_id}:
+            message = f"{node_id} compared with {sorted(compared)} only"
+            anomalies.append(Anomaly("repair-incomplete", "*", message))
+    return anomalies
 
 
 def _addresses(members: Iterable[NsNode | str]) -> list[str]:
