@@ -583,7 +583,7 @@ class FaultCluster:
 
 
 def incomplete(reports: dict[str, list[dict[str, Any]]], everyone: set[str]) -> list[Anomaly]:
-    """A node's repair round that did not compare with every other node."""
+    """An anomaly for each node whose repair round did not compare with every other node."""
     anomalies = []
     for node_id, peers in reports.items():
         compared = {r["peer"] for r in peers}
