@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import sys
 import time
@@ -20,20 +19,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from a3redis import __version__
 from a3redis.client import Client, ClientError, Entry, GetResult, authorization_metadata
-from a3redis.cluster.peer_auth import operator_headers
 from a3redis.core.consistency import Consistency
 from a3redis.core.expiry import Condition, format_duration, parse_duration
 from a3redis.core.hlc import Version
 from a3redis.core.validation import InvalidRequestError
 from a3redis.net.address import Address
-from a3redis.runtime.supervision import unwrap_single_group
-from a3redis.tools import cluster_status as cluster_view
-from a3redis.tools.progress import Progress
+from a3redis.tools.output import show
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
@@ -262,7 +257,7 @@ async def _run(args: argparse.Namespace) -> int:
             version = await client.put(
                 args.key.encode(), args.value.encode(), args.consistency, ttl=ttl
             )
-            _print(
+            show(
                 {"key": args.key, "version": _version_json(version)}
                 if json_out
                 else f"OK {version}",
@@ -271,7 +266,7 @@ async def _run(args: argparse.Namespace) -> int:
         elif args.command == "get":
             result = await client.get(args.key.encode(), args.consistency)
             if json_out:
-                _print(_get_json(result), True)
+                show(_get_json(result), True)
             elif result.found and result.value is not None:
                 print(_text(result.value))
             else:
@@ -281,7 +276,7 @@ async def _run(args: argparse.Namespace) -> int:
             return await _expiry_command(client, args, json_out)
         elif args.command == "delete":
             version = await client.delete(args.key.encode(), args.consistency)
-            _print(
+            show(
                 {"key": args.key, "deleted": True, "version": _version_json(version)}
                 if json_out
                 else f"OK {version}",
@@ -296,43 +291,26 @@ async def _run(args: argparse.Namespace) -> int:
                 consistency=args.consistency,
             )
             if json_out:
-                _print([_entry_json(entry) for entry in entries], True)
+                show([_entry_json(entry) for entry in entries], True)
             else:
                 for entry in entries:
                     print(f"{_text(entry.key)}\t{_text(entry.value)}")
         elif args.command == "repair":
-            reports = await _repair(client, endpoints[0], args)
+            # Loaded only by the commands that call the nodes' HTTP endpoints (it says why).
+            from a3redis.tools import operator_commands
+
+            reports = await operator_commands.repair(client, endpoints[0], args)
             if json_out:
-                _print(reports, True)
+                show(reports, True)
             elif not args.wait:
                 print("repair round started")
             else:
                 for r in reports:
                     print(f"{r['peer']}: {_repair_line(r)}")
-        elif args.command == "cluster" and args.cluster_command == "remove":
-            path = f"/api/members/{args.node_id}/remove"
-            signed = _signed_by_cluster_secret(f"remove:{args.node_id}")
-            answer = await _admin_json(client, endpoints[0], "POST", path, args.timeout, signed)
-            if args.no_wait:
-                _print(answer if json_out else f"removing {args.node_id}", json_out)
-                return 0
-            await _wait_until_left(client, endpoints[0], args)
-            _print(
-                {"removed": args.node_id, "status": "left"}
-                if json_out
-                else f"removed {args.node_id} from the ring",
-                json_out,
-            )
-        elif args.command == "cluster" and args.cluster_command == "decommission":
-            return await _decommission(client, endpoints[0], args)
-        elif args.command == "cluster" and args.cluster_command in ("status", "ring"):
-            await _cluster_view(client, endpoints[0], args)
         elif args.command == "cluster":
-            members = await _admin_json(client, endpoints[0], "GET", "/membership", args.timeout)
-            if json_out:
-                _print(members, True)
-            else:
-                print(_members_table(members))
+            from a3redis.tools import operator_commands
+
+            return await operator_commands.cluster_command(client, endpoints[0], args)
     return 0
 
 
@@ -343,14 +321,14 @@ async def _expiry_command(client: Client, args: argparse.Namespace, json_out: bo
     if args.command == "ttl":
         result = await client.get(key, args.consistency)
         if not result.found:
-            _print({"key": args.key, "found": False} if json_out else "(not found)", json_out)
+            show({"key": args.key, "found": False} if json_out else "(not found)", json_out)
             return EXIT_NOT_FOUND
         left = result.expires_at_ms - int(time.time() * 1000) if result.expires_at_ms else None
         if json_out:
             body = {"key": args.key, "found": True, "expires_at_ms": result.expires_at_ms}
-            _print({**body, "ttl_ms": left}, True)
+            show({**body, "ttl_ms": left}, True)
         else:
-            _print("(no expiry)" if left is None else format_duration(max(left, 1)), False)
+            show("(no expiry)" if left is None else format_duration(max(left, 1)), False)
         return 0
     if args.command == "expire":
         condition = Condition(args.only) if args.only else Condition.ALWAYS
@@ -360,248 +338,13 @@ async def _expiry_command(client: Client, args: argparse.Namespace, json_out: bo
     else:
         changed = await client.persist(key, args.consistency)
         why = "missing, or it had no expiry"
-    _print(
+    show(
         {"key": args.key, "changed": changed}
         if json_out
         else ("OK" if changed else f"(unchanged: {why})"),
         json_out,
     )
     return 0 if changed else EXIT_NOT_FOUND
-
-
-async def _member_gossip_url(
-    client: Client, endpoint: Address, node_id: str, seconds: float
-) -> str:
-    """The HTTP base URL of member `node_id`, as the endpoint's node knows it."""
-    members = await _admin_json(client, endpoint, "GET", "/membership", seconds)
-    entry = members.get(node_id) if isinstance(members, dict) else None
-    if not isinstance(entry, dict) or not entry.get("gossip_addr"):
-        raise ClientError("NOT_FOUND", f"no member {node_id!r}")
-    return f"{client.http_scheme}://{entry['gossip_addr']}"
-
-
-async def _decommission(client: Client, endpoint: Address, args: argparse.Namespace) -> int:
-    json_out = args.output == "json"
-    base = await _member_gossip_url(client, endpoint, args.node_id, args.timeout)
-    answer = await _request_json(
-        client,
-        "POST",
-        f"{base}/api/members/{args.node_id}/decommission",
-        args.timeout,
-        _signed_by_cluster_secret(f"decommission:{args.node_id}"),
-    )
-    if args.no_wait:
-        _print(answer if json_out else f"{args.node_id} is decommissioning", json_out)
-        return 0
-    last = ""
-    deadline = time.monotonic() + args.wait_timeout
-    while time.monotonic() < deadline:
-        members = await _admin_json(client, endpoint, "GET", "/membership", args.timeout)
-        status = members.get(args.node_id, {}).get("status") if isinstance(members, dict) else None
-        if status == "left":
-            _print(
-                {"decommissioned": args.node_id, "status": "left"}
-                if json_out
-                else f"{args.node_id} handed its partitions over and left the ring",
-                json_out,
-            )
-            return 0
-        if status == "dead":
-            print(
-                f"{args.node_id} stopped during its decommission: start it again to resume, or "
-                f"remove it (`a3redis cluster remove {args.node_id}`: its partitions are copied "
-                "from the other owners first)",
-                file=sys.stderr,
-            )
-            return 1
-        try:
-            progress = await _request_json(client, "GET", f"{base}/api/transition", args.timeout)
-        except ClientError:
-            progress = None
-        line = _progress_line(progress) if isinstance(progress, dict) else "leaving"
-        if line != last and not json_out:
-            print(line, flush=True)
-            last = line
-        await trio.sleep(1.0)
-    print(f"still decommissioning after {args.wait_timeout:g}s (it goes on)", file=sys.stderr)
-    return 1
-
-
-def _progress_line(progress: dict[str, Any]) -> str:
-    waiting = progress.get("waiting_for")
-    return (
-        f"{progress.get('node_id')}: {progress.get('role')}, partitions "
-        f"{progress.get('partitions_done')}/{progress.get('partitions')}, "
-        f"{progress.get('keys_streamed')} keys copied"
-        + (f" (waiting for {waiting})" if waiting else "")
-    )
-
-
-async def _wait_until_left(client: Client, endpoint: Address, args: argparse.Namespace) -> None:
-    """Wait (showing progress) until the endpoint's node has removed `args.node_id`."""
-
-    async def left() -> bool:
-        members = await _admin_json(client, endpoint, "GET", "/membership", args.timeout)
-        entry = members.get(args.node_id) if isinstance(members, dict) else None
-        return isinstance(entry, dict) and entry.get("status") == "left"
-
-    deadline = time.monotonic() + args.wait_timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if await left():
-            return
-        progress = await _admin_json(client, endpoint, "GET", "/api/transition", args.timeout)
-        removing = progress.get("removing") if isinstance(progress, dict) else None
-        if not isinstance(removing, dict):
-            if await left():
-                return
-            raise ClientError("FAILED_PRECONDITION", f"{args.node_id} was not removed")
-        line = (
-            f"removing {args.node_id}: partitions {removing.get('partitions_done')}/"
-            f"{removing.get('partitions')}, {removing.get('keys_copied')} keys copied"
-        )
-        if line != last and args.output != "json":
-            print(line, flush=True)
-            last = line
-        await trio.sleep(0.5)
-    raise ClientError(
-        "DEADLINE_EXCEEDED", f"{args.node_id} not removed within {args.wait_timeout:g}s"
-    )
-
-
-async def _admin_json(
-    client: Client,
-    endpoint: Address,
-    method: str,
-    path: str,
-    seconds: float,
-    headers: dict[str, str] | None = None,
-) -> Any:
-    """Call the node's HTTP endpoint, at its advertised address or, failing that,
-    at the host we reached it on (an advertised name may not resolve from here)."""
-    gossip = Address.parse((await client.describe()).gossip_address)
-    try:
-        return await _request_json(
-            client, method, f"{client.http_scheme}://{gossip}{path}", seconds, headers
-        )
-    except ClientError as error:
-        if error.code != "UNAVAILABLE" or gossip.host == endpoint.host:
-            raise
-        fallback = Address(endpoint.host, gossip.port)
-        return await _request_json(
-            client, method, f"{client.http_scheme}://{fallback}{path}", seconds, headers
-        )
-
-
-def _signed_by_cluster_secret(channel: str) -> dict[str, str]:
-    """Headers signing an operator request with the cluster secret in our environment
-    (CLUSTER_SECRET_FILE or CLUSTER_SECRET), as nodes with a secret require; none without."""
-    try:
-        return operator_headers(os.environ, channel)
-    except ValueError as error:
-        raise ClientError("INVALID_ARGUMENT", str(error)) from None
-
-
-async def _cluster_view(client: Client, endpoint: Address, args: argparse.Namespace) -> None:
-    json_out = args.output == "json"
-    info = await client.describe()
-    async with _http_client(client, args.timeout) as http_client:
-        http = cluster_view.NodeHttp(http_client, endpoint.host, client.http_scheme)
-        entry = Address.parse(info.gossip_address)
-        if args.cluster_command == "status":
-            status = await cluster_view.gather_status(http, entry, info.node_id)
-            _print(
-                cluster_view.status_json(status)
-                if json_out
-                else cluster_view.status_text(status, time.time()),
-                json_out,
-            )
-            return
-        members, ring = await cluster_view.entry_view(http, entry, info.node_id)
-    if args.key is None:
-        _print(cluster_view.ring_json(ring) if json_out else cluster_view.ring_text(ring), json_out)
-    else:
-        owners = cluster_view.key_owners_json(ring, args.key.encode(), members, args.key)
-        _print(owners if json_out else cluster_view.key_owners_text(owners), json_out)
-
-
-async def _repair(client: Client, endpoint: Address, args: argparse.Namespace) -> list[Any]:
-    """Run the repair call; with --wait on a terminal, show its progress on stderr meanwhile."""
-    with Progress() as progress:
-        if not (args.wait and progress.enabled):
-            return await client.repair(wait=args.wait)
-        info = await client.describe()
-        reports: list[Any] = []
-        with unwrap_single_group():
-            async with (
-                _http_client(client, 1.0) as http_client,
-                trio.open_nursery() as nursery,
-            ):
-                http = cluster_view.NodeHttp(http_client, endpoint.host, client.http_scheme)
-                gossip = Address.parse(info.gossip_address)
-                nursery.start_soon(_show_repair_progress, progress, info.node_id, http, gossip)
-                reports = await client.repair(wait=True)
-                nursery.cancel_scope.cancel()
-        return reports
-
-
-async def _show_repair_progress(
-    progress: Progress, node_id: str, http: cluster_view.NodeHttp, gossip: Address
-) -> None:
-    """Elapsed time, and the keys the round has moved so far (the node counts them per peer)."""
-    started = time.monotonic()
-    moved_before: int | None = None
-    moved = ""
-    while True:
-        progress.show(f"repair on {node_id}: {time.monotonic() - started:.1f}s{moved}")
-        try:
-            repair = (await http.get(gossip, "/api/metrics/summary"))["last_repair"]
-            total = int(repair["keys_pulled"]) + int(repair["keys_pushed"])
-        except (cluster_view.Unreachable, KeyError, TypeError, ValueError):
-            pass
-        else:
-            moved_before = total if moved_before is None else moved_before
-            moved = f", {total - moved_before} keys moved"
-        await trio.sleep(0.5)
-
-
-def _authorization(token: str | None) -> dict[str, str]:
-    """The HTTP header that presents a client token (none without one)."""
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
-
-
-def _http_client(client: Client, seconds: float) -> httpx.AsyncClient:
-    """An HTTP client for the nodes' HTTP endpoints, with the client's token and TLS."""
-    return httpx.AsyncClient(
-        timeout=seconds,
-        trust_env=False,
-        headers=_authorization(client.token),
-        verify=True if client.http_tls is None else client.http_tls,
-    )
-
-
-# HTTP answers named as gRPC statuses, like every other failure of the CLI.
-_CODE_OF_HTTP_STATUS = {
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    409: "FAILED_PRECONDITION",
-}
-
-
-async def _request_json(
-    client: Client, method: str, url: str, seconds: float, signed: dict[str, str] | None = None
-) -> Any:
-    """`signed`: the cluster secret's signature headers of an operator request, if any."""
-    try:
-        async with _http_client(client, seconds) as http:
-            response = await http.request(method, url, headers=signed)
-            body = response.json()
-    except (httpx.HTTPError, ValueError) as error:
-        raise ClientError("UNAVAILABLE", f"{url}: {error}") from None
-    if response.status_code >= 400:
-        code = _CODE_OF_HTTP_STATUS.get(response.status_code, "NOT_FOUND")
-        raise ClientError(code, str(body.get("error", body)))
-    return body
 
 
 def _repair_line(r: dict[str, Any]) -> str:
@@ -613,31 +356,6 @@ def _repair_line(r: dict[str, Any]) -> str:
         f"{r['leaves']} leaves differed, pulled {r['keys_pulled']}, pushed {r['keys_pushed']}, "
         f"{moved} bytes in {r['seconds']:.3f}s"
     )
-
-
-def _members_table(members: dict[str, Any]) -> str:
-    now = time.time()
-    rows = [("NODE", "STATUS", "GRPC", "GOSSIP", "INCARNATION", "LAST HEARD")]
-    for node_id, entry in sorted(members.items()):
-        heard = entry.get("timestamp")
-        rows.append(
-            (
-                node_id,
-                str(entry.get("status")),
-                str(entry.get("addr") or "-"),
-                str(entry.get("gossip_addr") or "-"),
-                str(entry.get("incarnation", "-")),
-                "-" if heard is None else f"{max(0.0, now - heard):.0f}s ago",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
-
-
-def _print(body: Any, json_out: bool) -> None:
-    print(json.dumps(body) if json_out else body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

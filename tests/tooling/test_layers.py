@@ -128,3 +128,28 @@ def test_a_node_or_the_cli_starts_without_importing_test_tools(entry: str) -> No
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert ran.stdout.strip() == "[]", ran.stdout
+
+
+# What only the commands that call the nodes' HTTP endpoints need (a3redis.tools.operator_commands).
+HTTP_SIDE = ("httpx", "a3redis.tools.operator_commands", "a3redis.cluster.peer_auth")
+
+
+def test_the_cli_loads_its_http_side_only_for_the_commands_that_use_it() -> None:
+    """`a3redis get` and the other key-value commands start without httpx and the cluster
+    secret's signing; a command that calls a node's HTTP endpoint loads them."""
+    probe = (
+        "import sys, trio\n"
+        "from a3redis.tools import cli\n"
+        "loaded = lambda: sorted({n.split('.')[0] if n.startswith('httpx') else n\n"
+        f"    for n in sys.modules if n.startswith({HTTP_SIDE!r})}})\n"
+        "code = cli.main(['get', 'k', '-e', '127.0.0.1:1', '--timeout', '0.5'])\n"
+        "print(code, loaded())\n"
+        "code = cli.main(['cluster', 'status', '-e', '127.0.0.1:1', '--timeout', '0.5'])\n"
+        "print(code, loaded())\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    after_get, after_status = ran.stdout.splitlines()
+    assert after_get == "3 []", ran.stdout  # the get failed (nothing listens there), no HTTP side
+    assert after_status == f"3 {sorted(HTTP_SIDE)}", ran.stdout
