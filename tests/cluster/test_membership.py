@@ -15,6 +15,8 @@ import grpc
 
 from a3redis.v1 import kv_pb2 as pb
 from tests.conftest import NodeFactory
+from tests.hostile.raw import RawClient
+from tests.hostile.raw import refused as call_refused
 from tests.support.clusters import peered_nodes, wait_all_alive_and_ready
 from tests.support.node_http import get_json, membership, ready, statuses
 from tests.support.processes import HOST, NodeProcess, run_cli
@@ -200,23 +202,6 @@ def test_peers_may_be_given_as_gossip_addresses(node_factory: NodeFactory) -> No
 JOIN_TIMEOUT = 5
 
 
-def refusal(node: NodeProcess, value: bytes) -> tuple[grpc.StatusCode, str] | None:
-    """Put k=`value` at ONE through `node`, in process; the code and details it was
-    refused with (None: written). The checks that race a restarted node's JOIN_TIMEOUT
-    use this: on a busy machine a CLI process can take longer than that to start."""
-    with grpc.insecure_channel(node.endpoint, options=[("grpc.enable_http_proxy", 0)]) as channel:
-        put = channel.unary_unary(
-            "/a3redis.v1.KeyValue/Put",
-            request_serializer=pb.PutRequest.SerializeToString,
-            response_deserializer=pb.PutResponse.FromString,
-        )
-        try:
-            put(pb.PutRequest(key=b"k", value=value, consistency=pb.CONSISTENCY_ONE), timeout=5)
-        except grpc.RpcError as error:
-            return error.code(), error.details() or ""
-    return None
-
-
 def test_a_node_places_keys_only_once_it_knows_the_cluster_and_remembers_it_across_restarts(
     node_factory: NodeFactory,
 ) -> None:
@@ -250,9 +235,10 @@ def test_a_node_places_keys_only_once_it_knows_the_cluster_and_remembers_it_acro
     second.kill()
     first.start()
     assert set(statuses(first)) == {"node-1", "node-2"}
-    answer = refusal(first, b"v2")
-    assert answer is not None and answer[0] == grpc.StatusCode.UNAVAILABLE, answer
-    assert "has not joined" in answer[1], answer
+    # In process: on a busy machine a CLI process can take longer than JOIN_TIMEOUT to start.
+    with RawClient(first) as client:
+        code, details = call_refused(client.put, b"k", b"v2", pb.CONSISTENCY_ONE)
+    assert code == grpc.StatusCode.UNAVAILABLE and "has not joined" in details, details
     wait_for(lambda: ready(first), JOIN_TIMEOUT + 3, "node-1 ready on its saved table")
     put = run_cli("put", "k", "v2", "--endpoint", first.endpoint, "--consistency", "one")
     assert put.returncode == 0, put.stderr
@@ -276,9 +262,10 @@ def test_a_node_places_keys_only_once_it_knows_the_cluster_and_remembers_it_acro
     first.stop()
     first.start()
     assert statuses(first)["node-2"] == "dead"
-    answer = refusal(first, b"v3")
-    assert answer is not None and answer[0] == grpc.StatusCode.UNAVAILABLE, answer
-    assert "has not joined" in answer[1], answer
+    # In process: on a busy machine a CLI process can take longer than JOIN_TIMEOUT to start.
+    with RawClient(first) as client:
+        code, details = call_refused(client.put, b"k", b"v3", pb.CONSISTENCY_ONE)
+    assert code == grpc.StatusCode.UNAVAILABLE and "has not joined" in details, details
     second.start()
     wait_for(lambda: statuses(first) == both == statuses(second), 5, "both back")
     wait_for(lambda: ready(first), 5, "node-1 ready once it heard node-2")
