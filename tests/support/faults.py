@@ -359,8 +359,9 @@ class Workload:
 
 @dataclass
 class Converged:
-    """What the end of a scenario found: every node's records, the last repair reports,
-    and why each repair pass before the last was not clean."""
+    """What the end of a scenario found: every node's records, the last repair reports
+    (their anomalies, and once checked the history's, in `anomalies`), and why each
+    repair pass before the last was not clean."""
 
     final: dict[str, dict[str, Observed | None]]
     reports: dict[str, list[dict[str, Any]]]
@@ -530,33 +531,31 @@ class FaultCluster:
         started = time.monotonic()
         self.wait_all_alive(30)
         everyone = {n.node_id for n in self.nodes}
-        reports: dict[str, list[dict[str, Any]]] = {}
         unclean: list[list[str]] = []
         passes = 0
-        while passes < max_passes:
+        while True:
             passes += 1
             reports = {node.node_id: self.repair(node) for node in self.nodes}
-            reasons = [
-                a.message for a in check_repair_reports(reports) + incomplete(reports, everyone)
-            ]
-            if not reasons:
+            found = check_repair_reports(reports) + incomplete(reports, everyone)
+            if not found or passes == max_passes:
                 break
-            unclean.append(reasons)
+            unclean.append([anomaly.message for anomaly in found])
             # A node compares only with peers it sees alive: give gossip a round to catch
             # up on a busy machine before the next pass (the checks below stay the same).
             time.sleep(1.0)
         final = {node.node_id: self.local_records(node, keys) for node in self.nodes}
-        return Converged(final, reports, passes, time.monotonic() - started, unclean=unclean)
+        seconds = time.monotonic() - started
+        return Converged(final, reports, passes, seconds, anomalies=found, unclean=unclean)
 
     def check(self, history: Sequence[Op], keys: Sequence[str]) -> Converged:
         """Converge, then run every check of the history checker; the anomalies found."""
         all_keys = sorted(set(keys) | {op.key for op in history})
         converged = self.converge(all_keys)
         node_of = {node.endpoint: node.node_id for node in self.nodes}
-        anomalies = check(history, converged.final, self.owners, node_of)
-        anomalies += check_repair_reports(converged.reports)
-        anomalies += incomplete(converged.reports, {n.node_id for n in self.nodes})
-        converged.anomalies = anomalies
+        # The last repair pass's own findings stay after the history checker's.
+        converged.anomalies = check(history, converged.final, self.owners, node_of) + (
+            converged.anomalies
+        )
         return converged
 
     def histories(self) -> list[Op]:
